@@ -33,6 +33,106 @@ def cli() -> None:
     """
 
 
+# --------------------------------------------------------------------------- parameters and packages
+
+
+def _atomic_write_text(path: Path, text: str, *, force: bool) -> None:
+    """Write `text` to `path` via a temporary file and a rename: never a half-written file."""
+    import os
+    import tempfile
+
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists; use --force to overwrite it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{parent}: no such folder")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default="parameters.toml")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: Path, force: bool) -> None:
+    """Write a commented parameters file with the article's example values.
+
+    \b
+    Example:
+      psbridge init contoso.toml
+    """
+    from importlib.resources import files
+
+    text = files("generator.templates").joinpath("parameters.toml").read_text(encoding="utf-8")
+    _atomic_write_text(path, text, force=force)
+    click.echo(f"wrote {path}: edit it, then run: psbridge validate {path}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("params", type=click.Path(dir_okay=False, path_type=Path))
+def validate(params: Path) -> None:
+    """Check a parameters file; list every problem (exit 2) or say it is valid (exit 0).
+
+    \b
+    Example:
+      psbridge validate contoso.toml
+    """
+    from .parameters import load_parameters
+
+    parameters = load_parameters(params)
+    click.echo(f"{params}: valid ({parameters.name}, profile {parameters.profile})")
+
+
+@cli.command(context_settings=CONTEXT)
+def schema() -> None:
+    """Print the JSON Schema of the parameters file.
+
+    \b
+    Example:
+      psbridge schema > psbridge.schema.json
+    """
+    import json
+
+    from .parameters import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("params", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--example", is_flag=True, help="Use the built-in example (the article's contoso values).")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
+    show_default=True, help="Folder in which the package folder <name>/ is written.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing package (its runs/ and approvals/ are kept).")
+def render(params: Path | None, example: bool, out_dir: Path, force: bool) -> None:
+    """Render the PowerShell sequence into a reviewable package OUT/<name>/.
+
+    \b
+    Examples:
+      psbridge render --example
+      psbridge render contoso.toml --out packages --force
+    """
+    from .parameters import example as example_parameters
+    from .parameters import load_parameters
+    from .render import render_package
+
+    if example == (params is not None):
+        raise UserError("render: give either a parameters file or --example")
+    parameters = example_parameters() if example else load_parameters(params)  # type: ignore[arg-type]
+    package = render_package(parameters)
+    target = package.write(out_dir, force=force)
+    steps = sum(1 for f in package.files if f.startswith("steps/"))
+    click.echo(f"wrote {target}/ ({steps} steps): review {target / 'REVIEW.md'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the command and turn failures into exit codes without tracebacks."""
     try:

@@ -53,3 +53,66 @@ def digest_listing(package_dir: Path) -> str:
 def package_digest(package_dir: Path) -> str:
     """sha256 over the canonical listing: one value that changes when any change-defining byte does."""
     return sha256_hex(digest_listing(package_dir).encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- writing a package
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+#: Version of plan.json's layout; readers refuse a version they do not know.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Package:
+    """A rendered package in memory: relative POSIX path -> exact bytes."""
+
+    name: str
+    files: dict[str, bytes]
+
+    def write(self, out_dir: Path, *, force: bool = False) -> Path:
+        """Write the package to `out_dir/<name>/` all at once, or not at all.
+
+        Files go to a temporary sibling folder that is renamed into place, so a crash or a
+        full disk never leaves a half-written package. With `force`, an existing package is
+        replaced, but its evidence (run records, approvals) is carried over: it describes
+        what happened and must not vanish with a re-render.
+        """
+        target = out_dir / self.name
+        if target.exists() and not force:
+            raise UserError(f"{target}: already exists; use --force to replace it")
+        if target.exists() and not target.is_dir():
+            raise UserError(f"{target}: exists and is not a folder")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{out_dir}: cannot create the output folder: {exc.strerror or exc}") from None
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.name}.", suffix=".tmp", dir=out_dir))
+        try:
+            for rel, data in self.files.items():
+                path = staging / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.chmod(staging, 0o755)
+            if target.exists():
+                for evidence in EVIDENCE_DIRS:
+                    if (target / evidence).is_dir():
+                        os.replace(target / evidence, staging / evidence)
+                retired = Path(tempfile.mkdtemp(prefix=f".{self.name}.", suffix=".old", dir=out_dir))
+                os.replace(target, retired / self.name)
+                os.replace(staging, target)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        except OSError as exc:
+            raise UserError(f"{target}: cannot write the package: {exc.strerror or exc}") from None
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return target

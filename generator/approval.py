@@ -1,0 +1,886 @@
+"""Signed approvals: approver keys, approving a package digest, and verifying a package.
+
+A change-advisory board approves *one exact package*: the approval is an Ed25519
+signature over the package digest (see `plan.package_digest`) plus who approved, when,
+until when, and the per-file hashes at approval time. `verify_package` is the single
+gate that `psbridge verify` and `psbridge run --require-approval` both use, so what the
+board approved and what may run are decided by the same code.
+
+Files
+-----
+* private key: PKCS#8 PEM, mode 0600, encrypted when a passphrase is given.
+* public key: ``<slug>.pub.json`` = ``{"format": "psbridge-public-key-v1", "identity",
+  "algorithm": "ed25519", "public_key": base64(raw 32 bytes), "fingerprint": sha256 hex
+  of the raw key}``. A trusted-keys folder is a folder of these files.
+* approval: ``PKG/approvals/<UTC time>-<fingerprint[:12]>.json`` holding the fields of
+  `SIGNED_FIELDS` plus ``signature`` = base64 Ed25519 over `signed_message(record)`.
+
+`cryptography` is imported inside the functions that need it, so that importing this
+module (and starting the CLI) stays cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import UserError
+from .plan import change_files, package_digest, sha256_hex
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; keeps cryptography out of import time
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+#: Environment variable holding the passphrase of an approver's private key.
+PASSPHRASE_ENV = "PSBRIDGE_KEY_PASSPHRASE"
+PUBLIC_KEY_FORMAT = "psbridge-public-key-v1"
+APPROVAL_FORMAT = "psbridge-approval-v1"
+#: Domain separation: a signature made for an approval can never be replayed as anything else.
+SIGNATURE_DOMAIN = b"psbridge-approval-v1\n"
+#: Every field of an approval the signature covers; a file with any other field is refused.
+SIGNED_FIELDS = (
+    "format", "approver", "public_key", "fingerprint", "package", "digest", "files",
+    "approved_at", "expires_at", "comment",
+)
+APPROVALS_DIR = "approvals"
+PUBLIC_KEY_SUFFIX = ".pub.json"
+PRIVATE_KEY_SUFFIX = ".key"
+DEFAULT_VALIDITY = "7d"
+#: A board approves a change window, not a standing permission.
+MAX_VALIDITY = timedelta(days=90)
+#: Tolerated clock difference between the approver's machine and the verifier's.
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_IDENTITY = 200
+MAX_COMMENT = 2000
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_VALIDITY = re.compile(r"^\s*(\d{1,6})\s*([dhm])\s*$")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def utc_now() -> datetime:
+    """Current time in UTC at whole seconds: approvals record times people read and compare."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 UTC with a Z, the one time format of approvals and the audit log."""
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(text: object) -> datetime:
+    """Parse `format_time` output; anything else is a malformed approval (ValueError)."""
+    if not isinstance(text, str):
+        raise ValueError("time is not a string")
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def parse_validity(text: str) -> timedelta:
+    """`Nd`, `Nh` or `Nm` (minutes) -> timedelta, bounded by MAX_VALIDITY so approvals lapse."""
+    match = _VALIDITY.match(text or "")
+    if not match:
+        raise UserError(f"--expires {text!r}: use a number and d, h or m (for example 7d, 12h, 30m)")
+    amount, unit = int(match.group(1)), match.group(2)
+    delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+    if delta <= timedelta(0):
+        raise UserError(f"--expires {text!r}: must be longer than zero")
+    if delta > MAX_VALIDITY:
+        raise UserError(f"--expires {text!r}: at most {MAX_VALIDITY.days}d")
+    return delta
+
+
+def fingerprint(raw_public_key: bytes) -> str:
+    """sha256 hex of the raw 32-byte Ed25519 public key: the name of a key everywhere in psbridge."""
+    return sha256_hex(raw_public_key)
+
+
+def short(fp: str) -> str:
+    """First 16 hex digits of a fingerprint, enough for people to tell keys apart in messages."""
+    return fp[:16]
+
+
+def check_identity(name: str) -> str:
+    """An approver identity is one printable line; it is shown to auditors and signed."""
+    value = (name or "").strip()
+    if not value:
+        raise UserError("--name: empty; give the approver, e.g. \"Jane Doe <jane@contoso.com>\"")
+    if len(value) > MAX_IDENTITY:
+        raise UserError(f"--name: longer than {MAX_IDENTITY} characters")
+    if any(not ch.isprintable() for ch in value):
+        raise UserError("--name: must be one line of printable characters")
+    return value
+
+
+def identity_slug(identity: str) -> str:
+    """File-name stem from an identity ("Jane Doe <jane@x>" -> "jane-doe"), so keys don't collide."""
+    display = identity.split("<", 1)[0].strip() or identity
+    slug = re.sub(r"[^a-z0-9]+", "-", display.lower()).strip("-")
+    return slug[:60] or "approver"
+
+
+def atomic_write(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
+    """Write `data` to `path` so readers see the old file or the whole new one, never a part.
+
+    The temporary file is created with `mode` from the start (a private key is never
+    readable by others, not even for a moment). Without `overwrite`, the final step is a
+    hard link, which fails atomically when the target exists.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UserError(f"{path}: exists; use --force to replace it") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: object, what: str) -> bytes:
+    """Strict base64 decode; a malformed value is a malformed file, not a crash."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is not a string")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError(f"{what} is not base64") from exc
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An approver's public key and the identity it was issued to."""
+
+    identity: str
+    raw: bytes
+    fingerprint: str
+    path: Path | None = None
+
+    def to_json(self) -> dict[str, str]:
+        """The public key file's content."""
+        return {
+            "format": PUBLIC_KEY_FORMAT,
+            "identity": self.identity,
+            "algorithm": "ed25519",
+            "public_key": _b64(self.raw),
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class KeyPairFiles:
+    """Where `generate_keypair` wrote the two files."""
+
+    private_key: Path
+    public_key: Path
+    fingerprint: str
+    encrypted: bool
+
+
+def public_key_path_for(private_key: Path) -> Path:
+    """The public key file keygen writes next to a private key (`jane-doe.key` -> `jane-doe.pub.json`)."""
+    stem = private_key.name[: -len(PRIVATE_KEY_SUFFIX)] if private_key.name.endswith(PRIVATE_KEY_SUFFIX) else private_key.name
+    return private_key.with_name(stem + PUBLIC_KEY_SUFFIX)
+
+
+def generate_keypair(out_dir: Path, name: str, passphrase: str | None, *, force: bool = False) -> KeyPairFiles:
+    """Create an Ed25519 approver key pair in `out_dir`; the private key never touches disk unprotected.
+
+    Both target names are checked before anything is written, so a refused keygen leaves
+    no half pair behind.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    identity = check_identity(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = identity_slug(identity)
+    private_path = out_dir / f"{stem}{PRIVATE_KEY_SUFFIX}"
+    public_path = out_dir / f"{stem}{PUBLIC_KEY_SUFFIX}"
+    if not force:
+        existing = [str(p) for p in (private_path, public_path) if p.exists() or p.is_symlink()]
+        if existing:
+            raise UserError(*(f"{p}: exists; use --force to replace it" for p in existing))
+    key = Ed25519PrivateKey.generate()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase.encode("utf-8")) if passphrase else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    public = PublicKey(identity, raw, fingerprint(raw))
+    atomic_write(private_path, pem, 0o600, overwrite=force)
+    body = json.dumps(public.to_json(), indent=2, ensure_ascii=False) + "\n"
+    atomic_write(public_path, body.encode("utf-8"), 0o644, overwrite=force)
+    return KeyPairFiles(private_path, public_path, public.fingerprint, encrypted=bool(passphrase))
+
+
+def parse_public_key(data: Mapping[str, Any], path: Path | None = None) -> PublicKey:
+    """Validate a public key file's content; the stored fingerprint must match the key (no typos trusted)."""
+    if data.get("format") != PUBLIC_KEY_FORMAT or data.get("algorithm") != "ed25519":
+        raise ValueError(f"not a {PUBLIC_KEY_FORMAT} ed25519 key")
+    identity = data.get("identity")
+    if not isinstance(identity, str) or not identity.strip():
+        raise ValueError("identity missing")
+    raw = _unb64(data.get("public_key"), "public_key")
+    if len(raw) != 32:
+        raise ValueError("public_key is not 32 bytes")
+    fp = fingerprint(raw)
+    if data.get("fingerprint") not in (None, fp):
+        raise ValueError("fingerprint does not match public_key")
+    return PublicKey(identity, raw, fp, path)
+
+
+def load_public_key(path: Path) -> PublicKey:
+    """Read a `.pub.json` file; any problem is an input error naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return parse_public_key(data, path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: public key file not found") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a psbridge public key ({exc})") from None
+
+
+def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
+    """Every `*.pub.json` in `directory`, by fingerprint: the board's list of who may approve.
+
+    An empty or unreadable folder is an input error rather than "nobody approved", so a
+    wrong path cannot be mistaken for a policy.
+    """
+    if not directory.is_dir():
+        raise UserError(f"--trusted-keys {directory}: not a folder")
+    keys: dict[str, PublicKey] = {}
+    for path in sorted(directory.glob(f"*{PUBLIC_KEY_SUFFIX}")):
+        key = load_public_key(path)
+        other = keys.get(key.fingerprint)
+        if other is not None and other.identity != key.identity:
+            raise UserError(f"{path}: same key as {other.path} but a different identity")
+        keys[key.fingerprint] = key
+    if not keys:
+        raise UserError(f"--trusted-keys {directory}: no *{PUBLIC_KEY_SUFFIX} public keys in it")
+    return keys
+
+
+def default_passphrase_reader() -> str:
+    """Passphrase from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt on a terminal (never a flag)."""
+    from .secrets import read_secret
+
+    return read_secret(PASSPHRASE_ENV, "key passphrase", stdin_flag=None)
+
+
+def load_private_key(
+    path: Path, passphrase_reader: Callable[[], str] = default_passphrase_reader
+) -> tuple[Ed25519PrivateKey, PublicKey]:
+    """Load an approver's private key and the identity from the public key file next to it.
+
+    The passphrase is only asked for when the key is encrypted. The public key file must
+    hold the same key, so an approval can't claim someone else's identity by accident.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"--key {path}: cannot read ({exc.strerror})") from None
+    _warn_if_exposed(path)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:  # encrypted: needs the passphrase
+        secret = passphrase_reader()
+        try:
+            key = serialization.load_pem_private_key(pem, password=secret.encode("utf-8"))
+        except (ValueError, TypeError):
+            raise UserError(f"--key {path}: wrong passphrase or damaged key") from None
+    except (ValueError, binascii.Error):
+        raise UserError(f"--key {path}: not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UserError(f"--key {path}: not an Ed25519 key (use psbridge keygen)")
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    public_file = public_key_path_for(path)
+    public = load_public_key(public_file)
+    if public.raw != raw:
+        raise UserError(f"{public_file}: holds a different key than {path}")
+    return key, public
+
+
+def _warn_if_exposed(path: Path) -> None:
+    """Warn (like ssh) when a private key is readable by others; the approval is only as good as the key."""
+    if os.name != "posix":
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        print(f"psbridge: warning: {path} is accessible by other users (mode {mode & 0o777:o}); chmod 600 it", file=sys.stderr)
+
+
+def key_fingerprint(spec: str) -> str:
+    """Fingerprint from a `.pub.json` file, a private key (via its public file or itself), or 64 hex digits.
+
+    Used by `--forbid-key` and `run --forbid-self-approval --key`: the operator names
+    their key however they hold it.
+    """
+    text = spec.strip()
+    candidate = text.lower().removeprefix("sha256:")
+    path = Path(text)
+    if not path.exists() and _HEX64.match(candidate):
+        return candidate
+    if not path.is_file():
+        raise UserError(f"{spec}: neither a key file nor a 64-digit hex fingerprint")
+    if path.name.endswith(PUBLIC_KEY_SUFFIX):
+        return load_public_key(path).fingerprint
+    sibling = public_key_path_for(path)
+    if sibling.is_file() and sibling != path:
+        _, public = load_private_key(path)
+        return public.fingerprint
+    return _fingerprint_of_bare_private_key(path)
+
+
+def _fingerprint_of_bare_private_key(path: Path) -> str:
+    """Fingerprint of a private key file with no public file next to it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = path.read_bytes()
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:
+        try:
+            key = serialization.load_pem_private_key(pem, password=default_passphrase_reader().encode("utf-8"))
+        except (ValueError, TypeError):
+            raise UserError(f"{path}: wrong passphrase or damaged key") from None
+    except ValueError:
+        raise UserError(f"{path}: not a psbridge key file") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UserError(f"{path}: not an Ed25519 key")
+    return fingerprint(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+# --------------------------------------------------------------------------- the package
+
+
+def load_plan(package_dir: Path) -> dict[str, Any]:
+    """plan.json as a dict; a missing or broken plan is an input error (it is not a package)."""
+    path = package_dir / "plan.json"
+    if not package_dir.is_dir():
+        raise UserError(f"{package_dir}: not a package folder")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{package_dir}: no plan.json; not a psbridge package") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a JSON object")
+    return data
+
+
+def file_listing(package_dir: Path) -> dict[str, str]:
+    """Change-defining file -> sha256, as approvals record it; used to name what changed later."""
+    return {rel: sha256_hex((package_dir / rel).read_bytes()) for rel in change_files(package_dir)}
+
+
+def recorded_hashes(plan: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """What plan.json says every other package file hashes to, and problems with those records.
+
+    Steps record `file` + `sha256`; `files` maps a path to a sha256 (or to an object with
+    one). plan.json itself is covered by the digest, not by a record inside itself.
+    """
+    expected: dict[str, str] = {}
+    problems: list[str] = []
+
+    def add(path: object, digest: object, where: str) -> None:
+        if not isinstance(path, str) or not _safe_relative(path):
+            problems.append(f"plan.json: {where}: unsafe or missing file path {path!r}")
+            return
+        if isinstance(digest, Mapping):
+            digest = digest.get("sha256")
+        if not isinstance(digest, str) or not _HEX64.match(digest):
+            problems.append(f"plan.json: {where}: no sha256 recorded for {path}")
+            return
+        if expected.get(path, digest) != digest:
+            problems.append(f"plan.json: {path}: recorded twice with different hashes")
+        expected[path] = digest
+
+    steps = plan.get("steps")
+    if not isinstance(steps, list):
+        problems.append("plan.json: no steps list")
+        steps = []
+    for number, step in enumerate(steps, start=1):
+        if not isinstance(step, Mapping):
+            problems.append(f"plan.json: steps[{number}] is not an object")
+            continue
+        add(step.get("file"), step.get("sha256"), f"step {step.get('index', number)}")
+    files = plan.get("files", {})
+    if not isinstance(files, Mapping):
+        problems.append("plan.json: files is not an object")
+        files = {}
+    for path, digest in files.items():
+        add(path, digest, f"files[{path!r}]")
+    return expected, problems
+
+
+def _safe_relative(path: str) -> bool:
+    """A recorded path stays inside the package: relative, no `..`, not evidence."""
+    parts = Path(path).parts
+    return bool(parts) and not Path(path).is_absolute() and ".." not in parts and parts[0] not in {"runs", APPROVALS_DIR}
+
+
+def integrity_problems(package_dir: Path, plan: Mapping[str, Any]) -> list[str]:
+    """Every way the folder differs from what plan.json records: changed, missing, unexpected files.
+
+    Each problem names the file, because the board needs to know *what* was touched.
+    """
+    expected, problems = recorded_hashes(plan)
+    try:
+        present = set(change_files(package_dir))
+    except UserError as exc:  # a symbolic link: tampering, reported like any other change
+        return problems + list(exc.problems)
+    for rel in sorted(expected):
+        if rel not in present:
+            problems.append(f"missing file: {rel}")
+            continue
+        if sha256_hex((package_dir / rel).read_bytes()) != expected[rel]:
+            problems.append(f"changed file: {rel} (sha256 differs from plan.json)")
+    for rel in sorted(present - set(expected) - {"plan.json"}):
+        problems.append(f"unexpected file: {rel}")
+    return problems
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+def signed_message(record: Mapping[str, Any]) -> bytes:
+    """The exact bytes an approval signature covers: domain string + canonical JSON of SIGNED_FIELDS.
+
+    Canonical = sorted keys, no whitespace, ASCII escapes, so the same fields always give
+    the same bytes whatever tool re-serializes the file.
+    """
+    body = {name: record[name] for name in SIGNED_FIELDS}
+    return SIGNATURE_DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+@dataclass
+class ApproveResult:
+    """What `approve_package` did: the approval file, and whether it is new."""
+
+    path: Path
+    created: bool
+    record: dict[str, Any]
+
+
+def approve_package(
+    package_dir: Path,
+    key_path: Path,
+    validity: timedelta,
+    comment: str = "",
+    *,
+    now: datetime | None = None,
+    passphrase_reader: Callable[[], str] = default_passphrase_reader,
+) -> ApproveResult:
+    """Sign the package's current digest with the approver's key and store it under approvals/.
+
+    The package must be intact (match its plan.json) first: approving a tampered folder
+    would launder the change. A second approval by the same key for the same digest that
+    is still valid adds nothing.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if validity <= timedelta(0) or validity > MAX_VALIDITY:
+        raise UserError(f"--expires: between 1m and {MAX_VALIDITY.days}d")
+    if len(comment) > MAX_COMMENT or any(not ch.isprintable() and ch not in "\n\t" for ch in comment):
+        raise UserError(f"--comment: at most {MAX_COMMENT} printable characters")
+    plan = load_plan(package_dir)
+    name = plan.get("name")
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{package_dir}/plan.json: no package name")
+    problems = integrity_problems(package_dir, plan)
+    if problems:
+        raise UserError(*(f"{package_dir}: {p}; not approving a package that differs from its plan" for p in problems))
+    key, public = load_private_key(key_path, passphrase_reader)
+    digest = package_digest(package_dir)
+    moment = (now or utc_now()).replace(microsecond=0)
+    approvals = package_dir / APPROVALS_DIR
+    existing = _existing_approval(approvals, public.fingerprint, name, digest, moment)
+    if existing is not None:
+        return ApproveResult(existing[0], False, existing[1])
+    record: dict[str, Any] = {
+        "format": APPROVAL_FORMAT,
+        "approver": public.identity,
+        "public_key": _b64(public.raw),
+        "fingerprint": public.fingerprint,
+        "package": name,
+        "digest": digest,
+        "files": file_listing(package_dir),
+        "approved_at": format_time(moment),
+        "expires_at": format_time(moment + validity),
+        "comment": comment,
+    }
+    record["signature"] = _b64(key.sign(signed_message(record)))
+    Ed25519PublicKey.from_public_bytes(public.raw).verify(base64.b64decode(record["signature"]), signed_message(record))
+    approvals.mkdir(exist_ok=True)
+    stamp = moment.strftime("%Y%m%dT%H%M%SZ")
+    path = approvals / f"{stamp}-{public.fingerprint[:12]}.json"
+    body = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, body.encode("utf-8"), 0o644, overwrite=False)
+    return ApproveResult(path, True, record)
+
+
+def _existing_approval(
+    approvals: Path, fp: str, name: str, digest: str, now: datetime
+) -> tuple[Path, dict[str, Any]] | None:
+    """A still-valid approval by this key of this digest, if one is already on file."""
+    if not approvals.is_dir():
+        return None
+    for path in sorted(approvals.glob("*.json")):
+        status = evaluate_approval(path, package=name, digest=digest, listing={}, now=now)
+        if status.record and status.fingerprint == fp and status.usable:
+            return path, status.record
+    return None
+
+
+@dataclass
+class ApprovalStatus:
+    """One approval file judged against the package, the clock and (optionally) the trusted keys.
+
+    `problems` empty and `usable` true means it counts. `trusted` is None when no trusted
+    keys were given (show without --trusted-keys can only check signature and expiry).
+    """
+
+    file: str
+    approver: str | None = None
+    fingerprint: str | None = None
+    approved_at: str | None = None
+    expires_at: str | None = None
+    comment: str | None = None
+    trusted: bool | None = None
+    problems: list[str] = field(default_factory=list)
+    #: Problems that mean the file was forged or altered, not merely stale.
+    tampered: bool = False
+    record: dict[str, Any] | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Counts toward --min-approvals (trust permitting)."""
+        return not self.problems
+
+    @property
+    def status(self) -> str:
+        """One word for tables: valid, or the first problem's kind."""
+        if self.problems:
+            return self.problems[0].split(":", 1)[0]
+        return "valid" if self.trusted else "signature valid" if self.trusted is None else "untrusted"
+
+    def describe(self) -> str:
+        """`approvals/F (Jane Doe <jane@...>, key 0123abcd...)`, the prefix of every reason about it."""
+        who = self.approver or "unknown approver"
+        key = f", key {short(self.fingerprint)}" if self.fingerprint else ""
+        return f"{self.file} ({who}{key})"
+
+    def to_json(self) -> dict[str, Any]:
+        """For `show --json` and run records."""
+        return {
+            "file": self.file, "approver": self.approver, "fingerprint": self.fingerprint,
+            "approved_at": self.approved_at, "expires_at": self.expires_at, "comment": self.comment,
+            "trusted": self.trusted, "status": self.status, "problems": list(self.problems),
+        }
+
+
+def evaluate_approval(
+    path: Path,
+    *,
+    package: str,
+    digest: str | None,
+    listing: Mapping[str, str],
+    now: datetime,
+    trusted: Mapping[str, PublicKey] | None = None,
+    forbidden: Iterable[str] = (),
+) -> ApprovalStatus:
+    """Judge one approval file. The signature is checked before any field is believed.
+
+    `listing` (current file -> sha256) lets an approval of an older digest name the files
+    that changed since it was given.
+    """
+    status = ApprovalStatus(file=f"{APPROVALS_DIR}/{path.name}")
+    try:
+        record = _read_approval(path)
+    except ValueError as exc:
+        status.problems.append(f"malformed: {exc}")
+        status.tampered = True
+        return status
+    status.record = record
+    if not _signature_ok(record):
+        status.problems.append("bad signature: the file was altered or the signature forged")
+        status.tampered = True
+        return status
+    status.approver, status.fingerprint = record["approver"], record["fingerprint"]
+    status.approved_at, status.expires_at, status.comment = record["approved_at"], record["expires_at"], record["comment"]
+    _judge_trust(status, record, trusted, set(forbidden))
+    _judge_target(status, record, package, digest, listing)
+    _judge_time(status, record, now)
+    return status
+
+
+def _read_approval(path: Path) -> dict[str, Any]:
+    """Parse and type-check an approval file; it must hold exactly the signed fields and the signature."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"not readable JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if record.get("format") != APPROVAL_FORMAT:
+        raise ValueError(f"not a {APPROVAL_FORMAT} file")
+    if set(record) != {*SIGNED_FIELDS, "signature"}:
+        extra = sorted(set(record) - {*SIGNED_FIELDS, "signature"})
+        missing = sorted({*SIGNED_FIELDS, "signature"} - set(record))
+        raise ValueError(f"fields differ from the signed set (extra {extra}, missing {missing})")
+    for name in SIGNED_FIELDS:
+        if name != "files" and not isinstance(record[name], str):
+            raise ValueError(f"{name} is not a string")
+    files = record["files"]
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ValueError("files is not a map of path to sha256")
+    parse_time(record["approved_at"])
+    parse_time(record["expires_at"])
+    return record
+
+
+def _signature_ok(record: Mapping[str, Any]) -> bool:
+    """Ed25519 check of the signature with the key the approval carries, and key/fingerprint agreement."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        raw = _unb64(record["public_key"], "public_key")
+        signature = _unb64(record["signature"], "signature")
+        if len(raw) != 32 or fingerprint(raw) != record["fingerprint"]:
+            return False
+        Ed25519PublicKey.from_public_bytes(raw).verify(signature, signed_message(record))
+    except (ValueError, InvalidSignature):
+        return False
+    return True
+
+
+def _judge_trust(
+    status: ApprovalStatus, record: Mapping[str, Any], trusted: Mapping[str, PublicKey] | None, forbidden: set[str]
+) -> None:
+    """Trusted = the key is in the board's folder under the same identity; forbidden keys never count."""
+    fp = record["fingerprint"]
+    if fp in forbidden:
+        status.problems.append("forbidden key: this key may not approve this run (self-approval)")
+    if trusted is None:
+        return
+    known = trusted.get(fp)
+    status.trusted = known is not None
+    if known is None:
+        status.problems.append("untrusted key: not in the trusted keys")
+    elif known.identity != record["approver"]:
+        status.trusted = False
+        status.problems.append(f"identity mismatch: the trusted key belongs to {known.identity!r}")
+
+
+def _judge_target(
+    status: ApprovalStatus, record: Mapping[str, Any], package: str, digest: str | None, listing: Mapping[str, str]
+) -> None:
+    """The approval must name this package and sign its current digest; otherwise say what differs."""
+    if record["package"] != package:
+        status.problems.append(f"other package: approves package {record['package']!r}, this is {package!r}")
+        return
+    if digest is not None and record["digest"] != digest:
+        changed = sorted(k for k in set(listing) | set(record["files"]) if listing.get(k) != record["files"].get(k))
+        detail = f"; changed since approval: {', '.join(changed)}" if changed and listing else ""
+        status.problems.append(f"other digest: approves digest {short(record['digest'])}…, package is {short(digest)}…{detail}")
+
+
+def _judge_time(status: ApprovalStatus, record: Mapping[str, Any], now: datetime) -> None:
+    """Unexpired, not dated in the future, and no longer than MAX_VALIDITY (a signer can't grant forever)."""
+    approved, expires = parse_time(record["approved_at"]), parse_time(record["expires_at"])
+    if expires <= approved or expires - approved > MAX_VALIDITY:
+        status.problems.append(f"invalid validity: {record['approved_at']} to {record['expires_at']} (max {MAX_VALIDITY.days}d)")
+    elif now >= expires:
+        status.problems.append(f"expired: at {record['expires_at']}")
+    if approved > now + CLOCK_SKEW:
+        status.problems.append(f"not yet valid: dated {record['approved_at']}, in the future")
+
+
+def list_approvals(
+    package_dir: Path,
+    *,
+    package: str,
+    digest: str | None,
+    now: datetime,
+    trusted: Mapping[str, PublicKey] | None = None,
+    forbidden: Iterable[str] = (),
+) -> tuple[list[ApprovalStatus], list[str]]:
+    """Judge every approval file; also return names of stray files under approvals/ (not approvals)."""
+    folder = package_dir / APPROVALS_DIR
+    if not folder.is_dir():
+        return [], []
+    try:
+        listing = file_listing(package_dir)
+    except UserError:
+        listing = {}
+    statuses: list[ApprovalStatus] = []
+    strays: list[str] = []
+    forbidden = tuple(forbidden)
+    for path in sorted(folder.iterdir()):
+        if path.name.endswith(".json") and path.is_file() and not path.is_symlink():
+            statuses.append(
+                evaluate_approval(path, package=package, digest=digest, listing=listing, now=now,
+                                  trusted=trusted, forbidden=forbidden)
+            )
+        elif not path.name.startswith(".") or path.suffix != ".tmp":
+            strays.append(f"{APPROVALS_DIR}/{path.name}")
+    return statuses, strays
+
+
+# --------------------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class UsedApproval:
+    """An approval a verification relied on; `run` copies these into its run record."""
+
+    file: str
+    approver: str
+    fingerprint: str
+    approved_at: str
+    expires_at: str
+
+    def to_json(self) -> dict[str, str]:
+        """For run records and `show --json`."""
+        return {"file": self.file, "approver": self.approver, "fingerprint": self.fingerprint,
+                "approved_at": self.approved_at, "expires_at": self.expires_at}
+
+
+@dataclass
+class Verification:
+    """Result of `verify_package`.
+
+    ok: the package may run. reasons: why not (each names a file or key), empty when ok.
+    approvals_used: the distinct trusted approvals that made it ok. notes: approvals that
+    did not count although the package is ok (stale, untrusted), for the record.
+    """
+
+    ok: bool
+    reasons: list[str]
+    approvals_used: list[UsedApproval]
+    package: str | None = None
+    digest: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def verify_package(
+    package_dir: Path,
+    trusted_keys_dir: Path,
+    min_approvals: int = 1,
+    forbidden_fingerprints: Iterable[str] = (),
+    *,
+    now: datetime | None = None,
+) -> Verification:
+    """May this package run? Yes only if it is byte-for-byte what plan.json records, no file was
+    added, and at least `min_approvals` distinct trusted keys signed its current digest, unexpired.
+
+    Raises UserError (exit 2) for bad input: not a package, no trusted keys, min_approvals < 1.
+    Everything about the package itself is a reason in the result, never an exception, so
+    the caller can print them all. An approval that was forged or altered is always a
+    reason (the folder was tampered with); stale or untrusted approvals only matter when
+    too few valid ones remain.
+    """
+    if min_approvals < 1:
+        raise UserError("--min-approvals: at least 1")
+    trusted = load_trusted_keys(trusted_keys_dir)
+    forbidden = {key_fingerprint(fp) if not _HEX64.match(fp) else fp for fp in forbidden_fingerprints}
+    plan = load_plan(package_dir)
+    name = plan.get("name") if isinstance(plan.get("name"), str) else ""
+    reasons = integrity_problems(package_dir, plan)
+    try:
+        digest: str | None = package_digest(package_dir)
+    except UserError:
+        digest = None
+    statuses, strays = list_approvals(package_dir, package=name, digest=digest, now=now or utc_now(),
+                                      trusted=trusted, forbidden=forbidden)
+    reasons += [f"unexpected file: {stray} (not an approval)" for stray in strays]
+    used = _count_approvals(statuses)
+    rejected = [f"{s.describe()}: {p}" for s in statuses for p in s.problems]
+    notes: list[str] = []
+    if len(used) < min_approvals:
+        reasons += rejected
+        have = "no" if not used else str(len(used))
+        reasons.append(f"too few approvals: {have} valid trusted approval(s) of the current digest, {min_approvals} required")
+    else:
+        reasons += [f"{s.describe()}: {p}" for s in statuses if s.tampered for p in s.problems]
+        notes += [f"{s.describe()}: {p}" for s in statuses if not s.tampered for p in s.problems]
+    return Verification(ok=not reasons, reasons=reasons, approvals_used=used if not reasons else [],
+                        package=name or None, digest=digest, notes=notes)
+
+
+def _count_approvals(statuses: list[ApprovalStatus]) -> list[UsedApproval]:
+    """Usable approvals, one per key: two files from one approver are still one approval."""
+    used: dict[str, UsedApproval] = {}
+    for s in statuses:
+        if s.usable and s.trusted and s.fingerprint and s.fingerprint not in used:
+            used[s.fingerprint] = UsedApproval(s.file, s.approver or "", s.fingerprint, s.approved_at or "", s.expires_at or "")
+    return list(used.values())
+
+
+# --------------------------------------------------------------------------- show
+
+
+def package_summary(package_dir: Path, trusted_keys_dir: Path | None = None, *, now: datetime | None = None) -> dict[str, Any]:
+    """What `show` prints: identity of the package, its steps, certificate, integrity and approvals."""
+    plan = load_plan(package_dir)
+    name = plan.get("name") if isinstance(plan.get("name"), str) else ""
+    trusted = load_trusted_keys(trusted_keys_dir) if trusted_keys_dir is not None else None
+    try:
+        digest: str | None = package_digest(package_dir)
+    except UserError:
+        digest = None
+    statuses, strays = list_approvals(package_dir, package=name, digest=digest, now=now or utc_now(), trusted=trusted)
+    steps = [
+        {key: step.get(key) for key in ("index", "id", "title", "kind", "changes_state", "file")}
+        for step in plan.get("steps", []) if isinstance(step, Mapping)
+    ]
+    return {
+        "package": str(package_dir),
+        "name": name,
+        "profile": plan.get("profile"),
+        "tool_version": plan.get("tool_version"),
+        "digest": digest,
+        "integrity": integrity_problems(package_dir, plan),
+        "steps": steps,
+        "certificate": plan.get("certificate") if isinstance(plan.get("certificate"), Mapping) else None,
+        "approvals": [s.to_json() for s in statuses],
+        "stray_files": strays,
+        "trusted_keys_checked": trusted is not None,
+    }

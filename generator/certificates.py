@@ -1,0 +1,900 @@
+"""The S2S certificate: load, inspect, check, create and export it with `cryptography`.
+
+Pure functions that return dataclasses; no click, no printing, no openssl subprocess.
+Bad input (unreadable file, wrong password, not a certificate, ...) raises `UserError`
+with one line that names the file; nothing here ever puts a password in a message.
+
+Windows form of the subject (`windows_dn`)
+------------------------------------------
+`CertificateReconfiguration.ps1 -storeFindType FindBySubjectDistinguishedName` finds the
+certificate by its subject as Windows prints it: `X500DistinguishedName.Name`, which is
+`CertNameToStr(CERT_X500_NAME_STR | CERT_NAME_STR_REVERSE_FLAG)`. What is verified
+against documentation and source:
+
+* RDNs are printed in reverse order of the DER encoding, most specific first
+  (`CN=crm.contoso.com, O=Contoso, C=US`), joined with ", " -- .NET docs
+  (X500DistinguishedNameBuilder remarks, EnumerateRelativeDistinguishedNames) and the
+  managed decoder dotnet/runtime `X500NameEncoder.cs`, written to match Windows.
+* several attributes of one RDN are joined with " + " (X500NameEncoder.cs: "+" with
+  spaces unless DoNotUsePlusSign).
+* a value is put in double quotes when it is empty, starts or ends with white space
+  (space, TAB, LF, VT, FF, CR) or contains any of `, + = " LF < > # ;` (not CR); a `"`
+  inside a quoted value is doubled -- CertNameToStr docs (Remarks of CERT_X500_NAME_STR)
+  and X500NameEncoder.cs (`s_needsQuotingChars`, "\\r is NOT in this list, because it
+  isn't in Windows").
+* OIDs without an X.500 key name are printed as `OID.1.2.3=` (CertNameToStr docs).
+* the key names CN, L, O, OU, E, C, S, STREET, T, G, I, SN, DC are documented for
+  CertStrToName/Certificate Enrollment ("creating a subject name"); SERIALNUMBER is
+  what Windows prints for 2.5.4.5 in EV certificates.
+
+What only Windows can confirm: the names psbridge prints for the rarer attributes
+(PostalCode, Description, POBox, Phone, X21Address, dnQualifier, UnstructuredName,
+UnstructuredAddress; everything else becomes `OID.x.y.z`), how values that are not
+strings (BIT STRING, OCTET STRING) are shown (psbridge prints `#` + hex of the DER
+value), and whether T61String/BMPString values decode exactly like here. For the usual
+subject of an S2S certificate (CN, O, OU, L, S, C, E) the form is exact.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import UserError
+
+#: Environment variable that holds the PFX password (never a command-line flag).
+PFX_PASSWORD_ENV = "PSBRIDGE_PFX_PASSWORD"
+
+PFX_SUFFIXES = frozenset({".pfx", ".p12"})
+CER_SUFFIXES = frozenset({".cer", ".crt", ".pem", ".der"})
+
+#: A certificate that ends within this many days gets a warning.
+EXPIRY_WARNING_DAYS = 60
+MIN_RSA_BITS = 2048
+
+Level = Literal["error", "warning"]
+
+# --------------------------------------------------------------------------- names
+
+#: OID -> the key name Windows' CertNameToStr(CERT_X500_NAME_STR) prints.
+WINDOWS_NAME_KEYS: dict[str, str] = {
+    "2.5.4.3": "CN",
+    "2.5.4.7": "L",
+    "2.5.4.10": "O",
+    "2.5.4.11": "OU",
+    "1.2.840.113549.1.9.1": "E",
+    "2.5.4.6": "C",
+    "2.5.4.8": "S",
+    "2.5.4.9": "STREET",
+    "2.5.4.12": "T",
+    "2.5.4.42": "G",
+    "2.5.4.43": "I",
+    "2.5.4.4": "SN",
+    "0.9.2342.19200300.100.1.25": "DC",
+    "2.5.4.5": "SERIALNUMBER",
+    # Less common; only Windows can confirm these (see the module docstring).
+    "2.5.4.17": "PostalCode",
+    "2.5.4.13": "Description",
+    "2.5.4.18": "POBox",
+    "2.5.4.20": "Phone",
+    "2.5.4.24": "X21Address",
+    "2.5.4.46": "dnQualifier",
+    "1.2.840.113549.1.9.2": "UnstructuredName",
+    "1.2.840.113549.1.9.8": "UnstructuredAddress",
+}
+
+#: Key names accepted in `--subject` (upper-cased) -> OID. Windows' aliases included.
+SUBJECT_KEYS: dict[str, str] = {
+    "CN": "2.5.4.3",
+    "COMMONNAME": "2.5.4.3",
+    "L": "2.5.4.7",
+    "LOCALITY": "2.5.4.7",
+    "O": "2.5.4.10",
+    "ORG": "2.5.4.10",
+    "ORGANIZATION": "2.5.4.10",
+    "OU": "2.5.4.11",
+    "ORGUNIT": "2.5.4.11",
+    "ORGANIZATIONALUNIT": "2.5.4.11",
+    "E": "1.2.840.113549.1.9.1",
+    "EMAIL": "1.2.840.113549.1.9.1",
+    "EMAILADDRESS": "1.2.840.113549.1.9.1",
+    "C": "2.5.4.6",
+    "COUNTRY": "2.5.4.6",
+    "S": "2.5.4.8",
+    "ST": "2.5.4.8",
+    "STATE": "2.5.4.8",
+    "STREET": "2.5.4.9",
+    "STREETADDRESS": "2.5.4.9",
+    "T": "2.5.4.12",
+    "TITLE": "2.5.4.12",
+    "G": "2.5.4.42",
+    "GIVENNAME": "2.5.4.42",
+    "I": "2.5.4.43",
+    "INITIALS": "2.5.4.43",
+    "SN": "2.5.4.4",
+    "SURNAME": "2.5.4.4",
+    "DC": "0.9.2342.19200300.100.1.25",
+    "DOMAINCOMPONENT": "0.9.2342.19200300.100.1.25",
+    "SERIALNUMBER": "2.5.4.5",
+    "POSTALCODE": "2.5.4.17",
+    "DESCRIPTION": "2.5.4.13",
+}
+
+_QUOTE_CHARS = frozenset(',+="\n<>#;')
+_QUOTABLE_SPACE = frozenset(" \t\n\v\f\r")
+
+
+def _windows_value(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        return "#" + value.hex().upper()
+    needs_quotes = (
+        value == ""
+        or value[0] in _QUOTABLE_SPACE
+        or value[-1] in _QUOTABLE_SPACE
+        or any(ch in _QUOTE_CHARS for ch in value)
+    )
+    if not needs_quotes:
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _windows_key(oid: x509.ObjectIdentifier) -> str:
+    return WINDOWS_NAME_KEYS.get(oid.dotted_string, f"OID.{oid.dotted_string}")
+
+
+def windows_dn(name: x509.Name) -> str:
+    """The name as Windows prints it (`X500DistinguishedName.Name`); see the module docstring."""
+    parts = []
+    for rdn in reversed(name.rdns):
+        parts.append(" + ".join(f"{_windows_key(a.oid)}={_windows_value(a.value)}" for a in rdn))
+    return ", ".join(parts)
+
+
+def parse_subject(text: str) -> x509.Name:
+    """Parse a subject as a Windows user types it (`CN=crm.contoso.com, O=Contoso, C=US`).
+
+    The grammar is CertStrToName's: RDNs separated by `,` or `;`, most specific first;
+    attributes of one RDN joined by `+`; white space around keys and values ignored;
+    a value may be double-quoted, with `""` for a quote inside. Keys are the Windows
+    names (CN, O, OU, L, S/ST, C, E, STREET, T, G, I, SN, DC, SERIALNUMBER, ...) or
+    `OID.1.2.3`. Backslash escapes (RFC 4514) do not exist on Windows and are refused.
+    The result is encoded in reverse, so that `windows_dn(parse_subject(s))` gives `s`
+    back in canonical form. Raises `UserError` with one line.
+    """
+    if not text or not text.strip():
+        raise UserError("--subject: empty; give e.g. \"CN=crm.contoso.com, O=Contoso\"")
+    if any(ord(ch) < 0x20 and ch not in "\t" for ch in text):
+        raise UserError("--subject: contains a control character")
+    rdns: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    pos, end = 0, len(text)
+    while True:
+        # key
+        while pos < end and text[pos] in " \t":
+            pos += 1
+        start = pos
+        while pos < end and text[pos] not in "=,;+":
+            pos += 1
+        key = text[start:pos].strip()
+        if pos >= end or text[pos] != "=":
+            shown = key or text[start:pos + 1]
+            raise UserError(f"--subject: expected KEY=value at {shown!r}")
+        if not key:
+            raise UserError("--subject: a '=' without a key before it")
+        pos += 1
+        # value
+        while pos < end and text[pos] in " \t":
+            pos += 1
+        if pos < end and text[pos] == '"':
+            pos += 1
+            chars = []
+            while True:
+                if pos >= end:
+                    raise UserError(f"--subject: unterminated quoted value for {key}")
+                if text[pos] == '"':
+                    if pos + 1 < end and text[pos + 1] == '"':
+                        chars.append('"')
+                        pos += 2
+                        continue
+                    pos += 1
+                    break
+                chars.append(text[pos])
+                pos += 1
+            value = "".join(chars)
+            while pos < end and text[pos] in " \t":
+                pos += 1
+            if pos < end and text[pos] not in ",;+":
+                raise UserError(f"--subject: unexpected text after the quoted value of {key}")
+        else:
+            start = pos
+            while pos < end and text[pos] not in ",;+":
+                if text[pos] == '"':
+                    raise UserError(f"--subject: a '\"' inside the value of {key}; quote the whole value")
+                pos += 1
+            value = text[start:pos].strip()
+            if "\\" in value:
+                raise UserError(
+                    f"--subject: backslash in the value of {key}; Windows does not use backslash escapes, "
+                    'put the value in double quotes instead (e.g. O="Contoso, Ltd")'
+                )
+            if value.startswith("#"):
+                raise UserError(f"--subject: hex values (#...) are not supported for {key}")
+        current.append((key, value))
+        if pos >= end:
+            rdns.append(current)
+            break
+        sep = text[pos]
+        pos += 1
+        if sep in ",;":
+            rdns.append(current)
+            current = []
+        if pos >= end or not text[pos:].strip():
+            raise UserError(f"--subject: ends with {sep!r}; remove it or add another KEY=value")
+    built: list[x509.RelativeDistinguishedName] = []
+    for rdn in rdns:
+        built.append(x509.RelativeDistinguishedName([_name_attribute(k, v) for k, v in rdn]))
+    built.reverse()  # typed most specific first; DER holds the least specific first
+    name = x509.Name(built)
+    if not any(a.oid == NameOID.COMMON_NAME for a in name):
+        raise UserError("--subject: needs a CN (e.g. CN=crm.contoso.com)")
+    return name
+
+
+def _name_attribute(key: str, value: str) -> x509.NameAttribute:
+    upper = key.upper()
+    if upper.startswith("OID."):
+        dotted = key[4:]
+    elif re.fullmatch(r"[0-9]+(\.[0-9]+)+", key):
+        dotted = key
+    elif upper in SUBJECT_KEYS:
+        dotted = SUBJECT_KEYS[upper]
+    else:
+        known = ", ".join(sorted({WINDOWS_NAME_KEYS[o] for o in set(SUBJECT_KEYS.values())}))
+        raise UserError(f"--subject: unknown key {key!r}; use one of {known} or OID.1.2.3")
+    if not value:
+        raise UserError(f"--subject: empty value for {key}")
+    if len(value) > 64 and dotted in {"2.5.4.3", "2.5.4.10", "2.5.4.11", "2.5.4.7", "2.5.4.8"}:
+        raise UserError(f"--subject: the value of {key} is longer than 64 characters (RFC 5280 upper bound)")
+    try:
+        oid = x509.ObjectIdentifier(dotted)
+        if dotted == "2.5.4.6" and not re.fullmatch(r"[A-Za-z]{2}", value):
+            raise ValueError("a country is two letters (ISO 3166), e.g. C=US")
+        if dotted in {"1.2.840.113549.1.9.1", "0.9.2342.19200300.100.1.25"} and not value.isascii():
+            raise ValueError("must be ASCII")
+        return x509.NameAttribute(oid, value)
+    except ValueError as exc:
+        raise UserError(f"--subject: bad value for {key}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem with the certificate. `code` is stable; `message` is for people."""
+
+    level: Level
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """What psbridge knows about one certificate file. Times are aware UTC datetimes."""
+
+    path: str
+    format: Literal["pfx", "der", "pem"]
+    subject: str  # Windows form, see windows_dn
+    subject_rfc4514: str
+    issuer: str
+    serial_number: str  # uppercase hex as Windows' X509Certificate2.SerialNumber shows it
+    thumbprint: str  # SHA-1 of the DER, uppercase hex
+    sha256: str  # SHA-256 of the DER, uppercase hex
+    not_before: datetime
+    not_after: datetime
+    key_type: str
+    key_size: int | None
+    signature_algorithm: str
+    signature_hash: str | None
+    has_private_key: bool | None  # None: not a PFX, so not applicable
+    private_key_matches: bool | None
+    key_usage: tuple[str, ...]
+    extended_key_usage: tuple[str, ...]
+    self_signed: bool
+    certificate_count: int
+    der_base64: str  # the article's $CredentialValue
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.level == "error")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.level == "warning")
+
+    @property
+    def der(self) -> bytes:
+        return base64.b64decode(self.der_base64)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["not_before"] = iso_utc(self.not_before)
+        data["not_after"] = iso_utc(self.not_after)
+        data["key_usage"] = list(self.key_usage)
+        data["extended_key_usage"] = list(self.extended_key_usage)
+        data["findings"] = [asdict(f) for f in self.findings]
+        return data
+
+
+@dataclass(frozen=True)
+class LoadedCertificate:
+    """A parsed file: the certificate, the private key if any, how many certificates."""
+
+    certificate: x509.Certificate
+    private_key: Any | None
+    certificate_count: int
+    format: Literal["pfx", "der", "pem"]
+
+
+def iso_utc(moment: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SSZ` in UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_pfx_path(path: Path | str) -> bool:
+    return Path(path).suffix.lower() in PFX_SUFFIXES
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, not a certificate file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except PermissionError:
+        raise UserError(f"{path}: cannot read: permission denied") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise UserError(f"{path}: empty file")
+    return data
+
+
+def _der_outer_length(data: bytes) -> int | None:
+    """Total length the outer DER SEQUENCE claims (header included), or None if not one."""
+    if len(data) < 2 or data[0] != 0x30:
+        return None
+    first = data[1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    if count == 0 or count > 4 or len(data) < 2 + count:
+        return None
+    return 2 + count + int.from_bytes(data[2 : 2 + count], "big")
+
+
+def _looks_like_pkcs12(data: bytes) -> bool:
+    """PFX ::= SEQUENCE { version INTEGER (3), authSafe ContentInfo, ... }."""
+    first = data[1] if len(data) > 1 else 0
+    header = 2 + (first & 0x7F if first >= 0x80 else 0)
+    return data[header : header + 3] == b"\x02\x01\x03"
+
+
+def _truncation_check(path: Path, data: bytes, what: str) -> None:
+    claimed = _der_outer_length(data)
+    if claimed is None:
+        raise UserError(f"{path}: not a {what}")
+    if claimed > len(data):
+        raise UserError(f"{path}: truncated: the file has {len(data)} bytes, its {what} needs {claimed}")
+
+
+def load_file(path: Path | str, password: str | None = None) -> LoadedCertificate:
+    """Parse a .pfx/.p12 (with `password`) or a .cer/.crt/.pem/.der file (DER or PEM)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in PFX_SUFFIXES | CER_SUFFIXES:
+        raise UserError(f"{path}: unknown kind of file; expected .pfx, .p12, .cer, .crt, .pem or .der")
+    data = _read_bytes(path)
+    if suffix in PFX_SUFFIXES:
+        return _load_pfx(path, data, password)
+    return _load_cer(path, data)
+
+
+def _load_cer(path: Path, data: bytes) -> LoadedCertificate:
+    if data.lstrip().startswith(b"-----BEGIN"):
+        count = data.count(b"-----BEGIN CERTIFICATE-----") + data.count(b"-----BEGIN X509 CERTIFICATE-----")
+        if count == 0:
+            raise UserError(f"{path}: a PEM file without a certificate (no BEGIN CERTIFICATE block)")
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError:
+            raise UserError(f"{path}: damaged PEM certificate (truncated or not base64)") from None
+        if len(certs) != 1:
+            raise UserError(f"{path}: holds {len(certs)} certificates; give a file with exactly one")
+        return LoadedCertificate(certs[0], None, 1, "pem")
+    _truncation_check(path, data, "certificate (DER or PEM)")
+    try:
+        cert = x509.load_der_x509_certificate(data)
+    except ValueError:
+        if _looks_like_pkcs12(data):
+            raise UserError(f"{path}: is a PKCS#12 (PFX) file; name it .pfx or .p12") from None
+        raise UserError(f"{path}: not a certificate (DER or PEM)") from None
+    return LoadedCertificate(cert, None, 1, "der")
+
+
+def _load_pfx(path: Path, data: bytes, password: str | None) -> LoadedCertificate:
+    _truncation_check(path, data, "PKCS#12 (PFX) file")
+    if not _looks_like_pkcs12(data):
+        raise UserError(f"{path}: not a PKCS#12 (PFX) file")
+    attempts: list[bytes | None] = [password.encode("utf-8")] if password else [None, b""]
+    loaded = None
+    for secret in attempts:
+        try:
+            loaded = pkcs12.load_pkcs12(data, secret)
+            break
+        except ValueError:
+            continue
+        except UnsupportedAlgorithm as exc:
+            raise UserError(f"{path}: uses an encryption psbridge cannot read ({exc})") from None
+    if loaded is None:
+        if password:
+            raise UserError(f"{path}: wrong password (or a damaged PFX file)")
+        raise UserError(f"{path}: the PFX needs a password; set {PFX_PASSWORD_ENV} or pass --password-stdin")
+    key = loaded.key
+    certs = ([loaded.cert] if loaded.cert is not None else []) + list(loaded.additional_certs)
+    if not certs:
+        raise UserError(f"{path}: the PFX holds no certificate")
+    main = certs[0].certificate
+    if loaded.cert is None and key is not None:
+        # The key's certificate was not marked as such; take the one whose public key matches.
+        for candidate in certs:
+            if _same_public_key(candidate.certificate.public_key(), key.public_key()):
+                main = candidate.certificate
+                break
+    return LoadedCertificate(main, key, len(certs), "pfx")
+
+
+def _spki(public_key: Any) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _same_public_key(a: Any, b: Any) -> bool:
+    try:
+        return _spki(a) == _spki(b)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+
+
+# --------------------------------------------------------------------------- inspection
+
+_KEY_USAGE_FIELDS = (
+    ("digital_signature", "digitalSignature"),
+    ("content_commitment", "nonRepudiation"),
+    ("key_encipherment", "keyEncipherment"),
+    ("data_encipherment", "dataEncipherment"),
+    ("key_agreement", "keyAgreement"),
+    ("key_cert_sign", "keyCertSign"),
+    ("crl_sign", "cRLSign"),
+)
+
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
+    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
+}
+
+
+def windows_serial(serial: int) -> str:
+    """Uppercase hex of the DER INTEGER bytes, as X509Certificate2.SerialNumber shows it."""
+    length = max(1, (serial.bit_length() + 8) // 8)
+    return serial.to_bytes(length, "big", signed=True).hex().upper()
+
+
+def _key_description(public_key: Any) -> tuple[str, int | None]:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "RSA", public_key.key_size
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return f"EC ({public_key.curve.name})", public_key.key_size
+    if isinstance(public_key, dsa.DSAPublicKey):
+        return "DSA", public_key.key_size
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256
+    if isinstance(public_key, ed448.Ed448PublicKey):
+        return "Ed448", 456
+    return type(public_key).__name__, None
+
+
+def _key_usage(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return ()
+    names = [label for attr, label in _KEY_USAGE_FIELDS if getattr(ku, attr)]
+    if ku.key_agreement:
+        if ku.encipher_only:
+            names.append("encipherOnly")
+        if ku.decipher_only:
+            names.append("decipherOnly")
+    return tuple(names)
+
+
+def _extended_key_usage(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(_EKU_NAMES.get(oid, oid.dotted_string) for oid in eku)
+
+
+def _is_self_signed(cert: x509.Certificate) -> bool:
+    if cert.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, UnsupportedAlgorithm, Exception):  # noqa: BLE001 - any failure: not self-signed
+        return False
+    return True
+
+
+def inspect_loaded(loaded: LoadedCertificate, path: Path | str, *, now: datetime | None = None) -> CertificateInfo:
+    """Describe a loaded certificate and judge it for use as the S2S certificate."""
+    now = now or datetime.now(timezone.utc)
+    cert = loaded.certificate
+    der = cert.public_bytes(serialization.Encoding.DER)
+    public_key = cert.public_key()
+    key_type, key_size = _key_description(public_key)
+    try:
+        sig_hash = cert.signature_hash_algorithm
+        signature_hash = sig_hash.name if sig_hash is not None else None
+    except UnsupportedAlgorithm:
+        signature_hash = None
+    signature_algorithm = getattr(cert.signature_algorithm_oid, "_name", None) or cert.signature_algorithm_oid.dotted_string
+    is_pfx = loaded.format == "pfx"
+    has_key = (loaded.private_key is not None) if is_pfx else None
+    matches = _same_public_key(public_key, loaded.private_key.public_key()) if (is_pfx and has_key) else None
+    not_before = cert.not_valid_before_utc
+    not_after = cert.not_valid_after_utc
+    subject = windows_dn(cert.subject)
+    self_signed = _is_self_signed(cert)
+
+    findings: list[Finding] = []
+    if now > not_after:
+        findings.append(Finding("error", "expired", f"expired on {iso_utc(not_after)}"))
+    if now < not_before:
+        findings.append(Finding("error", "not_yet_valid", f"not valid before {iso_utc(not_before)}"))
+    if is_pfx and not has_key:
+        findings.append(Finding("error", "no_private_key", "the PFX holds no private key; CRM cannot sign tokens with it"))
+    if matches is False:
+        findings.append(Finding("error", "key_mismatch", "the private key in the PFX does not belong to the certificate"))
+    if key_type == "RSA" and key_size is not None and key_size < MIN_RSA_BITS:
+        findings.append(Finding("error", "weak_key", f"RSA key of {key_size} bits; at least {MIN_RSA_BITS} are needed"))
+    if key_type != "RSA":
+        findings.append(Finding("warning", "not_rsa", f"{key_type} key; the S2S certificate is normally RSA"))
+    if not_before <= now <= not_after and not_after - now <= timedelta(days=EXPIRY_WARNING_DAYS):
+        days = (not_after - now).days
+        findings.append(Finding("warning", "expires_soon", f"expires in {days} days, on {iso_utc(not_after)}"))
+    if signature_hash in {"sha1", "md5"}:
+        findings.append(Finding("warning", "weak_signature", f"signed with {signature_hash.upper()}; use SHA-256"))
+    if self_signed:
+        findings.append(Finding("warning", "self_signed", "self-signed: fine for evaluation only"))
+    if loaded.certificate_count > 1:
+        findings.append(
+            Finding("warning", "several_certificates", f"the PFX holds {loaded.certificate_count} certificates; psbridge uses the one with the private key")
+        )
+    if not subject:
+        findings.append(Finding("warning", "empty_subject", "empty subject; FindBySubjectDistinguishedName cannot find it"))
+
+    return CertificateInfo(
+        path=str(path),
+        format=loaded.format,
+        subject=subject,
+        subject_rfc4514=cert.subject.rfc4514_string(),
+        issuer=windows_dn(cert.issuer),
+        serial_number=windows_serial(cert.serial_number),
+        thumbprint=hashlib.sha1(der).hexdigest().upper(),  # noqa: S324 - the thumbprint is SHA-1 by definition
+        sha256=hashlib.sha256(der).hexdigest().upper(),
+        not_before=not_before,
+        not_after=not_after,
+        key_type=key_type,
+        key_size=key_size,
+        signature_algorithm=signature_algorithm,
+        signature_hash=signature_hash,
+        has_private_key=has_key,
+        private_key_matches=matches,
+        key_usage=_key_usage(cert),
+        extended_key_usage=_extended_key_usage(cert),
+        self_signed=self_signed,
+        certificate_count=loaded.certificate_count,
+        der_base64=base64.b64encode(der).decode("ascii"),
+        findings=tuple(findings),
+    )
+
+
+def inspect_file(path: Path | str, password: str | None = None, *, now: datetime | None = None) -> CertificateInfo:
+    """Load and describe a certificate file; `UserError` for files that cannot be read as one."""
+    return inspect_loaded(load_file(path, password), path, now=now)
+
+
+# --------------------------------------------------------------------------- plan helpers
+
+
+def certificate_facts(info: CertificateInfo) -> dict[str, Any]:
+    """The facts the plan records (plan.json, REVIEW.md) and the approver checks."""
+    return {
+        "subject": info.subject,
+        "thumbprint": info.thumbprint,
+        "sha256": info.sha256,
+        "not_before": iso_utc(info.not_before),
+        "not_after": iso_utc(info.not_after),
+        "serial": info.serial_number,
+        "issuer": info.issuer,
+        "self_signed": info.self_signed,
+    }
+
+
+#: The X509FindType names that select a certificate by (part of) its subject.
+_SUBJECT_FIND_TYPES = {"findbysubjectdistinguishedname", "findbysubjectname"}
+
+
+def subject_fits_store_find_type(info: CertificateInfo, store_find_type: str) -> str | None:
+    """An error text when the certificate cannot be found with `store_find_type`, else None."""
+    kind = (store_find_type or "").strip().lower()
+    if kind in _SUBJECT_FIND_TYPES and not info.subject.strip():
+        return f"the certificate has an empty subject, so {store_find_type} cannot find it; use a certificate with a CN"
+    if kind == "findbysubjectname" and "CN=" not in info.subject:
+        return f"the certificate's subject has no CN, so {store_find_type} cannot find it reliably"
+    return None
+
+
+# --------------------------------------------------------------------------- creation
+
+
+@dataclass(frozen=True)
+class NewCertificate:
+    """What `create_self_signed` made, ready to write."""
+
+    pfx: bytes
+    cer: bytes
+    info: CertificateInfo
+
+
+def pfx_encryption(password: str, *, legacy: bool = False) -> serialization.KeySerializationEncryption:
+    """PKCS#12 encryption Windows imports.
+
+    Default AES-256-CBC with PBKDF2-HMAC-SHA256 (PBES2) and a SHA-256 MAC: Windows 10
+    1709 / Windows Server 2019 and later import it; Windows Server 2016 and older refuse
+    it ("The specified network password is not correct"). `legacy`: 3-key 3DES with
+    SHA-1 (PBES1) and a SHA-1 MAC, which every Windows imports.
+    """
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder()
+    secret = password.encode("utf-8")
+    if legacy:
+        return (
+            builder.kdf_rounds(50_000)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())  # noqa: S303 - required by the legacy format
+            .build(secret)
+        )
+    return (
+        builder.kdf_rounds(100_000)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(secret)
+    )
+
+
+_DNS_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+
+
+def create_self_signed(
+    subject: x509.Name,
+    password: str,
+    *,
+    days: int = 365,
+    key_size: int = 2048,
+    legacy_pfx: bool = False,
+    now: datetime | None = None,
+    friendly_name: str | None = None,
+) -> NewCertificate:
+    """A self-signed RSA/SHA-256 certificate for evaluation, as PFX and DER bytes.
+
+    Extensions mirror what Windows' New-SelfSignedCertificate puts on its default
+    (SSLServerAuthentication) certificate: key usage digitalSignature + keyEncipherment,
+    extended key usage serverAuth + clientAuth, so the certificate behaves on the CRM
+    server like one Microsoft's own tooling would make; plus basicConstraints CA=false,
+    subject/authority key identifiers, and the CN as DNS name when it is one.
+    """
+    if key_size not in (2048, 3072, 4096):
+        raise UserError("--key-size: use 2048, 3072 or 4096")
+    if not 1 <= days <= 3650:
+        raise UserError("--days: between 1 and 3650")
+    if not password:
+        raise UserError("PFX password: empty")
+    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    not_before = now - timedelta(minutes=5)  # tolerate a little clock skew on the server
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+    )
+    cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if cns and isinstance(cns[0], str) and _DNS_NAME.fullmatch(cns[0]):
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(cns[0])]), critical=False)
+    cert = builder.sign(key, hashes.SHA256())
+    name = (friendly_name or (cns[0] if cns else "psbridge S2S")).encode("utf-8")
+    pfx = pkcs12.serialize_key_and_certificates(name, key, cert, None, pfx_encryption(password, legacy=legacy_pfx))
+    cer = cert.public_bytes(serialization.Encoding.DER)
+    info = inspect_loaded(LoadedCertificate(cert, key, 1, "pfx"), "<new>", now=now)
+    return NewCertificate(pfx=pfx, cer=cer, info=info)
+
+
+def default_file_stem(subject: x509.Name) -> str:
+    """A file name stem from the CN: letters, digits, '.', '-', '_'; 's2s' if nothing is left."""
+    cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(cns[0]) if cns else "").strip("._-")
+    return stem[:64] or "s2s"
+
+
+def check_stem(stem: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", stem):
+        raise UserError(f"--name: {stem!r} is not a plain file name (letters, digits, '.', '-', '_')")
+    return stem
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_files(files: Iterable[tuple[Path, bytes]], *, force: bool = False, mode: int = 0o600) -> list[Path]:
+    """Write each file through a temporary file in its folder and a rename, mode `mode`.
+
+    Without `force` no existing file is overwritten: all targets are checked first, and
+    each is put in place with a hard link, which fails if the name was taken meanwhile;
+    on any failure the files already placed by this call are removed again.
+    """
+    items = [(Path(p), data) for p, data in files]
+    if not force:
+        taken = [str(p) for p, _ in items if p.exists() or p.is_symlink()]
+        if taken:
+            raise UserError(*(f"{p}: exists; pass --force to overwrite" for p in taken))
+    placed: list[Path] = []
+    try:
+        for target, data in items:
+            folder = target.parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise UserError(f"{folder}: cannot create folder: {exc.strerror or exc}") from None
+            if target.is_dir():
+                raise UserError(f"{target}: is a folder")
+            try:
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+            except OSError as exc:
+                raise UserError(f"{folder}: cannot write: {exc.strerror or exc}") from None
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(tmp, mode)
+                if force:
+                    os.replace(tmp, target)
+                else:
+                    try:
+                        os.link(tmp, target)
+                    except FileExistsError:
+                        raise UserError(f"{target}: exists; pass --force to overwrite") from None
+                    except OSError:
+                        # No hard links on this file system: check again, then rename.
+                        if target.exists():
+                            raise UserError(f"{target}: exists; pass --force to overwrite") from None
+                        os.replace(tmp, target)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+            except OSError as exc:
+                raise UserError(f"{target}: cannot write: {exc.strerror or exc}") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            placed.append(target)
+    except BaseException:
+        if not force:
+            for done in placed:
+                done.unlink(missing_ok=True)
+        raise
+    return placed
+
+
+def export_cer(path: Path | str, password: str | None, out: Path | str, *, force: bool = False, now: datetime | None = None) -> CertificateInfo:
+    """Write the DER (.cer) of the certificate in `path` to `out`; return its description."""
+    loaded = load_file(path, password)
+    info = inspect_loaded(loaded, path, now=now)
+    der = loaded.certificate.public_bytes(serialization.Encoding.DER)
+    write_files([(Path(out), der)], force=force, mode=0o644)
+    return info
+
+
+
+def describe(info: CertificateInfo) -> list[str]:
+    """The human-readable report of `psbridge cert inspect` (and `cert new`), one line each."""
+    if info.has_private_key is None:
+        private = "not applicable (a certificate file holds no key)"
+    elif not info.has_private_key:
+        private = "no"
+    else:
+        private = "yes, matches the certificate" if info.private_key_matches else "yes, but it does NOT match the certificate"
+    rows = [
+        ("File", f"{info.path} ({info.format.upper()})"),
+        ("Subject", info.subject or "(empty)"),
+        ("Issuer", info.issuer or "(empty)"),
+        ("Serial number", info.serial_number),
+        ("Thumbprint (SHA-1)", info.thumbprint),
+        ("SHA-256", info.sha256),
+        ("Not before (UTC)", iso_utc(info.not_before)),
+        ("Not after (UTC)", iso_utc(info.not_after)),
+        ("Key", f"{info.key_type} {info.key_size} bits" if info.key_size else info.key_type),
+        ("Private key", private),
+        ("Signature", info.signature_algorithm),
+        ("Key usage", ", ".join(info.key_usage) or "(none)"),
+        ("Extended key usage", ", ".join(info.extended_key_usage) or "(none)"),
+        ("Self-signed", "yes" if info.self_signed else "no"),
+        ("Certificates in file", str(info.certificate_count)),
+    ]
+    width = max(len(label) for label, _ in rows) + 1
+    lines = [f"{label + ':':<{width}} {value}" for label, value in rows]
+    lines.append("CredentialValue (base64 of the DER, the article's $CredentialValue):")
+    lines.append(f"  {info.der_base64}")
+    if info.findings:
+        lines.append("Findings:")
+        lines.extend(f"  {f.level}: {f.message}" for f in info.findings)
+    else:
+        lines.append("Findings: none")
+    return lines

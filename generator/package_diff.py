@@ -1,0 +1,128 @@
+"""What changed between two rendered packages, for re-approval.
+
+A board that approved OLD should only have to read what differs in NEW: the changed
+parameters (dotted keys, old -> new), other changed plan facts (certificate, profile,
+tool version), and a unified diff of each changed step file. setup.ps1 and REVIEW.md
+are derived from the steps and parameters, so they are summarized (lines added and
+removed) instead of printed in full.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .plan import change_files, package_digest
+
+#: plan.json keys shown elsewhere in the diff (parameters) or derived from the files (hashes).
+_PLAN_KEYS_SKIPPED = frozenset({"parameters", "files", "steps"})
+#: Files summarized rather than diffed line by line.
+SUMMARIZED = frozenset({"setup.ps1", "REVIEW.md"})
+_MISSING = object()
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists -> {"a.b.0": leaf}, so a change is named by one dotted key."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value:
+        out = {}
+        for index, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}.{index}" if prefix else str(index)))
+        return out
+    return {prefix: value}
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for every dotted key that differs; a side lacking the key gets _MISSING."""
+    a, b = flatten(dict(old)), flatten(dict(new))
+    keys = sorted(set(a) | set(b))
+    return [(k, a.get(k, _MISSING), b.get(k, _MISSING)) for k in keys if a.get(k, _MISSING) != b.get(k, _MISSING)]
+
+
+def show_value(value: Any) -> str:
+    """JSON rendering of a value, or `(absent)`; JSON keeps strings and numbers distinguishable."""
+    return "(absent)" if value is _MISSING else json.dumps(value, ensure_ascii=False)
+
+
+def _text(data: bytes) -> list[str]:
+    """Lines for display: BOM and CRLF removed, because Windows PowerShell files carry both."""
+    return data.decode("utf-8-sig", errors="replace").replace("\r\n", "\n").splitlines()
+
+
+@dataclass
+class PackageDiff:
+    """The differences between two packages; `identical` when their digests are equal."""
+
+    old_digest: str
+    new_digest: str
+    parameters: list[tuple[str, Any, Any]] = field(default_factory=list)
+    plan: list[tuple[str, Any, Any]] = field(default_factory=list)
+    files: list[tuple[str, str, str]] = field(default_factory=list)  # (status, path, note)
+    patches: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        """Same digest = same change-defining bytes; evidence folders are not compared."""
+        return self.old_digest == self.new_digest
+
+    def render(self, old_label: str, new_label: str) -> str:
+        """Human-readable report: summary sections first, then the step patches."""
+        lines = [f"--- {old_label} (digest {self.old_digest})", f"+++ {new_label} (digest {self.new_digest})"]
+        if self.identical:
+            lines.append("identical")
+            return "\n".join(lines) + "\n"
+        for title, changes in (("parameters", self.parameters), ("plan", self.plan)):
+            if changes:
+                lines.append(f"{title}:")
+                lines += [f"  {key}: {show_value(a)} -> {show_value(b)}" for key, a, b in changes]
+        if self.files:
+            lines.append("files:")
+            lines += [f"  {status:<8} {path}{f' ({note})' if note else ''}" for status, path, note in self.files]
+        text = "\n".join(lines) + "\n"
+        return text + "".join(self.patches)
+
+
+def diff_packages(old_dir: Path, new_dir: Path) -> PackageDiff:
+    """Compare two package folders (UserError if either is not a package)."""
+    from .approval import load_plan
+
+    old_plan, new_plan = load_plan(old_dir), load_plan(new_dir)
+    result = PackageDiff(package_digest(old_dir), package_digest(new_dir))
+    if result.identical:
+        return result
+    result.parameters = changed_keys(_mapping(old_plan.get("parameters")), _mapping(new_plan.get("parameters")))
+    strip = lambda plan: {k: v for k, v in plan.items() if k not in _PLAN_KEYS_SKIPPED}  # noqa: E731
+    result.plan = changed_keys(strip(old_plan), strip(new_plan))
+    old_files, new_files = set(change_files(old_dir)), set(change_files(new_dir))
+    for rel in sorted((old_files | new_files) - {"plan.json"}):
+        _compare_file(result, old_dir, new_dir, rel, rel in old_files, rel in new_files)
+    return result
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _compare_file(result: PackageDiff, old_dir: Path, new_dir: Path, rel: str, in_old: bool, in_new: bool) -> None:
+    """Record one file's status; step files (and anything not summarized) get a unified diff."""
+    old = (old_dir / rel).read_bytes() if in_old else b""
+    new = (new_dir / rel).read_bytes() if in_new else b""
+    if in_old and in_new and old == new:
+        return
+    status = "added" if not in_old else "removed" if not in_new else "changed"
+    a, b = _text(old), _text(new)
+    patch = list(difflib.unified_diff(a, b, f"a/{rel}", f"b/{rel}", lineterm=""))
+    plus = sum(1 for line in patch[2:] if line.startswith("+"))
+    minus = sum(1 for line in patch[2:] if line.startswith("-"))
+    note = f"+{plus} -{minus} lines" if patch else "encoding or line endings only"
+    result.files.append((status, rel, note))
+    if rel not in SUMMARIZED and patch:
+        result.patches.append("\n".join(patch) + "\n")

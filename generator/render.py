@@ -1,0 +1,214 @@
+"""Jinja templates -> the text of a package, in memory.
+
+Two environments, one rule each:
+- PowerShell templates accept in `{{ … }}` only PowerShell literals made by the one quoting
+  function (filter `ps`), text psbridge rendered itself (`Trusted`) and integers. Anything
+  else raises `RawInterpolation` while rendering, so a template that forgets `| ps` cannot
+  produce a package at all.
+- The Markdown template (REVIEW.md) shows any plain value as a code span and code as fenced
+  blocks whose fence is longer than any backtick run inside, so no parameter can change the
+  structure of the review document.
+The renderer knows nothing about PSRP or the disk; `plan` writes what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+
+from . import __version__
+from .parameters import Parameters
+from .plan import FORMAT_VERSION, Package, sha256_hex
+from .powershell import PowerShellLiteral, quote
+from .steps import Step, catalogue, resume_threshold
+
+#: The article's constants, passed to templates as data so that they are quoted like any value
+#: and recorded in plan.json for the reviewer.
+CONSTANTS: dict[str, str] = {
+    "crm_app_id": "00000007-0000-0000-c000-000000000000",
+    "acs_principal_id": "00000001-0000-0000-c000-000000000000",
+    "metadata_url": "https://accounts.accesscontrol.windows.net/metadata/json/1",
+}
+
+BOM = b"\xef\xbb\xbf"
+
+
+class Trusted(str):
+    """Text psbridge produced itself (a rendered step, a Markdown block): inserted as is."""
+
+    __slots__ = ()
+
+
+class RawInterpolation(TypeError):
+    """A template put a value into a script without the quoting function."""
+
+
+def _powershell_finalize(value: Any) -> Any:
+    if isinstance(value, (PowerShellLiteral, Trusted)):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise RawInterpolation(f"template interpolates {type(value).__name__} {value!r} without the `ps` filter")
+
+
+def code_span(value: Any) -> Trusted:
+    """A Markdown code span that shows `value` literally, whatever backticks it holds."""
+    text = str(value)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return Trusted(f"{ticks}{pad}{text}{pad}{ticks}")
+
+
+def fence(value: Any, info: str = "") -> Trusted:
+    """A fenced Markdown code block longer than any backtick run in `value`."""
+    text = str(value).rstrip("\n")
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2)
+    ticks = "`" * (longest + 1)
+    return Trusted(f"{ticks}{info}\n{text}\n{ticks}")
+
+
+def _markdown_finalize(value: Any) -> Any:
+    if isinstance(value, Trusted):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return code_span(value)
+
+
+def _ps_filter(value: Any) -> PowerShellLiteral:
+    return quote(value)
+
+
+@cache
+def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
+    """Built once per process: compiling templates is most of a render's cost."""
+    loader = jinja2.FileSystemLoader(str(files("generator.templates")))
+    common: dict[str, Any] = dict(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    ps_env = jinja2.Environment(finalize=_powershell_finalize, **common)
+    ps_env.filters["ps"] = _ps_filter
+    md_env = jinja2.Environment(finalize=_markdown_finalize, **common)
+    md_env.filters["fence"] = fence
+    return ps_env, md_env
+
+
+def _crlf_bom(text: str) -> bytes:
+    """Windows PowerShell 5.1 reads BOM-less files in the ANSI code page: UTF-8 with BOM, CRLF."""
+    return BOM + text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class RenderedStep:
+    step: Step
+    text: str  # LF line endings, no BOM
+    data: bytes  # as written: BOM + CRLF
+
+    @property
+    def sha256(self) -> str:
+        return sha256_hex(self.data)
+
+
+def _where(step: Step) -> str:
+    return step.changes.split(":", 1)[0] if step.changes else ""
+
+
+def _parameters_toml(params: Parameters) -> str:
+    """The parameters as TOML for the review document (values JSON-quoted: valid TOML basic strings)."""
+    data = params.model_dump(mode="json", exclude_none=True)
+    lines = [f"name = {json.dumps(data.pop('name'), ensure_ascii=False)}",
+             f"profile = {json.dumps(data.pop('profile'), ensure_ascii=False)}"]
+    for table, values in data.items():
+        lines.append(f"\n[{table}]")
+        lines.extend(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in values.items())
+    return "\n".join(lines)
+
+
+def render_steps(params: Parameters) -> list[RenderedStep]:
+    """Each step of the profile's catalogue, rendered from its own template."""
+    ps_env, _ = _environments()
+    steps = catalogue(params.profile)
+    out = []
+    for step in steps:
+        text = ps_env.get_template(step.template(params.profile)).render(p=params, c=CONSTANTS, step=step)
+        out.append(RenderedStep(step, text, _crlf_bom(text)))
+    return out
+
+
+def _step_view(rendered: RenderedStep, steps: tuple[Step, ...]) -> dict[str, Any]:
+    s, total = rendered.step, len(steps)
+    label = f"{s.index:02d}/{total:02d} {s.id}"
+    return {
+        "index": s.index,
+        "label": label,
+        "threshold": resume_threshold(steps, s),
+        "banner": f"==> [{s.index:02d}/{total:02d}] {s.id}: {s.title}",
+        "text": Trusted(rendered.text.rstrip("\n")),
+        "title": s.title,
+        "file": s.file,
+        "sha256": rendered.sha256,
+        "changes": Trusted(s.changes.split(": ", 1)[1]) if s.changes else "",
+        "where": Trusted(_where(s)),
+        "changes_state_text": Trusted("yes" if s.changes_state else "no"),
+        "inputs": ", ".join(s.inputs),
+    }
+
+
+def render_package(params: Parameters) -> Package:
+    """The whole package in memory: step files, setup.ps1, REVIEW.md and plan.json."""
+    ps_env, md_env = _environments()
+    steps = catalogue(params.profile)
+    rendered = render_steps(params)
+    views = [_step_view(r, steps) for r in rendered]
+    setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=views, version=Trusted(__version__))
+    setup = _crlf_bom(setup_text)
+    review = md_env.get_template("REVIEW.md.j2").render(
+        p=params,
+        steps=views,
+        version=__version__,
+        setup_sha256=sha256_hex(setup),
+        tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
+        parameters_toml=_parameters_toml(params),
+    ).encode("utf-8")
+    plan = {
+        "format_version": FORMAT_VERSION,
+        "tool": "psbridge",
+        "tool_version": __version__,
+        "name": params.name,
+        "profile": params.profile,
+        "parameters": params.model_dump(mode="json", exclude_none=True),
+        "constants": CONSTANTS,
+        "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review)},
+        "steps": [
+            {
+                "index": r.step.index,
+                "id": r.step.id,
+                "title": r.step.title,
+                "file": r.step.file,
+                "sha256": r.sha256,
+                "changes_state": r.step.changes_state,
+                "kind": r.step.kind,
+                "needs": list(r.step.needs),
+                "inputs": dict(r.step.inputs),
+            }
+            for r in rendered
+        ],
+    }
+    files_out = {r.step.file: r.data for r in rendered}
+    files_out["setup.ps1"] = setup
+    files_out["REVIEW.md"] = review
+    files_out["plan.json"] = (json.dumps(plan, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return Package(name=params.name, files=files_out)

@@ -1,0 +1,45 @@
+"""Where secrets come from: an environment variable, standard input, or a hidden prompt.
+
+Never from a command-line flag (process argument lists are visible to every user of
+the machine) and never from the parameters file. A secret read here is kept in memory
+only as long as the command needs it and is never echoed, logged or put in an error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .errors import UserError
+
+
+def read_secret(
+    env_var: str,
+    what: str,
+    *,
+    from_stdin: bool = False,
+    confirm: bool = False,
+    allow_empty: bool = False,
+    stdin_flag: str | None = "--password-stdin",
+) -> str:
+    """Return the secret named `what`, from `env_var`, stdin (first line) or a hidden prompt.
+
+    Prompting is only done on a terminal: in a pipeline or CI a missing secret is an
+    input error that names the variable to set, instead of a hang.
+    """
+    value: str | None
+    if from_stdin:
+        line = sys.stdin.readline()
+        value = line.rstrip("\r\n") if line else ""
+    elif env_var in os.environ:
+        value = os.environ[env_var]
+    elif sys.stdin is not None and sys.stdin.isatty():
+        value = click.prompt(what, hide_input=True, confirmation_prompt=confirm, default="", show_default=False)
+    else:
+        alternative = f" or pass {stdin_flag}" if stdin_flag else ""
+        raise UserError(f"{what}: not given; set {env_var}{alternative} (no terminal to prompt on)")
+    if not value and not allow_empty:
+        raise UserError(f"{what}: empty")
+    return value

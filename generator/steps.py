@@ -1,0 +1,124 @@
+"""The step catalogue: the article's sequence as data.
+
+Each step names its template, whether it changes persistent state, which earlier
+steps it needs in the same PowerShell session, and which secrets it takes as
+parameters. Everything that decides *what runs* (setup.ps1's resume logic, the
+remote executor's `--from-step`) is derived from this table, never written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+#: check: reads only; session: sets up session state (imports, connection, variables),
+#: safe to run again; change: changes persistent state (server, Entra ID, CRM database).
+StepKind = Literal["check", "session", "change"]
+
+#: Secret inputs a step may take as a PowerShell parameter, by the name psbridge knows them.
+#: pfx_password -> [securestring]; o365_credential -> [pscredential].
+SecretKind = Literal["pfx_password", "o365_credential"]
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    id: str
+    title: str
+    kind: StepKind
+    #: Ids of earlier steps whose session state this step uses (imports, connection, variables).
+    needs: tuple[str, ...] = ()
+    #: PowerShell parameter name -> secret kind, passed as SecureString/PSCredential.
+    inputs: dict[str, SecretKind] = field(default_factory=dict)
+    #: What it changes, in words for the change-advisory board ("" for read-only steps).
+    changes: str = ""
+
+    @property
+    def changes_state(self) -> bool:
+        return self.kind == "change"
+
+    @property
+    def file(self) -> str:
+        return f"steps/{self.index:02d}-{self.id}.ps1"
+
+    def template(self, profile: str) -> str:
+        return f"{profile}/{self.index:02d}-{self.id}.ps1.j2"
+
+
+MSONLINE_STEPS: tuple[Step, ...] = (
+    Step(1, "prerequisites", "Check the prerequisites", "check"),
+    Step(
+        2, "certificate", "Prepare the certificate", "change", needs=("prerequisites",),
+        inputs={"PfxPassword": "pfx_password"},
+        changes="CRM server: imports the PFX into LocalMachine\\My, grants the service account read "
+        "access to its private key; CRM configuration database: stores it as the S2S token issuer certificate.",
+    ),
+    Step(
+        3, "session", "Prepare the PowerShell session", "session", needs=("prerequisites",),
+        changes="CRM server (only when run locally): Enable-PSRemoting configures and restarts WinRM.",
+    ),
+    Step(4, "connect", "Connect to Office 365", "session", needs=("session",), inputs={"Credential": "o365_credential"}),
+    Step(5, "set-certificate", "Set the certificate", "session", needs=("prerequisites",)),
+    Step(
+        6, "spn", "Set the Azure Active Directory Service Principal Name (SPN) in SharePoint", "change",
+        needs=("connect", "set-certificate"),
+        changes="Entra ID: adds the certificate as a key credential of the Dynamics CRM service principal "
+        "and adds the service principal name for the root domain.",
+    ),
+    Step(
+        7, "crm-settings", "Configure the Microsoft Dynamics 365 Server for server-based authentication", "change",
+        needs=("prerequisites",),
+        changes="CRM configuration database: ServerSettings S2SDefaultAuthorizationServerPrincipalId and "
+        "S2SDefaultAuthorizationServerMetadataUrl.",
+    ),
+    Step(8, "tenant-id", "Get the SharePoint Online tenant ID", "check", needs=("connect",)),
+)
+
+CATALOGUES: dict[str, tuple[Step, ...]] = {"msonline": MSONLINE_STEPS}
+
+
+class StepLike(Protocol):
+    """What resume logic needs of a step: the catalogue's Step, or a step read from plan.json."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def changes_state(self) -> bool: ...
+    @property
+    def needs(self) -> Sequence[str]: ...
+
+
+def resume_selection(steps: Sequence[StepLike], from_index: int) -> list[int]:
+    """Indexes to run, in order, when continuing at step `from_index` in a fresh session.
+
+    Every step from `from_index` on runs. Before it, a step runs again only if it does
+    not change state and a step that will run needs it (directly or through another
+    such step); a state-changing step before `from_index` never runs again.
+    """
+    by_id = {s.id: s for s in steps}
+    chosen = {s.index for s in steps if s.index >= from_index}
+    pending = [s for s in steps if s.index in chosen]
+    while pending:
+        step = pending.pop()
+        for need_id in step.needs:
+            need = by_id[need_id]
+            if need.index not in chosen and not need.changes_state:
+                chosen.add(need.index)
+                pending.append(need)
+    return sorted(chosen)
+
+
+def resume_threshold(steps: Sequence[StepLike], step: StepLike) -> int:
+    """The largest `-FromStep` for which `step` still runs (setup.ps1 renders one `if` per step)."""
+    return max(k for k in range(1, len(steps) + 1) if step.index in resume_selection(steps, k))
+
+
+def catalogue(profile: str) -> tuple[Step, ...]:
+    return CATALOGUES[profile]
+
+
+def ids(steps: Iterable[StepLike]) -> list[str]:
+    return [s.id for s in steps]

@@ -1,0 +1,1 @@
+"""Jinja templates of psbridge, installed as the package `generator.templates` (see pyproject.toml)."""
