@@ -10,10 +10,7 @@ them safe, and refusing them would only push users back to hand-editing.
 
 from __future__ import annotations
 
-import difflib
 import re
-import tomllib
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -182,10 +179,30 @@ def guid(value: str) -> str:
     """A GUID in the 8-4-4-4-12 form the wizard and Get-MsolCompanyInformation show."""
     if not re.fullmatch(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}", value):
         raise ValueError("must be a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47")
-    uuid.UUID(value)
     return value
 
 
+def _local_file(value: str, suffixes: tuple[str, ...]) -> str:
+    """A path on THIS machine (relative to the parameters file's folder, or absolute)."""
+    if not value or not value.strip():
+        raise ValueError("must be a path such as ./certs/s2s.pfx")
+    if any(ord(c) < 32 or ord(c) == 0x7F for c in value):
+        raise ValueError("contains a control character")
+    if not value.lower().endswith(suffixes):
+        raise ValueError(f"must end with {' or '.join(suffixes)}")
+    return value
+
+
+def _local_pfx(value: str) -> str:
+    return _local_file(value, (".pfx", ".p12"))
+
+
+def _local_cer(value: str) -> str:
+    return _local_file(value, (".cer", ".crt", ".pem", ".der"))
+
+
+LocalPfx = Annotated[str, AfterValidator(_local_pfx)]
+LocalCer = Annotated[str, AfterValidator(_local_cer)]
 PfxPath = Annotated[str, AfterValidator(_pfx)]
 CerPath = Annotated[str, AfterValidator(_cer)]
 FolderPath = Annotated[str, AfterValidator(_folder)]
@@ -214,6 +231,20 @@ class Certificate(BaseModel):
     store_find_type: Literal["FindBySubjectDistinguishedName"] = Field(
         "FindBySubjectDistinguishedName", description="How CRM finds the certificate in LocalMachine\\My."
     )
+    local_pfx: LocalPfx | None = Field(
+        None,
+        description="Optional local copy of the PFX (relative to this file's folder): checked by validate/render, "
+        "its thumbprint and dates go into the package. Password from PSBRIDGE_PFX_PASSWORD or a prompt.",
+    )
+    local_cer: LocalCer | None = Field(
+        None, description="Optional local copy of the public certificate instead of local_pfx (no private-key check)."
+    )
+
+    @model_validator(mode="after")
+    def _one_local_copy(self) -> Certificate:
+        if self.local_pfx is not None and self.local_cer is not None:
+            raise ValueError("give local_pfx or local_cer, not both")
+        return self
 
 
 class Crm(BaseModel):
@@ -288,6 +319,8 @@ def _message(error: dict[str, Any]) -> str:
         key = str(loc[-1]).lower()
         if any(word in key for word in _SECRET_WORDS):
             return f"{where}: {SECRET_HINT}"
+        import difflib  # only on this error path: keeps `render` start-up short
+
         close = difflib.get_close_matches(str(loc[-1]), _known_fields(Parameters, loc), n=1)
         return f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
@@ -309,6 +342,7 @@ def parse_parameters(data: dict[str, Any]) -> Parameters:
 
 def load_parameters(path: Path) -> Parameters:
     """Read and validate a parameters file (TOML)."""
+    import tomllib
     try:
         raw = path.read_bytes()
     except OSError as exc:

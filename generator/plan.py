@@ -97,8 +97,6 @@ class Package:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "wb") as fh:
                     fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
             os.chmod(staging, 0o755)
             if target.exists():
                 for evidence in EVIDENCE_DIRS:

@@ -14,6 +14,7 @@ The renderer knows nothing about PSRP or the disk; `plan` writes what it returns
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -87,12 +88,42 @@ def _ps_filter(value: Any) -> PowerShellLiteral:
     return quote(value)
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Jinja's own cache of compiled templates, in the user's cache folder (0700).
+
+    Compiling the templates is most of a cold `render`. Jinja stores each template's source
+    checksum with its compiled code and recompiles when the source differs, so an upgraded
+    or edited template is never served stale. Without a writable cache folder psbridge
+    simply compiles every time.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "psbridge", f"jinja-{__version__}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not os.access(folder, os.W_OK) or os.stat(folder).st_uid != os.getuid():
+            return None
+    except OSError:
+        return None
+    return _QuietBytecodeCache(folder)
+
+
+class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """A cache that never makes a render fail: a full or read-only disk only costs time."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
 @cache
 def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     """Built once per process: compiling templates is most of a render's cost."""
     loader = jinja2.FileSystemLoader(str(files("generator.templates")))
     common: dict[str, Any] = dict(
         loader=loader,
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -137,13 +168,17 @@ def _parameters_toml(params: Parameters) -> str:
     return "\n".join(lines)
 
 
-def render_steps(params: Parameters) -> list[RenderedStep]:
-    """Each step of the profile's catalogue, rendered from its own template."""
+def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) -> list[RenderedStep]:
+    """Each step of the profile's catalogue, rendered from its own template.
+
+    `certificate`: the facts of the checked local certificate copy
+    (`certificates.PlanCertificate.facts()`), or None when the parameters name none.
+    """
     ps_env, _ = _environments()
     steps = catalogue(params.profile)
     out = []
     for step in steps:
-        text = ps_env.get_template(step.template(params.profile)).render(p=params, c=CONSTANTS, step=step)
+        text = ps_env.get_template(step.template(params.profile)).render(p=params, c=CONSTANTS, step=step, cert=certificate)
         out.append(RenderedStep(step, text, _crlf_bom(text)))
     return out
 
@@ -167,11 +202,11 @@ def _step_view(rendered: RenderedStep, steps: tuple[Step, ...]) -> dict[str, Any
     }
 
 
-def render_package(params: Parameters) -> Package:
+def render_package(params: Parameters, certificate: dict[str, Any] | None = None) -> Package:
     """The whole package in memory: step files, setup.ps1, REVIEW.md and plan.json."""
     ps_env, md_env = _environments()
     steps = catalogue(params.profile)
-    rendered = render_steps(params)
+    rendered = render_steps(params, certificate)
     views = [_step_view(r, steps) for r in rendered]
     setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=views, version=Trusted(__version__))
     setup = _crlf_bom(setup_text)
@@ -182,6 +217,7 @@ def render_package(params: Parameters) -> Package:
         setup_sha256=sha256_hex(setup),
         tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
         parameters_toml=_parameters_toml(params),
+        cert=certificate,
     ).encode("utf-8")
     plan = {
         "format_version": FORMAT_VERSION,
@@ -191,6 +227,7 @@ def render_package(params: Parameters) -> Package:
         "profile": params.profile,
         "parameters": params.model_dump(mode="json", exclude_none=True),
         "constants": CONSTANTS,
+        **({"certificate": certificate} if certificate is not None else {}),
         "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review)},
         "steps": [
             {
