@@ -139,7 +139,8 @@ def atomic_write(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
-        os.fchmod(fd, mode)
+        if hasattr(os, "fchmod"):  # POSIX; on Windows the folder's ACL decides
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -303,6 +304,7 @@ def load_private_key(
     The passphrase is only asked for when the key is encrypted. The public key file must
     hold the same key, so an approval can't claim someone else's identity by accident.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -319,12 +321,14 @@ def load_private_key(
             key = serialization.load_pem_private_key(pem, password=secret.encode("utf-8"))
         except (ValueError, TypeError):
             raise UserError(f"--key {path}: wrong passphrase or damaged key") from None
-    except (ValueError, binascii.Error):
+    except (ValueError, UnsupportedAlgorithm):
         raise UserError(f"--key {path}: not a PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise UserError(f"--key {path}: not an Ed25519 key (use psbridge keygen)")
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     public_file = public_key_path_for(path)
+    if not public_file.is_file():
+        raise UserError(f"--key {path}: no {public_file.name} next to it (keygen writes it; it names the approver)")
     public = load_public_key(public_file)
     if public.raw != raw:
         raise UserError(f"{public_file}: holds a different key than {path}")
@@ -546,6 +550,7 @@ def approve_package(
         "comment": comment,
     }
     record["signature"] = _b64(key.sign(signed_message(record)))
+    # Check our own signature before writing: never leave an approval that verify would reject.
     Ed25519PublicKey.from_public_bytes(public.raw).verify(base64.b64decode(record["signature"]), signed_message(record))
     approvals.mkdir(exist_ok=True)
     stamp = moment.strftime("%Y%m%dT%H%M%SZ")
@@ -759,7 +764,7 @@ def list_approvals(
                 evaluate_approval(path, package=package, digest=digest, listing=listing, now=now,
                                   trusted=trusted, forbidden=forbidden)
             )
-        elif not path.name.startswith(".") or path.suffix != ".tmp":
+        elif not (path.name.startswith(".") and path.name.endswith(".tmp")):  # a concurrent approve's temp file
             strays.append(f"{APPROVALS_DIR}/{path.name}")
     return statuses, strays
 
@@ -790,6 +795,9 @@ class Verification:
     ok: the package may run. reasons: why not (each names a file or key), empty when ok.
     approvals_used: the distinct trusted approvals that made it ok. notes: approvals that
     did not count although the package is ok (stale, untrusted), for the record.
+    files: relative path -> sha256 of every change-defining file as verified; a runner
+    hashes the bytes it actually sends and compares them with these, which closes the
+    window between verifying and reading the file again.
     """
 
     ok: bool
@@ -798,6 +806,7 @@ class Verification:
     package: str | None = None
     digest: str | None = None
     notes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def verify_package(
@@ -820,7 +829,7 @@ def verify_package(
     if min_approvals < 1:
         raise UserError("--min-approvals: at least 1")
     trusted = load_trusted_keys(trusted_keys_dir)
-    forbidden = {key_fingerprint(fp) if not _HEX64.match(fp) else fp for fp in forbidden_fingerprints}
+    forbidden = {key_fingerprint(fp) for fp in forbidden_fingerprints}
     plan = load_plan(package_dir)
     name = plan.get("name") if isinstance(plan.get("name"), str) else ""
     reasons = integrity_problems(package_dir, plan)
@@ -841,8 +850,31 @@ def verify_package(
     else:
         reasons += [f"{s.describe()}: {p}" for s in statuses if s.tampered for p in s.problems]
         notes += [f"{s.describe()}: {p}" for s in statuses if not s.tampered for p in s.problems]
+    files = _signed_listing(package_dir, statuses, used, reasons) if not reasons else {}
     return Verification(ok=not reasons, reasons=reasons, approvals_used=used if not reasons else [],
-                        package=name or None, digest=digest, notes=notes)
+                        package=name or None, digest=digest, notes=notes, files=files)
+
+
+def _signed_listing(
+    package_dir: Path, statuses: list[ApprovalStatus], used: list[UsedApproval], reasons: list[str]
+) -> dict[str, str]:
+    """Hash every file once more and require exactly the listing the counted approvals signed.
+
+    This is the listing a runner compares its bytes with; reading it last and matching it
+    against the signed one means nothing changed between the checks above and now.
+    """
+    try:
+        listing = file_listing(package_dir)
+    except (UserError, OSError) as exc:
+        reasons.append(f"package changed during verification: {exc}")
+        return {}
+    counted = {u.file for u in used}
+    for status in statuses:
+        if status.file in counted and status.record is not None and status.record["files"] != listing:
+            changed = sorted(k for k in set(listing) | set(status.record["files"])
+                             if listing.get(k) != status.record["files"].get(k))
+            reasons.append(f"{status.describe()}: signed file list differs from the package: {', '.join(changed)}")
+    return listing if not reasons else {}
 
 
 def _count_approvals(statuses: list[ApprovalStatus]) -> list[UsedApproval]:

@@ -7,9 +7,11 @@ with one line that names the file; nothing here ever puts a password in a messag
 Windows form of the subject (`windows_dn`)
 ------------------------------------------
 `CertificateReconfiguration.ps1 -storeFindType FindBySubjectDistinguishedName` finds the
-certificate by its subject as Windows prints it: `X500DistinguishedName.Name`, which is
-`CertNameToStr(CERT_X500_NAME_STR | CERT_NAME_STR_REVERSE_FLAG)`. What is verified
-against documentation and source:
+certificate by its subject as Windows prints it. .NET's X509FindType.FindBySubjectDistinguishedName
+compares the find value, ignoring case, for equality with
+`CertGetNameString(CERT_NAME_RDN_TYPE, CERT_X500_NAME_STR | CERT_NAME_STR_REVERSE_FLAG)`
+(dotnet/runtime FindPal.Windows.cs), the same string `X500DistinguishedName.Name` and
+`$cert.Subject` show. What is verified against documentation and source:
 
 * RDNs are printed in reverse order of the DER encoding, most specific first
   (`CN=crm.contoso.com, O=Contoso, C=US`), joined with ", " -- .NET docs
@@ -24,14 +26,15 @@ against documentation and source:
   isn't in Windows").
 * OIDs without an X.500 key name are printed as `OID.1.2.3=` (CertNameToStr docs).
 * the key names CN, L, O, OU, E, C, S, STREET, T, G, I, SN, DC are documented for
-  CertStrToName/Certificate Enrollment ("creating a subject name"); SERIALNUMBER is
-  what Windows prints for 2.5.4.5 in EV certificates.
+  CertStrToName/Certificate Enrollment ("creating a subject name", MS-WCCE 2.2.2.6.4.2).
 
-What only Windows can confirm: the names psbridge prints for the rarer attributes
-(PostalCode, Description, POBox, Phone, X21Address, dnQualifier, UnstructuredName,
+What only Windows can confirm: how CertificateReconfiguration.ps1 (source not public)
+builds its find value and whether it asks for valid (chain-trusted) certificates only;
+the names psbridge prints for the rarer attributes
+(SERIALNUMBER, PostalCode, Description, POBox, Phone, X21Address, dnQualifier, UnstructuredName,
 UnstructuredAddress; everything else becomes `OID.x.y.z`), how values that are not
-strings (BIT STRING, OCTET STRING) are shown (psbridge prints `#` + hex of the DER
-value), and whether T61String/BMPString values decode exactly like here. For the usual
+strings (BIT STRING, OCTET STRING) are shown (psbridge prints `#` + the hex of the
+value's bytes), and whether T61String/BMPString values decode exactly like here. For the usual
 subject of an S2S certificate (CN, O, OU, L, S, C, E) the form is exact.
 """
 
@@ -407,7 +410,7 @@ def _truncation_check(path: Path, data: bytes, what: str) -> None:
     if claimed is None:
         raise UserError(f"{path}: not a {what}")
     if claimed > len(data):
-        raise UserError(f"{path}: truncated: the file has {len(data)} bytes, its {what} needs {claimed}")
+        raise UserError(f"{path}: truncated: {len(data)} bytes, but its header announces {claimed}")
 
 
 def load_file(path: Path | str, password: str | None = None) -> LoadedCertificate:
@@ -423,7 +426,7 @@ def load_file(path: Path | str, password: str | None = None) -> LoadedCertificat
 
 
 def _load_cer(path: Path, data: bytes) -> LoadedCertificate:
-    if data.lstrip().startswith(b"-----BEGIN"):
+    if b"-----BEGIN " in data:  # PEM, perhaps after explanatory text such as openssl's "Bag Attributes"
         count = data.count(b"-----BEGIN CERTIFICATE-----") + data.count(b"-----BEGIN X509 CERTIFICATE-----")
         if count == 0:
             raise UserError(f"{path}: a PEM file without a certificate (no BEGIN CERTIFICATE block)")
@@ -557,7 +560,7 @@ def _is_self_signed(cert: x509.Certificate) -> bool:
         return False
     try:
         cert.verify_directly_issued_by(cert)
-    except (ValueError, TypeError, UnsupportedAlgorithm, Exception):  # noqa: BLE001 - any failure: not self-signed
+    except Exception:  # noqa: BLE001 - any failure (bad signature, unsupported key): not self-signed
         return False
     return True
 
@@ -898,3 +901,59 @@ def describe(info: CertificateInfo) -> list[str]:
     else:
         lines.append("Findings: none")
     return lines
+
+
+# --------------------------------------------------------------------------- the plan's certificate
+
+
+@dataclass(frozen=True)
+class PlanCertificate:
+    """The local copy of the certificate named by `[certificate] local_pfx/local_cer`, checked."""
+
+    field: str  # "certificate.local_pfx" or "certificate.local_cer"
+    source: str  # as written in the parameters file
+    info: CertificateInfo
+
+    def facts(self) -> dict[str, Any]:
+        """What plan.json records and the templates use: the facts plus the source and warnings."""
+        return {
+            **certificate_facts(self.info),
+            "source": self.source,
+            "warnings": [f.message for f in self.info.warnings],
+        }
+
+
+def check_for_plan(
+    certificate: Any,
+    base_dir: Path | str,
+    read_password: Any,
+    *,
+    now: datetime | None = None,
+) -> PlanCertificate | None:
+    """Read and judge the parameters' local certificate copy, if there is one.
+
+    `certificate` is the parameters' `[certificate]` table (local_pfx, local_cer,
+    store_find_type); a relative path is taken from `base_dir`, the parameters file's
+    folder. `read_password()` is called only for a PFX. Error findings, and a subject
+    the store_find_type cannot find, raise `UserError` (one line each, naming the field
+    and the file); warnings are returned in `info.warnings` for the caller to show.
+    """
+    source = certificate.local_pfx or certificate.local_cer
+    if not source:
+        return None
+    field_name = "certificate.local_pfx" if certificate.local_pfx else "certificate.local_cer"
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    password = read_password() if certificate.local_pfx else None
+    try:
+        info = inspect_file(path, password, now=now)
+    except UserError as exc:
+        raise UserError(*(f"{field_name}: {p}" for p in exc.problems)) from None
+    problems = [f"{field_name}: {path}: {f.message}" for f in info.errors]
+    misfit = subject_fits_store_find_type(info, certificate.store_find_type)
+    if misfit:
+        problems.append(f"{field_name}: {path}: {misfit}")
+    if problems:
+        raise UserError(*problems)
+    return PlanCertificate(field=field_name, source=source, info=info)

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .audit import DEFAULT_AUDIT_LOG, audit_log_option
 from .errors import RuntimeFailure, UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -86,6 +87,7 @@ def validate(params: Path) -> None:
     from .parameters import load_parameters
 
     parameters = load_parameters(params)
+    _local_certificate(parameters, params.parent)
     click.echo(f"{params}: valid ({parameters.name}, profile {parameters.profile})")
 
 
@@ -112,7 +114,8 @@ def schema() -> None:
     show_default=True, help="Folder in which the package folder <name>/ is written.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing package (its runs/ and approvals/ are kept).")
-def render(params: Path | None, example: bool, out_dir: Path, force: bool) -> None:
+@audit_log_option
+def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit_log: Path) -> None:
     """Render the PowerShell sequence into a reviewable package OUT/<name>/.
 
     \b
@@ -124,19 +127,369 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool) -> No
     from .parameters import load_parameters
     from .render import render_package
 
-    if example == (params is not None):
-        raise UserError("render: give either a parameters file or --example")
-    parameters = example_parameters() if example else load_parameters(params)  # type: ignore[arg-type]
-    package = render_package(parameters)
-    target = package.write(out_dir, force=force)
+    from . import audit
+
+    source = str(params) if params is not None else "--example"
+    try:
+        if example == (params is not None):
+            raise UserError("render: give either a parameters file or --example")
+        parameters = example_parameters() if example else load_parameters(params)  # type: ignore[arg-type]
+        package = render_package(parameters, _local_certificate(parameters, params.parent) if params else None)
+        target = package.write(out_dir, force=force)
+    except (UserError, RuntimeFailure) as exc:
+        _audit_failure(audit_log, "render", None, exc, create=False, params=source)
+        raise
     steps = sum(1 for f in package.files if f.startswith("steps/"))
+    audit.record(audit_log, "render", target, "rendered", params=source, steps=steps, force=force)
     click.echo(f"wrote {target}/ ({steps} steps): review {target / 'REVIEW.md'}")
+
+
+# --------------------------------------------------------------------------- cert
+# `cryptography` is imported inside these commands (via generator.certificates) so that
+# the CLI starts fast for everything else.
+
+PFX_PASSWORD_HELP = "Read the PFX password from the first line of stdin (else PSBRIDGE_PFX_PASSWORD, else a prompt)."
+
+
+@cli.group(context_settings=CONTEXT)
+def cert() -> None:
+    """Inspect, check, create and export the S2S certificate (no openssl needed)."""
+
+
+def _local_certificate(parameters: object, base_dir: Path) -> dict | None:
+    """Check `[certificate] local_pfx/local_cer` (refuse errors, warn on warnings); its facts or None."""
+    local = parameters.certificate  # type: ignore[attr-defined]
+    if not (local.local_pfx or local.local_cer):
+        return None  # no cryptography import when there is nothing to read
+    from .certificates import PFX_PASSWORD_ENV, check_for_plan
+    from .secrets import read_secret
+
+    checked = check_for_plan(
+        local, base_dir, lambda: read_secret(PFX_PASSWORD_ENV, "PFX password (certificate.local_pfx)", stdin_flag=None, allow_empty=True)
+    )
+    assert checked is not None
+    for finding in checked.info.warnings:
+        click.echo(f"psbridge: warning: {checked.field}: {finding.message}", err=True)
+    return checked.facts()
+
+
+def _pfx_password(path: Path, password_stdin: bool) -> str | None:
+    from .certificates import PFX_PASSWORD_ENV, is_pfx_path
+    from .secrets import read_secret
+
+    if not is_pfx_path(path):
+        return None
+    return read_secret(PFX_PASSWORD_ENV, f"Password for {path.name}", from_stdin=password_stdin, allow_empty=True)
+
+
+@cert.command("inspect", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the facts and findings as JSON.")
+@click.option("--password-stdin", is_flag=True, help=PFX_PASSWORD_HELP)
+def cert_inspect(file: Path, as_json: bool, password_stdin: bool) -> None:
+    """Show FILE (.pfx/.p12, or .cer/.crt/.pem/.der) and judge it as the S2S certificate.
+
+    Exit 0 when the certificate is usable (warnings allowed), 1 when it has an error
+    finding (expired, not yet valid, no or wrong private key, RSA < 2048 bits), 2 when
+    FILE cannot be read as a certificate.
+    """
+    import json
+
+    from .certificates import describe, inspect_file
+
+    info = inspect_file(file, _pfx_password(file, password_stdin))
+    if as_json:
+        click.echo(json.dumps(info.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for line in describe(info):
+            click.echo(line)
+    if info.errors:
+        raise RuntimeFailure(f"{file}: not usable as the S2S certificate ({len(info.errors)} error finding(s))")
+
+
+@cert.command("new", context_settings=CONTEXT)
+@click.option("--subject", required=True, help='Subject in Windows order, e.g. "CN=crm.contoso.com, O=Contoso".')
+@click.option("--days", type=int, default=365, show_default=True, help="Validity in days (1-3650).")
+@click.option("--key-size", type=click.Choice(["2048", "3072", "4096"]), default="2048", show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for <name>.pfx and <name>.cer.")
+@click.option("--name", help="File name without extension (default: from the CN).")
+@click.option("--legacy-pfx", is_flag=True, help="3DES/SHA-1 PFX for Windows Server 2016 and older (default: AES-256/SHA-256).")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@click.option("--password-stdin", is_flag=True, help=PFX_PASSWORD_HELP)
+def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | None, legacy_pfx: bool,
+             force: bool, as_json: bool, password_stdin: bool) -> None:
+    """Create a self-signed certificate for evaluation: <name>.pfx and <name>.cer (mode 0600).
+
+    RSA, SHA-256, key usage digitalSignature + keyEncipherment, EKU serverAuth +
+    clientAuth (as New-SelfSignedCertificate makes them). The PFX password comes from
+    PSBRIDGE_PFX_PASSWORD, --password-stdin or a prompt (asked twice), never a flag.
+    The default PFX encryption (AES-256) is imported by Windows Server 2019 and later;
+    for Windows Server 2016 pass --legacy-pfx.
+    """
+    import dataclasses
+    import json
+
+    from . import certificates as certs
+    from .secrets import read_secret
+
+    name_obj = certs.parse_subject(subject)
+    stem = certs.check_stem(name) if name else certs.default_file_stem(name_obj)
+    pfx_path, cer_path = out_dir / f"{stem}.pfx", out_dir / f"{stem}.cer"
+    if not force:
+        taken = [str(p) for p in (pfx_path, cer_path) if p.exists()]
+        if taken:
+            raise UserError(*(f"{p}: exists; pass --force to overwrite" for p in taken))
+    password = read_secret(certs.PFX_PASSWORD_ENV, "PFX password", from_stdin=password_stdin, confirm=True)
+    made = certs.create_self_signed(name_obj, password, days=days, key_size=int(key_size), legacy_pfx=legacy_pfx)
+    certs.write_files([(pfx_path, made.pfx), (cer_path, made.cer)], force=force)
+    info = dataclasses.replace(made.info, path=str(pfx_path))
+    if not password.isascii():
+        click.echo("psbridge: warning: the PFX password has non-ASCII characters; Windows may not open the PFX with it", err=True)
+    if as_json:
+        click.echo(json.dumps({"pfx": str(pfx_path), "cer": str(cer_path), "certificate": info.to_dict()}, indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"Wrote {pfx_path} and {cer_path}")
+        for line in certs.describe(info):
+            click.echo(line)
+
+
+@cert.command("export-cer", context_settings=CONTEXT)
+@click.argument("pfx", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .cer (DER) to write.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--password-stdin", is_flag=True, help=PFX_PASSWORD_HELP)
+def cert_export_cer(pfx: Path, out: Path, force: bool, password_stdin: bool) -> None:
+    """Write the public certificate of PFX as a DER .cer: the file the article's step 5 imports."""
+    from .certificates import export_cer
+
+    if not force and out.exists():
+        raise UserError(f"{out}: exists; pass --force to overwrite")
+    info = export_cer(pfx, _pfx_password(pfx, password_stdin), out, force=force)
+    click.echo(f"Wrote {out}: {info.subject or '(empty subject)'}, thumbprint {info.thumbprint}")
+    for finding in info.findings:
+        click.echo(f"psbridge: {finding.level}: {pfx}: {finding.message}", err=True)
+
+
+# --------------------------------------------------------------------------- approvals, show, diff, audit
+
+
+def _audit_failure(audit_log: Path, action: str, package_dir: Path | None, exc: Exception, *,
+                   create: bool = True, **details: object) -> None:
+    """Log a refused or failed action before its error propagates; the audit trail shows attempts too.
+
+    create=False (render): record the failure only in an existing log, because input that
+    is refused must not leave files behind on a fresh checkout.
+    """
+    from . import audit
+
+    if not create and not audit_log.is_file():
+        return
+    problems = exc.problems if isinstance(exc, UserError) else (str(exc),)
+    audit.record(audit_log, action, package_dir, "error", problems=list(problems), **details)
+
+
+@cli.command("keygen", context_settings=CONTEXT)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for <name>.key (private, 0600) and <name>.pub.json (public).")
+@click.option("--name", required=True, help='Approver identity, e.g. "Jane Doe <jane@contoso.com>".')
+@click.option("--passphrase", "ask_passphrase", is_flag=True,
+              help="Encrypt the private key; passphrase from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt.")
+@click.option("--force", is_flag=True, help="Replace existing key files.")
+def keygen_command(out_dir: Path, name: str, ask_passphrase: bool, force: bool) -> None:
+    """Create an Ed25519 key pair for an approver.
+
+    The private key is encrypted when PSBRIDGE_KEY_PASSPHRASE is set or --passphrase is
+    given (prompting only on a terminal). Give the .pub.json file to whoever keeps the
+    board's trusted-keys folder; keep the .key file to yourself.
+    """
+    import os
+
+    from . import approval
+    from .secrets import read_secret
+
+    passphrase = None
+    if ask_passphrase or approval.PASSPHRASE_ENV in os.environ:
+        passphrase = read_secret(approval.PASSPHRASE_ENV, "key passphrase", confirm=True, stdin_flag=None)
+    made = approval.generate_keypair(out_dir, name, passphrase, force=force)
+    click.echo(f"private key: {made.private_key} ({'encrypted' if made.encrypted else 'NOT encrypted'}, mode 0600)")
+    click.echo(f"public key:  {made.public_key}")
+    click.echo(f"fingerprint: {made.fingerprint}")
+
+
+@cli.command("approve", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Your private key from psbridge keygen (its .pub.json must be next to it).")
+@click.option("--expires", default="7d", show_default=True, help="Validity: Nd, Nh or Nm (minutes), at most 90d.")
+@click.option("--comment", default="", help="Why / change ticket; signed with the approval.")
+@audit_log_option
+def approve_command(package_dir: Path, key_path: Path, expires: str, comment: str, audit_log: Path) -> None:
+    """Sign the package's current digest and add the approval under PACKAGE_DIR/approvals/.
+
+    An encrypted key's passphrase comes from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt.
+    Approving again with the same key while your approval is still valid adds nothing.
+    """
+    from . import approval, audit
+
+    try:
+        result = approval.approve_package(package_dir, key_path, approval.parse_validity(expires), comment)
+    except (UserError, RuntimeFailure) as exc:
+        _audit_failure(audit_log, "approve", package_dir, exc, key=str(key_path))
+        raise
+    rec = result.record
+    audit.append(audit_log, "approve", rec["package"], rec["digest"], None,
+                 "approved" if result.created else "already-approved",
+                 approver=rec["approver"], fingerprint=rec["fingerprint"], file=result.path.name,
+                 expires_at=rec["expires_at"], comment=rec["comment"])
+    if result.created:
+        click.echo(f"approved {rec['package']} digest {rec['digest']}")
+        click.echo(f"  by {rec['approver']} (key {rec['fingerprint']}), expires {rec['expires_at']}")
+        click.echo(f"  {result.path}")
+    else:
+        click.echo(f"already approved by {rec['approver']} until {rec['expires_at']} ({result.path}); nothing added")
+
+
+@cli.command("verify", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--trusted-keys", "trusted_keys", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of approvers' *.pub.json files whose approvals count.")
+@click.option("--min-approvals", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Distinct trusted keys that must have approved the current digest.")
+@click.option("--forbid-key", "forbid_keys", multiple=True, metavar="PUBKEY",
+              help="A key (.pub.json, key file or sha256 fingerprint) whose approval does not count; repeatable.")
+@audit_log_option
+def verify_command(
+    package_dir: Path, trusted_keys: Path, min_approvals: int, forbid_keys: tuple[str, ...], audit_log: Path
+) -> None:
+    """Check that PACKAGE_DIR is exactly what plan.json records and is approved.
+
+    Exit 0 when every file matches, no file was added and at least --min-approvals
+    distinct trusted, unexpired approvals sign the current digest; otherwise print every
+    reason and exit 1 (exit 2 for bad input such as a missing trusted-keys folder).
+    """
+    from . import approval, audit
+
+    try:
+        forbidden = [approval.key_fingerprint(spec) for spec in forbid_keys]
+        result = approval.verify_package(package_dir, trusted_keys, min_approvals, forbidden)
+    except (UserError, RuntimeFailure) as exc:
+        _audit_failure(audit_log, "verify", package_dir, exc)
+        raise
+    audit.append(audit_log, "verify", result.package, result.digest, None, "verified" if result.ok else "refused",
+                 min_approvals=min_approvals, reasons=result.reasons,
+                 approvals=[a.to_json() for a in result.approvals_used])
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if not result.ok:
+        for reason in result.reasons:
+            click.echo(f"psbridge: refused: {reason}", err=True)
+        raise RuntimeFailure(f"{package_dir}: not verified ({len(result.reasons)} reason(s) above)")
+    click.echo(f"verified {result.package} digest {result.digest}")
+    for used in result.approvals_used:
+        click.echo(f"  approved by {used.approver} (key {used.fingerprint[:16]}), expires {used.expires_at}")
+
+
+@cli.command("show", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--trusted-keys", "trusted_keys", type=click.Path(file_okay=False, path_type=Path),
+              help="Also say whether each approval's key is trusted.")
+def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) -> None:
+    """Print a package's name, profile, digest, steps, certificate and approvals with their status."""
+    import json
+
+    from . import approval
+
+    summary = approval.package_summary(package_dir, trusted_keys)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    for label in ("package", "name", "profile", "digest"):
+        click.echo(f"{label + ':':<13}{summary[label]}")
+    problems = summary["integrity"]
+    click.echo(f"{'integrity:':<13}{'files match plan.json' if not problems else f'{len(problems)} problem(s)'}")
+    for problem in problems:
+        click.echo(f"  ! {problem}")
+    click.echo("steps:")
+    for step in summary["steps"]:
+        click.echo(f"  {step['index']!s:>2}  {step['id'] or '':<16} {step['kind'] or '':<8} {step['title'] or ''}")
+    if summary["certificate"]:
+        click.echo("certificate:")
+        for key, value in summary["certificate"].items():
+            click.echo(f"  {key + ':':<12} {value}")
+    trust = "" if summary["trusted_keys_checked"] else " (trust not checked; pass --trusted-keys)"
+    click.echo(f"approvals{trust}:" if summary["approvals"] else "approvals:   none")
+    for item in summary["approvals"]:
+        key = (item["fingerprint"] or "")[:16]
+        click.echo(f"  {item['status']:<16} {item['approver'] or '?'} key {key or '?'} "
+                   f"expires {item['expires_at'] or '?'}  {item['file']}")
+        if item["comment"]:
+            click.echo(f"  {'':<16} comment: {item['comment']}")
+        for problem in item["problems"]:
+            click.echo(f"  {'':<16} ! {problem}")
+    for stray in summary["stray_files"]:
+        click.echo(f"  unexpected file {stray}")
+
+
+@cli.command("diff", context_settings=CONTEXT)
+@click.argument("old_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("new_dir", type=click.Path(file_okay=False, path_type=Path))
+def diff_command(old_dir: Path, new_dir: Path) -> None:
+    """Show what changed from OLD_DIR to NEW_DIR for re-approval.
+
+    Changed parameters (dotted keys, old -> new), other plan changes, and a unified diff
+    of each changed step file; setup.ps1 and REVIEW.md are summarized. Exit 0 when the
+    packages are identical (same digest), 1 when they differ, 2 on bad input, like diff(1).
+    """
+    from .package_diff import diff_packages
+
+    result = diff_packages(old_dir, new_dir)
+    click.echo(result.render(str(old_dir), str(new_dir)), nl=False)
+    if not result.identical:
+        click.get_current_context().exit(1)  # diff(1): 1 = the packages differ, not a failure
+
+
+@cli.group("audit", context_settings=CONTEXT)
+def audit_group() -> None:
+    """Check the hash-chained audit log."""
+
+
+@audit_group.command("verify", context_settings=CONTEXT)
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--head", metavar="SHA256", help="A head hash printed by an earlier check; detects lines cut off the end.")
+def audit_verify_command(path: Path | None, head: str | None) -> None:
+    """Walk the audit log's hash chain (default output/audit.jsonl).
+
+    Exit 0 and print the number of good lines and the head hash (record it elsewhere),
+    or exit 1 naming the first broken line.
+    """
+    import re
+
+    from . import audit
+
+    if head is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", head):
+        raise UserError("--head: a 64-digit hex sha256")
+    log = path or DEFAULT_AUDIT_LOG
+    check = audit.verify(log, head)
+    if not check.ok:
+        raise RuntimeFailure(f"{log}: line {check.broken_line}: {check.problem} ({check.good_lines} good line(s) before it)")
+    click.echo(f"{log}: {check.good_lines} good line(s); head {check.head}")
+
+
+# `psbridge run` lives beside its executor; generator/remote.py imports pypsrp only when a run starts.
+from .remote import run_command  # noqa: E402
+
+cli.add_command(run_command)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the command and turn failures into exit codes without tracebacks."""
     try:
-        cli.main(args=argv, prog_name="psbridge", standalone_mode=False)
+        # With standalone_mode=False click returns ctx.exit(n) / Exit(n) codes instead of raising.
+        code = cli.main(args=argv, prog_name="psbridge", standalone_mode=False)
+        if isinstance(code, int) and code:
+            return code
     except UserError as exc:
         for problem in exc.problems:
             click.echo(f"psbridge: error: {problem}", err=True)

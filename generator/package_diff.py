@@ -99,8 +99,8 @@ def diff_packages(old_dir: Path, new_dir: Path) -> PackageDiff:
     if result.identical:
         return result
     result.parameters = changed_keys(_mapping(old_plan.get("parameters")), _mapping(new_plan.get("parameters")))
-    strip = lambda plan: {k: v for k, v in plan.items() if k not in _PLAN_KEYS_SKIPPED}  # noqa: E731
-    result.plan = changed_keys(strip(old_plan), strip(new_plan))
+    result.plan = changed_keys(_plan_facts(old_plan), _plan_facts(new_plan))
+    result.plan += changed_keys(_step_facts(old_plan), _step_facts(new_plan))
     old_files, new_files = set(change_files(old_dir)), set(change_files(new_dir))
     for rel in sorted((old_files | new_files) - {"plan.json"}):
         _compare_file(result, old_dir, new_dir, rel, rel in old_files, rel in new_files)
@@ -108,7 +108,20 @@ def diff_packages(old_dir: Path, new_dir: Path) -> PackageDiff:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
+    """A plan section that should be an object; anything else compares as empty."""
     return value if isinstance(value, Mapping) else {}
+
+
+def _step_facts(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """Step metadata by id (title, kind, needs...), without hashes: the patches show content changes."""
+    steps = plan.get("steps") if isinstance(plan.get("steps"), list) else []
+    return {"steps": {str(s.get("id")): {k: v for k, v in s.items() if k not in ("sha256", "id")}
+                      for s in steps if isinstance(s, Mapping)}}
+
+
+def _plan_facts(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """plan.json minus what is shown elsewhere (parameters) or derived from the files (hashes)."""
+    return {k: v for k, v in plan.items() if k not in _PLAN_KEYS_SKIPPED}
 
 
 def _compare_file(result: PackageDiff, old_dir: Path, new_dir: Path, rel: str, in_old: bool, in_new: bool) -> None:
@@ -122,7 +135,10 @@ def _compare_file(result: PackageDiff, old_dir: Path, new_dir: Path, rel: str, i
     patch = list(difflib.unified_diff(a, b, f"a/{rel}", f"b/{rel}", lineterm=""))
     plus = sum(1 for line in patch[2:] if line.startswith("+"))
     minus = sum(1 for line in patch[2:] if line.startswith("-"))
-    note = f"+{plus} -{minus} lines" if patch else "encoding or line endings only"
+    if patch:
+        note = f"+{plus} -{minus} lines"
+    else:
+        note = "encoding or line endings only" if a or b else "empty file"
     result.files.append((status, rel, note))
     if rel not in SUMMARIZED and patch:
         result.patches.append("\n".join(patch) + "\n")

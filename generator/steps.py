@@ -17,8 +17,8 @@ from typing import Literal, Protocol
 StepKind = Literal["check", "session", "change"]
 
 #: Secret inputs a step may take as a PowerShell parameter, by the name psbridge knows them.
-#: pfx_password -> [securestring]; o365_credential -> [pscredential].
-SecretKind = Literal["pfx_password", "o365_credential"]
+#: pfx_password -> [securestring]; o365_credential -> [pscredential]; graph_token -> [securestring].
+SecretKind = Literal["pfx_password", "o365_credential", "graph_token"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,26 @@ MSONLINE_STEPS: tuple[Step, ...] = (
     Step(8, "tenant-id", "Get the SharePoint Online tenant ID", "check", needs=("connect",)),
 )
 
-CATALOGUES: dict[str, tuple[Step, ...]] = {"msonline": MSONLINE_STEPS}
+#: Profile graph: the same change with Microsoft Graph PowerShell (MSOnline was retired in 2025).
+#: Same ids and order; the Entra ID steps use Graph and every changing step is idempotent.
+GRAPH_STEPS: tuple[Step, ...] = (
+    MSONLINE_STEPS[0],
+    MSONLINE_STEPS[1],
+    Step(3, "session", "Prepare the PowerShell session", "session", needs=("prerequisites",)),
+    Step(4, "connect", "Connect to Microsoft Graph", "session", needs=("session",), inputs={"AccessToken": "graph_token"}),
+    MSONLINE_STEPS[4],
+    Step(
+        6, "spn", "Add the certificate and the SPN to the Dynamics CRM service principal", "change",
+        needs=("connect", "set-certificate"),
+        changes="Entra ID: adds the certificate as a key credential of the Dynamics CRM service principal "
+        "(unless one with its thumbprint exists) and merges the service principal name for the root domain "
+        "into its names.",
+    ),
+    MSONLINE_STEPS[6],
+    Step(8, "tenant-id", "Get the SharePoint Online tenant ID", "check", needs=("connect",)),
+)
+
+CATALOGUES: dict[str, tuple[Step, ...]] = {"msonline": MSONLINE_STEPS, "graph": GRAPH_STEPS}
 
 
 class StepLike(Protocol):

@@ -1,0 +1,225 @@
+"""What `psbridge check` concludes from the probes: per step, in place / will change / blocked.
+
+The probes (templates/probes/, rendered into the package's probes/ folder) print one line
+of JSON each; this module turns their answers and the package's plan into verdicts and an
+exit code. It does no I/O, so every verdict can be tested from plain JSON.
+
+Verdicts: `in place` (the step would change nothing), `will change` (with before -> after),
+`blocked` (the step would fail: fix the server first), `cannot tell` (a probe failed or
+did not run), `session` (sets up the PowerShell session only), `ok` (a read-only check).
+Exit codes: 0 every state-changing step is in place; 5 the package would change something;
+1 a probe failed, a step is blocked, or a state-changing step's state cannot be told.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Verdict = Literal["in place", "will change", "blocked", "cannot tell", "session", "ok"]
+
+#: Modules each profile's steps import (the server probe reports which are installed).
+PROFILE_MODULES: dict[str, tuple[str, ...]] = {
+    "msonline": ("MSOnline",),
+    "graph": ("Microsoft.Graph.Authentication", "Microsoft.Graph.Applications",
+              "Microsoft.Graph.Identity.DirectoryManagement"),
+}
+
+#: The probes in the order `check` runs them; `entra` needs the session steps (03, 04) first.
+PROBES: tuple[str, ...] = ("server", "certificate", "crm", "entra")
+
+EXIT_IN_PLACE, EXIT_FAILED, EXIT_WOULD_CHANGE = 0, 1, 5
+
+
+@dataclass(frozen=True)
+class StepVerdict:
+    index: int
+    id: str
+    verdict: Verdict
+    detail: str = ""
+    before: str | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    verdicts: list[StepVerdict]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        changing = {"spn", "certificate", "crm-settings"}
+        if any(v.verdict == "blocked" for v in self.verdicts):
+            return EXIT_FAILED
+        if any(v.verdict == "cannot tell" and v.id in changing for v in self.verdicts):
+            return EXIT_FAILED
+        if any(v.verdict == "will change" for v in self.verdicts):
+            return EXIT_WOULD_CHANGE
+        return EXIT_IN_PLACE
+
+    def as_json(self) -> dict[str, Any]:
+        return {"verdicts": [asdict(v) for v in self.verdicts], "notes": self.notes, "exit_code": self.exit_code}
+
+
+class ProbeError(ValueError):
+    """A probe's output is not the JSON object it must print."""
+
+
+def parse_probe_output(name: str, lines: Sequence[str]) -> dict[str, Any]:
+    """The probe's JSON: the last non-empty output line, an object whose `probe` names it."""
+    text = next((line for line in reversed(lines) if line.strip()), "")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise ProbeError(f"probe {name}: output is not JSON") from None
+    if not isinstance(data, dict) or data.get("probe") != name:
+        raise ProbeError(f"probe {name}: output is not the {name} probe's object")
+    return data
+
+
+def service_account_identity(account: str) -> str:
+    """How Windows ACLs name the service account (Network Service is NT AUTHORITY\\NETWORK SERVICE)."""
+    return "NT AUTHORITY\\NETWORK SERVICE" if account.lower() == "network service" else account
+
+
+def _as_list(value: Any) -> list[Any]:
+    """ConvertTo-Json writes a one-element array as the element itself, and an empty one as null."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------- per step
+
+
+def _prerequisites(plan: Mapping[str, Any], server: dict[str, Any] | None) -> StepVerdict:
+    if server is None:
+        return StepVerdict(1, "prerequisites", "cannot tell", "the server probe did not answer")
+    problems = []
+    if server.get("edition") != "Desktop" or not str(server.get("version", "")).startswith("5.1"):
+        problems.append(f"Windows PowerShell 5.1 required, found {server.get('edition')} {server.get('version')}")
+    if not server.get("elevated"):
+        problems.append("not elevated")
+    if not server.get("snapin"):
+        problems.append("Microsoft.Crm.PowerShell snap-in not registered")
+    modules = server.get("modules") or {}
+    for module in PROFILE_MODULES[plan["profile"]]:
+        if not modules.get(module):
+            problems.append(f"module {module} not installed")
+    for key, what in (("tools_script", "CertificateReconfiguration.ps1"), ("pfx_file", "the PFX file"),
+                      ("cer_file", "the .cer file")):
+        if not server.get(key):
+            problems.append(f"{what} not found")
+    if problems:
+        return StepVerdict(1, "prerequisites", "blocked", "; ".join(problems))
+    return StepVerdict(1, "prerequisites", "ok", f"{server['edition']} {server['version']}, elevated, "
+                       f"execution policy {server.get('execution_policy')}")
+
+
+def _expected_thumbprint(plan: Mapping[str, Any], cert: dict[str, Any] | None) -> str | None:
+    approved = (plan.get("certificate") or {}).get("thumbprint")
+    return (approved or (cert or {}).get("cer_thumbprint") or "").upper() or None
+
+
+def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict[str, Any] | None) -> StepVerdict:
+    step = (2, "certificate")
+    if cert is None or crm is None:
+        return StepVerdict(*step, "cannot tell", "the certificate or crm probe did not answer")
+    approved = ((plan.get("certificate") or {}).get("thumbprint") or "").upper()
+    on_server = (cert.get("cer_thumbprint") or "").upper()
+    if approved and on_server and approved != on_server:
+        return StepVerdict(*step, "blocked", f"the server's .cer has thumbprint {on_server}, not the approved "
+                           f"{approved}: the server holds another certificate than the one approved")
+    expected = _expected_thumbprint(plan, cert)
+    if not expected:
+        return StepVerdict(*step, "cannot tell", "no .cer on the server and no local certificate in the plan")
+    store = _as_list(cert.get("store"))
+    if len(store) > 1:
+        return StepVerdict(*step, "blocked", f"{len(store)} certificates with subject {cert.get('cer_subject')} in "
+                           "LocalMachine\\My (CRM then reports 'Private key not found'): remove the extra ones")
+    current = [t.upper() for t in _as_list(crm.get("thumbprints"))]
+    before = ", ".join(current) or "none"
+    in_store = bool(store) and str(store[0].get("thumbprint", "")).upper() == expected
+    key_readable = store[0].get("key_readable") if store else None
+    if in_store and expected in current and key_readable is not False:
+        detail = f"{crm.get('certificate_type')} is {expected}"
+        if key_readable is None:
+            detail += " (cannot tell whether the service account can read the private key)"
+        return StepVerdict(*step, "in place", detail)
+    reasons = []
+    if not in_store:
+        reasons.append("not in LocalMachine\\My")
+    if expected not in current:
+        reasons.append(f"CRM {crm.get('certificate_type')} is {before}")
+    if key_readable is False:
+        reasons.append("the service account cannot read the private key")
+    return StepVerdict(*step, "will change", "; ".join(reasons), before=before, after=expected)
+
+
+def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, Any] | None) -> StepVerdict:
+    step = (6, "spn")
+    if entra is None:
+        return StepVerdict(*step, "cannot tell", "the entra probe did not run or did not answer")
+    if not entra.get("service_principal_found"):
+        return StepVerdict(*step, "blocked", "the Dynamics CRM service principal is not in this tenant")
+    spn = plan["constants"]["crm_app_id"] + "/" + plan["parameters"]["crm"]["root_domain"]
+    names = [str(n) for n in _as_list(entra.get("service_principal_names"))]
+    has_name = spn.lower() in (n.lower() for n in names)
+    expected = _expected_thumbprint(plan, cert)
+    keys = [str(k.get("thumbprint") or "").upper() for k in _as_list(entra.get("key_credentials"))]
+    if expected is None:
+        return StepVerdict(*step, "cannot tell", "the certificate's thumbprint is unknown")
+    has_key = expected in keys
+    if has_name and has_key:
+        return StepVerdict(*step, "in place", f"credential {expected} and SPN {spn} present")
+    changes = ([] if has_key else [f"add credential {expected}"]) + ([] if has_name else [f"add SPN {spn}"])
+    before = f"{len(keys)} credential(s), {len(names)} SPN(s)"
+    after = f"{len(keys) + (not has_key)} credential(s), {len(names) + (not has_name)} SPN(s)"
+    return StepVerdict(*step, "will change", "; ".join(changes), before=before, after=after)
+
+
+def _crm_settings(plan: Mapping[str, Any], crm: dict[str, Any] | None) -> StepVerdict:
+    step = (7, "crm-settings")
+    if crm is None:
+        return StepVerdict(*step, "cannot tell", "the crm probe did not answer")
+    wanted = {"S2SDefaultAuthorizationServerPrincipalId": plan["constants"]["acs_principal_id"],
+              "S2SDefaultAuthorizationServerMetadataUrl": plan["constants"]["metadata_url"]}
+    current = crm.get("server_settings") or {}
+    differs = {k: v for k, v in wanted.items() if (current.get(k) or "") != v}
+    if not differs:
+        return StepVerdict(*step, "in place", "both ServerSettings values are set")
+    before = "; ".join(f"{k}={current.get(k) or '(unset)'}" for k in differs)
+    after = "; ".join(f"{k}={v}" for k, v in differs.items())
+    return StepVerdict(*step, "will change", f"{len(differs)} ServerSettings value(s) differ", before=before, after=after)
+
+
+def _tenant(plan: Mapping[str, Any], entra: dict[str, Any] | None) -> StepVerdict:
+    step = (8, "tenant-id")
+    if entra is None:
+        return StepVerdict(*step, "cannot tell", "the entra probe did not run or did not answer")
+    found = str(entra.get("tenant_id") or "")
+    wanted = plan["parameters"]["sharepoint"].get("tenant_id")
+    if wanted and found.lower() != wanted.lower():
+        return StepVerdict(*step, "blocked", f"connected to tenant {found}, the parameters expect {wanted}")
+    return StepVerdict(*step, "ok", f"tenant ID {found}")
+
+
+def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None]) -> CheckReport:
+    """Verdicts for every step of the plan from the probes' answers (None: no answer)."""
+    cert, crm, entra = answers.get("certificate"), answers.get("crm"), answers.get("entra")
+    by_id = {
+        "prerequisites": _prerequisites(plan, answers.get("server")),
+        "certificate": _certificate(plan, cert, crm),
+        "spn": _spn(plan, cert, entra),
+        "crm-settings": _crm_settings(plan, crm),
+        "tenant-id": _tenant(plan, entra),
+    }
+    verdicts = []
+    for step in plan["steps"]:
+        verdict = by_id.get(step["id"]) or StepVerdict(step["index"], step["id"], "session",
+                                                      "sets up the PowerShell session; changes nothing")
+        verdicts.append(verdict)
+    notes = [f"probe {name} did not answer" for name in PROBES if answers.get(name) is None]
+    return CheckReport(verdicts, notes)
