@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import UserError
 
@@ -276,18 +285,60 @@ class SharePoint(BaseModel):
         return self
 
 
+def thumbprint(value: str) -> str:
+    """A SHA-1 certificate thumbprint: 40 hexadecimal digits (as Windows shows it, spaces removed)."""
+    if not re.fullmatch(r"[0-9A-Fa-f]{40}", value):
+        raise ValueError("must be a certificate thumbprint: 40 hexadecimal digits")
+    return value
+
+
+Thumbprint = Annotated[str, AfterValidator(thumbprint)]
+
+
+class Graph(BaseModel):
+    """Profile graph: how `psbridge run` signs in to Microsoft Graph on the server (no browser there)."""
+
+    model_config = STRICT
+    client_id: Guid | None = Field(None, description="App registration for app-only sign-in with a certificate.")
+    tenant_id: Guid | None = Field(None, description="Tenant of the app registration (app-only sign-in).")
+    certificate_thumbprint: Thumbprint | None = Field(
+        None, description="Thumbprint of the app's certificate in the server's certificate store."
+    )
+    remove_expired_credentials: bool = Field(
+        False, description="Step 06 also removes expired key credentials of the CRM service principal."
+    )
+
+    @model_validator(mode="after")
+    def _app_only_complete(self) -> Graph:
+        """App-only sign-in needs all three values; a part of them is a mistake, not a choice."""
+        given = [self.client_id, self.tenant_id, self.certificate_thumbprint]
+        if any(given) and not all(given):
+            raise ValueError("app-only sign-in needs client_id, tenant_id and certificate_thumbprint together")
+        return self
+
+
 class Parameters(BaseModel):
-    """Everything the msonline sequence needs, except secrets (they never live in this file)."""
+    """Everything the sequence needs, except secrets (they never live in this file)."""
 
     model_config = STRICT
     name: str = Field(
         pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62})$",
         description="Package name: lowercase letters, digits and '-'; names the output folder.",
     )
-    profile: Literal["msonline"] = Field("msonline", description="msonline: the article's sequence.")
+    profile: Literal["msonline", "graph"] = Field(
+        "msonline", description="msonline: the article's sequence; graph: the same with Microsoft Graph PowerShell."
+    )
     certificate: Certificate
     crm: Crm
     sharepoint: SharePoint
+    graph: Graph | None = Field(None, description="Profile graph only: sign-in for psbridge run.")
+
+    @field_validator("graph")
+    @classmethod
+    def _graph_only_with_graph(cls, value: Graph | None, info: ValidationInfo) -> Graph | None:
+        if value is not None and info.data.get("profile") != "graph":
+            raise ValueError('the [graph] table belongs to profile = "graph"')
+        return value
 
 
 # --------------------------------------------------------------------------- loading and errors

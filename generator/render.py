@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from . import __version__
+from .check import PROBES, PROFILE_MODULES, service_account_identity
 from .parameters import Parameters
 from .plan import FORMAT_VERSION, Package, sha256_hex
 from .powershell import PowerShellLiteral, quote
@@ -183,7 +184,30 @@ def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) 
     return out
 
 
-def _step_view(rendered: RenderedStep, steps: tuple[Step, ...]) -> dict[str, Any]:
+def _inputs(step: Step, params: Parameters) -> dict[str, str]:
+    """The secret parameters a step takes in this package.
+
+    Profile graph with app-only sign-in ([graph] client_id...) connects with a certificate
+    in the server's store, so step 04 then takes no access token.
+    """
+    app_only = params.graph is not None and params.graph.client_id is not None
+    return {name: kind for name, kind in step.inputs.items() if not (app_only and kind == "graph_token")}
+
+
+def render_probes(params: Parameters) -> dict[str, bytes]:
+    """The read-only probe scripts of `psbridge check`, rendered into the package for review."""
+    ps_env, _ = _environments()
+    out = {}
+    for name in PROBES:
+        text = ps_env.get_template(f"probes/{name}.ps1.j2").render(
+            p=params, c=CONSTANTS, modules=PROFILE_MODULES[params.profile],
+            service_account_identity=service_account_identity(params.certificate.service_account),
+        )
+        out[f"probes/{name}.ps1"] = _crlf_bom(text)
+    return out
+
+
+def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Parameters) -> dict[str, Any]:
     s, total = rendered.step, len(steps)
     label = f"{s.index:02d}/{total:02d} {s.id}"
     return {
@@ -198,7 +222,8 @@ def _step_view(rendered: RenderedStep, steps: tuple[Step, ...]) -> dict[str, Any
         "changes": Trusted(s.changes.split(": ", 1)[1]) if s.changes else "",
         "where": Trusted(_where(s)),
         "changes_state_text": Trusted("yes" if s.changes_state else "no"),
-        "inputs": ", ".join(s.inputs),
+        "kind_session": s.kind == "session",
+        "inputs": ", ".join(_inputs(s, params)),
     }
 
 
@@ -207,7 +232,8 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     ps_env, md_env = _environments()
     steps = catalogue(params.profile)
     rendered = render_steps(params, certificate)
-    views = [_step_view(r, steps) for r in rendered]
+    views = [_step_view(r, steps, params) for r in rendered]
+    probes = render_probes(params)
     setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=views, version=Trusted(__version__))
     setup = _crlf_bom(setup_text)
     review = md_env.get_template("REVIEW.md.j2").render(
@@ -218,6 +244,8 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
         parameters_toml=_parameters_toml(params),
         cert=certificate,
+        probes=[{"file": f, "sha256": sha256_hex(b), "text": Trusted(b[3:].decode("utf-8").replace("\r\n", "\n"))}
+                for f, b in probes.items()],
     ).encode("utf-8")
     plan = {
         "format_version": FORMAT_VERSION,
@@ -239,12 +267,15 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                 "changes_state": r.step.changes_state,
                 "kind": r.step.kind,
                 "needs": list(r.step.needs),
-                "inputs": dict(r.step.inputs),
+                "inputs": _inputs(r.step, params),
             }
             for r in rendered
         ],
+        "probes": [{"id": f.split("/")[1].removesuffix(".ps1"), "file": f, "sha256": sha256_hex(b)}
+                   for f, b in probes.items()],
     }
     files_out = {r.step.file: r.data for r in rendered}
+    files_out.update(probes)
     files_out["setup.ps1"] = setup
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = (json.dumps(plan, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

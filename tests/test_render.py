@@ -39,7 +39,8 @@ def package() -> dict[str, bytes]:
 
 def test_package_has_the_article_steps_in_order(package: dict[str, bytes]) -> None:
     assert sorted(f for f in package if f.startswith("steps/")) == STEP_FILES
-    assert set(package) == {*STEP_FILES, "setup.ps1", "REVIEW.md", "plan.json"}
+    probes = {f"probes/{n}.ps1" for n in ("server", "certificate", "crm", "entra")}
+    assert set(package) == {*STEP_FILES, *probes, "setup.ps1", "REVIEW.md", "plan.json"}
 
 
 @pytest.mark.parametrize("name", [f.split("/")[1] for f in STEP_FILES])
