@@ -444,6 +444,15 @@ def recorded_hashes(plan: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]
             problems.append(f"plan.json: steps[{number}] is not an object")
             continue
         add(step.get("file"), step.get("sha256"), f"step {step.get('index', number)}")
+    probes = plan.get("probes", [])
+    if not isinstance(probes, list):
+        problems.append("plan.json: probes is not a list")
+        probes = []
+    for number, probe in enumerate(probes, start=1):
+        if not isinstance(probe, Mapping):
+            problems.append(f"plan.json: probes[{number}] is not an object")
+            continue
+        add(probe.get("file"), probe.get("sha256"), f"probe {probe.get('id', number)}")
     files = plan.get("files", {})
     if not isinstance(files, Mapping):
         problems.append("plan.json: files is not an object")

@@ -477,10 +477,259 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
     click.echo(f"{log}: {check.good_lines} good line(s); head {check.head}")
 
 
-# `psbridge run` lives beside its executor; generator/remote.py imports pypsrp only when a run starts.
-from .remote import run_command  # noqa: E402
+# --------------------------------------------------------------------------- run and check (PSRP)
 
-cli.add_command(run_command)
+_AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
+_CONNECTION_OPTIONS = (
+    click.option("--host", required=True, help="The Dynamics 365 server with the Deployment Tools role."),
+    click.option("--port", type=int, help="WinRM port (default 5986 for https, 5985 for http)."),
+    click.option("--transport", type=click.Choice(["https", "http"]), default="https", show_default=True),
+    click.option("--auth", type=click.Choice(list(_AUTHS)), default="negotiate", show_default=True),
+    click.option("--username", help="WinRM user, e.g. CONTOSO\\crmadmin. Password: PSBRIDGE_WINRM_PASSWORD or a prompt."),
+    click.option("--ca-bundle", type=click.Path(dir_okay=False, path_type=Path), help="PEM file of the CA(s) to trust for HTTPS."),
+    click.option("--no-verify-tls", is_flag=True, help="Do not verify the server's certificate (unsafe; warned)."),
+    click.option("--client-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM client certificate for --auth certificate."),
+    click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM key for --client-cert."),
+    click.option("--configuration-name", default="Microsoft.PowerShell", show_default=True, help="PSSession configuration (JEA endpoint)."),
+    click.option("--connection-timeout", type=int, default=30, show_default=True, help="Seconds to wait for the TCP/TLS connection."),
+    click.option("--operation-timeout", type=int, default=20, show_default=True, help="WSMan OperationTimeout in seconds (long-poll length)."),
+    click.option("--o365-user", help="Office 365 admin for the steps that connect (password: PSBRIDGE_O365_PASSWORD or a prompt)."),
+)
+_CONNECTION_KEYS = ("host", "port", "transport", "auth", "username", "ca_bundle", "no_verify_tls", "client_cert",
+                    "client_key", "configuration_name", "connection_timeout", "operation_timeout")
+
+
+def connection_options(func):  # type: ignore[no-untyped-def]
+    """The WinRM connection options that `run` and `check` share."""
+    for option in reversed(_CONNECTION_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _connection(options: dict):  # type: ignore[no-untyped-def,type-arg]
+    """The validated connection from the shared options (pops them from `options`)."""
+    from .remote import Connection
+
+    o = {k: options.pop(k) for k in _CONNECTION_KEYS}
+    conn = Connection(
+        host=o["host"], port=o["port"] or (5986 if o["transport"] == "https" else 5985), transport=o["transport"],
+        auth=o["auth"], username=o["username"], ca_bundle=o["ca_bundle"], verify_tls=not o["no_verify_tls"],
+        configuration_name=o["configuration_name"], connection_timeout=o["connection_timeout"],
+        operation_timeout=o["operation_timeout"], client_cert=o["client_cert"], client_key=o["client_key"],
+    )
+    conn.validate()
+    return conn
+
+
+def _warn_if_unverified(conn) -> None:  # type: ignore[no-untyped-def]
+    if not conn.verify_tls and conn.transport == "https":
+        click.echo(
+            "psbridge: WARNING: --no-verify-tls: the server's certificate is NOT checked; anyone on the path can "
+            "impersonate it and read the credentials and secrets sent to it.",
+            err=True,
+        )
+
+
+def _ask_step(step) -> str:  # type: ignore[no-untyped-def]
+    """`--step`: ask before each step, like Ansible's --step (y = run, n = skip, q = quit)."""
+    while True:
+        # No default: a state-changing step runs only on an explicit "y".
+        answer = click.prompt(f"Run step {step.index:02d} {step.id} ({step.title})? [y/n/q]").strip().lower()
+        if answer in ("y", "yes", "n", "no", "q", "quit"):
+            return answer[0]
+
+
+def _approval_gate(package_dir: Path, plan, texts: dict, trusted_keys: Path | None,  # type: ignore[no-untyped-def,type-arg]
+                   min_approvals: int, forbid_self: bool, operator_key: Path | None):
+    """The check of --require-approval, run immediately before connecting.
+
+    `verify` must accept the package as it is now, and every step text already read for
+    sending must be the approved bytes (a file swapped after reading is refused too).
+    """
+    from .approval import key_fingerprint, verify_package
+
+    if trusted_keys is None:
+        raise UserError("--require-approval: needs --trusted-keys DIR")
+    if forbid_self and operator_key is None:
+        raise UserError("--forbid-self-approval: needs --key (the operator's key or .pub.json)")
+    forbidden = [key_fingerprint(str(operator_key))] if forbid_self and operator_key else []
+
+    def gate() -> dict:  # type: ignore[type-arg]
+        result = verify_package(package_dir, trusted_keys, min_approvals, forbidden)
+        if not result.ok:
+            for reason in result.reasons:
+                click.echo(f"psbridge: refused: {reason}", err=True)
+            raise RuntimeFailure(f"{package_dir}: not approved ({len(result.reasons)} reason(s) above); nothing ran")
+        for step in plan.steps:
+            if result.files.get(step.file) != texts[step.index][1]:
+                raise RuntimeFailure(f"{package_dir}: {step.file} changed while psbridge was checking it; nothing ran")
+        return {"digest": result.digest, "approvals": [a.to_json() for a in result.approvals_used]}
+
+    return gate
+
+
+@cli.command("run", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@connection_options
+@click.option("--from-step", type=int, help="Continue a failed run at step N (re-runs only the session steps N needs).")
+@click.option("--step", "step_mode", is_flag=True, help="Ask before each step: y run, n skip, q quit.")
+@click.option("--step-timeout", type=float, default=900.0, show_default=True, help="Seconds per step before it is stopped and reported UNKNOWN.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line instead of progress lines.")
+@click.option("--verify", "verify_after", is_flag=True, help="After the last step, run the read-only probes of `psbridge check` and record them.")
+@click.option("--require-approval", is_flag=True, help="Run only a package that `psbridge verify` accepts (checked right before connecting).")
+@click.option("--trusted-keys", type=click.Path(file_okay=False, path_type=Path), help="Folder of the approvers' .pub.json files.")
+@click.option("--min-approvals", type=int, default=1, show_default=True, help="Distinct trusted approvals required.")
+@click.option("--forbid-self-approval", is_flag=True, help="The operator's own approval (--key) does not count.")
+@click.option("--key", "operator_key", type=click.Path(dir_okay=False, path_type=Path), help="The operator's approval key or .pub.json.")
+@audit_log_option
+def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout: float, as_json: bool,
+        verify_after: bool, require_approval: bool, trusted_keys: Path | None, min_approvals: int,
+        forbid_self_approval: bool, operator_key: Path | None, audit_log: Path, **options: object) -> None:
+    """Run a rendered package on the CRM server over PowerShell Remoting, step by step.
+
+    \b
+    Every step file is checked against plan.json before connecting. One runspace runs
+    all steps with $ErrorActionPreference = 'Stop'; the run stops at the first step that
+    fails (exit 1) or whose outcome is unknown (timeout, lost connection: exit 4), and
+    prints the exact command to continue. Exit 3: could not connect or authenticate.
+    A record of the run is written to PACKAGE_DIR/runs/<UTC time>.jsonl.
+
+    \b
+    Example:
+      PSBRIDGE_WINRM_PASSWORD=… psbridge run output/contoso --host crm01.contoso.com \
+          --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
+    """
+    from . import audit
+    from .remote import ConnectFailure, prepare, read_step_secrets, read_winrm_password, run_package
+    from .runner import HumanReporter, JsonReporter, secrets_needed
+
+    if step_timeout <= 0:
+        raise UserError("--step-timeout: must be more than 0 seconds")
+    o365_user = options.pop("o365_user")
+    conn = _connection(options)
+    # Before any secret is asked for or any connection is made: the package must be intact.
+    plan, selected, texts = prepare(package_dir, from_step)
+    gate = (_approval_gate(package_dir, plan, texts, trusted_keys, min_approvals, forbid_self_approval, operator_key)
+            if require_approval else None)
+    probes = None
+    if verify_after:
+        from .runner import read_probe_texts
+
+        probes = read_probe_texts(package_dir)
+    secrets = read_step_secrets(secrets_needed(selected), o365_user)  # type: ignore[arg-type]
+    winrm_password = read_winrm_password(conn)
+    _warn_if_unverified(conn)
+
+    after_success = None
+    if probes is not None:
+        import json as _json
+
+        from .remote import check_in_session
+
+        plan_json = _json.loads((package_dir / "plan.json").read_text(encoding="utf-8"))
+
+        def after_success(session, redact):  # type: ignore[no-untyped-def]
+            report = check_in_session(session, plan_json, probes, [], secrets, step_timeout, redact)
+            _print_check(report, as_json=as_json)
+            return report.as_json()
+
+    emit = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
+    extra: list[str] = ["--o365-user", str(o365_user)] if o365_user else []
+    if step_timeout != 900.0:
+        extra += ["--step-timeout", f"{step_timeout:g}"]
+    extra += ["--step"] if step_mode else []
+    extra += ["--json"] if as_json else []
+    if require_approval:
+        extra += ["--require-approval", "--trusted-keys", str(trusted_keys), "--min-approvals", str(min_approvals)]
+        extra += ["--forbid-self-approval", "--key", str(operator_key)] if forbid_self_approval else []
+    try:
+        result = run_package(
+            package_dir, plan, selected, texts, conn, winrm_password, secrets,
+            step_timeout=step_timeout, emit=emit, confirm=_ask_step if step_mode else None, from_step=from_step,
+            continue_extra=tuple(extra), gate=gate, after_success=after_success,
+        )
+    except ConnectFailure as exc:
+        audit.record(audit_log, "run", package_dir, "connect-failed", host=conn.host)
+        click.echo(f"psbridge: could not connect: {exc}", err=True)
+        raise click.exceptions.Exit(ConnectFailure.exit_code) from None
+    except RuntimeFailure:
+        audit.record(audit_log, "run", package_dir, "refused", host=conn.host)
+        raise
+    outcome = {0: "ok", 1: "failed", 4: "unknown"}.get(result.exit_code, f"exit {result.exit_code}")
+    audit.record(audit_log, "run", package_dir, outcome, host=conn.host, steps=[s.index for s in selected])
+    if result.exit_code:
+        raise click.exceptions.Exit(result.exit_code)
+
+
+def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """One line per step (or one JSON document): the verdict, and before -> after when it would change."""
+    import json as _json
+
+    if as_json:
+        click.echo(_json.dumps({"event": "check", **report.as_json()}))
+        return
+    total = len(report.verdicts)
+    for v in report.verdicts:
+        line = f"[{v.index:02d}/{total:02d}] {v.id:<16} {v.verdict:<12} {v.detail}"
+        if v.before is not None or v.after is not None:
+            line += f"  ({v.before} -> {v.after})"
+        click.echo(line.rstrip())
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    words = {0: "nothing would change", 5: "the package would change something", 1: "the check failed or a step is blocked"}
+    click.echo(f"check: {words[report.exit_code]} (exit {report.exit_code})")
+
+
+@cli.command("check", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@connection_options
+@click.option("--no-entra", is_flag=True, help="Skip Entra ID (it needs the session steps 03 and 04 and their secrets).")
+@click.option("--probe-timeout", type=float, default=300.0, show_default=True, help="Seconds per probe.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as one JSON document.")
+def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool, **options: object) -> None:
+    """Read the live state and say what the package would change, like `terraform plan`.
+
+    \b
+    Read-only: it sends the package's probe scripts (probes/, approved with the package)
+    and, for Entra ID, only the session steps (03 session, 04 connect); never a step that
+    changes state. Per step: in place, will change (before -> after), blocked or cannot
+    tell. Exit 0 nothing would change, 5 something would change, 1 a probe failed or a
+    step is blocked, 3 could not connect.
+
+    \b
+    Example:
+      psbridge check output/contoso --host crm01.contoso.com --username 'CONTOSO\\crmadmin' \
+          --o365-user admin@contoso.onmicrosoft.com
+    """
+    import json as _json
+
+    from .remote import ConnectFailure, check_in_session, open_session, read_step_secrets, read_winrm_password
+    from .runner import Redactor, load_plan, read_probe_texts, read_step_texts, secrets_needed, session_steps_for
+
+    o365_user = options.pop("o365_user")
+    conn = _connection(options)
+    plan = load_plan(package_dir)
+    texts = read_step_texts(package_dir, plan)
+    probes = read_probe_texts(package_dir)
+    plan_json = _json.loads((package_dir / "plan.json").read_text(encoding="utf-8"))
+    entra = None if no_entra else session_steps_for(plan, "connect")
+    secrets = read_step_secrets(secrets_needed(entra or []), o365_user)  # type: ignore[arg-type]
+    winrm_password = read_winrm_password(conn)
+    _warn_if_unverified(conn)
+    redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
+    try:
+        session = open_session(conn, winrm_password, redact, exchange_keys=bool(secrets_needed(entra or [])))
+    except ConnectFailure as exc:
+        click.echo(f"psbridge: could not connect: {exc}", err=True)
+        raise click.exceptions.Exit(ConnectFailure.exit_code) from None
+    try:
+        entra_steps = None if entra is None else [(s, texts[s.index][0]) for s in entra]
+        report = check_in_session(session, plan_json, probes, entra_steps, secrets, probe_timeout, redact)
+    finally:
+        session.close()
+    _print_check(report, as_json=as_json)
+    if report.exit_code:
+        raise click.exceptions.Exit(report.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:

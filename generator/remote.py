@@ -1,0 +1,549 @@
+"""`psbridge run`: the package's steps over PowerShell Remoting (PSRP) with pypsrp 0.9.x.
+
+The decisions (which steps, what counts as success, events, the run record) live in
+generator/runner.py; this module is the I/O: one WSMan connection, one
+RunspacePool with one runspace, `$ErrorActionPreference = 'Stop'` set once, then
+one pipeline per step. pypsrp is imported only here and only when a run starts,
+so the rest of the CLI starts fast.
+
+pypsrp traps handled here (see DOMAIN.md): `invoke()` does not raise when a
+pipeline fails, so the state AND the error stream are checked; `with PowerShell()`
+hides transport errors, so pipelines are closed in guarded code; the step timeout
+is `begin_invoke` + `poll_invoke` against a deadline, then `stop()`.
+Secrets travel only as SecureString parameters after a key exchange.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+
+from . import __version__
+from .errors import UserError
+from .plan import package_digest
+from .runner import (
+    ContinueCommand,
+    Executor,
+    HumanReporter,
+    JsonReporter,
+    PipelineReport,
+    Plan,
+    PlanStep,
+    Redactor,
+    RemoteError,
+    RunRecord,
+    RunResult,
+    load_plan,
+    read_step_texts,
+    secrets_needed,
+    select_steps,
+    utc_now,
+)
+from .secrets import read_secret
+
+AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
+#: Loggers that could print a script, a SOAP body or a message: never let them speak.
+QUIET_LOGGERS = ("pypsrp", "requests", "urllib3", "spnego", "psrpcore", "requests_credssp", "krb5", "gssapi")
+
+
+class ConnectFailure(Exception):
+    """Could not connect or authenticate; nothing ran. Exit code 3. The message is one line."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the CRM server's WinRM listener."""
+
+    host: str
+    port: int
+    transport: str  # "https" | "http"
+    auth: str
+    username: str | None
+    ca_bundle: Path | None
+    verify_tls: bool
+    configuration_name: str
+    connection_timeout: int
+    operation_timeout: int
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    @property
+    def read_timeout(self) -> int:
+        # pypsrp needs the HTTP read timeout above the WSMan OperationTimeout, or a
+        # long-polling Receive is cut by requests before the server answers.
+        return self.operation_timeout + 10
+
+    def validate(self) -> None:
+        """Refuse settings that would send credentials or scripts readable on the wire."""
+        problems = []
+        if self.transport not in ("https", "http"):
+            problems.append(f"--transport: {self.transport!r} is not https or http")
+        if self.auth not in AUTHS:
+            problems.append(f"--auth: {self.auth!r} is not one of {', '.join(AUTHS)}")
+        if self.transport == "http" and self.auth in ("basic", "certificate"):
+            problems.append(
+                f"--auth {self.auth} over --transport http would send credentials and scripts in clear text; "
+                "use --transport https, or negotiate/ntlm/kerberos (encrypted over HTTP)"
+            )
+        if self.auth == "certificate" and not (self.client_cert and self.client_key):
+            problems.append("--auth certificate needs --client-cert and --client-key")
+        if self.auth in ("negotiate", "ntlm", "basic", "credssp") and not self.username:
+            problems.append(f"--username: required for --auth {self.auth}")
+        if not 1 <= self.port <= 65535:
+            problems.append(f"--port: {self.port} is not a TCP port")
+        if self.operation_timeout < 1 or self.connection_timeout < 1:
+            problems.append("--operation-timeout and --connection-timeout must be at least 1 second")
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            problems.append(f"--ca-bundle: {self.ca_bundle}: no such file")
+        if problems:
+            raise UserError(*problems)
+
+    def continue_options(self) -> tuple[str, ...]:
+        """The options that reproduce this connection in the continue command (no secrets)."""
+        opts = ["--host", self.host]
+        default_port = 5986 if self.transport == "https" else 5985
+        if self.port != default_port:
+            opts += ["--port", str(self.port)]
+        if self.transport != "https":
+            opts += ["--transport", self.transport]
+        if self.auth != "negotiate":
+            opts += ["--auth", self.auth]
+        if self.username:
+            opts += ["--username", self.username]
+        if self.ca_bundle is not None:
+            opts += ["--ca-bundle", str(self.ca_bundle)]
+        if not self.verify_tls:
+            opts += ["--no-verify-tls"]
+        if self.client_cert is not None and self.client_key is not None:
+            opts += ["--client-cert", str(self.client_cert), "--client-key", str(self.client_key)]
+        if self.configuration_name != "Microsoft.PowerShell":
+            opts += ["--configuration-name", self.configuration_name]
+        return tuple(opts)
+
+
+def silence_libraries() -> None:
+    """Keep pypsrp, requests, urllib3 and spnego from logging scripts, SOAP bodies or messages."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.CRITICAL + 1)
+        logger.propagate = False
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+
+def describe_connect_error(exc: BaseException, conn: Connection, redact: Callable[[str], str]) -> str:
+    """One line for the operator, naming the endpoint and the likely fix, never a secret."""
+    import requests
+    from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
+
+    endpoint = f"{conn.transport}://{conn.host}:{conn.port}/wsman"
+    text = str(exc)
+    if isinstance(exc, AuthenticationError):
+        who = conn.username or "the current Kerberos principal"
+        return f"authentication failed at {endpoint} for {who} with {conn.auth} (wrong user or password, or auth not enabled)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in text or "verify failed" in text else "TLS handshake failed"
+        return (f"TLS {reason} for {endpoint}; pass the CA that signed the server's certificate with --ca-bundle "
+                "(or --no-verify-tls, unsafe)")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"timed out connecting to {endpoint} after {conn.connection_timeout}s"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"{endpoint} did not answer within {conn.read_timeout}s"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        if any(s in text for s in ("NameResolution", "Name or service not known", "getaddrinfo", "nodename nor servname")):
+            return f"cannot resolve host name {conn.host!r}"
+        if "Connection refused" in text or "ConnectionRefused" in text:
+            return f"connection refused by {endpoint} (is WinRM listening on port {conn.port}?)"
+        return f"cannot connect to {endpoint}: connection failed"
+    if isinstance(exc, WSManFaultError):
+        reason = (exc.reason or "").strip().splitlines()[0] if exc.reason else "no reason given"
+        return redact(f"WinRM fault {exc.code} from {endpoint}: {reason}")
+    if isinstance(exc, WinRMTransportError):
+        return f"HTTP {exc.code} from {endpoint}"
+    if isinstance(exc, ImportError):
+        missing = exc.name or ("requests-credssp" if conn.auth == "credssp" else "a required library")
+        return f"--auth {conn.auth} is not available here: {missing} is not installed"
+    return redact(f"cannot open a PowerShell session at {endpoint}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+
+
+def _error_text(record: Any) -> RemoteError:
+    """Message, category and script position of a pypsrp ErrorRecord."""
+    exception = getattr(record, "exception", None)
+    message = getattr(record, "details_message", None) or ""
+    if not message and exception is not None:
+        props = {**getattr(exception, "extended_properties", {}), **getattr(exception, "adapted_properties", {})}
+        message = props.get("Message") or ""
+    message = str(message or getattr(record, "message", "") or record)
+    line = getattr(record, "invocation_script_line_number", None)
+    return RemoteError(
+        message=message,
+        category=str(getattr(record, "message", "") or ""),
+        line=int(line) if isinstance(line, int) and line > 0 else None,
+        position=str(getattr(record, "invocation_position_message", "") or ""),
+    )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+class PSRPSession:
+    """One WSMan connection and one RunspacePool (one runspace) for a whole run."""
+
+    def __init__(self, conn: Connection, password: str | None) -> None:
+        self.conn = conn
+        self._password = password
+        self.pool: Any = None
+        self.wsman: Any = None
+        self.broken = False
+
+    def open(self, *, exchange_keys: bool) -> None:
+        """Connect, authenticate, open the pool, set $ErrorActionPreference once. Raises ConnectFailure."""
+        from pypsrp.powershell import RunspacePool
+        from pypsrp.wsman import WSMan
+
+        conn = self.conn
+        kwargs: dict[str, Any] = {}
+        if conn.auth == "certificate":
+            kwargs = {"certificate_pem": str(conn.client_cert), "certificate_key_pem": str(conn.client_key)}
+        cert_validation: bool | str = str(conn.ca_bundle) if conn.ca_bundle and conn.verify_tls else conn.verify_tls
+        self.wsman = WSMan(
+            conn.host,
+            port=conn.port,
+            username=conn.username,
+            password=self._password,
+            ssl=conn.transport == "https",
+            auth=conn.auth,
+            cert_validation=cert_validation,
+            connection_timeout=conn.connection_timeout,
+            read_timeout=conn.read_timeout,
+            operation_timeout=conn.operation_timeout,
+            encryption="auto",
+            no_proxy=True,
+            reconnection_retries=0,
+            reconnection_backoff=0.5,
+            **kwargs,
+        )
+        self.pool = RunspacePool(self.wsman, configuration_name=conn.configuration_name, min_runspaces=1,
+                                 max_runspaces=1)
+        self.pool.open()
+        if exchange_keys:
+            self.pool.exchange_keys()
+        report = self.run_step("$ErrorActionPreference = 'Stop'", {}, float(conn.operation_timeout))
+        if report.state != "Completed" or report.errors or report.transport_error:
+            raise ConnectFailure("the remote session refused to set $ErrorActionPreference = 'Stop'")
+
+    def run_step(self, script: str, parameters: Mapping[str, Any], timeout: float) -> PipelineReport:
+        """One pipeline: send the script and its parameters, poll to a deadline, stop on expiry."""
+        import xml.etree.ElementTree as ET
+
+        import requests
+        from pypsrp.complex_objects import PSInvocationState
+        from pypsrp.exceptions import WinRMError
+        from pypsrp.powershell import PowerShell
+
+        transport_errors = (requests.exceptions.RequestException, WinRMError, OSError, ET.ParseError)
+        ps = PowerShell(self.pool)
+        ps.add_script(script)
+        for name, value in parameters.items():
+            ps.add_parameter(name, value)
+        deadline = time.monotonic() + timeout
+        timed_out = interrupted = False
+        try:
+            ps.begin_invoke()
+            while ps.state == PSInvocationState.RUNNING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                ps.poll_invoke(timeout=max(1, min(math.ceil(remaining), self.conn.operation_timeout)))
+        except transport_errors as exc:
+            self.broken = True
+            return self._report(ps, transport_error=self._transport_text(exc))
+        except KeyboardInterrupt:
+            # Ctrl-C must not leave the script running unseen on the server: stop it, and
+            # report the step as UNKNOWN with the command to continue. The interrupted HTTP
+            # request took its connection (and, over HTTP, its NTLM sealing state) with it:
+            # drop pypsrp's stale encryption so the stop signal re-authenticates on a new one.
+            interrupted = True
+            self.wsman.transport.encryption = None
+        if timed_out or interrupted:
+            try:
+                if ps.state == PSInvocationState.RUNNING:
+                    ps.stop()
+            except transport_errors as exc:
+                self.broken = True
+                return self._report(ps, timed_out=timed_out, interrupted=interrupted,
+                                    transport_error=self._transport_text(exc))
+            report = self._report(ps, timed_out=timed_out, interrupted=interrupted)
+        else:
+            report = self._report(ps)
+        try:
+            ps.close()  # TERMINATE: frees the pipeline on the server
+        except transport_errors:
+            pass  # the step's outcome is already known; a failed clean-up does not change it
+        return report
+
+    @staticmethod
+    def _state_name(ps: Any) -> str:
+        names = {0: "NotStarted", 1: "Running", 2: "Stopping", 3: "Stopped", 4: "Completed", 5: "Failed",
+                 6: "Disconnected"}
+        return names.get(int(ps.state), str(ps.state))
+
+    def _report(self, ps: Any, *, timed_out: bool = False, interrupted: bool = False,
+                transport_error: str | None = None) -> PipelineReport:
+        return PipelineReport(
+            state=self._state_name(ps),
+            output=[_text(o) for o in ps.output],
+            errors=[_error_text(e) for e in ps.streams.error],
+            warnings=[_text(getattr(w, "message", w)) for w in ps.streams.warning],
+            timed_out=timed_out,
+            interrupted=interrupted,
+            transport_error=transport_error,
+        )
+
+    @staticmethod
+    def _transport_text(exc: BaseException) -> str:
+        from pypsrp.exceptions import WSManFaultError
+
+        if isinstance(exc, WSManFaultError):
+            return f"WinRM fault {exc.code}: {(exc.reason or '').strip().splitlines()[0] if exc.reason else ''}"
+        return type(exc).__name__
+
+    def close(self) -> None:
+        """Delete the shell when the connection is still healthy; always drop the HTTP session."""
+        try:
+            if self.pool is not None and not self.broken:
+                self.pool.close()
+        except Exception:  # noqa: BLE001 - clean-up must not mask the run's result
+            pass
+        finally:
+            if self.wsman is not None:
+                self.wsman.close()
+
+
+@dataclass
+class StepSecrets:
+    pfx_password: str | None = None
+    o365_user: str | None = None
+    o365_password: str | None = None
+    graph_token: str | None = None
+
+    def values(self) -> list[str]:
+        return [v for v in (self.pfx_password, self.o365_password, self.graph_token) if v]
+
+
+def read_step_secrets(needed: set[str], o365_user: str | None) -> StepSecrets:
+    """Ask for exactly the secrets the selected steps take (environment variable or hidden prompt)."""
+    if "o365_credential" in needed and not o365_user:
+        raise UserError("--o365-user: required, the selected steps connect to Office 365")
+    secrets = StepSecrets()
+    if "pfx_password" in needed:
+        secrets.pfx_password = read_secret("PSBRIDGE_PFX_PASSWORD", "PFX password", stdin_flag=None)
+    if "o365_credential" in needed:
+        secrets.o365_user = o365_user
+        secrets.o365_password = read_secret("PSBRIDGE_O365_PASSWORD", f"Office 365 password for {o365_user}",
+                                            stdin_flag=None)
+    if "graph_token" in needed:
+        secrets.graph_token = read_secret("PSBRIDGE_GRAPH_TOKEN", "Microsoft Graph access token", stdin_flag=None)
+    return secrets
+
+
+def read_winrm_password(conn: Connection) -> str | None:
+    """The WinRM password when the auth method takes one (Kerberos: only with an explicit user)."""
+    if conn.auth in ("negotiate", "ntlm", "basic", "credssp"):
+        return read_secret("PSBRIDGE_WINRM_PASSWORD", f"WinRM password for {conn.username}", stdin_flag=None)
+    if conn.auth == "kerberos" and conn.username:
+        return read_secret("PSBRIDGE_WINRM_PASSWORD", f"WinRM password for {conn.username}", stdin_flag=None,
+                           allow_empty=True) or None
+    return None
+
+
+def step_parameters(step: PlanStep, secrets: StepSecrets) -> dict[str, Any]:
+    """The step's secret parameters as PSRP values: SecureString and PSCredential, never plain strings."""
+    from pypsrp.complex_objects import PSCredential
+    from pypsrp.serializer import TaggedValue
+
+    params: dict[str, Any] = {}
+    for name, kind in step.inputs.items():
+        if kind == "pfx_password":
+            params[name] = TaggedValue("SS", secrets.pfx_password)
+        elif kind == "o365_credential":
+            params[name] = PSCredential(username=secrets.o365_user, password=secrets.o365_password)
+        elif kind == "graph_token":
+            params[name] = TaggedValue("SS", secrets.graph_token)
+    return params
+
+
+def prepare(package_dir: Path, from_step: int | None) -> tuple[Plan, list[PlanStep], dict[int, tuple[str, str]]]:
+    """Everything that must hold before a connection is opened: plan, selection, unchanged files."""
+    plan = load_plan(package_dir)
+    selected = select_steps(plan, from_step)
+    texts = read_step_texts(package_dir, plan)
+    return plan, selected, texts
+
+
+def run_package(
+    package_dir: Path,
+    plan: Plan,
+    selected: list[PlanStep],
+    texts: dict[int, tuple[str, str]],
+    conn: Connection,
+    winrm_password: str | None,
+    secrets: StepSecrets,
+    *,
+    step_timeout: float,
+    emit: Callable[[dict[str, Any]], None],
+    confirm: Callable[[PlanStep], Any] | None = None,
+    from_step: int | None = None,
+    continue_extra: tuple[str, ...] = (),
+    gate: Callable[[], dict[str, Any]] | None = None,
+    after_success: Callable[[PSRPSession, Redactor], dict[str, Any]] | None = None,
+) -> RunResult:
+    """Connect, run the selected steps, keep the run record. Raises ConnectFailure (exit 3).
+
+    `gate` runs immediately before connecting (the approval check of --require-approval):
+    it raises to refuse, or returns facts for the record. `after_success` runs in the same
+    session when every step succeeded (--verify) and its result is recorded.
+    """
+    silence_libraries()
+    redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
+    digest = package_digest(package_dir)
+    record = RunRecord(package_dir)
+
+    def both(event: dict[str, Any]) -> None:
+        # Remote text (output, errors, warnings) is redacted where it enters the events, in
+        # the Executor; everything else in an event is built from options that are not secret.
+        record.write(event)
+        emit(event)
+
+    both({
+        "event": "run-start", "started": utc_now(), "tool_version": __version__, "package": plan.name,
+        "package_digest": digest, "host": conn.host, "port": conn.port,
+        "transport": conn.transport, "auth": conn.auth, "user": conn.username, "o365_user": secrets.o365_user,
+        "configuration_name": conn.configuration_name, "from_step": from_step,
+        "steps": [s.index for s in selected], "record": str(record.path),
+    })
+    if gate is not None:
+        try:
+            both({"event": "approval", **gate()})
+        except Exception as exc:
+            both({"event": "run-end", "exit_code": 1, "ended": utc_now(), "stopped_at": None,
+                  "reason": "not-approved", "summary": [redact(str(exc))]})
+            record.close()
+            raise
+    session = PSRPSession(conn, winrm_password)
+    try:
+        try:
+            session.open(exchange_keys=bool(secrets_needed(selected)))
+        except ConnectFailure as exc:
+            message = redact(str(exc))
+            both({"event": "run-end", "exit_code": 3, "ended": utc_now(), "stopped_at": None,
+                  "reason": "connect-failed", "summary": [message]})
+            raise ConnectFailure(message) from None
+        except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
+            message = describe_connect_error(exc, conn, redact)
+            both({"event": "run-end", "exit_code": 3, "ended": utc_now(), "stopped_at": None,
+                  "reason": "connect-failed", "summary": [message]})
+            raise ConnectFailure(message) from None
+        executor = Executor(
+            plan, selected, texts, lambda step: step_parameters(step, secrets), both, redact,
+            ContinueCommand(str(package_dir), conn.continue_options() + continue_extra),
+            step_timeout=step_timeout, confirm=confirm,
+        )
+        try:
+            result = executor.run(session)
+            if result.exit_code == 0 and after_success is not None:
+                both({"event": "verify", **after_success(session, redact)})
+            return result
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            # Ctrl-C outside a step (a step handles its own): the record still says how it ended.
+            both({"event": "run-end", "exit_code": 130, "ended": utc_now(), "stopped_at": None,
+                  "reason": "interrupted", "summary": ["interrupted by the operator between steps"]})
+            raise
+    finally:
+        session.close()
+        record.close()
+
+
+
+
+# -- psbridge check: read-only probes ---------------------------------------------
+
+
+def run_probes(session: PSRPSession, probes: Mapping[str, str], timeout: float,
+               redact: Callable[[str], str]) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
+    """Send each probe, parse its JSON; a failed probe is None plus a note (never a guess)."""
+    from .check import ProbeError, parse_probe_output
+    from .runner import Outcome, classify
+
+    answers: dict[str, dict[str, Any] | None] = {}
+    notes: list[str] = []
+    for name, text in probes.items():
+        report = session.run_step(text, {}, timeout)
+        if classify(report) is not Outcome.OK:
+            reason = report.errors[0].message if report.errors else (report.transport_error or report.state)
+            notes.append(redact(f"probe {name} failed: {reason}"))
+            answers[name] = None
+        else:
+            try:
+                answers[name] = parse_probe_output(name, report.output)
+            except ProbeError as exc:
+                notes.append(str(exc))
+                answers[name] = None
+        if session.broken:
+            break
+    return answers, notes
+
+
+def open_session(conn: Connection, winrm_password: str | None, redact: Callable[[str], str],
+                 *, exchange_keys: bool) -> PSRPSession:
+    """Connect and open the runspace, or raise ConnectFailure with one line."""
+    session = PSRPSession(conn, winrm_password)
+    try:
+        session.open(exchange_keys=exchange_keys)
+    except ConnectFailure as exc:
+        session.close()
+        raise ConnectFailure(redact(str(exc))) from None
+    except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
+        session.close()
+        raise ConnectFailure(describe_connect_error(exc, conn, redact)) from None
+    return session
+
+
+def check_in_session(session: PSRPSession, plan_json: Mapping[str, Any], probes: Mapping[str, str],
+                     entra_steps: list[tuple[PlanStep, str]] | None, secrets: StepSecrets, timeout: float,
+                     redact: Callable[[str], str]) -> Any:
+    """Probe the server (and, after the session steps, Entra ID) and judge every step."""
+    from .check import evaluate
+    from .runner import Outcome, classify
+
+    local = {name: text for name, text in probes.items() if name != "entra"}
+    answers, notes = run_probes(session, local, timeout, redact)
+    if entra_steps is None:
+        notes.append("probe entra skipped (--no-entra)")
+    elif not session.broken:
+        connected = True
+        for step, text in entra_steps:
+            report = session.run_step(text, step_parameters(step, secrets), timeout)
+            if classify(report) is not Outcome.OK:
+                reason = report.errors[0].message if report.errors else (report.transport_error or report.state)
+                notes.append(redact(f"step {step.index:02d} {step.id} failed, so probe entra did not run: {reason}"))
+                connected = False
+                break
+        if connected:
+            more, more_notes = run_probes(session, {"entra": probes["entra"]}, timeout, redact)
+            answers.update(more)
+            notes += more_notes
+    report = evaluate(plan_json, answers)
+    report.notes.extend(notes)
+    return report

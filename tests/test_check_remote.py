@@ -1,0 +1,214 @@
+"""`psbridge check`, `run --verify`, `run --require-approval` and the graph token, end to end.
+
+The real CLI and the unmodified pypsrp client talk to the loopback peer (a protocol
+peer, not PowerShell): it answers the probe scripts with the JSON that tests/probe_states.py
+describes for each server state, and records every pipeline, which proves what was sent.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator.cli import main
+from generator.parameters import EXAMPLE, parse_parameters
+from generator.render import render_package
+from probe_states import THUMB, state
+from test_run import (
+    O365_PASSWORD, O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD, assert_no_secrets, engine, http_peer,  # noqa: F401
+    ntlm_users, secrets_env,  # noqa: F401
+)
+from winrm_peer import CredentialValue, Engine, Reply, SecureValue, WinRMPeer
+
+GRAPH_TOKEN = "eyJ0eXAi.graph-T0ken$;'x"
+
+
+def write_package(root: Path, profile: str = "msonline", approved: str | None = THUMB) -> Path:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = profile
+    facts = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": approved, "sha256": "0" * 64,
+             "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
+             "not_after": "2027-01-01T00:00:00Z", "self_signed": True, "warnings": []}
+    package = render_package(parse_parameters(data), facts if approved else None)
+    return package.write(root / "out")
+
+
+def answer_probes(engine: Engine, answers: dict[str, Any]) -> None:
+    for name, answer in answers.items():
+        if answer is not None:
+            engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(answer)]))
+
+
+def check_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
+    return ["check", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
+            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
+
+
+def sent_step_files(engine: Engine, pkg: Path) -> list[str]:
+    """Which of the package's step files the peer received, by exact text."""
+    plan = json.loads((pkg / "plan.json").read_text())
+    by_text = {(pkg / s["file"]).read_bytes()[3:].decode(): s["file"] for s in plan["steps"]}
+    return [by_text[s] for s in engine.scripts() if s in by_text]
+
+
+def changing_files(pkg: Path) -> set[str]:
+    return {s["file"] for s in json.loads((pkg / "plan.json").read_text())["steps"] if s["changes_state"]}
+
+
+@pytest.mark.parametrize("name,expected,code", [
+    ("fresh server", {"certificate": "will change", "spn": "will change", "crm-settings": "will change"}, 5),
+    ("half configured", {"certificate": "in place", "spn": "will change", "crm-settings": "will change"}, 5),
+    ("fully configured", {"certificate": "in place", "spn": "in place", "crm-settings": "in place"}, 0),
+    ("wrong certificate on server", {"certificate": "blocked"}, 1),
+])
+def test_check_verdicts_per_state_and_nothing_changing_is_sent(
+        tmp_path, engine, http_peer, secrets_env, capsys, name, expected, code) -> None:
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state(name))
+    assert main(check_args(pkg, http_peer, "--json")) == code
+    out, err = capsys.readouterr()
+    report = json.loads(out.strip().splitlines()[-1])
+    verdicts = {v["id"]: v["verdict"] for v in report["verdicts"]}
+    for step_id, verdict in expected.items():
+        assert verdicts[step_id] == verdict, (step_id, report)
+    sent = sent_step_files(engine, pkg)
+    assert sent == ["steps/03-session.ps1", "steps/04-connect.ps1"]
+    assert not set(sent) & changing_files(pkg)
+    probes = [s for s in engine.scripts() if s.startswith("# psbridge probe: ")]
+    assert [p.split()[3] for p in probes] == ["server", "certificate", "crm", "entra"]
+    connect = next(p for p in engine.pipelines if "Connect-MsolService" in p.script)
+    assert connect.parameters["Credential"] == CredentialValue(O365_USER, O365_PASSWORD)
+    assert_no_secrets(out, err)
+
+
+def test_check_human_output_names_before_and_after(tmp_path, engine, http_peer, secrets_env, capsys) -> None:
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state("half configured"))
+    assert main(check_args(pkg, http_peer)) == 5
+    out = capsys.readouterr().out
+    assert "[06/08] spn              will change  add credential " + THUMB in out
+    assert "(0 credential(s), 1 SPN(s) -> 1 credential(s), 2 SPN(s))" in out
+    assert "check: the package would change something (exit 5)" in out
+
+
+def test_check_without_entra_sends_no_step_at_all(tmp_path, engine, http_peer, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", WINRM_PASSWORD)  # and no other secret: none is asked for
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state("fully configured"))
+    assert main(check_args(pkg, http_peer, "--no-entra")) == 1  # spn cannot be told without Entra ID
+    assert sent_step_files(engine, pkg) == []
+    assert "note: probe entra skipped (--no-entra)" in capsys.readouterr().out
+
+
+def test_a_failing_probe_is_cannot_tell_and_exit_1(tmp_path, engine, http_peer, secrets_env, capsys) -> None:
+    pkg = write_package(tmp_path)
+    answers = state("fully configured")
+    answers["crm"] = None  # the peer's default reply: completes with no output -> not JSON
+    answer_probes(engine, answers)
+    assert main(check_args(pkg, http_peer)) == 1
+    out = capsys.readouterr().out
+    assert "[07/08] crm-settings     cannot tell" in out and "note: probe crm: output is not JSON" in out
+
+
+def test_check_refuses_a_changed_probe_before_connecting(tmp_path, engine, http_peer, secrets_env, capsys) -> None:
+    pkg = write_package(tmp_path)
+    probe = pkg / "probes" / "crm.ps1"
+    probe.write_bytes(probe.read_bytes() + b"Set-CrmAdvancedSetting\r\n")
+    assert main(check_args(pkg, http_peer)) == 2
+    assert "probes/crm.ps1: changed since it was rendered" in capsys.readouterr().err
+    assert engine.pipelines == []
+
+
+def test_graph_check_and_run_pass_the_token_as_securestring(tmp_path, engine, http_peer, secrets_env, capsys,
+                                                           monkeypatch) -> None:
+    monkeypatch.setenv("PSBRIDGE_GRAPH_TOKEN", GRAPH_TOKEN)
+    pkg = write_package(tmp_path, profile="graph")
+    answer_probes(engine, state("fully configured"))
+    args = check_args(pkg, http_peer)
+    args.remove("--o365-user"), args.remove(O365_USER)
+    assert main(args) == 0
+    connect = next(p for p in engine.pipelines if "Connect-MgGraph" in p.script)
+    assert connect.parameters == {"AccessToken": SecureValue(GRAPH_TOKEN)}
+    out, err = capsys.readouterr()
+    assert GRAPH_TOKEN not in out + err
+
+
+# --------------------------------------------------------------------------- run --verify
+
+
+def test_run_verify_records_the_probes_after_the_last_step(tmp_path, engine, http_peer, secrets_env, capsys) -> None:
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state("fully configured"))
+    args = ["run", *check_args(pkg, http_peer)[1:], "--verify"]
+    assert main(args) == 0
+    events = [json.loads(l) for l in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
+    verify = [e for e in events if e["event"] == "verify"]
+    assert len(verify) == 1 and verify[0]["exit_code"] == 0
+    assert {v["id"]: v["verdict"] for v in verify[0]["verdicts"]}["spn"] == "in place"
+    scripts = engine.scripts()
+    assert scripts.index(next(s for s in scripts if "# psbridge step 08/08" in s)) < scripts.index(
+        next(s for s in scripts if s.startswith("# psbridge probe: server ")))
+
+
+# --------------------------------------------------------------------------- run --require-approval
+
+
+@pytest.fixture
+def approver(tmp_path: Path) -> tuple[Path, Path]:
+    keys, trusted = tmp_path / "keys", tmp_path / "trusted"
+    assert main(["keygen", "--out", str(keys), "--name", "Jane Doe <jane@contoso.com>"]) == 0
+    trusted.mkdir()
+    for pub in keys.glob("*.pub.json"):
+        shutil.copy(pub, trusted)
+    return next(keys.glob("*.key")), trusted
+
+
+def run_args(pkg: Path, peer: WinRMPeer, trusted: Path, log: Path, *extra: str) -> list[str]:
+    return ["run", *check_args(pkg, peer)[1:], "--require-approval", "--trusted-keys", str(trusted),
+            "--audit-log", str(log), *extra]
+
+
+def test_approved_package_runs_and_the_record_names_the_approval(tmp_path, engine, http_peer, secrets_env,
+                                                                 capsys, approver) -> None:
+    key, trusted = approver
+    pkg = write_package(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    assert main(["approve", str(pkg), "--key", str(key), "--audit-log", str(log)]) == 0
+    assert main(run_args(pkg, http_peer, trusted, log)) == 0
+    events = [json.loads(l) for l in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
+    approval = next(e for e in events if e["event"] == "approval")
+    assert approval["approvals"][0]["approver"] == "Jane Doe <jane@contoso.com>"
+    lines = [json.loads(l) for l in log.read_text().splitlines()]
+    assert [l["action"] for l in lines] == ["approve", "run"] and lines[-1]["outcome"] == "ok"
+    assert main(["audit", "verify", str(log)]) == 0
+    assert_no_secrets(log.read_bytes(), *(p.read_bytes() for p in (pkg / "runs").iterdir()))
+
+
+def test_a_byte_changed_after_approval_refuses_before_connecting(tmp_path, engine, http_peer, secrets_env,
+                                                                 capsys, approver) -> None:
+    key, trusted = approver
+    pkg = write_package(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    assert main(["approve", str(pkg), "--key", str(key), "--audit-log", str(log)]) == 0
+    review = pkg / "REVIEW.md"
+    review.write_bytes(review.read_bytes().replace(b"contoso", b"c0ntoso", 1))
+    assert main(run_args(pkg, http_peer, trusted, log)) == 1
+    err = capsys.readouterr().err
+    assert "psbridge: refused: changed file: REVIEW.md" in err
+    assert http_peer.connections == 0 and engine.pipelines == []
+    assert json.loads(log.read_text().splitlines()[-1])["outcome"] == "refused"
+
+
+def test_self_approval_can_be_forbidden(tmp_path, engine, http_peer, secrets_env, capsys, approver) -> None:
+    key, trusted = approver
+    pkg = write_package(tmp_path)
+    assert main(["approve", str(pkg), "--key", str(key), "--audit-log", str(tmp_path / "a.jsonl")]) == 0
+    args = run_args(pkg, http_peer, trusted, tmp_path / "a.jsonl", "--forbid-self-approval", "--key", str(key))
+    assert main(args) == 1
+    assert "too few approvals" in capsys.readouterr().err
+    assert http_peer.connections == 0 and engine.pipelines == []

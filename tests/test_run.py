@@ -1,0 +1,465 @@
+"""`psbridge run` end to end: the real CLI and the unmodified pypsrp client against the loopback peer.
+
+The peer (tests/winrm_peer) is a WinRM/PSRP protocol peer, not PowerShell: these
+tests prove what psbridge sends, in which order, how it stops and what it writes;
+not what the scripts would do on a Windows server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator.cli import main
+from generator.steps import MSONLINE_STEPS, resume_selection
+from winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer, make_pki
+from winrm_peer.package import make_package, marker, step_text
+
+USER = "CONTOSO\\crmadmin"
+WINRM_PASSWORD = "Winrm-P@ss w0rd;$x`'\"1"
+PFX_PASSWORD = "Pfx$ecret`; 'quoted' \"dq\" 2"
+O365_USER = "admin@contoso.onmicrosoft.com"
+O365_PASSWORD = "O365-Pa55!word<&>"
+SECRETS = (WINRM_PASSWORD, PFX_PASSWORD, O365_PASSWORD)
+EAP = "$ErrorActionPreference = 'Stop'"
+STEP = {s.index: s for s in MSONLINE_STEPS}
+
+
+@pytest.fixture
+def ntlm_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    users = tmp_path / "ntlm-users"
+    users.write_text(f"CONTOSO:crmadmin:{WINRM_PASSWORD}\n", encoding="utf-8")
+    monkeypatch.setenv("NTLM_USER_FILE", str(users))
+    return {"crmadmin": WINRM_PASSWORD}
+
+
+@pytest.fixture
+def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", WINRM_PASSWORD)
+    monkeypatch.setenv("PSBRIDGE_PFX_PASSWORD", PFX_PASSWORD)
+    monkeypatch.setenv("PSBRIDGE_O365_PASSWORD", O365_PASSWORD)
+
+
+@pytest.fixture
+def engine() -> Engine:
+    return Engine()
+
+
+@pytest.fixture
+def http_peer(engine: Engine, ntlm_users: dict[str, str]):
+    with WinRMPeer(engine, ntlm_users, max_wait=5) as peer:
+        yield peer
+
+
+@pytest.fixture
+def pki(tmp_path: Path):
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def https_peer(engine: Engine, ntlm_users: dict[str, str], pki):
+    with WinRMPeer(engine, ntlm_users, tls=pki.server_context(), cert_der=pki.cert_der, max_wait=5) as peer:
+        yield peer
+
+
+@pytest.fixture
+def pkg(tmp_path: Path) -> Path:
+    return make_package(tmp_path)
+
+
+def http_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
+    return ["run", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
+            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
+
+
+def psbridge(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def step_scripts(engine: Engine) -> list[int]:
+    """Indexes of the steps the peer received, in order (the EAP pipeline left out)."""
+    found = []
+    for script in engine.scripts():
+        match = re.match(r"\ufeff?# psbridge-step (\d\d) ", script)
+        if match:
+            found.append(int(match.group(1)))
+        else:
+            assert script == EAP, script
+    return found
+
+
+def records(pkg: Path) -> list[Path]:
+    return sorted((pkg / "runs").glob("*.jsonl"))
+
+
+def assert_no_secrets(*blobs: bytes | str) -> None:
+    for blob in blobs:
+        data = blob.encode("utf-8") if isinstance(blob, str) else blob
+        for secret in SECRETS:
+            assert secret.encode("utf-8") not in data
+            assert json.dumps(secret)[1:-1].encode("utf-8") not in data  # not even JSON-escaped
+
+
+def continue_argv(out: str) -> list[str]:
+    """The exact continue command the summary printed, as argv for main()."""
+    lines = [l.strip() for l in out.splitlines() if l.strip().startswith("psbridge run ")]
+    assert lines, out
+    words = shlex.split(lines[0])
+    assert words[:2] == ["psbridge", "run"]
+    return words[1:]
+
+
+# -- full runs ---------------------------------------------------------------------
+
+
+def test_full_run_over_http_with_ntlm_message_encryption(pkg, http_peer, engine, secrets_env, capsys):
+    engine.when(marker(STEP[8]), Reply(output=["5f2e1c1a-0000-4000-8000-000000000001"], warnings=["slow tenant"]))
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    assert code == 0, out + err
+    # One session: the EAP pipeline first, then every step once, in order, in one shell.
+    assert engine.scripts()[0] == EAP
+    assert step_scripts(engine) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert len({p.shell_id for p in engine.pipelines}) == 1
+    assert http_peer.connections == 1  # one WSMan connection, kept alive, for the whole run
+    assert http_peer.encrypted_requests >= 10  # everything after the handshake was multipart/encrypted
+    # The exact text of each file (BOM dropped, CRLF kept) is what arrived.
+    for pipe in engine.pipelines[1:]:
+        index = int(pipe.script[len("# psbridge-step "):][:2])
+        assert pipe.script == step_text(STEP[index])
+        assert pipe.commands[0][1] is True  # sent as a script, not a command name
+    # Secrets arrived only as SecureString / PSCredential parameters, and only where needed.
+    by_index = {int(p.script[16:18]): p for p in engine.pipelines[1:]}
+    assert by_index[2].parameters == {"PfxPassword": SecureValue(PFX_PASSWORD)}
+    assert by_index[4].parameters == {"Credential": CredentialValue(O365_USER, O365_PASSWORD)}
+    assert all(not by_index[i].parameters for i in (1, 3, 5, 6, 7, 8))
+    for pipe in engine.pipelines:
+        assert all(s not in pipe.script for s in SECRETS)
+    # Progress lines and summary.
+    for step in MSONLINE_STEPS:
+        assert re.search(rf"^\[{step.index:02d}/08\] {re.escape(step.id)} … ok \d+\.\d+s$", out, re.M), out
+    assert "8 of 8 selected steps succeeded." in out
+    # The run record: 0600, one JSON event per line, each step's sha256 and state.
+    [record] = records(pkg)
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    events = [json.loads(line) for line in record.read_text(encoding="utf-8").splitlines()]
+    assert events[0]["event"] == "run-start" and events[0]["host"] == "127.0.0.1" and events[0]["user"] == USER
+    ends = [e for e in events if e["event"] == "step-end"]
+    plan = json.loads((pkg / "plan.json").read_text())
+    assert [(e["index"], e["sha256"], e["state"]) for e in ends] == [
+        (s["index"], s["sha256"], "ok") for s in plan["steps"]
+    ]
+    assert all(e["started"] <= e["ended"] for e in ends)
+    assert ends[-1]["output"] == ["5f2e1c1a-0000-4000-8000-000000000001"] and ends[-1]["warnings"] == ["slow tenant"]
+    assert all(e["output"] == [] for e in ends[:-1])
+    assert events[-1]["event"] == "run-end" and events[-1]["exit_code"] == 0
+    assert_no_secrets(out, err, record.read_bytes())
+
+
+def test_full_run_over_https_with_ca_bundle(pkg, https_peer, engine, pki, secrets_env, capsys):
+    args = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
+            "--ca-bundle", str(pki.ca_pem), "--o365-user", O365_USER]
+    code, out, err = psbridge(capsys, args)
+    assert code == 0, out + err
+    assert step_scripts(engine) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert https_peer.encrypted_requests == 0  # TLS protects the messages; no double wrapping
+    assert "WARNING" not in err
+    assert_no_secrets(out, err, records(pkg)[0].read_bytes())
+
+
+def test_basic_auth_over_https(pkg, engine, ntlm_users, pki, secrets_env, capsys, monkeypatch):
+    with WinRMPeer(engine, ntlm_users, auth=("basic",), tls=pki.server_context(), cert_der=pki.cert_der) as peer:
+        base = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--auth", "basic",
+                "--username", "crmadmin", "--ca-bundle", str(pki.ca_pem), "--o365-user", O365_USER]
+        code, out, err = psbridge(capsys, base)
+        assert code == 0, out + err
+        assert step_scripts(engine) == [1, 2, 3, 4, 5, 6, 7, 8]
+        monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", "wrong")
+        code, out, err = psbridge(capsys, base)
+        assert code == 3 and "authentication failed" in err and err.count("\n") == 1
+    assert len(engine.pipelines) == 9  # nothing more after the failed logon
+
+
+def test_untrusted_certificate_is_refused_by_default(pkg, https_peer, engine, secrets_env, capsys):
+    args = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
+            "--o365-user", O365_USER]
+    code, out, err = psbridge(capsys, args)
+    assert code == 3
+    assert err.count("\n") == 1 and "TLS certificate verify failed" in err and "--ca-bundle" in err
+    assert "Traceback" not in out + err
+    assert engine.pipelines == []
+
+
+def test_no_verify_tls_is_loudly_warned(pkg, https_peer, engine, secrets_env, capsys):
+    args = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
+            "--o365-user", O365_USER, "--no-verify-tls"]
+    code, out, err = psbridge(capsys, args)
+    assert code == 0
+    assert "WARNING: --no-verify-tls" in err and "NOT checked" in err
+    assert step_scripts(engine) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+# -- stop at the first failure, continue with --from-step ----------------------------
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+def test_failure_at_step_k_stops_and_from_step_k_finishes(k, pkg, http_peer, engine, secrets_env, capsys):
+    terminating = k % 2 == 0
+    error = ErrorSpec(f"step {k} broke", "InvalidOperation", line=3)
+    reply = Reply(terminating=error) if terminating else Reply(output=["partial"], errors=[error])
+    engine.when(marker(STEP[k]), reply, times=1)
+
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    assert code == 1, out + err
+    assert step_scripts(engine) == list(range(1, k + 1))  # nothing after k reached the peer
+    assert re.search(rf"^\[{k:02d}/08\] {re.escape(STEP[k].id)} … FAILED \d+\.\d+s$", out, re.M)
+    assert f"error: step {k} broke" in out
+    assert "category: InvalidOperation" in out and "script line: 3" in out
+    assert f"step {k:02d} ({STEP[k].id}) failed" in out
+    argv = continue_argv(out)
+    assert argv[-2:] == ["--from-step", str(k)]
+    assert_no_secrets(out, err, " ".join(argv))
+
+    received_before = len(engine.pipelines)
+    code2, out2, err2 = psbridge(capsys, argv)
+    assert code2 == 0, out2 + err2
+    second = [p for p in engine.pipelines[received_before:]]
+    assert second[0].script == EAP
+    sent = [int(p.script[16:18]) for p in second[1:]]
+    assert sent == resume_selection(MSONLINE_STEPS, k)
+    # State-changing steps before k are never re-run; session steps k needs are.
+    assert all(i >= k or not STEP[i].changes_state for i in sent)
+    assert all(i in sent for i in range(k, 9))
+    assert len(records(pkg)) == 2
+    assert_no_secrets(out2, err2, *(r.read_bytes() for r in records(pkg)))
+
+
+def test_failure_output_and_errors_are_redacted(pkg, http_peer, engine, secrets_env, capsys):
+    engine.when(marker(STEP[2]), Reply(output=[f"pw is {PFX_PASSWORD}"],
+                                       errors=[ErrorSpec(f"bad password {PFX_PASSWORD} / {WINRM_PASSWORD}")]))
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    assert code == 1
+    assert "bad password ******** / ********" in out
+    record = records(pkg)[0].read_bytes()
+    assert b"pw is ********" in record
+    assert_no_secrets(out, err, record)
+
+
+# -- unknown outcomes --------------------------------------------------------------------
+
+
+def test_step_timeout_stops_the_pipeline_and_reports_unknown(pkg, http_peer, engine, secrets_env, capsys):
+    engine.when(marker(STEP[6]), Reply(hang=True))
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--step-timeout", "1"))
+    assert code == 4, out + err
+    assert step_scripts(engine) == [1, 2, 3, 4, 5, 6]
+    assert engine.pipelines[-1].stopped  # psbridge sent the stop signal
+    assert re.search(r"^\[06/08\] spn … UNKNOWN \d+\.\d+s$", out, re.M)
+    assert "timed out after 1s" in out and "outcome of step 06 (spn) is UNKNOWN" in out
+    assert "--from-step 6" in out and "--from-step 7" in out
+    events = [json.loads(l) for l in records(pkg)[0].read_text().splitlines()]
+    assert [e["state"] for e in events if e["event"] == "step-end"][-1] == "unknown"
+    assert events[-1]["exit_code"] == 4
+
+
+@pytest.mark.parametrize("how", ["drop", "delete_shell", "unauthorized"])
+def test_connection_lost_mid_step_is_unknown(how, pkg, http_peer, engine, secrets_env, capsys):
+    engine.when(marker(STEP[3]), Reply(**{how: True}))
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    assert code == 4, out + err
+    assert step_scripts(engine) == [1, 2, 3]
+    assert "connection lost while the step ran" in out
+    assert "Traceback" not in out + err
+    assert_no_secrets(out, err, records(pkg)[0].read_bytes())
+
+
+def test_ctrl_c_mid_step_stops_the_pipeline_and_reports_unknown(pkg, http_peer, engine, secrets_env, capsys):
+    import signal
+    import threading
+
+    engine.when(marker(STEP[2]), Reply(hang=True))
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    finally:
+        timer.cancel()
+    assert code == 4, out + err
+    assert step_scripts(engine) == [1, 2] and engine.pipelines[-1].stopped, out
+    assert "interrupted by the operator" in out and "--from-step 2" in out
+
+
+# -- refused before anything runs ------------------------------------------------------------
+
+
+def test_wrong_password_exits_3_before_any_step(pkg, http_peer, engine, secrets_env, capsys, monkeypatch):
+    monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", "not-the-password")
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    assert code == 3
+    assert err == f"psbridge: could not connect: authentication failed at http://127.0.0.1:{http_peer.port}/wsman " \
+                  f"for {USER} with ntlm (wrong user or password, or auth not enabled)\n"
+    assert engine.pipelines == []
+    assert http_peer.auth_failures >= 1
+    events = [json.loads(l) for l in records(pkg)[0].read_text().splitlines()]
+    assert events[-1]["reason"] == "connect-failed" and events[-1]["exit_code"] == 3
+    assert "not-the-password" not in out + err
+
+
+def test_changed_step_file_is_refused_before_connecting(pkg, http_peer, engine, secrets_env, capsys):
+    path = pkg / STEP[5].file
+    path.write_bytes(path.read_bytes().replace(b"done", b"DONE"))
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    assert code == 2
+    assert str(path) in err and "changed since it was rendered" in err
+    assert http_peer.connections == 0 and engine.pipelines == []
+    assert records(pkg) == []
+
+
+def test_connection_refused_is_one_line(pkg, secrets_env, capsys, ntlm_users):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(port), "--transport", "http", "--auth", "ntlm",
+            "--username", USER, "--o365-user", O365_USER]
+    code, out, err = psbridge(capsys, args)
+    assert code == 3
+    assert err == f"psbridge: could not connect: connection refused by http://127.0.0.1:{port}/wsman " \
+                  f"(is WinRM listening on port {port}?)\n"
+
+
+def test_unknown_host_is_one_line(pkg, secrets_env, capsys):
+    code, out, err = psbridge(capsys, ["run", str(pkg), "--host", "no-such-host.invalid", "--username", USER,
+                                       "--o365-user", O365_USER])
+    assert code == 3
+    assert err == "psbridge: could not connect: cannot resolve host name 'no-such-host.invalid'\n"
+
+
+def test_wsman_fault_is_one_line(pkg, http_peer, engine, secrets_env, capsys):
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--configuration-name", "Contoso.JEA"))
+    assert code == 3
+    assert err.startswith("psbridge: could not connect: WinRM fault 2150858770 from http://127.0.0.1:")
+    assert "Cannot find the Contoso.JEA session configuration" in err and err.count("\n") == 1
+    assert engine.pipelines == []
+
+
+@pytest.mark.parametrize("auth", ["basic", "certificate"])
+def test_basic_and_certificate_over_http_are_refused(auth, pkg, secrets_env, capsys):
+    code, out, err = psbridge(capsys, ["run", str(pkg), "--host", "h", "--transport", "http", "--auth", auth,
+                                       "--username", USER, "--client-cert", __file__, "--client-key", __file__])
+    assert code == 2
+    assert "clear text" in err and err.count("\n") == 1
+
+
+def test_from_step_out_of_range_is_usage_error(pkg, secrets_env, capsys):
+    code, out, err = psbridge(capsys, ["run", str(pkg), "--host", "h", "--username", USER, "--from-step", "9"])
+    assert code == 2 and "--from-step: 9 is not a step" in err
+
+
+def test_only_the_secrets_the_selected_steps_need_are_asked_for(pkg, http_peer, engine, capsys, monkeypatch):
+    # From step 7: steps 1 (prerequisites) and 7, 8 run; 8 needs connect(4) needs session(3).
+    # Step 04 takes the O365 credential, so that is needed; the PFX password (step 02) is not.
+    monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", WINRM_PASSWORD)
+    monkeypatch.setenv("PSBRIDGE_O365_PASSWORD", O365_PASSWORD)
+    monkeypatch.delenv("PSBRIDGE_PFX_PASSWORD", raising=False)
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--from-step", "7"))
+    assert code == 0, out + err
+    assert step_scripts(engine) == resume_selection(MSONLINE_STEPS, 7) == [1, 3, 4, 7, 8]
+
+
+# -- output modes ----------------------------------------------------------------------------
+
+
+def test_json_events(pkg, http_peer, engine, secrets_env, capsys):
+    engine.when(marker(STEP[7]), Reply(errors=[ErrorSpec("settings locked", "PermissionDenied", line=2)]))
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--json"))
+    assert code == 1
+    events = [json.loads(line) for line in out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run-start" and kinds[-1] == "run-end"
+    assert kinds.count("step-start") == kinds.count("step-end") == 7
+    failed = [e for e in events if e["event"] == "step-end" and e["state"] == "failed"]
+    assert failed[0]["index"] == 7 and failed[0]["errors"][0]["message"] == "settings locked"
+    assert events[-1]["exit_code"] == 1 and "--from-step 7" in events[-1]["summary"][-1]
+
+
+def test_step_mode_asks_y_n_quit(pkg, http_peer, engine, secrets_env, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\nn\nq\n"))
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--step"))
+    assert code == 1
+    assert step_scripts(engine) == [1]  # 2 skipped, quit before 3
+    assert "[02/08] certificate … skipped" in out
+    assert "Stopped by the operator before step 03 (session)" in out and "--from-step 3" in out
+
+
+def test_library_loggers_never_see_scripts_or_secrets(pkg, http_peer, engine, secrets_env, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # even an application that logs everything at DEBUG
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    assert code == 0
+    noisy = [r for r in caplog.records if r.name.split(".")[0] in ("pypsrp", "requests", "urllib3", "spnego")]
+    assert noisy == []
+    assert "psbridge-step" not in caplog.text
+    assert_no_secrets(caplog.text)
+
+
+# -- the installed command, in its own process ---------------------------------------------------
+
+
+def test_cli_start_up_does_not_import_pypsrp():
+    code = ("import sys, generator.cli; "
+            "print(any(m.split('.')[0] in ('pypsrp', 'requests', 'spnego') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_real_process_run_never_prints_or_writes_secrets(pkg, http_peer, engine, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
+    env.update(PSBRIDGE_WINRM_PASSWORD=WINRM_PASSWORD, PSBRIDGE_PFX_PASSWORD=PFX_PASSWORD,
+               PSBRIDGE_O365_PASSWORD=O365_PASSWORD, PYTHONWARNINGS="always")
+    engine.when(marker(STEP[8]), Reply(hang=True))
+    proc = subprocess.run(
+        [sys.executable, "-m", "generator", *http_args(pkg, http_peer, "--step-timeout", "1")],
+        capture_output=True, env=env, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert step_scripts(engine) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert_no_secrets(proc.stdout, proc.stderr, *(p.read_bytes() for p in pkg.rglob("*") if p.is_file()))
+
+
+# -- the package `psbridge render` writes ------------------------------------------------------
+
+
+def test_rendered_example_package_runs_byte_for_byte(tmp_path, http_peer, engine, secrets_env, capsys):
+    assert main(["render", "--example", "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    [plan_path] = list((tmp_path / "out").glob("*/plan.json"))
+    rendered = plan_path.parent
+    plan = json.loads(plan_path.read_text(encoding="utf-8"))
+    code, out, err = psbridge(capsys, http_args(rendered, http_peer))
+    assert code == 0, out + err
+    received = [p for p in engine.pipelines if p.script != EAP]
+    assert len(received) == len(plan["steps"])
+    for step, pipe in zip(plan["steps"], received):
+        raw = (rendered / step["file"]).read_bytes()
+        assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw
+        assert pipe.script == raw.decode("utf-8-sig")  # exactly the reviewed text, BOM aside
+        expected = {name: (SecureValue(PFX_PASSWORD) if kind == "pfx_password"
+                           else CredentialValue(O365_USER, O365_PASSWORD))
+                    for name, kind in step["inputs"].items()}
+        assert pipe.parameters == expected
+    assert_no_secrets(out, err, *(p.read_bytes() for p in rendered.rglob("*") if p.is_file()))
