@@ -27,15 +27,15 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .files import write_file
 from .errors import UserError
-from .plan import change_files, package_digest, sha256_hex
+from .plan import change_files, package_digest, read_plan_json, sha256_hex
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; keeps cryptography out of import time
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -129,33 +129,6 @@ def identity_slug(identity: str) -> str:
     return slug[:60] or "approver"
 
 
-def atomic_write(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
-    """Write `data` to `path` so readers see the old file or the whole new one, never a part.
-
-    The temporary file is created with `mode` from the start (a private key is never
-    readable by others, not even for a moment). Without `overwrite`, the final step is a
-    hard link, which fails atomically when the target exists.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        if hasattr(os, "fchmod"):  # POSIX; on Windows the folder's ACL decides
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise UserError(f"{path}: exists; use --force to replace it") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -234,9 +207,9 @@ def generate_keypair(out_dir: Path, name: str, passphrase: str | None, *, force:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     public = PublicKey(identity, raw, fingerprint(raw))
-    atomic_write(private_path, pem, 0o600, overwrite=force)
+    write_file(private_path, pem, 0o600, overwrite=force)
     body = json.dumps(public.to_json(), indent=2, ensure_ascii=False) + "\n"
-    atomic_write(public_path, body.encode("utf-8"), 0o644, overwrite=force)
+    write_file(public_path, body.encode("utf-8"), 0o644, overwrite=force)
     return KeyPairFiles(private_path, public_path, public.fingerprint, encrypted=bool(passphrase))
 
 
@@ -392,22 +365,6 @@ def _fingerprint_of_bare_private_key(path: Path) -> str:
 # --------------------------------------------------------------------------- the package
 
 
-def load_plan(package_dir: Path) -> dict[str, Any]:
-    """plan.json as a dict; a missing or broken plan is an input error (it is not a package)."""
-    path = package_dir / "plan.json"
-    if not package_dir.is_dir():
-        raise UserError(f"{package_dir}: not a package folder")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{package_dir}: no plan.json; not a psbridge package") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a JSON object")
-    return data
-
-
 def file_listing(package_dir: Path) -> dict[str, str]:
     """Change-defining file -> sha256, as approvals record it; used to name what changed later."""
     return {rel: sha256_hex((package_dir / rel).read_bytes()) for rel in change_files(package_dir)}
@@ -532,7 +489,7 @@ def approve_package(
         raise UserError(f"--expires: between 1m and {MAX_VALIDITY.days}d")
     if len(comment) > MAX_COMMENT or any(not ch.isprintable() and ch not in "\n\t" for ch in comment):
         raise UserError(f"--comment: at most {MAX_COMMENT} printable characters")
-    plan = load_plan(package_dir)
+    plan = read_plan_json(package_dir)
     name = plan.get("name")
     if not isinstance(name, str) or not name:
         raise UserError(f"{package_dir}/plan.json: no package name")
@@ -565,7 +522,7 @@ def approve_package(
     stamp = moment.strftime("%Y%m%dT%H%M%SZ")
     path = approvals / f"{stamp}-{public.fingerprint[:12]}.json"
     body = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(path, body.encode("utf-8"), 0o644, overwrite=False)
+    write_file(path, body.encode("utf-8"), 0o644, overwrite=False)
     return ApproveResult(path, True, record)
 
 
@@ -839,7 +796,7 @@ def verify_package(
         raise UserError("--min-approvals: at least 1")
     trusted = load_trusted_keys(trusted_keys_dir)
     forbidden = {key_fingerprint(fp) for fp in forbidden_fingerprints}
-    plan = load_plan(package_dir)
+    plan = read_plan_json(package_dir)
     name = plan.get("name") if isinstance(plan.get("name"), str) else ""
     reasons = integrity_problems(package_dir, plan)
     try:
@@ -900,7 +857,7 @@ def _count_approvals(statuses: list[ApprovalStatus]) -> list[UsedApproval]:
 
 def package_summary(package_dir: Path, trusted_keys_dir: Path | None = None, *, now: datetime | None = None) -> dict[str, Any]:
     """What `show` prints: identity of the package, its steps, certificate, integrity and approvals."""
-    plan = load_plan(package_dir)
+    plan = read_plan_json(package_dir)
     name = plan.get("name") if isinstance(plan.get("name"), str) else ""
     trusted = load_trusted_keys(trusted_keys_dir) if trusted_keys_dir is not None else None
     try:

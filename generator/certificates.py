@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -58,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import files as files_module
 from .errors import UserError
 
 #: Environment variable that holds the PFX password (never a command-line flag).
@@ -797,63 +796,8 @@ def check_stem(stem: str) -> str:
 
 
 def write_files(files: Iterable[tuple[Path, bytes]], *, force: bool = False, mode: int = 0o600) -> list[Path]:
-    """Write each file through a temporary file in its folder and a rename, mode `mode`.
-
-    Without `force` no existing file is overwritten: all targets are checked first, and
-    each is put in place with a hard link, which fails if the name was taken meanwhile;
-    on any failure the files already placed by this call are removed again.
-    """
-    items = [(Path(p), data) for p, data in files]
-    if not force:
-        taken = [str(p) for p, _ in items if p.exists() or p.is_symlink()]
-        if taken:
-            raise UserError(*(f"{p}: exists; pass --force to overwrite" for p in taken))
-    placed: list[Path] = []
-    try:
-        for target, data in items:
-            folder = target.parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            except OSError as exc:
-                raise UserError(f"{folder}: cannot create folder: {exc.strerror or exc}") from None
-            if target.is_dir():
-                raise UserError(f"{target}: is a folder")
-            try:
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-            except OSError as exc:
-                raise UserError(f"{folder}: cannot write: {exc.strerror or exc}") from None
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.chmod(tmp, mode)
-                if force:
-                    os.replace(tmp, target)
-                else:
-                    try:
-                        os.link(tmp, target)
-                    except FileExistsError:
-                        raise UserError(f"{target}: exists; pass --force to overwrite") from None
-                    except OSError:
-                        # No hard links on this file system: check again, then rename.
-                        if target.exists():
-                            raise UserError(f"{target}: exists; pass --force to overwrite") from None
-                        os.replace(tmp, target)
-                    finally:
-                        tmp.unlink(missing_ok=True)
-            except OSError as exc:
-                raise UserError(f"{target}: cannot write: {exc.strerror or exc}") from None
-            finally:
-                tmp.unlink(missing_ok=True)
-            placed.append(target)
-    except BaseException:
-        if not force:
-            for done in placed:
-                done.unlink(missing_ok=True)
-        raise
-    return placed
+    """Write the files together (mode 0600 by default): all of them or none, never overwriting without `force`."""
+    return files_module.write_files(files, mode, overwrite=force)
 
 
 def export_cer(path: Path | str, password: str | None, out: Path | str, *, force: bool = False, now: datetime | None = None) -> CertificateInfo:

@@ -37,27 +37,6 @@ def cli() -> None:
 # --------------------------------------------------------------------------- parameters and packages
 
 
-def _atomic_write_text(path: Path, text: str, *, force: bool) -> None:
-    """Write `text` to `path` via a temporary file and a rename: never a half-written file."""
-    import os
-    import tempfile
-
-    if path.exists() and not force:
-        raise UserError(f"{path}: already exists; use --force to overwrite it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"{parent}: no such folder")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @cli.command(context_settings=CONTEXT)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default="parameters.toml")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
@@ -71,7 +50,11 @@ def init(path: Path, force: bool) -> None:
     from importlib.resources import files
 
     text = files("generator.templates").joinpath("parameters.toml").read_text(encoding="utf-8")
-    _atomic_write_text(path, text, force=force)
+    from .files import write_file
+
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent}: no such folder")
+    write_file(path, text.encode("utf-8"), 0o644, overwrite=force)
     click.echo(f"wrote {path}: edit it, then run: psbridge validate {path}")
 
 
@@ -620,19 +603,7 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
     winrm_password = read_winrm_password(conn)
     _warn_if_unverified(conn)
 
-    after_success = None
-    if probes is not None:
-        import json as _json
-
-        from .remote import check_in_session
-
-        plan_json = _json.loads((package_dir / "plan.json").read_text(encoding="utf-8"))
-
-        def after_success(session, redact):  # type: ignore[no-untyped-def]
-            report = check_in_session(session, plan_json, probes, [], secrets, step_timeout, redact)
-            _print_check(report, as_json=as_json)
-            return report.as_json()
-
+    after_success = _verify_hook(package_dir, probes, secrets, step_timeout, as_json) if probes is not None else None
     emit = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
     extra: list[str] = ["--o365-user", str(o365_user)] if o365_user else []
     if step_timeout != 900.0:
@@ -659,6 +630,22 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
     audit.record(audit_log, "run", package_dir, outcome, host=conn.host, steps=[s.index for s in selected])
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
+
+
+def _verify_hook(package_dir: Path, probes: dict, secrets, timeout: float, as_json: bool):  # type: ignore[no-untyped-def,type-arg]
+    """`run --verify`: the probes of `check`, in the run's session, after its last step."""
+    from .plan import read_plan_json
+    from .remote import check_in_session
+
+    plan_json = read_plan_json(package_dir)
+
+    def after_success(session, redact):  # type: ignore[no-untyped-def]
+        # The session is already connected by the run's step 04: no session step is sent again.
+        report = check_in_session(session, plan_json, probes, [], secrets, timeout, redact)
+        _print_check(report, as_json=as_json)
+        return report.as_json()
+
+    return after_success
 
 
 def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-def]
@@ -701,8 +688,7 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
       psbridge check output/contoso --host crm01.contoso.com --username 'CONTOSO\\crmadmin' \
           --o365-user admin@contoso.onmicrosoft.com
     """
-    import json as _json
-
+    from .plan import read_plan_json
     from .remote import ConnectFailure, check_in_session, open_session, read_step_secrets, read_winrm_password
     from .runner import Redactor, load_plan, read_probe_texts, read_step_texts, secrets_needed, session_steps_for
 
@@ -711,7 +697,7 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
     plan = load_plan(package_dir)
     texts = read_step_texts(package_dir, plan)
     probes = read_probe_texts(package_dir)
-    plan_json = _json.loads((package_dir / "plan.json").read_text(encoding="utf-8"))
+    plan_json = read_plan_json(package_dir)
     entra = None if no_entra else session_steps_for(plan, "connect")
     secrets = read_step_secrets(secrets_needed(entra or []), o365_user)  # type: ignore[arg-type]
     winrm_password = read_winrm_password(conn)

@@ -92,9 +92,9 @@ class PackageDiff:
 
 def diff_packages(old_dir: Path, new_dir: Path) -> PackageDiff:
     """Compare two package folders (UserError if either is not a package)."""
-    from .approval import load_plan
+    from .plan import read_plan_json
 
-    old_plan, new_plan = load_plan(old_dir), load_plan(new_dir)
+    old_plan, new_plan = read_plan_json(old_dir), read_plan_json(new_dir)
     result = PackageDiff(package_digest(old_dir), package_digest(new_dir))
     if result.identical:
         return result

@@ -9,9 +9,14 @@ leaves them out.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
+
+#: Version of plan.json's layout; readers refuse a version they do not know.
+FORMAT_VERSION = 1
 
 #: Top-level folders of a package that record what happened to it; not part of the change.
 EVIDENCE_DIRS = frozenset({"runs", "approvals"})
@@ -50,6 +55,24 @@ def digest_listing(package_dir: Path) -> str:
     return "".join(lines)
 
 
+def read_plan_json(package_dir: Path) -> dict[str, Any]:
+    """plan.json as a dict; a missing or broken plan is an input error (the folder is not a package)."""
+    path = package_dir / "plan.json"
+    if not package_dir.is_dir():
+        raise UserError(f"{package_dir}: not a package folder")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{package_dir}: no plan.json; not a psbridge package (a folder written by `psbridge render`)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("tool") != "psbridge":
+        raise UserError(f"{path}: not a psbridge plan")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: format_version {data.get('format_version')!r}; this psbridge reads {FORMAT_VERSION}")
+    return data
+
+
 def package_digest(package_dir: Path) -> str:
     """sha256 over the canonical listing: one value that changes when any change-defining byte does."""
     return sha256_hex(digest_listing(package_dir).encode("utf-8"))
@@ -57,13 +80,34 @@ def package_digest(package_dir: Path) -> str:
 
 # --------------------------------------------------------------------------- writing a package
 
+
+def plan_json_bytes(plan: dict[str, object]) -> bytes:
+    """plan.json: one top-level key per line, then one entry (a table, a step, a probe) per line.
+
+    Readable and diff-friendly for a reviewer, and each value is encoded by the json
+    module's C encoder (`indent=` would switch to the pure-Python one, the slowest part
+    of a render).
+    """
+    def dump(value: object) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+    lines = []
+    for key, value in plan.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            items = ",\n".join(f"    {dump(v)}" for v in value)
+            lines.append(f"  {dump(key)}: [\n{items}\n  ]")
+        elif isinstance(value, dict) and value:
+            items = ",\n".join(f"    {dump(k)}: {dump(v)}" for k, v in value.items())
+            lines.append(f"  {dump(key)}: {{\n{items}\n  }}")
+        else:
+            lines.append(f"  {dump(key)}: {dump(value)}")
+    return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
+
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 
-#: Version of plan.json's layout; readers refuse a version they do not know.
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import click
 
@@ -31,8 +31,6 @@ from .plan import package_digest
 from .runner import (
     ContinueCommand,
     Executor,
-    HumanReporter,
-    JsonReporter,
     PipelineReport,
     Plan,
     PlanStep,

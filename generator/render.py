@@ -27,9 +27,9 @@ import jinja2
 from . import __version__
 from .check import PROBES, PROFILE_MODULES, service_account_identity
 from .parameters import Parameters
-from .plan import FORMAT_VERSION, Package, sha256_hex
+from .plan import FORMAT_VERSION, Package, plan_json_bytes, sha256_hex
 from .powershell import PowerShellLiteral, quote
-from .steps import Step, catalogue, resume_threshold
+from .steps import Step, catalogue, resume_thresholds
 
 #: The article's constants, passed to templates as data so that they are quoted like any value
 #: and recorded in plan.json for the reviewer.
@@ -63,6 +63,8 @@ def _powershell_finalize(value: Any) -> Any:
 def code_span(value: Any) -> Trusted:
     """A Markdown code span that shows `value` literally, whatever backticks it holds."""
     text = str(value)
+    if "`" not in text and text.strip() == text and text:
+        return Trusted(f"`{text}`")  # the common case, without the regex
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     ticks = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
@@ -72,7 +74,7 @@ def code_span(value: Any) -> Trusted:
 def fence(value: Any, info: str = "") -> Trusted:
     """A fenced Markdown code block longer than any backtick run in `value`."""
     text = str(value).rstrip("\n")
-    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2)
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2) if "```" in text else 2
     ticks = "`" * (longest + 1)
     return Trusted(f"{ticks}{info}\n{text}\n{ticks}")
 
@@ -125,6 +127,7 @@ def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     common: dict[str, Any] = dict(
         loader=loader,
         bytecode_cache=_bytecode_cache(),
+        auto_reload=False,  # package data does not change while psbridge runs: no stat() per template
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -207,13 +210,14 @@ def render_probes(params: Parameters) -> dict[str, bytes]:
     return out
 
 
-def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Parameters) -> dict[str, Any]:
+def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Parameters,
+               thresholds: dict[int, int]) -> dict[str, Any]:
     s, total = rendered.step, len(steps)
     label = f"{s.index:02d}/{total:02d} {s.id}"
     return {
         "index": s.index,
         "label": label,
-        "threshold": resume_threshold(steps, s),
+        "threshold": thresholds[s.index],
         "banner": f"==> [{s.index:02d}/{total:02d}] {s.id}: {s.title}",
         "text": Trusted(rendered.text.rstrip("\n")),
         "title": s.title,
@@ -232,7 +236,8 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     ps_env, md_env = _environments()
     steps = catalogue(params.profile)
     rendered = render_steps(params, certificate)
-    views = [_step_view(r, steps, params) for r in rendered]
+    thresholds = resume_thresholds(steps)
+    views = [_step_view(r, steps, params, thresholds) for r in rendered]
     probes = render_probes(params)
     setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=views, version=Trusted(__version__))
     setup = _crlf_bom(setup_text)
@@ -278,5 +283,5 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     files_out.update(probes)
     files_out["setup.ps1"] = setup
     files_out["REVIEW.md"] = review
-    files_out["plan.json"] = (json.dumps(plan, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    files_out["plan.json"] = plan_json_bytes(plan)
     return Package(name=params.name, files=files_out)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO, get_args
 
 from .errors import UserError
-from .plan import sha256_hex
+from .plan import read_plan_json, sha256_hex
 from .steps import SecretKind, resume_selection
 
 #: The secret kinds of generator.steps.SecretKind that `run` knows how to pass.
@@ -60,17 +60,8 @@ class Plan:
 def load_plan(package_dir: Path) -> Plan:
     """Read PACKAGE/plan.json; every problem is one line of a UserError (exit 2)."""
     path = package_dir / "plan.json"
-    if not package_dir.is_dir():
-        raise UserError(f"{package_dir}: not a package folder")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing; is {package_dir} a folder written by `psbridge render`?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable ({type(exc).__name__})") from None
+    data = read_plan_json(package_dir)
     problems: list[str] = []
-    if not isinstance(data, dict) or data.get("format_version") != 1 or data.get("tool") != "psbridge":
-        raise UserError(f"{path}: not a psbridge plan (format_version 1)")
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise UserError(f"{path}: steps: missing or empty")
@@ -143,10 +134,7 @@ def read_step_texts(package_dir: Path, plan: Plan) -> dict[int, tuple[str, str]]
 def read_probe_texts(package_dir: Path) -> dict[str, str]:
     """The package's read-only probe scripts by name, refusing any that differs from plan.json."""
     plan_path = package_dir / "plan.json"
-    try:
-        recorded = json.loads(plan_path.read_text(encoding="utf-8")).get("probes") or []
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        raise UserError(f"{plan_path}: unreadable") from None
+    recorded = read_plan_json(package_dir).get("probes") or []
     if not recorded:
         raise UserError(f"{plan_path}: the package has no probes; render it again with this psbridge version")
     problems: list[str] = []

@@ -130,9 +130,13 @@ def resume_selection(steps: Sequence[StepLike], from_index: int) -> list[int]:
     return sorted(chosen)
 
 
-def resume_threshold(steps: Sequence[StepLike], step: StepLike) -> int:
-    """The largest `-FromStep` for which `step` still runs (setup.ps1 renders one `if` per step)."""
-    return max(k for k in range(1, len(steps) + 1) if step.index in resume_selection(steps, k))
+def resume_thresholds(steps: Sequence[StepLike]) -> dict[int, int]:
+    """Per step index, the largest `-FromStep` for which it still runs (setup.ps1's `if`s)."""
+    thresholds: dict[int, int] = {}
+    for from_index in range(1, len(steps) + 1):
+        for index in resume_selection(steps, from_index):
+            thresholds[index] = from_index
+    return thresholds
 
 
 def catalogue(profile: str) -> tuple[Step, ...]:

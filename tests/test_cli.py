@@ -88,7 +88,7 @@ def test_init_writes_a_valid_commented_file_and_refuses_to_overwrite(psbridge, t
     assert text.count("\n#") > 5 and "pfx_path = 'C:\\Personalcertfile.pfx'" in text
     assert psbridge("validate", "p.toml").exit_code == 0
     again = psbridge("init", "p.toml")
-    assert again.exit_code == 2 and "p.toml: already exists" in again.stderr
+    assert again.exit_code == 2 and "p.toml: exists; use --force to replace it" in again.stderr
     assert psbridge("init", "p.toml", "--force").exit_code == 0
 
 

@@ -89,7 +89,7 @@ def test_load_plan_refuses_bad_plans(pkg):
         load_plan(pkg)
     text = "\n".join(info.value.problems)
     assert "unknown secret kind api_key" in text and "path inside the package" in text and "unknown step nope" in text
-    with pytest.raises(UserError, match="missing"):
+    with pytest.raises(UserError, match="no plan.json; not a psbridge package"):
         load_plan(pkg / "steps")
 
 
