@@ -116,6 +116,8 @@ def test_review_explains_the_differences() -> None:
     review = render_package(parse_parameters(graph_params())).files["REVIEW.md"].decode()
     assert "## Profile graph: differences from the article" in review
     assert "MSOnline module in 2025" in review
+    assert "Microsoft.Graph.Authentication, .Applications and" in review
+    assert "(MSOnline, 64-bit)" not in review and "Enable-PSRemoting configures" not in review
 
 
 @pytest.mark.parametrize("graph,expected", [
