@@ -43,7 +43,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -56,7 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from . import files as files_module
+from .files import write_files
 from .errors import UserError
 
 #: Environment variable that holds the PFX password (never a command-line flag).
@@ -795,17 +794,12 @@ def check_stem(stem: str) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def write_files(files: Iterable[tuple[Path, bytes]], *, force: bool = False, mode: int = 0o600) -> list[Path]:
-    """Write the files together (mode 0600 by default): all of them or none, never overwriting without `force`."""
-    return files_module.write_files(files, mode, overwrite=force)
-
-
 def export_cer(path: Path | str, password: str | None, out: Path | str, *, force: bool = False, now: datetime | None = None) -> CertificateInfo:
     """Write the DER (.cer) of the certificate in `path` to `out`; return its description."""
     loaded = load_file(path, password)
     info = inspect_loaded(loaded, path, now=now)
     der = loaded.certificate.public_bytes(serialization.Encoding.DER)
-    write_files([(Path(out), der)], force=force, mode=0o644)
+    write_files([(Path(out), der)], 0o644, overwrite=force)
     return info
 
 

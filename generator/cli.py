@@ -225,7 +225,9 @@ def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | 
             raise UserError(*(f"{p}: exists; pass --force to overwrite" for p in taken))
     password = read_secret(certs.PFX_PASSWORD_ENV, "PFX password", from_stdin=password_stdin, confirm=True)
     made = certs.create_self_signed(name_obj, password, days=days, key_size=int(key_size), legacy_pfx=legacy_pfx)
-    certs.write_files([(pfx_path, made.pfx), (cer_path, made.cer)], force=force)
+    from .files import write_files
+
+    write_files([(pfx_path, made.pfx), (cer_path, made.cer)], 0o600, overwrite=force)
     info = dataclasses.replace(made.info, path=str(pfx_path))
     if not password.isascii():
         click.echo("psbridge: warning: the PFX password has non-ASCII characters; Windows may not open the PFX with it", err=True)
@@ -462,6 +464,8 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
 
 # --------------------------------------------------------------------------- run and check (PSRP)
 
+#: The auth methods of remote.AUTHS, spelled out here so that `--help` does not import the
+#: PSRP layer; tests/test_run_logic.py keeps the two equal.
 _AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
 _CONNECTION_OPTIONS = (
     click.option("--host", required=True, help="The Dynamics 365 server with the Deployment Tools role."),

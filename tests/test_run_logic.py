@@ -177,3 +177,9 @@ def test_executor_skips_then_finishes_is_not_a_clean_success(pkg):
     result = executor(pkg, [], confirm=lambda step: next(answers)).run(FakeSession({}))
     assert result.exit_code == 1
     assert "Skipped at the operator's request: 02 certificate" in result.summary[1]
+
+
+def test_cli_offers_exactly_the_auth_methods_the_connection_accepts():
+    from generator import cli, remote
+
+    assert cli._AUTHS == remote.AUTHS
