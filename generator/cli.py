@@ -290,13 +290,13 @@ def keygen_command(out_dir: Path, name: str, ask_passphrase: bool, force: bool) 
     """
     import os
 
-    from . import approval
+    from . import approvals, keys
     from .secrets import read_secret
 
     passphrase = None
-    if ask_passphrase or approval.PASSPHRASE_ENV in os.environ:
-        passphrase = read_secret(approval.PASSPHRASE_ENV, "key passphrase", confirm=True, stdin_flag=None)
-    made = approval.generate_keypair(out_dir, name, passphrase, force=force)
+    if ask_passphrase or keys.PASSPHRASE_ENV in os.environ:
+        passphrase = read_secret(keys.PASSPHRASE_ENV, "key passphrase", confirm=True, stdin_flag=None)
+    made = keys.generate_keypair(out_dir, name, passphrase, force=force)
     click.echo(f"private key: {made.private_key} ({'encrypted' if made.encrypted else 'NOT encrypted'}, mode 0600)")
     click.echo(f"public key:  {made.public_key}")
     click.echo(f"fingerprint: {made.fingerprint}")
@@ -315,10 +315,10 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
     An encrypted key's passphrase comes from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt.
     Approving again with the same key while your approval is still valid adds nothing.
     """
-    from . import approval, audit
+    from . import approvals, audit, keys
 
     try:
-        result = approval.approve_package(package_dir, key_path, approval.parse_validity(expires), comment)
+        result = approvals.approve_package(package_dir, key_path, approvals.parse_validity(expires), comment)
     except (UserError, RuntimeFailure) as exc:
         _audit_failure(audit_log, "approve", package_dir, exc, key=str(key_path))
         raise
@@ -353,11 +353,11 @@ def verify_command(
     distinct trusted, unexpired approvals sign the current digest; otherwise print every
     reason and exit 1 (exit 2 for bad input such as a missing trusted-keys folder).
     """
-    from . import approval, audit
+    from . import approvals, audit, keys
 
     try:
-        forbidden = [approval.key_fingerprint(spec) for spec in forbid_keys]
-        result = approval.verify_package(package_dir, trusted_keys, min_approvals, forbidden)
+        forbidden = [keys.key_fingerprint(spec) for spec in forbid_keys]
+        result = approvals.verify_package(package_dir, trusted_keys, min_approvals, forbidden)
     except (UserError, RuntimeFailure) as exc:
         _audit_failure(audit_log, "verify", package_dir, exc)
         raise
@@ -384,9 +384,9 @@ def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) ->
     """Print a package's name, profile, digest, steps, certificate and approvals with their status."""
     import json
 
-    from . import approval
+    from . import approvals, keys
 
-    summary = approval.package_summary(package_dir, trusted_keys)
+    summary = approvals.package_summary(package_dir, trusted_keys)
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
@@ -533,7 +533,8 @@ def _approval_gate(package_dir: Path, plan, texts: dict, trusted_keys: Path | No
     `verify` must accept the package as it is now, and every step text already read for
     sending must be the approved bytes (a file swapped after reading is refused too).
     """
-    from .approval import key_fingerprint, verify_package
+    from .approvals import verify_package
+    from .keys import key_fingerprint
 
     if trusted_keys is None:
         raise UserError("--require-approval: needs --trusted-keys DIR")

@@ -7,11 +7,25 @@ is a failure of the work itself (exit 1). Neither message may ever contain a sec
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Every exit code psbridge uses, defined once (the README's table is this enum)."""
+
+    OK = 0
+    FAILED = 1  # the work failed (a step failed, verification refused, a runtime error)
+    USAGE = 2  # bad input or usage; nothing was done or half-written
+    CONNECT = 3  # could not connect or authenticate; nothing ran
+    UNKNOWN = 4  # the outcome of a step is unknown (timeout, lost connection)
+    WOULD_CHANGE = 5  # check: something would change / run --verify: verification failed
+    EXPIRING = 6  # check: in place, but something expires within the warning window
+
 
 class UserError(Exception):
     """Invalid input or usage; exit code 2. `problems` holds one line per problem."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, *problems: str) -> None:
         self.problems: tuple[str, ...] = problems or ("invalid input",)
@@ -21,4 +35,4 @@ class UserError(Exception):
 class RuntimeFailure(Exception):
     """The work failed for a reason other than bad input; exit code 1."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED

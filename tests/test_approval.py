@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from generator import approval
+from generator import approvals, clock
+from generator import keys as keymod
 from generator.plan import package_digest
 
 STEP_IDS = ("prerequisites", "certificate", "session", "connect", "set-certificate", "spn", "crm-settings", "tenant-id")
@@ -177,7 +178,7 @@ def test_approve_then_verify_accepts_and_names_the_approval(psbridge, pkg: Path,
     assert record["approver"] == "Jane Doe <jane@contoso.com>"
     assert record["package"] == "contoso" and record["digest"] == package_digest(pkg)
     assert record["comment"] == "CHG-4711"
-    assert approval.parse_time(record["expires_at"]) - approval.parse_time(record["approved_at"]) == timedelta(days=2)
+    assert clock.parse_time(record["expires_at"]) - clock.parse_time(record["approved_at"]) == timedelta(days=2)
     assert record["fingerprint"] == hashlib.sha256(base64.b64decode(record["public_key"])).hexdigest()
     assert stat.S_IMODE(file.stat().st_mode) == 0o644
 
@@ -203,7 +204,7 @@ def test_approve_rejects_bad_expiry(psbridge, pkg: Path, keys: dict[str, Path], 
 @pytest.mark.parametrize("text,delta", [("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)),
                                         ("90d", timedelta(days=90))])
 def test_parse_validity_units(text: str, delta: timedelta) -> None:
-    assert approval.parse_validity(text) == delta
+    assert approvals.parse_validity(text) == delta
 
 
 def test_approve_refuses_a_package_that_differs_from_its_plan(psbridge, pkg: Path, keys: dict[str, Path]) -> None:
@@ -285,7 +286,7 @@ def test_run_records_do_not_affect_verification(psbridge, pkg: Path, keys: dict[
 
 def _approve_at(pkg: Path, key: Path, ago: timedelta, validity: timedelta) -> Path:
     """A genuinely signed approval made `ago` in the past (the CLI only signs 'now')."""
-    result = approval.approve_package(pkg, key, validity, "", now=approval.utc_now() - ago)
+    result = approvals.approve_package(pkg, key, validity, "", now=clock.utc_now() - ago)
     return result.path
 
 
@@ -474,32 +475,32 @@ def test_default_audit_log_is_output_audit_jsonl(psbridge, tmp_path: Path, pkg: 
 
 
 def test_verify_package_library_reports_approvals_used(pkg: Path, keys: dict[str, Path]) -> None:
-    approval.approve_package(pkg, keys["jane"], timedelta(days=1))
-    approval.approve_package(pkg, keys["bob"], timedelta(days=1))
-    result = approval.verify_package(pkg, keys["trusted"], min_approvals=2)
+    approvals.approve_package(pkg, keys["jane"], timedelta(days=1))
+    approvals.approve_package(pkg, keys["bob"], timedelta(days=1))
+    result = approvals.verify_package(pkg, keys["trusted"], min_approvals=2)
     assert result.ok and result.reasons == [] and result.digest == package_digest(pkg)
     assert sorted(a.approver for a in result.approvals_used) == ["Bob Roe <bob@contoso.com>", "Jane Doe <jane@contoso.com>"]
     jane_fp = json.loads((keys["trusted"] / "jane.pub.json").read_text())["fingerprint"]
-    refused = approval.verify_package(pkg, keys["trusted"], min_approvals=2, forbidden_fingerprints=[jane_fp])
+    refused = approvals.verify_package(pkg, keys["trusted"], min_approvals=2, forbidden_fingerprints=[jane_fp])
     assert not refused.ok and refused.approvals_used == []
     assert any("forbidden key" in r for r in refused.reasons)
 
 
 def test_verification_files_are_the_signed_listing_for_the_runner(pkg: Path, keys: dict[str, Path]) -> None:
-    approval.approve_package(pkg, keys["jane"], timedelta(days=1))
-    result = approval.verify_package(pkg, keys["trusted"])
+    approvals.approve_package(pkg, keys["jane"], timedelta(days=1))
+    result = approvals.verify_package(pkg, keys["trusted"])
     assert result.ok
     assert result.files == {rel: hashlib.sha256((pkg / rel).read_bytes()).hexdigest() for rel in PACKAGE_FILES}
 
 
 def test_approval_whose_signed_listing_disagrees_with_the_package_is_refused(pkg: Path, keys: dict[str, Path]) -> None:
     """A correctly signed approval of the right digest but another file list (a buggy or hostile signer)."""
-    key, public = approval.load_private_key(keys["jane"])
-    result = approval.approve_package(pkg, keys["jane"], timedelta(days=1))
+    key, public = keymod.load_private_key(keys["jane"])
+    result = approvals.approve_package(pkg, keys["jane"], timedelta(days=1))
     record = dict(result.record)
     record["files"] = {**record["files"], "steps/06-spn.ps1": "0" * 64}
-    record["signature"] = base64.b64encode(key.sign(approval.signed_message(record))).decode()
+    record["signature"] = base64.b64encode(key.sign(approvals.signed_message(record))).decode()
     result.path.write_text(json.dumps(record))
-    verdict = approval.verify_package(pkg, keys["trusted"])
+    verdict = approvals.verify_package(pkg, keys["trusted"])
     assert not verdict.ok and verdict.files == {}
     assert any("signed file list differs from the package: steps/06-spn.ps1" in r for r in verdict.reasons)

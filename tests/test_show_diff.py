@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import approval
+from generator import approvals, clock
+from generator import keys as keymod
 from generator.plan import package_digest
 from test_approval import STEP_FILES, STEP_IDS, keys, make_package  # noqa: F401  (keys is a fixture)
 
@@ -47,8 +48,8 @@ def test_show_approval_status_without_and_with_trusted_keys(psbridge, pkg: Path,
 
 
 def test_show_json_reports_expired_other_digest_and_integrity(psbridge, pkg: Path, keys: dict[str, Path]) -> None:
-    approval.approve_package(pkg, keys["jane"], timedelta(days=1), now=approval.utc_now() - timedelta(days=2))
-    approval.approve_package(pkg, keys["bob"], timedelta(days=1))
+    approvals.approve_package(pkg, keys["jane"], timedelta(days=1), now=clock.utc_now() - timedelta(days=2))
+    approvals.approve_package(pkg, keys["bob"], timedelta(days=1))
     (pkg / "steps" / "02-certificate.ps1").write_bytes(b"changed\r\n")
     result = psbridge("show", pkg, "--json", "--trusted-keys", keys["trusted"])
     assert result.exit_code == 0, result.stderr

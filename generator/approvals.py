@@ -1,4 +1,4 @@
-"""Signed approvals: approver keys, approving a package digest, and verifying a package.
+"""Signed approvals: approving a package digest, and judging approvals of a package.
 
 A change-advisory board approves *one exact package*: the approval is an Ed25519
 signature over the package digest (see `plan.package_digest`) plus who approved, when,
@@ -6,43 +6,38 @@ until when, and the per-file hashes at approval time. `verify_package` is the si
 gate that `psbridge verify` and `psbridge run --require-approval` both use, so what the
 board approved and what may run are decided by the same code.
 
-Files
------
-* private key: PKCS#8 PEM, mode 0600, encrypted when a passphrase is given.
-* public key: ``<slug>.pub.json`` = ``{"format": "psbridge-public-key-v1", "identity",
-  "algorithm": "ed25519", "public_key": base64(raw 32 bytes), "fingerprint": sha256 hex
-  of the raw key}``. A trusted-keys folder is a folder of these files.
-* approval: ``PKG/approvals/<UTC time>-<fingerprint[:12]>.json`` holding the fields of
-  `SIGNED_FIELDS` plus ``signature`` = base64 Ed25519 over `signed_message(record)`.
-
-`cryptography` is imported inside the functions that need it, so that importing this
-module (and starting the CLI) stays cheap.
+An approval is ``PKG/approvals/<UTC time>-<fingerprint[:12]>.json`` holding the fields of
+`SIGNED_FIELDS` plus ``signature`` = base64 Ed25519 over `signed_message(record)`.
+Approver keys live in generator/keys.py.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-import os
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .files import write_file
+from .clock import format_time, parse_time, utc_now
 from .errors import UserError
+from .files import write_file
+from .keys import (
+    PublicKey,
+    b64,
+    unb64,
+    default_passphrase_reader,
+    fingerprint,
+    key_fingerprint,
+    load_private_key,
+    load_trusted_keys,
+    short,
+)
 from .plan import change_files, package_digest, read_plan_json, sha256_hex
 
-if TYPE_CHECKING:  # pragma: no cover - typing only; keeps cryptography out of import time
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-#: Environment variable holding the passphrase of an approver's private key.
-PASSPHRASE_ENV = "PSBRIDGE_KEY_PASSPHRASE"
-PUBLIC_KEY_FORMAT = "psbridge-public-key-v1"
 APPROVAL_FORMAT = "psbridge-approval-v1"
 #: Domain separation: a signature made for an approval can never be replayed as anything else.
 SIGNATURE_DOMAIN = b"psbridge-approval-v1\n"
@@ -52,38 +47,14 @@ SIGNED_FIELDS = (
     "approved_at", "expires_at", "comment",
 )
 APPROVALS_DIR = "approvals"
-PUBLIC_KEY_SUFFIX = ".pub.json"
-PRIVATE_KEY_SUFFIX = ".key"
 DEFAULT_VALIDITY = "7d"
 #: A board approves a change window, not a standing permission.
 MAX_VALIDITY = timedelta(days=90)
 #: Tolerated clock difference between the approver's machine and the verifier's.
 CLOCK_SKEW = timedelta(minutes=5)
-MAX_IDENTITY = 200
 MAX_COMMENT = 2000
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VALIDITY = re.compile(r"^\s*(\d{1,6})\s*([dhm])\s*$")
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def utc_now() -> datetime:
-    """Current time in UTC at whole seconds: approvals record times people read and compare."""
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def format_time(moment: datetime) -> str:
-    """ISO 8601 UTC with a Z, the one time format of approvals and the audit log."""
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
-
-
-def parse_time(text: object) -> datetime:
-    """Parse `format_time` output; anything else is a malformed approval (ValueError)."""
-    if not isinstance(text, str):
-        raise ValueError("time is not a string")
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
 
 
 def parse_validity(text: str) -> timedelta:
@@ -99,267 +70,6 @@ def parse_validity(text: str) -> timedelta:
         raise UserError(f"--expires {text!r}: at most {MAX_VALIDITY.days}d")
     return delta
 
-
-def fingerprint(raw_public_key: bytes) -> str:
-    """sha256 hex of the raw 32-byte Ed25519 public key: the name of a key everywhere in psbridge."""
-    return sha256_hex(raw_public_key)
-
-
-def short(fp: str) -> str:
-    """First 16 hex digits of a fingerprint, enough for people to tell keys apart in messages."""
-    return fp[:16]
-
-
-def check_identity(name: str) -> str:
-    """An approver identity is one printable line; it is shown to auditors and signed."""
-    value = (name or "").strip()
-    if not value:
-        raise UserError("--name: empty; give the approver, e.g. \"Jane Doe <jane@contoso.com>\"")
-    if len(value) > MAX_IDENTITY:
-        raise UserError(f"--name: longer than {MAX_IDENTITY} characters")
-    if any(not ch.isprintable() for ch in value):
-        raise UserError("--name: must be one line of printable characters")
-    return value
-
-
-def identity_slug(identity: str) -> str:
-    """File-name stem from an identity ("Jane Doe <jane@x>" -> "jane-doe"), so keys don't collide."""
-    display = identity.split("<", 1)[0].strip() or identity
-    slug = re.sub(r"[^a-z0-9]+", "-", display.lower()).strip("-")
-    return slug[:60] or "approver"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: object, what: str) -> bytes:
-    """Strict base64 decode; a malformed value is a malformed file, not a crash."""
-    if not isinstance(text, str):
-        raise ValueError(f"{what} is not a string")
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise ValueError(f"{what} is not base64") from exc
-
-
-# --------------------------------------------------------------------------- keys
-
-
-@dataclass(frozen=True)
-class PublicKey:
-    """An approver's public key and the identity it was issued to."""
-
-    identity: str
-    raw: bytes
-    fingerprint: str
-    path: Path | None = None
-
-    def to_json(self) -> dict[str, str]:
-        """The public key file's content."""
-        return {
-            "format": PUBLIC_KEY_FORMAT,
-            "identity": self.identity,
-            "algorithm": "ed25519",
-            "public_key": _b64(self.raw),
-            "fingerprint": self.fingerprint,
-        }
-
-
-@dataclass(frozen=True)
-class KeyPairFiles:
-    """Where `generate_keypair` wrote the two files."""
-
-    private_key: Path
-    public_key: Path
-    fingerprint: str
-    encrypted: bool
-
-
-def public_key_path_for(private_key: Path) -> Path:
-    """The public key file keygen writes next to a private key (`jane-doe.key` -> `jane-doe.pub.json`)."""
-    stem = private_key.name[: -len(PRIVATE_KEY_SUFFIX)] if private_key.name.endswith(PRIVATE_KEY_SUFFIX) else private_key.name
-    return private_key.with_name(stem + PUBLIC_KEY_SUFFIX)
-
-
-def generate_keypair(out_dir: Path, name: str, passphrase: str | None, *, force: bool = False) -> KeyPairFiles:
-    """Create an Ed25519 approver key pair in `out_dir`; the private key never touches disk unprotected.
-
-    Both target names are checked before anything is written, so a refused keygen leaves
-    no half pair behind.
-    """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    identity = check_identity(name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = identity_slug(identity)
-    private_path = out_dir / f"{stem}{PRIVATE_KEY_SUFFIX}"
-    public_path = out_dir / f"{stem}{PUBLIC_KEY_SUFFIX}"
-    if not force:
-        existing = [str(p) for p in (private_path, public_path) if p.exists() or p.is_symlink()]
-        if existing:
-            raise UserError(*(f"{p}: exists; use --force to replace it" for p in existing))
-    key = Ed25519PrivateKey.generate()
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase.encode("utf-8")) if passphrase else serialization.NoEncryption()
-    )
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    public = PublicKey(identity, raw, fingerprint(raw))
-    write_file(private_path, pem, 0o600, overwrite=force)
-    body = json.dumps(public.to_json(), indent=2, ensure_ascii=False) + "\n"
-    write_file(public_path, body.encode("utf-8"), 0o644, overwrite=force)
-    return KeyPairFiles(private_path, public_path, public.fingerprint, encrypted=bool(passphrase))
-
-
-def parse_public_key(data: Mapping[str, Any], path: Path | None = None) -> PublicKey:
-    """Validate a public key file's content; the stored fingerprint must match the key (no typos trusted)."""
-    if data.get("format") != PUBLIC_KEY_FORMAT or data.get("algorithm") != "ed25519":
-        raise ValueError(f"not a {PUBLIC_KEY_FORMAT} ed25519 key")
-    identity = data.get("identity")
-    if not isinstance(identity, str) or not identity.strip():
-        raise ValueError("identity missing")
-    raw = _unb64(data.get("public_key"), "public_key")
-    if len(raw) != 32:
-        raise ValueError("public_key is not 32 bytes")
-    fp = fingerprint(raw)
-    if data.get("fingerprint") not in (None, fp):
-        raise ValueError("fingerprint does not match public_key")
-    return PublicKey(identity, raw, fp, path)
-
-
-def load_public_key(path: Path) -> PublicKey:
-    """Read a `.pub.json` file; any problem is an input error naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return parse_public_key(data, path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: public key file not found") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a psbridge public key ({exc})") from None
-
-
-def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
-    """Every `*.pub.json` in `directory`, by fingerprint: the board's list of who may approve.
-
-    An empty or unreadable folder is an input error rather than "nobody approved", so a
-    wrong path cannot be mistaken for a policy.
-    """
-    if not directory.is_dir():
-        raise UserError(f"--trusted-keys {directory}: not a folder")
-    keys: dict[str, PublicKey] = {}
-    for path in sorted(directory.glob(f"*{PUBLIC_KEY_SUFFIX}")):
-        key = load_public_key(path)
-        other = keys.get(key.fingerprint)
-        if other is not None and other.identity != key.identity:
-            raise UserError(f"{path}: same key as {other.path} but a different identity")
-        keys[key.fingerprint] = key
-    if not keys:
-        raise UserError(f"--trusted-keys {directory}: no *{PUBLIC_KEY_SUFFIX} public keys in it")
-    return keys
-
-
-def default_passphrase_reader() -> str:
-    """Passphrase from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt on a terminal (never a flag)."""
-    from .secrets import read_secret
-
-    return read_secret(PASSPHRASE_ENV, "key passphrase", stdin_flag=None)
-
-
-def load_private_key(
-    path: Path, passphrase_reader: Callable[[], str] = default_passphrase_reader
-) -> tuple[Ed25519PrivateKey, PublicKey]:
-    """Load an approver's private key and the identity from the public key file next to it.
-
-    The passphrase is only asked for when the key is encrypted. The public key file must
-    hold the same key, so an approval can't claim someone else's identity by accident.
-    """
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"--key {path}: cannot read ({exc.strerror})") from None
-    _warn_if_exposed(path)
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except TypeError:  # encrypted: needs the passphrase
-        secret = passphrase_reader()
-        try:
-            key = serialization.load_pem_private_key(pem, password=secret.encode("utf-8"))
-        except (ValueError, TypeError):
-            raise UserError(f"--key {path}: wrong passphrase or damaged key") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise UserError(f"--key {path}: not a PEM private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UserError(f"--key {path}: not an Ed25519 key (use psbridge keygen)")
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    public_file = public_key_path_for(path)
-    if not public_file.is_file():
-        raise UserError(f"--key {path}: no {public_file.name} next to it (keygen writes it; it names the approver)")
-    public = load_public_key(public_file)
-    if public.raw != raw:
-        raise UserError(f"{public_file}: holds a different key than {path}")
-    return key, public
-
-
-def _warn_if_exposed(path: Path) -> None:
-    """Warn (like ssh) when a private key is readable by others; the approval is only as good as the key."""
-    if os.name != "posix":
-        return
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & 0o077:
-        print(f"psbridge: warning: {path} is accessible by other users (mode {mode & 0o777:o}); chmod 600 it", file=sys.stderr)
-
-
-def key_fingerprint(spec: str) -> str:
-    """Fingerprint from a `.pub.json` file, a private key (via its public file or itself), or 64 hex digits.
-
-    Used by `--forbid-key` and `run --forbid-self-approval --key`: the operator names
-    their key however they hold it.
-    """
-    text = spec.strip()
-    candidate = text.lower().removeprefix("sha256:")
-    path = Path(text)
-    if not path.exists() and _HEX64.match(candidate):
-        return candidate
-    if not path.is_file():
-        raise UserError(f"{spec}: neither a key file nor a 64-digit hex fingerprint")
-    if path.name.endswith(PUBLIC_KEY_SUFFIX):
-        return load_public_key(path).fingerprint
-    sibling = public_key_path_for(path)
-    if sibling.is_file() and sibling != path:
-        _, public = load_private_key(path)
-        return public.fingerprint
-    return _fingerprint_of_bare_private_key(path)
-
-
-def _fingerprint_of_bare_private_key(path: Path) -> str:
-    """Fingerprint of a private key file with no public file next to it."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    pem = path.read_bytes()
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except TypeError:
-        try:
-            key = serialization.load_pem_private_key(pem, password=default_passphrase_reader().encode("utf-8"))
-        except (ValueError, TypeError):
-            raise UserError(f"{path}: wrong passphrase or damaged key") from None
-    except ValueError:
-        raise UserError(f"{path}: not a psbridge key file") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UserError(f"{path}: not an Ed25519 key")
-    return fingerprint(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
 # --------------------------------------------------------------------------- the package
@@ -506,7 +216,7 @@ def approve_package(
     record: dict[str, Any] = {
         "format": APPROVAL_FORMAT,
         "approver": public.identity,
-        "public_key": _b64(public.raw),
+        "public_key": b64(public.raw),
         "fingerprint": public.fingerprint,
         "package": name,
         "digest": digest,
@@ -515,7 +225,7 @@ def approve_package(
         "expires_at": format_time(moment + validity),
         "comment": comment,
     }
-    record["signature"] = _b64(key.sign(signed_message(record)))
+    record["signature"] = b64(key.sign(signed_message(record)))
     # Check our own signature before writing: never leave an approval that verify would reject.
     Ed25519PublicKey.from_public_bytes(public.raw).verify(base64.b64decode(record["signature"]), signed_message(record))
     approvals.mkdir(exist_ok=True)
@@ -652,8 +362,8 @@ def _signature_ok(record: Mapping[str, Any]) -> bool:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
-        raw = _unb64(record["public_key"], "public_key")
-        signature = _unb64(record["signature"], "signature")
+        raw = unb64(record["public_key"], "public_key")
+        signature = unb64(record["signature"], "signature")
         if len(raw) != 32 or fingerprint(raw) != record["fingerprint"]:
             return False
         Ed25519PublicKey.from_public_bytes(raw).verify(signature, signed_message(record))
