@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .clock import format_time, parse_time, utc_now
-from .errors import UserError
+from .errors import RuntimeFailure, UserError
 from .files import write_file
 from .keys import (
     PublicKey,
@@ -31,12 +33,14 @@ from .keys import (
     unb64,
     default_passphrase_reader,
     fingerprint,
+    identity_key,
     key_fingerprint,
     load_private_key,
+    load_public_key,
     load_trusted_keys,
     short,
 )
-from .plan import change_files, package_digest, read_plan_json, sha256_hex
+from .package import Package
 
 APPROVAL_FORMAT = "psbridge-approval-v1"
 #: Domain separation: a signature made for an approval can never be replayed as anything else.
@@ -72,89 +76,6 @@ def parse_validity(text: str) -> timedelta:
 
 
 
-# --------------------------------------------------------------------------- the package
-
-
-def file_listing(package_dir: Path) -> dict[str, str]:
-    """Change-defining file -> sha256, as approvals record it; used to name what changed later."""
-    return {rel: sha256_hex((package_dir / rel).read_bytes()) for rel in change_files(package_dir)}
-
-
-def recorded_hashes(plan: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
-    """What plan.json says every other package file hashes to, and problems with those records.
-
-    Steps record `file` + `sha256`; `files` maps a path to a sha256 (or to an object with
-    one). plan.json itself is covered by the digest, not by a record inside itself.
-    """
-    expected: dict[str, str] = {}
-    problems: list[str] = []
-
-    def add(path: object, digest: object, where: str) -> None:
-        if not isinstance(path, str) or not _safe_relative(path):
-            problems.append(f"plan.json: {where}: unsafe or missing file path {path!r}")
-            return
-        if isinstance(digest, Mapping):
-            digest = digest.get("sha256")
-        if not isinstance(digest, str) or not _HEX64.match(digest):
-            problems.append(f"plan.json: {where}: no sha256 recorded for {path}")
-            return
-        if expected.get(path, digest) != digest:
-            problems.append(f"plan.json: {path}: recorded twice with different hashes")
-        expected[path] = digest
-
-    steps = plan.get("steps")
-    if not isinstance(steps, list):
-        problems.append("plan.json: no steps list")
-        steps = []
-    for number, step in enumerate(steps, start=1):
-        if not isinstance(step, Mapping):
-            problems.append(f"plan.json: steps[{number}] is not an object")
-            continue
-        add(step.get("file"), step.get("sha256"), f"step {step.get('index', number)}")
-    probes = plan.get("probes", [])
-    if not isinstance(probes, list):
-        problems.append("plan.json: probes is not a list")
-        probes = []
-    for number, probe in enumerate(probes, start=1):
-        if not isinstance(probe, Mapping):
-            problems.append(f"plan.json: probes[{number}] is not an object")
-            continue
-        add(probe.get("file"), probe.get("sha256"), f"probe {probe.get('id', number)}")
-    files = plan.get("files", {})
-    if not isinstance(files, Mapping):
-        problems.append("plan.json: files is not an object")
-        files = {}
-    for path, digest in files.items():
-        add(path, digest, f"files[{path!r}]")
-    return expected, problems
-
-
-def _safe_relative(path: str) -> bool:
-    """A recorded path stays inside the package: relative, no `..`, not evidence."""
-    parts = Path(path).parts
-    return bool(parts) and not Path(path).is_absolute() and ".." not in parts and parts[0] not in {"runs", APPROVALS_DIR}
-
-
-def integrity_problems(package_dir: Path, plan: Mapping[str, Any]) -> list[str]:
-    """Every way the folder differs from what plan.json records: changed, missing, unexpected files.
-
-    Each problem names the file, because the board needs to know *what* was touched.
-    """
-    expected, problems = recorded_hashes(plan)
-    try:
-        present = set(change_files(package_dir))
-    except UserError as exc:  # a symbolic link: tampering, reported like any other change
-        return problems + list(exc.problems)
-    for rel in sorted(expected):
-        if rel not in present:
-            problems.append(f"missing file: {rel}")
-            continue
-        if sha256_hex((package_dir / rel).read_bytes()) != expected[rel]:
-            problems.append(f"changed file: {rel} (sha256 differs from plan.json)")
-    for rel in sorted(present - set(expected) - {"plan.json"}):
-        problems.append(f"unexpected file: {rel}")
-    return problems
-
 
 # --------------------------------------------------------------------------- approvals
 
@@ -178,8 +99,18 @@ class ApproveResult:
     record: dict[str, Any]
 
 
+def _approvals_dir(package: Package) -> Path:
+    """PKG/approvals, refusing a package whose approvals/ is not a plain folder."""
+    if package.path is None:
+        raise UserError("approvals: the package has no folder")
+    folder = package.path / APPROVALS_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{folder}: exists and is not a folder; approvals live in a folder of that name")
+    return folder
+
+
 def approve_package(
-    package_dir: Path,
+    package: Package,
     key_path: Path,
     validity: timedelta,
     comment: str = "",
@@ -187,11 +118,11 @@ def approve_package(
     now: datetime | None = None,
     passphrase_reader: Callable[[], str] = default_passphrase_reader,
 ) -> ApproveResult:
-    """Sign the package's current digest with the approver's key and store it under approvals/.
+    """Sign the package's digest with the approver's key and store the approval under approvals/.
 
-    The package must be intact (match its plan.json) first: approving a tampered folder
-    would launder the change. A second approval by the same key for the same digest that
-    is still valid adds nothing.
+    The package must be exactly what psbridge renders from its plan.json first (approving a
+    hand-edited folder would launder the change). A second approval by the same key for
+    the same digest that is still valid adds nothing.
     """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -199,18 +130,11 @@ def approve_package(
         raise UserError(f"--expires: between 1m and {MAX_VALIDITY.days}d")
     if len(comment) > MAX_COMMENT or any(not ch.isprintable() and ch not in "\n\t" for ch in comment):
         raise UserError(f"--comment: at most {MAX_COMMENT} printable characters")
-    plan = read_plan_json(package_dir)
-    name = plan.get("name")
-    if not isinstance(name, str) or not name:
-        raise UserError(f"{package_dir}/plan.json: no package name")
-    problems = integrity_problems(package_dir, plan)
-    if problems:
-        raise UserError(*(f"{package_dir}: {p}; not approving a package that differs from its plan" for p in problems))
+    package.require_reproducible()
+    folder = _approvals_dir(package)
     key, public = load_private_key(key_path, passphrase_reader)
-    digest = package_digest(package_dir)
     moment = (now or utc_now()).replace(microsecond=0)
-    approvals = package_dir / APPROVALS_DIR
-    existing = _existing_approval(approvals, public.fingerprint, name, digest, moment)
+    existing = _existing_approval(package, public.fingerprint, moment)
     if existing is not None:
         return ApproveResult(existing[0], False, existing[1])
     record: dict[str, Any] = {
@@ -218,9 +142,9 @@ def approve_package(
         "approver": public.identity,
         "public_key": b64(public.raw),
         "fingerprint": public.fingerprint,
-        "package": name,
-        "digest": digest,
-        "files": file_listing(package_dir),
+        "package": package.name,
+        "digest": package.digest,
+        "files": dict(package.listing),
         "approved_at": format_time(moment),
         "expires_at": format_time(moment + validity),
         "comment": comment,
@@ -228,24 +152,23 @@ def approve_package(
     record["signature"] = b64(key.sign(signed_message(record)))
     # Check our own signature before writing: never leave an approval that verify would reject.
     Ed25519PublicKey.from_public_bytes(public.raw).verify(base64.b64decode(record["signature"]), signed_message(record))
-    approvals.mkdir(exist_ok=True)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot create ({exc.strerror or exc})") from None
     stamp = moment.strftime("%Y%m%dT%H%M%SZ")
-    path = approvals / f"{stamp}-{public.fingerprint[:12]}.json"
+    path = folder / f"{stamp}-{public.fingerprint[:12]}.json"
     body = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     write_file(path, body.encode("utf-8"), 0o644, overwrite=False)
     return ApproveResult(path, True, record)
 
 
-def _existing_approval(
-    approvals: Path, fp: str, name: str, digest: str, now: datetime
-) -> tuple[Path, dict[str, Any]] | None:
+def _existing_approval(package: Package, fp: str, now: datetime) -> tuple[Path, dict[str, Any]] | None:
     """A still-valid approval by this key of this digest, if one is already on file."""
-    if not approvals.is_dir():
-        return None
-    for path in sorted(approvals.glob("*.json")):
-        status = evaluate_approval(path, package=name, digest=digest, listing={}, now=now)
+    statuses, _ = list_approvals(package, now=now)
+    for status in statuses:
         if status.record and status.fingerprint == fp and status.usable:
-            return path, status.record
+            return _approvals_dir(package) / Path(status.file).name, status.record
     return None
 
 
@@ -275,6 +198,11 @@ class ApprovalStatus:
         return not self.problems
 
     @property
+    def person(self) -> str | None:
+        """Who approved, as psbridge counts people (see keys.identity_key)."""
+        return identity_key(self.approver) if self.approver else None
+
+    @property
     def status(self) -> str:
         """One word for tables: valid, or the first problem's kind."""
         if self.problems:
@@ -296,24 +224,63 @@ class ApprovalStatus:
         }
 
 
+@dataclass(frozen=True)
+class Forbidden:
+    """Who may not approve this time: keys by fingerprint, people by identity_key."""
+
+    fingerprints: frozenset[str] = frozenset()
+    persons: frozenset[str] = frozenset()
+
+    def forbids(self, fingerprint_: str, approver: str) -> bool:
+        return fingerprint_ in self.fingerprints or identity_key(approver) in self.persons
+
+
+def forbidden_from(specs: Iterable[str], trusted: Mapping[str, PublicKey] | None = None) -> Forbidden:
+    """`--forbid-key` / `--forbid-self-approval --key` values -> the keys AND the people they name.
+
+    A key file names its identity; a bare fingerprint names the person of the trusted key
+    with that fingerprint, so a second key of the same person is forbidden too.
+    """
+    fingerprints: set[str] = set()
+    persons: set[str] = set()
+    for spec in specs:
+        fp = key_fingerprint(spec)
+        fingerprints.add(fp)
+        identity = _identity_of(spec, fp, trusted)
+        if identity:
+            persons.add(identity_key(identity))
+    return Forbidden(frozenset(fingerprints), frozenset(persons))
+
+
+def _identity_of(spec: str, fp: str, trusted: Mapping[str, PublicKey] | None) -> str | None:
+    """The identity a key spec names, from its public key file or the trusted keys."""
+    from .keys import PUBLIC_KEY_SUFFIX, public_key_path_for
+
+    path = Path(spec.strip())
+    candidates = [path] if path.name.endswith(PUBLIC_KEY_SUFFIX) else [public_key_path_for(path)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return load_public_key(candidate).identity
+    known = (trusted or {}).get(fp)
+    return known.identity if known else None
+
+
 def evaluate_approval(
-    path: Path,
+    rel: str,
+    data: bytes | None,
     *,
-    package: str,
-    digest: str | None,
-    listing: Mapping[str, str],
+    package: Package,
     now: datetime,
     trusted: Mapping[str, PublicKey] | None = None,
-    forbidden: Iterable[str] = (),
+    forbidden: Forbidden = Forbidden(),
+    read_problem: str | None = None,
 ) -> ApprovalStatus:
-    """Judge one approval file. The signature is checked before any field is believed.
-
-    `listing` (current file -> sha256) lets an approval of an older digest name the files
-    that changed since it was given.
-    """
-    status = ApprovalStatus(file=f"{APPROVALS_DIR}/{path.name}")
+    """Judge one approval file's bytes. The signature is checked before any field is believed."""
+    status = ApprovalStatus(file=rel)
     try:
-        record = _read_approval(path)
+        if data is None:
+            raise ValueError(read_problem or "unreadable")
+        record = _parse_approval(data)
     except ValueError as exc:
         status.problems.append(f"malformed: {exc}")
         status.tampered = True
@@ -325,18 +292,22 @@ def evaluate_approval(
         return status
     status.approver, status.fingerprint = record["approver"], record["fingerprint"]
     status.approved_at, status.expires_at, status.comment = record["approved_at"], record["expires_at"], record["comment"]
-    _judge_trust(status, record, trusted, set(forbidden))
-    _judge_target(status, record, package, digest, listing)
+    _judge_trust(status, record, trusted, forbidden)
+    _judge_target(status, record, package.name, package.digest, package.listing)
     _judge_time(status, record, now)
     return status
 
 
-def _read_approval(path: Path) -> dict[str, Any]:
+#: An approval file is a few KiB; anything much larger is not one.
+MAX_APPROVAL_BYTES = 256 * 1024
+
+
+def _parse_approval(data: bytes) -> dict[str, Any]:
     """Parse and type-check an approval file; it must hold exactly the signed fields and the signature."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"not readable JSON ({exc})") from None
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not readable JSON ({type(exc).__name__})") from None
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     if record.get("format") != APPROVAL_FORMAT:
@@ -373,12 +344,12 @@ def _signature_ok(record: Mapping[str, Any]) -> bool:
 
 
 def _judge_trust(
-    status: ApprovalStatus, record: Mapping[str, Any], trusted: Mapping[str, PublicKey] | None, forbidden: set[str]
+    status: ApprovalStatus, record: Mapping[str, Any], trusted: Mapping[str, PublicKey] | None, forbidden: Forbidden
 ) -> None:
-    """Trusted = the key is in the board's folder under the same identity; forbidden keys never count."""
+    """Trusted = the key is in the board's folder under the same identity; forbidden people never count."""
     fp = record["fingerprint"]
-    if fp in forbidden:
-        status.problems.append("forbidden key: this key may not approve this run (self-approval)")
+    if forbidden.forbids(fp, record["approver"]):
+        status.problems.append("forbidden approver: this person may not approve this run (self-approval)")
     if trusted is None:
         return
     known = trusted.get(fp)
@@ -401,6 +372,9 @@ def _judge_target(
         changed = sorted(k for k in set(listing) | set(record["files"]) if listing.get(k) != record["files"].get(k))
         detail = f"; changed since approval: {', '.join(changed)}" if changed and listing else ""
         status.problems.append(f"other digest: approves digest {short(record['digest'])}…, package is {short(digest)}…{detail}")
+    elif record["files"] != listing:
+        changed = sorted(k for k in set(listing) | set(record["files"]) if listing.get(k) != record["files"].get(k))
+        status.problems.append(f"signed file list differs from the package: {', '.join(changed)}")
 
 
 def _judge_time(status: ApprovalStatus, record: Mapping[str, Any], now: datetime) -> None:
@@ -414,34 +388,54 @@ def _judge_time(status: ApprovalStatus, record: Mapping[str, Any], now: datetime
         status.problems.append(f"not yet valid: dated {record['approved_at']}, in the future")
 
 
+
+
+def _read_approval_file(path: Path) -> tuple[bytes | None, str | None]:
+    """An approval file's bytes, or why it can't be read; never blocks on a FIFO, never follows a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return None, f"cannot read ({exc.strerror or exc})"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "not a regular file"
+        if info.st_size > MAX_APPROVAL_BYTES:
+            return None, f"{info.st_size} bytes; too large for an approval"
+        return os.read(fd, MAX_APPROVAL_BYTES + 1), None
+    except OSError as exc:
+        return None, f"cannot read ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
+
+
 def list_approvals(
-    package_dir: Path,
+    package: Package,
     *,
-    package: str,
-    digest: str | None,
     now: datetime,
     trusted: Mapping[str, PublicKey] | None = None,
-    forbidden: Iterable[str] = (),
+    forbidden: Forbidden = Forbidden(),
 ) -> tuple[list[ApprovalStatus], list[str]]:
-    """Judge every approval file; also return names of stray files under approvals/ (not approvals)."""
-    folder = package_dir / APPROVALS_DIR
+    """Judge every approval file; also return names of stray entries under approvals/ (not approvals).
+
+    A file that cannot be read or parsed counts as one invalid approval, named, while the
+    others still count: whoever can write approvals/ must not be able to block a run.
+    """
+    folder = _approvals_dir(package)
     if not folder.is_dir():
         return [], []
-    try:
-        listing = file_listing(package_dir)
-    except UserError:
-        listing = {}
     statuses: list[ApprovalStatus] = []
     strays: list[str] = []
-    forbidden = tuple(forbidden)
-    for path in sorted(folder.iterdir()):
-        if path.name.endswith(".json") and path.is_file() and not path.is_symlink():
-            statuses.append(
-                evaluate_approval(path, package=package, digest=digest, listing=listing, now=now,
-                                  trusted=trusted, forbidden=forbidden)
-            )
-        elif not (path.name.startswith(".") and path.name.endswith(".tmp")):  # a concurrent approve's temp file
-            strays.append(f"{APPROVALS_DIR}/{path.name}")
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        rel = f"{APPROVALS_DIR}/{entry.name}"
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            continue  # a concurrent approve's temporary file
+        if not entry.name.endswith(".json") or entry.is_dir(follow_symlinks=False):
+            strays.append(rel)
+            continue
+        data, problem = _read_approval_file(Path(entry.path))
+        statuses.append(evaluate_approval(rel, data, package=package, now=now, trusted=trusted,
+                                          forbidden=forbidden, read_problem=problem))
     return statuses, strays
 
 
@@ -468,126 +462,119 @@ class UsedApproval:
 class Verification:
     """Result of `verify_package`.
 
-    ok: the package may run. reasons: why not (each names a file or key), empty when ok.
-    approvals_used: the distinct trusted approvals that made it ok. notes: approvals that
-    did not count although the package is ok (stale, untrusted), for the record.
-    files: relative path -> sha256 of every change-defining file as verified; a runner
-    hashes the bytes it actually sends and compares them with these, which closes the
-    window between verifying and reading the file again.
+    ok: the package may run. reasons: why not (each names a file, a key or a person),
+    empty when ok. approvals_used: the approvals of distinct trusted people that made it
+    ok. notes: approvals that did not count although the package is ok (stale,
+    untrusted, a second approval by the same person), for the record.
     """
 
     ok: bool
     reasons: list[str]
     approvals_used: list[UsedApproval]
-    package: str | None = None
-    digest: str | None = None
+    package: str
+    digest: str
     notes: list[str] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)
 
 
-def verify_package(
-    package_dir: Path,
-    trusted_keys_dir: Path,
-    min_approvals: int = 1,
-    forbidden_fingerprints: Iterable[str] = (),
-    *,
-    now: datetime | None = None,
-) -> Verification:
-    """May this package run? Yes only if it is byte-for-byte what plan.json records, no file was
-    added, and at least `min_approvals` distinct trusted keys signed its current digest, unexpired.
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    """What `--require-approval` demands: who is trusted, how many people, and who may not approve."""
 
-    Raises UserError (exit 2) for bad input: not a package, no trusted keys, min_approvals < 1.
-    Everything about the package itself is a reason in the result, never an exception, so
-    the caller can print them all. An approval that was forged or altered is always a
-    reason (the folder was tampered with); stale or untrusted approvals only matter when
-    too few valid ones remain.
+    trusted_keys: Path
+    min_approvals: int = 1
+    forbid: tuple[str, ...] = ()  # key files or fingerprints whose person's approval does not count
+
+
+def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | None = None) -> Verification:
+    """May this package run? Only if psbridge renders it byte for byte from its plan.json and at
+    least `min_approvals` distinct trusted people signed its digest, unexpired.
+
+    Raises UserError (exit 2) for bad input: no trusted keys, min_approvals < 1. Everything
+    about the package itself is a reason in the result, so the caller can print them all.
+    An approval that was forged or altered is always a reason (the folder was tampered
+    with); stale or untrusted approvals only matter when too few valid ones remain.
     """
-    if min_approvals < 1:
+    if policy.min_approvals < 1:
         raise UserError("--min-approvals: at least 1")
-    trusted = load_trusted_keys(trusted_keys_dir)
-    forbidden = {key_fingerprint(fp) for fp in forbidden_fingerprints}
-    plan = read_plan_json(package_dir)
-    name = plan.get("name") if isinstance(plan.get("name"), str) else ""
-    reasons = integrity_problems(package_dir, plan)
-    try:
-        digest: str | None = package_digest(package_dir)
-    except UserError:
-        digest = None
-    statuses, strays = list_approvals(package_dir, package=name, digest=digest, now=now or utc_now(),
-                                      trusted=trusted, forbidden=forbidden)
+    trusted = load_trusted_keys(policy.trusted_keys)
+    forbidden = forbidden_from(policy.forbid, trusted)
+    reasons = list(package.problems) or list(package.reproduction_problems)
+    statuses, strays = list_approvals(package, now=now or utc_now(), trusted=trusted, forbidden=forbidden)
     reasons += [f"unexpected file: {stray} (not an approval)" for stray in strays]
-    used = _count_approvals(statuses)
+    used, repeats = _count_approvals(statuses)
     rejected = [f"{s.describe()}: {p}" for s in statuses for p in s.problems]
-    notes: list[str] = []
-    if len(used) < min_approvals:
+    notes = [f"{s.describe()}: another approval by the same person already counts" for s in repeats]
+    if len(used) < policy.min_approvals:
         reasons += rejected
         have = "no" if not used else str(len(used))
-        reasons.append(f"too few approvals: {have} valid trusted approval(s) of the current digest, {min_approvals} required")
+        reasons.append(f"too few approvals: {have} valid trusted approval(s) by distinct people of the current "
+                       f"digest, {policy.min_approvals} required")
     else:
         reasons += [f"{s.describe()}: {p}" for s in statuses if s.tampered for p in s.problems]
         notes += [f"{s.describe()}: {p}" for s in statuses if not s.tampered for p in s.problems]
-    files = _signed_listing(package_dir, statuses, used, reasons) if not reasons else {}
     return Verification(ok=not reasons, reasons=reasons, approvals_used=used if not reasons else [],
-                        package=name or None, digest=digest, notes=notes, files=files)
+                        package=package.name, digest=package.digest, notes=notes)
 
 
-def _signed_listing(
-    package_dir: Path, statuses: list[ApprovalStatus], used: list[UsedApproval], reasons: list[str]
-) -> dict[str, str]:
-    """Hash every file once more and require exactly the listing the counted approvals signed.
+class NotApproved(RuntimeFailure):
+    """`--require-approval` refused the package; `reasons` says why, one line each (exit 1)."""
 
-    This is the listing a runner compares its bytes with; reading it last and matching it
-    against the signed one means nothing changed between the checks above and now.
+    def __init__(self, label: str, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__(f"{label}: not approved ({len(reasons)} reason(s) above); nothing ran")
+
+
+def require_approved(package: Package, policy: ApprovalPolicy, *, now: datetime | None = None) -> Verification:
+    """The gate of `run/check --require-approval`: a reproducible package, approved by enough people.
+
+    Judges the bytes in `package`, the same object the caller then sends from, so
+    nothing on disk can change between this gate and the run.
     """
-    try:
-        listing = file_listing(package_dir)
-    except (UserError, OSError) as exc:
-        reasons.append(f"package changed during verification: {exc}")
-        return {}
-    counted = {u.file for u in used}
-    for status in statuses:
-        if status.file in counted and status.record is not None and status.record["files"] != listing:
-            changed = sorted(k for k in set(listing) | set(status.record["files"])
-                             if listing.get(k) != status.record["files"].get(k))
-            reasons.append(f"{status.describe()}: signed file list differs from the package: {', '.join(changed)}")
-    return listing if not reasons else {}
+    package.require_reproducible()
+    result = verify_package(package, policy, now=now)
+    if not result.ok:
+        raise NotApproved(package.label, result.reasons)
+    return result
 
 
-def _count_approvals(statuses: list[ApprovalStatus]) -> list[UsedApproval]:
-    """Usable approvals, one per key: two files from one approver are still one approval."""
+def _count_approvals(statuses: list[ApprovalStatus]) -> tuple[list[UsedApproval], list[ApprovalStatus]]:
+    """Usable trusted approvals, one per person (two keys of one person are still one approval)."""
     used: dict[str, UsedApproval] = {}
+    repeats: list[ApprovalStatus] = []
     for s in statuses:
-        if s.usable and s.trusted and s.fingerprint and s.fingerprint not in used:
-            used[s.fingerprint] = UsedApproval(s.file, s.approver or "", s.fingerprint, s.approved_at or "", s.expires_at or "")
-    return list(used.values())
+        if not (s.usable and s.trusted and s.fingerprint and s.person):
+            continue
+        if s.person in used:
+            repeats.append(s)
+            continue
+        used[s.person] = UsedApproval(s.file, s.approver or "", s.fingerprint, s.approved_at or "", s.expires_at or "")
+    return list(used.values()), repeats
 
 
 # --------------------------------------------------------------------------- show
 
 
-def package_summary(package_dir: Path, trusted_keys_dir: Path | None = None, *, now: datetime | None = None) -> dict[str, Any]:
+def package_summary(package: Package, trusted_keys_dir: Path | None = None, *,
+                    now: datetime | None = None) -> dict[str, Any]:
     """What `show` prints: identity of the package, its steps, certificate, integrity and approvals."""
-    plan = read_plan_json(package_dir)
-    name = plan.get("name") if isinstance(plan.get("name"), str) else ""
     trusted = load_trusted_keys(trusted_keys_dir) if trusted_keys_dir is not None else None
-    try:
-        digest: str | None = package_digest(package_dir)
-    except UserError:
-        digest = None
-    statuses, strays = list_approvals(package_dir, package=name, digest=digest, now=now or utc_now(), trusted=trusted)
+    statuses, strays = list_approvals(package, now=now or utc_now(), trusted=trusted)
+    plan = package.plan
     steps = [
         {key: step.get(key) for key in ("index", "id", "title", "kind", "changes_state", "file")}
         for step in plan.get("steps", []) if isinstance(step, Mapping)
     ]
+    problems = package.problems
     return {
-        "package": str(package_dir),
-        "name": name,
-        "profile": plan.get("profile"),
-        "tool_version": plan.get("tool_version"),
-        "digest": digest,
-        "integrity": integrity_problems(package_dir, plan),
+        "package": package.label,
+        "name": package.name,
+        "profile": package.profile,
+        "tool_version": package.tool_version,
+        "digest": package.digest,
+        "integrity": problems,
+        "reproducible": [] if problems else package.reproduction_problems,
         "steps": steps,
-        "certificate": plan.get("certificate") if isinstance(plan.get("certificate"), Mapping) else None,
+        "certificate": package.certificate,
         "approvals": [s.to_json() for s in statuses],
         "stray_files": strays,
         "trusted_keys_checked": trusted is not None,

@@ -20,13 +20,11 @@ import getpass
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
-
-import click
+from typing import Any
 
 from .errors import RuntimeFailure, UserError
 
@@ -37,16 +35,23 @@ FIELDS = ("time", "action", "package", "digest", "actor", "outcome", "details", 
 _SECRET_WORDS = ("password", "passphrase", "secret", "credential", "private_key", "token")
 _CHUNK = 4096
 
-F = TypeVar("F", bound=Callable[..., Any])
+#: One organisation-wide audit log, when set.
+AUDIT_LOG_ENV = "PSBRIDGE_AUDIT_LOG"
 
 
-def audit_log_option(func: F) -> F:
-    """`--audit-log PATH` for render, approve, verify and run (default output/audit.jsonl)."""
-    return click.option(
-        "--audit-log", "audit_log", type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_AUDIT_LOG, show_default=True,
-        help="Hash-chained audit log to append this action to.",
-    )(func)
+def resolve_log(explicit: Path | None, *, near: Path | None) -> Path:
+    """Which audit log a command writes: `--audit-log`, else PSBRIDGE_AUDIT_LOG, else beside the packages.
+
+    `near` is the folder that holds the packages the command acts on (`--out` for render,
+    the parent of PACKAGE_DIR otherwise), so the log does not depend on the working
+    directory and every command about a package writes to the same log.
+    """
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(AUDIT_LOG_ENV)
+    if env:
+        return Path(env)
+    return (near / "audit.jsonl") if near is not None else DEFAULT_AUDIT_LOG
 
 
 def os_user() -> str:
@@ -154,40 +159,22 @@ def append(
 
 
 def record(
-    log_path: Path | str | None,
+    log_path: Path | str,
     action: str,
-    package_dir: Path | None,
+    package: Any,
     outcome: str,
     *,
     actor: str | None = None,
     **details: Any,
 ) -> dict[str, Any]:
-    """Append a line for an action on a package folder; the helper render and run call.
+    """Append a line for an action on a package (a `package.Package`, read once) or on none.
 
-    Package name and digest are read from the folder when it is a package; a folder that
-    is missing or broken (a failed render) is logged with nulls, never an exception.
-    `log_path` None means DEFAULT_AUDIT_LOG.
+    The name and digest come from the package object the command judged, never from a
+    second read of the folder.
     """
-    name, digest = describe_package(package_dir)
-    return append(log_path or DEFAULT_AUDIT_LOG, action, name, digest, actor, outcome, **details)
-
-
-def describe_package(package_dir: Path | None) -> tuple[str | None, str | None]:
-    """(name from plan.json, package digest), each None when unavailable."""
-    from .plan import package_digest
-
-    if package_dir is None or not (package_dir / "plan.json").is_file():
-        return None, None
-    try:
-        plan = json.loads((package_dir / "plan.json").read_text(encoding="utf-8"))
-        name = plan.get("name") if isinstance(plan, dict) and isinstance(plan.get("name"), str) else None
-    except (OSError, ValueError):
-        name = None
-    try:
-        digest: str | None = package_digest(package_dir)
-    except (UserError, OSError):
-        digest = None
-    return name, digest
+    name = package.name if package is not None else None
+    digest = package.digest if package is not None else None
+    return append(log_path, action, name, digest, actor, outcome, **details)
 
 
 @dataclass(frozen=True)
@@ -246,3 +233,8 @@ def verify(log_path: Path | str, expected_head: str | None = None) -> AuditCheck
     if expected_head is not None and expected_head.lower() not in seen:
         return AuditCheck(False, len(lines), len(lines) + 1, f"head {expected_head} is not in the log (lines removed from the end?)")
     return AuditCheck(True, len(lines), head=prev)
+
+
+def head_of(entry: Mapping[str, Any]) -> str:
+    """The head hash after `entry` was appended: sha256 of its line's bytes (what `audit verify` prints)."""
+    return hashlib.sha256(json.dumps(dict(entry), separators=(",", ":"), ensure_ascii=True).encode("ascii")).hexdigest()

@@ -895,3 +895,16 @@ def check_for_plan(
     if problems:
         raise UserError(*problems)
     return PlanCertificate(field=field_name, source=source, info=info)
+
+
+def local_certificate(parameters: Any, base_dir: Path | str, read_password: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """The parameters' `[certificate] local_pfx/local_cer` checked: (its facts for the plan, warnings).
+
+    (None, []) when the parameters name no local copy. Error findings raise UserError
+    (see `check_for_plan`); warnings are returned, one line each naming the field, for
+    the caller to print.
+    """
+    checked = check_for_plan(parameters.certificate, base_dir, read_password)
+    if checked is None:
+        return None, []
+    return checked.facts(), [f"{checked.field}: {finding.message}" for finding in checked.info.warnings]

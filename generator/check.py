@@ -20,17 +20,11 @@ from typing import Any, Literal
 
 Verdict = Literal["in place", "will change", "blocked", "cannot tell", "session", "ok"]
 
-#: Modules each profile's steps import (the server probe reports which are installed).
-PROFILE_MODULES: dict[str, tuple[str, ...]] = {
-    "msonline": ("MSOnline",),
-    "graph": ("Microsoft.Graph.Authentication", "Microsoft.Graph.Applications",
-              "Microsoft.Graph.Identity.DirectoryManagement"),
-}
+from .catalogue import CATALOGUES, PROBES, PROFILE_MODULES
+from .errors import ExitCode
 
-#: The probes in the order `check` runs them; `entra` needs the session steps (03, 04) first.
-PROBES: tuple[str, ...] = ("server", "certificate", "crm", "entra")
-
-EXIT_IN_PLACE, EXIT_FAILED, EXIT_WOULD_CHANGE = 0, 1, 5
+#: Ids of the steps that change state, in any profile: their verdicts decide the exit code.
+_CHANGING = frozenset(s.id for steps in CATALOGUES.values() for s in steps if s.changes_state)
 
 
 @dataclass(frozen=True)
@@ -49,18 +43,17 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def exit_code(self) -> int:
-        changing = {"spn", "certificate", "crm-settings"}
+    def exit_code(self) -> ExitCode:
         if any(v.verdict == "blocked" for v in self.verdicts):
-            return EXIT_FAILED
-        if any(v.verdict == "cannot tell" and v.id in changing for v in self.verdicts):
-            return EXIT_FAILED
+            return ExitCode.FAILED
+        if any(v.verdict == "cannot tell" and v.id in _CHANGING for v in self.verdicts):
+            return ExitCode.FAILED
         if any(v.verdict == "will change" for v in self.verdicts):
-            return EXIT_WOULD_CHANGE
-        return EXIT_IN_PLACE
+            return ExitCode.WOULD_CHANGE
+        return ExitCode.OK
 
     def as_json(self) -> dict[str, Any]:
-        return {"verdicts": [asdict(v) for v in self.verdicts], "notes": self.notes, "exit_code": self.exit_code}
+        return {"verdicts": [asdict(v) for v in self.verdicts], "notes": self.notes, "exit_code": int(self.exit_code)}
 
 
 class ProbeError(ValueError):
@@ -77,11 +70,6 @@ def parse_probe_output(name: str, lines: Sequence[str]) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("probe") != name:
         raise ProbeError(f"probe {name}: output is not the {name} probe's object")
     return data
-
-
-def service_account_identity(account: str) -> str:
-    """How Windows ACLs name the service account (Network Service is NT AUTHORITY\\NETWORK SERVICE)."""
-    return "NT AUTHORITY\\NETWORK SERVICE" if account.lower() == "network service" else account
 
 
 def _as_list(value: Any) -> list[Any]:

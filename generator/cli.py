@@ -15,10 +15,23 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .audit import DEFAULT_AUDIT_LOG, audit_log_option
-from .errors import RuntimeFailure, UserError
+from .errors import ExitCode, RuntimeFailure, UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def audit_log_option(func):  # type: ignore[no-untyped-def]
+    """`--audit-log PATH` for every command that acts on a package (see audit.resolve_log)."""
+    return click.option(
+        "--audit-log", "audit_log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Hash-chained audit log (default: PSBRIDGE_AUDIT_LOG, else audit.jsonl beside the packages).",
+    )(func)
+
+
+def _package_log(audit_log: Path | None, package_dir: Path) -> Path:
+    from .audit import resolve_log
+
+    return resolve_log(audit_log, near=package_dir.absolute().parent)
 
 
 @click.group(context_settings=CONTEXT)
@@ -98,7 +111,7 @@ def schema() -> None:
 )
 @click.option("--force", is_flag=True, help="Replace an existing package (its runs/ and approvals/ are kept).")
 @audit_log_option
-def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit_log: Path) -> None:
+def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit_log: Path | None) -> None:
     """Render the PowerShell sequence into a reviewable package OUT/<name>/.
 
     \b
@@ -106,25 +119,30 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit
       psbridge render --example
       psbridge render contoso.toml --out packages --force
     """
+    from . import audit
+    from .package import Package
     from .parameters import example as example_parameters
     from .parameters import load_parameters
     from .render import render_package
-
-    from . import audit
+    from .writer import write_package
 
     source = str(params) if params is not None else "--example"
+    log = audit.resolve_log(audit_log, near=out_dir)
     try:
         if example == (params is not None):
             raise UserError("render: give either a parameters file or --example")
         parameters = example_parameters() if example else load_parameters(params)  # type: ignore[arg-type]
-        package = render_package(parameters, _local_certificate(parameters, params.parent) if params else None)
-        target = package.write(out_dir, force=force)
+        rendered = render_package(parameters, _local_certificate(parameters, params.parent) if params else None)
+        target = write_package(rendered, out_dir, force=force)
     except (UserError, RuntimeFailure) as exc:
-        _audit_failure(audit_log, "render", None, exc, create=False, params=source)
+        if log.is_file():  # refused input leaves no new files behind on a fresh checkout
+            _audit_failure(log, "render", exc, params=source)
         raise
-    steps = sum(1 for f in package.files if f.startswith("steps/"))
-    audit.record(audit_log, "render", target, "rendered", params=source, steps=steps, force=force)
+    steps = sum(1 for f in rendered.files if f.startswith("steps/"))
+    entry = audit.record(log, "render", Package(rendered.files, target), "rendered", params=source, steps=steps,
+                         force=force)
     click.echo(f"wrote {target}/ ({steps} steps): review {target / 'REVIEW.md'}")
+    _print_audit_head(log, entry)
 
 
 # --------------------------------------------------------------------------- cert
@@ -139,21 +157,21 @@ def cert() -> None:
     """Inspect, check, create and export the S2S certificate (no openssl needed)."""
 
 
-def _local_certificate(parameters: object, base_dir: Path) -> dict | None:
-    """Check `[certificate] local_pfx/local_cer` (refuse errors, warn on warnings); its facts or None."""
+def _local_certificate(parameters: object, base_dir: Path) -> dict | None:  # type: ignore[type-arg]
+    """`[certificate] local_pfx/local_cer` checked (errors refuse, warnings are printed): its facts or None."""
     local = parameters.certificate  # type: ignore[attr-defined]
     if not (local.local_pfx or local.local_cer):
         return None  # no cryptography import when there is nothing to read
-    from .certificates import PFX_PASSWORD_ENV, check_for_plan
+    from .certificates import PFX_PASSWORD_ENV, local_certificate
     from .secrets import read_secret
 
-    checked = check_for_plan(
-        local, base_dir, lambda: read_secret(PFX_PASSWORD_ENV, "PFX password (certificate.local_pfx)", stdin_flag=None, allow_empty=True)
+    facts, warnings = local_certificate(
+        parameters, base_dir,
+        lambda: read_secret(PFX_PASSWORD_ENV, "PFX password (certificate.local_pfx)", stdin_flag=None, allow_empty=True),
     )
-    assert checked is not None
-    for finding in checked.info.warnings:
-        click.echo(f"psbridge: warning: {checked.field}: {finding.message}", err=True)
-    return checked.facts()
+    for warning in warnings:
+        click.echo(f"psbridge: warning: {warning}", err=True)
+    return facts
 
 
 def _pfx_password(path: Path, password_stdin: bool) -> str | None:
@@ -259,19 +277,30 @@ def cert_export_cer(pfx: Path, out: Path, force: bool, password_stdin: bool) -> 
 # --------------------------------------------------------------------------- approvals, show, diff, audit
 
 
-def _audit_failure(audit_log: Path, action: str, package_dir: Path | None, exc: Exception, *,
-                   create: bool = True, **details: object) -> None:
-    """Log a refused or failed action before its error propagates; the audit trail shows attempts too.
-
-    create=False (render): record the failure only in an existing log, because input that
-    is refused must not leave files behind on a fresh checkout.
-    """
+def _audit_failure(log: Path, action: str, exc: Exception, package: object = None, **details: object) -> None:
+    """Log a refused or failed action before its error propagates; the audit trail shows attempts too."""
     from . import audit
 
-    if not create and not audit_log.is_file():
-        return
     problems = exc.problems if isinstance(exc, UserError) else (str(exc),)
-    audit.record(audit_log, action, package_dir, "error", problems=list(problems), **details)
+    audit.record(log, action, package, "error", problems=list(problems), **details)
+
+
+def _print_audit_head(log: Path, entry: dict) -> None:  # type: ignore[type-arg]
+    """After each audit write, the new head hash: quote it in the change ticket."""
+    from .audit import head_of
+
+    click.echo(f"audit: {log} head {head_of(entry)}")
+
+
+def _read_package(package_dir: Path, log: Path, action: str):  # type: ignore[no-untyped-def]
+    """Read the package folder once; a folder that is not a package is logged, then refused (exit 2)."""
+    from .package import read_package
+
+    try:
+        return read_package(package_dir)
+    except UserError as exc:
+        _audit_failure(log, action, exc, folder=str(package_dir))
+        raise
 
 
 @cli.command("keygen", context_settings=CONTEXT)
@@ -309,30 +338,38 @@ def keygen_command(out_dir: Path, name: str, ask_passphrase: bool, force: bool) 
 @click.option("--expires", default="7d", show_default=True, help="Validity: Nd, Nh or Nm (minutes), at most 90d.")
 @click.option("--comment", default="", help="Why / change ticket; signed with the approval.")
 @audit_log_option
-def approve_command(package_dir: Path, key_path: Path, expires: str, comment: str, audit_log: Path) -> None:
-    """Sign the package's current digest and add the approval under PACKAGE_DIR/approvals/.
+def approve_command(package_dir: Path, key_path: Path, expires: str, comment: str, audit_log: Path | None) -> None:
+    """Sign the package's digest and add the approval under PACKAGE_DIR/approvals/.
 
-    An encrypted key's passphrase comes from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt.
+    The package must be exactly what this psbridge renders from its plan.json. An
+    encrypted key's passphrase comes from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt.
     Approving again with the same key while your approval is still valid adds nothing.
-    """
-    from . import approvals, audit, keys
 
+    \b
+    Example:
+      psbridge approve output/contoso --key ~/.psbridge/jane-doe.key --expires 3d --comment "CHG-1234"
+    """
+    from . import approvals, audit
+
+    log = _package_log(audit_log, package_dir)
+    package = _read_package(package_dir, log, "approve")
     try:
-        result = approvals.approve_package(package_dir, key_path, approvals.parse_validity(expires), comment)
+        result = approvals.approve_package(package, key_path, approvals.parse_validity(expires), comment)
     except (UserError, RuntimeFailure) as exc:
-        _audit_failure(audit_log, "approve", package_dir, exc, key=str(key_path))
+        _audit_failure(log, "approve", exc, package, key=str(key_path))
         raise
     rec = result.record
-    audit.append(audit_log, "approve", rec["package"], rec["digest"], None,
-                 "approved" if result.created else "already-approved",
-                 approver=rec["approver"], fingerprint=rec["fingerprint"], file=result.path.name,
-                 expires_at=rec["expires_at"], comment=rec["comment"])
+    entry = audit.record(log, "approve", package, "approved" if result.created else "already-approved",
+                         approver=rec["approver"], fingerprint=rec["fingerprint"], file=result.path.name,
+                         expires_at=rec["expires_at"], comment=rec["comment"])
     if result.created:
-        click.echo(f"approved {rec['package']} digest {rec['digest']}")
-        click.echo(f"  by {rec['approver']} (key {rec['fingerprint']}), expires {rec['expires_at']}")
+        click.echo(f"approved {_safe(rec['package'])} digest {rec['digest']}")
+        click.echo(f"  by {_safe(rec['approver'])} (key {rec['fingerprint']}), expires {rec['expires_at']}")
         click.echo(f"  {result.path}")
     else:
-        click.echo(f"already approved by {rec['approver']} until {rec['expires_at']} ({result.path}); nothing added")
+        click.echo(f"already approved by {_safe(rec['approver'])} until {rec['expires_at']} ({result.path}); "
+                   "nothing added")
+    _print_audit_head(log, entry)
 
 
 @cli.command("verify", context_settings=CONTEXT)
@@ -340,39 +377,48 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
 @click.option("--trusted-keys", "trusted_keys", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of approvers' *.pub.json files whose approvals count.")
 @click.option("--min-approvals", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Distinct trusted keys that must have approved the current digest.")
+              help="Distinct trusted people who must have approved the current digest.")
 @click.option("--forbid-key", "forbid_keys", multiple=True, metavar="PUBKEY",
-              help="A key (.pub.json, key file or sha256 fingerprint) whose approval does not count; repeatable.")
+              help="A key (.pub.json, key file or sha256 fingerprint) whose person may not approve; repeatable.")
 @audit_log_option
 def verify_command(
-    package_dir: Path, trusted_keys: Path, min_approvals: int, forbid_keys: tuple[str, ...], audit_log: Path
+    package_dir: Path, trusted_keys: Path, min_approvals: int, forbid_keys: tuple[str, ...], audit_log: Path | None
 ) -> None:
-    """Check that PACKAGE_DIR is exactly what plan.json records and is approved.
+    """Check that PACKAGE_DIR is exactly what psbridge renders from its plan.json, and approved.
 
-    Exit 0 when every file matches, no file was added and at least --min-approvals
-    distinct trusted, unexpired approvals sign the current digest; otherwise print every
-    reason and exit 1 (exit 2 for bad input such as a missing trusted-keys folder).
+    Exit 0 when every file is what this psbridge renders from plan.json's parameters and
+    at least --min-approvals distinct trusted people signed the current digest,
+    unexpired; otherwise print every reason and exit 1 (exit 2 for bad input such as a
+    missing trusted-keys folder).
+
+    \b
+    Example:
+      psbridge verify output/contoso --trusted-keys board-keys/ --min-approvals 2
     """
-    from . import approvals, audit, keys
+    from . import approvals, audit
 
+    log = _package_log(audit_log, package_dir)
+    package = _read_package(package_dir, log, "verify")
+    policy = approvals.ApprovalPolicy(trusted_keys, min_approvals, forbid_keys)
     try:
-        forbidden = [keys.key_fingerprint(spec) for spec in forbid_keys]
-        result = approvals.verify_package(package_dir, trusted_keys, min_approvals, forbidden)
+        result = approvals.verify_package(package, policy)
     except (UserError, RuntimeFailure) as exc:
-        _audit_failure(audit_log, "verify", package_dir, exc)
+        _audit_failure(log, "verify", exc, package)
         raise
-    audit.append(audit_log, "verify", result.package, result.digest, None, "verified" if result.ok else "refused",
-                 min_approvals=min_approvals, reasons=result.reasons,
-                 approvals=[a.to_json() for a in result.approvals_used])
+    entry = audit.record(log, "verify", package, "verified" if result.ok else "refused",
+                         min_approvals=min_approvals, reasons=result.reasons,
+                         approvals=[a.to_json() for a in result.approvals_used])
     for note in result.notes:
-        click.echo(f"note: {note}")
+        click.echo(f"note: {_safe(note)}")
     if not result.ok:
         for reason in result.reasons:
-            click.echo(f"psbridge: refused: {reason}", err=True)
+            click.echo(f"psbridge: refused: {_safe(reason)}", err=True)
+        _print_audit_head(log, entry)
         raise RuntimeFailure(f"{package_dir}: not verified ({len(result.reasons)} reason(s) above)")
-    click.echo(f"verified {result.package} digest {result.digest}")
+    click.echo(f"verified {_safe(result.package)} digest {result.digest}")
     for used in result.approvals_used:
-        click.echo(f"  approved by {used.approver} (key {used.fingerprint[:16]}), expires {used.expires_at}")
+        click.echo(f"  approved by {_safe(used.approver)} (key {used.fingerprint[:16]}), expires {used.expires_at}")
+    _print_audit_head(log, entry)
 
 
 @cli.command("show", context_settings=CONTEXT)
@@ -381,40 +427,48 @@ def verify_command(
 @click.option("--trusted-keys", "trusted_keys", type=click.Path(file_okay=False, path_type=Path),
               help="Also say whether each approval's key is trusted.")
 def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) -> None:
-    """Print a package's name, profile, digest, steps, certificate and approvals with their status."""
+    """Print a package's name, profile, digest, steps, certificate and approvals with their status.
+
+    \b
+    Example:
+      psbridge show output/contoso --trusted-keys board-keys/
+    """
     import json
 
-    from . import approvals, keys
+    from . import approvals
+    from .package import read_package
 
-    summary = approvals.package_summary(package_dir, trusted_keys)
+    summary = approvals.package_summary(read_package(package_dir), trusted_keys)
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
     for label in ("package", "name", "profile", "digest"):
-        click.echo(f"{label + ':':<13}{summary[label]}")
-    problems = summary["integrity"]
-    click.echo(f"{'integrity:':<13}{'files match plan.json' if not problems else f'{len(problems)} problem(s)'}")
+        click.echo(f"{label + ':':<13}{_safe(summary[label])}")
+    problems = summary["integrity"] + summary["reproducible"]
+    verdict = "files match plan.json and psbridge's render" if not problems else f"{len(problems)} problem(s)"
+    click.echo(f"{'integrity:':<13}{verdict}")
     for problem in problems:
-        click.echo(f"  ! {problem}")
+        click.echo(f"  ! {_safe(problem)}")
     click.echo("steps:")
     for step in summary["steps"]:
-        click.echo(f"  {step['index']!s:>2}  {step['id'] or '':<16} {step['kind'] or '':<8} {step['title'] or ''}")
+        click.echo(f"  {_safe(step['index'])!s:>2}  {_safe(step['id'] or ''):<16} {_safe(step['kind'] or ''):<8} "
+                   f"{_safe(step['title'] or '')}")
     if summary["certificate"]:
         click.echo("certificate:")
         for key, value in summary["certificate"].items():
-            click.echo(f"  {key + ':':<12} {value}")
+            click.echo(f"  {_safe(key) + ':':<12} {_safe(value)}")
     trust = "" if summary["trusted_keys_checked"] else " (trust not checked; pass --trusted-keys)"
     click.echo(f"approvals{trust}:" if summary["approvals"] else "approvals:   none")
     for item in summary["approvals"]:
         key = (item["fingerprint"] or "")[:16]
-        click.echo(f"  {item['status']:<16} {item['approver'] or '?'} key {key or '?'} "
-                   f"expires {item['expires_at'] or '?'}  {item['file']}")
+        click.echo(f"  {item['status']:<16} {_safe(item['approver'] or '?')} key {key or '?'} "
+                   f"expires {_safe(item['expires_at'] or '?')}  {_safe(item['file'])}")
         if item["comment"]:
-            click.echo(f"  {'':<16} comment: {item['comment']}")
+            click.echo(f"  {'':<16} comment: {_safe(item['comment'])}")
         for problem in item["problems"]:
-            click.echo(f"  {'':<16} ! {problem}")
+            click.echo(f"  {'':<16} ! {_safe(problem)}")
     for stray in summary["stray_files"]:
-        click.echo(f"  unexpected file {stray}")
+        click.echo(f"  unexpected file {_safe(stray)}")
 
 
 @cli.command("diff", context_settings=CONTEXT)
@@ -426,11 +480,16 @@ def diff_command(old_dir: Path, new_dir: Path) -> None:
     Changed parameters (dotted keys, old -> new), other plan changes, and a unified diff
     of each changed step file; setup.ps1 and REVIEW.md are summarized. Exit 0 when the
     packages are identical (same digest), 1 when they differ, 2 on bad input, like diff(1).
+
+    \b
+    Example:
+      psbridge diff output/contoso-approved output/contoso
     """
+    from .package import read_package
     from .package_diff import diff_packages
 
-    result = diff_packages(old_dir, new_dir)
-    click.echo(result.render(str(old_dir), str(new_dir)), nl=False)
+    result = diff_packages(read_package(old_dir), read_package(new_dir))
+    click.echo(_safe(result.render(str(old_dir), str(new_dir)), keep_newlines=True), nl=False)
     if not result.identical:
         click.get_current_context().exit(1)  # diff(1): 1 = the packages differ, not a failure
 
@@ -455,7 +514,7 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
 
     if head is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", head):
         raise UserError("--head: a 64-digit hex sha256")
-    log = path or DEFAULT_AUDIT_LOG
+    log = audit.resolve_log(path, near=None)
     check = audit.verify(log, head)
     if not check.ok:
         raise RuntimeFailure(f"{log}: line {check.broken_line}: {check.problem} ({check.good_lines} good line(s) before it)")
@@ -468,7 +527,7 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
 #: PSRP layer; tests/test_run_logic.py keeps the two equal.
 _AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
 _CONNECTION_OPTIONS = (
-    click.option("--host", required=True, help="The Dynamics 365 server with the Deployment Tools role."),
+    click.option("--host", help="The Dynamics 365 server (default: the package's [crm] server; another host is refused)."),
     click.option("--port", type=int, help="WinRM port (default 5986 for https, 5985 for http)."),
     click.option("--transport", type=click.Choice(["https", "http"]), default="https", show_default=True),
     click.option("--auth", type=click.Choice(list(_AUTHS)), default="negotiate", show_default=True),
@@ -482,7 +541,7 @@ _CONNECTION_OPTIONS = (
     click.option("--operation-timeout", type=int, default=20, show_default=True, help="WSMan OperationTimeout in seconds (long-poll length)."),
     click.option("--o365-user", help="Office 365 admin for the steps that connect (password: PSBRIDGE_O365_PASSWORD or a prompt)."),
 )
-_CONNECTION_KEYS = ("host", "port", "transport", "auth", "username", "ca_bundle", "no_verify_tls", "client_cert",
+_CONNECTION_KEYS = ("port", "transport", "auth", "username", "ca_bundle", "no_verify_tls", "client_cert",
                     "client_key", "configuration_name", "connection_timeout", "operation_timeout")
 
 
@@ -493,13 +552,13 @@ def connection_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def _connection(options: dict):  # type: ignore[no-untyped-def,type-arg]
-    """The validated connection from the shared options (pops them from `options`)."""
+def _connection(options: dict, host: str):  # type: ignore[no-untyped-def,type-arg]
+    """The validated connection from the shared options (pops them from `options`) to `host`."""
     from .remote import Connection
 
     o = {k: options.pop(k) for k in _CONNECTION_KEYS}
     conn = Connection(
-        host=o["host"], port=o["port"] or (5986 if o["transport"] == "https" else 5985), transport=o["transport"],
+        host=host, port=o["port"] or (5986 if o["transport"] == "https" else 5985), transport=o["transport"],
         auth=o["auth"], username=o["username"], ca_bundle=o["ca_bundle"], verify_tls=not o["no_verify_tls"],
         configuration_name=o["configuration_name"], connection_timeout=o["connection_timeout"],
         operation_timeout=o["operation_timeout"], client_cert=o["client_cert"], client_key=o["client_key"],
@@ -526,127 +585,147 @@ def _ask_step(step) -> str:  # type: ignore[no-untyped-def]
             return answer[0]
 
 
-def _approval_gate(package_dir: Path, plan, texts: dict, trusted_keys: Path | None,  # type: ignore[no-untyped-def,type-arg]
-                   min_approvals: int, forbid_self: bool, operator_key: Path | None):
-    """The check of --require-approval, run immediately before connecting.
+_APPROVAL_OPTIONS = (
+    click.option("--require-approval", is_flag=True,
+                 help="Only a package psbridge renders byte for byte from its plan.json, approved by enough people."),
+    click.option("--trusted-keys", type=click.Path(file_okay=False, path_type=Path),
+                 help="Folder of the approvers' .pub.json files (with --require-approval)."),
+    click.option("--min-approvals", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Distinct trusted people who must have approved."),
+    click.option("--forbid-self-approval", is_flag=True, help="The operator's own approval (--key) does not count."),
+    click.option("--key", "operator_key", type=click.Path(dir_okay=False, path_type=Path),
+                 help="The operator's approval key or .pub.json (with --forbid-self-approval)."),
+    click.option("--forbid-key", "forbid_keys", multiple=True, metavar="PUBKEY",
+                 help="A key (.pub.json, key file or fingerprint) whose person may not approve; repeatable."),
+)
 
-    `verify` must accept the package as it is now, and every step text already read for
-    sending must be the approved bytes (a file swapped after reading is refused too).
-    """
-    from .approvals import verify_package
-    from .keys import key_fingerprint
 
+def approval_options(func):  # type: ignore[no-untyped-def]
+    """The --require-approval gate's options, shared by `run` and `check`."""
+    for option in reversed(_APPROVAL_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _policy(require_approval: bool, trusted_keys: Path | None, min_approvals: int, forbid_self: bool,
+            operator_key: Path | None, forbid_keys: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """The ApprovalPolicy of the options, or None without --require-approval."""
+    from .approvals import ApprovalPolicy
+
+    if not require_approval:
+        if trusted_keys or forbid_self or forbid_keys:
+            raise UserError("--trusted-keys, --forbid-self-approval and --forbid-key need --require-approval")
+        return None
     if trusted_keys is None:
         raise UserError("--require-approval: needs --trusted-keys DIR")
     if forbid_self and operator_key is None:
         raise UserError("--forbid-self-approval: needs --key (the operator's key or .pub.json)")
-    forbidden = [key_fingerprint(str(operator_key))] if forbid_self and operator_key else []
+    forbid = tuple(forbid_keys) + ((str(operator_key),) if forbid_self and operator_key else ())
+    return ApprovalPolicy(trusted_keys, min_approvals, forbid)
 
-    def gate() -> dict:  # type: ignore[type-arg]
-        result = verify_package(package_dir, trusted_keys, min_approvals, forbidden)
-        if not result.ok:
-            for reason in result.reasons:
-                click.echo(f"psbridge: refused: {reason}", err=True)
-            raise RuntimeFailure(f"{package_dir}: not approved ({len(result.reasons)} reason(s) above); nothing ran")
-        for step in plan.steps:
-            if result.files.get(step.file) != texts[step.index][1]:
-                raise RuntimeFailure(f"{package_dir}: {step.file} changed while psbridge was checking it; nothing ran")
-        return {"digest": result.digest, "approvals": [a.to_json() for a in result.approvals_used]}
 
-    return gate
+def _refused(log: Path, action: str, exc: Exception, package_dir: Path, host: str | None) -> None:
+    """Print why the gate refused, and log it, before the exception ends the command."""
+    from .approvals import NotApproved
+
+    from . import audit
+
+    if isinstance(exc, NotApproved):
+        for reason in exc.reasons:
+            click.echo(f"psbridge: refused: {_safe(reason)}", err=True)
+    problems = list(exc.problems) if isinstance(exc, UserError) else list(getattr(exc, "reasons", [str(exc)]))
+    audit.record(log, action, None, "refused", problems=problems, folder=str(package_dir), host=host)
 
 
 @cli.command("run", context_settings=CONTEXT)
 @click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
 @connection_options
-@click.option("--from-step", type=int, help="Continue a failed run at step N (re-runs only the session steps N needs).")
+@click.option("--from-step", type=click.IntRange(min=1), help="Continue a failed run at step N (re-runs only the session steps N needs).")
 @click.option("--step", "step_mode", is_flag=True, help="Ask before each step: y run, n skip, q quit.")
-@click.option("--step-timeout", type=float, default=900.0, show_default=True, help="Seconds per step before it is stopped and reported UNKNOWN.")
+@click.option("--step-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0, show_default=True,
+              help="Seconds per step before it is stopped and reported UNKNOWN.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line instead of progress lines.")
 @click.option("--verify", "verify_after", is_flag=True, help="After the last step, run the read-only probes of `psbridge check` and record them.")
-@click.option("--require-approval", is_flag=True, help="Run only a package that `psbridge verify` accepts (checked right before connecting).")
-@click.option("--trusted-keys", type=click.Path(file_okay=False, path_type=Path), help="Folder of the approvers' .pub.json files.")
-@click.option("--min-approvals", type=int, default=1, show_default=True, help="Distinct trusted approvals required.")
-@click.option("--forbid-self-approval", is_flag=True, help="The operator's own approval (--key) does not count.")
-@click.option("--key", "operator_key", type=click.Path(dir_okay=False, path_type=Path), help="The operator's approval key or .pub.json.")
+@approval_options
 @audit_log_option
 def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout: float, as_json: bool,
         verify_after: bool, require_approval: bool, trusted_keys: Path | None, min_approvals: int,
-        forbid_self_approval: bool, operator_key: Path | None, audit_log: Path, **options: object) -> None:
+        forbid_self_approval: bool, operator_key: Path | None, forbid_keys: tuple[str, ...],
+        audit_log: Path | None, **options: object) -> None:
     """Run a rendered package on the CRM server over PowerShell Remoting, step by step.
 
     \b
-    Every step file is checked against plan.json before connecting. One runspace runs
-    all steps with $ErrorActionPreference = 'Stop'; the run stops at the first step that
-    fails (exit 1) or whose outcome is unknown (timeout, lost connection: exit 4), and
-    prints the exact command to continue. Exit 3: could not connect or authenticate.
-    A record of the run is written to PACKAGE_DIR/runs/<UTC time>.jsonl.
+    The package is read once and checked (every file as plan.json records, the steps as
+    psbridge's catalogue computes them; with --require-approval also byte-identical to
+    psbridge's render and approved) before any secret is asked for; only those bytes
+    are sent. One runspace runs all steps with $ErrorActionPreference = 'Stop'; the run
+    stops at the first step that fails (exit 1) or whose outcome is unknown (timeout,
+    lost connection: exit 4), and prints the exact command to continue. Exit 3: could
+    not connect or authenticate. Records: PACKAGE_DIR/runs/<UTC time>.jsonl and the
+    audit log (its run-start line is written before connecting, or nothing runs).
 
     \b
     Example:
-      PSBRIDGE_WINRM_PASSWORD=… psbridge run output/contoso --host crm01.contoso.com \
+      PSBRIDGE_WINRM_PASSWORD=… psbridge run output/contoso \\
           --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
     """
     from . import audit
-    from .remote import ConnectFailure, prepare, read_step_secrets, read_winrm_password, run_package
-    from .runner import HumanReporter, JsonReporter, secrets_needed
+    from .remote import ConnectFailure, read_step_secrets, read_winrm_password, run_package
+    from .runner import HumanReporter, JsonReporter, RunSettings, prepare, secrets_needed
 
-    if step_timeout <= 0:
-        raise UserError("--step-timeout: must be more than 0 seconds")
-    o365_user = options.pop("o365_user")
-    conn = _connection(options)
-    # Before any secret is asked for or any connection is made: the package must be intact.
-    plan, selected, texts = prepare(package_dir, from_step)
-    gate = (_approval_gate(package_dir, plan, texts, trusted_keys, min_approvals, forbid_self_approval, operator_key)
-            if require_approval else None)
-    probes = None
-    if verify_after:
-        from .runner import read_probe_texts
-
-        probes = read_probe_texts(package_dir)
-    secrets = read_step_secrets(secrets_needed(selected), o365_user)  # type: ignore[arg-type]
+    log = _package_log(audit_log, package_dir)
+    policy = _policy(require_approval, trusted_keys, min_approvals, forbid_self_approval, operator_key, forbid_keys)
+    host_option = options.pop("host")
+    try:  # before any secret is asked for or any connection made: the package, its approval, the host
+        prepared = prepare(package_dir, host_option, from_step=from_step, policy=policy)  # type: ignore[arg-type]
+    except (UserError, RuntimeFailure) as exc:
+        _refused(log, "run", exc, package_dir, host_option)  # type: ignore[arg-type]
+        raise
+    package = prepared.package
+    conn = _connection(options, prepared.host)
+    settings = RunSettings(
+        o365_user=options.pop("o365_user"), step_timeout=step_timeout, step_mode=step_mode,  # type: ignore[arg-type]
+        as_json=as_json, verify=verify_after, require_approval=require_approval, trusted_keys=trusted_keys,
+        min_approvals=min_approvals, forbid=policy.forbid if policy else (), audit_log=audit_log,
+    )
+    secrets = read_step_secrets(secrets_needed(prepared.selected), settings.o365_user)
     winrm_password = read_winrm_password(conn)
     _warn_if_unverified(conn)
+    approval = None
+    if prepared.approval is not None:
+        approval = {"digest": prepared.approval.digest,
+                    "approvals": [a.to_json() for a in prepared.approval.approvals_used]}
 
-    after_success = _verify_hook(package_dir, probes, secrets, step_timeout, as_json) if probes is not None else None
+    def before_connect(start: dict) -> None:  # type: ignore[type-arg]
+        # No step is sent unless the run could be recorded first.
+        audit.record(log, "run", package, "started", host=conn.host, user=conn.username,
+                     steps=start["steps"], record=start["record"])
+
     emit = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
-    extra: list[str] = ["--o365-user", str(o365_user)] if o365_user else []
-    if step_timeout != 900.0:
-        extra += ["--step-timeout", f"{step_timeout:g}"]
-    extra += ["--step"] if step_mode else []
-    extra += ["--json"] if as_json else []
-    if require_approval:
-        extra += ["--require-approval", "--trusted-keys", str(trusted_keys), "--min-approvals", str(min_approvals)]
-        extra += ["--forbid-self-approval", "--key", str(operator_key)] if forbid_self_approval else []
+    after_success = _verify_hook(package, secrets, step_timeout, as_json) if verify_after else None
     try:
-        result = run_package(
-            package_dir, plan, selected, texts, conn, winrm_password, secrets,
-            step_timeout=step_timeout, emit=emit, confirm=_ask_step if step_mode else None, from_step=from_step,
-            continue_extra=tuple(extra), gate=gate, after_success=after_success,
-        )
+        result = run_package(package, prepared.selected, conn, winrm_password, secrets, settings, emit=emit,
+                             confirm=_ask_step if step_mode else None, from_step=from_step, approval=approval,
+                             before_connect=before_connect, after_success=after_success)
     except ConnectFailure as exc:
-        audit.record(audit_log, "run", package_dir, "connect-failed", host=conn.host)
-        click.echo(f"psbridge: could not connect: {exc}", err=True)
+        audit.record(log, "run", package, "connect-failed", host=conn.host)
+        click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
-    except RuntimeFailure:
-        audit.record(audit_log, "run", package_dir, "refused", host=conn.host)
-        raise
     outcome = {0: "ok", 1: "failed", 4: "unknown"}.get(result.exit_code, f"exit {result.exit_code}")
-    audit.record(audit_log, "run", package_dir, outcome, host=conn.host, steps=[s.index for s in selected])
+    entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected])
+    if not as_json:
+        _print_audit_head(log, entry)
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
 
 
-def _verify_hook(package_dir: Path, probes: dict, secrets, timeout: float, as_json: bool):  # type: ignore[no-untyped-def,type-arg]
+def _verify_hook(package, secrets, timeout: float, as_json: bool):  # type: ignore[no-untyped-def]
     """`run --verify`: the probes of `check`, in the run's session, after its last step."""
-    from .plan import read_plan_json
     from .remote import check_in_session
-
-    plan_json = read_plan_json(package_dir)
 
     def after_success(session, redact):  # type: ignore[no-untyped-def]
         # The session is already connected by the run's step 04: no session step is sent again.
-        report = check_in_session(session, plan_json, probes, [], secrets, timeout, redact)
+        report = check_in_session(session, package, [], secrets, timeout, redact)
         _print_check(report, as_json=as_json)
         return report.as_json()
 
@@ -662,12 +741,12 @@ def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-d
         return
     total = len(report.verdicts)
     for v in report.verdicts:
-        line = f"[{v.index:02d}/{total:02d}] {v.id:<16} {v.verdict:<12} {v.detail}"
+        line = f"[{v.index:02d}/{total:02d}] {v.id:<16} {v.verdict:<12} {_safe(v.detail)}"
         if v.before is not None or v.after is not None:
-            line += f"  ({v.before} -> {v.after})"
+            line += f"  ({_safe(v.before)} -> {_safe(v.after)})"
         click.echo(line.rstrip())
     for note in report.notes:
-        click.echo(f"note: {note}")
+        click.echo(f"note: {_safe(note)}")
     words = {0: "nothing would change", 5: "the package would change something", 1: "the check failed or a step is blocked"}
     click.echo(f"check: {words[report.exit_code]} (exit {report.exit_code})")
 
@@ -676,51 +755,65 @@ def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-d
 @click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
 @connection_options
 @click.option("--no-entra", is_flag=True, help="Skip Entra ID (it needs the session steps 03 and 04 and their secrets).")
-@click.option("--probe-timeout", type=float, default=300.0, show_default=True, help="Seconds per probe.")
+@click.option("--probe-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              help="Seconds per probe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as one JSON document.")
-def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool, **options: object) -> None:
+@approval_options
+@audit_log_option
+def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool, require_approval: bool,
+          trusted_keys: Path | None, min_approvals: int, forbid_self_approval: bool, operator_key: Path | None,
+          forbid_keys: tuple[str, ...], audit_log: Path | None, **options: object) -> None:
     """Read the live state and say what the package would change, like `terraform plan`.
 
     \b
     Read-only: it sends the package's probe scripts (probes/, approved with the package)
-    and, for Entra ID, only the session steps (03 session, 04 connect); never a step that
-    changes state. Per step: in place, will change (before -> after), blocked or cannot
-    tell. Exit 0 nothing would change, 5 something would change, 1 a probe failed or a
-    step is blocked, 3 could not connect.
+    and, for Entra ID, only the session steps the catalogue names (03 session, 04
+    connect); never a step that changes state, whatever plan.json says. Per step: in
+    place, will change (before -> after), blocked or cannot tell. Exit 0 nothing would
+    change, 5 something would change, 1 a probe failed or a step is blocked, 3 could
+    not connect.
 
     \b
     Example:
-      psbridge check output/contoso --host crm01.contoso.com --username 'CONTOSO\\crmadmin' \
+      psbridge check output/contoso --username 'CONTOSO\\crmadmin' \\
           --o365-user admin@contoso.onmicrosoft.com
     """
-    from .plan import read_plan_json
-    from .remote import ConnectFailure, check_in_session, open_session, read_step_secrets, read_winrm_password
-    from .runner import Redactor, load_plan, read_probe_texts, read_step_texts, secrets_needed, session_steps_for
+    from .remote import ConnectFailure, check_package, check_steps, read_step_secrets, read_winrm_password
+    from .runner import prepare, secrets_needed
 
-    o365_user = options.pop("o365_user")
-    conn = _connection(options)
-    plan = load_plan(package_dir)
-    texts = read_step_texts(package_dir, plan)
-    probes = read_probe_texts(package_dir)
-    plan_json = read_plan_json(package_dir)
-    entra = None if no_entra else session_steps_for(plan, "connect")
-    secrets = read_step_secrets(secrets_needed(entra or []), o365_user)  # type: ignore[arg-type]
+    log = _package_log(audit_log, package_dir)
+    policy = _policy(require_approval, trusted_keys, min_approvals, forbid_self_approval, operator_key, forbid_keys)
+    host_option = options.pop("host")
+    try:
+        prepared = prepare(package_dir, host_option, policy=policy)  # type: ignore[arg-type]
+    except (UserError, RuntimeFailure) as exc:
+        if policy is not None:
+            _refused(log, "check", exc, package_dir, host_option)  # type: ignore[arg-type]
+        raise
+    conn = _connection(options, prepared.host)
+    entra = check_steps(prepared.package, entra=not no_entra)
+    secrets = read_step_secrets(secrets_needed(entra or []), options.pop("o365_user"))  # type: ignore[arg-type]
     winrm_password = read_winrm_password(conn)
     _warn_if_unverified(conn)
-    redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
     try:
-        session = open_session(conn, winrm_password, redact, exchange_keys=bool(secrets_needed(entra or [])))
+        report = check_package(prepared.package, conn, winrm_password, secrets, entra=not no_entra,
+                               timeout=probe_timeout)
     except ConnectFailure as exc:
-        click.echo(f"psbridge: could not connect: {exc}", err=True)
+        click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
-    try:
-        entra_steps = None if entra is None else [(s, texts[s.index][0]) for s in entra]
-        report = check_in_session(session, plan_json, probes, entra_steps, secrets, probe_timeout, redact)
-    finally:
-        session.close()
     _print_check(report, as_json=as_json)
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)
+
+
+def _safe(value: object, *, keep_newlines: bool = False) -> str:
+    """Text that came from outside (files, keys, the server), with control characters escaped."""
+    from .text import printable
+
+    text = str(value)
+    if keep_newlines:
+        return "\n".join(printable(line) for line in text.split("\n"))
+    return printable(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Writing files so that nothing is ever half-written or briefly readable by others.
+"""Writing and hashing files, so that nothing is ever half-written or briefly readable by others.
 
 Every file psbridge writes outside a package (parameters files, keys, certificates,
 approvals) goes through here: a temporary file in the target's folder, created with its
@@ -8,12 +8,18 @@ which fails atomically when the name was taken in the meantime.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import UserError
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256, the one hash psbridge uses for files, packages and records."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_file(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
-from .files import write_file
-from .plan import sha256_hex
+from .files import sha256_hex, write_file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; keeps cryptography out of import time
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -297,3 +296,19 @@ def _fingerprint_of_bare_private_key(path: Path) -> str:
     if not isinstance(key, Ed25519PrivateKey):
         raise UserError(f"{path}: not an Ed25519 key")
     return fingerprint(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def identity_key(identity: str) -> str:
+    """The person an identity names, for counting approvals: people, not keys.
+
+    The case-folded e-mail address inside `<…>` when there is one (`Jane Doe
+    <JANE@contoso.com>` -> `jane@contoso.com`), else the NFC-normalised, case-folded
+    identity with runs of whitespace collapsed.
+    """
+    import unicodedata
+
+    text = unicodedata.normalize("NFC", identity)
+    match = re.search(r"<([^<>]+)>", text)
+    if match and match.group(1).strip():
+        return match.group(1).strip().casefold()
+    return " ".join(text.split()).casefold()

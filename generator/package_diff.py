@@ -13,10 +13,9 @@ import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .plan import change_files, package_digest
+from .package import Package
 
 #: plan.json keys shown elsewhere in the diff (parameters) or derived from the files (hashes).
 _PLAN_KEYS_SKIPPED = frozenset({"parameters", "files", "steps"})
@@ -90,20 +89,17 @@ class PackageDiff:
         return text + "".join(self.patches)
 
 
-def diff_packages(old_dir: Path, new_dir: Path) -> PackageDiff:
-    """Compare two package folders (UserError if either is not a package)."""
-    from .plan import read_plan_json
-
-    old_plan, new_plan = read_plan_json(old_dir), read_plan_json(new_dir)
-    result = PackageDiff(package_digest(old_dir), package_digest(new_dir))
+def diff_packages(old: Package, new: Package) -> PackageDiff:
+    """Compare two packages read once (`package.read_package`); nothing is read from disk here."""
+    result = PackageDiff(old.digest, new.digest)
     if result.identical:
         return result
+    old_plan, new_plan = old.plan, new.plan
     result.parameters = changed_keys(_mapping(old_plan.get("parameters")), _mapping(new_plan.get("parameters")))
     result.plan = changed_keys(_plan_facts(old_plan), _plan_facts(new_plan))
     result.plan += changed_keys(_step_facts(old_plan), _step_facts(new_plan))
-    old_files, new_files = set(change_files(old_dir)), set(change_files(new_dir))
-    for rel in sorted((old_files | new_files) - {"plan.json"}):
-        _compare_file(result, old_dir, new_dir, rel, rel in old_files, rel in new_files)
+    for rel in sorted((set(old.files) | set(new.files)) - {"plan.json"}):
+        _compare_file(result, rel, old.files.get(rel), new.files.get(rel))
     return result
 
 
@@ -124,10 +120,10 @@ def _plan_facts(plan: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in plan.items() if k not in _PLAN_KEYS_SKIPPED}
 
 
-def _compare_file(result: PackageDiff, old_dir: Path, new_dir: Path, rel: str, in_old: bool, in_new: bool) -> None:
+def _compare_file(result: PackageDiff, rel: str, old_data: bytes | None, new_data: bytes | None) -> None:
     """Record one file's status; step files (and anything not summarized) get a unified diff."""
-    old = (old_dir / rel).read_bytes() if in_old else b""
-    new = (new_dir / rel).read_bytes() if in_new else b""
+    in_old, in_new = old_data is not None, new_data is not None
+    old, new = old_data or b"", new_data or b""
     if in_old and in_new and old == new:
         return
     status = "added" if not in_old else "removed" if not in_new else "changed"

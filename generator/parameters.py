@@ -256,9 +256,37 @@ class Certificate(BaseModel):
         return self
 
 
+def host_name(value: str) -> str:
+    """The CRM server's host name (LDH labels; a single label such as crm01 is allowed) or IPv4 address."""
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(value)
+        return value
+    except ValueError:
+        pass
+    if not value.isascii() or not re.fullmatch(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?", value):
+        raise ValueError("must be a host name such as crm01.contoso.local (letters, digits, '-', dots) or an IPv4 address")
+    if len(value) > 253:
+        raise ValueError("a host name has at most 253 characters")
+    return value
+
+
+def normalize_host(value: str) -> str:
+    """Host names compare case-insensitively and without a trailing dot."""
+    return value.rstrip(".").lower()
+
+
+HostName = Annotated[str, AfterValidator(host_name)]
+
+
 class Crm(BaseModel):
     model_config = STRICT
     root_domain: RootDomain = Field(description="'*.' + the domain where Dynamics 365 Server is, e.g. *.contoso.com.")
+    server: HostName | None = Field(
+        None, description="The Dynamics 365 server `run` and `check` connect to (part of what is approved); "
+        "they default --host to it and refuse another host.",
+    )
     tools_dir: FolderPath = Field(
         "C:\\Program Files\\Microsoft Dynamics CRM\\Tools",
         description="Folder on the CRM server that holds CertificateReconfiguration.ps1.",

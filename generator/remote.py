@@ -23,25 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from . import __version__
-from .errors import UserError
-from .plan import package_digest
+from .errors import ExitCode, UserError
+from .package import Package, PackageStep
 from .runner import (
+    Confirm,
     ContinueCommand,
     Executor,
     PipelineReport,
-    Plan,
-    PlanStep,
     Redactor,
     RemoteError,
     RunRecord,
     RunResult,
-    load_plan,
-    read_step_texts,
+    RunSettings,
     secrets_needed,
-    select_steps,
+    session_steps,
     utc_now,
 )
 from .secrets import read_secret
@@ -54,7 +50,7 @@ QUIET_LOGGERS = ("pypsrp", "requests", "urllib3", "spnego", "psrpcore", "request
 class ConnectFailure(Exception):
     """Could not connect or authenticate; nothing ran. Exit code 3. The message is one line."""
 
-    exit_code = 3
+    exit_code = ExitCode.CONNECT
 
 
 @dataclass(frozen=True)
@@ -366,7 +362,7 @@ def read_winrm_password(conn: Connection) -> str | None:
     return None
 
 
-def step_parameters(step: PlanStep, secrets: StepSecrets) -> dict[str, Any]:
+def step_parameters(step: PackageStep, secrets: StepSecrets) -> dict[str, Any]:
     """The step's secret parameters as PSRP values: SecureString and PSCredential, never plain strings."""
     from pypsrp.complex_objects import PSCredential
     from pypsrp.serializer import TaggedValue
@@ -382,41 +378,37 @@ def step_parameters(step: PlanStep, secrets: StepSecrets) -> dict[str, Any]:
     return params
 
 
-def prepare(package_dir: Path, from_step: int | None) -> tuple[Plan, list[PlanStep], dict[int, tuple[str, str]]]:
-    """Everything that must hold before a connection is opened: plan, selection, unchanged files."""
-    plan = load_plan(package_dir)
-    selected = select_steps(plan, from_step)
-    texts = read_step_texts(package_dir, plan)
-    return plan, selected, texts
+#: Called right before connecting with the run-start facts; raises to refuse the run (audit log).
+BeforeConnect = Callable[[dict[str, Any]], None]
 
 
 def run_package(
-    package_dir: Path,
-    plan: Plan,
-    selected: list[PlanStep],
-    texts: dict[int, tuple[str, str]],
+    package: Package,
+    selected: list[PackageStep],
     conn: Connection,
     winrm_password: str | None,
     secrets: StepSecrets,
+    settings: RunSettings,
     *,
-    step_timeout: float,
     emit: Callable[[dict[str, Any]], None],
-    confirm: Callable[[PlanStep], Any] | None = None,
+    confirm: Confirm | None = None,
     from_step: int | None = None,
-    continue_extra: tuple[str, ...] = (),
-    gate: Callable[[], dict[str, Any]] | None = None,
+    approval: dict[str, Any] | None = None,
+    before_connect: BeforeConnect | None = None,
     after_success: Callable[[PSRPSession, Redactor], dict[str, Any]] | None = None,
 ) -> RunResult:
-    """Connect, run the selected steps, keep the run record. Raises ConnectFailure (exit 3).
+    """Record, connect, run the selected steps of the verified package. Raises ConnectFailure (exit 3).
 
-    `gate` runs immediately before connecting (the approval check of --require-approval):
-    it raises to refuse, or returns facts for the record. `after_success` runs in the same
-    session when every step succeeded (--verify) and its result is recorded.
+    Every text sent comes from `package` (read once and judged before this call).
+    `approval` is what the approval gate found, copied into the record. `before_connect`
+    (the audit log's run-start line) runs after the record exists and before the
+    connection opens: if either cannot be written, nothing is sent. `after_success`
+    runs in the same session when every step succeeded (--verify) and its result is
+    recorded.
     """
     silence_libraries()
     redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
-    digest = package_digest(package_dir)
-    record = RunRecord(package_dir)
+    record = RunRecord(package.path)  # type: ignore[arg-type]
 
     def both(event: dict[str, Any]) -> None:
         # Remote text (output, errors, warnings) is redacted where it enters the events, in
@@ -424,46 +416,47 @@ def run_package(
         record.write(event)
         emit(event)
 
-    both({
-        "event": "run-start", "started": utc_now(), "tool_version": __version__, "package": plan.name,
-        "package_digest": digest, "host": conn.host, "port": conn.port,
+    start = {
+        "event": "run-start", "started": utc_now(), "tool_version": __version__, "package": package.name,
+        "package_digest": package.digest, "host": conn.host, "port": conn.port,
         "transport": conn.transport, "auth": conn.auth, "user": conn.username, "o365_user": secrets.o365_user,
         "configuration_name": conn.configuration_name, "from_step": from_step,
         "steps": [s.index for s in selected], "record": str(record.path),
-    })
-    if gate is not None:
-        try:
-            both({"event": "approval", **gate()})
-        except Exception as exc:
-            both({"event": "run-end", "exit_code": 1, "ended": utc_now(), "stopped_at": None,
-                  "reason": "not-approved", "summary": [redact(str(exc))]})
-            record.close()
-            raise
+    }
+    try:
+        both(start)
+        if approval is not None:
+            both({"event": "approval", **approval})
+        if before_connect is not None:
+            before_connect(start)
+    except BaseException:
+        record.close()
+        raise
     session = PSRPSession(conn, winrm_password)
     try:
         try:
             session.open(exchange_keys=bool(secrets_needed(selected)))
         except ConnectFailure as exc:
             message = redact(str(exc))
-            both({"event": "run-end", "exit_code": 3, "ended": utc_now(), "stopped_at": None,
+            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
                   "reason": "connect-failed", "summary": [message]})
             raise ConnectFailure(message) from None
         except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
             message = describe_connect_error(exc, conn, redact)
-            both({"event": "run-end", "exit_code": 3, "ended": utc_now(), "stopped_at": None,
+            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
                   "reason": "connect-failed", "summary": [message]})
             raise ConnectFailure(message) from None
         executor = Executor(
-            plan, selected, texts, lambda step: step_parameters(step, secrets), both, redact,
-            ContinueCommand(str(package_dir), conn.continue_options() + continue_extra),
-            step_timeout=step_timeout, confirm=confirm,
+            package.steps, selected, lambda step: step_parameters(step, secrets), both, redact,
+            ContinueCommand(str(package.path), conn.continue_options() + settings.options()),
+            step_timeout=settings.step_timeout, confirm=confirm,
         )
         try:
             result = executor.run(session)
             if result.exit_code == 0 and after_success is not None:
                 both({"event": "verify", **after_success(session, redact)})
             return result
-        except (KeyboardInterrupt, click.exceptions.Abort):
+        except KeyboardInterrupt:
             # Ctrl-C outside a step (a step handles its own): the record still says how it ended.
             both({"event": "run-end", "exit_code": 130, "ended": utc_now(), "stopped_at": None,
                   "reason": "interrupted", "summary": ["interrupted by the operator between steps"]})
@@ -471,8 +464,6 @@ def run_package(
     finally:
         session.close()
         record.close()
-
-
 
 
 # -- psbridge check: read-only probes ---------------------------------------------
@@ -506,6 +497,7 @@ def run_probes(session: PSRPSession, probes: Mapping[str, str], timeout: float,
 def open_session(conn: Connection, winrm_password: str | None, redact: Callable[[str], str],
                  *, exchange_keys: bool) -> PSRPSession:
     """Connect and open the runspace, or raise ConnectFailure with one line."""
+    silence_libraries()
     session = PSRPSession(conn, winrm_password)
     try:
         session.open(exchange_keys=exchange_keys)
@@ -518,21 +510,29 @@ def open_session(conn: Connection, winrm_password: str | None, redact: Callable[
     return session
 
 
-def check_in_session(session: PSRPSession, plan_json: Mapping[str, Any], probes: Mapping[str, str],
-                     entra_steps: list[tuple[PlanStep, str]] | None, secrets: StepSecrets, timeout: float,
-                     redact: Callable[[str], str]) -> Any:
+def check_steps(package: Package, *, entra: bool) -> list[PackageStep] | None:
+    """The steps `check` may send besides the probes: the session steps that connect to Entra ID.
+
+    Taken from the catalogue through the verified package: never a step that changes state.
+    """
+    return session_steps(package.steps, "connect") if entra else None
+
+
+def check_in_session(session: PSRPSession, package: Package, entra_steps: list[PackageStep] | None,
+                     secrets: StepSecrets, timeout: float, redact: Callable[[str], str]) -> Any:
     """Probe the server (and, after the session steps, Entra ID) and judge every step."""
     from .check import evaluate
     from .runner import Outcome, classify
 
+    probes = package.probes
     local = {name: text for name, text in probes.items() if name != "entra"}
     answers, notes = run_probes(session, local, timeout, redact)
     if entra_steps is None:
         notes.append("probe entra skipped (--no-entra)")
     elif not session.broken:
         connected = True
-        for step, text in entra_steps:
-            report = session.run_step(text, step_parameters(step, secrets), timeout)
+        for step in entra_steps:
+            report = session.run_step(step.text, step_parameters(step, secrets), timeout)
             if classify(report) is not Outcome.OK:
                 reason = report.errors[0].message if report.errors else (report.transport_error or report.state)
                 notes.append(redact(f"step {step.index:02d} {step.id} failed, so probe entra did not run: {reason}"))
@@ -542,6 +542,18 @@ def check_in_session(session: PSRPSession, plan_json: Mapping[str, Any], probes:
             more, more_notes = run_probes(session, {"entra": probes["entra"]}, timeout, redact)
             answers.update(more)
             notes += more_notes
-    report = evaluate(plan_json, answers)
+    report = evaluate(package.plan, answers)
     report.notes.extend(notes)
     return report
+
+
+def check_package(package: Package, conn: Connection, winrm_password: str | None, secrets: StepSecrets, *,
+                  entra: bool, timeout: float) -> Any:
+    """`psbridge check`: connect, probe, judge, disconnect. Raises ConnectFailure (exit 3)."""
+    entra_steps = check_steps(package, entra=entra)
+    redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
+    session = open_session(conn, winrm_password, redact, exchange_keys=bool(secrets_needed(entra_steps or [])))
+    try:
+        return check_in_session(session, package, entra_steps, secrets, timeout, redact)
+    finally:
+        session.close()

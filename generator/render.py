@@ -8,7 +8,9 @@ Two environments, one rule each:
 - The Markdown template (REVIEW.md) shows any plain value as a code span and code as fenced
   blocks whose fence is longer than any backtick run inside, so no parameter can change the
   structure of the review document.
-The renderer knows nothing about PSRP or the disk; `plan` writes what it returns.
+The renderer knows nothing about PSRP or the disk: it returns file names and bytes, which
+`package.Package` wraps and `writer` writes. Every fact about the steps (kinds, needs,
+inputs, constants, probes) comes from `catalogue`.
 """
 
 from __future__ import annotations
@@ -25,19 +27,24 @@ from urllib.parse import urlsplit
 import jinja2
 
 from . import __version__
-from .check import PROBES, PROFILE_MODULES, service_account_identity
+from .catalogue import (
+    CONSTANTS,
+    PROBES,
+    PROFILE_MODULES,
+    Step,
+    catalogue,
+    inputs_for,
+    probe_file,
+    resume_thresholds,
+    service_account_identity,
+    step_entry,
+)
+from .files import sha256_hex
 from .parameters import Parameters
-from .plan import FORMAT_VERSION, Package, plan_json_bytes, sha256_hex
 from .powershell import PowerShellLiteral, quote
-from .steps import Step, catalogue, resume_thresholds
 
-#: The article's constants, passed to templates as data so that they are quoted like any value
-#: and recorded in plan.json for the reviewer.
-CONSTANTS: dict[str, str] = {
-    "crm_app_id": "00000007-0000-0000-c000-000000000000",
-    "acs_principal_id": "00000001-0000-0000-c000-000000000000",
-    "metadata_url": "https://accounts.accesscontrol.windows.net/metadata/json/1",
-}
+#: Version of plan.json's layout (package.py reads only this version).
+FORMAT_VERSION = 1
 
 BOM = b"\xef\xbb\xbf"
 
@@ -187,16 +194,6 @@ def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) 
     return out
 
 
-def _inputs(step: Step, params: Parameters) -> dict[str, str]:
-    """The secret parameters a step takes in this package.
-
-    Profile graph with app-only sign-in ([graph] client_id...) connects with a certificate
-    in the server's store, so step 04 then takes no access token.
-    """
-    app_only = params.graph is not None and params.graph.client_id is not None
-    return {name: kind for name, kind in step.inputs.items() if not (app_only and kind == "graph_token")}
-
-
 def render_probes(params: Parameters) -> dict[str, bytes]:
     """The read-only probe scripts of `psbridge check`, rendered into the package for review."""
     ps_env, _ = _environments()
@@ -206,7 +203,7 @@ def render_probes(params: Parameters) -> dict[str, bytes]:
             p=params, c=CONSTANTS, modules=PROFILE_MODULES[params.profile],
             service_account_identity=service_account_identity(params.certificate.service_account),
         )
-        out[f"probes/{name}.ps1"] = _crlf_bom(text)
+        out[probe_file(name)] = _crlf_bom(text)
     return out
 
 
@@ -227,12 +224,43 @@ def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Paramete
         "where": Trusted(_where(s)),
         "changes_state_text": Trusted("yes" if s.changes_state else "no"),
         "kind_session": s.kind == "session",
-        "inputs": ", ".join(_inputs(s, params)),
+        "inputs": ", ".join(inputs_for(s, params)),
     }
 
 
-def render_package(params: Parameters, certificate: dict[str, Any] | None = None) -> Package:
-    """The whole package in memory: step files, setup.ps1, REVIEW.md and plan.json."""
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered package in memory: its name and each file's relative POSIX path -> exact bytes."""
+
+    name: str
+    files: dict[str, bytes]
+
+
+def plan_json_bytes(plan: dict[str, object]) -> bytes:
+    """plan.json: one top-level key per line, then one entry (a table, a step, a probe) per line.
+
+    Readable and diff-friendly for a reviewer, and each value is encoded by the json
+    module's C encoder (`indent=` would switch to the pure-Python one, the slowest part
+    of a render).
+    """
+    def dump(value: object) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+    lines = []
+    for key, value in plan.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            items = ",\n".join(f"    {dump(v)}" for v in value)
+            lines.append(f"  {dump(key)}: [\n{items}\n  ]")
+        elif isinstance(value, dict) and value:
+            items = ",\n".join(f"    {dump(k)}: {dump(v)}" for k, v in value.items())
+            lines.append(f"  {dump(key)}: {{\n{items}\n  }}")
+        else:
+            lines.append(f"  {dump(key)}: {dump(value)}")
+    return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
+
+
+def render_package(params: Parameters, certificate: dict[str, Any] | None = None) -> Rendered:
+    """The whole package in memory: step files, probes, setup.ps1, REVIEW.md and plan.json."""
     ps_env, md_env = _environments()
     steps = catalogue(params.profile)
     rendered = render_steps(params, certificate)
@@ -262,26 +290,20 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "constants": CONSTANTS,
         **({"certificate": certificate} if certificate is not None else {}),
         "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review)},
-        "steps": [
-            {
-                "index": r.step.index,
-                "id": r.step.id,
-                "title": r.step.title,
-                "file": r.step.file,
-                "sha256": r.sha256,
-                "changes_state": r.step.changes_state,
-                "kind": r.step.kind,
-                "needs": list(r.step.needs),
-                "inputs": _inputs(r.step, params),
-            }
-            for r in rendered
-        ],
-        "probes": [{"id": f.split("/")[1].removesuffix(".ps1"), "file": f, "sha256": sha256_hex(b)}
-                   for f, b in probes.items()],
+        "steps": [_plan_step(r, params) for r in rendered],
+        "probes": [{"id": name, "file": probe_file(name), "sha256": sha256_hex(probes[probe_file(name)])}
+                   for name in PROBES],
     }
     files_out = {r.step.file: r.data for r in rendered}
     files_out.update(probes)
     files_out["setup.ps1"] = setup
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = plan_json_bytes(plan)
-    return Package(name=params.name, files=files_out)
+    return Rendered(name=params.name, files=files_out)
+
+
+def _plan_step(rendered: RenderedStep, params: Parameters) -> dict[str, Any]:
+    """A step's plan.json entry: the catalogue's facts with the file's sha256 after `file`."""
+    entry = step_entry(rendered.step, params)
+    ordered = {k: entry[k] for k in ("index", "id", "title", "file")}
+    return {**ordered, "sha256": rendered.sha256, **entry}

@@ -1,8 +1,8 @@
 """What `psbridge run` decides, kept apart from how it talks to the server.
 
-Everything here is free of pypsrp so it can be tested without a network: reading
-plan.json and checking every step file against its sha256, choosing the steps
-(`--from-step` through `steps.resume_selection`), the outcome of a step from what
+Everything here is free of pypsrp so it can be tested without a network: choosing
+the steps of a verified package (`--from-step` through `catalogue.resume_selection`),
+the outcome of a step from what
 the pipeline reported, the events shown to the operator, the run record, secret
 redaction and the closing summary with the exact command to continue.
 The I/O side (generator/remote.py) implements `StepSession` with pypsrp.
@@ -10,7 +10,6 @@ The I/O side (generator/remote.py) implements `StepSession` with pypsrp.
 
 from __future__ import annotations
 
-import datetime as _dt
 import enum
 import json
 import os
@@ -19,175 +18,43 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO, get_args
+from typing import Any, Literal, Protocol, TextIO
 
-from .errors import UserError
-from .plan import read_plan_json, sha256_hex
-from .steps import SecretKind, resume_selection
-
-#: The secret kinds of generator.steps.SecretKind that `run` knows how to pass.
-KNOWN_SECRET_KINDS: frozenset[str] = frozenset(get_args(SecretKind))
+from .catalogue import resume_selection, session_steps_for
+from .clock import file_stamp, stamp
+from .errors import ExitCode, UserError
+from .package import Package, PackageStep
 
 
-# -- the package --------------------------------------------------------------
+# -- choosing the steps -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlanStep:
-    """A step as plan.json describes it (the `StepLike` that resume_selection needs)."""
+def select_steps(steps: Sequence[PackageStep], from_step: int | None) -> list[PackageStep]:
+    """The steps to run, in order: all of them, or a continuation at `from_step`.
 
-    index: int
-    id: str
-    title: str
-    file: str
-    sha256: str
-    changes_state: bool
-    kind: str
-    needs: tuple[str, ...]
-    inputs: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Plan:
-    name: str
-    profile: str
-    steps: tuple[PlanStep, ...]
-
-    def by_index(self, index: int) -> PlanStep:
-        return next(s for s in self.steps if s.index == index)
-
-
-def load_plan(package_dir: Path) -> Plan:
-    """Read PACKAGE/plan.json; every problem is one line of a UserError (exit 2)."""
-    path = package_dir / "plan.json"
-    data = read_plan_json(package_dir)
-    problems: list[str] = []
-    raw_steps = data.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise UserError(f"{path}: steps: missing or empty")
-    steps: list[PlanStep] = []
-    for n, raw in enumerate(raw_steps):
-        where = f"{path}: steps[{n}]"
-        try:
-            step = PlanStep(
-                index=int(raw["index"]),
-                id=str(raw["id"]),
-                title=str(raw.get("title", raw["id"])),
-                file=str(raw["file"]),
-                sha256=str(raw["sha256"]).lower(),
-                changes_state=bool(raw["changes_state"]),
-                kind=str(raw.get("kind", "change" if raw["changes_state"] else "check")),
-                needs=tuple(str(x) for x in raw.get("needs", [])),
-                inputs={str(k): str(v) for k, v in (raw.get("inputs") or {}).items()},
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            problems.append(f"{where}: malformed ({exc})")
-            continue
-        unknown = sorted(set(step.inputs.values()) - KNOWN_SECRET_KINDS)
-        if unknown:
-            problems.append(f"{where}: inputs: unknown secret kind {', '.join(unknown)}")
-        file_path = Path(step.file)
-        if file_path.is_absolute() or ".." in file_path.parts:
-            problems.append(f"{where}: file: must be a path inside the package")
-        steps.append(step)
-    ids = [s.id for s in steps]
-    for step in steps:
-        for need in step.needs:
-            if need not in ids:
-                problems.append(f"{path}: step {step.id}: needs unknown step {need}")
-    if [s.index for s in steps] != sorted({s.index for s in steps}):
-        problems.append(f"{path}: steps: indexes must be unique and ascending")
-    if problems:
-        raise UserError(*problems)
-    return Plan(str(data.get("name", package_dir.name)), str(data.get("profile", "")), tuple(steps))
-
-
-def read_step_texts(package_dir: Path, plan: Plan) -> dict[int, tuple[str, str]]:
-    """Every step file's text and sha256, refusing any file that differs from plan.json.
-
-    All steps are checked, not only the selected ones: a package with any changed
-    step is no longer the package that was reviewed. The text sent is the file
-    decoded as UTF-8 (BOM dropped); line endings are kept as they are.
+    `steps` come from the catalogue (through the verified package), so the order, the
+    selection and each step's kind can't be changed by editing plan.json.
     """
-    problems: list[str] = []
-    texts: dict[int, tuple[str, str]] = {}
-    for step in plan.steps:
-        path = package_dir / step.file
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            problems.append(f"{path}: missing or unreadable")
-            continue
-        digest = sha256_hex(raw)
-        if digest != step.sha256:
-            problems.append(f"{path}: changed since it was rendered (sha256 differs from plan.json); refusing to run it")
-            continue
-        try:
-            texts[step.index] = (raw.decode("utf-8-sig"), digest)
-        except UnicodeDecodeError:
-            problems.append(f"{path}: not UTF-8")
-    if problems:
-        raise UserError(*problems)
-    return texts
-
-
-def read_probe_texts(package_dir: Path) -> dict[str, str]:
-    """The package's read-only probe scripts by name, refusing any that differs from plan.json."""
-    plan_path = package_dir / "plan.json"
-    recorded = read_plan_json(package_dir).get("probes") or []
-    if not recorded:
-        raise UserError(f"{plan_path}: the package has no probes; render it again with this psbridge version")
-    problems: list[str] = []
-    texts: dict[str, str] = {}
-    for probe in recorded:
-        path = package_dir / str(probe.get("file", ""))
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            problems.append(f"{path}: missing or unreadable")
-            continue
-        if sha256_hex(raw) != probe.get("sha256"):
-            problems.append(f"{path}: changed since it was rendered (sha256 differs from plan.json); refusing to send it")
-            continue
-        texts[str(probe.get("id"))] = raw.decode("utf-8-sig")
-    if problems:
-        raise UserError(*problems)
-    return texts
-
-
-def session_steps_for(plan: Plan, step_id: str) -> list[PlanStep]:
-    """The session-only steps that `step_id` needs, itself included: what `check` may send.
-
-    Read-only checks are left out (the probes cover them) and a step that changes state
-    can never be part of it: the catalogue's `needs` of a session step are session steps.
-    """
-    by_id = {s.id: s for s in plan.steps}
-    wanted, pending = set(), [step_id]
-    while pending:
-        step = by_id[pending.pop()]
-        if step.kind == "session" and step.id not in wanted:
-            wanted.add(step.id)
-            pending.extend(step.needs)
-    chosen = [s for s in plan.steps if s.id in wanted]
-    if any(s.changes_state for s in chosen):
-        raise UserError("plan.json: a session step is marked as changing state; refusing to check")
-    return chosen
-
-
-def select_steps(plan: Plan, from_step: int | None) -> list[PlanStep]:
-    """The steps to run, in order: all of them, or a continuation at `from_step`."""
     if from_step is None:
-        return list(plan.steps)
-    indexes = [s.index for s in plan.steps]
+        return list(steps)
+    indexes = [s.index for s in steps]
     if from_step not in indexes:
         raise UserError(f"--from-step: {from_step} is not a step of this package (steps {indexes[0]}..{indexes[-1]})")
-    chosen = resume_selection(plan.steps, from_step)
-    return [plan.by_index(i) for i in chosen]
+    chosen = set(resume_selection([s.spec for s in steps], from_step))
+    return [s for s in steps if s.index in chosen]
 
 
-def secrets_needed(steps: Iterable[PlanStep]) -> set[str]:
+def secrets_needed(steps: Iterable[PackageStep]) -> set[str]:
     """Secret kinds the selected steps take, so nothing else is asked for."""
     return {kind for step in steps for kind in step.inputs.values()}
+
+
+def session_steps(steps: Sequence[PackageStep], step_id: str) -> list[PackageStep]:
+    """The session steps `step_id` needs, itself included (what `check` may send); never a changing step."""
+    wanted = {s.id for s in session_steps_for([s.spec for s in steps], step_id)}
+    chosen = [s for s in steps if s.id in wanted]
+    assert not any(s.changes_state for s in chosen), "the catalogue's session steps never change state"
+    return chosen
 
 
 # -- outcomes -----------------------------------------------------------------
@@ -254,28 +121,62 @@ class StepSession(Protocol):
 
 
 class Redactor:
-    """Replaces every occurrence of every secret value; longest first so parts never leak."""
+    """Hides every secret in text that came back from the server before anyone sees it.
 
-    MASK = "********"
+    A secret of 8 characters or more is replaced by a fixed marker, longest first so a
+    part of one never leaks. A shorter secret can't be replaced safely (a one-letter
+    password would mask every such letter and so reveal itself): every line that
+    contains it is withheld instead.
+    """
+
+    MARKER = "[redacted]"
+    WITHHELD = "[line withheld: it contained a secret]"
+    SHORT = 8
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets: list[str] = []
+        for secret in secrets:
+            self.add(secret)
 
     def add(self, secret: str) -> None:
         if secret and secret not in self._secrets:
             self._secrets = sorted({*self._secrets, secret}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
+        short = [s for s in self._secrets if len(s) < self.SHORT]
+        if short:
+            text = self._withhold(text, short)
         for secret in self._secrets:
-            text = text.replace(secret, self.MASK)
+            if len(secret) >= self.SHORT:
+                text = text.replace(secret, self.MARKER)
         return text
+
+    def _withhold(self, text: str, short: list[str]) -> str:
+        """Replace every line that overlaps an occurrence of a short secret (a secret may span lines)."""
+        hit = [False] * len(text)
+        for secret in short:
+            start = text.find(secret)
+            while start != -1:
+                hit[start:start + len(secret)] = [True] * len(secret)
+                start = text.find(secret, start + 1)
+        if not any(hit):
+            return text
+        lines, pos = [], 0
+        for line in text.split("\n"):
+            end = pos + len(line)
+            # the newline after a line belongs to it: a secret that spans lines withholds both
+            covered = any(hit[pos:end + 1])
+            lines.append(self.WITHHELD if covered else line)
+            pos = end + 1
+        return "\n".join(lines)
 
 
 # -- events, record, summary ----------------------------------------------------
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Event times: UTC with milliseconds."""
+    return stamp(digits=3)
 
 
 class RunRecord:
@@ -287,14 +188,21 @@ class RunRecord:
 
     def __init__(self, package_dir: Path) -> None:
         runs = package_dir / "runs"
-        runs.mkdir(mode=0o700, exist_ok=True)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        if runs.is_symlink() or (runs.exists() and not runs.is_dir()):
+            raise UserError(f"{runs}: exists and is not a folder; run records live in a folder of that name")
+        try:
+            runs.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{runs}: cannot create ({exc.strerror or exc}); the run could not be recorded") from None
+        name = file_stamp()
         for n in range(100):
-            candidate = runs / (f"{stamp}.jsonl" if n == 0 else f"{stamp}-{n}.jsonl")
+            candidate = runs / (f"{name}.jsonl" if n == 0 else f"{name}-{n}.jsonl")
             try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise UserError(f"{candidate}: cannot create ({exc.strerror or exc}); the run could not be recorded") from None
             break
         else:  # pragma: no cover - needs 100 runs in one microsecond
             raise UserError(f"{runs}: cannot create a run record")
@@ -326,6 +234,41 @@ class StepResult:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """How the operator asked for the run, beyond the connection: what the continue command repeats."""
+
+    o365_user: str | None = None
+    step_timeout: float = 900.0
+    step_mode: bool = False
+    as_json: bool = False
+    verify: bool = False
+    require_approval: bool = False
+    trusted_keys: Path | None = None
+    min_approvals: int = 1
+    forbid: tuple[str, ...] = ()
+    audit_log: Path | None = None
+
+    def options(self) -> tuple[str, ...]:
+        """The command-line options that reproduce these settings (never a secret)."""
+        opts: list[str] = []
+        if self.o365_user:
+            opts += ["--o365-user", self.o365_user]
+        if self.step_timeout != 900.0:
+            opts += ["--step-timeout", f"{self.step_timeout:g}"]
+        opts += ["--step"] if self.step_mode else []
+        opts += ["--json"] if self.as_json else []
+        opts += ["--verify"] if self.verify else []
+        if self.require_approval:
+            opts += ["--require-approval", "--trusted-keys", str(self.trusted_keys), "--min-approvals",
+                     str(self.min_approvals)]
+            for spec in self.forbid:
+                opts += ["--forbid-key", spec]
+        if self.audit_log is not None:
+            opts += ["--audit-log", str(self.audit_log)]
+        return tuple(opts)
+
+
+@dataclass(frozen=True)
 class ContinueCommand:
     """Everything needed to print the exact `psbridge run` command that continues a run (no secrets)."""
 
@@ -344,7 +287,7 @@ class RunResult:
     summary: list[str]
 
 
-Confirm = Callable[[PlanStep], Literal["y", "n", "q"]]
+Confirm = Callable[[PackageStep], Literal["y", "n", "q"]]
 
 
 class Executor:
@@ -357,10 +300,9 @@ class Executor:
 
     def __init__(
         self,
-        plan: Plan,
-        selected: Sequence[PlanStep],
-        texts: Mapping[int, tuple[str, str]],
-        parameters_for: Callable[[PlanStep], Mapping[str, str]],
+        steps: Sequence[PackageStep],
+        selected: Sequence[PackageStep],
+        parameters_for: Callable[[PackageStep], Mapping[str, Any]],
         emit: Callable[[dict[str, Any]], None],
         redact: Redactor,
         continue_command: ContinueCommand,
@@ -369,9 +311,8 @@ class Executor:
         confirm: Confirm | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.plan = plan
+        self.steps = list(steps)
         self.selected = list(selected)
-        self.texts = texts
         self.parameters_for = parameters_for
         self.emit = emit
         self.redact = redact
@@ -381,10 +322,10 @@ class Executor:
         self.clock = clock
 
     def run(self, session: StepSession) -> RunResult:
-        total = max(s.index for s in self.plan.steps)
+        total = max(s.index for s in self.steps)
         results: list[StepResult] = []
         for step in self.selected:
-            text, digest = self.texts[step.index]
+            text, digest = step.text, step.sha256
             if self.confirm is not None:
                 answer = self.confirm(step)
                 if answer == "q":
@@ -438,18 +379,18 @@ class Executor:
         return "; ".join(parts)
 
     @staticmethod
-    def _step_end_event(step: PlanStep, result: StepResult, total: int) -> dict[str, Any]:
+    def _step_end_event(step: PackageStep, result: StepResult, total: int) -> dict[str, Any]:
         event: dict[str, Any] = {"event": "step-end", "total": total, "title": step.title}
         event.update(asdict(result))
         event["state"] = result.outcome.value
         del event["outcome"]
         return event
 
-    def _finish(self, results: list[StepResult], *, stopped_at: PlanStep | None, reason: str) -> RunResult:
+    def _finish(self, results: list[StepResult], *, stopped_at: PackageStep | None, reason: str) -> RunResult:
         summary: list[str] = []
         skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
         if stopped_at is None:
-            exit_code = 1 if skipped else 0
+            exit_code = ExitCode.FAILED if skipped else ExitCode.OK
             ran = len(results) - len(skipped)
             summary.append(f"{ran} of {len(self.selected)} selected steps succeeded.")
             if skipped:
@@ -460,12 +401,12 @@ class Executor:
             label = f"step {stopped_at.index:02d} ({stopped_at.id})"
             nxt = self._next_index(stopped_at.index)
             if reason == "failed":
-                exit_code = 1
+                exit_code = ExitCode.FAILED
                 summary.append(f"Stopped: {label} failed; no later step was sent.")
                 summary.append("Fix the cause of the error above, then continue with:")
                 summary.append(f"  {self.continue_command.at(stopped_at.index)}")
             elif reason == "unknown":
-                exit_code = 4
+                exit_code = ExitCode.UNKNOWN
                 summary.append(f"Stopped: the outcome of {label} is UNKNOWN; no later step was sent.")
                 summary.append("Check on the server whether it took effect. To run it again:")
                 summary.append(f"  {self.continue_command.at(stopped_at.index)}")
@@ -473,7 +414,7 @@ class Executor:
                     summary.append("or, if it did take effect, continue after it:")
                     summary.append(f"  {self.continue_command.at(nxt)}")
             else:
-                exit_code = 1
+                exit_code = ExitCode.FAILED
                 summary.append(f"Stopped by the operator before {label}. Continue with:")
                 summary.append(f"  {self.continue_command.at(stopped_at.index)}")
         self.emit({"event": "run-end", "exit_code": exit_code, "ended": utc_now(),
@@ -481,7 +422,7 @@ class Executor:
         return RunResult(results, exit_code, summary)
 
     def _next_index(self, index: int) -> int | None:
-        later = [s.index for s in self.plan.steps if s.index > index]
+        later = [s.index for s in self.steps if s.index > index]
         return later[0] if later else None
 
 
@@ -539,3 +480,58 @@ class JsonReporter:
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         self.out(json.dumps(event, ensure_ascii=False))
+
+
+# -- before connecting: the package, the host, the approval ---------------------------
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything decided before a secret is read or a connection opened, from one package read."""
+
+    package: Package
+    selected: list[PackageStep]
+    host: str
+    approval: Any  # approvals.Verification when --require-approval, else None
+
+
+def resolve_host(option: str | None, package: Package, *, require_server: bool) -> str:
+    """The host to connect to: the package's approved `[crm] server`, or `--host` when it names none.
+
+    A package that names its server can't be sent anywhere else, so a change approved for
+    a test server is never run on production by a typo or a copied command.
+    """
+    from .parameters import normalize_host
+
+    server = package.parameters.crm.server
+    if server is None:
+        if require_server:
+            raise UserError(f"{package.label}: names no [crm] server; --require-approval runs only a package "
+                            "approved for one server (add `server = \"…\"` to [crm], render and approve again)")
+        if not option:
+            raise UserError("--host: required (the package names no [crm] server)")
+        return option
+    if option and normalize_host(option) != normalize_host(server):
+        raise UserError(f"--host {option}: the package is for crm.server = {server}; refusing another host")
+    return server
+
+
+def prepare(package_dir: Path, host_option: str | None, *, from_step: int | None = None,
+            policy: Any = None) -> PreparedRun:
+    """Read the package once, check it and (with a policy) its approvals; choose steps and host.
+
+    `policy` is an `approvals.ApprovalPolicy` for `--require-approval`: the package must then
+    be exactly what psbridge renders from its plan.json, and approved by enough people.
+    Without one it must still be intact: every file as plan.json records, and plan.json's
+    steps exactly the catalogue's.
+    """
+    from .package import read_package
+
+    package = read_package(package_dir).require_intact()
+    approval = None
+    if policy is not None:
+        from .approvals import require_approved
+
+        approval = require_approved(package, policy)
+    host = resolve_host(host_option, package, require_server=policy is not None)
+    return PreparedRun(package, select_steps(package.steps, from_step), host, approval)

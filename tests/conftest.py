@@ -72,3 +72,99 @@ def psbridge(tmp_path: Path) -> Callable[..., Result]:
         return runner(*args, cwd=cwd or tmp_path, env=env, input=input)
 
     return run
+
+
+# --------------------------------------------------------------------------- packages, keys, the WinRM peer
+
+sys.path.insert(0, str(Path(__file__).parent))  # winrm_peer, certfactory
+
+from winrm_peer import Engine, WinRMPeer, make_pki  # noqa: E402
+from winrm_peer.package import make_package  # noqa: E402
+
+USER = "CONTOSO\\crmadmin"
+WINRM_PASSWORD = "Winrm-P@ss w0rd;$x`'\"1"
+PFX_PASSWORD = "Pfx$ecret`; 'quoted' \"dq\" 2"
+O365_USER = "admin@contoso.onmicrosoft.com"
+O365_PASSWORD = "O365-Pa55!word<&>"
+SECRETS = (WINRM_PASSWORD, PFX_PASSWORD, O365_PASSWORD)
+
+
+@pytest.fixture(autouse=True)
+def _audit_log_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's audit log lives in its temporary folder, never in the user's or the checkout's."""
+    log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("PSBRIDGE_AUDIT_LOG", str(log))
+    return log
+
+
+@pytest.fixture
+def pkg(tmp_path: Path) -> Path:
+    """The contoso package (profile msonline), rendered by psbridge into tmp/output/contoso."""
+    return make_package(tmp_path / "output")
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Approver keys made by `psbridge keygen`: jane and bob are trusted, mallory is not."""
+    root = tmp_path_factory.mktemp("keys")
+    for who, ident in (("jane", "Jane Doe <jane@contoso.com>"), ("bob", "Bob Roe <bob@contoso.com>"),
+                       ("mallory", "Mallory <mallory@evil.example>")):
+        result = run_psbridge("keygen", "--out", root / who, "--name", ident,
+                              env={"PSBRIDGE_AUDIT_LOG": str(root / "audit.jsonl")})
+        assert result.exit_code == 0, result.stderr
+    trusted = root / "trusted"
+    trusted.mkdir()
+    for who in ("jane", "bob"):
+        (trusted / f"{who}.pub.json").write_bytes(next((root / who).glob("*.pub.json")).read_bytes())
+    return {
+        "jane": root / "jane" / "jane-doe.key", "bob": root / "bob" / "bob-roe.key",
+        "mallory": root / "mallory" / "mallory.key", "trusted": trusted,
+    }
+
+
+@pytest.fixture
+def ntlm_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    users = tmp_path / "ntlm-users"
+    users.write_text(f"CONTOSO:crmadmin:{WINRM_PASSWORD}\n", encoding="utf-8")
+    monkeypatch.setenv("NTLM_USER_FILE", str(users))
+    return {"crmadmin": WINRM_PASSWORD}
+
+
+@pytest.fixture
+def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", WINRM_PASSWORD)
+    monkeypatch.setenv("PSBRIDGE_PFX_PASSWORD", PFX_PASSWORD)
+    monkeypatch.setenv("PSBRIDGE_O365_PASSWORD", O365_PASSWORD)
+
+
+@pytest.fixture
+def engine() -> Engine:
+    return Engine()
+
+
+@pytest.fixture
+def http_peer(engine: Engine, ntlm_users: dict[str, str]):
+    with WinRMPeer(engine, ntlm_users, max_wait=5) as peer:
+        yield peer
+
+
+@pytest.fixture
+def pki(tmp_path: Path):
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def https_peer(engine: Engine, ntlm_users: dict[str, str], pki):
+    with WinRMPeer(engine, ntlm_users, tls=pki.server_context(), cert_der=pki.cert_der, max_wait=5) as peer:
+        yield peer
+
+
+def assert_no_secrets(*blobs: bytes | str) -> None:
+    """None of the test secrets, not even JSON-escaped, in any of `blobs`."""
+    import json
+
+    for blob in blobs:
+        data = blob.encode("utf-8") if isinstance(blob, str) else blob
+        for secret in SECRETS:
+            assert secret.encode("utf-8") not in data
+            assert json.dumps(secret)[1:-1].encode("utf-8") not in data

@@ -159,14 +159,14 @@ def test_secret_like_details_are_refused(tmp_path: Path, key: str) -> None:
     assert not (tmp_path / "a.jsonl").exists() or b"hunter2" not in (tmp_path / "a.jsonl").read_bytes()
 
 
-def test_record_reads_name_and_digest_and_tolerates_a_missing_package(tmp_path: Path) -> None:
-    from generator.plan import package_digest
-    from test_approval import make_package
+def test_record_takes_name_and_digest_from_the_package_read_once(tmp_path: Path) -> None:
+    from generator.package import read_package
+    from winrm_peer.package import make_package
 
-    pkg = make_package(tmp_path)
-    entry = audit.record(tmp_path / "a.jsonl", "render", pkg, "rendered", params="contoso.toml")
-    assert (entry["package"], entry["digest"]) == ("contoso", package_digest(pkg))
-    failed = audit.record(tmp_path / "a.jsonl", "render", tmp_path / "nothing", "error", problems=["bad"])
+    package = read_package(make_package(tmp_path))
+    entry = audit.record(tmp_path / "a.jsonl", "render", package, "rendered", params="contoso.toml")
+    assert (entry["package"], entry["digest"]) == ("contoso", package.digest)
+    failed = audit.record(tmp_path / "a.jsonl", "render", None, "error", problems=["bad"])
     assert (failed["package"], failed["digest"]) == (None, None)
     assert audit.verify(tmp_path / "a.jsonl").good_lines == 2
 
@@ -196,7 +196,7 @@ def test_two_processes_appending_500_lines_each_leave_1000_chained_lines(psbridg
 
 
 def test_render_is_audited_and_refused_input_is_recorded_only_in_an_existing_log(psbridge, tmp_path: Path) -> None:
-    from generator.plan import package_digest
+    from generator.package import read_package
 
     (tmp_path / "bad.toml").write_text("not = [valid\n")
     assert psbridge("render", "bad.toml").exit_code == 2
@@ -206,7 +206,7 @@ def test_render_is_audited_and_refused_input_is_recorded_only_in_an_existing_log
     entries = [json.loads(line) for line in (tmp_path / "output" / "audit.jsonl").read_text().splitlines()]
     assert [(e["action"], e["outcome"]) for e in entries] == [("render", "rendered"), ("render", "error")]
     assert entries[0]["package"] == "contoso"
-    assert entries[0]["digest"] == package_digest(tmp_path / "output" / "contoso")
+    assert entries[0]["digest"] == read_package(tmp_path / "output" / "contoso").digest
     assert "already exists" in entries[1]["details"]["problems"][0]
     assert psbridge("render", "--example", "--force", "--audit-log", "elsewhere.jsonl").exit_code == 0
     assert json.loads((tmp_path / "elsewhere.jsonl").read_text())["outcome"] == "rendered"

@@ -19,10 +19,8 @@ from generator.cli import main
 from generator.parameters import EXAMPLE, parse_parameters
 from generator.render import render_package
 from probe_states import THUMB, state
-from test_run import (
-    O365_PASSWORD, O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD, assert_no_secrets, engine, http_peer,  # noqa: F401
-    ntlm_users, secrets_env,  # noqa: F401
-)
+from conftest import O365_PASSWORD, O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD, assert_no_secrets
+from generator.writer import write_package as write_rendered
 from winrm_peer import CredentialValue, Engine, Reply, SecureValue, WinRMPeer
 
 GRAPH_TOKEN = "eyJ0eXAi.graph-T0ken$;'x"
@@ -31,11 +29,12 @@ GRAPH_TOKEN = "eyJ0eXAi.graph-T0ken$;'x"
 def write_package(root: Path, profile: str = "msonline", approved: str | None = THUMB) -> Path:
     data = copy.deepcopy(EXAMPLE)
     data["profile"] = profile
+    data["crm"]["server"] = "127.0.0.1"  # the loopback peer: run and check connect to the approved server
     facts = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": approved, "sha256": "0" * 64,
              "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
              "not_after": "2027-01-01T00:00:00Z", "self_signed": True, "warnings": []}
     package = render_package(parse_parameters(data), facts if approved else None)
-    return package.write(root / "out")
+    return write_rendered(package, root / "out")
 
 
 def answer_probes(engine: Engine, answers: dict[str, Any]) -> None:
@@ -120,7 +119,7 @@ def test_check_refuses_a_changed_probe_before_connecting(tmp_path, engine, http_
     probe = pkg / "probes" / "crm.ps1"
     probe.write_bytes(probe.read_bytes() + b"Set-CrmAdvancedSetting\r\n")
     assert main(check_args(pkg, http_peer)) == 2
-    assert "probes/crm.ps1: changed since it was rendered" in capsys.readouterr().err
+    assert "changed file: probes/crm.ps1" in capsys.readouterr().err
     assert engine.pipelines == []
 
 
@@ -184,7 +183,7 @@ def test_approved_package_runs_and_the_record_names_the_approval(tmp_path, engin
     approval = next(e for e in events if e["event"] == "approval")
     assert approval["approvals"][0]["approver"] == "Jane Doe <jane@contoso.com>"
     lines = [json.loads(l) for l in log.read_text().splitlines()]
-    assert [l["action"] for l in lines] == ["approve", "run"] and lines[-1]["outcome"] == "ok"
+    assert [(l["action"], l["outcome"]) for l in lines] == [("approve", "approved"), ("run", "started"), ("run", "ok")]
     assert main(["audit", "verify", str(log)]) == 0
     assert_no_secrets(log.read_bytes(), *(p.read_bytes() for p in (pkg / "runs").iterdir()))
 
@@ -197,9 +196,9 @@ def test_a_byte_changed_after_approval_refuses_before_connecting(tmp_path, engin
     assert main(["approve", str(pkg), "--key", str(key), "--audit-log", str(log)]) == 0
     review = pkg / "REVIEW.md"
     review.write_bytes(review.read_bytes().replace(b"contoso", b"c0ntoso", 1))
-    assert main(run_args(pkg, http_peer, trusted, log)) == 1
+    assert main(run_args(pkg, http_peer, trusted, log)) == 2
     err = capsys.readouterr().err
-    assert "psbridge: refused: changed file: REVIEW.md" in err
+    assert "changed file: REVIEW.md" in err
     assert http_peer.connections == 0 and engine.pipelines == []
     assert json.loads(log.read_text().splitlines()[-1])["outcome"] == "refused"
 

@@ -77,8 +77,8 @@ def test_same_parameters_give_the_same_bytes(psbridge, tmp_path: Path) -> None:
     params = write_params(tmp_path, VALID)
     assert psbridge("render", params, "--out", "a").exit_code == 0
     assert psbridge("render", params, "--out", "b").exit_code == 0
-    a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
-    b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a" / "contoso").rglob("*") if p.is_file()}
+    b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b" / "contoso").rglob("*") if p.is_file()}
     assert a == b and len(a) == 15
 
 
@@ -193,6 +193,7 @@ def test_a_failed_write_leaves_no_half_written_package(tmp_path: Path, monkeypat
     from generator.errors import UserError
     from generator.parameters import example
     from generator.render import render_package
+    from generator.writer import write_package
 
     package = render_package(example())
     real_open = open
@@ -207,7 +208,7 @@ def test_a_failed_write_leaves_no_half_written_package(tmp_path: Path, monkeypat
 
     monkeypatch.setattr("builtins.open", failing_open)
     with pytest.raises(UserError, match="No space left on device"):
-        package.write(tmp_path)
+        write_package(package, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from generator.parameters import EXAMPLE, example, parse_parameters
-from generator.plan import package_digest, sha256_hex
+from generator.files import sha256_hex
+from generator.package import read_package
+from generator.writer import write_package
 from generator.powershell import quote
 from generator.render import RawInterpolation, _environments, render_package
 from pwsh_grammar import string_literal_spans, syntax_errors, typographic_quotes_outside_literals
@@ -250,11 +252,11 @@ def test_rendering_is_deterministic() -> None:
 
 
 def test_digest_changes_with_any_byte(tmp_path: Path) -> None:
-    target = render_package(example()).write(tmp_path)
-    before = package_digest(target)
+    target = write_package(render_package(example()), tmp_path)
+    before = read_package(target).digest
     (target / "runs").mkdir()
     (target / "runs" / "x.jsonl").write_text("{}\n")
-    assert package_digest(target) == before, "run records are not part of the change"
+    assert read_package(target).digest == before, "run records are not part of the change"
     step = target / "steps" / "06-spn.ps1"
     step.write_bytes(step.read_bytes() + b" ")
-    assert package_digest(target) != before
+    assert read_package(target).digest != before

@@ -18,61 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import O365_PASSWORD, O365_USER, PFX_PASSWORD, SECRETS, USER, WINRM_PASSWORD, assert_no_secrets
+from generator.catalogue import MSONLINE_STEPS, resume_selection
 from generator.cli import main
-from generator.steps import MSONLINE_STEPS, resume_selection
-from winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer, make_pki
-from winrm_peer.package import make_package, marker, step_text
+from winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
+from winrm_peer.package import marker
 
-USER = "CONTOSO\\crmadmin"
-WINRM_PASSWORD = "Winrm-P@ss w0rd;$x`'\"1"
-PFX_PASSWORD = "Pfx$ecret`; 'quoted' \"dq\" 2"
-O365_USER = "admin@contoso.onmicrosoft.com"
-O365_PASSWORD = "O365-Pa55!word<&>"
-SECRETS = (WINRM_PASSWORD, PFX_PASSWORD, O365_PASSWORD)
 EAP = "$ErrorActionPreference = 'Stop'"
 STEP = {s.index: s for s in MSONLINE_STEPS}
-
-
-@pytest.fixture
-def ntlm_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    users = tmp_path / "ntlm-users"
-    users.write_text(f"CONTOSO:crmadmin:{WINRM_PASSWORD}\n", encoding="utf-8")
-    monkeypatch.setenv("NTLM_USER_FILE", str(users))
-    return {"crmadmin": WINRM_PASSWORD}
-
-
-@pytest.fixture
-def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", WINRM_PASSWORD)
-    monkeypatch.setenv("PSBRIDGE_PFX_PASSWORD", PFX_PASSWORD)
-    monkeypatch.setenv("PSBRIDGE_O365_PASSWORD", O365_PASSWORD)
-
-
-@pytest.fixture
-def engine() -> Engine:
-    return Engine()
-
-
-@pytest.fixture
-def http_peer(engine: Engine, ntlm_users: dict[str, str]):
-    with WinRMPeer(engine, ntlm_users, max_wait=5) as peer:
-        yield peer
-
-
-@pytest.fixture
-def pki(tmp_path: Path):
-    return make_pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def https_peer(engine: Engine, ntlm_users: dict[str, str], pki):
-    with WinRMPeer(engine, ntlm_users, tls=pki.server_context(), cert_der=pki.cert_der, max_wait=5) as peer:
-        yield peer
-
-
-@pytest.fixture
-def pkg(tmp_path: Path) -> Path:
-    return make_package(tmp_path)
 
 
 def http_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
@@ -90,7 +43,7 @@ def step_scripts(engine: Engine) -> list[int]:
     """Indexes of the steps the peer received, in order (the EAP pipeline left out)."""
     found = []
     for script in engine.scripts():
-        match = re.match(r"\ufeff?# psbridge-step (\d\d) ", script)
+        match = re.match(r"# psbridge step (\d\d)/", script)
         if match:
             found.append(int(match.group(1)))
         else:
@@ -98,16 +51,13 @@ def step_scripts(engine: Engine) -> list[int]:
     return found
 
 
+def step_index(script: str) -> int:
+    """The step number in a step's header line (`# psbridge step 02/08: …`)."""
+    return int(script[len("# psbridge step "):][:2])
+
+
 def records(pkg: Path) -> list[Path]:
     return sorted((pkg / "runs").glob("*.jsonl"))
-
-
-def assert_no_secrets(*blobs: bytes | str) -> None:
-    for blob in blobs:
-        data = blob.encode("utf-8") if isinstance(blob, str) else blob
-        for secret in SECRETS:
-            assert secret.encode("utf-8") not in data
-            assert json.dumps(secret)[1:-1].encode("utf-8") not in data  # not even JSON-escaped
 
 
 def continue_argv(out: str) -> list[str]:
@@ -134,11 +84,11 @@ def test_full_run_over_http_with_ntlm_message_encryption(pkg, http_peer, engine,
     assert http_peer.encrypted_requests >= 10  # everything after the handshake was multipart/encrypted
     # The exact text of each file (BOM dropped, CRLF kept) is what arrived.
     for pipe in engine.pipelines[1:]:
-        index = int(pipe.script[len("# psbridge-step "):][:2])
-        assert pipe.script == step_text(STEP[index])
+        index = step_index(pipe.script)
+        assert pipe.script == (pkg / STEP[index].file).read_bytes().decode("utf-8-sig")
         assert pipe.commands[0][1] is True  # sent as a script, not a command name
     # Secrets arrived only as SecureString / PSCredential parameters, and only where needed.
-    by_index = {int(p.script[16:18]): p for p in engine.pipelines[1:]}
+    by_index = {step_index(p.script): p for p in engine.pipelines[1:]}
     assert by_index[2].parameters == {"PfxPassword": SecureValue(PFX_PASSWORD)}
     assert by_index[4].parameters == {"Credential": CredentialValue(O365_USER, O365_PASSWORD)}
     assert all(not by_index[i].parameters for i in (1, 3, 5, 6, 7, 8))
@@ -234,7 +184,7 @@ def test_failure_at_step_k_stops_and_from_step_k_finishes(k, pkg, http_peer, eng
     assert code2 == 0, out2 + err2
     second = [p for p in engine.pipelines[received_before:]]
     assert second[0].script == EAP
-    sent = [int(p.script[16:18]) for p in second[1:]]
+    sent = [step_index(p.script) for p in second[1:]]
     assert sent == resume_selection(MSONLINE_STEPS, k)
     # State-changing steps before k are never re-run; session steps k needs are.
     assert all(i >= k or not STEP[i].changes_state for i in sent)
@@ -248,9 +198,9 @@ def test_failure_output_and_errors_are_redacted(pkg, http_peer, engine, secrets_
                                        errors=[ErrorSpec(f"bad password {PFX_PASSWORD} / {WINRM_PASSWORD}")]))
     code, out, err = psbridge(capsys, http_args(pkg, http_peer))
     assert code == 1
-    assert "bad password ******** / ********" in out
+    assert "bad password [redacted] / [redacted]" in out
     record = records(pkg)[0].read_bytes()
-    assert b"pw is ********" in record
+    assert b"pw is [redacted]" in record
     assert_no_secrets(out, err, record)
 
 
@@ -316,10 +266,10 @@ def test_wrong_password_exits_3_before_any_step(pkg, http_peer, engine, secrets_
 
 def test_changed_step_file_is_refused_before_connecting(pkg, http_peer, engine, secrets_env, capsys):
     path = pkg / STEP[5].file
-    path.write_bytes(path.read_bytes().replace(b"done", b"DONE"))
+    path.write_bytes(path.read_bytes().replace(b"Certificate", b"CERTIFICATE"))
     code, out, err = psbridge(capsys, http_args(pkg, http_peer))
     assert code == 2
-    assert str(path) in err and "changed since it was rendered" in err
+    assert f"changed file: {STEP[5].file}" in err and str(pkg) in err
     assert http_peer.connections == 0 and engine.pipelines == []
     assert records(pkg) == []
 
@@ -412,7 +362,7 @@ def test_library_loggers_never_see_scripts_or_secrets(pkg, http_peer, engine, se
     assert code == 0
     noisy = [r for r in caplog.records if r.name.split(".")[0] in ("pypsrp", "requests", "urllib3", "spnego")]
     assert noisy == []
-    assert "psbridge-step" not in caplog.text
+    assert "psbridge step" not in caplog.text
     assert_no_secrets(caplog.text)
 
 

@@ -20,18 +20,11 @@ from generator.runner import (
     Redactor,
     RemoteError,
     classify,
-    load_plan,
-    read_step_texts,
     secrets_needed,
     select_steps,
 )
-from generator.steps import MSONLINE_STEPS, resume_selection
-from winrm_peer.package import make_package
-
-
-@pytest.fixture
-def pkg(tmp_path: Path) -> Path:
-    return make_package(tmp_path)
+from generator.catalogue import MSONLINE_STEPS, resume_selection
+from generator.package import read_package
 
 
 @pytest.mark.parametrize(
@@ -53,56 +46,65 @@ def test_classify(report, outcome):
     assert classify(report) is outcome
 
 
-def test_load_plan_and_selection(pkg):
-    plan = load_plan(pkg)
-    assert [s.id for s in plan.steps] == [s.id for s in MSONLINE_STEPS]
-    assert [s.index for s in select_steps(plan, None)] == list(range(1, 9))
+def test_selection_comes_from_the_catalogue(pkg):
+    steps = read_package(pkg).steps
+    assert [s.id for s in steps] == [s.id for s in MSONLINE_STEPS]
+    assert [s.index for s in select_steps(steps, None)] == list(range(1, 9))
     for k in range(1, 9):
-        assert [s.index for s in select_steps(plan, k)] == resume_selection(MSONLINE_STEPS, k)
+        assert [s.index for s in select_steps(steps, k)] == resume_selection(MSONLINE_STEPS, k)
     with pytest.raises(UserError, match="--from-step: 0 is not a step"):
-        select_steps(plan, 0)
-    assert secrets_needed(select_steps(plan, 7)) == {"o365_credential"}
-    assert secrets_needed(select_steps(plan, None)) == {"pfx_password", "o365_credential"}
+        select_steps(steps, 0)
+    assert secrets_needed(select_steps(steps, 7)) == {"o365_credential"}
+    assert secrets_needed(select_steps(steps, None)) == {"pfx_password", "o365_credential"}
 
 
-def test_read_step_texts_names_every_changed_or_missing_file(pkg):
-    plan = load_plan(pkg)
-    texts = read_step_texts(pkg, plan)
-    assert texts[2][0].startswith("# psbridge-step 02") and "\r\n" in texts[2][0]
+def test_package_names_every_changed_missing_or_added_file(pkg):
+    assert read_package(pkg).steps[1].text.startswith("# psbridge step 02/08") and "\r\n" in read_package(pkg).steps[1].text
     (pkg / "steps/03-session.ps1").write_bytes(b"\xef\xbb\xbfWrite-Output 'evil'\r\n")
     (pkg / "steps/07-crm-settings.ps1").unlink()
+    (pkg / "steps/09-extra.ps1").write_bytes(b"Write-Output 'more'\r\n")
     with pytest.raises(UserError) as info:
-        read_step_texts(pkg, plan)
+        read_package(pkg).require_intact()
     assert info.value.problems == (
-        f"{pkg}/steps/03-session.ps1: changed since it was rendered (sha256 differs from plan.json); refusing to run it",
-        f"{pkg}/steps/07-crm-settings.ps1: missing or unreadable",
+        f"{pkg}: changed file: steps/03-session.ps1 (sha256 differs from plan.json)",
+        f"{pkg}: missing file: steps/07-crm-settings.ps1",
+        f"{pkg}: unexpected file: steps/09-extra.ps1",
     )
 
 
-def test_load_plan_refuses_bad_plans(pkg):
+def test_plan_metadata_that_differs_from_the_catalogue_is_refused_naming_step_and_field(pkg):
     plan = json.loads((pkg / "plan.json").read_text())
     plan["steps"][1]["inputs"] = {"PfxPassword": "api_key"}
     plan["steps"][2]["file"] = "../outside.ps1"
     plan["steps"][3]["needs"] = ["nope"]
     (pkg / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(UserError) as info:
-        load_plan(pkg)
+        read_package(pkg).require_intact()
     text = "\n".join(info.value.problems)
-    assert "unknown secret kind api_key" in text and "path inside the package" in text and "unknown step nope" in text
+    assert 'steps[2] (step 02 certificate): inputs is {"PfxPassword": "api_key"}' in text
+    assert 'steps[3] (step 03 session): file is "../outside.ps1"' in text
+    assert 'steps[4] (step 04 connect): needs is ["nope"]' in text
     with pytest.raises(UserError, match="no plan.json; not a psbridge package"):
-        load_plan(pkg / "steps")
+        read_package(pkg / "steps")
 
 
-NO_STAR = st.characters(blacklist_characters="*")
-
-
-@given(st.lists(st.text(NO_STAR, min_size=1, max_size=12), min_size=1, max_size=4), st.text(NO_STAR, max_size=60))
+@given(st.lists(st.text(st.characters(blacklist_characters="\r\n"), min_size=1, max_size=12), min_size=1, max_size=4),
+       st.text(max_size=60))
 def test_redactor_removes_every_secret(secrets, text):
     # Overlapping secrets (one inside another) are the case to get right: longest first.
     mixed = text + "".join(f"<{s}>" for s in secrets) + text
     cleaned = Redactor(secrets)(mixed)
     for secret in secrets:
         assert secret not in cleaned
+
+
+def test_a_short_secret_withholds_its_lines_instead_of_masking_its_letters():
+    # Masking every "a" of a one-letter password would print `f********ke` and reveal it.
+    redact = Redactor(["a", "long-secret-value"])
+    text = "first line has a fake\nsecond: long-secret-value\nthird is fine"
+    assert redact(text) == ("[line withheld: it contained a secret]\n[line withheld: it contained a secret]\n"
+                            "third is fine")
+    assert Redactor(["long-secret-value"])(text).splitlines()[1] == "second: [redacted]"
 
 
 def test_continue_command_quotes_for_the_shell():
@@ -121,15 +123,19 @@ class FakeSession:
 
     def run_step(self, script, parameters, timeout):
         self.sent.append(script)
-        index = int(script[16:18])
+        index = int(script[len("# psbridge step "):][:2])
         return self.answers.get(index, PipelineReport("Completed"))
 
 
+def sent_indexes(session: FakeSession) -> list[int]:
+    return [int(s[len("# psbridge step "):][:2]) for s in session.sent]
+
+
 def executor(pkg: Path, events: list, from_step=None, confirm=None) -> Executor:
-    plan = load_plan(pkg)
+    steps = read_package(pkg).steps
     return Executor(
-        plan, select_steps(plan, from_step), read_step_texts(pkg, plan), lambda s: {}, events.append,
-        Redactor(["hunter2"]), ContinueCommand(str(pkg), ("--host", "h")), step_timeout=5, confirm=confirm,
+        steps, select_steps(steps, from_step), lambda s: {}, events.append,
+        Redactor(["hunter2-long"]), ContinueCommand(str(pkg), ("--host", "h")), step_timeout=5, confirm=confirm,
     )
 
 
@@ -140,7 +146,7 @@ def test_executor_stops_at_the_first_step_that_is_not_ok(pkg, state, code):
     session = FakeSession({5: state})
     result = executor(pkg, events).run(session)
     assert result.exit_code == code
-    assert [int(s[16:18]) for s in session.sent] == [1, 2, 3, 4, 5]
+    assert sent_indexes(session) == [1, 2, 3, 4, 5]
     assert [r.outcome for r in result.results][-1] is (Outcome.FAILED if code == 1 else Outcome.UNKNOWN)
     assert result.summary[-1].endswith("--from-step 6" if code == 4 else "--from-step 5")
     assert events[-1]["event"] == "run-end" and events[-1]["stopped_at"] == 5
@@ -148,18 +154,18 @@ def test_executor_stops_at_the_first_step_that_is_not_ok(pkg, state, code):
 
 def test_executor_redacts_remote_text_and_reports(pkg):
     events: list = []
-    bad = PipelineReport("Completed", output=["pw=hunter2"], errors=[RemoteError("hunter2 rejected", "Auth", 4, "")])
+    bad = PipelineReport("Completed", output=["pw=hunter2-long"], errors=[RemoteError("hunter2-long rejected", "Auth", 4, "")])
     result = executor(pkg, events).run(FakeSession({1: bad}))
     assert result.exit_code == 1
     end = [e for e in events if e["event"] == "step-end"][0]
-    assert end["output"] == ["pw=********"] and end["errors"][0]["message"] == "******** rejected"
+    assert end["output"] == ["pw=[redacted]"] and end["errors"][0]["message"] == "[redacted] rejected"
     lines: list[str] = []
     report = HumanReporter(lambda text="", nl=True: lines.append(text + ("\n" if nl else "")))
     for event in events:
         report(event)
     screen = "".join(lines)
-    assert "[01/08] prerequisites … FAILED" in screen and "error: ******** rejected" in screen
-    assert "script line: 4" in screen and "hunter2" not in screen
+    assert "[01/08] prerequisites … FAILED" in screen and "error: [redacted] rejected" in screen
+    assert "script line: 4" in screen and "hunter2-long" not in screen
 
 
 def test_executor_step_mode_skip_and_quit(pkg):
@@ -167,7 +173,7 @@ def test_executor_step_mode_skip_and_quit(pkg):
     events: list = []
     session = FakeSession({})
     result = executor(pkg, events, confirm=lambda step: next(answers)).run(session)
-    assert [int(s[16:18]) for s in session.sent] == [1, 3]
+    assert sent_indexes(session) == [1, 3]
     assert [r.outcome for r in result.results] == [Outcome.OK, Outcome.SKIPPED, Outcome.OK]
     assert result.exit_code == 1 and result.summary[-1].endswith("--from-step 4")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,13 +11,22 @@ import pytest
 
 from generator import approvals, clock
 from generator import keys as keymod
-from generator.plan import package_digest
-from test_approval import STEP_FILES, STEP_IDS, keys, make_package  # noqa: F401  (keys is a fixture)
+from generator.package import read_package
+from generator.catalogue import MSONLINE_STEPS
+from winrm_peer.package import make_package
+
+STEP_IDS = tuple(s.id for s in MSONLINE_STEPS)
+STEP_FILES = tuple(s.file for s in MSONLINE_STEPS)
+#: Facts of a checked local certificate, as render records them in plan.json.
+CERT = {"source": "certs/s2s.pfx", "subject": "CN=contoso", "thumbprint": "AB" * 20, "sha256": "cd" * 32,
+        "serial": "01", "issuer": "CN=contoso", "not_before": "2026-01-01T00:00:00Z",
+        "not_after": "2027-01-01T00:00:00Z", "self_signed": True, "warnings": []}
 
 
 @pytest.fixture
 def pkg(tmp_path: Path) -> Path:
-    return make_package(tmp_path / "output")
+    """The contoso package rendered with a local certificate's facts (show prints them)."""
+    return make_package(tmp_path / "output", certificate=CERT)
 
 
 # --------------------------------------------------------------------------- show
@@ -27,7 +37,7 @@ def test_show_prints_identity_steps_certificate(psbridge, pkg: Path) -> None:
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     assert "name:        contoso" in out and "profile:     msonline" in out
-    assert f"digest:      {package_digest(pkg)}" in out
+    assert f"digest:      {read_package(pkg).digest}" in out
     assert "files match plan.json" in out
     for index, sid in enumerate(STEP_IDS, start=1):
         assert f"{index:>4}  {sid}" in out
@@ -48,13 +58,13 @@ def test_show_approval_status_without_and_with_trusted_keys(psbridge, pkg: Path,
 
 
 def test_show_json_reports_expired_other_digest_and_integrity(psbridge, pkg: Path, keys: dict[str, Path]) -> None:
-    approvals.approve_package(pkg, keys["jane"], timedelta(days=1), now=clock.utc_now() - timedelta(days=2))
-    approvals.approve_package(pkg, keys["bob"], timedelta(days=1))
+    approvals.approve_package(read_package(pkg), keys["jane"], timedelta(days=1), now=clock.utc_now() - timedelta(days=2))
+    approvals.approve_package(read_package(pkg), keys["bob"], timedelta(days=1))
     (pkg / "steps" / "02-certificate.ps1").write_bytes(b"changed\r\n")
     result = psbridge("show", pkg, "--json", "--trusted-keys", keys["trusted"])
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["name"] == "contoso" and data["digest"] == package_digest(pkg)
+    assert data["name"] == "contoso" and data["digest"] == read_package(pkg).digest
     assert [s["id"] for s in data["steps"]] == list(STEP_IDS)
     assert data["certificate"]["thumbprint"] == "AB" * 20
     assert data["integrity"] == ["changed file: steps/02-certificate.ps1 (sha256 differs from plan.json)"]
@@ -84,30 +94,21 @@ def test_diff_identical_packages_exit_0(psbridge, tmp_path: Path) -> None:
 
 
 def test_diff_shows_changed_parameters_and_step_patches(psbridge, tmp_path: Path) -> None:
-    base = {"name": "contoso", "crm": {"root_domain": "*.contoso.com", "url": "https://crm.contoso.com"},
-            "sharepoint": {"sites": ["https://contoso.sharepoint.com/sites/a"]}, "removed": "x"}
-    changed = {"name": "contoso", "crm": {"root_domain": "*.contoso.com", "url": "https://crm2.contoso.com"},
-               "sharepoint": {"sites": ["https://contoso.sharepoint.com/sites/a", "https://contoso.sharepoint.com/sites/b"]}}
-
-    def text_for(host: str):
-        return lambda i, sid: f"# {sid}\r\nWrite-Host one\r\nConnect-Crm {host if sid == 'crm-settings' else 'same'}\r\n"
-
-    old = make_package(tmp_path / "a", parameters=base, step_text=text_for("crm"))
-    new = make_package(tmp_path / "b", parameters=changed, step_text=text_for("crm2"))
-    (new / "setup.ps1").write_bytes((new / "setup.ps1").read_bytes() + b"Write-Host done\r\n")
+    site_a, site_b = "https://contoso.sharepoint.com/sites/a", "https://contoso.sharepoint.com/sites/b"
+    old = make_package(tmp_path / "a", sharepoint={"sites": [site_a]})
+    new = make_package(tmp_path / "b", crm={"root_domain": "*.crm2.contoso.com"}, sharepoint={"sites": [site_a, site_b]})
     result = psbridge("diff", old, new)
     assert result.exit_code == 1, result.stderr
     out = result.stdout
-    assert 'crm.url: "https://crm.contoso.com" -> "https://crm2.contoso.com"' in out
-    assert 'sharepoint.sites.1: (absent) -> "https://contoso.sharepoint.com/sites/b"' in out
-    assert 'removed: "x" -> (absent)' in out
-    assert "crm.root_domain" not in out  # unchanged keys are not shown
-    assert "--- a/steps/07-crm-settings.ps1\n+++ b/steps/07-crm-settings.ps1\n" in out
-    assert "-Connect-Crm crm\n+Connect-Crm crm2\n" in out
-    assert "steps/06-spn.ps1" not in out
-    assert "changed  setup.ps1 (+1 -0 lines)" in out
-    assert "+Write-Host done" not in out  # setup.ps1 is summarized, not printed
-    assert package_digest(old) in out and package_digest(new) in out
+    assert 'crm.root_domain: "*.contoso.com" -> "*.crm2.contoso.com"' in out
+    assert f'sharepoint.sites.1: (absent) -> "{site_b}"' in out
+    assert "sharepoint.sites.0" not in out  # unchanged keys are not shown
+    assert "--- a/steps/06-spn.ps1\n+++ b/steps/06-spn.ps1\n" in out
+    assert "-$RootDomain = '*.contoso.com'\n+$RootDomain = '*.crm2.contoso.com'\n" in out
+    assert "steps/02-certificate.ps1" not in out
+    assert re.search(r"changed  setup\.ps1 \(\+\d+ -\d+ lines\)", out)
+    assert "+$RootDomain" in out and out.count("+$RootDomain") == 1  # setup.ps1 is summarized, not printed
+    assert read_package(old).digest in out and read_package(new).digest in out
 
 
 def test_diff_added_and_removed_steps(psbridge, tmp_path: Path) -> None:
@@ -133,7 +134,7 @@ def test_diff_line_ending_only_change_is_named(psbridge, tmp_path: Path) -> None
 def test_diff_not_a_package_is_exit_2(psbridge, tmp_path: Path) -> None:
     old = make_package(tmp_path / "a")
     result = psbridge("diff", old, tmp_path / "missing")
-    assert result.exit_code == 2 and "not a package folder" in result.stderr
+    assert result.exit_code == 2 and "no such package folder" in result.stderr
 
 
 def test_diff_shows_step_metadata_changes(psbridge, tmp_path: Path) -> None:

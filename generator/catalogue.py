@@ -1,16 +1,22 @@
-"""The step catalogue: the article's sequence as data.
+"""The step catalogue: the article's sequence as data, and every other fact about it.
 
 Each step names its template, whether it changes persistent state, which earlier
 steps it needs in the same PowerShell session, and which secrets it takes as
-parameters. Everything that decides *what runs* (setup.ps1's resume logic, the
-remote executor's `--from-step`) is derived from this table, never written twice.
+parameters. The profiles, the read-only probes, the article's constants and the
+modules each profile imports live here too. Everything that decides *what runs*
+(setup.ps1's resume logic, `run --from-step`, what `check` may send) is derived from
+this module, never from a package's plan.json: a plan.json is only accepted when it
+says exactly what this catalogue computes for its parameters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .parameters import Parameters
 
 #: check: reads only; session: sets up session state (imports, connection, variables),
 #: safe to run again; change: changes persistent state (server, Entra ID, CRM database).
@@ -95,6 +101,29 @@ GRAPH_STEPS: tuple[Step, ...] = (
 )
 
 CATALOGUES: dict[str, tuple[Step, ...]] = {"msonline": MSONLINE_STEPS, "graph": GRAPH_STEPS}
+PROFILES: tuple[str, ...] = tuple(CATALOGUES)
+
+#: The article's constants, passed to templates as data so that they are quoted like any value
+#: and recorded in plan.json for the reviewer.
+CONSTANTS: dict[str, str] = {
+    "crm_app_id": "00000007-0000-0000-c000-000000000000",
+    "acs_principal_id": "00000001-0000-0000-c000-000000000000",
+    "metadata_url": "https://accounts.accesscontrol.windows.net/metadata/json/1",
+}
+
+#: The read-only probes of `psbridge check`, in the order they run; `entra` needs the
+#: session steps (03, 04) first.
+PROBES: tuple[str, ...] = ("server", "certificate", "crm", "entra")
+
+#: Modules each profile's steps import (the server probe reports which are installed).
+PROFILE_MODULES: dict[str, tuple[str, ...]] = {
+    "msonline": ("MSOnline",),
+    "graph": ("Microsoft.Graph.Authentication", "Microsoft.Graph.Applications",
+              "Microsoft.Graph.Identity.DirectoryManagement"),
+}
+
+#: Step kinds and secret kinds, spelled out for readers of plan.json.
+STEP_KINDS: tuple[str, ...] = ("check", "session", "change")
 
 
 class StepLike(Protocol):
@@ -141,6 +170,51 @@ def resume_thresholds(steps: Sequence[StepLike]) -> dict[int, int]:
 
 def catalogue(profile: str) -> tuple[Step, ...]:
     return CATALOGUES[profile]
+
+
+def inputs_for(step: Step, params: Parameters) -> dict[str, SecretKind]:
+    """The secret parameters a step takes in a package with these parameters.
+
+    Profile graph with app-only sign-in ([graph] client_id...) connects with a certificate
+    in the server's store, so step 04 then takes no access token.
+    """
+    app_only = params.graph is not None and params.graph.client_id is not None
+    return {name: kind for name, kind in step.inputs.items() if not (app_only and kind == "graph_token")}
+
+
+def step_entry(step: Step, params: Parameters) -> dict[str, Any]:
+    """What plan.json says of a step, less its sha256: computed here, checked against the package."""
+    return {
+        "index": step.index, "id": step.id, "title": step.title, "file": step.file,
+        "changes_state": step.changes_state, "kind": step.kind, "needs": list(step.needs),
+        "inputs": dict(inputs_for(step, params)),
+    }
+
+
+def service_account_identity(account: str) -> str:
+    """How Windows ACLs name the service account (Network Service is NT AUTHORITY\\NETWORK SERVICE)."""
+    return "NT AUTHORITY\\NETWORK SERVICE" if account.lower() == "network service" else account
+
+
+def probe_file(name: str) -> str:
+    return f"probes/{name}.ps1"
+
+
+def session_steps_for(steps: Sequence[Step], step_id: str) -> list[Step]:
+    """The session-only steps that `step_id` needs, itself included: what `check` may send.
+
+    Read-only checks are left out (the probes cover them), and a step that changes state
+    never is: only steps of kind "session" are followed.
+    """
+    by_id = {s.id: s for s in steps}
+    wanted: set[str] = set()
+    pending = [step_id]
+    while pending:
+        step = by_id[pending.pop()]
+        if step.kind == "session" and step.id not in wanted:
+            wanted.add(step.id)
+            pending.extend(step.needs)
+    return [s for s in steps if s.id in wanted]
 
 
 def ids(steps: Iterable[StepLike]) -> list[str]:

@@ -1,0 +1,378 @@
+"""The verified package: every byte a command judges or sends, read from disk once.
+
+A package is the folder `render` writes: plan.json, REVIEW.md, setup.ps1, steps/ and
+probes/. `read_package` reads each of its files exactly once into memory and checks them
+against each other; from then on `verify`, `approve`, `show`, `run` and `check` take
+every text they hash, approve, show or send from the returned `Package`, never from the
+disk again. A file swapped on disk after the read changes nothing that psbridge does.
+
+Three levels of trust, each a method, so each command asks for exactly what it needs:
+
+* read: plan.json parses and names a psbridge package (`show`, `diff` need no more);
+* intact (`require_intact`): every file has the sha256 plan.json records, no file is
+  missing or added, and the step list with each step's kind, `changes_state`, `needs`
+  and secret `inputs` is exactly what psbridge's catalogue computes from plan.json's
+  parameters (`run`, `check`);
+* reproducible (`require_reproducible`): re-rendering plan.json's parameters (and the
+  certificate facts it records) in memory gives byte-identical files, so REVIEW.md,
+  setup.ps1, the steps and the probes are what psbridge renders for those values and
+  nothing else (`approve`, `verify`, `run/check --require-approval`).
+
+Evidence folders (runs/, approvals/, checks/) are not part of the change: they are
+records *about* the package, outside its digest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .catalogue import PROBES, Step, catalogue, probe_file, step_entry
+from .errors import UserError
+from .files import sha256_hex
+
+#: Version of plan.json's layout; readers refuse a version they do not know.
+FORMAT_VERSION = 1
+#: Top-level folders of a package that record what happened to it; not part of the change.
+EVIDENCE_DIRS = frozenset({"runs", "approvals", "checks"})
+#: Far above any real package (a few dozen KiB): a bound, so a hostile folder can't exhaust memory.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_FILES = 500
+#: The step fields plan.json records that psbridge computes from the catalogue.
+CATALOGUE_FIELDS = ("index", "id", "title", "file", "changes_state", "kind", "needs", "inputs")
+
+
+# --------------------------------------------------------------------------- reading the folder
+
+
+def _read_regular(path: Path, rel: str) -> bytes:
+    """One file's bytes, refusing links, FIFOs, devices and oversized files without blocking on them."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path}: not a regular file; a package holds only regular files")
+        if info.st_size > MAX_FILE_BYTES:
+            raise UserError(f"{path}: {info.st_size} bytes; larger than any package file ({MAX_FILE_BYTES} at most)")
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_FILE_BYTES:
+                raise UserError(f"{path}: grew past {MAX_FILE_BYTES} bytes while being read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_files(package_dir: Path) -> dict[str, bytes]:
+    """Every change-defining file of the folder, by sorted POSIX relative path, read once.
+
+    Links are refused rather than followed (the approved text could differ from what a
+    later reader opens) and so is anything that is not a regular file or folder.
+    """
+    try:
+        top = os.lstat(package_dir)
+    except OSError:
+        raise UserError(f"{package_dir}: no such package folder") from None
+    if not stat.S_ISDIR(top.st_mode):
+        raise UserError(f"{package_dir}: not a package folder")
+    files: dict[str, bytes] = {}
+    pending = [(package_dir, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise UserError(f"{folder}: cannot list ({exc.strerror or exc})") from None
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            path = Path(entry.path)
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if not prefix and entry.name in EVIDENCE_DIRS and stat.S_ISDIR(mode):
+                continue
+            if stat.S_ISLNK(mode):
+                raise UserError(f"{path}: symbolic links are not allowed in a package")
+            if stat.S_ISDIR(mode):
+                pending.append((path, rel + "/"))
+                continue
+            files[rel] = _read_regular(path, rel)
+            if len(files) > MAX_FILES:
+                raise UserError(f"{package_dir}: more than {MAX_FILES} files; not a psbridge package")
+    return dict(sorted(files.items(), key=lambda kv: kv[0].encode("utf-8")))
+
+
+def listing_of(files: Mapping[str, bytes]) -> dict[str, str]:
+    """Relative path -> sha256 of each file: what approvals record to name changed files later."""
+    return {rel: sha256_hex(data) for rel, data in sorted(files.items(), key=lambda kv: kv[0].encode("utf-8"))}
+
+
+def digest_of(listing: Mapping[str, str]) -> str:
+    """sha256 over `<sha256>  <path>` lines (like sha256sum): one value for every change-defining byte.
+
+    plan.json is one of the files, so its exact bytes (the order and selection of steps
+    and probes, the parameters) are covered too.
+    """
+    return sha256_hex("".join(f"{digest}  {rel}\n" for rel, digest in listing.items()).encode("utf-8"))
+
+
+def parse_plan(data: bytes, where: str) -> dict[str, Any]:
+    """plan.json's object; anything else is an input error naming the file."""
+    try:
+        plan = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UserError(f"{where}: not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(plan, dict) or plan.get("tool") != "psbridge":
+        raise UserError(f"{where}: not a psbridge plan")
+    if plan.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{where}: format_version {plan.get('format_version')!r}; this psbridge reads {FORMAT_VERSION}")
+    return plan
+
+
+# --------------------------------------------------------------------------- the package
+
+
+@dataclass(frozen=True)
+class PackageStep:
+    """One step as this package holds it: the catalogue's facts, the package's exact text."""
+
+    spec: Step
+    inputs: dict[str, str]
+    text: str  # the file decoded as UTF-8, BOM dropped, line endings kept: what is sent
+    sha256: str  # of the file's bytes
+
+    @property
+    def index(self) -> int:
+        return self.spec.index
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def title(self) -> str:
+        return self.spec.title
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def changes_state(self) -> bool:
+        return self.spec.changes_state
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return self.spec.needs
+
+    @property
+    def file(self) -> str:
+        return self.spec.file
+
+
+class Package:
+    """A package in memory. Built from a folder by `read_package`, or from a render.
+
+    Everything is derived from `files` (path -> exact bytes), which never changes.
+    """
+
+    def __init__(self, files: Mapping[str, bytes], path: Path | None = None) -> None:
+        self.files: Mapping[str, bytes] = dict(files)
+        self.path = path
+        where = f"{path}/plan.json" if path is not None else "plan.json"
+        if "plan.json" not in self.files:
+            raise UserError(f"{path}: no plan.json; not a psbridge package (a folder written by `psbridge render`)")
+        self.plan: dict[str, Any] = parse_plan(self.files["plan.json"], where)
+        self._where = where
+
+    # -- identity ----------------------------------------------------------------------
+
+    @cached_property
+    def listing(self) -> dict[str, str]:
+        return listing_of(self.files)
+
+    @cached_property
+    def digest(self) -> str:
+        return digest_of(self.listing)
+
+    @property
+    def name(self) -> str:
+        name = self.plan.get("name")
+        return name if isinstance(name, str) else ""
+
+    @property
+    def profile(self) -> str:
+        profile = self.plan.get("profile")
+        return profile if isinstance(profile, str) else ""
+
+    @property
+    def tool_version(self) -> str:
+        return str(self.plan.get("tool_version", ""))
+
+    @property
+    def label(self) -> str:
+        """How messages name the package: its folder, or its name when it was never on disk."""
+        return str(self.path) if self.path is not None else self.name
+
+    def text(self, rel: str) -> str:
+        """A file as text for sending or showing: UTF-8, BOM dropped, line endings kept."""
+        try:
+            return self.files[rel].decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise UserError(f"{self.label}/{rel}: not UTF-8") from None
+
+    # -- parameters and the catalogue -------------------------------------------------
+
+    @cached_property
+    def _parameters(self) -> tuple[Any, list[str]]:
+        from .parameters import parse_parameters
+
+        raw = self.plan.get("parameters")
+        if not isinstance(raw, dict):
+            return None, [f"{self._where}: parameters: missing"]
+        try:
+            return parse_parameters(raw), []
+        except UserError as exc:
+            return None, [f"{self._where}: parameters: {p}" for p in exc.problems]
+
+    @property
+    def parameters(self) -> Any:
+        """plan.json's parameters, validated like a parameters file (generator.parameters.Parameters)."""
+        params, problems = self._parameters
+        if params is None:
+            raise UserError(*problems)
+        return params
+
+    @property
+    def certificate(self) -> dict[str, Any] | None:
+        """The local certificate's facts plan.json records (None when the parameters named none)."""
+        cert = self.plan.get("certificate")
+        return cert if isinstance(cert, dict) else None
+
+    @cached_property
+    def metadata_problems(self) -> list[str]:
+        """Where plan.json's steps and probes differ from what the catalogue computes."""
+        params, problems = self._parameters
+        if params is None:
+            return problems
+        problems = []
+        expected = [step_entry(step, params) for step in catalogue(params.profile)]
+        recorded = self.plan.get("steps")
+        if not isinstance(recorded, list) or not all(isinstance(s, dict) for s in recorded):
+            return [f"{self._where}: steps: not a list of steps"]
+        if len(recorded) != len(expected):
+            problems.append(f"{self._where}: steps: {len(recorded)} listed; the {params.profile} profile has "
+                            f"{len(expected)} ({', '.join(e['id'] for e in expected)})")
+        for n, (want, have) in enumerate(zip(expected, recorded, strict=False), start=1):
+            label = f"step {want['index']:02d} {want['id']}"
+            for key in CATALOGUE_FIELDS:
+                if have.get(key) != want[key]:
+                    problems.append(f"{self._where}: steps[{n}] ({label}): {key} is {json.dumps(have.get(key))}; "
+                                    f"psbridge's catalogue says {json.dumps(want[key])}")
+        probes = self.plan.get("probes")
+        want_probes = [(name, probe_file(name)) for name in PROBES]
+        have_probes = ([(p.get("id"), p.get("file")) for p in probes if isinstance(p, dict)]
+                       if isinstance(probes, list) else None)
+        if have_probes != want_probes:
+            problems.append(f"{self._where}: probes: must list {', '.join(n for n, _ in want_probes)} in this order")
+        if self.plan.get("name") != params.name or self.plan.get("profile") != params.profile:
+            problems.append(f"{self._where}: name and profile must be the parameters' ({params.name}, {params.profile})")
+        return problems
+
+    @cached_property
+    def hash_problems(self) -> list[str]:
+        """Files that differ from the sha256 plan.json records, and missing or unexpected files."""
+        expected: dict[str, str] = {}
+        problems: list[str] = []
+        entries: list[Any] = []
+        for key in ("steps", "probes"):
+            value = self.plan.get(key)
+            entries += value if isinstance(value, list) else []
+        recorded = [(e.get("file"), e.get("sha256")) for e in entries if isinstance(e, dict)]
+        files = self.plan.get("files")
+        recorded += list(files.items()) if isinstance(files, dict) else []
+        for rel, digest in recorded:
+            if not isinstance(rel, str) or not isinstance(digest, str):
+                problems.append(f"{self._where}: a file entry without a path and a sha256")
+            elif expected.setdefault(rel, digest) != digest:
+                problems.append(f"{self._where}: {rel}: recorded twice with different hashes")
+        for rel in expected:
+            if rel not in self.files:
+                problems.append(f"missing file: {rel}")
+            elif self.listing[rel] != expected[rel]:
+                problems.append(f"changed file: {rel} (sha256 differs from plan.json)")
+        problems += [f"unexpected file: {rel}" for rel in self.files if rel not in expected and rel != "plan.json"]
+        return problems
+
+    @property
+    def problems(self) -> list[str]:
+        """Everything that makes this package not intact (empty when it is)."""
+        return self.hash_problems + self.metadata_problems
+
+    def require_intact(self) -> Package:
+        """Refuse (exit 2, one line per problem) a package whose files or plan are not what psbridge wrote."""
+        if self.problems:
+            raise UserError(*(f"{self.label}: {p}" for p in self.problems))
+        return self
+
+    @cached_property
+    def steps(self) -> tuple[PackageStep, ...]:
+        """The steps in catalogue order, with this package's texts (only for an intact package)."""
+        self.require_intact()
+        params = self.parameters
+        recorded = {s["index"]: s for s in self.plan["steps"]}
+        return tuple(
+            PackageStep(step, step_entry(step, params)["inputs"], self.text(step.file), recorded[step.index]["sha256"])
+            for step in catalogue(params.profile)
+        )
+
+    @cached_property
+    def probes(self) -> dict[str, str]:
+        """Probe name -> the script `check` sends (only for an intact package)."""
+        self.require_intact()
+        return {name: self.text(probe_file(name)) for name in PROBES}
+
+    def step(self, index: int) -> PackageStep:
+        return next(s for s in self.steps if s.index == index)
+
+    # -- reproducible render ----------------------------------------------------------
+
+    @cached_property
+    def reproduction_problems(self) -> list[str]:
+        """Files that differ from what this psbridge renders from plan.json's parameters and certificate."""
+        if self.tool_version != __version__:
+            return [f"rendered by psbridge {self.tool_version or '(unknown)'}, this is psbridge {__version__}: "
+                    f"re-render and re-approve it, or install psbridge {self.tool_version} to run it"]
+        params, problems = self._parameters
+        if params is None:
+            return problems
+        from .render import render_package
+
+        try:
+            rendered = render_package(params, self.certificate).files
+        except Exception as exc:  # noqa: BLE001 - recorded facts psbridge cannot render: not its package
+            return [f"{self._where}: certificate: psbridge cannot render these recorded facts ({type(exc).__name__})"]
+        differ = sorted(set(rendered) ^ set(self.files) | {r for r in rendered if self.files.get(r) != rendered[r]})
+        return [f"{rel}: not what psbridge {__version__} renders from plan.json's parameters" for rel in differ]
+
+    def require_reproducible(self) -> Package:
+        """Refuse (exit 2) a package psbridge did not render byte for byte: hand edits, a stale REVIEW.md."""
+        self.require_intact()
+        if self.reproduction_problems:
+            raise UserError(*(f"{self.label}: {p}" for p in self.reproduction_problems))
+        return self
+
+
+def read_package(package_dir: Path) -> Package:
+    """Read a package folder once. Raises UserError when it is not a psbridge package at all."""
+    return Package(read_files(package_dir), package_dir)
