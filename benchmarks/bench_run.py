@@ -36,7 +36,8 @@ from pypsrp.client import Client  # noqa: E402
 from pypsrp.powershell import PowerShell, RunspacePool  # noqa: E402
 from pypsrp.wsman import WSMan  # noqa: E402
 
-from generator.remote import Connection, StepSecrets, prepare, run_package, step_parameters  # noqa: E402
+from generator.remote import Connection, StepSecrets, run_package, step_parameters  # noqa: E402
+from generator.runner import RunSettings, prepare  # noqa: E402
 from winrm_peer import Engine, WinRMPeer  # noqa: E402
 from winrm_peer.package import make_package  # noqa: E402
 
@@ -49,20 +50,20 @@ def intervals(stamps: list[float]) -> list[float]:
 
 
 def psbridge_round(pkg: Path, conn: Connection) -> list[float]:
-    plan, selected, texts = prepare(pkg, None)
+    prepared = prepare(pkg, conn.host)
     stamps: list[float] = []
 
     def emit(event: dict[str, Any]) -> None:
         if event["event"] == "step-end":
             stamps.append(time.perf_counter())
 
-    result = run_package(pkg, plan, selected, texts, conn, PASSWORD, SECRETS, step_timeout=900, emit=emit)
+    result = run_package(prepared.package, prepared.selected, conn, PASSWORD, SECRETS, RunSettings(), emit=emit)
     assert result.exit_code == 0, result.summary
     return intervals(stamps)
 
 
 def bare_round(pkg: Path, port: int) -> list[float]:
-    plan, selected, texts = prepare(pkg, None)
+    selected = prepare(pkg, "127.0.0.1").selected
     wsman = WSMan("127.0.0.1", port=port, username=USER, password=PASSWORD, ssl=False, auth="ntlm", no_proxy=True)
     stamps: list[float] = []
     with RunspacePool(wsman) as pool:
@@ -72,7 +73,7 @@ def bare_round(pkg: Path, port: int) -> list[float]:
         setup.invoke()
         for step in selected:
             ps = PowerShell(pool)
-            ps.add_script(texts[step.index][0])
+            ps.add_script(step.text)
             for name, value in step_parameters(step, SECRETS).items():
                 ps.add_parameter(name, value)
             ps.invoke()
@@ -83,12 +84,12 @@ def bare_round(pkg: Path, port: int) -> list[float]:
 
 
 def execute_ps_round(pkg: Path, port: int) -> list[float]:
-    plan, selected, texts = prepare(pkg, None)
+    selected = prepare(pkg, "127.0.0.1").selected
     client = Client("127.0.0.1", port=port, username=USER, password=PASSWORD, ssl=False, auth="ntlm", no_proxy=True)
     times = []
     for step in selected[1:]:
         t0 = time.perf_counter()
-        client.execute_ps(texts[step.index][0])
+        client.execute_ps(step.text)
         times.append(time.perf_counter() - t0)
     return times
 

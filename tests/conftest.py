@@ -12,6 +12,36 @@ from pathlib import Path
 
 import pytest
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+#: Jinja's compiled-template cache would go to ~/.cache: tests keep it in a folder of their own.
+_CACHE = __import__("tempfile").mkdtemp(prefix="psbridge-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._psbridge_output = _snapshot(CHECKOUT / "output")  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite never writes outside its temporary folders: the checkout's output/ is as it was."""
+    import shutil
+
+    shutil.rmtree(_CACHE, ignore_errors=True)
+    before = getattr(session.config, "_psbridge_output", None)
+    after = _snapshot(CHECKOUT / "output")
+    if before is not None and after != before:
+        changed = sorted(set(after) ^ set(before) | {k for k in after if before.get(k) != after[k]})
+        print(f"\nFAILED: the test suite wrote into the checkout's output/: {', '.join(changed)}")
+        session.exitstatus = 1
+
 
 @dataclass
 class Result:
