@@ -279,10 +279,19 @@ def cert_export_cer(pfx: Path, out: Path, force: bool, password_stdin: bool) -> 
 
 def _audit_failure(log: Path, action: str, exc: Exception, package: object = None, **details: object) -> None:
     """Log a refused or failed action before its error propagates; the audit trail shows attempts too."""
+    problems = exc.problems if isinstance(exc, UserError) else (str(exc),)
+    _record_attempt(log, action, package, "error", problems=list(problems), **details)
+
+
+def _record_attempt(log: Path, action: str, package: object, outcome: str, **details: object) -> None:
+    """Log a refused attempt; if the log itself fails, say so without hiding the refusal's own error."""
     from . import audit
 
-    problems = exc.problems if isinstance(exc, UserError) else (str(exc),)
-    audit.record(log, action, package, "error", problems=list(problems), **details)
+    try:
+        audit.record(log, action, package, outcome, **details)
+    except (UserError, RuntimeFailure) as failure:
+        for line in failure.problems if isinstance(failure, UserError) else (str(failure),):
+            click.echo(f"psbridge: warning: the refusal was not recorded: {_safe(line)}", err=True)
 
 
 def _print_audit_head(log: Path, entry: dict) -> None:  # type: ignore[type-arg]
@@ -496,19 +505,20 @@ def diff_command(old_dir: Path, new_dir: Path) -> None:
 
 @cli.group("audit", context_settings=CONTEXT)
 def audit_group() -> None:
-    """Check the hash-chained audit log."""
+    """Check and repair the hash-chained audit log."""
 
 
 @audit_group.command("verify", context_settings=CONTEXT)
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--head", metavar="SHA256", help="A head hash printed by an earlier check; detects lines cut off the end.")
 def audit_verify_command(path: Path | None, head: str | None) -> None:
-    """Walk the audit log's hash chain (default output/audit.jsonl).
+    """Walk the audit log's hash chain (default $PSBRIDGE_AUDIT_LOG, else output/audit.jsonl).
 
     Exit 0 and print the number of good lines and the head hash (record it elsewhere),
     or exit 1 naming the first broken line.
     """
     import re
+    import shlex
 
     from . import audit
 
@@ -517,8 +527,34 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
     log = audit.resolve_log(path, near=None)
     check = audit.verify(log, head)
     if not check.ok:
-        raise RuntimeFailure(f"{log}: line {check.broken_line}: {check.problem} ({check.good_lines} good line(s) before it)")
+        hint = f"; repair it with: psbridge audit repair {shlex.quote(str(log))}" if check.torn_bytes else ""
+        raise RuntimeFailure(
+            f"{log}: line {check.broken_line}: {check.problem} ({check.good_lines} good line(s) before it){hint}"
+        )
     click.echo(f"{log}: {check.good_lines} good line(s); head {check.head}")
+
+
+@audit_group.command("repair", context_settings=CONTEXT)
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def audit_repair_command(path: Path) -> None:
+    """Cut a torn last line (bytes after the last newline) off the audit log.
+
+    The torn bytes are kept in PATH.torn-<UTC time> for the auditors and the cut is
+    recorded as a chained audit-repair line. Exit 0 when repaired or when there is nothing
+    to repair; exit 1, changing nothing, when the chain is broken elsewhere.
+
+    \b
+    Example:
+      psbridge audit repair output/audit.jsonl
+    """
+    from . import audit
+
+    done = audit.repair(path)
+    if not done.removed_bytes:
+        click.echo(f"{path}: nothing to repair; {done.good_lines} good line(s); head {done.head}")
+        return
+    click.echo(f"{path}: removed a torn line of {done.removed_bytes} bytes (sha256 {done.removed_sha256}), "
+               f"kept in {done.side_file}; {done.good_lines} good line(s); head {done.head}")
 
 
 # --------------------------------------------------------------------------- run and check (PSRP)
@@ -628,13 +664,11 @@ def _refused(log: Path, action: str, exc: Exception, package_dir: Path, host: st
     """Print why the gate refused, and log it, before the exception ends the command."""
     from .approvals import NotApproved
 
-    from . import audit
-
     if isinstance(exc, NotApproved):
         for reason in exc.reasons:
             click.echo(f"psbridge: refused: {_safe(reason)}", err=True)
     problems = list(exc.problems) if isinstance(exc, UserError) else list(getattr(exc, "reasons", [str(exc)]))
-    audit.record(log, action, None, "refused", problems=problems, folder=str(package_dir), host=host)
+    _record_attempt(log, action, None, "refused", problems=problems, folder=str(package_dir), host=host)
 
 
 @cli.command("run", context_settings=CONTEXT)
