@@ -859,10 +859,10 @@ def main(argv: list[str] | None = None) -> int:
             return code
     except UserError as exc:
         for problem in exc.problems:
-            click.echo(f"psbridge: error: {problem}", err=True)
+            click.echo(f"psbridge: error: {_safe(problem)}", err=True)
         return UserError.exit_code
     except RuntimeFailure as exc:
-        click.echo(f"psbridge: failed: {exc}", err=True)
+        click.echo(f"psbridge: failed: {_safe(exc)}", err=True)
         return RuntimeFailure.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -24,6 +24,7 @@ from .catalogue import resume_selection, session_steps_for
 from .clock import file_stamp, stamp
 from .errors import ExitCode, UserError
 from .package import Package, PackageStep
+from .text import printable
 
 
 # -- choosing the steps -------------------------------------------------------
@@ -430,10 +431,19 @@ class Executor:
 
 
 class HumanReporter:
-    """One live line per step (`[06/08] spn … ok 1.2s`), error details on failure, then the summary."""
+    """One live line per step (`[06/08] spn … ok 1.2s`), error details on failure, then the summary.
+
+    Every text that came from the server or the operator's options goes through
+    `text.printable`, so a server's error message can't forge a progress line or move
+    the cursor.
+    """
 
     def __init__(self, out: Callable[..., None]) -> None:
         self.out = out
+
+    def _lines(self, prefix: str, value: object) -> None:
+        for line in str(value).splitlines() or [""]:
+            self.out(f"{prefix}{printable(line)}")
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         kind = event["event"]
@@ -448,26 +458,25 @@ class HumanReporter:
             self.out(f"{label} {event['seconds']:.1f}s")
             if state != "ok":
                 for err in event["errors"]:
-                    self.out(f"    error: {err['message']}")
+                    self._lines("    error: ", err["message"])
                     if err["category"]:
-                        self.out(f"    category: {err['category']}")
+                        self._lines("    category: ", err["category"])
                     if err["line"] is not None:
                         self.out(f"    script line: {err['line']}")
                     if err["position"]:
-                        for line in str(err["position"]).splitlines():
-                            self.out(f"      {line}")
+                        self._lines("      ", err["position"])
                 if event["detail"]:
-                    self.out(f"    {event['detail']}")
+                    self._lines("    ", event["detail"])
         elif kind == "run-start":
             user = f" as {event['user']}" if event.get("user") else ""
-            self.out(f"psbridge run: {event['package']} on {event['host']}:{event['port']} "
-                     f"({event['transport']}, {event['auth']}{user}); record: {event['record']}")
+            self.out(printable(f"psbridge run: {event['package']} on {event['host']}:{event['port']} "
+                               f"({event['transport']}, {event['auth']}{user}); record: {event['record']}"))
         elif kind == "run-end":
             if event.get("reason") == "connect-failed":
                 return  # the command line prints that one line on stderr
             self.out("")
             for line in event["summary"]:
-                self.out(line)
+                self.out(printable(line))
         elif kind == "run-quit":
             self.out(f"quit before step {event['index']:02d} ({event['id']})")
 
