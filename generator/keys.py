@@ -46,6 +46,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,16 +86,46 @@ def short(fp: str) -> str:
     return fp[:16]
 
 
+def _identity_problem(value: str) -> str | None:
+    """What is wrong with a (stripped) identity, or None: one printable line, at most MAX_IDENTITY."""
+    if not value:
+        return "empty"
+    if len(value) > MAX_IDENTITY:
+        return f"longer than {MAX_IDENTITY} characters"
+    # isprintable() already refuses control characters, line/paragraph separators and most
+    # format characters; Cf is named explicitly because bidi overrides and zero-width
+    # characters are what would make two identities look alike to an auditor.
+    if any(not ch.isprintable() or unicodedata.category(ch) == "Cf" for ch in value):
+        return "must be one line of printable characters (no control, bidi or zero-width characters)"
+    return None
+
+
 def check_identity(name: str) -> str:
     """An approver identity is one printable line; it is shown to auditors and signed."""
     value = (name or "").strip()
     if not value:
         raise UserError("--name: empty; give the approver, e.g. \"Jane Doe <jane@contoso.com>\"")
-    if len(value) > MAX_IDENTITY:
-        raise UserError(f"--name: longer than {MAX_IDENTITY} characters")
-    if any(not ch.isprintable() for ch in value):
-        raise UserError("--name: must be one line of printable characters")
+    problem = _identity_problem(value)
+    if problem:
+        raise UserError(f"--name: {problem}")
     return value
+
+
+_EMAIL_IN_BRACKETS = re.compile(r"<([^<>]*)>")
+
+
+def identity_key(identity: str) -> str:
+    """Who an identity names, for counting people rather than keys.
+
+    The case-folded e-mail address inside ``<...>`` when there is one
+    ("Jane Doe <JANE@contoso.com>" -> "jane@contoso.com"), otherwise the whole identity
+    NFC-normalised, case-folded and with runs of whitespace collapsed to one space.
+    """
+    text = unicodedata.normalize("NFC", identity)
+    emails = ["".join(m.split()) for m in _EMAIL_IN_BRACKETS.findall(text)]
+    emails = [e for e in emails if e]
+    chosen = emails[-1] if emails else " ".join(text.split())
+    return unicodedata.normalize("NFC", chosen.casefold())
 
 
 def identity_slug(identity: str) -> str:
@@ -129,6 +160,11 @@ class PublicKey:
     raw: bytes
     fingerprint: str
     path: Path | None = None
+
+    @property
+    def person(self) -> str:
+        """`identity_key` of the identity: two keys of one person have the same `person`."""
+        return identity_key(self.identity)
 
     def to_json(self) -> dict[str, str]:
         """The public key file's content."""
@@ -216,6 +252,9 @@ def parse_public_key(data: Mapping[str, Any], path: Path | None = None) -> Publi
     identity = data.get("identity")
     if not isinstance(identity, str) or not identity.strip():
         raise ValueError("identity missing")
+    problem = _identity_problem(identity.strip())
+    if problem:
+        raise ValueError(f"identity: {problem}")
     raw = unb64(data.get("public_key"), "public_key")
     if len(raw) != 32:
         raise ValueError("public_key is not 32 bytes")
@@ -242,17 +281,28 @@ def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
     """Every `*.pub.json` in `directory`, by fingerprint: the board's list of who may approve.
 
     An empty or unreadable folder is an input error rather than "nobody approved", so a
-    wrong path cannot be mistaken for a policy.
+    wrong path cannot be mistaken for a policy. One key per person (`PublicKey.person`):
+    a folder holding two keys of one person is refused, naming both files, so that one
+    person can never count twice. The same key in two files under the same identity is
+    one key.
     """
     if not directory.is_dir():
         raise UserError(f"--trusted-keys {directory}: not a folder")
     keys: dict[str, PublicKey] = {}
+    people: dict[str, PublicKey] = {}
     for path in sorted(directory.glob(f"*{PUBLIC_KEY_SUFFIX}")):
         key = load_public_key(path)
         other = keys.get(key.fingerprint)
-        if other is not None and other.identity != key.identity:
-            raise UserError(f"{path}: same key as {other.path} but a different identity")
+        if other is not None:
+            if other.identity != key.identity:
+                raise UserError(f"{path}: same key as {other.path} but a different identity")
+            continue
+        same_person = people.get(key.person)
+        if same_person is not None:
+            raise UserError(f"{same_person.path} and {path}: two keys of the same person ({key.person}); "
+                            "keep one key per person in the trusted-keys folder")
         keys[key.fingerprint] = key
+        people[key.person] = key
     if not keys:
         raise UserError(f"--trusted-keys {directory}: no *{PUBLIC_KEY_SUFFIX} public keys in it")
     return keys

@@ -242,3 +242,85 @@ def test_keys_module_does_not_import_click() -> None:
     probe = subprocess.run([sys.executable, "-c", "import sys, generator.keys; print('click' in sys.modules)"],
                            capture_output=True, text=True, timeout=60, check=True)
     assert probe.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- 2. people, not keys
+
+
+def write_public(folder: Path, file: str, identity: str, raw: bytes | None = None) -> Path:
+    """A .pub.json for `identity` with a fresh (or the given) Ed25519 public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if raw is None:
+        raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                     serialization.PublicFormat.Raw)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / file
+    path.write_text(json.dumps(keys.PublicKey(identity, raw, keys.fingerprint(raw)).to_json(), ensure_ascii=False),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("identity, person", [
+    ("Jane Doe <JANE@contoso.com>", "jane@contoso.com"),
+    ("J. Doe < Jane@Contoso.COM >", "jane@contoso.com"),
+    ("Jane  Doe", "jane doe"),
+    ("  JANE\tDOE ", "jane doe"),
+    ("Jose\u0301 Pe\u0301rez", "jos\u00e9 p\u00e9rez"),  # decomposed accents: same person as precomposed
+    ("Jos\u00e9 P\u00e9rez", "jos\u00e9 p\u00e9rez"),
+    ("Stra\u00dfe <STRASSE@x.de>", "strasse@x.de"),
+    ("Nobody <>", "nobody <>"),
+])
+def test_identity_key_is_the_case_folded_email_or_the_normalised_name(identity: str, person: str) -> None:
+    assert keys.identity_key(identity) == person
+    assert keys.PublicKey(identity, b"\0" * 32, "0" * 64).person == person
+
+
+def test_trusted_keys_folder_with_two_keys_for_one_person_is_refused_naming_both(psbridge, tmp_path: Path) -> None:
+    from test_approval import make_package
+
+    pkg = make_package(tmp_path / "output")
+    board = tmp_path / "board"
+    first = write_public(board, "jane.pub.json", "Jane Doe <jane@contoso.com>")
+    second = write_public(board, "jane-laptop.pub.json", "J. Doe <JANE@Contoso.com>")
+    write_public(board, "bob.pub.json", "Bob Roe <bob@contoso.com>")
+    result = psbridge("verify", pkg, "--trusted-keys", board)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert str(first) in result.stderr and str(second) in result.stderr
+    assert "jane@contoso.com" in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_the_same_key_twice_under_the_same_identity_is_one_key(tmp_path: Path) -> None:
+    one = write_public(tmp_path, "jane.pub.json", "Jane Doe <jane@contoso.com>")
+    (tmp_path / "jane-copy.pub.json").write_bytes(one.read_bytes())
+    trusted = keys.load_trusted_keys(tmp_path)
+    assert [k.person for k in trusted.values()] == ["jane@contoso.com"]
+
+
+@pytest.mark.parametrize("identity", [
+    "Jane Doe <jane@contoso.com>\nBob Roe <bob@contoso.com>",
+    "\x1b[32mJane Doe\x1b[0m <jane@contoso.com>",
+    "Jane \u202eeoD <jane@contoso.com>",    # right-to-left override
+    "Ja\u200bne <jane@contoso.com>",         # zero-width space
+    "Jane \u2066Doe\u2069 <jane@contoso.com>",  # bidi isolates
+    "x" * 201,
+    "   ",
+])
+def test_public_key_file_with_a_bad_identity_is_refused_naming_the_file(psbridge, tmp_path: Path,
+                                                                        identity: str) -> None:
+    from test_approval import make_package
+
+    pkg = make_package(tmp_path / "output")
+    bad = write_public(tmp_path / "board", "jane.pub.json", identity)
+    result = psbridge("verify", pkg, "--trusted-keys", tmp_path / "board")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert str(bad) in result.stderr and "identity" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "\x1b" not in result.stderr and "\u202e" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["Jane \u202eeoD", "Ja\u200bne", "Jane\u2066 Doe", "Jane\ufeff", "Jane\u00ad Doe"])
+def test_keygen_refuses_unicode_format_characters_in_the_name(psbridge, tmp_path: Path, name: str) -> None:
+    result = psbridge("keygen", "--out", "k", "--name", name, "--no-passphrase")
+    assert result.exit_code == 2 and "--name" in result.stderr and name not in result.stderr
+    assert not (tmp_path / "k").exists()
