@@ -45,6 +45,7 @@ import binascii
 import json
 import os
 import re
+import stat
 import sys
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -69,6 +70,8 @@ MAX_IDENTITY = 200
 KDF_ROUNDS = 64
 #: A key file asking for more rounds than this is refused rather than loaded for minutes.
 MAX_KDF_ROUNDS = 1024
+#: Key files are a few hundred bytes; anything larger is not one (and is not read whole).
+MAX_KEY_FILE_BYTES = 64 * 1024
 _OPENSSH_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 _OPENSSH_END = b"-----END OPENSSH PRIVATE KEY-----"
 _OPENSSH_MAGIC = b"openssh-key-v1\0"
@@ -147,6 +150,55 @@ def unb64(text: object, what: str) -> bytes:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError(f"{what} is not base64") from exc
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def read_key_file(path: Path, label: str, *, follow_symlinks: bool = True) -> bytes:
+    """The bytes of a key file that must be a small regular file; `label` starts every error.
+
+    Opened non-blocking (a FIFO can't hang the command) and checked with fstat on the
+    open descriptor (no swap between check and read); at most MAX_KEY_FILE_BYTES are read.
+    Without `follow_symlinks` a symbolic link is refused (O_NOFOLLOW closes the race).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        if path.is_symlink():
+            raise UserError(f"{label}: is a symbolic link; put the file itself in the folder")
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise UserError(f"{label}: not found") from None
+    except OSError as exc:
+        raise UserError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{label}: not a regular file ({_file_kind(info.st_mode)})")
+        if info.st_size > MAX_KEY_FILE_BYTES:
+            raise UserError(f"{label}: larger than {MAX_KEY_FILE_BYTES // 1024} KiB; not a key file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_KEY_FILE_BYTES:
+            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_KEY_FILE_BYTES:  # grew while being read
+            raise UserError(f"{label}: larger than {MAX_KEY_FILE_BYTES // 1024} KiB; not a key file")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise UserError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- keys
@@ -264,17 +316,24 @@ def parse_public_key(data: Mapping[str, Any], path: Path | None = None) -> Publi
     return PublicKey(identity, raw, fp, path)
 
 
-def load_public_key(path: Path) -> PublicKey:
+def load_public_key(path: Path, *, follow_symlinks: bool = True) -> PublicKey:
     """Read a `.pub.json` file; any problem is an input error naming the file."""
+    data = read_key_file(path, str(path), follow_symlinks=follow_symlinks)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
+        try:
+            content = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        if not isinstance(content, dict):
             raise ValueError("not a JSON object")
-        return parse_public_key(data, path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: public key file not found") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a psbridge public key ({exc})") from None
+        return parse_public_key(content, path)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a psbridge public key ({_one_line(exc)})") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception's message on one line (a JSON error never spans lines, but be sure)."""
+    return " ".join(str(exc).split())
 
 
 def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
@@ -284,14 +343,16 @@ def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
     wrong path cannot be mistaken for a policy. One key per person (`PublicKey.person`):
     a folder holding two keys of one person is refused, naming both files, so that one
     person can never count twice. The same key in two files under the same identity is
-    one key.
+    one key. Every entry must be a small regular file: a FIFO, device or folder named
+    ``*.pub.json`` is refused, and so is a symbolic link (what the board trusts must be
+    in the folder the board controls, not wherever a link points).
     """
     if not directory.is_dir():
         raise UserError(f"--trusted-keys {directory}: not a folder")
     keys: dict[str, PublicKey] = {}
     people: dict[str, PublicKey] = {}
     for path in sorted(directory.glob(f"*{PUBLIC_KEY_SUFFIX}")):
-        key = load_public_key(path)
+        key = load_public_key(path, follow_symlinks=False)
         other = keys.get(key.fingerprint)
         if other is not None:
             if other.identity != key.identity:
@@ -325,10 +386,7 @@ def load_private_key(
     the same key, so an approval can't claim someone else's identity by accident.
     """
     label = f"--key {path}"
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{label}: cannot read ({exc.strerror})") from None
+    data = read_key_file(path, label)
     _warn_if_exposed(path)
     key = _decode_private_key(data, path, label, passphrase_reader)
     raw = _raw_public(key)
@@ -491,10 +549,7 @@ def key_fingerprint(spec: str) -> str:
         raise UserError(f"{spec}: neither a key file nor a 64-digit hex fingerprint")
     if path.name.endswith(PUBLIC_KEY_SUFFIX):
         return load_public_key(path).fingerprint
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    data = read_key_file(path, str(path))
     try:
         header = _openssh_header(data)
     except ValueError as exc:

@@ -324,3 +324,86 @@ def test_keygen_refuses_unicode_format_characters_in_the_name(psbridge, tmp_path
     result = psbridge("keygen", "--out", "k", "--name", name, "--no-passphrase")
     assert result.exit_code == 2 and "--name" in result.stderr and name not in result.stderr
     assert not (tmp_path / "k").exists()
+
+
+# --------------------------------------------------------------------------- 3. what may sit in a key folder
+
+
+def run_with_deadline(*args: object, cwd: Path, seconds: float = 30, env: dict[str, str] | None = None):
+    """`python -m generator ARGS` in a child process that must finish within `seconds` (a hang fails)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
+    full_env.update(env or {})
+    try:
+        return subprocess.run([sys.executable, "-m", "generator", *map(str, args)], cwd=cwd, env=full_env,
+                              input="", capture_output=True, text=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"psbridge {' '.join(map(str, args))} hung for {seconds} s")
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Path:
+    """A trusted-keys folder with one good key, and a package to verify against it."""
+    from test_approval import make_package
+
+    make_package(tmp_path / "output")
+    write_public(tmp_path / "board", "bob.pub.json", "Bob Roe <bob@contoso.com>")
+    return tmp_path / "board"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_in_the_trusted_keys_folder_is_refused_not_a_hang(tmp_path: Path, board: Path) -> None:
+    os.mkfifo(board / "x.pub.json")
+    result = run_with_deadline("verify", tmp_path / "output" / "contoso", "--trusted-keys", board, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{board / 'x.pub.json'}: not a regular file" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_given_as_the_private_key_is_refused_not_a_hang(tmp_path: Path, board: Path) -> None:
+    os.mkfifo(tmp_path / "jane.key")
+    result = run_with_deadline("approve", tmp_path / "output" / "contoso", "--key", tmp_path / "jane.key",
+                               cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--key {tmp_path / 'jane.key'}: not a regular file" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink", "dangling-symlink", "huge"])
+def test_other_non_key_entries_in_the_trusted_keys_folder_are_refused_naming_them(psbridge, tmp_path: Path,
+                                                                                  board: Path, kind: str) -> None:
+    entry = board / "x.pub.json"
+    if kind == "folder":
+        entry.mkdir()
+        expected = "not a regular file (a folder)"
+    elif kind == "symlink":
+        target = write_public(tmp_path / "elsewhere", "jane.pub.json", "Jane Doe <jane@contoso.com>")
+        entry.symlink_to(target)
+        expected = "symbolic link"
+    elif kind == "dangling-symlink":
+        entry.symlink_to(tmp_path / "nowhere.pub.json")
+        expected = "symbolic link"
+    else:
+        data = json.loads((board / "bob.pub.json").read_text())
+        data["identity"] = "Jane Doe <jane@contoso.com>"
+        entry.write_text(json.dumps(data) + " " * (keys.MAX_KEY_FILE_BYTES + 1))
+        expected = "larger than"
+    result = psbridge("verify", tmp_path / "output" / "contoso", "--trusted-keys", board)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert f"{entry}:" in result.stderr and expected in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_symlinked_private_key_is_still_fine(tmp_path: Path) -> None:
+    made = fast_key(tmp_path / "real")
+    link = tmp_path / "mine.key"
+    link.symlink_to(made.private_key)
+    (tmp_path / "mine.pub.json").symlink_to(made.public_key)
+    assert keys.load_private_key(link, lambda: PASSPHRASE)[1].fingerprint == made.fingerprint
+
+
+@pytest.mark.parametrize("text", ["[" * 60000, '{"a":' * 12000, "[" * 30000 + "]" * 30000])
+def test_deeply_nested_public_key_file_is_a_one_line_error(psbridge, tmp_path: Path, board: Path, text: str) -> None:
+    (board / "x.pub.json").write_text(text)
+    result = psbridge("verify", tmp_path / "output" / "contoso", "--trusted-keys", board)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert f"{board / 'x.pub.json'}: not a psbridge public key" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
