@@ -387,6 +387,8 @@ def load_private_key(
     """
     label = f"--key {path}"
     data = read_key_file(path, label)
+    if path.name.endswith(PUBLIC_KEY_SUFFIX) or _is_public_key_file(data):
+        raise UserError(f"{label}: {path.name} is a public key; --key takes the private key file ({PRIVATE_KEY_SUFFIX})")
     _warn_if_exposed(path)
     key = _decode_private_key(data, path, label, passphrase_reader)
     raw = _raw_public(key)
@@ -397,6 +399,11 @@ def load_private_key(
     if public.raw != raw:
         raise UserError(f"{public_file}: holds a different key than {path}")
     return key, public
+
+
+def _is_public_key_file(data: bytes) -> bool:
+    """A psbridge .pub.json, whatever it is called (given where the private key belongs)."""
+    return data.lstrip().startswith(b"{") and PUBLIC_KEY_FORMAT.encode() in data
 
 
 def _raw_public(key: Ed25519PrivateKey) -> bytes:

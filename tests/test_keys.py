@@ -407,3 +407,25 @@ def test_deeply_nested_public_key_file_is_a_one_line_error(psbridge, tmp_path: P
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert f"{board / 'x.pub.json'}: not a psbridge public key" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+# --------------------------------------------------------------------------- 4. the wrong half of the pair
+
+
+@pytest.mark.parametrize("renamed", [False, True])
+def test_approve_with_the_public_key_as_key_says_so_instead_of_chmod_advice(psbridge, tmp_path: Path,
+                                                                            renamed: bool) -> None:
+    from test_approval import approvals_of, make_package
+
+    pkg = make_package(tmp_path / "output")
+    made = fast_key(tmp_path / "k")
+    given = made.public_key
+    if renamed:
+        given = tmp_path / "k" / "jane.json"
+        given.write_bytes(made.public_key.read_bytes())
+    given.chmod(0o644)
+    result = psbridge("approve", pkg, "--key", given, env=ENV)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert f"{given.name} is a public key; --key takes the private key file (.key)" in result.stderr
+    assert "chmod" not in result.stderr and result.stderr.strip().count("\n") == 0
+    assert not approvals_of(pkg)
