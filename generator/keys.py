@@ -22,8 +22,9 @@ the passphrase by bcrypt_pbkdf with `KDF_ROUNDS` rounds. Why these choices:
   block, and aes256-ctr needs 48 bytes (2 blocks). So 16 rounds cost about as much as a
   bcrypt work factor of 11, and 64 rounds about as much as work factor 13: above OWASP's
   minimum of 10, at the cost of waiting once per approval. Measured on the 2-core build
-  machine (Python 3, cryptography 50, bcrypt 5): 16 rounds 0.12 s, 64 rounds about
-  0.3-0.5 s, 128 rounds 1 s per keygen or key load. 64 keeps `approve` well under a second.
+  machine (Python 3.11, cryptography 50, bcrypt 5; CPU time): 16 rounds 0.12 s, 64 rounds
+  0.49 s, 128 rounds 0.97 s per keygen or key load; `psbridge approve` with a 64-round key
+  takes about 0.6 s end to end, so 64 keeps it under a second.
   (The work-factor equivalence is our arithmetic from the bcrypt_pbkdf construction, not
   a figure from OWASP.)
 * A key file that asks for more than `MAX_KDF_ROUNDS` rounds is refused instead of
@@ -122,7 +123,8 @@ def identity_key(identity: str) -> str:
 
     The case-folded e-mail address inside ``<...>`` when there is one
     ("Jane Doe <JANE@contoso.com>" -> "jane@contoso.com"), otherwise the whole identity
-    NFC-normalised, case-folded and with runs of whitespace collapsed to one space.
+    NFC-normalised, case-folded and with runs of whitespace collapsed to one space. With
+    several ``<...>`` the last non-empty one counts (the usual "Name <address>" form).
     """
     text = unicodedata.normalize("NFC", identity)
     emails = ["".join(m.split()) for m in _EMAIL_IN_BRACKETS.findall(text)]
@@ -273,7 +275,7 @@ def generate_keypair(
             raise UserError(*(f"{p}: exists; use --force to replace it" for p in existing))
     key = Ed25519PrivateKey.generate()
     encryption: serialization.KeySerializationEncryption = (
-        serialization.PrivateFormat.OpenSSH.encryption_builder().kdf_rounds(kdf_rounds).build(passphrase.encode("utf-8"))
+        serialization.PrivateFormat.OpenSSH.encryption_builder().kdf_rounds(kdf_rounds).build(_secret_bytes(passphrase))
         if passphrase else serialization.NoEncryption()
     )
     try:
@@ -476,6 +478,12 @@ def _openssh_header(data: bytes) -> _OpenSSHHeader | None:
     return _OpenSSHHeader(cipher.decode("ascii", "replace"), kdf.decode("ascii", "replace"), rounds, public_raw)
 
 
+def _secret_bytes(passphrase: str) -> bytes:
+    """UTF-8 bytes of a passphrase; surrogate escapes (undecodable bytes in an environment
+    variable) become their original bytes instead of an exception that could carry them."""
+    return passphrase.encode("utf-8", "surrogateescape")
+
+
 def _note(message: str) -> None:
     print(f"psbridge: note: {message}", file=sys.stderr)
 
@@ -496,7 +504,7 @@ def _decode_private_key(
     if header is not None:
         if header.rounds is not None and header.rounds > MAX_KDF_ROUNDS:
             raise UserError(f"{label}: asks for {header.rounds} bcrypt rounds (more than {MAX_KDF_ROUNDS}); refusing")
-        password = passphrase_reader().encode("utf-8") if header.encrypted else None
+        password = _secret_bytes(passphrase_reader()) if header.encrypted else None
         try:
             key = serialization.load_ssh_private_key(data, password=password)
         except UnsupportedAlgorithm as exc:
@@ -514,7 +522,7 @@ def _decode_private_key(
         except TypeError:  # encrypted: needs the passphrase
             secret = passphrase_reader()
             try:
-                key = serialization.load_pem_private_key(data, password=secret.encode("utf-8"))
+                key = serialization.load_pem_private_key(data, password=_secret_bytes(secret))
             except (ValueError, TypeError):
                 raise UserError(f"{label}: wrong passphrase or damaged key") from None
             _note(f"{path} is protected by the old PKCS#8 format (PBKDF2, 2048 iterations); "
@@ -557,6 +565,8 @@ def key_fingerprint(spec: str) -> str:
     if path.name.endswith(PUBLIC_KEY_SUFFIX):
         return load_public_key(path).fingerprint
     data = read_key_file(path, str(path))
+    if _is_public_key_file(data):
+        return load_public_key(path).fingerprint
     try:
         header = _openssh_header(data)
     except ValueError as exc:

@@ -208,6 +208,20 @@ def test_key_fingerprint_refuses_a_private_key_whose_public_file_holds_another_k
         keys.key_fingerprint(str(made.private_key))
 
 
+
+def test_undecodable_passphrase_bytes_round_trip_without_an_exception(tmp_path: Path) -> None:
+    """An environment variable with bytes that are not UTF-8 arrives as surrogate escapes."""
+    secret = "pass\udcffword"
+    made = keys.generate_keypair(tmp_path, "Jane <j@x>", secret, kdf_rounds=1)
+    assert keys.load_private_key(made.private_key, lambda: secret)[1].fingerprint == made.fingerprint
+
+
+def test_key_fingerprint_of_a_renamed_public_key_file(tmp_path: Path) -> None:
+    made = fast_key(tmp_path)
+    renamed = tmp_path / "jane.json"
+    renamed.write_bytes(made.public_key.read_bytes())
+    assert keys.key_fingerprint(str(renamed)) == made.fingerprint
+
 def test_openssh_key_asking_for_absurd_rounds_is_refused_not_a_hang(tmp_path: Path) -> None:
     made = fast_key(tmp_path)
     lines = made.private_key.read_bytes().decode().strip().splitlines()
