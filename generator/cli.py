@@ -316,25 +316,41 @@ def _read_package(package_dir: Path, log: Path, action: str):  # type: ignore[no
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for <name>.key (private, 0600) and <name>.pub.json (public).")
 @click.option("--name", required=True, help='Approver identity, e.g. "Jane Doe <jane@contoso.com>".')
+@click.option("--no-passphrase", "no_passphrase", is_flag=True,
+              help="Write the private key UNENCRYPTED (anyone who can read the file can approve as you).")
 @click.option("--passphrase", "ask_passphrase", is_flag=True,
-              help="Encrypt the private key; passphrase from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt.")
+              help="Kept for old scripts; does nothing (keys are always encrypted unless --no-passphrase).")
 @click.option("--force", is_flag=True, help="Replace existing key files.")
-def keygen_command(out_dir: Path, name: str, ask_passphrase: bool, force: bool) -> None:
+def keygen_command(out_dir: Path, name: str, no_passphrase: bool, ask_passphrase: bool, force: bool) -> None:
     """Create an Ed25519 key pair for an approver.
 
-    The private key is encrypted when PSBRIDGE_KEY_PASSPHRASE is set or --passphrase is
-    given (prompting only on a terminal). Give the .pub.json file to whoever keeps the
-    board's trusted-keys folder; keep the .key file to yourself.
+    The private key is encrypted with a passphrase (OpenSSH key format, bcrypt-pbkdf) from
+    PSBRIDGE_KEY_PASSPHRASE or, on a terminal, a hidden prompt asked twice. Without a
+    terminal and without the variable, keygen refuses unless --no-passphrase is given.
+    Give the .pub.json file to whoever keeps the board's trusted-keys folder; keep the
+    .key file to yourself.
     """
     import os
 
-    from . import approvals, keys
+    from . import keys
     from .secrets import read_secret
 
-    passphrase = None
-    if ask_passphrase or keys.PASSPHRASE_ENV in os.environ:
+    keys.check_identity(name)  # before asking for a passphrase that would be wasted
+    passphrase: str | None = None
+    if no_passphrase:
+        if ask_passphrase:
+            raise UserError("--no-passphrase and --passphrase: choose one")
+        if keys.PASSPHRASE_ENV in os.environ:
+            raise UserError(f"--no-passphrase: {keys.PASSPHRASE_ENV} is set too; unset it or drop --no-passphrase")
+    elif keys.PASSPHRASE_ENV in os.environ or (sys.stdin is not None and sys.stdin.isatty()):
         passphrase = read_secret(keys.PASSPHRASE_ENV, "key passphrase", confirm=True, stdin_flag=None)
+    else:
+        raise UserError(f"key passphrase: not given; set {keys.PASSPHRASE_ENV}, or pass --no-passphrase "
+                        "for an unencrypted key (no terminal to prompt on)")
     made = keys.generate_keypair(out_dir, name, passphrase, force=force)
+    if not made.encrypted:
+        click.echo(f"psbridge: warning: {made.private_key} is NOT encrypted (--no-passphrase): "
+                   "anyone who can read it can approve as you", err=True)
     click.echo(f"private key: {made.private_key} ({'encrypted' if made.encrypted else 'NOT encrypted'}, mode 0600)")
     click.echo(f"public key:  {made.public_key}")
     click.echo(f"fingerprint: {made.fingerprint}")

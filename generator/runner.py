@@ -133,6 +133,10 @@ class Redactor:
     MARKER = "[redacted]"
     WITHHELD = "[line withheld: it contained a secret]"
     SHORT = 8
+    #: Used instead when a secret happens to occur in the usual text (a password "redacted");
+    #: the empty string is the last resort, since it contains no secret.
+    _MARKERS = (MARKER, "<hidden>", "#####", "")
+    _WITHHELDS = (WITHHELD, "<line withheld>", "#####", "")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self._secrets: list[str] = []
@@ -147,10 +151,15 @@ class Redactor:
         short = [s for s in self._secrets if len(s) < self.SHORT]
         if short:
             text = self._withhold(text, short)
+        marker = self._safe_choice(self._MARKERS)
         for secret in self._secrets:
             if len(secret) >= self.SHORT:
-                text = text.replace(secret, self.MARKER)
+                text = text.replace(secret, marker)
         return text
+
+    def _safe_choice(self, candidates: tuple[str, ...]) -> str:
+        """The first marker text that contains none of the secrets."""
+        return next(c for c in candidates if not any(s in c for s in self._secrets))
 
     def _withhold(self, text: str, short: list[str]) -> str:
         """Replace every line that overlaps an occurrence of a short secret (a secret may span lines)."""
@@ -167,7 +176,7 @@ class Redactor:
             end = pos + len(line)
             # the newline after a line belongs to it: a secret that spans lines withholds both
             covered = any(hit[pos:end + 1])
-            lines.append(self.WITHHELD if covered else line)
+            lines.append(self._safe_choice(self._WITHHELDS) if covered else line)
             pos = end + 1
         return "\n".join(lines)
 

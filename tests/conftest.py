@@ -139,7 +139,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("keys")
     for who, ident in (("jane", "Jane Doe <jane@contoso.com>"), ("bob", "Bob Roe <bob@contoso.com>"),
                        ("mallory", "Mallory <mallory@evil.example>")):
-        result = run_psbridge("keygen", "--out", root / who, "--name", ident,
+        result = run_psbridge("keygen", "--out", root / who, "--name", ident, "--no-passphrase",
                               env={"PSBRIDGE_AUDIT_LOG": str(root / "audit.jsonl")})
         assert result.exit_code == 0, result.stderr
     trusted = root / "trusted"

@@ -38,13 +38,13 @@ def approvals_of(pkg: Path) -> list[Path]:
 
 
 def test_keygen_writes_private_0600_public_with_identity_and_true_fingerprint(psbridge, tmp_path: Path) -> None:
-    result = psbridge("keygen", "--out", "k", "--name", "Jane Doe <jane@contoso.com>")
+    result = psbridge("keygen", "--out", "k", "--name", "Jane Doe <jane@contoso.com>", "--no-passphrase")
     assert result.exit_code == 0, result.stderr
     private, public = tmp_path / "k" / "jane-doe.key", tmp_path / "k" / "jane-doe.pub.json"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert stat.S_IMODE(public.stat().st_mode) & 0o077 == 0o044  # readable by others, writable by none
     pem = private.read_bytes()
-    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8, unencrypted without a passphrase
+    assert pem.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")  # unencrypted only with --no-passphrase
     data = json.loads(public.read_text())
     assert data["identity"] == "Jane Doe <jane@contoso.com>"
     assert data["algorithm"] == "ed25519"
@@ -52,19 +52,19 @@ def test_keygen_writes_private_0600_public_with_identity_and_true_fingerprint(ps
     assert data["fingerprint"] == hashlib.sha256(raw).hexdigest() == result.stdout.split("fingerprint:")[1].strip()
     from cryptography.hazmat.primitives import serialization
 
-    key = serialization.load_pem_private_key(pem, password=None)
+    key = serialization.load_ssh_private_key(pem, password=None)
     assert key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) == raw
     assert not list((tmp_path / "k").glob(".*tmp"))  # no temporary files left behind
 
 
 def test_keygen_refuses_overwrite_without_force_and_replaces_with_it(psbridge, tmp_path: Path) -> None:
-    assert psbridge("keygen", "--out", "k", "--name", "Jane <j@x>").exit_code == 0
+    assert psbridge("keygen", "--out", "k", "--name", "Jane <j@x>", "--no-passphrase").exit_code == 0
     before = (tmp_path / "k" / "jane.key").read_bytes()
-    again = psbridge("keygen", "--out", "k", "--name", "Jane <j@x>")
+    again = psbridge("keygen", "--out", "k", "--name", "Jane <j@x>", "--no-passphrase")
     assert again.exit_code == 2
     assert "jane.key: exists; use --force" in again.stderr and "Traceback" not in again.stderr
     assert (tmp_path / "k" / "jane.key").read_bytes() == before
-    forced = psbridge("keygen", "--out", "k", "--name", "Jane <j@x>", "--force")
+    forced = psbridge("keygen", "--out", "k", "--name", "Jane <j@x>", "--force", "--no-passphrase")
     assert forced.exit_code == 0
     assert (tmp_path / "k" / "jane.key").read_bytes() != before
     assert stat.S_IMODE((tmp_path / "k" / "jane.key").stat().st_mode) == 0o600
@@ -76,12 +76,12 @@ def test_keygen_encrypts_with_passphrase_from_env_and_approve_uses_it(psbridge, 
     assert result.exit_code == 0, result.stderr
     assert "encrypted" in result.stdout and "NOT encrypted" not in result.stdout
     pem = (tmp_path / "k" / "bob.key").read_bytes()
-    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert pem.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
     from cryptography.hazmat.primitives import serialization
 
     with pytest.raises(TypeError):
-        serialization.load_pem_private_key(pem, password=None)
-    serialization.load_pem_private_key(pem, password=b"correct horse battery")
+        serialization.load_ssh_private_key(pem, password=None)
+    serialization.load_ssh_private_key(pem, password=b"correct horse battery")
 
     no_secret = psbridge("approve", pkg, "--key", "k/bob.key")
     assert no_secret.exit_code == 2 and "PSBRIDGE_KEY_PASSPHRASE" in no_secret.stderr

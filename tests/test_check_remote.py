@@ -160,7 +160,7 @@ def test_run_verify_records_the_probes_after_the_last_step(tmp_path, engine, htt
 @pytest.fixture
 def approver(tmp_path: Path) -> tuple[Path, Path]:
     keys, trusted = tmp_path / "keys", tmp_path / "trusted"
-    assert main(["keygen", "--out", str(keys), "--name", "Jane Doe <jane@contoso.com>"]) == 0
+    assert main(["keygen", "--out", str(keys), "--name", "Jane Doe <jane@contoso.com>", "--no-passphrase"]) == 0
     trusted.mkdir()
     for pub in keys.glob("*.pub.json"):
         shutil.copy(pub, trusted)
