@@ -158,6 +158,21 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
     return StepVerdict(*step, "will change", "; ".join(reasons), before=before, after=expected)
 
 
+def _is_certificate_key(key: dict[str, Any], expected: str) -> bool:
+    """Whether a key credential the entra probe reported is the package's certificate.
+
+    The probe compares the key itself with the .cer's raw data (`matches_certificate`), as
+    Microsoft's ConfigureCrmServerSideSync.ps1 does, and derives the thumbprint from the key
+    (SHA-1 of the DER). Graph's customKeyIdentifier is never used: its bytes are the text of
+    the thumbprint, not the thumbprint.
+    """
+    if key.get("matches_certificate") is True:
+        return True
+    if key.get("matches_certificate") is False:
+        return False
+    return str(key.get("thumbprint") or "").upper() == expected
+
+
 def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, Any] | None) -> StepVerdict:
     step = (6, "spn")
     if entra is None:
@@ -168,10 +183,10 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
     names = [str(n) for n in _as_list(entra.get("service_principal_names"))]
     has_name = spn.lower() in (n.lower() for n in names)
     expected = _expected_thumbprint(plan, cert)
-    keys = [str(k.get("thumbprint") or "").upper() for k in _as_list(entra.get("key_credentials"))]
+    keys = [k for k in _as_list(entra.get("key_credentials")) if isinstance(k, dict)]
     if expected is None:
         return StepVerdict(*step, "cannot tell", "the certificate's thumbprint is unknown")
-    has_key = expected in keys
+    has_key = any(_is_certificate_key(k, expected) for k in keys)
     if has_name and has_key:
         return StepVerdict(*step, "in place", f"credential {expected} and SPN {spn} present")
     changes = ([] if has_key else [f"add credential {expected}"]) + ([] if has_name else [f"add SPN {spn}"])

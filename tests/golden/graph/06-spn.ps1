@@ -3,7 +3,9 @@
 # reading the service principal's KeyCredentials and writing them all back with
 # Update-MgServicePrincipal (Add-MgServicePrincipalKey would need proof of possession of an
 # existing key); the SPN is merged into ServicePrincipalNames, which Update-MgServicePrincipal
-# replaces as a whole, so no existing name is dropped.
+# replaces as a whole, so no existing name is dropped. A credential is the certificate's when
+# its key equals $CredentialValue (keyCredentials.key is returned only when one service
+# principal is read with -Property, that is $select).
 # Changes state: yes (Entra ID), and nothing when both are already in place.
 param()
 $ErrorActionPreference = 'Stop'
@@ -25,9 +27,14 @@ $Now = (Get-Date).ToUniversalTime()
 $KeyCredentials = New-Object 'System.Collections.Generic.List[object]'
 $HasCertificate = $false
 $Removed = 0
-foreach ($Key in @($CRM.KeyCredentials)) {
-    $KeyThumbprint = if ($Key.CustomKeyIdentifier) { [System.BitConverter]::ToString($Key.CustomKeyIdentifier) -replace '-', '' } else { '' }
-    if ($KeyThumbprint -eq $Certificate.Thumbprint) {
+# The certificate is recognised by its key (the base64 of its raw data), as Microsoft's
+# ConfigureCrmServerSideSync.ps1 does: customKeyIdentifier holds the thumbprint's text, not
+# its bytes. The SDK returns $null for an empty collection, which @() would keep as one element.
+foreach ($Key in @($CRM.KeyCredentials | Where-Object { $null -ne $_ })) {
+    if ($null -eq $Key.Key) {
+        throw ('Microsoft Graph returned the key credential ' + $Key.KeyId + ' of the Dynamics CRM service principal without its key: it can be neither compared nor written back.')
+    }
+    if ([System.Convert]::ToBase64String($Key.Key) -eq $CredentialValue) {
         $HasCertificate = $true
     }
     $KeyCredentials.Add(@{
