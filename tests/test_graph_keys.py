@@ -88,3 +88,50 @@ def test_check_reads_the_thumbprint_derived_from_the_key() -> None:
         {"thumbprint": THUMB.lower(), "key_sha256": "cd" * 32, "matches_certificate": None,
          "start": "2026-01-01T00:00:00.0000000Z", "end": "2027-01-01T00:00:00.0000000Z"}]
     assert _spn(answers).verdict == "in place"
+
+
+# -- defect: an expired matching credential counted as in place ------------------------------
+
+
+def test_step_06_counts_a_matching_credential_only_while_valid_through_not_after() -> None:
+    spn = code(graph_files()["steps/06-spn.ps1"])
+    assert "$NotAfter = $Certificate.NotAfter.ToUniversalTime()" in spn
+    assert ("if ($null -ne $Key.EndDateTime -and $Key.EndDateTime.ToUniversalTime() -ge $NotAfter.AddSeconds(-1)) {\n"
+            "            $HasCertificate = $true\n"
+            "        }\n"
+            "        else {\n"
+            "            $Replaced++\n"
+            "            continue\n"
+            "        }") in spn
+    assert "if (-not $HasCertificate -or $Replaced -gt 0) {" in spn
+    assert "EndDateTime = $NotAfter" in spn
+    assert "$Removed" not in spn and "expired credentials removed" not in spn
+
+
+def test_check_replaces_a_matching_credential_that_ends_before_the_certificate() -> None:
+    answers = state("fully configured")
+    answers["entra"]["key_credentials"] = [
+        {"thumbprint": THUMB, "matches_certificate": True,
+         "start": "2025-01-01T00:00:00.0000000Z", "end": "2026-01-01T00:00:00.0000000Z"}]
+    spn = _spn(answers)
+    assert spn.verdict == "will change"
+    assert "replace credential" in spn.detail and "2026-01-01" in spn.detail
+    # valid through the certificate's NotAfter (2027-01-01, plan): in place
+    answers["entra"]["key_credentials"][0]["end"] = "2027-01-01T00:00:00.0000000Z"
+    assert _spn(answers).verdict == "in place"
+
+
+def test_check_takes_not_after_from_the_certificate_probe_without_a_plan_certificate() -> None:
+    plan = _plan()
+    del plan["certificate"]
+    answers = state("fully configured")
+    answers["certificate"]["cer_not_after"] = "2028-06-01T00:00:00.0000000Z"
+    answers["entra"]["key_credentials"] = [
+        {"thumbprint": THUMB, "matches_certificate": True, "start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}]
+    spn = next(v for v in evaluate(plan, answers).verdicts if v.id == "spn")
+    assert spn.verdict == "will change"
+
+
+def test_certificate_probe_reports_the_cer_not_after_round_trip() -> None:
+    probe = code(graph_files()["probes/certificate.ps1"])
+    assert "$Result.cer_not_after = $Cer.NotAfter.ToUniversalTime().ToString('o')" in probe
