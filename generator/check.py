@@ -14,6 +14,8 @@ Exit codes: 0 every state-changing step is in place; 5 the package would change 
 from __future__ import annotations
 
 import json
+import datetime as _dt
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -77,6 +79,29 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
+
+
+def parse_time(value: Any) -> _dt.datetime | None:
+    """A probe's timestamp (round-trip format `o`, or the older `yyyy-MM-ddTHH:mm:ssZ`) in UTC.
+
+    .NET writes seven fractional digits; Python reads at most six, so the rest is cut.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
+    try:
+        parsed = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.astimezone(_dt.timezone.utc)
+
+
+def _certificate_not_after(plan: Mapping[str, Any], cert: dict[str, Any] | None) -> _dt.datetime | None:
+    """The certificate's NotAfter: from the approved local copy in the plan, else the server's .cer."""
+    return (parse_time((plan.get("certificate") or {}).get("not_after"))
+            or parse_time((cert or {}).get("cer_not_after")))
 
 
 # --------------------------------------------------------------------------- per step
@@ -146,6 +171,21 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
     return StepVerdict(*step, "will change", "; ".join(reasons), before=before, after=expected)
 
 
+def _is_certificate_key(key: dict[str, Any], expected: str) -> bool:
+    """Whether a key credential the entra probe reported is the package's certificate.
+
+    The probe compares the key itself with the .cer's raw data (`matches_certificate`), as
+    Microsoft's ConfigureCrmServerSideSync.ps1 does, and derives the thumbprint from the key
+    (SHA-1 of the DER). Graph's customKeyIdentifier is never used: its bytes are the text of
+    the thumbprint, not the thumbprint.
+    """
+    if key.get("matches_certificate") is True:
+        return True
+    if key.get("matches_certificate") is False:
+        return False
+    return str(key.get("thumbprint") or "").upper() == expected
+
+
 def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, Any] | None) -> StepVerdict:
     step = (6, "spn")
     if entra is None:
@@ -156,15 +196,35 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
     names = [str(n) for n in _as_list(entra.get("service_principal_names"))]
     has_name = spn.lower() in (n.lower() for n in names)
     expected = _expected_thumbprint(plan, cert)
-    keys = [str(k.get("thumbprint") or "").upper() for k in _as_list(entra.get("key_credentials"))]
+    keys = [k for k in _as_list(entra.get("key_credentials")) if isinstance(k, dict)]
     if expected is None:
         return StepVerdict(*step, "cannot tell", "the certificate's thumbprint is unknown")
-    has_key = expected in keys
-    if has_name and has_key:
+    matching = [k for k in keys if _is_certificate_key(k, expected)]
+    not_after = _certificate_not_after(plan, cert)
+    # As step 06: a credential of the certificate counts only while it is valid through the
+    # certificate's NotAfter (one second of slack); one that ends earlier is replaced.
+    slack = _dt.timedelta(seconds=1)
+    now = _dt.datetime.now(_dt.timezone.utc)
+
+    def valid_through(key: dict[str, Any]) -> bool:
+        end = parse_time(key.get("end"))
+        if end is None:
+            return False
+        return end >= not_after - slack if not_after is not None else end > now
+
+    current = [k for k in matching if valid_through(k)]
+    short = [k for k in matching if not valid_through(k)]
+    has_key = bool(current)
+    if has_name and has_key and not short:
         return StepVerdict(*step, "in place", f"credential {expected} and SPN {spn} present")
-    changes = ([] if has_key else [f"add credential {expected}"]) + ([] if has_name else [f"add SPN {spn}"])
+    changes = [] if has_key else [f"add credential {expected}"]
+    if short:
+        until = ", ".join(str(k.get("end") or "no end date") for k in short)
+        through = f" {not_after.isoformat()}" if not_after is not None else " now"
+        changes.insert(0, f"replace credential {expected} that ends {until}, before the certificate's expiry{through}")
+    changes += [] if has_name else [f"add SPN {spn}"]
     before = f"{len(keys)} credential(s), {len(names)} SPN(s)"
-    after = f"{len(keys) + (not has_key)} credential(s), {len(names) + (not has_name)} SPN(s)"
+    after = f"{len(keys) - len(short) + (not has_key)} credential(s), {len(names) + (not has_name)} SPN(s)"
     return StepVerdict(*step, "will change", "; ".join(changes), before=before, after=after)
 
 

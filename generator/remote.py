@@ -190,6 +190,25 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def _information_text(record: Any) -> str:
+    """The text of an InformationRecord (Write-Information, and Write-Host in PowerShell 5+).
+
+    Write-Host's MessageData is a HostInformationMessage whose text is its Message property;
+    Write-Information's is the object written (usually a string).
+    """
+    data = getattr(record, "message_data", record)
+    if isinstance(data, str):
+        return data
+    for name in ("adapted_properties", "extended_properties"):
+        props = getattr(data, name, None)
+        if isinstance(props, dict) and props.get("Message") is not None:
+            return _text(props["Message"])
+    to_string = getattr(data, "to_string", None)
+    if isinstance(to_string, str) and to_string:
+        return to_string
+    return _text(data)
+
+
 class PSRPSession:
     """One WSMan connection and one RunspacePool (one runspace) for a whole run."""
 
@@ -300,6 +319,7 @@ class PSRPSession:
             output=[_text(o) for o in ps.output],
             errors=[_error_text(e) for e in ps.streams.error],
             warnings=[_text(getattr(w, "message", w)) for w in ps.streams.warning],
+            information=[_information_text(i) for i in getattr(ps.streams, "information", [])],
             timed_out=timed_out,
             interrupted=interrupted,
             transport_error=transport_error,

@@ -92,6 +92,9 @@ class PipelineReport:
     output: list[str] = field(default_factory=list)
     errors: list[RemoteError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: The Information stream (Write-Information; Write-Host in PowerShell 5+): what scripts
+    #: such as CertificateReconfiguration.ps1 print, which is neither output nor an error.
+    information: list[str] = field(default_factory=list)
     timed_out: bool = False
     interrupted: bool = False
     transport_error: str | None = None
@@ -240,6 +243,7 @@ class StepResult:
     output: list[str] = field(default_factory=list)
     errors: list[RemoteError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    information: list[str] = field(default_factory=list)
     detail: str = ""
 
 
@@ -361,6 +365,7 @@ class Executor:
                 errors=[RemoteError(self.redact(e.message), self.redact(e.category), e.line, self.redact(e.position))
                         for e in report.errors],
                 warnings=[self.redact(w) for w in report.warnings],
+                information=[self.redact(i) for i in report.information],
                 detail=self.redact(detail),
             )
             results.append(result)
@@ -466,6 +471,8 @@ class HumanReporter:
             label = {"ok": "ok", "failed": "FAILED", "unknown": "UNKNOWN"}[state]
             self.out(f"{label} {event['seconds']:.1f}s")
             if state != "ok":
+                for line in event.get("information") or []:
+                    self.out(f"    host: {line}")
                 for err in event["errors"]:
                     self._lines("    error: ", err["message"])
                     if err["category"]:

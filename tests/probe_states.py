@@ -25,7 +25,9 @@ SERVER = {
 
 
 def _cert(store: list[dict[str, Any]], cer: str = THUMB) -> dict[str, Any]:
-    return {"probe": "certificate", "cer_thumbprint": cer, "cer_subject": "CN=crm.contoso.com", "store": store}
+    return {"probe": "certificate", "cer_thumbprint": cer, "cer_subject": "CN=crm.contoso.com",
+            "cer_not_before": "2026-01-01T00:00:00.0000000Z", "cer_not_after": "2027-01-01T00:00:00.0000000Z",
+            "store": store}
 
 
 def _crm(thumbprints: list[str], settings: bool) -> dict[str, Any]:

@@ -588,8 +588,9 @@ def test_render_records_the_certificate_in_steps_plan_and_review(cli, tmp_path: 
     assert "if ($Certificate.Thumbprint -ne $ApprovedThumbprint) {" in step05 and "throw (" in step05
     assert step05.index("$Certificate.Import(") < step05.index("$ApprovedThumbprint") < step05.index("$CredentialValue =")
     step06 = rendered_text(package, "06-spn.ps1")
-    assert f"$StartDate = [datetime]::Parse({quote(start)}, [System.Globalization.CultureInfo]::InvariantCulture" in step06
-    assert f"$EndDate = [datetime]::Parse({quote(end)}, " in step06
+    # the dates come from the certificate step 05 read (and checked against the approved thumbprint)
+    assert "$StartDate = $Certificate.NotBefore.ToUniversalTime()" in step06
+    assert "$EndDate = $Certificate.NotAfter.ToUniversalTime()" in step06
     assert "-Value $CredentialValue -StartDate $StartDate -EndDate $EndDate" in step06
     for text in (step05, step06):
         assert syntax_errors(text) == []
@@ -630,7 +631,8 @@ def test_render_without_local_certificate_is_unchanged(cli, tmp_path: Path) -> N
     params = parameters_file(tmp_path, "")
     assert cli("render", params, "--out", tmp_path / "out", password=None).code == 0
     package = tmp_path / "out" / "contoso"
-    assert "-StartDate" not in rendered_text(package, "06-spn.ps1")
+    # step 06 still gives the credential the validity of the server's .cer (read in step 05)
+    assert "-StartDate $StartDate -EndDate $EndDate" in rendered_text(package, "06-spn.ps1")
     assert "ApprovedThumbprint" not in rendered_text(package, "05-set-certificate.ps1")
     assert "certificate" not in json.loads((package / "plan.json").read_text(encoding="utf-8"))
     assert "## Certificate" not in (package / "REVIEW.md").read_text(encoding="utf-8")

@@ -64,7 +64,8 @@ def test_spn_step_reads_modifies_and_writes_key_credentials(default: dict[str, s
     assert "Add-MgServicePrincipalKey" not in code
     assert "Update-MgServicePrincipal -ServicePrincipalId $CRM.Id @Update" in code
     assert "Type = 'AsymmetricX509Cert'; Usage = 'Verify'; Key = $CERCertificateBin" in code
-    assert "StartDateTime = $Certificate.NotBefore.ToUniversalTime(); EndDateTime = $Certificate.NotAfter.ToUniversalTime()" in code
+    assert "StartDateTime = $Certificate.NotBefore.ToUniversalTime(); EndDateTime = $NotAfter" in code
+    assert "$NotAfter = $Certificate.NotAfter.ToUniversalTime()" in code
     # SPNs are merged into a copy of the existing names, never replaced by one name
     assert "foreach ($Name in @($CRM.ServicePrincipalNames)) {" in code
     assert "$Update['ServicePrincipalNames'] = $Names.ToArray()" in code
@@ -72,10 +73,11 @@ def test_spn_step_reads_modifies_and_writes_key_credentials(default: dict[str, s
     assert "$Removed++" not in code
 
 
-def test_remove_expired_credentials_is_rendered_only_when_asked() -> None:
-    spn = scripts(graph_params(remove_expired_credentials=True))["steps/06-spn.ps1"]
-    assert "elseif ($Key.EndDateTime -and $Key.EndDateTime.ToUniversalTime() -lt $Now) {" in spn
-    assert "$Removed++" in spn
+def test_remove_expired_credentials_no_longer_changes_the_script() -> None:
+    """The option's templates claimed to remove expired credentials; step 06 replaces only its own."""
+    assert scripts(graph_params(remove_expired_credentials=True)) == scripts(graph_params())
+    spn = scripts(graph_params())["steps/06-spn.ps1"]
+    assert "$Removed" not in spn and "expired credentials removed" not in spn
 
 
 def test_connect_interactive_token_and_app_only(default: dict[str, str]) -> None:

@@ -72,6 +72,7 @@ def _norm(line: str) -> str:
 #: and why. Everything else of the article must appear in its step as written.
 DEVIATIONS: dict[str, tuple[list[str], str]] = {
     "import-module msonlineext -force": ([], "third-party module, archived in 2020; no step uses it"),
+    "new-pssession": ([], "the loopback session it opens is never used"),
     "$msolcred = get-credential": (
         ["$credential = get-credential -message 'office 365 global administrator'", "$msolcred = $credential"],
         "the credential may come in as a parameter (psbridge run); Get-Credential prompts only without it",

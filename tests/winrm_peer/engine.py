@@ -49,7 +49,7 @@ class ErrorSpec:
 class Reply:
     """How the peer answers one pipeline.
 
-    output/warnings/errors are written in that order while the pipeline runs. Then:
+    output/warnings/information/errors are written in that order while the pipeline runs. Then:
     `terminating` fails the pipeline with that error; `hang` leaves it running until
     the client stops it; `drop` closes the TCP connection on the client's next
     request for this pipeline without answering; `delete_shell` removes the shell so
@@ -59,6 +59,8 @@ class Reply:
 
     output: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Information records (what Write-Host / Write-Information write), as strings.
+    information: list[str] = field(default_factory=list)
     errors: list[ErrorSpec] = field(default_factory=list)
     terminating: ErrorSpec | None = None
     hang: bool = False

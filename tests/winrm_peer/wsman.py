@@ -376,6 +376,8 @@ class WSManService:
             server.write_output(value)
         for message in reply.warnings:
             server.write_warning(message)
+        for message in reply.information:
+            server.write_information(message, "psbridge-peer")
         for spec in reply.errors:
             err = _error_record(spec, record.script)
             server.write_error(

@@ -37,6 +37,45 @@ if (-not (Test-Path -LiteralPath $CerPath -PathType Leaf)) {
     $Problems.Add('The public certificate (.cer) was not found: ' + $CerPath + ' (export it from the PFX with: psbridge cert export-cer).')
 }
 
+# Microsoft Graph PowerShell needs SDK v2 (Connect-MgGraph -AccessToken takes a SecureString
+# from v2 on) and, on Windows PowerShell 5.1, .NET Framework 4.7.2 or later (Release 461808).
+$GraphAuthentication = Get-Module -ListAvailable -Name 'Microsoft.Graph.Authentication' | Sort-Object -Property Version -Descending | Select-Object -First 1
+if ($GraphAuthentication -and $GraphAuthentication.Version.Major -lt 2) {
+    $Problems.Add('Microsoft.Graph.Authentication ' + $GraphAuthentication.Version + ' is older than 2.0, whose Connect-MgGraph -AccessToken takes a SecureString (Update-Module Microsoft.Graph).')
+}
+$NetRelease = (Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full' -ErrorAction SilentlyContinue).Release
+if ($null -eq $NetRelease -or [int]$NetRelease -lt 461808) {
+    $Problems.Add('.NET Framework 4.7.2 or later is required by Microsoft Graph PowerShell on Windows PowerShell 5.1; this server has Release ' + $NetRelease + ' (4.7.2 is 461808).')
+}
+elseif ($GraphAuthentication) {
+    foreach ($Module in @('Microsoft.Graph.Authentication', 'Microsoft.Graph.Applications', 'Microsoft.Graph.Identity.DirectoryManagement')) {
+        try {
+            Import-Module $Module -ErrorAction Stop
+        }
+        catch {
+            $Problems.Add('Import-Module ' + $Module + ' failed: ' + $_.Exception.Message)
+        }
+    }
+}
+# The CRM cmdlets of steps 02 and 07 talk to the Deployment Web Service. Over PowerShell
+# remoting (Negotiate/Kerberos) the session cannot pass the operator's credentials on: a read-only
+# call here finds that second-hop problem before anything changes.
+if (Get-PSSnapin -Registered -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue) {
+    try {
+        if (-not (Get-PSSnapin -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
+            Add-PSSnapin Microsoft.Crm.PowerShell
+        }
+        $null = Get-CrmSetting -SettingType 'WebAddressSettings'
+    }
+    catch {
+        $Reach = 'The CRM cmdlets cannot reach the Deployment Web Service from this session (Get-CrmSetting -SettingType WebAddressSettings): ' + $_.Exception.Message
+        if ($null -ne $PSSenderInfo) {
+            $Reach += ' Over PowerShell remoting this is usually the second hop: run with psbridge run --auth credssp, or connect to a session configuration with a RunAs account.'
+        }
+        $Problems.Add($Reach)
+    }
+}
+
 if ($Problems.Count -gt 0) {
     throw ('Prerequisites are not met:' + [Environment]::NewLine + ' - ' + ($Problems -join ([Environment]::NewLine + ' - ')))
 }

@@ -36,6 +36,25 @@ if (-not (Test-Path -LiteralPath $CerPath -PathType Leaf)) {
     $Problems.Add('The public certificate (.cer) was not found: ' + $CerPath + ' (no step of the article creates it; export it from the PFX with: psbridge cert export-cer).')
 }
 
+# The CRM cmdlets of steps 02 and 07 talk to the Deployment Web Service. Over PowerShell
+# remoting (Negotiate/Kerberos) the session cannot pass the operator's credentials on: a read-only
+# call here finds that second-hop problem before anything changes.
+if (Get-PSSnapin -Registered -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue) {
+    try {
+        if (-not (Get-PSSnapin -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
+            Add-PSSnapin Microsoft.Crm.PowerShell
+        }
+        $null = Get-CrmSetting -SettingType 'WebAddressSettings'
+    }
+    catch {
+        $Reach = 'The CRM cmdlets cannot reach the Deployment Web Service from this session (Get-CrmSetting -SettingType WebAddressSettings): ' + $_.Exception.Message
+        if ($null -ne $PSSenderInfo) {
+            $Reach += ' Over PowerShell remoting this is usually the second hop: run with psbridge run --auth credssp, or connect to a session configuration with a RunAs account.'
+        }
+        $Problems.Add($Reach)
+    }
+}
+
 if ($Problems.Count -gt 0) {
     throw ('Prerequisites are not met:' + [Environment]::NewLine + ' - ' + ($Problems -join ([Environment]::NewLine + ' - ')))
 }

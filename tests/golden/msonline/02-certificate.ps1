@@ -5,22 +5,145 @@
 # to its private key and stores the certificate in the CRM configuration database.
 # Deviations from the article: the script is called with & and parameters (no command string,
 # no Invoke-Expression), from the Tools folder as the article's .\ implies, and the PFX
-# password is a SecureString, turned into text only inside the call.
+# password is a SecureString, turned into text only inside the call. Afterwards the step
+# fails on a non-zero exit code and proves the result: the certificate with its private key
+# in LocalMachine\My, the service account's read access to the key (by SID) and the CRM's
+# certificate record of this type with the certificate's data.
 param(
     [securestring] $PfxPassword
 )
 $ErrorActionPreference = 'Stop'
 
 $ToolsDir = 'C:\Program Files\Microsoft Dynamics CRM\Tools'
+$CertificateType = 'S2STokenIssuer'
+$ServiceAccount = 'contoso\CRMWebApplicationService'
 $CertificateScript = [System.IO.Path]::Combine($ToolsDir, 'CertificateReconfiguration.ps1')
+$Wanted = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2
+$Wanted.Import('C:\Personalcertfile.cer')
+if (-not (Get-PSSnapin -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
+    Add-PSSnapin Microsoft.Crm.PowerShell
+}
+# Who may read a certificate's private key, by SID (names are localized and come in several
+# forms; generic rights appear as numbers). The key file is looked up in both machine key
+# stores: CNG (%ProgramData%\Microsoft\Crypto\Keys) and CSP (...\Crypto\RSA\MachineKeys).
+function Get-PSBridgeAccountSid([string] $Account) {
+    if ($Account -eq 'Network Service' -or $Account -eq 'NT AUTHORITY\NETWORK SERVICE') {
+        return 'S-1-5-20'
+    }
+    try {
+        return ([System.Security.Principal.NTAccount]$Account).Translate([System.Security.Principal.SecurityIdentifier]).Value
+    }
+    catch {
+        return $null
+    }
+}
+function Get-PSBridgeKeyAccess($Certificate, [string] $AccountSid) {
+    $Access = [ordered]@{ key_file = $null; key_store = $null; readable = $null; via = $null; note = $null }
+    $Names = @()
+    try {
+        $Key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
+        if ($Key -is [System.Security.Cryptography.RSACng]) {
+            $Names += $Key.Key.UniqueName
+        }
+        elseif ($Key -is [System.Security.Cryptography.RSACryptoServiceProvider]) {
+            $Names += $Key.CspKeyContainerInfo.UniqueKeyContainerName
+        }
+    }
+    catch {
+        $Access.note = 'the private key cannot be opened: ' + $_.Exception.Message
+        return [pscustomobject]$Access
+    }
+    $Stores = [ordered]@{
+        'CNG' = [System.IO.Path]::Combine($env:ProgramData, 'Microsoft\Crypto\Keys')
+        'CSP' = [System.IO.Path]::Combine($env:ProgramData, 'Microsoft\Crypto\RSA\MachineKeys')
+    }
+    foreach ($Name in @($Names | Where-Object { $_ })) {
+        foreach ($Store in $Stores.Keys) {
+            $Candidate = [System.IO.Path]::Combine($Stores[$Store], $Name)
+            if (-not $Access.key_file -and (Test-Path -LiteralPath $Candidate -PathType Leaf)) {
+                $Access.key_file = $Candidate
+                $Access.key_store = $Store
+            }
+        }
+    }
+    if (-not $Access.key_file) {
+        $Access.note = 'the key file is in neither machine key store'
+        return [pscustomobject]$Access
+    }
+    if (-not $AccountSid) {
+        $Access.note = 'the service account cannot be resolved to a SID'
+        return [pscustomobject]$Access
+    }
+    # ReadData (0x1), GENERIC_ALL (0x10000000), GENERIC_READ (0x80000000 = [int]::MinValue)
+    $ReadBits = 0x1 -bor 0x10000000 -bor [int]::MinValue
+    $Rules = @((Get-Acl -LiteralPath $Access.key_file).GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier]))
+    $Denied = @($Rules | Where-Object { $_.AccessControlType -eq 'Deny' -and $_.IdentityReference.Value -eq $AccountSid -and ([int]$_.FileSystemRights -band $ReadBits) -ne 0 })
+    $Allowed = @($Rules | Where-Object { $_.AccessControlType -eq 'Allow' -and ([int]$_.FileSystemRights -band $ReadBits) -ne 0 })
+    # Everyone and Authenticated Users contain every service account.
+    $Direct = @($Allowed | Where-Object { $_.IdentityReference.Value -eq $AccountSid })
+    $Everyone = @($Allowed | Where-Object { @('S-1-1-0', 'S-1-5-11') -contains $_.IdentityReference.Value })
+    if ($Denied.Count -gt 0) {
+        $Access.readable = $false
+        $Access.via = 'denied'
+    }
+    elseif ($Direct.Count -gt 0) {
+        $Access.readable = $true
+        $Access.via = 'account'
+    }
+    elseif ($Everyone.Count -gt 0) {
+        $Access.readable = $true
+        $Access.via = 'everyone'
+    }
+    else {
+        $Groups = @($Allowed | ForEach-Object { $_.IdentityReference.Value } | Where-Object { $_ -notmatch '^S-1-5-(18|19|32-544)$' })
+        if ($Groups.Count -gt 0) {
+            $Access.note = 'read access is granted only to ' + ($Groups -join ', ') + '; whether the service account is a member cannot be told here'
+        }
+        else {
+            $Access.readable = $false
+            $Access.note = 'no read access for the service account'
+        }
+    }
+    return [pscustomobject]$Access
+}
 if ($null -eq $PfxPassword) {
     $PfxPassword = Read-Host -AsSecureString -Prompt 'Password of the PFX file'
 }
 
 Push-Location -LiteralPath $ToolsDir
 try {
+    $global:LASTEXITCODE = 0
     & $CertificateScript -certificateFile 'C:\Personalcertfile.pfx' -password ([System.Net.NetworkCredential]::new('', $PfxPassword).Password) -updateCrm -certificateType 'S2STokenIssuer' -serviceAccount 'contoso\CRMWebApplicationService' -storeFindType 'FindBySubjectDistinguishedName'
 }
 finally {
     Pop-Location
 }
+# Added by psbridge: proof that CertificateReconfiguration.ps1 did its work. It reports with
+# exit codes and Write-Host, and neither stops this script: an "exit N" inside a script called
+# with & only sets $LASTEXITCODE (global), and Write-Host goes to the Information stream.
+if ($global:LASTEXITCODE -ne 0) {
+    throw ('CertificateReconfiguration.ps1 ended with exit code ' + $global:LASTEXITCODE + '; its messages are above (psbridge run records them as information).')
+}
+$Problems = New-Object 'System.Collections.Generic.List[string]'
+$Installed = @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine\My' | Where-Object { $_.Thumbprint -eq $Wanted.Thumbprint })
+if ($Installed.Count -eq 0) {
+    $Problems.Add('the certificate ' + $Wanted.Thumbprint + ' is not in Cert:\LocalMachine\My')
+}
+elseif (-not $Installed[0].HasPrivateKey) {
+    $Problems.Add('the certificate ' + $Wanted.Thumbprint + ' is in Cert:\LocalMachine\My without its private key')
+}
+else {
+    $Access = Get-PSBridgeKeyAccess $Installed[0] (Get-PSBridgeAccountSid $ServiceAccount)
+    if ($Access.readable -ne $true) {
+        $Problems.Add('the service account ' + $ServiceAccount + ' cannot be shown to read the private key ' + $Access.key_file + ' (' + $Access.note + $Access.via + ')')
+    }
+}
+$WantedData = [System.Convert]::ToBase64String($Wanted.RawData)
+$Records = @(Get-CrmCertificate | Where-Object { $_.CertificateType -eq $CertificateType -and ($_.Data -replace '\s', '') -eq $WantedData })
+if ($Records.Count -eq 0) {
+    $Problems.Add('the CRM has no ' + $CertificateType + ' certificate record with the data of ' + $Wanted.Thumbprint)
+}
+if ($Problems.Count -gt 0) {
+    throw ('CertificateReconfiguration.ps1 returned, but:' + [Environment]::NewLine + ' - ' + ($Problems -join ([Environment]::NewLine + ' - ')))
+}
+Write-Output ('Certificate ' + $Wanted.Thumbprint + ': in LocalMachine\My with its private key, readable by ' + $ServiceAccount + ', and the CRM''s ' + $CertificateType + ' certificate.')

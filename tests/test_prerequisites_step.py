@@ -1,0 +1,50 @@
+"""Step 01 proves, read-only, what later steps need.
+
+- Microsoft Graph PowerShell: SDK v2+ (Connect-MgGraph -AccessToken takes a SecureString from
+  v2; https://learn.microsoft.com/powershell/microsoftgraph/migration-steps) and, on Windows
+  PowerShell 5.1, .NET Framework 4.7.2+ (https://learn.microsoft.com/powershell/microsoftgraph/installation;
+  Release 461808: https://learn.microsoft.com/dotnet/framework/migration-guide/how-to-determine-which-versions-are-installed),
+  and a trial Import-Module.
+- The CRM cmdlets reach the Deployment Web Service (a read-only Get-CrmSetting); over PSRP
+  this is a second hop (CredSSP or a RunAs session configuration).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from generator.parameters import EXAMPLE, parse_parameters
+from generator.render import render_package
+from pwsh_grammar import syntax_errors
+
+
+def files(profile: str) -> dict[str, bytes]:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = profile
+    return render_package(parse_parameters(data)).files
+
+
+def step01(profile: str) -> str:
+    return files(profile)["steps/01-prerequisites.ps1"][3:].decode("utf-8").replace("\r\n", "\n")
+
+
+def test_graph_step_01_checks_sdk_version_dotnet_and_imports() -> None:
+    text = step01("graph")
+    assert syntax_errors(text) == []
+    assert "$GraphAuthentication.Version.Major -lt 2" in text
+    assert "Get-ItemProperty -LiteralPath 'HKLM:\\SOFTWARE\\Microsoft\\NET Framework Setup\\NDP\\v4\\Full'" in text
+    assert "[int]$NetRelease -lt 461808" in text
+    assert "Import-Module $Module -ErrorAction Stop" in text
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_step_01_tries_the_deployment_web_service_and_names_the_second_hop(profile: str) -> None:
+    text = step01(profile)
+    assert syntax_errors(text) == []
+    assert "$null = Get-CrmSetting -SettingType 'WebAddressSettings'" in text
+    assert "--auth credssp" in text and "RunAs" in text
+    assert text.index("Get-CrmSetting") < text.index("if ($Problems.Count -gt 0) {")
+    review = files(profile)["REVIEW.md"].decode("utf-8")
+    assert "`--auth credssp`" in review and "second hop" in review
