@@ -472,7 +472,7 @@ class HumanReporter:
             self.out(f"{label} {event['seconds']:.1f}s")
             if state != "ok":
                 for line in event.get("information") or []:
-                    self.out(f"    host: {line}")
+                    self._lines("    host: ", line)
                 for err in event["errors"]:
                     self._lines("    error: ", err["message"])
                     if err["category"]:
