@@ -113,6 +113,11 @@ def assert_usage_error(result: Result, *expected: str) -> None:
         assert text in result.stderr, (text, result.stderr[:2000])
 
 
+def test_the_helpers_write_a_valid_file(psbridge, tmp_path: Path) -> None:
+    result = psbridge("validate", write(tmp_path, BASE))
+    assert result.exit_code == 0, result.stderr
+
+
 # --------------------------------------------------------------------------- 1. validation = what quote() accepts
 
 #: A valid value for every string field, with {} where an inserted character keeps the rest valid.
@@ -144,6 +149,46 @@ LINE_BREAKS = {
 }
 
 
+@pytest.mark.parametrize("field", sorted(FIELD_FORMS))
+def test_every_field_form_is_valid_as_written(field: str) -> None:
+    """Guard for the tests below: without the inserted character each form is valid."""
+    from generator.parameters import parse_parameters
+
+    parse_parameters(with_field(field, FIELD_FORMS[field].format("")))
+
+
+@pytest.mark.parametrize("char", list(LINE_BREAKS), ids=list(LINE_BREAKS.values()))
+@pytest.mark.parametrize("field", sorted(FIELD_FORMS))
+def test_a_line_break_or_control_character_is_a_validation_error(psbridge, tmp_path: Path, field: str,
+                                                                 char: str) -> None:
+    params = write(tmp_path, with_field(field, FIELD_FORMS[field].format(char)))
+    result = psbridge("validate", params)
+    assert_usage_error(result, f"{field}: contains a control character or line break ({LINE_BREAKS[char]}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["*.contoso.com\n", "*.contoso\u2028.com", "*.contoso.com\x85"])
+def test_render_refuses_what_validate_refuses_without_a_traceback(psbridge, tmp_path: Path, value: str) -> None:
+    params = write(tmp_path, with_field("crm.root_domain", value))
+    for command in ("validate", "render"):
+        result = psbridge(command, params)
+        assert_usage_error(result, "crm.root_domain: contains a control character or line break")
+    assert not (tmp_path / "output").exists()
+
+
+@pytest.mark.parametrize("field,value", [
+    ("certificate.pfx_path", "C:\\certs\\a\u2028b.pfx"),
+    ("certificate.service_account", "contoso\\svc\u2029"),
+    ("sharepoint.sites[1]", "https://contoso.sharepoint.com/sites/a\x85b"),
+    ("crm.tools_dir", "C:\\Tools\u2028"),
+])
+def test_render_of_unicode_line_separators_is_a_validation_error(psbridge, tmp_path: Path, field: str,
+                                                                 value: str) -> None:
+    result = psbridge("render", write(tmp_path, with_field(field, value)))
+    assert_usage_error(result, f"{field}: contains a control character or line break")
+    assert not (tmp_path / "output").exists()
+
+
 # --------------------------------------------------------------------------- 2. invisible characters
 
 INVISIBLE = {
@@ -154,6 +199,23 @@ INVISIBLE = {
     "\u00ad": "U+00AD (SOFT HYPHEN)",
     "\U000e0041": "U+E0041 (TAG LATIN CAPITAL LETTER A)",
 }
+
+
+@pytest.mark.parametrize("char", list(INVISIBLE), ids=[v.split()[0] for v in INVISIBLE.values()])
+@pytest.mark.parametrize("field", sorted(FIELD_FORMS))
+def test_an_invisible_character_is_refused_in_every_field(psbridge, tmp_path: Path, field: str, char: str) -> None:
+    result = psbridge("validate", write(tmp_path, with_field(field, FIELD_FORMS[field].format(char))))
+    assert_usage_error(result, f"{field}: contains the invisible character {INVISIBLE[char]}")
+    assert len(result.stderr.splitlines()) == 1
+    assert char not in result.stderr
+
+
+def test_visible_non_ascii_and_quotes_are_still_accepted(psbridge, tmp_path: Path) -> None:
+    """Refusing invisible characters must not refuse real names (é, ’, $) in paths and accounts."""
+    data = with_field("certificate.pfx_path", "C:\\Certificats\\clé’s $x.pfx")
+    data["certificate"]["service_account"] = "contoso\\Müller"
+    result = psbridge("render", write(tmp_path, data))
+    assert result.exit_code == 0, result.stderr
 
 
 def test_non_ascii_code_points_lists_each_distinct_character_once() -> None:
@@ -181,6 +243,71 @@ def run_with_timeout(*args: str | os.PathLike[str], cwd: Path, timeout: float = 
     proc = subprocess.run([sys.executable, "-m", "generator", *map(str, args)], cwd=cwd, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_deeply_nested_toml_is_a_one_line_error(psbridge, tmp_path: Path, command: str) -> None:
+    params = write(tmp_path, "a = " + "[" * 100_000 + "\n")
+    result = psbridge(command, params)
+    assert_usage_error(result, "params.toml: ", "nested too deeply")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_an_integer_too_long_to_convert_is_a_one_line_error(psbridge, tmp_path: Path) -> None:
+    result = psbridge("validate", write(tmp_path, "a = " + "1" * 5000 + "\n"))
+    assert_usage_error(result, "params.toml: not valid TOML")
+    assert len(result.stderr.splitlines()) == 1 and len(result.stderr) < 300
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "params.toml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    result = run_with_timeout("validate", fifo, cwd=tmp_path)
+    assert_usage_error(result, f"{fifo}: not a regular file (a FIFO)")
+    assert time.monotonic() - started < 20
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    """Through load_parameters: the CLI's click.Path(dir_okay=False) answers first for a directory."""
+    from generator.errors import UserError
+    from generator.parameters import load_parameters
+
+    (tmp_path / "params.toml").mkdir()
+    with pytest.raises(UserError, match=r"params.toml: not a regular file \(a directory\)$"):
+        load_parameters(tmp_path / "params.toml")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_a_device_is_refused_without_reading_it(tmp_path: Path) -> None:
+    result = run_with_timeout("validate", "/dev/zero", cwd=tmp_path)
+    assert_usage_error(result, "/dev/zero: not a regular file (a character device)")
+
+
+def test_a_symlink_to_a_fifo_is_refused(tmp_path: Path) -> None:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "params.toml").symlink_to(tmp_path / "pipe")
+    result = run_with_timeout("render", "params.toml", cwd=tmp_path)
+    assert_usage_error(result, "params.toml: not a regular file (a FIFO)")
+    assert not (tmp_path / "output").exists()
+
+
+def test_a_file_larger_than_the_cap_is_refused(psbridge, tmp_path: Path) -> None:
+    text = "# " + "x" * (1024 * 1024) + "\n" + toml_text(BASE)
+    result = psbridge("validate", write(tmp_path, text))
+    assert_usage_error(result, "params.toml: larger than 1 MiB")
+    assert len(result.stderr) < 300
+
+
+def test_a_file_just_under_the_cap_is_read(psbridge, tmp_path: Path) -> None:
+    body = toml_text(BASE)
+    text = "# " + "x" * (1024 * 1024 - len(body) - 10) + "\n" + body
+    assert len(text.encode()) <= 1024 * 1024
+    result = psbridge("validate", write(tmp_path, text))
+    assert result.exit_code == 0, result.stderr[:500]
 
 
 # --------------------------------------------------------------------------- 4. echoed values: clipped and inert
@@ -233,7 +360,91 @@ def test_printable_is_fast_on_large_text() -> None:
     assert time.perf_counter() - started < 2.0
 
 
+def test_a_huge_value_is_not_echoed_in_full() -> None:
+    from generator.errors import UserError
+    from generator.parameters import parse_parameters
+
+    host = "a" * 5_000_000
+    data = with_field("sharepoint.sites[1]", f"https://{host}.example.com/")
+    with pytest.raises(UserError) as caught:
+        parse_parameters(data)
+    (line,) = caught.value.problems
+    assert line.startswith("sharepoint.sites[1]: ") and len(line) < 400, line[:500]
+    assert "… (5000012 characters)" in line
+
+
+@pytest.mark.parametrize("field,value", [
+    ("sharepoint.sites[1]", "https://" + "a" * 500_000 + ".example.com/"),
+    ("certificate.service_account", "contoso.com" + "x" * 500_000 + " y\\svc"),
+    ("sharepoint.sites[2]", "https://contoso.sharepoint.com/sites/salesteam"),  # listed twice
+])
+def test_huge_values_are_clipped_in_error_lines(psbridge, tmp_path: Path, field: str, value: str) -> None:
+    data = with_field(field, value)
+    if field == "sharepoint.sites[2]":
+        long_site = "https://contoso.sharepoint.com/sites/" + "s" * 500_000
+        data["sharepoint"]["sites"] = [long_site, long_site]
+    result = psbridge("validate", write(tmp_path, data))
+    assert_usage_error(result, "characters)")
+    assert len(result.stderr) < 500, result.stderr[:600]
+
+
+def test_a_huge_unknown_key_is_clipped(psbridge, tmp_path: Path) -> None:
+    text = toml_text(BASE).replace('["crm"]\n', '["crm"]\n' + "k" * 500_000 + " = 1\n")
+    result = psbridge("validate", write(tmp_path, text))
+    assert_usage_error(result, 'crm."kkkk', "… (500000 characters)\": unknown key")
+    assert len(result.stderr) < 400
+
+
+@pytest.mark.parametrize("key,shown", [
+    ("a\nb", 'crm."a\\nb": unknown key'),
+    ("\x1b[31mred", 'crm."\\x1b[31mred": unknown key'),
+    ("evil\u202elmth", 'crm."evil\\u202elmth": unknown key'),
+])
+def test_a_toml_key_with_control_characters_gives_one_inert_line(psbridge, tmp_path: Path, key: str,
+                                                                 shown: str) -> None:
+    data = with_field(f"crm.{key}", "1")
+    result = psbridge("validate", write(tmp_path, data))
+    assert_usage_error(result, shown)
+    assert len(result.stderr.splitlines()) == 1
+    assert "\x1b" not in result.stderr and "\u202e" not in result.stderr
+
+
+def test_a_file_name_with_control_characters_is_echoed_inert(psbridge, tmp_path: Path) -> None:
+    name = "p\x1b[31m\n.toml"
+    result = psbridge("validate", name)
+    assert_usage_error(result, "p\\x1b[31m\\n.toml: cannot read")
+    assert len(result.stderr.splitlines()) == 1
+
+
 # --------------------------------------------------------------------------- 6. hints
+
+
+@pytest.mark.parametrize("field", ["sharepoint.tenant_id", "graph.client_id", "graph.tenant_id"])
+def test_a_guid_in_braces_gets_a_hint(psbridge, tmp_path: Path, field: str) -> None:
+    data = with_field(field, "{72f988bf-86f1-41af-91ab-2d7cd011db47}")
+    result = psbridge("validate", write(tmp_path, data))
+    assert_usage_error(result, f"{field}: must be a GUID", "(remove the braces)")
+
+
+def test_site_errors_are_numbered_from_one(psbridge, tmp_path: Path) -> None:
+    data = with_field("sharepoint.sites[2]", "http://contoso.sharepoint.com/sites/b")
+    result = psbridge("validate", write(tmp_path, data))
+    assert_usage_error(result, "sharepoint.sites[2]: must be an https:// URL")
+    assert "sites.1" not in result.stderr
+
+
+def test_a_site_listed_twice_names_both_positions(psbridge, tmp_path: Path) -> None:
+    site = "https://contoso.sharepoint.com/sites/a"
+    data = with_field("sharepoint.sites[1]", site)
+    data["sharepoint"]["sites"] = [site, "https://contoso.sharepoint.com/sites/b", site.upper().replace("HTTPS", "https")]
+    result = psbridge("validate", write(tmp_path, data))
+    assert_usage_error(result, "sharepoint: site listed twice", "sites[1] and sites[3]")
+
+
+def test_a_url_the_parser_refuses_is_a_field_error(psbridge, tmp_path: Path) -> None:
+    for site in ("https://contoso.sharepoint.com:x/sites/a", "https://[contoso.sharepoint.com/sites/a"):
+        result = psbridge("validate", write(tmp_path, with_field("sharepoint.sites[1]", site)))
+        assert_usage_error(result, "sharepoint.sites[1]: ")
 
 
 # --------------------------------------------------------------------------- property: accepted ⇒ quotable
@@ -253,6 +464,23 @@ def _string_values(value: Any) -> typing.Iterator[str]:
     elif isinstance(value, list):
         for v in value:
             yield from _string_values(v)
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(sorted(FIELD_FORMS)), text=TEXT, raw=st.booleans())
+def test_whatever_validation_accepts_quote_accepts(field: str, text: str, raw: bool) -> None:
+    from generator.errors import UserError
+    from generator.parameters import parse_parameters
+    from generator.powershell import quote
+
+    value = text if raw else FIELD_FORMS[field].format(text)
+    try:
+        params = parse_parameters(with_field(field, value))
+    except UserError as exc:
+        assert all("\n" not in p and "\x1b" not in p for p in exc.problems)
+        return
+    for string in _string_values(params.model_dump(mode="json")):
+        quote(string)  # raises ValueError if validation let through what rendering refuses
 
 
 def _string_fields(model: Any, prefix: str = "") -> list[str]:
@@ -275,3 +503,24 @@ def _string_fields(model: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def test_the_property_covers_every_string_field() -> None:
+    from generator.parameters import Parameters
+
+    covered = {f.replace("[1]", "") for f in FIELD_FORMS}
+    assert set(_string_fields(Parameters)) == covered
+
+
+def test_literal_fields_refuse_hidden_characters_too(psbridge, tmp_path: Path) -> None:
+    result = psbridge("validate", write(tmp_path, with_field("profile", "msonline\u200b")))
+    assert_usage_error(result, "profile: contains the invisible character U+200B")
+
+
+def test_a_clean_error_for_stat_of_every_kind() -> None:
+    """The file-type words used in messages exist for every kind stat can report."""
+    from generator.parameters import file_kind
+
+    assert file_kind(stat.S_IFIFO) == "a FIFO"
+    assert file_kind(stat.S_IFDIR) == "a directory"
+    assert file_kind(stat.S_IFCHR) == "a character device"
+    assert file_kind(stat.S_IFBLK) == "a block device"
+    assert file_kind(stat.S_IFSOCK) == "a socket"
