@@ -196,6 +196,53 @@ def dns_name(value: str, *, what: str = "domain") -> str:
     return value
 
 
+def host_name(value: str) -> str:
+    """The CRM server `psbridge run` connects to: a DNS host name or an IPv4 address.
+
+    A name is one or more LDH labels (a single label such as `crm01` is allowed: WinRM
+    inside a domain often uses it), at most 253 characters, ASCII (international names
+    in punycode), an optional trailing dot; its last label is not numeric, so that
+    `10.0.0.256` is not taken for a name. Digits-and-dots must be a dotted-quad IPv4
+    address. IPv6 literals, ports, schemes and paths are refused: the value is compared
+    with `--host` (normalize_host), and one spelling per server keeps that comparison exact.
+    """
+    import ipaddress
+
+    if not value:
+        raise ValueError("must be a host name such as crm01.contoso.local (or an IPv4 address)")
+    if "/" in value or "@" in value:
+        raise ValueError("give the host name only, without https://, a user or a path")
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value.strip("[]"))
+        except ValueError:
+            raise ValueError("give the host name only, without a port (psbridge run takes --port)") from None
+        raise ValueError("IPv6 addresses are not supported; give the DNS name or an IPv4 address")
+    if not value.isascii():
+        raise ValueError("must be ASCII; write international names in punycode (xn--…)")
+    name = value.removesuffix(".")
+    if len(name) > 253:
+        raise ValueError("host name is longer than 253 characters")
+    labels = name.split(".")
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            raise ValueError(f"{show(value)} is not a valid IPv4 address (four numbers 0-255, no leading zeros)") from None
+        return value
+    for label in labels:
+        if not _HOST_LABEL.fullmatch(label):
+            raise ValueError(f"{show(label)} is not a valid DNS label (letters, digits, '-', 1-63 characters)")
+    if labels[-1].isdigit():
+        raise ValueError("the last label of a DNS name cannot be numeric")
+    return value
+
+
+def normalize_host(value: str) -> str:
+    """A host name as compared: lowercase, without the trailing dot (`CRM01.Contoso.Local.`)."""
+    return value.lower().removesuffix(".")
+
+
 def root_domain(value: str) -> str:
     """`*.` followed by the DNS name where the Dynamics 365 Server is (the article's `*.contoso.com`)."""
     if not value.startswith("*."):
@@ -274,6 +321,7 @@ CerPath = Annotated[str, AfterValidator(_cer)]
 FolderPath = Annotated[str, AfterValidator(_folder)]
 ServiceAccount = Annotated[str, AfterValidator(service_account)]
 RootDomain = Annotated[str, AfterValidator(root_domain)]
+HostName = Annotated[str, AfterValidator(host_name)]
 #: A list item: the model-wide check sees the list, not its items, so each site checks itself.
 SiteUrl = Annotated[str, AfterValidator(plain_text), AfterValidator(sharepoint_site)]
 Guid = Annotated[str, AfterValidator(guid)]
@@ -335,6 +383,13 @@ class Crm(_Strict):
     tools_dir: FolderPath = Field(
         "C:\\Program Files\\Microsoft Dynamics CRM\\Tools",
         description="Folder on the CRM server that holds CertificateReconfiguration.ps1.",
+    )
+    server: HostName | None = Field(
+        None,
+        description="Optional: the CRM server psbridge run and check connect to; they default --host to it and "
+        "refuse another host. A DNS host name (one or more labels of letters, digits and '-', ASCII/punycode, "
+        "at most 253 characters, e.g. crm01.contoso.local or crm01) or an IPv4 address; no IPv6, port or URL. "
+        "Compared case-insensitively, ignoring a trailing dot.",
     )
 
 

@@ -130,6 +130,7 @@ FIELD_FORMS: dict[str, str] = {
     "certificate.local_cer": "./certs/s2s{}.cer",
     "crm.root_domain": "*.contoso.com{}",
     "crm.tools_dir": "C:\\Program Files\\Microsoft Dynamics CRM\\Tools{}",
+    "crm.server": "crm01.contoso.local{}",
     "sharepoint.sites[1]": "https://contoso.sharepoint.com/sites/sales{}team",
     "sharepoint.tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47{}",
     "graph.client_id": "72f988bf-86f1-41af-91ab-2d7cd011db47{}",
@@ -414,6 +415,77 @@ def test_a_file_name_with_control_characters_is_echoed_inert(psbridge, tmp_path:
     result = psbridge("validate", name)
     assert_usage_error(result, "p\\x1b[31m\\n.toml: cannot read")
     assert len(result.stderr.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- 5. [crm] server
+
+GOOD_SERVERS = ["crm01", "crm01.contoso.local", "CRM01.Contoso.Local.", "xn--crm-bma.contoso.local",
+                "10.0.0.5", "a" * 63 + ".contoso.local"]
+BAD_SERVERS = [
+    ("", "must be a host name such as crm01.contoso.local"),
+    ("10.0.0.256", "not a valid IPv4 address"),
+    ("1.2.3", "not a valid IPv4 address"),
+    ("010.0.0.5", "not a valid IPv4 address"),
+    ("::1", "IPv6 addresses are not supported"),
+    ("[fe80::1]", "IPv6 addresses are not supported"),
+    ("crm01:5986", "give the host name only"),
+    ("https://crm01.contoso.local", "give the host name only"),
+    ("crm01.contoso.local/wsman", "give the host name only"),
+    ("crm_01.contoso.local", "'crm_01' is not a valid DNS label"),
+    ("-crm.contoso.local", "'-crm' is not a valid DNS label"),
+    ("crm..contoso.local", "'' is not a valid DNS label"),
+    ("a" * 64 + ".contoso.local", "is not a valid DNS label"),
+    (".".join(["abcdefghi"] * 26), "longer than 253 characters"),
+    ("crmé.contoso.local", "must be ASCII"),
+    ("crm.123", "the last label of a DNS name cannot be numeric"),
+    ("crm01 .contoso.local", "is not a valid DNS label"),
+]
+
+
+@pytest.mark.parametrize("server", GOOD_SERVERS)
+def test_server_accepts_dns_names_and_ipv4_addresses(psbridge, tmp_path: Path, server: str) -> None:
+    result = psbridge("validate", write(tmp_path, with_field("crm.server", server)))
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize("server,expected", BAD_SERVERS, ids=[b[0][:20] or "empty" for b in BAD_SERVERS])
+def test_server_refuses_anything_else(psbridge, tmp_path: Path, server: str, expected: str) -> None:
+    result = psbridge("validate", write(tmp_path, with_field("crm.server", server)))
+    assert_usage_error(result, f"crm.server: ", expected)
+
+
+def test_server_is_part_of_the_rendered_parameters(psbridge, tmp_path: Path) -> None:
+    import json
+
+    result = psbridge("render", write(tmp_path, with_field("crm.server", "crm01.contoso.local")))
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads((tmp_path / "output/contoso/plan.json").read_text())
+    assert plan["parameters"]["crm"]["server"] == "crm01.contoso.local"
+
+
+def test_normalize_host_compares_case_and_trailing_dot_insensitively() -> None:
+    from generator.parameters import normalize_host
+
+    assert normalize_host("CRM01.Contoso.Local.") == "crm01.contoso.local"
+    assert normalize_host("crm01") == normalize_host("CRM01.") == "crm01"
+    assert normalize_host("10.0.0.5") == "10.0.0.5"
+
+
+def test_server_description_documents_the_rule() -> None:
+    from generator.parameters import json_schema
+
+    description = json_schema()["$defs"]["Crm"]["properties"]["server"]["description"]
+    assert "IPv4" in description and "DNS" in description
+
+
+def test_init_template_documents_server_and_it_validates_uncommented(psbridge, tmp_path: Path) -> None:
+    assert psbridge("init", "p.toml").exit_code == 0
+    text = (tmp_path / "p.toml").read_text(encoding="utf-8")
+    assert '# server = "crm01.contoso.local"' in text
+    (tmp_path / "q.toml").write_text(text.replace('# server = "crm01.contoso.local"', 'server = "crm01.contoso.local"'),
+                                     encoding="utf-8")
+    assert psbridge("validate", "p.toml").exit_code == 0
+    assert psbridge("validate", "q.toml").exit_code == 0
 
 
 # --------------------------------------------------------------------------- 6. hints
