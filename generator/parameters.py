@@ -284,6 +284,9 @@ def sharepoint_site(value: str) -> str:
     return value
 
 
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+
+
 def guid(value: str) -> str:
     """A GUID in the 8-4-4-4-12 form the wizard and Get-MsolCompanyInformation show."""
     if not _GUID.fullmatch(value):
@@ -291,9 +294,6 @@ def guid(value: str) -> str:
         hint = " (remove the braces)" if _GUID.fullmatch(value.removeprefix("{").removesuffix("}")) else ""
         raise ValueError(f"must be a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47{hint}")
     return value
-
-
-_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 
 def _local_file(value: str, suffixes: tuple[str, ...]) -> str:
@@ -461,7 +461,8 @@ class Parameters(_Strict):
 
     name: PackageName = Field(
         description="Package name: lowercase letters, digits and '-'; names the output folder.",
-        json_schema_extra={"pattern": _PACKAGE_NAME.pattern},
+        # JSON Schema patterns are searched, not matched: anchor them (ECMA-262 `$` is the end).
+        json_schema_extra={"pattern": f"^{_PACKAGE_NAME.pattern}$"},
     )
     profile: Literal["msonline", "graph"] = Field(
         "msonline", description="msonline: the article's sequence; graph: the same with Microsoft Graph PowerShell."

@@ -596,3 +596,10 @@ def test_a_clean_error_for_stat_of_every_kind() -> None:
     assert file_kind(stat.S_IFCHR) == "a character device"
     assert file_kind(stat.S_IFBLK) == "a block device"
     assert file_kind(stat.S_IFSOCK) == "a socket"
+
+
+def test_the_schema_pattern_of_name_is_anchored() -> None:
+    """JSON Schema searches a pattern: without anchors `Bad Name-x` would match `x`."""
+    from generator.parameters import json_schema
+
+    assert json_schema()["properties"]["name"]["pattern"] == "^[a-z0-9][a-z0-9-]{0,62}$"
