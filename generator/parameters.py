@@ -6,11 +6,19 @@ error names the field (`certificate.pfx_path: …`) and says what is wrong. Valu
 are legal in Windows but dangerous in scripts (apostrophes, typographic quotes, `$`,
 `;`, `#`, backticks, non-ASCII letters) are accepted here: the quoting function makes
 them safe, and refusing them would only push users back to hand-editing.
+
+What quote() refuses is refused here first, in every string field: control characters
+and line breaks (a value of a rendered script must be one line), and invisible Unicode
+format characters (zero-width spaces, bidi overrides: a reviewer cannot see them). An
+error line quotes a user's value clipped to 80 characters and escaped (`text.printable`),
+so that a 5 MB value or a key holding an ANSI escape still gives one short, inert line.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -27,32 +35,73 @@ from pydantic import (
 )
 
 from .errors import UserError
+from .powershell import quote
+from .text import clip, code_point, is_invisible, printable
 
 # --------------------------------------------------------------------------- Windows paths
 
 #: Characters Windows forbids in a file or folder name (besides control characters).
 _FORBIDDEN_IN_NAME = set('<>:"/\\|?*')
 _RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-_DRIVE = re.compile(r"^[A-Za-z]:\\")
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_DRIVE = re.compile(r"[A-Za-z]:\\")  # used with .match: a prefix
+#: One DNS label (letters, digits, '-'; 1-63; no '-' at either end). Always used with
+#: fullmatch: `$` would also match before a trailing line break.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 MAX_PATH = 259  # MAX_PATH (260) less the terminating NUL; the CRM tools do not use long paths
+
+# --------------------------------------------------------------------------- every string
+
+#: What quote() refuses: C0 and C1 controls, DEL, U+2028 and U+2029.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def show(value: str) -> str:
+    """A user's value as an error line quotes it: clipped to 80 characters, escaped, in quotes."""
+    return f"'{printable(clip(value))}'"
+
+
+def _label(ch: str) -> str:
+    """`U+2028 LINE SEPARATOR`, or just `U+000A` for a character Unicode does not name."""
+    label = code_point(ch)
+    return label.split(" <", 1)[0]
+
+
+def plain_text(value: str) -> str:
+    """Refuse what no field may hold: what quote() refuses, and invisible format characters.
+
+    Runs before each field's own rules, so that `*.contoso.com\\n` is reported as the
+    line break it is (not as a bad DNS label), and so that nothing `validate` accepts can
+    make `render` fail in quote().
+    """
+    control = _CONTROL.search(value)
+    if control:
+        raise ValueError(f"contains a control character or line break ({_label(control.group(0))})")
+    if not value.isprintable():  # False for every Cf character; True for nearly all values
+        hidden = next((ch for ch in value if is_invisible(ch)), None)
+        if hidden is not None:
+            code, _, name = code_point(hidden).partition(" ")
+            raise ValueError(f"contains the invisible character {code} ({name})")
+    try:
+        quote(value)
+    except ValueError:  # quote() refuses more than _CONTROL: keep validation its superset
+        raise ValueError("cannot be written into a PowerShell script") from None
+    return value
 
 
 def _check_name(part: str) -> None:
     """One path component, by the rules of Windows' file systems."""
     if not part:
         raise ValueError("empty path component (two backslashes in a row)")
-    if any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in part):
-        raise ValueError("contains a control character")
+    plain_text(part)
     bad = sorted(_FORBIDDEN_IN_NAME & set(part))
     if bad:
-        raise ValueError(f"character {bad[0]!r} is not allowed in a Windows file name ({part!r})")
+        raise ValueError(f"character {bad[0]!r} is not allowed in a Windows file name ({show(part)})")
     if part in {".", ".."}:
         raise ValueError("'.' and '..' are not allowed; give the full path")
     if part[-1] in " .":
-        raise ValueError(f"a Windows name cannot end with a space or a dot ({part!r})")
+        raise ValueError(f"a Windows name cannot end with a space or a dot ({show(part)})")
     if part.split(".")[0].upper().rstrip() in _RESERVED_NAMES:
-        raise ValueError(f"{part!r} is a reserved device name in Windows")
+        raise ValueError(f"{show(part)} is a reserved device name in Windows")
 
 
 def windows_path(value: str, *, suffixes: tuple[str, ...] = ()) -> str:
@@ -70,8 +119,8 @@ def windows_path(value: str, *, suffixes: tuple[str, ...] = ()) -> str:
         if len(parts) < 3:
             raise ValueError("a UNC path needs \\\\server\\share\\ and a file or folder")
         server, names = parts[0], parts[1:]
-        if not all(_HOST_LABEL.match(label) for label in server.split(".")):
-            raise ValueError(f"{server!r} is not a valid server name")
+        if not all(_HOST_LABEL.fullmatch(label) for label in server.split(".")):
+            raise ValueError(f"{show(server)} is not a valid server name")
     elif _DRIVE.match(value):
         names = value[3:].split("\\")
         if names == [""]:
@@ -113,12 +162,11 @@ def service_account(value: str) -> str:
     if value.count("\\") != 1:
         raise ValueError("must be DOMAIN\\user or Network Service")
     domain, user = value.split("\\")
-    if any(ord(c) < 32 for c in value):
-        raise ValueError("contains a control character")
+    plain_text(value)
     if domain.upper() != "NT AUTHORITY":
         dns_like = "." in domain
         if not domain or (not dns_like and len(domain) > 15) or _NETBIOS_FORBIDDEN & set(domain) or " " in domain:
-            raise ValueError(f"{domain!r} is not a valid domain name (NetBIOS: up to 15 characters, no spaces)")
+            raise ValueError(f"{show(domain)} is not a valid domain name (NetBIOS: up to 15 characters, no spaces)")
     if not user or len(user) > 256:
         # AD's schema allows 256; the 20-character pre-Windows 2000 limit is not enforced
         # because the article's own example (CRMWebApplicationService) is longer.
@@ -141,11 +189,58 @@ def dns_name(value: str, *, what: str = "domain") -> str:
     if len(value) > 253:
         raise ValueError(f"{what} is longer than 253 characters")
     for label in labels:
-        if not _HOST_LABEL.match(label):
-            raise ValueError(f"{label!r} is not a valid DNS label (letters, digits, '-', 1-63 characters)")
+        if not _HOST_LABEL.fullmatch(label):
+            raise ValueError(f"{show(label)} is not a valid DNS label (letters, digits, '-', 1-63 characters)")
     if labels[-1].isdigit():
         raise ValueError(f"{what} must be a DNS name, not an IP address")
     return value
+
+
+def host_name(value: str) -> str:
+    """The CRM server `psbridge run` connects to: a DNS host name or an IPv4 address.
+
+    A name is one or more LDH labels (a single label such as `crm01` is allowed: WinRM
+    inside a domain often uses it), at most 253 characters, ASCII (international names
+    in punycode), an optional trailing dot; its last label is not numeric, so that
+    `10.0.0.256` is not taken for a name. Digits-and-dots must be a dotted-quad IPv4
+    address. IPv6 literals, ports, schemes and paths are refused: the value is compared
+    with `--host` (normalize_host), and one spelling per server keeps that comparison exact.
+    """
+    import ipaddress
+
+    if not value:
+        raise ValueError("must be a host name such as crm01.contoso.local (or an IPv4 address)")
+    if "/" in value or "@" in value:
+        raise ValueError("give the host name only, without https://, a user or a path")
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value.strip("[]"))
+        except ValueError:
+            raise ValueError("give the host name only, without a port (psbridge run takes --port)") from None
+        raise ValueError("IPv6 addresses are not supported; give the DNS name or an IPv4 address")
+    if not value.isascii():
+        raise ValueError("must be ASCII; write international names in punycode (xn--…)")
+    name = value.removesuffix(".")
+    if len(name) > 253:
+        raise ValueError("host name is longer than 253 characters")
+    labels = name.split(".")
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            raise ValueError(f"{show(value)} is not a valid IPv4 address (four numbers 0-255, no leading zeros)") from None
+        return value
+    for label in labels:
+        if not _HOST_LABEL.fullmatch(label):
+            raise ValueError(f"{show(label)} is not a valid DNS label (letters, digits, '-', 1-63 characters)")
+    if labels[-1].isdigit():
+        raise ValueError("the last label of a DNS name cannot be numeric")
+    return value
+
+
+def normalize_host(value: str) -> str:
+    """A host name as compared: lowercase, without the trailing dot (`CRM01.Contoso.Local.`)."""
+    return value.lower().removesuffix(".")
 
 
 def root_domain(value: str) -> str:
@@ -165,29 +260,39 @@ _SPO_SUFFIXES = (".sharepoint.com", ".sharepoint.us", ".sharepoint.cn")
 
 def sharepoint_site(value: str) -> str:
     """An https SharePoint Online site collection URL on a tenant host (not -admin, not -my)."""
-    if any(ord(c) <= 32 or 0x7F <= ord(c) <= 0x9F for c in value):
-        raise ValueError("a URL cannot contain spaces or control characters")
+    plain_text(value)
+    if " " in value:
+        raise ValueError("a URL cannot contain spaces (percent-encode them as %20)")
     bad = sorted(set(value) & _NOT_IN_URL)
     if bad:
         raise ValueError(f"character {bad[0]!r} is not allowed in a URL (percent-encode it)")
-    parts = urlsplit(value)
+    try:  # urlsplit and .port raise ValueError quoting the whole input: not for an error line
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid URL (check the host name and any ':' or brackets)") from None
     if parts.scheme != "https":
         raise ValueError("must be an https:// URL")
-    if parts.username or parts.password or parts.port or parts.query or parts.fragment:
+    if parts.username or parts.password or port or ":" in parts.netloc or parts.query or parts.fragment:
         raise ValueError("must be a plain site URL (no user, port, query or fragment)")
     host = (parts.hostname or "").lower()
     tenant = next((host[: -len(s)] for s in _SPO_SUFFIXES if host.endswith(s)), "")
-    if not tenant or "." in tenant or not _HOST_LABEL.match(tenant):
-        raise ValueError(f"{host or value!r} is not a SharePoint Online host such as contoso.sharepoint.com")
+    if not tenant or "." in tenant or not _HOST_LABEL.fullmatch(tenant):
+        raise ValueError(f"{show(host or value)} is not a SharePoint Online host such as contoso.sharepoint.com")
     if tenant.endswith(("-admin", "-my")):
-        raise ValueError(f"{host!r} is the admin center or OneDrive; give a site collection URL")
+        raise ValueError(f"{show(host)} is the admin center or OneDrive; give a site collection URL")
     return value
+
+
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 
 def guid(value: str) -> str:
     """A GUID in the 8-4-4-4-12 form the wizard and Get-MsolCompanyInformation show."""
-    if not re.fullmatch(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}", value):
-        raise ValueError("must be a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47")
+    if not _GUID.fullmatch(value):
+        # Registry exports and some PowerShell output write {GUID}: say what to change.
+        hint = " (remove the braces)" if _GUID.fullmatch(value.removeprefix("{").removesuffix("}")) else ""
+        raise ValueError(f"must be a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47{hint}")
     return value
 
 
@@ -195,8 +300,7 @@ def _local_file(value: str, suffixes: tuple[str, ...]) -> str:
     """A path on THIS machine (relative to the parameters file's folder, or absolute)."""
     if not value or not value.strip():
         raise ValueError("must be a path such as ./certs/s2s.pfx")
-    if any(ord(c) < 32 or ord(c) == 0x7F for c in value):
-        raise ValueError("contains a control character")
+    plain_text(value)
     if not value.lower().endswith(suffixes):
         raise ValueError(f"must end with {' or '.join(suffixes)}")
     return value
@@ -217,7 +321,9 @@ CerPath = Annotated[str, AfterValidator(_cer)]
 FolderPath = Annotated[str, AfterValidator(_folder)]
 ServiceAccount = Annotated[str, AfterValidator(service_account)]
 RootDomain = Annotated[str, AfterValidator(root_domain)]
-SiteUrl = Annotated[str, AfterValidator(sharepoint_site)]
+HostName = Annotated[str, AfterValidator(host_name)]
+#: A list item: the model-wide check sees the list, not its items, so each site checks itself.
+SiteUrl = Annotated[str, AfterValidator(plain_text), AfterValidator(sharepoint_site)]
 Guid = Annotated[str, AfterValidator(guid)]
 
 # --------------------------------------------------------------------------- the model
@@ -225,10 +331,26 @@ Guid = Annotated[str, AfterValidator(guid)]
 STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False, frozen=True)
 
 
-class Certificate(BaseModel):
-    """The certificate as CertificateReconfiguration.ps1 sees it: paths ON THE CRM SERVER."""
+class _Strict(BaseModel):
+    """A table of the parameters file: unknown keys refused, every string plain text.
+
+    The check runs before each field's own validation (and for Literal fields too), so a
+    string field added later is covered without anyone remembering to add it.
+    """
 
     model_config = STRICT
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_strings(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            plain_text(value)
+        return value
+
+
+class Certificate(_Strict):
+    """The certificate as CertificateReconfiguration.ps1 sees it: paths ON THE CRM SERVER."""
+
     pfx_path: PfxPath = Field(description="Path of the PFX on the CRM server, e.g. C:\\Personalcertfile.pfx.")
     cer_path: CerPath = Field(description="Path of the public certificate (.cer) on the CRM server.")
     service_account: ServiceAccount = Field(
@@ -256,45 +378,22 @@ class Certificate(BaseModel):
         return self
 
 
-def host_name(value: str) -> str:
-    """The CRM server's host name (LDH labels; a single label such as crm01 is allowed) or IPv4 address."""
-    import ipaddress
-
-    try:
-        ipaddress.IPv4Address(value)
-        return value
-    except ValueError:
-        pass
-    if not value.isascii() or not re.fullmatch(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?", value):
-        raise ValueError("must be a host name such as crm01.contoso.local (letters, digits, '-', dots) or an IPv4 address")
-    if len(value) > 253:
-        raise ValueError("a host name has at most 253 characters")
-    return value
-
-
-def normalize_host(value: str) -> str:
-    """Host names compare case-insensitively and without a trailing dot."""
-    return value.rstrip(".").lower()
-
-
-HostName = Annotated[str, AfterValidator(host_name)]
-
-
-class Crm(BaseModel):
-    model_config = STRICT
+class Crm(_Strict):
     root_domain: RootDomain = Field(description="'*.' + the domain where Dynamics 365 Server is, e.g. *.contoso.com.")
-    server: HostName | None = Field(
-        None, description="The Dynamics 365 server `run` and `check` connect to (part of what is approved); "
-        "they default --host to it and refuse another host.",
-    )
     tools_dir: FolderPath = Field(
         "C:\\Program Files\\Microsoft Dynamics CRM\\Tools",
         description="Folder on the CRM server that holds CertificateReconfiguration.ps1.",
     )
+    server: HostName | None = Field(
+        None,
+        description="Optional: the CRM server psbridge run and check connect to; they default --host to it and "
+        "refuse another host. A DNS host name (one or more labels of letters, digits and '-', ASCII/punycode, "
+        "at most 253 characters, e.g. crm01.contoso.local or crm01) or an IPv4 address; no IPv6, port or URL. "
+        "Compared case-insensitively, ignoring a trailing dot.",
+    )
 
 
-class SharePoint(BaseModel):
-    model_config = STRICT
+class SharePoint(_Strict):
     sites: list[SiteUrl] = Field(min_length=1, description="SharePoint Online site collection URLs, one tenant.")
     tenant_id: Guid | None = Field(None, description="Office 365 tenant ID; step 08 stops when the tenant differs.")
 
@@ -304,12 +403,12 @@ class SharePoint(BaseModel):
         hosts = {(urlsplit(s).hostname or "").lower() for s in self.sites}
         if len(hosts) > 1:
             raise ValueError(f"all sites must be on one SharePoint Online tenant; found {', '.join(sorted(hosts))}")
-        seen: set[str] = set()
-        for site in self.sites:
+        seen: dict[str, int] = {}
+        for number, site in enumerate(self.sites, 1):
             key = site.rstrip("/").lower()
             if key in seen:
-                raise ValueError(f"site listed twice: {site}")
-            seen.add(key)
+                raise ValueError(f"site listed twice: {show(site)} (sites[{seen[key]}] and sites[{number}])")
+            seen[key] = number
         return self
 
 
@@ -322,11 +421,23 @@ def thumbprint(value: str) -> str:
 
 Thumbprint = Annotated[str, AfterValidator(thumbprint)]
 
+#: The package name; it names a folder, so it is kept to what every file system accepts.
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
-class Graph(BaseModel):
+
+def package_name(value: str) -> str:
+    """1-63 lowercase letters, digits and '-', starting with a letter or digit (fullmatch, not `$`)."""
+    if not _PACKAGE_NAME.fullmatch(value):
+        raise ValueError("use lowercase letters, digits and '-' (1-63 characters, starting with a letter or digit)")
+    return value
+
+
+PackageName = Annotated[str, AfterValidator(package_name)]
+
+
+class Graph(_Strict):
     """Profile graph: how `psbridge run` signs in to Microsoft Graph on the server (no browser there)."""
 
-    model_config = STRICT
     client_id: Guid | None = Field(None, description="App registration for app-only sign-in with a certificate.")
     tenant_id: Guid | None = Field(None, description="Tenant of the app registration (app-only sign-in).")
     certificate_thumbprint: Thumbprint | None = Field(
@@ -345,13 +456,13 @@ class Graph(BaseModel):
         return self
 
 
-class Parameters(BaseModel):
+class Parameters(_Strict):
     """Everything the sequence needs, except secrets (they never live in this file)."""
 
-    model_config = STRICT
-    name: str = Field(
-        pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62})$",
+    name: PackageName = Field(
         description="Package name: lowercase letters, digits and '-'; names the output folder.",
+        # JSON Schema patterns are searched, not matched: anchor them (ECMA-262 `$` is the end).
+        json_schema_extra={"pattern": f"^{_PACKAGE_NAME.pattern}$"},
     )
     profile: Literal["msonline", "graph"] = Field(
         "msonline", description="msonline: the article's sequence; graph: the same with Microsoft Graph PowerShell."
@@ -389,26 +500,49 @@ def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+#: A TOML bare key: shown as it is; any other key is shown quoted and escaped.
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """`sharepoint.sites[1]`: dotted keys, list positions counted from 1 as a user counts.
+
+    Keys come from the user's file: a key that is not a plain bare key is shown quoted,
+    clipped and escaped, so that `"a\\nb" = 1` still gives one line.
+    """
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"
+            continue
+        key = str(part)
+        shown = key if _BARE_KEY.fullmatch(key) else f'"{printable(clip(key))}"'
+        out += f".{shown}" if out else shown
+    return out or "(file)"
+
+
 def _message(error: dict[str, Any]) -> str:
-    """One pydantic error as `field.path: what is wrong`."""
+    """One pydantic error as `field.path: what is wrong`, on one line of bounded length."""
     loc = tuple(error["loc"])
-    where = ".".join(str(p) for p in loc) or "(file)"
+    where = _location(loc)
     kind, msg = error["type"], error["msg"]
     if kind == "extra_forbidden":
-        key = str(loc[-1]).lower()
-        if any(word in key for word in _SECRET_WORDS):
+        key = str(loc[-1])
+        if any(word in key.lower() for word in _SECRET_WORDS):
             return f"{where}: {SECRET_HINT}"
-        import difflib  # only on this error path: keeps `render` start-up short
+        close = []
+        if len(key) <= 80:  # no did-you-mean for a key no one typed by hand
+            import difflib  # only on this error path: keeps `render` start-up short
 
-        close = difflib.get_close_matches(str(loc[-1]), _known_fields(Parameters, loc), n=1)
+            close = difflib.get_close_matches(key, _known_fields(Parameters, loc), n=1)
         return f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return f"{where}: required"
-    if kind == "string_pattern_mismatch" and loc == ("name",):
-        return "name: use lowercase letters, digits and '-' (1-63 characters, starting with a letter or digit)"
     if kind == "literal_error":
-        return f"{where}: {msg.replace('Input should be', 'must be')}"
-    return f"{where}: {msg.removeprefix('Value error, ')}"
+        msg = msg.replace("Input should be", "must be")
+    # Validators clip what they quote; pydantic's own texts do not quote the input. Clip
+    # and escape anyway, so that no message can ever be long or span lines.
+    return f"{where}: {printable(clip(msg.removeprefix('Value error, '), 400))}"
 
 
 def parse_parameters(data: dict[str, Any]) -> Parameters:
@@ -419,23 +553,77 @@ def parse_parameters(data: dict[str, Any]) -> Parameters:
         raise UserError(*(_message(e) for e in exc.errors(include_url=False))) from None
 
 
-def load_parameters(path: Path) -> Parameters:
-    """Read and validate a parameters file (TOML)."""
-    import tomllib
+#: Largest parameters file read: a real one is a few kilobytes.
+MAX_FILE_BYTES = 1024 * 1024
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symbolic link",
+}
+
+
+def file_kind(mode: int) -> str:
+    """`a FIFO`, `a directory`…: what a stat mode says a path is, for an error line."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a file")
+
+
+def _read_regular_file(path: Path, shown: str) -> bytes:
+    """The bytes of `path`, refusing anything that is not a regular file of at most 1 MiB.
+
+    Opened with O_NONBLOCK, so that a FIFO (or a symbolic link to one) cannot block the
+    open; the type is then checked on the opened descriptor (fstat), so a file swapped
+    between a check and the open cannot slip through, and no byte is read from a FIFO
+    or a device (/dev/zero would never end).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise UserError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{shown}: not a regular file ({file_kind(info.st_mode)})")
+        if info.st_size > MAX_FILE_BYTES:
+            raise UserError(f"{shown}: larger than 1 MiB ({info.st_size} bytes); a parameters file is a few kilobytes")
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES:  # the file may grow after fstat: never read more than the cap
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_FILE_BYTES:
+            raise UserError(f"{shown}: larger than 1 MiB; a parameters file is a few kilobytes")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise UserError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def load_parameters(path: Path) -> Parameters:
+    """Read and validate a parameters file (TOML); every failure is a UserError naming the file."""
+    import tomllib
+
+    shown = printable(str(path))
+    raw = _read_regular_file(path, shown)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+        raise UserError(f"{shown}: not UTF-8 text") from None
+    except RecursionError:
+        raise UserError(f"{shown}: not valid TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # TOMLDecodeError, and int()'s limit on very long integers
+        raise UserError(f"{shown}: not valid TOML: {printable(clip(str(exc), 200))}") from None
     try:
         return parse_parameters(data)
     except UserError as exc:
-        raise UserError(*(f"{path}: {p}" for p in exc.problems)) from None
+        raise UserError(*(f"{shown}: {p}" for p in exc.problems)) from None
 
 
 EXAMPLE: dict[str, Any] = {
