@@ -122,6 +122,9 @@ PROFILE_MODULES: dict[str, tuple[str, ...]] = {
               "Microsoft.Graph.Identity.DirectoryManagement"),
 }
 
+#: The run lock script (`psbridge run` sends it before the first step; `check` never does).
+LOCK_SCRIPT = "lock.ps1"
+
 #: Step kinds and secret kinds, spelled out for readers of plan.json.
 STEP_KINDS: tuple[str, ...] = ("check", "session", "change")
 

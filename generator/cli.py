@@ -696,10 +696,12 @@ def _refused(log: Path, action: str, exc: Exception, package_dir: Path, host: st
               help="Seconds per step before it is stopped and reported UNKNOWN.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line instead of progress lines.")
 @click.option("--verify", "verify_after", is_flag=True, help="After the last step, run the read-only probes of `psbridge check` and record them.")
+@click.option("--force-unlock", is_flag=True,
+              help="Close the stale session of a crashed run that still holds the server's run lock (audited).")
 @approval_options
 @audit_log_option
 def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout: float, as_json: bool,
-        verify_after: bool, require_approval: bool, trusted_keys: Path | None, min_approvals: int,
+        verify_after: bool, force_unlock: bool, require_approval: bool, trusted_keys: Path | None, min_approvals: int,
         forbid_self_approval: bool, operator_key: Path | None, forbid_keys: tuple[str, ...],
         audit_log: Path | None, **options: object) -> None:
     """Run a rendered package on the CRM server over PowerShell Remoting, step by step.
@@ -736,7 +738,7 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
     settings = RunSettings(
         o365_user=options.pop("o365_user"), step_timeout=step_timeout, step_mode=step_mode,  # type: ignore[arg-type]
         as_json=as_json, verify=verify_after, require_approval=require_approval, trusted_keys=trusted_keys,
-        min_approvals=min_approvals, forbid=policy.forbid if policy else (), audit_log=audit_log,
+        min_approvals=min_approvals, forbid=policy.forbid if policy else (), audit_log=log,
     )
     secrets = read_step_secrets(secrets_needed(prepared.selected), settings.o365_user)
     winrm_password = read_winrm_password(conn)
@@ -746,23 +748,29 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         approval = {"digest": prepared.approval.digest,
                     "approvals": [a.to_json() for a in prepared.approval.approvals_used]}
 
-    def before_connect(start: dict) -> None:  # type: ignore[type-arg]
-        # No step is sent unless the run could be recorded first.
-        audit.record(log, "run", package, "started", host=conn.host, user=conn.username,
-                     steps=start["steps"], record=start["record"])
+    def audit_line(outcome: str, details: dict) -> None:  # type: ignore[type-arg]
+        # "started" comes before connecting: no step is sent unless the run could be recorded first.
+        audit.record(log, "run", package, outcome, **details)
 
     emit = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
     after_success = _verify_hook(package, secrets, step_timeout, as_json) if verify_after else None
     try:
         result = run_package(package, prepared.selected, conn, winrm_password, secrets, settings, emit=emit,
                              confirm=_ask_step if step_mode else None, from_step=from_step, approval=approval,
-                             before_connect=before_connect, after_success=after_success)
+                             audit=audit_line, force_unlock=force_unlock, after_success=after_success)
     except ConnectFailure as exc:
         audit.record(log, "run", package, "connect-failed", host=conn.host)
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
     outcome = {0: "ok", 1: "failed", 4: "unknown"}.get(result.exit_code, f"exit {result.exit_code}")
-    entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected])
+    try:
+        entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected])
+    except (UserError, RuntimeFailure) as exc:
+        # The run happened and its record (runs/) says so; the audit log only lacks its end.
+        for line in exc.problems if isinstance(exc, UserError) else (str(exc),):
+            click.echo(f"psbridge: failed: the run ended ({outcome}) but its end is not in the audit log: "
+                       f"{_safe(line)}", err=True)
+        raise click.exceptions.Exit(result.exit_code or ExitCode.FAILED) from None
     if not as_json:
         _print_audit_head(log, entry)
     if result.exit_code:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .catalogue import PROBES, Step, catalogue, probe_file, step_entry
+from .catalogue import LOCK_SCRIPT, PROBES, Step, catalogue, probe_file, step_entry
 from .errors import UserError
 from .files import sha256_hex
 
@@ -341,6 +341,14 @@ class Package:
         """Probe name -> the script `check` sends (only for an intact package)."""
         self.require_intact()
         return {name: self.text(probe_file(name)) for name in PROBES}
+
+    @cached_property
+    def lock_script(self) -> str:
+        """The run lock script `run` sends before the first step (only for an intact package)."""
+        self.require_intact()
+        if LOCK_SCRIPT not in self.files:
+            raise UserError(f"{self.label}: no {LOCK_SCRIPT}; render the package again with this psbridge")
+        return self.text(LOCK_SCRIPT)
 
     def step(self, index: int) -> PackageStep:
         return next(s for s in self.steps if s.index == index)

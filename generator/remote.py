@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ExitCode, UserError
+from .errors import ExitCode, RuntimeFailure, UserError
+from .locks import WorkstationLock, holder_for_server, shell_of
 from .package import Package, PackageStep
 from .runner import (
     Confirm,
@@ -282,6 +283,11 @@ class PSRPSession:
         except transport_errors as exc:
             self.broken = True
             return self._report(ps, transport_error=self._transport_text(exc))
+        except Exception as exc:  # noqa: BLE001 - a malformed answer: the step's outcome is unknown
+            # pypsrp raises whatever its parser trips over (AttributeError, KeyError, ValueError…)
+            # on a message it can't read; the session can't be trusted after that.
+            self.broken = True
+            return self._report(ps, transport_error=f"unreadable answer from the server ({type(exc).__name__})")
         except KeyboardInterrupt:
             # Ctrl-C must not leave the script running unseen on the server: stop it, and
             # report the step as UNKNOWN with the command to continue. The interrupted HTTP
@@ -332,6 +338,25 @@ class PSRPSession:
         if isinstance(exc, WSManFaultError):
             return f"WinRM fault {exc.code}: {(exc.reason or '').strip().splitlines()[0] if exc.reason else ''}"
         return type(exc).__name__
+
+    @property
+    def shell_id(self) -> str:
+        """The id of this run's shell on the server (written into the server's lock file)."""
+        return str(getattr(self.pool, "id", "") or "").upper()
+
+    def delete_shell(self, shell_id: str) -> bool:
+        """Close another (stale) shell of this configuration by id; False when the server has none such."""
+        from pypsrp.exceptions import WSManFaultError
+        from pypsrp.wsman import SelectorSet
+
+        selectors = SelectorSet()
+        selectors.add_option("ShellId", shell_id)
+        try:
+            self.wsman.delete(f"http://schemas.microsoft.com/powershell/{self.conn.configuration_name}",
+                              selector_set=selectors)
+        except WSManFaultError:
+            return False
+        return True
 
     def close(self) -> None:
         """Delete the shell when the connection is still healthy; always drop the HTTP session."""
@@ -398,8 +423,10 @@ def step_parameters(step: PackageStep, secrets: StepSecrets) -> dict[str, Any]:
     return params
 
 
-#: Called right before connecting with the run-start facts; raises to refuse the run (audit log).
-BeforeConnect = Callable[[dict[str, Any]], None]
+#: Writes an audit line (outcome, details); raises when the log can't take it. `run_package`
+#: calls it with "started" before connecting (nothing is sent unless that line is written)
+#: and with "force-unlock" when it closes a stale run's session.
+AuditLine = Callable[[str, dict[str, Any]], None]
 
 
 def run_package(
@@ -414,20 +441,39 @@ def run_package(
     confirm: Confirm | None = None,
     from_step: int | None = None,
     approval: dict[str, Any] | None = None,
-    before_connect: BeforeConnect | None = None,
+    audit: AuditLine | None = None,
+    force_unlock: bool = False,
     after_success: Callable[[PSRPSession, Redactor], dict[str, Any]] | None = None,
 ) -> RunResult:
     """Record, connect, run the selected steps of the verified package. Raises ConnectFailure (exit 3).
 
     Every text sent comes from `package` (read once and judged before this call).
-    `approval` is what the approval gate found, copied into the record. `before_connect`
-    (the audit log's run-start line) runs after the record exists and before the
-    connection opens: if either cannot be written, nothing is sent. `after_success`
-    runs in the same session when every step succeeded (--verify) and its result is
-    recorded.
+    `approval` is what the approval gate found, copied into the record. The run holds
+    the workstation lock (PKG/runs/.lock) from before its record is created, and the
+    server lock (the package's lock.ps1) from before its first step, to its end. `audit`
+    writes the run-start line after the record exists and before the connection opens:
+    if either cannot be written, nothing is sent. `after_success` runs in the same
+    session when every step succeeded (--verify) and its result is recorded.
     """
     silence_libraries()
     redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
+    lock_text = package.lock_script  # refuses a package without one before anything else
+    workstation = WorkstationLock(package.path)  # type: ignore[arg-type]
+    workstation.acquire(package=package.name, digest=package.digest, host=conn.host)
+    try:
+        return _locked_run(package, selected, conn, winrm_password, secrets, settings, redact, lock_text, emit=emit,
+                           confirm=confirm, from_step=from_step, approval=approval, audit=audit,
+                           force_unlock=force_unlock, after_success=after_success)
+    finally:
+        workstation.release()
+
+
+def _locked_run(package: Package, selected: list[PackageStep], conn: Connection, winrm_password: str | None,
+                secrets: StepSecrets, settings: RunSettings, redact: Redactor, lock_text: str, *,
+                emit: Callable[[dict[str, Any]], None], confirm: Confirm | None, from_step: int | None,
+                approval: dict[str, Any] | None, audit: AuditLine | None, force_unlock: bool,
+                after_success: Callable[[PSRPSession, Redactor], dict[str, Any]] | None) -> RunResult:
+    """`run_package` once the workstation lock is held."""
     record = RunRecord(package.path)  # type: ignore[arg-type]
 
     def both(event: dict[str, Any]) -> None:
@@ -447,9 +493,15 @@ def run_package(
         both(start)
         if approval is not None:
             both({"event": "approval", **approval})
-        if before_connect is not None:
-            before_connect(start)
-    except BaseException:
+        if audit is not None:
+            audit("started", {"host": conn.host, "user": conn.username, "steps": start["steps"],
+                              "record": start["record"]})
+    except Exception as exc:
+        # The run could not be recorded (the audit log refused the run-start line): nothing is sent.
+        reason = "; ".join(exc.problems) if isinstance(exc, UserError) else str(exc)
+        both({"event": "run-end", "exit_code": int(getattr(exc, "exit_code", ExitCode.FAILED)), "ended": utc_now(),
+              "stopped_at": None, "reason": "not-recorded",
+              "summary": [redact(f"not started: the run could not be recorded: {reason}")]})
         record.close()
         raise
     session = PSRPSession(conn, winrm_password)
@@ -466,6 +518,11 @@ def run_package(
             both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
                   "reason": "connect-failed", "summary": [message]})
             raise ConnectFailure(message) from None
+        if force_unlock:
+            _force_unlock(session, lock_text, settings, both, audit, redact)
+        locked = _take_server_lock(session, lock_text, settings, both, redact)
+        if locked is not None:
+            return locked
         executor = Executor(
             package.steps, selected, lambda step: step_parameters(step, secrets), both, redact,
             ContinueCommand(str(package.path), conn.continue_options() + settings.options()),
@@ -484,6 +541,43 @@ def run_package(
     finally:
         session.close()
         record.close()
+
+
+def _take_server_lock(session: PSRPSession, lock_text: str, settings: RunSettings,
+                      both: Callable[[dict[str, Any]], None], redact: Redactor) -> RunResult | None:
+    """Send lock.ps1; None when this run holds the server's lock, else the finished (refused) run."""
+    from .runner import Outcome, classify
+
+    report = session.run_step(lock_text, {"Holder": holder_for_server(), "ShellId": session.shell_id},
+                              settings.step_timeout)
+    if classify(report) is Outcome.OK:
+        both({"event": "lock", "state": "held", "output": [redact(o) for o in report.output]})
+        return None
+    reason = report.errors[0].message if report.errors else (report.transport_error or f"state {report.state}")
+    summary = [redact(f"Not started: the server's run lock was not taken: {reason}"),
+               "No step was sent. When the other run has ended, run this command again; if it crashed, "
+               "add --force-unlock to close its stale session first."]
+    code = ExitCode.UNKNOWN if report.transport_error else ExitCode.FAILED
+    both({"event": "run-end", "exit_code": int(code), "ended": utc_now(), "stopped_at": None,
+          "reason": "locked", "summary": summary})
+    return RunResult([], code, summary)
+
+
+def _force_unlock(session: PSRPSession, lock_text: str, settings: RunSettings,
+                  both: Callable[[dict[str, Any]], None], audit: AuditLine | None, redact: Redactor) -> None:
+    """`--force-unlock`: read the server's lock, close the stale session that holds it, record that."""
+    from .runner import Outcome, classify
+
+    report = session.run_step(lock_text, {"Inspect": True}, settings.step_timeout)
+    if classify(report) is not Outcome.OK:
+        raise RuntimeFailure("--force-unlock: could not read the server's lock file")
+    text = redact("\n".join(report.output)).strip()
+    stale = shell_of(text)
+    closed = bool(stale) and stale != session.shell_id and session.delete_shell(stale)  # type: ignore[arg-type]
+    details = {"lock": text, "stale_shell": stale, "closed": closed}
+    both({"event": "force-unlock", **details})
+    if audit is not None:
+        audit("force-unlock", details)
 
 
 # -- psbridge check: read-only probes ---------------------------------------------

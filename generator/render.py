@@ -29,6 +29,7 @@ import jinja2
 from . import __version__
 from .catalogue import (
     CONSTANTS,
+    LOCK_SCRIPT,
     PROBES,
     PROFILE_MODULES,
     Step,
@@ -269,6 +270,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     probes = render_probes(params)
     setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=views, version=Trusted(__version__))
     setup = _crlf_bom(setup_text)
+    lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
     review = md_env.get_template("REVIEW.md.j2").render(
         p=params,
         steps=views,
@@ -277,8 +279,8 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
         parameters_toml=_parameters_toml(params),
         cert=certificate,
-        probes=[{"file": f, "sha256": sha256_hex(b), "text": Trusted(b[3:].decode("utf-8").replace("\r\n", "\n"))}
-                for f, b in probes.items()],
+        probes=[_shown(f, b) for f, b in probes.items()],
+        lock=_shown(LOCK_SCRIPT, lock),
     ).encode("utf-8")
     plan = {
         "format_version": FORMAT_VERSION,
@@ -289,7 +291,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "parameters": params.model_dump(mode="json", exclude_none=True),
         "constants": CONSTANTS,
         **({"certificate": certificate} if certificate is not None else {}),
-        "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review)},
+        "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review), LOCK_SCRIPT: sha256_hex(lock)},
         "steps": [_plan_step(r, params) for r in rendered],
         "probes": [{"id": name, "file": probe_file(name), "sha256": sha256_hex(probes[probe_file(name)])}
                    for name in PROBES],
@@ -297,9 +299,15 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     files_out = {r.step.file: r.data for r in rendered}
     files_out.update(probes)
     files_out["setup.ps1"] = setup
+    files_out[LOCK_SCRIPT] = lock
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = plan_json_bytes(plan)
     return Rendered(name=params.name, files=files_out)
+
+
+def _shown(rel: str, data: bytes) -> dict[str, Any]:
+    """A script as REVIEW.md shows it: its file, sha256 and text (BOM and CR removed)."""
+    return {"file": rel, "sha256": sha256_hex(data), "text": Trusted(data[3:].decode("utf-8").replace("\r\n", "\n"))}
 
 
 def _plan_step(rendered: RenderedStep, params: Parameters) -> dict[str, Any]:

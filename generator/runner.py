@@ -355,7 +355,10 @@ class Executor:
             self.emit({"event": "step-start", "index": step.index, "total": total, "id": step.id,
                        "title": step.title, "sha256": digest, "started": started})
             t0 = self.clock()
-            report = session.run_step(text, self.parameters_for(step), self.step_timeout)
+            try:
+                report = session.run_step(text, self.parameters_for(step), self.step_timeout)
+            except Exception as exc:  # noqa: BLE001 - whatever broke, the step may have run: UNKNOWN
+                report = PipelineReport("Unknown", transport_error=f"psbridge lost track of the step ({type(exc).__name__})")
             seconds = self.clock() - t0
             outcome = classify(report)
             detail = self._detail(report, outcome)

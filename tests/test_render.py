@@ -42,7 +42,7 @@ def package() -> dict[str, bytes]:
 def test_package_has_the_article_steps_in_order(package: dict[str, bytes]) -> None:
     assert sorted(f for f in package if f.startswith("steps/")) == STEP_FILES
     probes = {f"probes/{n}.ps1" for n in ("server", "certificate", "crm", "entra")}
-    assert set(package) == {*STEP_FILES, *probes, "setup.ps1", "REVIEW.md", "plan.json"}
+    assert set(package) == {*STEP_FILES, *probes, "setup.ps1", "REVIEW.md", "plan.json", "lock.ps1"}
 
 
 @pytest.mark.parametrize("name", [f.split("/")[1] for f in STEP_FILES])
@@ -183,7 +183,8 @@ def test_plan_json_records_steps_and_hashes(package: dict[str, bytes]) -> None:
     for step in plan["steps"]:
         assert step["sha256"] == sha256_hex(package[step["file"]])
     assert [s["id"] for s in plan["steps"] if s["changes_state"]] == ["certificate", "spn", "crm-settings"]
-    assert plan["files"] == {"setup.ps1": sha256_hex(package["setup.ps1"]), "REVIEW.md": sha256_hex(package["REVIEW.md"])}
+    assert plan["files"] == {"setup.ps1": sha256_hex(package["setup.ps1"]), "REVIEW.md": sha256_hex(package["REVIEW.md"]),
+                             "lock.ps1": sha256_hex(package["lock.ps1"])}
     assert plan["steps"][1]["inputs"] == {"PfxPassword": "pfx_password"}
     assert plan["steps"][3]["inputs"] == {"Credential": "o365_credential"}
 

@@ -39,16 +39,24 @@ def psbridge(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, 
     return code, out, err
 
 
+LOCK = "# psbridge lock:"
+
+
 def step_scripts(engine: Engine) -> list[int]:
-    """Indexes of the steps the peer received, in order (the EAP pipeline left out)."""
+    """Indexes of the steps the peer received, in order (the EAP and lock pipelines left out)."""
     found = []
     for script in engine.scripts():
         match = re.match(r"# psbridge step (\d\d)/", script)
         if match:
             found.append(int(match.group(1)))
         else:
-            assert script == EAP, script
+            assert script == EAP or script.startswith(LOCK), script
     return found
+
+
+def step_pipelines(pipelines: list) -> list:
+    """The pipelines that carried steps (not the EAP or lock scripts)."""
+    return [p for p in pipelines if p.script.startswith("# psbridge step ")]
 
 
 def step_index(script: str) -> int:
@@ -76,19 +84,20 @@ def test_full_run_over_http_with_ntlm_message_encryption(pkg, http_peer, engine,
     engine.when(marker(STEP[8]), Reply(output=["5f2e1c1a-0000-4000-8000-000000000001"], warnings=["slow tenant"]))
     code, out, err = psbridge(capsys, http_args(pkg, http_peer))
     assert code == 0, out + err
-    # One session: the EAP pipeline first, then every step once, in order, in one shell.
-    assert engine.scripts()[0] == EAP
+    # One session: the EAP pipeline first, then the run lock, then every step once, in order, in one shell.
+    assert engine.scripts()[0] == EAP and engine.scripts()[1].startswith(LOCK)
+    assert engine.pipelines[1].parameters["ShellId"] == engine.pipelines[1].shell_id.upper()
     assert step_scripts(engine) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert len({p.shell_id for p in engine.pipelines}) == 1
     assert http_peer.connections == 1  # one WSMan connection, kept alive, for the whole run
     assert http_peer.encrypted_requests >= 10  # everything after the handshake was multipart/encrypted
     # The exact text of each file (BOM dropped, CRLF kept) is what arrived.
-    for pipe in engine.pipelines[1:]:
+    for pipe in step_pipelines(engine.pipelines):
         index = step_index(pipe.script)
         assert pipe.script == (pkg / STEP[index].file).read_bytes().decode("utf-8-sig")
         assert pipe.commands[0][1] is True  # sent as a script, not a command name
     # Secrets arrived only as SecureString / PSCredential parameters, and only where needed.
-    by_index = {step_index(p.script): p for p in engine.pipelines[1:]}
+    by_index = {step_index(p.script): p for p in step_pipelines(engine.pipelines)}
     assert by_index[2].parameters == {"PfxPassword": SecureValue(PFX_PASSWORD)}
     assert by_index[4].parameters == {"Credential": CredentialValue(O365_USER, O365_PASSWORD)}
     assert all(not by_index[i].parameters for i in (1, 3, 5, 6, 7, 8))
@@ -136,7 +145,7 @@ def test_basic_auth_over_https(pkg, engine, ntlm_users, pki, secrets_env, capsys
         monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", "wrong")
         code, out, err = psbridge(capsys, base)
         assert code == 3 and "authentication failed" in err and err.count("\n") == 1
-    assert len(engine.pipelines) == 9  # nothing more after the failed logon
+    assert len(engine.pipelines) == 10  # EAP, lock, 8 steps; nothing more after the failed logon
 
 
 def test_untrusted_certificate_is_refused_by_default(pkg, https_peer, engine, secrets_env, capsys):
@@ -183,8 +192,8 @@ def test_failure_at_step_k_stops_and_from_step_k_finishes(k, pkg, http_peer, eng
     code2, out2, err2 = psbridge(capsys, argv)
     assert code2 == 0, out2 + err2
     second = [p for p in engine.pipelines[received_before:]]
-    assert second[0].script == EAP
-    sent = [step_index(p.script) for p in second[1:]]
+    assert second[0].script == EAP and second[1].script.startswith(LOCK)
+    sent = [step_index(p.script) for p in step_pipelines(second)]
     assert sent == resume_selection(MSONLINE_STEPS, k)
     # State-changing steps before k are never re-run; session steps k needs are.
     assert all(i >= k or not STEP[i].changes_state for i in sent)
@@ -402,7 +411,7 @@ def test_rendered_example_package_runs_byte_for_byte(tmp_path, http_peer, engine
     plan = json.loads(plan_path.read_text(encoding="utf-8"))
     code, out, err = psbridge(capsys, http_args(rendered, http_peer))
     assert code == 0, out + err
-    received = [p for p in engine.pipelines if p.script != EAP]
+    received = step_pipelines(engine.pipelines)
     assert len(received) == len(plan["steps"])
     for step, pipe in zip(plan["steps"], received):
         raw = (rendered / step["file"]).read_bytes()

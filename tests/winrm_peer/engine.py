@@ -67,6 +67,8 @@ class Reply:
     drop: bool = False
     delete_shell: bool = False
     unauthorized: bool = False
+    #: Answer the client's next Receive for this pipeline with a stream that is not a PSRP message.
+    garbage: bool = False
 
 
 @dataclass

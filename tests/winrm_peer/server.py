@@ -289,6 +289,10 @@ class WinRMPeer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def shell_ids(self) -> set[str]:
+        """Ids of the shells open on the peer now (upper case, as WinRM shows them)."""
+        return {shell_id.upper() for shell_id in list(self.service.shells)}
+
     def _count_connection(self) -> None:
         with self._stats_lock:
             self.connections += 1

@@ -82,6 +82,12 @@ class _Pipe:
     server: ServerPipeline
     record: RecordedPipeline | None = None
     drop_next: bool = False
+    garbage_next: bool = False
+
+
+#: A PSRP fragment header (object 1, fragment 0, start+end, 24 bytes) around a message whose
+#: destination, type and ids are nonsense: what a broken or hostile server might send.
+GARBAGE = (1).to_bytes(8, "big") + (0).to_bytes(8, "big") + b"\x03" + (24).to_bytes(4, "big") + b"\xde\xad\xbe\xef" * 6
 
 
 @dataclass
@@ -245,6 +251,9 @@ class WSManService:
             pipe = shell.pipes.get(target) if target else None
             if pipe is not None and pipe.drop_next:
                 raise Drop()
+            if pipe is not None and pipe.garbage_next:
+                pipe.garbage_next = False
+                shell.outbox.setdefault(target, []).insert(0, GARBAGE)
             while not shell.outbox.get(target):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.closing.is_set() or self._shell(shell.shell_id) is None:
@@ -388,10 +397,12 @@ class WSManService:
             self.revoked = True
         if reply.drop:
             pipe.drop_next = True
+        if reply.garbage:
+            pipe.garbage_next = True
         if reply.delete_shell:
             with self._lock:
                 self.shells.pop(shell.shell_id.upper(), None)
-        if reply.hang or reply.drop or reply.delete_shell or reply.unauthorized:
+        if reply.hang or reply.drop or reply.delete_shell or reply.unauthorized or reply.garbage:
             return
         if reply.terminating is not None:
             # psrpcore has no public "fail" for a server pipeline; this is how pwsh reports a
