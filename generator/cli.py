@@ -9,6 +9,7 @@ result. Failures become exit codes here and nowhere else: 0 ok, 1 runtime failur
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def audit_log_option(func):  # type: ignore[no-untyped-def]
 def _package_log(audit_log: Path | None, package_dir: Path) -> Path:
     from .audit import resolve_log
 
-    return resolve_log(audit_log, near=package_dir.absolute().parent)
+    return resolve_log(audit_log, near=Path(os.path.abspath(package_dir)).parent)
 
 
 @click.group(context_settings=CONTEXT)
@@ -860,6 +861,12 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
     _print_check(report, as_json=as_json)
+    from . import audit
+
+    entry = audit.record(log, "check", prepared.package, f"exit {int(report.exit_code)}", host=conn.host,
+                         verdicts={v.id: v.verdict for v in report.verdicts})
+    if not as_json:
+        _print_audit_head(log, entry)
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)
 

@@ -289,3 +289,27 @@ def test_check_takes_no_lock(pkg, http_peer, engine, secrets_env, capsys):
     assert code in (0, 1, 5), out + err
     assert not any(s.startswith(LOCK) for s in engine.scripts())
     assert not (pkg / "runs").exists()
+
+
+# --------------------------------------------------------------------------- where the audit log lives
+
+
+def test_the_log_lives_beside_the_packages_whatever_the_working_folder(tmp_path, keys, monkeypatch, psbridge):
+    monkeypatch.delenv("PSBRIDGE_AUDIT_LOG", raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert psbridge("render", "--example", "--out", "packages").exit_code == 0
+    assert psbridge("approve", tmp_path / "packages" / "contoso", "--key", keys["jane"], cwd=elsewhere).exit_code == 0
+    result = psbridge("verify", "../packages/contoso", "--trusted-keys", keys["trusted"], cwd=elsewhere)
+    assert result.exit_code == 0, result.stderr
+    log = tmp_path / "packages" / "audit.jsonl"
+    assert [e["action"] for e in audit_lines(log)] == ["render", "approve", "verify"]
+    assert not (tmp_path / "output").exists() and not (elsewhere / "output").exists()
+    assert f"audit: {log} head " in result.stdout
+
+
+def test_the_organisation_log_wins_over_the_default(tmp_path, psbridge):
+    org = tmp_path / "org" / "audit.jsonl"
+    assert psbridge("render", "--example", env={"PSBRIDGE_AUDIT_LOG": str(org)}).exit_code == 0
+    assert [e["action"] for e in audit_lines(org)] == ["render"]
+    assert not (tmp_path / "output" / "audit.jsonl").exists()
