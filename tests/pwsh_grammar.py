@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from tree_sitter import Node, Parser, Tree
 from tree_sitter_language_pack import get_parser
@@ -24,14 +24,24 @@ def parser() -> Parser:
     return get_parser("powershell")
 
 
+@lru_cache(maxsize=8)
 def parse(text: str) -> Tree:
+    """The syntax tree of `text` (the last few are kept: each check reads one script several ways)."""
     return parser().parse(text.encode("utf-8"))
 
 
 def walk(node: Node) -> Iterator[Node]:
-    yield node
-    for child in node.children:
-        yield from walk(child)
+    """`node` and every node under it, in document order (pre-order)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.children))
+
+
+@lru_cache(maxsize=8)
+def _nodes(text: str) -> tuple[Node, ...]:
+    return tuple(walk(parse(text).root_node))
 
 
 def syntax_errors(text: str) -> list[str]:
@@ -48,7 +58,7 @@ def syntax_errors(text: str) -> list[str]:
 
 def spans(text: str, kinds: set[str]) -> list[tuple[int, int]]:
     """Byte spans of every node of the given kinds."""
-    return [(n.start_byte, n.end_byte) for n in walk(parse(text).root_node) if n.type in kinds]
+    return [(n.start_byte, n.end_byte) for n in _nodes(text) if n.type in kinds]
 
 
 def string_literal_spans(text: str) -> list[tuple[int, int]]:
@@ -91,6 +101,8 @@ class Invocation:
     line: int
     elements: tuple[Element, ...]
     first_in_pipeline: bool  # False when an earlier pipeline element can bind by pipeline input
+    start_byte: int = 0  # where the invocation starts (UTF-8 byte offset)
+    deferred: bool = False  # inside a function body or a script block value: it may run later (see _deferred)
 
 
 def _text(node: Node) -> str:
@@ -125,7 +137,7 @@ def command_invocations(text: str) -> list[Invocation]:
     `& { ... }` and `. { ... }` (script blocks) are left out: they are not commands.
     """
     out: list[Invocation] = []
-    for node in walk(parse(text).root_node):
+    for node in _nodes(text):
         if node.type != "command":
             continue
         line = node.start_point[0] + 1
@@ -170,8 +182,35 @@ def command_invocations(text: str) -> list[Invocation]:
                         elements.append(Element("argument", raw, el_line))
         if kind == "scriptblock":
             continue
-        out.append(Invocation(name, kind, operator, line, tuple(elements), _first_in_pipeline(node)))
+        out.append(Invocation(name, kind, operator, line, tuple(elements), _first_in_pipeline(node),
+                              node.start_byte, _deferred(node)))
     return out
+
+
+def _invoked_block(block: Node) -> str:
+    """How a script_block_expression runs: "." (dot-sourced in place: `. { }`), "&" (called in place, in a
+    child scope: `& { }`) or "" (a value: assigned, passed as an argument, run whenever that decides)."""
+    parent = block.parent
+    if parent is not None and parent.type == "command_name_expr" and parent.parent is not None:
+        for child in parent.parent.children:
+            if child.type == "command_invokation_operator":
+                return _text(child).strip()
+    return ""
+
+
+def _deferred(node: Node) -> bool:
+    """Inside a function body or a script block value, so the code may run later than where it stands.
+    `. { }` and `& { }` run in place. Every other script block counts as deferred, also one that runs in
+    place such as `ForEach-Object { }`'s: for "called before its definition" that can only hide a
+    finding, never make one up."""
+    parent = node.parent
+    while parent is not None:
+        if parent.type == "function_statement":
+            return True
+        if parent.type == "script_block_expression" and _invoked_block(parent) == "":
+            return True
+        parent = parent.parent
+    return False
 
 
 def _blank(data: bytearray, start: int, end: int) -> None:
@@ -191,7 +230,7 @@ def code_only(text: str) -> str:
 def variable_assignments(text: str, variable: str) -> list[Node]:
     """The right-hand sides of `$variable = ...` (case-insensitive) in `text`."""
     out = []
-    for node in walk(parse(text).root_node):
+    for node in _nodes(text):
         if node.type != "assignment_expression" or len(node.children) < 3:
             continue
         left = _text(node.children[0]).strip()
@@ -234,3 +273,155 @@ def hashtable_keys(text: str, variable: str) -> list[str] | None:
     keys += re.findall(rf"(?im)\${name}\.([A-Za-z_][\w]*)\s*=(?!=)", code)
     keys += re.findall(rf"(?im)\${name}\.Add\(\s*['\"]([^'\"]+)['\"]", code)
     return keys
+
+
+# --------------------------------------------------------------------------- functions defined in a script
+# `function Name(<parameters>) { ... }` and `function Name { [CmdletBinding()] param(<parameters>) ... }`
+# (also `filter`): their parameters as declared, for tests/test_signatures.py.
+
+
+@dataclass(frozen=True)
+class ParameterDeclaration:
+    """One parameter of a script-defined function, as written in its declaration."""
+
+    name: str  # without "$"
+    line: int
+    switch: bool  # typed [switch] / [SwitchParameter] / [System.Management.Automation.SwitchParameter]
+    aliases: tuple[str, ...]  # from [Alias(...)]
+    attributes: tuple[dict[str, object], ...]  # one dict per [Parameter(...)]: argument name -> value
+
+
+@dataclass(frozen=True)
+class FunctionDefinition:
+    name: str  # without a scope prefix (global:, script:, local:, private:)
+    line: int
+    start_byte: int
+    scope: tuple[int, int] | None  # byte span it is visible in: None = the whole script
+    cmdlet_binding: dict[str, object] | None  # arguments of [CmdletBinding(...)], None without one
+    parameters: tuple[ParameterDeclaration, ...]
+    problems: tuple[str, ...]  # declarations that cannot be read statically
+
+
+_UNREADABLE = object()
+
+
+def _attribute_value(node: Node | None) -> object:
+    """The constant an attribute argument is set to: $true/$false, an integer or a string literal."""
+    if node is None:
+        return True  # `[Parameter(Mandatory)]`: a named argument without a value is $true
+    text = _text(node).strip()
+    if text.lower() in ("$true", "$false"):
+        return text.lower() == "$true"
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    strings = [n for n in walk(node) if n.type == "string_literal"]
+    if len(strings) == 1 and _text(strings[0]).strip() == text and string_values(strings[0]):
+        return string_values(strings[0])[0]
+    return _UNREADABLE
+
+
+def _attribute(node: Node) -> tuple[str, dict[str, object], list[object], str]:
+    """(type name, named arguments, positional arguments, source text) of an `[Attribute(...)]` node;
+    a type constraint `[type]` has an empty argument list."""
+    name = ""
+    named: dict[str, object] = {}
+    positional: list[object] = []
+    for child in node.children:
+        if child.type in ("attribute_name", "type_literal"):
+            name = _text(child).strip("[] ")
+        elif child.type == "attribute_arguments":
+            for arg in child.children:
+                if arg.type != "attribute_argument":
+                    continue
+                parts = [c for c in arg.children if c.type != "="]
+                if arg.children and arg.children[0].type == "simple_name":
+                    value = _attribute_value(parts[1] if len(parts) > 1 else None)
+                    named[_text(arg.children[0]).strip()] = value
+                else:
+                    positional += [n for n in walk(arg) if n.type == "string_literal"] or [_UNREADABLE]
+    return name, named, positional, _text(node)
+
+
+def _parameters(parameter_list: Node | None, problems: list[str]) -> tuple[ParameterDeclaration, ...]:
+    out = []
+    if parameter_list is None:
+        return ()
+    for sp in parameter_list.children:
+        if sp.type != "script_parameter":
+            continue
+        variable = next((c for c in sp.children if c.type == "variable"), None)
+        if variable is None:
+            continue
+        name = _text(variable).lstrip("$")
+        if ":" in name:
+            name = name.split(":", 1)[1]
+        switch = False
+        aliases: list[str] = []
+        attributes: list[dict[str, object]] = []
+        for attr_list in (c for c in sp.children if c.type == "attribute_list"):
+            for attr in (c for c in attr_list.children if c.type == "attribute"):
+                type_name, named, positional, source = _attribute(attr)
+                short = type_name.lower().split(".")[-1]
+                if short in ("switch", "switchparameter"):
+                    switch = True
+                elif short in ("alias", "aliasattribute"):
+                    for value in positional:
+                        if value is _UNREADABLE:
+                            problems.append(f"${name}: {source.strip()} cannot be read statically")
+                        else:
+                            aliases += string_values(value)  # type: ignore[arg-type]
+                elif short in ("parameter", "parameterattribute"):
+                    for key, value in named.items():
+                        if value is _UNREADABLE:
+                            problems.append(f"${name}: {key} in {source.strip()} cannot be read statically")
+                    attributes.append({k: (None if v is _UNREADABLE else v) for k, v in named.items()})
+        out.append(ParameterDeclaration(name, sp.start_point[0] + 1, switch, tuple(aliases), tuple(attributes)))
+    return tuple(out)
+
+
+def function_definitions(text: str) -> list[FunctionDefinition]:
+    """Every `function`/`filter` definition in `text` with its declared parameters."""
+    out = []
+    for node in _nodes(text):
+        if node.type != "function_statement":
+            continue
+        name_node = next((c for c in node.children if c.type == "function_name"), None)
+        if name_node is None:
+            continue
+        name = _text(name_node).strip()
+        if re.match(r"(?i)(global|script|local|private):", name):
+            name = name.split(":", 1)[1]
+        problems: list[str] = []
+        declaration = next((c for c in node.children if c.type == "function_parameter_declaration"), None)
+        body = next((c for c in node.children if c.type == "script_block"), None)
+        param_block = next((c for c in body.children if c.type == "param_block"), None) if body is not None else None
+        parameter_list = None
+        cmdlet_binding = None
+        if declaration is not None:
+            parameter_list = next((c for c in declaration.children if c.type == "parameter_list"), None)
+        if param_block is not None:
+            if declaration is not None:
+                problems.append("both a parameter list after the name and a param() block")
+            parameter_list = next((c for c in param_block.children if c.type == "parameter_list"), None)
+            for attr_list in (c for c in param_block.children if c.type == "attribute_list"):
+                for attr in (c for c in attr_list.children if c.type == "attribute"):
+                    type_name, named, _, source = _attribute(attr)
+                    if type_name.lower().split(".")[-1] in ("cmdletbinding", "cmdletbindingattribute"):
+                        for key, value in named.items():
+                            if value is _UNREADABLE:
+                                problems.append(f"{key} in {source.strip()} cannot be read statically")
+                        cmdlet_binding = {k: (None if v is _UNREADABLE else v) for k, v in named.items()}
+        # A definition is visible in the scope it runs in: the enclosing function or script block, except
+        # that a dot-sourced `. { }` block runs in its caller's scope.
+        scope = None
+        parent = node.parent
+        while parent is not None:
+            if parent.type == "function_statement" or (
+                    parent.type == "script_block_expression" and _invoked_block(parent) != "."):
+                scope = (parent.start_byte, parent.end_byte)
+                break
+            parent = parent.parent
+        parameters = _parameters(parameter_list, problems)
+        out.append(FunctionDefinition(name, node.start_point[0] + 1, node.start_byte, scope, cmdlet_binding,
+                                      parameters, tuple(problems)))
+    return out

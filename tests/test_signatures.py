@@ -6,7 +6,8 @@ with its parameter sets and the Microsoft page the facts come from. For every re
 variant (both profiles, the probes and setup.ps1) this test parses the script with the PowerShell grammar
 and checks each command invocation:
 
-- the command is listed (an unknown command is an error, never a skip);
+- the command is listed, or is a function the script itself defines (an unknown command is an error, never
+  a skip);
 - each named parameter is a parameter of it, a documented alias, or a common parameter, written in full or
   as an unambiguous prefix (case-insensitive; PowerShell's rules, see `resolve`), and so are the keys of
   a splatted literal hashtable (`@Update` where `$Update = @{...}`);
@@ -17,6 +18,14 @@ and checks each command invocation:
 
 `& $CertificateScript ...` is resolved to CertificateReconfiguration.ps1 from the script's own assignment
 `$CertificateScript = [System.IO.Path]::Combine($ToolsDir, 'CertificateReconfiguration.ps1')`.
+
+A function the script defines (`function Name(<parameters>) { }` or `function Name { param(<parameters>) }`,
+such as Get-PSBridgeKeyAccess from templates/probes/_key-access.ps1.j2) is a command of that script and is
+checked the same way against its own declaration (`script_command`), ahead of a listed command of the same
+name as PowerShell resolves functions before cmdlets. It is visible where its definition runs: in the
+enclosing function or script block, or in the caller's scope for a dot-sourced `. { }` (each step of
+setup.ps1). A call that runs before the definition has (at the same level, not from a function body or a
+script block value) is an error too. A function called but defined nowhere in the script is unknown.
 
 Findings in today's templates are listed in KNOWN_DEFECTS with the reason; each is also a strict xfail
 test, so fixing a template without updating the table fails the suite.
@@ -36,7 +45,16 @@ from typing import Any
 
 import certfactory as cf
 import pytest
-from pwsh_grammar import Invocation, code_only, command_invocations, hashtable_keys, string_values, variable_assignments
+from pwsh_grammar import (
+    FunctionDefinition,
+    Invocation,
+    code_only,
+    command_invocations,
+    function_definitions,
+    hashtable_keys,
+    string_values,
+    variable_assignments,
+)
 
 from generator import certificates
 from generator.parameters import EXAMPLE, example, parse_parameters
@@ -75,23 +93,101 @@ class Command:
 COMMON = DATA["common_parameters"]
 
 
+def build_command(name: str, data: dict[str, Any]) -> Command:
+    """`data["common_parameters"]`: True (default) has them, False has none (a simple function), None unknown."""
+    cmd = Command(name, data)
+    aliases = {k.lower(): tuple(v) for k, v in data.get("aliases", {}).items()}
+    for s in data["parameter_sets"]:
+        for p in s["parameters"]:
+            key = p["name"].lower()
+            if key not in cmd.params:
+                cmd.params[key] = Param(p["name"], aliases.get(key, ()), p["name"] in ("WhatIf", "Confirm"),
+                                        bool(p.get("switch")))
+    if data.get("common_parameters", True) is True:
+        for common, al in COMMON["parameters"].items():
+            cmd.params.setdefault(common.lower(), Param(common, tuple(al), True, common in ("Verbose", "Debug")))
+    return cmd
+
+
 @cache
 def commands() -> dict[str, Command]:
-    out: dict[str, Command] = {}
-    for name, data in DATA["commands"].items():
-        cmd = Command(name, data)
-        aliases = {k.lower(): tuple(v) for k, v in data.get("aliases", {}).items()}
-        for s in data["parameter_sets"]:
-            for p in s["parameters"]:
-                key = p["name"].lower()
-                if key not in cmd.params:
-                    cmd.params[key] = Param(p["name"], aliases.get(key, ()), p["name"] in ("WhatIf", "Confirm"),
-                                            bool(p.get("switch")))
-        if data.get("common_parameters", True) is not None:
-            for common, al in COMMON["parameters"].items():
-                cmd.params.setdefault(common.lower(), Param(common, tuple(al), True, common in ("Verbose", "Debug")))
-        out[name.lower()] = cmd
-    return out
+    return {name.lower(): build_command(name, data) for name, data in DATA["commands"].items()}
+
+
+# --------------------------------------------------------------------------- functions defined in the script
+# PowerShell's rules (Windows PowerShell 5.1 reference, reference/5.1/Microsoft.PowerShell.Core/About/:
+# about_Functions_Advanced_Parameters, about_Functions_CmdletBindingAttribute, about_CommonParameters; the
+# engine's Compiler.GetParameterMetaData / GetRuntimeDefinedParameter for the exact position rule):
+# - [CmdletBinding()] or any [Parameter()] makes an advanced function: it has the common parameters, and
+#   SupportsShouldProcess adds -WhatIf and -Confirm. A simple function has neither; a -Name it does not
+#   declare lands in $args instead of failing, which is not what a caller naming a parameter means, so it
+#   is reported like an unknown parameter of a cmdlet.
+# - A parameter is in the sets its [Parameter(ParameterSetName = ...)] attributes name; one without a set
+#   name is in every set (__AllParameterSets when no set is named).
+# - Positions: Position = n where given. When no parameter gives a Position or a ParameterSetName (and
+#   PositionalBinding is not $false), every parameter except a switch gets the next position (0, 1, ...)
+#   in declaration order.
+# - Mandatory: [Parameter(Mandatory)], Mandatory = $true; pipeline: ValueFromPipeline(ByPropertyName).
+
+RISK_MITIGATION = {"WhatIf": ["wi"], "Confirm": ["cf"]}  # about_CommonParameters
+
+
+def script_command(fn: FunctionDefinition) -> Command:
+    """The command a script-defined function is, in the shape of a commands.json entry."""
+    advanced = fn.cmdlet_binding is not None or any(p.attributes for p in fn.parameters)
+    binding = fn.cmdlet_binding or {}
+    attrs = {p.name: (p.attributes or ({},)) for p in fn.parameters}
+    named_sets = sorted({a["ParameterSetName"] for al in attrs.values() for a in al  # type: ignore[misc]
+                         if isinstance(a.get("ParameterSetName"), str) and a["ParameterSetName"] != "__AllParameterSets"})
+    custom = any("Position" in a or "ParameterSetName" in a for al in attrs.values() for a in al)
+    automatic = not custom and binding.get("PositionalBinding", True) is not False
+    auto_position: dict[str, int] = {}
+    if automatic:
+        for p in fn.parameters:
+            if not p.switch:
+                auto_position[p.name] = len(auto_position)
+    sets = []
+    for set_name in named_sets or ["__AllParameterSets"]:
+        params = []
+        for p in fn.parameters:
+            here = [a for a in attrs[p.name] if a.get("ParameterSetName", "__AllParameterSets") in (set_name, "__AllParameterSets")]
+            if not here:
+                continue
+            a = next((a for a in here if a.get("ParameterSetName") == set_name), here[0])
+            mandatory = a.get("Mandatory", False)
+            position = a.get("Position", auto_position.get(p.name))
+            entry: dict[str, Any] = {
+                "name": p.name,
+                "mandatory": None if mandatory is None else bool(mandatory),
+                "position": position if isinstance(position, int) and not isinstance(position, bool) else None,
+                "pipeline": bool(a.get("ValueFromPipeline") or a.get("ValueFromPipelineByPropertyName")),
+            }
+            if p.switch:
+                entry["switch"] = True
+            params.append(entry)
+        if binding.get("SupportsShouldProcess"):
+            params += [{"name": n, "mandatory": False, "position": None, "pipeline": False, "switch": True}
+                       for n in RISK_MITIGATION]
+        entry_set: dict[str, Any] = {"name": set_name, "parameters": params}
+        if binding.get("DefaultParameterSetName") == set_name:
+            entry_set["default"] = True
+        sets.append(entry_set)
+    aliases = {p.name: list(p.aliases) for p in fn.parameters if p.aliases}
+    if binding.get("SupportsShouldProcess"):
+        aliases.update(RISK_MITIGATION)
+    data = {"kind": "function (advanced)" if advanced else "function (simple)",
+            "source": f"defined in this script, line {fn.line}", "common_parameters": advanced,
+            "aliases": aliases, "parameter_sets": sets}
+    return build_command(fn.name, data)
+
+
+def script_function(functions: list[FunctionDefinition], name: str, inv: Invocation) -> FunctionDefinition | None:
+    """The script's own definition `name` resolves to at `inv`: of those visible there, the last one that
+    starts before the call, else the first (which then runs too late)."""
+    visible = [f for f in functions if f.name.lower() == name.lower()
+               and (f.scope is None or f.scope[0] <= inv.start_byte < f.scope[1])]
+    before = [f for f in visible if f.start_byte < inv.start_byte]
+    return before[-1] if before else (visible[0] if visible else None)
 
 
 def resolve(cmd: Command, written: str) -> tuple[Param | None, str]:
@@ -115,6 +211,9 @@ def resolve(cmd: Command, written: str) -> tuple[Param | None, str]:
         return None, "not a parameter in Windows PowerShell 5.1 (added in PowerShell 7.4)"
     if cmd.data.get("common_parameters", True) is None and w in (n.lower() for n in COMMON["parameters"]):
         return None, "common parameter, but whether the script has [CmdletBinding] is not documented"
+    if cmd.data.get("common_parameters", True) is False and any(
+            n.lower().startswith(w) or any(a.lower().startswith(w) for a in al) for n, al in COMMON["parameters"].items()):
+        return None, "no such parameter: a simple function (no [CmdletBinding()] or [Parameter()]) has no common parameters"
     return None, "no such parameter"
 
 
@@ -159,15 +258,21 @@ def command_name(inv: Invocation, text: str) -> tuple[str | None, str]:
     return None, f"cannot tell which command '{inv.name}' invokes"
 
 
-def check_invocation(inv: Invocation, text: str, file: str) -> list[Finding]:
+def check_invocation(inv: Invocation, text: str, file: str, functions: list[FunctionDefinition] | None = None) -> list[Finding]:
     name, why = command_name(inv, text)
     if name is None:
         return [Finding(file, inv.line, inv.name, why)]
-    cmd = commands().get(name.lower())
-    if cmd is None:
-        return [Finding(file, inv.line, name, "unknown command: not in tests/data/commands.json")]
-    label = cmd.name
     out: list[Finding] = []
+    fn = script_function(functions or [], name, inv) if inv.name_kind in ("name", "string") else None
+    if fn is not None:
+        cmd = script_command(fn)
+        if fn.start_byte > inv.start_byte and fn.scope is None and not inv.deferred:
+            out.append(Finding(file, inv.line, cmd.name, f"called before its definition on line {fn.line} has run"))
+    else:
+        cmd = commands().get(name.lower())
+        if cmd is None:
+            return [Finding(file, inv.line, name, "unknown command: not in tests/data/commands.json nor defined in this script")]
+    label = cmd.name
     if not cmd.documented:
         out.append(Finding(file, inv.line, label, "no documented signature (commands.json: source null, see its note)"))
 
@@ -273,11 +378,18 @@ def syntax_findings(text: str, file: str) -> list[Finding]:
 
 
 def check_script(text: str, file: str) -> list[Finding]:
-    text = text.lstrip("\ufeff").replace("\r\n", "\n")
+    text = normalized(text)
     out = syntax_findings(text, file)
+    functions = function_definitions(text)
+    for fn in functions:
+        out += [Finding(file, fn.line, fn.name, f"declaration: {problem}") for problem in fn.problems]
     for inv in command_invocations(text):
-        out += check_invocation(inv, text, file)
+        out += check_invocation(inv, text, file, functions)
     return sorted(out, key=lambda f: (f.line, f.command, f.problem))
+
+
+def normalized(text: str) -> str:
+    return text.lstrip("\ufeff").replace("\r\n", "\n")
 
 
 # --------------------------------------------------------------------------- the rendered packages
@@ -312,7 +424,6 @@ def rendered() -> dict[str, str]:
         "msonline-local-cert": _with_local_certificate,
         "graph-token": lambda: render_package(parse_parameters(_graph())),
         "graph-app": lambda: render_package(parse_parameters(_graph(**APP))),
-        "graph-app-remove-expired": lambda: render_package(parse_parameters(_graph(**APP, remove_expired_credentials=True))),
     }
     out = {}
     for variant, make in variants.items():
@@ -331,7 +442,7 @@ KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {
     (f"{variant}/{path}", "Set-CrmAdvancedSetting", SET_CRM): (
         "Set-CrmAdvancedSetting has no reference page: only the article's call `Set-CrmAdvancedSetting -Entity $setting` "
         "documents it (commands.json: source null). Add its signature to commands.json when a Microsoft page is found.")
-    for variant in ("msonline", "msonline-local-cert", "graph-token", "graph-app", "graph-app-remove-expired")
+    for variant in ("msonline", "msonline-local-cert", "graph-token", "graph-app")
     for path in ("steps/07-crm-settings.ps1", "setup.ps1")
 }
 
@@ -355,19 +466,39 @@ def test_known_defect_is_still_there(key: tuple[str, str, str]) -> None:
     assert not any(f.command == command and fragment in f.problem for f in findings), KNOWN_DEFECTS[key]
 
 
-def test_every_listed_command_is_used_and_cites_a_source() -> None:
+def listed_commands_used() -> set[str]:
+    """Lower-case names of the listed commands the rendered scripts invoke, resolved as the checker
+    resolves them: a call of a function the script defines is not a use of a listed command."""
     used = set()
-    for file, text in rendered().items():
-        for inv in command_invocations(text.lstrip("\ufeff").replace("\r\n", "\n")):
+    for text in rendered().values():
+        text = normalized(text)
+        functions = function_definitions(text)
+        for inv in command_invocations(text):
             name, _ = command_name(inv, text)
-            if name:
+            if name and not (inv.name_kind in ("name", "string") and script_function(functions, name, inv)):
                 used.add(name.lower())
+    return used
+
+
+def test_every_listed_command_is_used_and_cites_a_source() -> None:
     listed = {n.lower() for n in DATA["commands"]}
-    assert listed - used == set(), "listed but no rendered script uses them"
+    assert sorted(listed - listed_commands_used()) == [], "listed but no rendered script uses them"
+    undocumented_known = {k[1] for k in KNOWN_DEFECTS if k[2] == SET_CRM}
     for name, data in DATA["commands"].items():
-        assert data.get("source") or data.get("note"), name
-        if data.get("source"):
-            assert data["source"].startswith("https://learn.microsoft.com/"), name
+        source = data.get("source")
+        if source is None:
+            # No documented signature: the entry says why, and every use is a known defect.
+            assert data.get("note"), f"{name}: source null needs a note saying what was searched"
+            assert name in undocumented_known, f"{name}: source null but not in KNOWN_DEFECTS"
+            continue
+        assert source.startswith("https://learn.microsoft.com/"), name
+        sf = data.get("source_file")
+        if sf and sf["repo"] == "MicrosoftDocs/PowerShell-Docs":
+            # Core cmdlets cite the Windows PowerShell 5.1 reference: the page and the markdown behind it.
+            assert sf["path"].startswith("reference/5.1/"), name
+            module, page = sf["path"].removesuffix(".md").split("/")[-2:]
+            assert page.lower() == name.lower() and data["module"] == module, name
+            assert source == f"https://learn.microsoft.com/powershell/module/{module.lower()}/{page.lower()}?view=powershell-5.1", name
 
 
 # --------------------------------------------------------------------------- the checker can fail
@@ -437,7 +568,7 @@ def test_where_object_alias_is_a_command_not_a_ternary() -> None:
     """`?` standing where a command starts is the Where-Object alias: an unknown command (aliases are not
     listed), never a ternary operator."""
     findings = [str(f) for f in check_script("Get-ChildItem | ? { $_ }\n", "alias.ps1")]
-    assert findings == ["alias.ps1:1: ?: unknown command: not in tests/data/commands.json"], findings
+    assert findings == ["alias.ps1:1: ?: unknown command: not in tests/data/commands.json nor defined in this script"], findings
 
 
 def test_clean_block_and_or_chain_are_reported() -> None:
@@ -449,3 +580,103 @@ def test_clean_block_and_or_chain_are_reported() -> None:
 def test_strings_and_comments_are_not_scanned() -> None:
     text = "# a ?? b && c\nWrite-Output 'x ?? y && z ? 1 : 2'\n"
     assert check_script(text, "s.ps1") == []
+
+
+# --------------------------------------------------------------------------- script-defined functions
+
+FUNCTION_SCRIPT = """\
+function Get-Thing {
+    [CmdletBinding(SupportsShouldProcess = $true)]
+    param(
+        [Parameter(Mandatory = $true, Position = 0)]
+        [Alias('Acct')]
+        [string] $Account,
+        [Parameter(Mandatory)]
+        [int] $Count,
+        [Parameter()]
+        [switch] $Force
+    )
+}
+function Get-Simple([string] $Account, $Sid, [switch] $Quiet) { }
+Get-Thing -Acount 'x' -Count 1
+Get-Thing 'x'
+Get-Thing -Acct 'x' -Count 1 -Force -ErrorAction Stop -WhatIf
+Get-Thing 'x' -Co 1
+Get-Simple 'a' 'b' -Quiet
+Get-Simple 'a' 'b' 'c'
+Get-Simple -Account 'a' -ErrorAction Stop
+Get-Simple -Sd 'b'
+Get-Missing -X 1
+Get-Later -Name 'x'
+function Get-Later { param([Parameter(Mandatory)] [string] $Name) }
+Get-Later -Name 'y'
+function Get-Sets {
+    param(
+        [Parameter(Mandatory, ParameterSetName = 'ById')] [guid] $Id,
+        [Parameter(Mandatory, ParameterSetName = 'ByName', Position = 0)] [string] $Name,
+        [string] $Filter
+    )
+}
+Get-Sets -Id $g -Filter 'f'
+Get-Sets 'n'
+Get-Sets -Id $g -Name 'n'
+$Later = { Get-Unwritten }
+function Get-Unwritten { }
+& $Later
+"""
+
+
+def test_script_defined_functions_are_checked_like_cmdlets() -> None:
+    findings = [str(f) for f in check_script(FUNCTION_SCRIPT, "fn.ps1")]
+    text = "\n".join(findings)
+
+    def has(line: int, fragment: str) -> bool:
+        return any(f.startswith(f"fn.ps1:{line}:") and fragment in f for f in findings)
+
+    assert has(14, "Get-Thing: -Acount: no such parameter"), text  # misspelled
+    assert has(15, "Get-Thing: no parameter set fits") and has(15, "mandatory -Count not supplied"), text
+    assert not has(16, ""), text  # alias, switch, common parameter, -WhatIf from SupportsShouldProcess
+    assert not has(17, ""), text  # -Co: unambiguous prefix of -Count; 'x' binds to Position 0
+    assert not has(18, ""), text  # a simple function: positions 0, 1 in declaration order, switch not positional
+    assert has(19, "Get-Simple: no parameter set fits") and has(19, "3 positional argument(s), 2 position(s) free"), text
+    assert has(20, "Get-Simple: -ErrorAction: no such parameter: a simple function"), text
+    assert has(21, "Get-Simple: -Sd: no such parameter"), text
+    assert has(22, "Get-Missing: unknown command"), text  # called, defined nowhere
+    assert has(23, "Get-Later: called before its definition on line 24 has run"), text
+    assert not has(25, ""), text
+    assert not has(33, ""), text  # set ById, -Filter in every set
+    assert not has(34, ""), text  # set ByName by position
+    assert has(35, "Get-Sets: no parameter set fits"), text  # -Id and -Name are in different sets
+    assert not has(36, ""), text  # a script block value runs later, when its definition has run
+    assert has(38, "cannot resolve '& $Later'"), text  # a script block in a variable is not a script
+    assert len(findings) == 9, text
+
+
+def test_script_function_shadows_listed_command_and_scope() -> None:
+    """A script's own function wins over a listed command of the same name (functions come before cmdlets),
+    a function defined in `& { }` is local to it, one defined in a dot-sourced `. { }` is not."""
+    script = """\
+function Test-Path([string] $Where) { }
+Test-Path -Where 'x'
+Test-Path -LiteralPath 'x'
+& {
+    function Get-Inner { }
+    Get-Inner
+}
+Get-Inner
+. {
+    function Get-Dotted { }
+}
+Get-Dotted
+"""
+    findings = [str(f) for f in check_script(script, "s.ps1")]
+    assert findings == [
+        "s.ps1:3: Test-Path: -LiteralPath: no such parameter",
+        "s.ps1:8: Get-Inner: unknown command: not in tests/data/commands.json nor defined in this script",
+    ], findings
+
+
+def test_unreadable_parameter_declaration_is_reported() -> None:
+    script = "function Get-X { param([Parameter(Mandatory = $Required)] $A) }\nGet-X -A 1\n"
+    findings = [str(f) for f in check_script(script, "u.ps1")]
+    assert findings == ["u.ps1:1: Get-X: declaration: $A: Mandatory in [Parameter(Mandatory = $Required)] cannot be read statically"], findings
