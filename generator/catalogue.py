@@ -39,6 +39,8 @@ class Step:
     inputs: dict[str, SecretKind] = field(default_factory=dict)
     #: What it changes, in words for the change-advisory board ("" for read-only steps).
     changes: str = ""
+    #: "main": the server run connects to; "additional": each of `[crm] additional_servers`.
+    runs_on: Literal["main", "additional"] = "main"
 
     @property
     def changes_state(self) -> bool:
@@ -98,6 +100,17 @@ GRAPH_STEPS: tuple[Step, ...] = (
     ),
     MSONLINE_STEPS[6],
     Step(8, "tenant-id", "Get the SharePoint Online tenant ID", "check", needs=("connect",)),
+)
+
+#: Microsoft: CertificateReconfiguration.ps1 runs on every server with the Web Application Server
+#: role, and -updateCrm only once (step 02). A package for a farm gains this step; `run` sends it
+#: to each additional server after the main sequence. Same template for both profiles.
+ADDITIONAL_SERVERS_STEP = Step(
+    9, "additional-servers", "Install the certificate on the additional servers", "change",
+    inputs={"PfxPassword": "pfx_password"},
+    changes="Additional CRM servers (each one): imports the PFX into LocalMachine\\My and grants the service "
+    "account read access to its private key, without -updateCrm (step 02 updated the configuration database).",
+    runs_on="additional",
 )
 
 CATALOGUES: dict[str, tuple[Step, ...]] = {"msonline": MSONLINE_STEPS, "graph": GRAPH_STEPS}
@@ -175,6 +188,12 @@ def catalogue(profile: str) -> tuple[Step, ...]:
     return CATALOGUES[profile]
 
 
+def steps_for(params: Parameters) -> tuple[Step, ...]:
+    """The steps of a package with these parameters: the profile's catalogue, and step 09 for a farm."""
+    extra = (ADDITIONAL_SERVERS_STEP,) if params.crm.additional_servers else ()
+    return CATALOGUES[params.profile] + extra
+
+
 def inputs_for(step: Step, params: Parameters) -> dict[str, SecretKind]:
     """The secret parameters a step takes in a package with these parameters.
 
@@ -190,7 +209,7 @@ def step_entry(step: Step, params: Parameters) -> dict[str, Any]:
     return {
         "index": step.index, "id": step.id, "title": step.title, "file": step.file,
         "changes_state": step.changes_state, "kind": step.kind, "needs": list(step.needs),
-        "inputs": dict(inputs_for(step, params)),
+        "inputs": dict(inputs_for(step, params)), "runs_on": step.runs_on,
     }
 
 

@@ -697,12 +697,13 @@ def _refused(log: Path, action: str, exc: Exception, package_dir: Path, host: st
               help="Seconds per step before it is stopped and reported UNKNOWN.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line instead of progress lines.")
 @click.option("--verify", "verify_after", is_flag=True, help="After the last step, run the read-only probes of `psbridge check` and record them.")
+@click.option("--from-server", help="With --from-step 9: continue the additional-servers step at this server.")
 @click.option("--force-unlock", is_flag=True,
               help="Close the stale session of a crashed run that still holds the server's run lock (audited).")
 @approval_options
 @audit_log_option
 def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout: float, as_json: bool,
-        verify_after: bool, force_unlock: bool, require_approval: bool, trusted_keys: Path | None, min_approvals: int,
+        verify_after: bool, from_server: str | None, force_unlock: bool, require_approval: bool, trusted_keys: Path | None, min_approvals: int,
         forbid_self_approval: bool, operator_key: Path | None, forbid_keys: tuple[str, ...],
         audit_log: Path | None, **options: object) -> None:
     """Run a rendered package on the CRM server over PowerShell Remoting, step by step.
@@ -730,7 +731,8 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
     policy = _policy(require_approval, trusted_keys, min_approvals, forbid_self_approval, operator_key, forbid_keys)
     host_option = options.pop("host")
     try:  # before any secret is asked for or any connection made: the package, its approval, the host
-        prepared = prepare(package_dir, host_option, from_step=from_step, policy=policy)  # type: ignore[arg-type]
+        prepared = prepare(package_dir, host_option, from_step=from_step, policy=policy,  # type: ignore[arg-type]
+                           from_server=from_server)
     except (UserError, RuntimeFailure) as exc:
         _refused(log, "run", exc, package_dir, host_option)  # type: ignore[arg-type]
         raise
@@ -758,7 +760,8 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
     try:
         result = run_package(package, prepared.selected, conn, winrm_password, secrets, settings, emit=emit,
                              confirm=_ask_step if step_mode else None, from_step=from_step, approval=approval,
-                             audit=audit_line, force_unlock=force_unlock, after_success=after_success)
+                             audit=audit_line, force_unlock=force_unlock, after_success=after_success,
+                             additional=prepared.additional)
     except ConnectFailure as exc:
         audit.record(log, "run", package, "connect-failed", host=conn.host)
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)

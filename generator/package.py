@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .catalogue import LOCK_SCRIPT, PROBES, Step, catalogue, probe_file, step_entry
+from .catalogue import LOCK_SCRIPT, PROBES, Step, probe_file, step_entry, steps_for
 from .errors import UserError
 from .files import sha256_hex
 
@@ -46,7 +46,7 @@ EVIDENCE_DIRS = frozenset({"runs", "approvals", "checks"})
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_FILES = 500
 #: The step fields plan.json records that psbridge computes from the catalogue.
-CATALOGUE_FIELDS = ("index", "id", "title", "file", "changes_state", "kind", "needs", "inputs")
+CATALOGUE_FIELDS = ("index", "id", "title", "file", "changes_state", "kind", "needs", "inputs", "runs_on")
 
 
 # --------------------------------------------------------------------------- reading the folder
@@ -266,7 +266,7 @@ class Package:
         if params is None:
             return problems
         problems = []
-        expected = [step_entry(step, params) for step in catalogue(params.profile)]
+        expected = [step_entry(step, params) for step in steps_for(params)]
         recorded = self.plan.get("steps")
         if not isinstance(recorded, list) or not all(isinstance(s, dict) for s in recorded):
             return [f"{self._where}: steps: not a list of steps"]
@@ -333,7 +333,7 @@ class Package:
         recorded = {s["index"]: s for s in self.plan["steps"]}
         return tuple(
             PackageStep(step, step_entry(step, params)["inputs"], self.text(step.file), recorded[step.index]["sha256"])
-            for step in catalogue(params.profile)
+            for step in steps_for(params)
         )
 
     @cached_property

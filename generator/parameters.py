@@ -321,7 +321,7 @@ CerPath = Annotated[str, AfterValidator(_cer)]
 FolderPath = Annotated[str, AfterValidator(_folder)]
 ServiceAccount = Annotated[str, AfterValidator(service_account)]
 RootDomain = Annotated[str, AfterValidator(root_domain)]
-HostName = Annotated[str, AfterValidator(host_name)]
+HostName = Annotated[str, AfterValidator(plain_text), AfterValidator(host_name)]
 #: A list item: the model-wide check sees the list, not its items, so each site checks itself.
 SiteUrl = Annotated[str, AfterValidator(plain_text), AfterValidator(sharepoint_site)]
 Guid = Annotated[str, AfterValidator(guid)]
@@ -391,6 +391,28 @@ class Crm(_Strict):
         "at most 253 characters, e.g. crm01.contoso.local or crm01) or an IPv4 address; no IPv6, port or URL. "
         "Compared case-insensitively, ignoring a trailing dot.",
     )
+    additional_servers: list[HostName] | None = Field(
+        None,
+        description="Optional: the other servers with the Web Application Server role (host names). "
+        "CertificateReconfiguration.ps1 must run on each of them too, without -updateCrm: `run` does that "
+        "in step 09 after the main sequence, one server after the other.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_servers(self) -> Crm:
+        """Each additional server once, and never the main server (its certificate step is step 02)."""
+        if not self.additional_servers:
+            return self
+        seen: set[str] = set()
+        main = normalize_host(self.server) if self.server else None
+        for host in self.additional_servers:
+            key = normalize_host(host)
+            if key == main:
+                raise ValueError(f"additional_servers: {host} is the main server (crm.server)")
+            if key in seen:
+                raise ValueError(f"additional_servers: {host} is listed twice")
+            seen.add(key)
+        return self
 
 
 class SharePoint(_Strict):

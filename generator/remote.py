@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -444,6 +444,7 @@ def run_package(
     audit: AuditLine | None = None,
     force_unlock: bool = False,
     after_success: Callable[[PSRPSession, Redactor], dict[str, Any]] | None = None,
+    additional: list[str] | None = None,
 ) -> RunResult:
     """Record, connect, run the selected steps of the verified package. Raises ConnectFailure (exit 3).
 
@@ -458,12 +459,13 @@ def run_package(
     silence_libraries()
     redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
     lock_text = package.lock_script  # refuses a package without one before anything else
+    additional = list(additional if additional is not None else (package.parameters.crm.additional_servers or []))
     workstation = WorkstationLock(package.path)  # type: ignore[arg-type]
     workstation.acquire(package=package.name, digest=package.digest, host=conn.host)
     try:
         return _locked_run(package, selected, conn, winrm_password, secrets, settings, redact, lock_text, emit=emit,
                            confirm=confirm, from_step=from_step, approval=approval, audit=audit,
-                           force_unlock=force_unlock, after_success=after_success)
+                           force_unlock=force_unlock, after_success=after_success, additional=additional)
     finally:
         workstation.release()
 
@@ -472,8 +474,9 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
                 secrets: StepSecrets, settings: RunSettings, redact: Redactor, lock_text: str, *,
                 emit: Callable[[dict[str, Any]], None], confirm: Confirm | None, from_step: int | None,
                 approval: dict[str, Any] | None, audit: AuditLine | None, force_unlock: bool,
-                after_success: Callable[[PSRPSession, Redactor], dict[str, Any]] | None) -> RunResult:
-    """`run_package` once the workstation lock is held."""
+                after_success: Callable[[PSRPSession, Redactor], dict[str, Any]] | None,
+                additional: list[str]) -> RunResult:
+    """`run_package` once the workstation lock is held: record, then each server in turn."""
     record = RunRecord(package.path)  # type: ignore[arg-type]
 
     def both(event: dict[str, Any]) -> None:
@@ -482,12 +485,16 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         record.write(event)
         emit(event)
 
+    main_steps = [s for s in selected if s.spec.runs_on == "main"]
+    farm_steps = [s for s in selected if s.spec.runs_on != "main"]
+    targets = ([(conn, main_steps, None)] if main_steps else []) + (
+        [(replace(conn, host=host), farm_steps, host) for host in additional] if farm_steps else [])
     start = {
         "event": "run-start", "started": utc_now(), "tool_version": __version__, "package": package.name,
         "package_digest": package.digest, "host": conn.host, "port": conn.port,
         "transport": conn.transport, "auth": conn.auth, "user": conn.username, "o365_user": secrets.o365_user,
         "configuration_name": conn.configuration_name, "from_step": from_step,
-        "steps": [s.index for s in selected], "record": str(record.path),
+        "steps": [s.index for s in selected], "servers": [t.host for t, _, _ in targets], "record": str(record.path),
     }
     try:
         both(start)
@@ -495,7 +502,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
             both({"event": "approval", **approval})
         if audit is not None:
             audit("started", {"host": conn.host, "user": conn.username, "steps": start["steps"],
-                              "record": start["record"]})
+                              "servers": start["servers"], "record": start["record"]})
     except Exception as exc:
         # The run could not be recorded (the audit log refused the run-start line): nothing is sent.
         reason = "; ".join(exc.problems) if isinstance(exc, UserError) else str(exc)
@@ -504,47 +511,118 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
               "summary": [redact(f"not started: the run could not be recorded: {reason}")]})
         record.close()
         raise
-    session = PSRPSession(conn, winrm_password)
+    sessions: list[PSRPSession] = []
+    done: list[str] = []  # "<steps> on <host>" for the summary
+    succeeded: list[tuple[str, list[str]]] = []
     try:
-        try:
-            session.open(exchange_keys=bool(secrets_needed(selected)))
-        except ConnectFailure as exc:
-            message = redact(str(exc))
-            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
-                  "reason": "connect-failed", "summary": [message]})
-            raise ConnectFailure(message) from None
-        except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
-            message = describe_connect_error(exc, conn, redact)
-            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
-                  "reason": "connect-failed", "summary": [message]})
-            raise ConnectFailure(message) from None
-        if force_unlock:
-            _force_unlock(session, lock_text, settings, both, audit, redact)
-        locked = _take_server_lock(session, lock_text, settings, both, redact)
-        if locked is not None:
-            return locked
-        executor = Executor(
-            package.steps, selected, lambda step: step_parameters(step, secrets), both, redact,
-            ContinueCommand(str(package.path), conn.continue_options() + settings.options()),
-            step_timeout=settings.step_timeout, confirm=confirm,
-        )
-        try:
-            result = executor.run(session)
-            if result.exit_code == 0 and after_success is not None:
-                both({"event": "verify", **after_success(session, redact)})
-            return result
-        except KeyboardInterrupt:
-            # Ctrl-C outside a step (a step handles its own): the record still says how it ended.
-            both({"event": "run-end", "exit_code": 130, "ended": utc_now(), "stopped_at": None,
-                  "reason": "interrupted", "summary": ["interrupted by the operator between steps"]})
-            raise
+        for target, steps, from_server in targets:
+            session = PSRPSession(target, winrm_password)
+            sessions.append(session)
+            outcome = _run_on(session, package, steps, secrets, settings, redact, lock_text, both=both,
+                              confirm=confirm, audit=audit, force_unlock=force_unlock, from_server=from_server,
+                              nothing_ran=not done, next_server=_after(additional, from_server))
+            if outcome.exit_code:
+                return _end(both, outcome.exit_code, done and [f"Done before: {'; '.join(done)}."] or [],
+                            outcome.summary, stopped_at=outcome.stopped_at, reason=outcome.reason, result=outcome)
+            done.append(f"{_step_range(steps)} on {target.host}")
+            succeeded.append((target.host, outcome.summary))
+        main_session = sessions[0] if main_steps else None
+        if after_success is not None:
+            if main_session is not None:
+                both({"event": "verify", **after_success(main_session, redact)})
+            else:
+                both({"event": "verify", "skipped": "no step ran on the main server"})
+        if len(succeeded) == 1:
+            lines = succeeded[0][1]
+        else:
+            lines = [f"On {host}: {line}" for host, summary in succeeded for line in summary]
+        return _end(both, ExitCode.OK, lines, [], stopped_at=None, reason="done")
+    except KeyboardInterrupt:
+        # Ctrl-C outside a step (a step handles its own): the record still says how it ended.
+        both({"event": "run-end", "exit_code": 130, "ended": utc_now(), "stopped_at": None,
+              "reason": "interrupted", "summary": ["interrupted by the operator between steps"]})
+        raise
     finally:
-        session.close()
+        for session in reversed(sessions):
+            session.close()
         record.close()
 
 
+@dataclass
+class _HostOutcome:
+    exit_code: int
+    summary: list[str]
+    stopped_at: int | None = None
+    reason: str = "done"
+    results: list[Any] = field(default_factory=list)
+
+
+def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], secrets: StepSecrets,
+            settings: RunSettings, redact: Redactor, lock_text: str, *, both: Callable[[dict[str, Any]], None],
+            confirm: Confirm | None, audit: AuditLine | None, force_unlock: bool, from_server: str | None,
+            nothing_ran: bool, next_server: str | None) -> _HostOutcome:
+    """Connect to one server, take its lock, run `steps` there. Raises ConnectFailure only while nothing ran."""
+    host = session.conn.host
+    emit_here = both if from_server is None else (lambda event: both({**event, "host": host}))
+    continue_command = ContinueCommand(str(package.path), session.conn.continue_options() + settings.options(),
+                                       from_server=from_server)
+    try:
+        session.open(exchange_keys=bool(secrets_needed(steps)))
+    except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
+        message = redact(str(exc)) if isinstance(exc, ConnectFailure) else describe_connect_error(exc, session.conn,
+                                                                                                 redact)
+        if nothing_ran:
+            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
+                  "reason": "connect-failed", "summary": [message]})
+            raise ConnectFailure(message) from None
+        # Steps already ran elsewhere: this is a failed run (exit 1) that names the host, not "nothing ran".
+        return _HostOutcome(ExitCode.FAILED, [f"Stopped: could not connect to {host}: {message}",
+                                              "Fix the connection, then continue with:",
+                                              f"  {continue_command.at(steps[0].index)}"],
+                            stopped_at=steps[0].index, reason="unreachable")
+    if force_unlock:
+        _force_unlock(session, lock_text, settings, emit_here, audit, redact)
+    locked = _take_server_lock(session, lock_text, settings, emit_here, redact)
+    if locked is not None:
+        return locked
+    executor = Executor(
+        package.steps, steps, lambda step: step_parameters(step, secrets), emit_here, redact, continue_command,
+        step_timeout=settings.step_timeout, confirm=confirm, emit_end=False,
+    )
+    result = executor.run(session)
+    summary = list(result.summary)
+    if result.exit_code == ExitCode.UNKNOWN and next_server is not None:
+        summary += ["or, if it did take effect, continue with the next server:",
+                    f"  {replace(continue_command, from_server=next_server).at(steps[0].index)}"]
+    return _HostOutcome(result.exit_code, summary, result.stopped_at, result.reason, result.results)
+
+
+def _after(hosts: list[str], host: str | None) -> str | None:
+    """The additional server after `host` in the list, or None."""
+    if host is None or host not in hosts:
+        return None
+    index = hosts.index(host)
+    return hosts[index + 1] if index + 1 < len(hosts) else None
+
+
+def _step_range(steps: list[PackageStep]) -> str:
+    """`steps 01-08` / `step 09`, for summaries."""
+    if len(steps) == 1:
+        return f"step {steps[0].index:02d}"
+    return f"steps {steps[0].index:02d}-{steps[-1].index:02d}"
+
+
+def _end(both: Callable[[dict[str, Any]], None], code: int, before: list[str], summary: list[str], *,
+         stopped_at: int | None, reason: str, result: Any = None) -> RunResult:
+    """The one run-end event of a run (over all its servers) and its result."""
+    lines = before + summary
+    both({"event": "run-end", "exit_code": int(code), "ended": utc_now(), "stopped_at": stopped_at,
+          "reason": reason, "summary": lines})
+    return RunResult(getattr(result, "results", []), code, lines)
+
+
 def _take_server_lock(session: PSRPSession, lock_text: str, settings: RunSettings,
-                      both: Callable[[dict[str, Any]], None], redact: Redactor) -> RunResult | None:
+                      both: Callable[[dict[str, Any]], None], redact: Redactor) -> _HostOutcome | None:
     """Send lock.ps1; None when this run holds the server's lock, else the finished (refused) run."""
     from .runner import Outcome, classify
 
@@ -554,13 +632,11 @@ def _take_server_lock(session: PSRPSession, lock_text: str, settings: RunSetting
         both({"event": "lock", "state": "held", "output": [redact(o) for o in report.output]})
         return None
     reason = report.errors[0].message if report.errors else (report.transport_error or f"state {report.state}")
-    summary = [redact(f"Not started: the server's run lock was not taken: {reason}"),
+    summary = [redact(f"Not started on {session.conn.host}: the server's run lock was not taken: {reason}"),
                "No step was sent. When the other run has ended, run this command again; if it crashed, "
                "add --force-unlock to close its stale session first."]
     code = ExitCode.UNKNOWN if report.transport_error else ExitCode.FAILED
-    both({"event": "run-end", "exit_code": int(code), "ended": utc_now(), "stopped_at": None,
-          "reason": "locked", "summary": summary})
-    return RunResult([], code, summary)
+    return _HostOutcome(code, summary, None, "locked")
 
 
 def _force_unlock(session: PSRPSession, lock_text: str, settings: RunSettings,

@@ -33,12 +33,12 @@ from .catalogue import (
     PROBES,
     PROFILE_MODULES,
     Step,
-    catalogue,
     inputs_for,
     probe_file,
     resume_thresholds,
     service_account_identity,
     step_entry,
+    steps_for,
 )
 from .files import sha256_hex
 from .parameters import Parameters
@@ -187,7 +187,7 @@ def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) 
     (`certificates.PlanCertificate.facts()`), or None when the parameters name none.
     """
     ps_env, _ = _environments()
-    steps = catalogue(params.profile)
+    steps = steps_for(params)
     out = []
     for step in steps:
         text = ps_env.get_template(step.template(params.profile)).render(p=params, c=CONSTANTS, step=step, cert=certificate)
@@ -226,6 +226,7 @@ def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Paramete
         "changes_state_text": Trusted("yes" if s.changes_state else "no"),
         "kind_session": s.kind == "session",
         "inputs": ", ".join(inputs_for(s, params)),
+        "runs_on": s.runs_on,
     }
 
 
@@ -263,12 +264,16 @@ def plan_json_bytes(plan: dict[str, object]) -> bytes:
 def render_package(params: Parameters, certificate: dict[str, Any] | None = None) -> Rendered:
     """The whole package in memory: step files, probes, setup.ps1, REVIEW.md and plan.json."""
     ps_env, md_env = _environments()
-    steps = catalogue(params.profile)
+    steps = steps_for(params)
     rendered = render_steps(params, certificate)
     thresholds = resume_thresholds(steps)
     views = [_step_view(r, steps, params, thresholds) for r in rendered]
     probes = render_probes(params)
-    setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=views, version=Trusted(__version__))
+    # setup.ps1 runs on the main server; a farm's step 09 runs on each additional server.
+    main_views = [v for v in views if v["runs_on"] == "main"]
+    elsewhere = [v for v in views if v["runs_on"] != "main"]
+    setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=main_views, elsewhere=elsewhere,
+                                                           version=Trusted(__version__))
     setup = _crlf_bom(setup_text)
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
     review = md_env.get_template("REVIEW.md.j2").render(

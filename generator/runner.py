@@ -288,9 +288,12 @@ class ContinueCommand:
 
     package_dir: str
     options: tuple[str, ...]
+    #: The additional server to continue on (`--from-server`), for a step that runs on each of them.
+    from_server: str | None = None
 
     def at(self, index: int) -> str:
         words = ["psbridge", "run", self.package_dir, *self.options, "--from-step", str(index)]
+        words += ["--from-server", self.from_server] if self.from_server else []
         return " ".join(shlex.quote(w) for w in words)
 
 
@@ -299,6 +302,8 @@ class RunResult:
     results: list[StepResult]
     exit_code: int
     summary: list[str]
+    reason: str = "done"
+    stopped_at: int | None = None
 
 
 Confirm = Callable[[PackageStep], Literal["y", "n", "q"]]
@@ -324,6 +329,7 @@ class Executor:
         step_timeout: float,
         confirm: Confirm | None = None,
         clock: Callable[[], float] = time.monotonic,
+        emit_end: bool = True,
     ) -> None:
         self.steps = list(steps)
         self.selected = list(selected)
@@ -334,6 +340,8 @@ class Executor:
         self.step_timeout = step_timeout
         self.confirm = confirm
         self.clock = clock
+        #: False when the caller ends the run itself (a run over several servers has one run-end).
+        self.emit_end = emit_end
 
     def run(self, session: StepSession) -> RunResult:
         total = max(s.index for s in self.steps)
@@ -435,9 +443,10 @@ class Executor:
                 exit_code = ExitCode.FAILED
                 summary.append(f"Stopped by the operator before {label}. Continue with:")
                 summary.append(f"  {self.continue_command.at(stopped_at.index)}")
-        self.emit({"event": "run-end", "exit_code": exit_code, "ended": utc_now(),
-                   "stopped_at": stopped_at.index if stopped_at else None, "reason": reason, "summary": summary})
-        return RunResult(results, exit_code, summary)
+        if self.emit_end:
+            self.emit({"event": "run-end", "exit_code": exit_code, "ended": utc_now(),
+                       "stopped_at": stopped_at.index if stopped_at else None, "reason": reason, "summary": summary})
+        return RunResult(results, exit_code, summary, reason, stopped_at.index if stopped_at else None)
 
     def _next_index(self, index: int) -> int | None:
         later = [s.index for s in self.steps if s.index > index]
@@ -464,12 +473,13 @@ class HumanReporter:
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         kind = event["event"]
+        where = f" on {printable(event['host'])}" if kind.startswith("step-") and event.get("host") else ""
         if kind == "step-start":
-            self.out(f"[{event['index']:02d}/{event['total']:02d}] {event['id']} … ", nl=False)
+            self.out(f"[{event['index']:02d}/{event['total']:02d}] {event['id']}{where} … ", nl=False)
         elif kind == "step-end":
             state = event["state"]
             if state == "skipped":
-                self.out(f"[{event['index']:02d}/{event['total']:02d}] {event['id']} … skipped")
+                self.out(f"[{event['index']:02d}/{event['total']:02d}] {event['id']}{where} … skipped")
                 return
             label = {"ok": "ok", "failed": "FAILED", "unknown": "UNKNOWN"}[state]
             self.out(f"{label} {event['seconds']:.1f}s")
@@ -521,6 +531,28 @@ class PreparedRun:
     selected: list[PackageStep]
     host: str
     approval: Any  # approvals.Verification when --require-approval, else None
+    #: The additional servers the selected additional-server step runs on, in order.
+    additional: list[str] = field(default_factory=list)
+
+
+def additional_servers(package: Package, selected: Sequence[PackageStep], from_step: int | None,
+                       from_server: str | None) -> list[str]:
+    """The additional servers to run on: all of them, or from `--from-server` on (with its step)."""
+    from .parameters import normalize_host
+
+    servers = list(package.parameters.crm.additional_servers or [])
+    if from_server is None:
+        return servers if any(s.spec.runs_on != "main" for s in selected) else []
+    farm = [s.index for s in package.steps if s.spec.runs_on != "main"]
+    if not farm:
+        raise UserError("--from-server: the package names no [crm] additional_servers")
+    if from_step != farm[0]:
+        raise UserError(f"--from-server: give it with --from-step {farm[0]} (the step that runs on each server)")
+    keys = [normalize_host(h) for h in servers]
+    if normalize_host(from_server) not in keys:
+        raise UserError(f"--from-server {from_server}: not one of the package's additional servers "
+                        f"({', '.join(servers)})")
+    return servers[keys.index(normalize_host(from_server)):]
 
 
 def resolve_host(option: str | None, package: Package, *, require_server: bool) -> str:
@@ -545,7 +577,7 @@ def resolve_host(option: str | None, package: Package, *, require_server: bool) 
 
 
 def prepare(package_dir: Path, host_option: str | None, *, from_step: int | None = None,
-            policy: Any = None) -> PreparedRun:
+            policy: Any = None, from_server: str | None = None) -> PreparedRun:
     """Read the package once, check it and (with a policy) its approvals; choose steps and host.
 
     `policy` is an `approvals.ApprovalPolicy` for `--require-approval`: the package must then
@@ -562,4 +594,5 @@ def prepare(package_dir: Path, host_option: str | None, *, from_step: int | None
 
         approval = require_approved(package, policy)
     host = resolve_host(host_option, package, require_server=policy is not None)
-    return PreparedRun(package, select_steps(package.steps, from_step), host, approval)
+    selected = select_steps(package.steps, from_step)
+    return PreparedRun(package, selected, host, approval, additional_servers(package, selected, from_step, from_server))

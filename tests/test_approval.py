@@ -184,8 +184,8 @@ def test_changing_any_byte_of_any_file_after_approval_is_refused_naming_the_file
     assert psbridge("verify", pkg, "--trusted-keys", keys["trusted"]).exit_code == 0
     _flip_middle_byte(pkg / rel)
     result = psbridge("verify", pkg, "--trusted-keys", keys["trusted"])
-    if rel == "plan.json":  # this flip breaks the JSON: the folder is no longer a package at all
-        assert result.exit_code == 2 and "plan.json: not valid JSON" in result.stderr
+    if rel == "plan.json":  # unreadable JSON (exit 2) or a plan that no longer fits its files (exit 1)
+        assert result.exit_code in (1, 2) and "plan.json" in result.stderr
         return
     assert result.exit_code == 1
     assert rel in result.stderr

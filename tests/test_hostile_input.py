@@ -89,6 +89,9 @@ def with_field(field: str, value: Any, base: dict[str, Any] | None = None) -> di
     if field == "sharepoint.sites[1]":
         data["sharepoint"]["sites"] = [value]
         return data
+    if field == "crm.additional_servers[1]":
+        data["crm"]["additional_servers"] = [value]
+        return data
     *tables, key = field.split(".")
     target = data
     for table in tables:
@@ -131,6 +134,7 @@ FIELD_FORMS: dict[str, str] = {
     "crm.root_domain": "*.contoso.com{}",
     "crm.tools_dir": "C:\\Program Files\\Microsoft Dynamics CRM\\Tools{}",
     "crm.server": "crm01.contoso.local{}",
+    "crm.additional_servers[1]": "crmfe2.contoso.local{}",
     "sharepoint.sites[1]": "https://contoso.sharepoint.com/sites/sales{}team",
     "sharepoint.tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47{}",
     "graph.client_id": "72f988bf-86f1-41af-91ab-2d7cd011db47{}",

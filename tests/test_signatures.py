@@ -403,6 +403,13 @@ def _graph(**graph: Any) -> dict[str, Any]:
     return data
 
 
+def _farm(profile: str) -> dict[str, Any]:
+    """A package for a farm: step 09 runs on the additional servers."""
+    data = _graph() if profile == "graph" else copy.deepcopy(EXAMPLE)
+    data["crm"].update(server="crm01.contoso.local", additional_servers=["crmfe2.contoso.local", "crmfe3"])
+    return data
+
+
 def _with_local_certificate() -> Any:
     """msonline with `local_cer`, checked and rendered the way `psbridge render` does (steps 05 and 06 change)."""
     data = copy.deepcopy(EXAMPLE)
@@ -424,6 +431,8 @@ def rendered() -> dict[str, str]:
         "msonline-local-cert": _with_local_certificate,
         "graph-token": lambda: render_package(parse_parameters(_graph())),
         "graph-app": lambda: render_package(parse_parameters(_graph(**APP))),
+        "msonline-farm": lambda: render_package(parse_parameters(_farm("msonline"))),
+        "graph-farm": lambda: render_package(parse_parameters(_farm("graph"))),
     }
     out = {}
     for variant, make in variants.items():
@@ -442,7 +451,7 @@ KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {
     (f"{variant}/{path}", "Set-CrmAdvancedSetting", SET_CRM): (
         "Set-CrmAdvancedSetting has no reference page: only the article's call `Set-CrmAdvancedSetting -Entity $setting` "
         "documents it (commands.json: source null). Add its signature to commands.json when a Microsoft page is found.")
-    for variant in ("msonline", "msonline-local-cert", "graph-token", "graph-app")
+    for variant in ("msonline", "msonline-local-cert", "graph-token", "graph-app", "msonline-farm", "graph-farm")
     for path in ("steps/07-crm-settings.ps1", "setup.ps1")
 }
 

@@ -198,10 +198,10 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, peer: "WinRMPeer", tls: ssl.SSLContext | None) -> None:
+    def __init__(self, peer: "WinRMPeer", tls: ssl.SSLContext | None, address: tuple[str, int]) -> None:
         self.peer = peer
         self.tls = tls
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up (dropped connection, Ctrl-C) is an expected event here.
@@ -247,7 +247,10 @@ class WinRMPeer:
         cert_der: bytes | None = None,
         allow_unencrypted: bool = False,
         max_wait: float = 20.0,
+        address: tuple[str, int] = ("127.0.0.1", 0),
     ) -> None:
+        if not address[0].startswith("127."):
+            raise ValueError("the test peer listens on the loopback range only")
         self.engine = engine
         self.users = users
         self.auth = auth
@@ -264,7 +267,7 @@ class WinRMPeer:
         self.encrypted_requests = 0
         self.auth_failures = 0
         self.tls_failures = 0
-        self._server = _HTTPServer(self, tls)
+        self._server = _HTTPServer(self, tls, address)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="winrm-peer", daemon=True
         )
