@@ -254,8 +254,9 @@ def root_domain(value: str) -> str:
 #: Characters RFC 3986 does not allow anywhere in a URI.
 _NOT_IN_URL = set('"<>\\^`{|}')
 
-#: SharePoint Online hosts by cloud: commercial/GCC, GCC High/DoD, 21Vianet.
-_SPO_SUFFIXES = (".sharepoint.com", ".sharepoint.us", ".sharepoint.cn")
+#: SharePoint Online hosts by cloud: commercial/GCC, GCC High, 21Vianet, DoD. Only the clouds
+#: of catalogue.CLOUDS are accepted; the others are recognised to say why they are refused.
+_SPO_SUFFIXES = (".sharepoint.com", ".sharepoint.us", ".sharepoint.cn", ".sharepoint-mil.us")
 
 
 def sharepoint_site(value: str) -> str:
@@ -281,6 +282,13 @@ def sharepoint_site(value: str) -> str:
         raise ValueError(f"{show(host or value)} is not a SharePoint Online host such as contoso.sharepoint.com")
     if tenant.endswith(("-admin", "-my")):
         raise ValueError(f"{show(host)} is the admin center or OneDrive; give a site collection URL")
+    from .catalogue import UNDOCUMENTED_CLOUDS, cloud_for_host
+
+    if cloud_for_host(host) is None:
+        cloud = next((name for suffix, name in UNDOCUMENTED_CLOUDS.items() if host.endswith(suffix)), "this cloud")
+        raise ValueError(f"{show(host)} is in {cloud}, for which Microsoft documents no S2S metadata URL "
+                         "(S2SDefaultAuthorizationServerMetadataUrl); psbridge configures only the commercial cloud "
+                         "(.sharepoint.com, GCC included) and GCC High (.sharepoint.us)")
     return value
 
 

@@ -28,11 +28,11 @@ import jinja2
 
 from . import __version__
 from .catalogue import (
-    CONSTANTS,
     PROBES,
     PROFILE_MODULES,
     Step,
     catalogue,
+    constants_for,
     inputs_for,
     probe_file,
     resume_thresholds,
@@ -189,7 +189,7 @@ def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) 
     steps = catalogue(params.profile)
     out = []
     for step in steps:
-        text = ps_env.get_template(step.template(params.profile)).render(p=params, c=CONSTANTS, step=step, cert=certificate)
+        text = ps_env.get_template(step.template(params.profile)).render(p=params, c=constants_for(params), step=step, cert=certificate)
         out.append(RenderedStep(step, text, _crlf_bom(text)))
     return out
 
@@ -200,7 +200,7 @@ def render_probes(params: Parameters) -> dict[str, bytes]:
     out = {}
     for name in PROBES:
         text = ps_env.get_template(f"probes/{name}.ps1.j2").render(
-            p=params, c=CONSTANTS, modules=PROFILE_MODULES[params.profile],
+            p=params, c=constants_for(params), modules=PROFILE_MODULES[params.profile],
             service_account_identity=service_account_identity(params.certificate.service_account),
         )
         out[probe_file(name)] = _crlf_bom(text)
@@ -271,6 +271,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     setup = _crlf_bom(setup_text)
     review = md_env.get_template("REVIEW.md.j2").render(
         p=params,
+        c=constants_for(params),
         steps=views,
         version=__version__,
         setup_sha256=sha256_hex(setup),
@@ -287,7 +288,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "name": params.name,
         "profile": params.profile,
         "parameters": params.model_dump(mode="json", exclude_none=True),
-        "constants": CONSTANTS,
+        "constants": constants_for(params),
         **({"certificate": certificate} if certificate is not None else {}),
         "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review)},
         "steps": [_plan_step(r, params) for r in rendered],

@@ -82,11 +82,13 @@ def test_remove_expired_credentials_no_longer_changes_the_script() -> None:
 
 def test_connect_interactive_token_and_app_only(default: dict[str, str]) -> None:
     connect = default["steps/04-connect.ps1"]
-    assert "Connect-MgGraph -Scopes 'Application.ReadWrite.All', 'Organization.Read.All' -NoWelcome" in connect
-    assert "Connect-MgGraph -AccessToken $AccessToken -NoWelcome" in connect
+    assert "$Environment = 'Global'" in connect
+    assert ("Connect-MgGraph -Scopes 'Application.ReadWrite.All', 'Organization.Read.All' "
+            "-Environment $Environment -NoWelcome") in connect
+    assert "Connect-MgGraph -AccessToken $AccessToken -Environment $Environment -NoWelcome" in connect
     app = scripts(graph_params(**APP))["steps/04-connect.ps1"]
     assert (f"Connect-MgGraph -ClientId '{APP['client_id']}' -TenantId '{APP['tenant_id']}' "
-            f"-CertificateThumbprint '{APP['certificate_thumbprint']}' -NoWelcome") in app
+            f"-CertificateThumbprint '{APP['certificate_thumbprint']}' -Environment $Environment -NoWelcome") in app
     assert "-Scopes" not in app
 
 
