@@ -259,11 +259,6 @@ def step_entry(step: Step, params: Parameters) -> dict[str, Any]:
     }
 
 
-def service_account_identity(account: str) -> str:
-    """How Windows ACLs name the service account (Network Service is NT AUTHORITY\\NETWORK SERVICE)."""
-    return "NT AUTHORITY\\NETWORK SERVICE" if account.lower() == "network service" else account
-
-
 def probe_file(name: str) -> str:
     return f"probes/{name}.ps1"
 

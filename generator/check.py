@@ -156,10 +156,13 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
     before = ", ".join(current) or "none"
     in_store = bool(store) and str(store[0].get("thumbprint", "")).upper() == expected
     key_readable = store[0].get("key_readable") if store else None
+    access = (store[0].get("key_access") if store else None) or {}
+    why = "; ".join(str(x) for x in (access.get("key_file"), access.get("via") and f"via {access['via']}",
+                                      access.get("note")) if x)
     if in_store and expected in current and key_readable is not False:
         detail = f"{crm.get('certificate_type')} is {expected}"
         if key_readable is None:
-            detail += " (cannot tell whether the service account can read the private key)"
+            detail += " (cannot tell whether the service account can read the private key" + (f": {why})" if why else ")")
         return StepVerdict(*step, "in place", detail)
     reasons = []
     if not in_store:
@@ -167,7 +170,7 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
     if expected not in current:
         reasons.append(f"CRM {crm.get('certificate_type')} is {before}")
     if key_readable is False:
-        reasons.append("the service account cannot read the private key")
+        reasons.append("the service account cannot read the private key" + (f" ({why})" if why else ""))
     return StepVerdict(*step, "will change", "; ".join(reasons), before=before, after=expected)
 
 

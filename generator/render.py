@@ -36,7 +36,6 @@ from .catalogue import (
     inputs_for,
     probe_file,
     resume_thresholds,
-    service_account_identity,
     step_entry,
 )
 from .files import sha256_hex
@@ -201,7 +200,6 @@ def render_probes(params: Parameters) -> dict[str, bytes]:
     for name in PROBES:
         text = ps_env.get_template(f"probes/{name}.ps1.j2").render(
             p=params, c=constants_for(params), modules=PROFILE_MODULES[params.profile],
-            service_account_identity=service_account_identity(params.certificate.service_account),
         )
         out[probe_file(name)] = _crlf_bom(text)
     return out
