@@ -62,7 +62,8 @@ MSONLINE_STEPS: tuple[Step, ...] = (
     ),
     Step(
         3, "session", "Prepare the PowerShell session", "session", needs=("prerequisites",),
-        changes="CRM server (only when run locally): Enable-PSRemoting configures and restarts WinRM.",
+        changes="CRM server (only when run locally and WinRM does not answer): Enable-PSRemoting configures and "
+        "restarts WinRM.",
     ),
     Step(4, "connect", "Connect to Office 365", "session", needs=("session",), inputs={"Credential": "o365_credential"}),
     Step(5, "set-certificate", "Set the certificate", "session", needs=("prerequisites",)),
@@ -93,8 +94,8 @@ GRAPH_STEPS: tuple[Step, ...] = (
         6, "spn", "Add the certificate and the SPN to the Dynamics CRM service principal", "change",
         needs=("connect", "set-certificate"),
         changes="Entra ID: adds the certificate as a key credential of the Dynamics CRM service principal "
-        "(unless one with its thumbprint exists) and merges the service principal name for the root domain "
-        "into its names.",
+        "(matched by its key, the certificate's raw data; a credential of it that ends before the certificate "
+        "does is replaced) and merges the service principal name for the root domain into its names.",
     ),
     MSONLINE_STEPS[6],
     Step(8, "tenant-id", "Get the SharePoint Online tenant ID", "check", needs=("connect",)),

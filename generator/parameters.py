@@ -451,9 +451,6 @@ class Graph(_Strict):
     certificate_thumbprint: Thumbprint | None = Field(
         None, description="Thumbprint of the app's certificate in the server's certificate store."
     )
-    remove_expired_credentials: bool = Field(
-        False, description="Step 06 also removes expired key credentials of the CRM service principal."
-    )
 
     @model_validator(mode="after")
     def _app_only_complete(self) -> Graph:
@@ -529,6 +526,13 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out or "(file)"
 
 
+#: Keys earlier versions accepted: refused with what replaced them (not "unknown key" or the secret hint).
+_REMOVED_KEYS: dict[tuple[str, ...], str] = {
+    ("graph", "remove_expired_credentials"): "unknown key (removed: step 06 never removes other credentials; "
+    "it replaces only a credential of this certificate that ends before the certificate does)",
+}
+
+
 def _message(error: dict[str, Any]) -> str:
     """One pydantic error as `field.path: what is wrong`, on one line of bounded length."""
     loc = tuple(error["loc"])
@@ -536,6 +540,8 @@ def _message(error: dict[str, Any]) -> str:
     kind, msg = error["type"], error["msg"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
+        if tuple(map(str, loc)) in _REMOVED_KEYS:
+            return f"{where}: {_REMOVED_KEYS[tuple(map(str, loc))]}"
         if any(word in key.lower() for word in _SECRET_WORDS):
             return f"{where}: {SECRET_HINT}"
         close = []
