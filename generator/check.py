@@ -121,6 +121,9 @@ def _prerequisites(plan: Mapping[str, Any], server: dict[str, Any] | None) -> St
     for module in PROFILE_MODULES[plan["profile"]]:
         if not modules.get(module):
             problems.append(f"module {module} not installed")
+    if "tools_dir" in server and not server.get("tools_dir"):
+        problems.append("the CRM install folder is not in the registry (HKLM:\\SOFTWARE\\Microsoft\\MSCRM, "
+                        "CRM_Server_InstallDir): set crm.tools_dir")
     for key, what in (("tools_script", "CertificateReconfiguration.ps1"), ("pfx_file", "the PFX file"),
                       ("cer_file", "the .cer file")):
         if not server.get(key):

@@ -388,9 +388,12 @@ class Certificate(_Strict):
 
 class Crm(_Strict):
     root_domain: RootDomain = Field(description="'*.' + the domain where Dynamics 365 Server is, e.g. *.contoso.com.")
-    tools_dir: FolderPath = Field(
-        "C:\\Program Files\\Microsoft Dynamics CRM\\Tools",
-        description="Folder on the CRM server that holds CertificateReconfiguration.ps1.",
+    tools_dir: FolderPath | None = Field(
+        None,
+        description="Folder on the CRM server that holds CertificateReconfiguration.ps1. Left out: the steps read "
+        "the CRM install folder from the registry (HKLM:\\SOFTWARE\\Microsoft\\MSCRM, CRM_Server_InstallDir) and "
+        "use its Tools folder (C:\\Program Files\\Microsoft Dynamics CRM\\Tools or, on newer installs, "
+        "C:\\Program Files\\Dynamics 365\\Tools).",
     )
     server: HostName | None = Field(
         None,

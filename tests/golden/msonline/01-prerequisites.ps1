@@ -7,11 +7,14 @@
 param()
 $ErrorActionPreference = 'Stop'
 
+$Problems = New-Object 'System.Collections.Generic.List[string]'
 $ToolsDir = 'C:\Program Files\Microsoft Dynamics CRM\Tools'
 $PfxPath = 'C:\Personalcertfile.pfx'
 $CerPath = 'C:\Personalcertfile.cer'
-$CertificateScript = [System.IO.Path]::Combine($ToolsDir, 'CertificateReconfiguration.ps1')
-$Problems = New-Object 'System.Collections.Generic.List[string]'
+$CertificateScript = $null
+if ($ToolsDir) {
+    $CertificateScript = [System.IO.Path]::Combine($ToolsDir, 'CertificateReconfiguration.ps1')
+}
 
 if ($PSVersionTable.PSEdition -ne 'Desktop' -or $PSVersionTable.PSVersion.Major -ne 5 -or $PSVersionTable.PSVersion.Minor -ne 1) {
     $Problems.Add('Windows PowerShell 5.1 is required; this is PowerShell ' + $PSVersionTable.PSVersion + ' (snap-ins and MSOnline do not load in PowerShell 7).')
@@ -26,7 +29,7 @@ if (-not (Get-Module -ListAvailable -Name 'MSOnline')) {
 if (-not (Get-PSSnapin -Registered -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
     $Problems.Add('The Microsoft.Crm.PowerShell snap-in is not registered: run this on the Dynamics 365 Server with the Deployment Tools role.')
 }
-if (-not (Test-Path -LiteralPath $CertificateScript -PathType Leaf)) {
+if ($CertificateScript -and -not (Test-Path -LiteralPath $CertificateScript -PathType Leaf)) {
     $Problems.Add('CertificateReconfiguration.ps1 was not found: ' + $CertificateScript)
 }
 if (-not (Test-Path -LiteralPath $PfxPath -PathType Leaf)) {
