@@ -25,6 +25,10 @@ Verdict = Literal["in place", "will change", "blocked", "cannot tell", "session"
 from .catalogue import CATALOGUES, PROBES, PROFILE_MODULES
 from .errors import ExitCode
 
+#: Microsoft's troubleshooting article for server-based authentication: the documented causes and fixes.
+TROUBLESHOOTING = ("https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/"
+                   "troubleshooting-server-based-authentication")
+
 #: Ids of the steps that change state, in any profile: their verdicts decide the exit code.
 _CHANGING = frozenset(s.id for steps in CATALOGUES.values() for s in steps if s.changes_state)
 
@@ -37,6 +41,9 @@ class StepVerdict:
     detail: str = ""
     before: str | None = None
     after: str | None = None
+    #: A known failure Microsoft documents, as the state shows it, and the documented fix.
+    cause: str | None = None
+    fix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,11 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
     store = _as_list(cert.get("store"))
     if len(store) > 1:
         return StepVerdict(*step, "blocked", f"{len(store)} certificates with subject {cert.get('cer_subject')} in "
-                           "LocalMachine\\My (CRM then reports 'Private key not found'): remove the extra ones")
+                           "LocalMachine\\My (CRM then reports 'Private key not found'): remove the extra ones",
+                           cause="two certificates with the same subject in the local certificate store: "
+                           "CertificateReconfiguration.ps1 fails with \"Private key not found\"",
+                           fix="remove the certificates with the same subject name that you don't need, using the "
+                           "Certificate Manager MMC snap-in (" + TROUBLESHOOTING + ")")
     current = [t.upper() for t in _as_list(crm.get("thumbprints"))]
     before = ", ".join(current) or "none"
     in_store = bool(store) and str(store[0].get("thumbprint", "")).upper() == expected

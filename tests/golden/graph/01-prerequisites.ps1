@@ -60,6 +60,17 @@ elseif ($GraphAuthentication) {
         }
     }
 }
+# Known failure (Microsoft, "Troubleshoot server-based authentication",
+# https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/troubleshooting-server-based-authentication):
+# CertificateReconfiguration.ps1 fails with "Private key not found" when the local certificate
+# store holds two certificates with the same subject. Refused here, before anything changes.
+if (Test-Path -LiteralPath $CerPath -PathType Leaf) {
+    $CerSubject = (New-Object System.Security.Cryptography.X509Certificates.X509Certificate2($CerPath)).Subject
+    $SameSubject = @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine\My' | Where-Object { $_.Subject -eq $CerSubject })
+    if ($SameSubject.Count -gt 1) {
+        $Problems.Add('Cert:\LocalMachine\My holds ' + $SameSubject.Count + ' certificates with the subject ' + $CerSubject + ' (' + (($SameSubject | ForEach-Object { $_.Thumbprint }) -join ', ') + '): CertificateReconfiguration.ps1 would fail with "Private key not found". Remove the ones you do not need with the Certificate Manager MMC snap-in (Microsoft: troubleshooting-server-based-authentication).')
+    }
+}
 # The CRM cmdlets of steps 02 and 07 talk to the Deployment Web Service. Over PowerShell
 # remoting (Negotiate/Kerberos) the session cannot pass the operator's credentials on: a read-only
 # call here finds that second-hop problem before anything changes.
