@@ -64,7 +64,8 @@ MSONLINE_STEPS: tuple[Step, ...] = (
     ),
     Step(
         3, "session", "Prepare the PowerShell session", "session", needs=("prerequisites",),
-        changes="CRM server (only when run locally): Enable-PSRemoting configures and restarts WinRM.",
+        changes="CRM server (only when run locally and WinRM does not answer): Enable-PSRemoting configures and "
+        "restarts WinRM.",
     ),
     Step(4, "connect", "Connect to Office 365", "session", needs=("session",), inputs={"Credential": "o365_credential"}),
     Step(5, "set-certificate", "Set the certificate", "session", needs=("prerequisites",)),
@@ -95,8 +96,8 @@ GRAPH_STEPS: tuple[Step, ...] = (
         6, "spn", "Add the certificate and the SPN to the Dynamics CRM service principal", "change",
         needs=("connect", "set-certificate"),
         changes="Entra ID: adds the certificate as a key credential of the Dynamics CRM service principal "
-        "(unless one with its thumbprint exists) and merges the service principal name for the root domain "
-        "into its names.",
+        "(matched by its key, the certificate's raw data; a credential of it that ends before the certificate "
+        "does is replaced) and merges the service principal name for the root domain into its names.",
     ),
     MSONLINE_STEPS[6],
     Step(8, "tenant-id", "Get the SharePoint Online tenant ID", "check", needs=("connect",)),
@@ -117,12 +118,80 @@ CATALOGUES: dict[str, tuple[Step, ...]] = {"msonline": MSONLINE_STEPS, "graph": 
 PROFILES: tuple[str, ...] = tuple(CATALOGUES)
 
 #: The article's constants, passed to templates as data so that they are quoted like any value
-#: and recorded in plan.json for the reviewer.
+#: and recorded in plan.json for the reviewer. `metadata_url` is the commercial cloud's; a
+#: package uses `constants_for(params)`, which takes the cloud's values from CLOUDS.
 CONSTANTS: dict[str, str] = {
     "crm_app_id": "00000007-0000-0000-c000-000000000000",
     "acs_principal_id": "00000001-0000-0000-c000-000000000000",
     "metadata_url": "https://accounts.accesscontrol.windows.net/metadata/json/1",
 }
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """A Microsoft 365 cloud as the SharePoint site's host tells it, with only documented values."""
+
+    name: str
+    #: The SharePoint Online host suffix of this cloud.
+    host_suffix: str
+    #: ServerSettings S2SDefaultAuthorizationServerMetadataUrl (step 07).
+    metadata_url: str
+    #: Connect-MgGraph -Environment (a name Get-MgEnvironment lists).
+    graph_environment: str
+    #: Connect-MsolService -AzureEnvironment (AzureCloud is the cmdlet's default).
+    azure_environment: str
+
+
+#: The clouds psbridge can configure, by SharePoint Online host. Sources:
+#: - commercial (GCC shares its hosts and Entra ID): the article's metadata URL; Connect-MgGraph
+#:   targets Global by default; Connect-MsolService's default AzureCloud.
+#: - GCC High: SharePoint Online is *.sharepoint.us ("Office 365 U.S. Government GCC High
+#:   endpoints", https://learn.microsoft.com/microsoft-365/enterprise/microsoft-365-u-s-government-gcc-high-endpoints;
+#:   DoD's SharePoint is *.sharepoint-mil.us / *.dps.mil, so the host does tell them apart);
+#:   metadata URL https://login.microsoftonline.us/metadata/json/1 ("Connect Dynamics 365
+#:   Customer Engagement (on-premises) to Exchange Online", GCC High note:
+#:   https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/connect-dynamics-365-on-premises-exchange-online);
+#:   Graph environment USGov (graph.microsoft.us, Get-MgEnvironment:
+#:   https://learn.microsoft.com/powershell/module/microsoft.graph.authentication/get-mgenvironment);
+#:   MSOnline's USGovernment (https://learn.microsoft.com/powershell/module/msonline/connect-msolservice).
+CLOUDS: tuple[Cloud, ...] = (
+    Cloud("commercial", ".sharepoint.com", CONSTANTS["metadata_url"], "Global", "AzureCloud"),
+    Cloud("usgov-gcchigh", ".sharepoint.us", "https://login.microsoftonline.us/metadata/json/1", "USGov", "USGovernment"),
+)
+
+#: SharePoint Online hosts of clouds for which Microsoft documents no S2S metadata URL for the
+#: CRM's ServerSettings: refused by validation rather than configured with a guessed value.
+UNDOCUMENTED_CLOUDS: dict[str, str] = {
+    ".sharepoint.cn": "Office 365 operated by 21Vianet",
+    ".sharepoint-mil.us": "Office 365 U.S. Government DoD",
+}
+
+
+def cloud_for_host(host: str) -> Cloud | None:
+    """The documented cloud of a SharePoint Online host, or None."""
+    host = host.lower().rstrip(".")
+    return next((c for c in CLOUDS if host.endswith(c.host_suffix)), None)
+
+
+def cloud_for(params: Parameters) -> Cloud:
+    """The cloud of the parameters' sites (validation allows one host, of a documented cloud)."""
+    from urllib.parse import urlsplit
+
+    cloud = cloud_for_host(urlsplit(params.sharepoint.sites[0]).hostname or "")
+    if cloud is None:  # pragma: no cover - parameters.sharepoint_site refuses such hosts
+        raise ValueError("the SharePoint site is in no cloud with documented values")
+    return cloud
+
+
+def constants_for(params: Parameters) -> dict[str, str]:
+    """The constants a package uses and plan.json records: the article's, with its cloud's values."""
+    cloud = cloud_for(params)
+    out = {**CONSTANTS, "metadata_url": cloud.metadata_url, "cloud": cloud.name}
+    if params.profile == "graph":
+        out["graph_environment"] = cloud.graph_environment
+    else:
+        out["azure_environment"] = cloud.azure_environment
+    return out
 
 #: The read-only probes of `psbridge check`, in the order they run; `entra` needs the
 #: session steps (03, 04) first.
@@ -211,11 +280,6 @@ def step_entry(step: Step, params: Parameters) -> dict[str, Any]:
         "changes_state": step.changes_state, "kind": step.kind, "needs": list(step.needs),
         "inputs": dict(inputs_for(step, params)), "runs_on": step.runs_on,
     }
-
-
-def service_account_identity(account: str) -> str:
-    """How Windows ACLs name the service account (Network Service is NT AUTHORITY\\NETWORK SERVICE)."""
-    return "NT AUTHORITY\\NETWORK SERVICE" if account.lower() == "network service" else account
 
 
 def probe_file(name: str) -> str:

@@ -25,6 +25,10 @@ Verdict = Literal["in place", "will change", "blocked", "cannot tell", "session"
 from .catalogue import CATALOGUES, PROBES, PROFILE_MODULES
 from .errors import ExitCode
 
+#: Microsoft's troubleshooting article for server-based authentication: the documented causes and fixes.
+TROUBLESHOOTING = ("https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/"
+                   "troubleshooting-server-based-authentication")
+
 #: Ids of the steps that change state, in any profile: their verdicts decide the exit code.
 _CHANGING = frozenset(s.id for steps in CATALOGUES.values() for s in steps if s.changes_state)
 
@@ -37,6 +41,9 @@ class StepVerdict:
     detail: str = ""
     before: str | None = None
     after: str | None = None
+    #: A known failure Microsoft documents, as the state shows it, and the documented fix.
+    cause: str | None = None
+    fix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,9 @@ def _prerequisites(plan: Mapping[str, Any], server: dict[str, Any] | None) -> St
     for module in PROFILE_MODULES[plan["profile"]]:
         if not modules.get(module):
             problems.append(f"module {module} not installed")
+    if "tools_dir" in server and not server.get("tools_dir"):
+        problems.append("the CRM install folder is not in the registry (HKLM:\\SOFTWARE\\Microsoft\\MSCRM, "
+                        "CRM_Server_InstallDir): set crm.tools_dir")
     for key, what in (("tools_script", "CertificateReconfiguration.ps1"), ("pfx_file", "the PFX file"),
                       ("cer_file", "the .cer file")):
         if not server.get(key):
@@ -151,15 +161,22 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
     store = _as_list(cert.get("store"))
     if len(store) > 1:
         return StepVerdict(*step, "blocked", f"{len(store)} certificates with subject {cert.get('cer_subject')} in "
-                           "LocalMachine\\My (CRM then reports 'Private key not found'): remove the extra ones")
+                           "LocalMachine\\My (CRM then reports 'Private key not found'): remove the extra ones",
+                           cause="two certificates with the same subject in the local certificate store: "
+                           "CertificateReconfiguration.ps1 fails with \"Private key not found\"",
+                           fix="remove the certificates with the same subject name that you don't need, using the "
+                           "Certificate Manager MMC snap-in (" + TROUBLESHOOTING + ")")
     current = [t.upper() for t in _as_list(crm.get("thumbprints"))]
     before = ", ".join(current) or "none"
     in_store = bool(store) and str(store[0].get("thumbprint", "")).upper() == expected
     key_readable = store[0].get("key_readable") if store else None
+    access = (store[0].get("key_access") if store else None) or {}
+    why = "; ".join(str(x) for x in (access.get("key_file"), access.get("via") and f"via {access['via']}",
+                                      access.get("note")) if x)
     if in_store and expected in current and key_readable is not False:
         detail = f"{crm.get('certificate_type')} is {expected}"
         if key_readable is None:
-            detail += " (cannot tell whether the service account can read the private key)"
+            detail += " (cannot tell whether the service account can read the private key" + (f": {why})" if why else ")")
         return StepVerdict(*step, "in place", detail)
     reasons = []
     if not in_store:
@@ -167,7 +184,7 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
     if expected not in current:
         reasons.append(f"CRM {crm.get('certificate_type')} is {before}")
     if key_readable is False:
-        reasons.append("the service account cannot read the private key")
+        reasons.append("the service account cannot read the private key" + (f" ({why})" if why else ""))
     return StepVerdict(*step, "will change", "; ".join(reasons), before=before, after=expected)
 
 

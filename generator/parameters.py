@@ -254,8 +254,9 @@ def root_domain(value: str) -> str:
 #: Characters RFC 3986 does not allow anywhere in a URI.
 _NOT_IN_URL = set('"<>\\^`{|}')
 
-#: SharePoint Online hosts by cloud: commercial/GCC, GCC High/DoD, 21Vianet.
-_SPO_SUFFIXES = (".sharepoint.com", ".sharepoint.us", ".sharepoint.cn")
+#: SharePoint Online hosts by cloud: commercial/GCC, GCC High, 21Vianet, DoD. Only the clouds
+#: of catalogue.CLOUDS are accepted; the others are recognised to say why they are refused.
+_SPO_SUFFIXES = (".sharepoint.com", ".sharepoint.us", ".sharepoint.cn", ".sharepoint-mil.us")
 
 
 def sharepoint_site(value: str) -> str:
@@ -281,6 +282,13 @@ def sharepoint_site(value: str) -> str:
         raise ValueError(f"{show(host or value)} is not a SharePoint Online host such as contoso.sharepoint.com")
     if tenant.endswith(("-admin", "-my")):
         raise ValueError(f"{show(host)} is the admin center or OneDrive; give a site collection URL")
+    from .catalogue import UNDOCUMENTED_CLOUDS, cloud_for_host
+
+    if cloud_for_host(host) is None:
+        cloud = next((name for suffix, name in UNDOCUMENTED_CLOUDS.items() if host.endswith(suffix)), "this cloud")
+        raise ValueError(f"{show(host)} is in {cloud}, for which Microsoft documents no S2S metadata URL "
+                         "(S2SDefaultAuthorizationServerMetadataUrl); psbridge configures only the commercial cloud "
+                         "(.sharepoint.com, GCC included) and GCC High (.sharepoint.us)")
     return value
 
 
@@ -380,9 +388,12 @@ class Certificate(_Strict):
 
 class Crm(_Strict):
     root_domain: RootDomain = Field(description="'*.' + the domain where Dynamics 365 Server is, e.g. *.contoso.com.")
-    tools_dir: FolderPath = Field(
-        "C:\\Program Files\\Microsoft Dynamics CRM\\Tools",
-        description="Folder on the CRM server that holds CertificateReconfiguration.ps1.",
+    tools_dir: FolderPath | None = Field(
+        None,
+        description="Folder on the CRM server that holds CertificateReconfiguration.ps1. Left out: the steps read "
+        "the CRM install folder from the registry (HKLM:\\SOFTWARE\\Microsoft\\MSCRM, CRM_Server_InstallDir) and "
+        "use its Tools folder (C:\\Program Files\\Microsoft Dynamics CRM\\Tools or, on newer installs, "
+        "C:\\Program Files\\Dynamics 365\\Tools).",
     )
     server: HostName | None = Field(
         None,
@@ -465,9 +476,6 @@ class Graph(_Strict):
     certificate_thumbprint: Thumbprint | None = Field(
         None, description="Thumbprint of the app's certificate in the server's certificate store."
     )
-    remove_expired_credentials: bool = Field(
-        False, description="Step 06 also removes expired key credentials of the CRM service principal."
-    )
 
     @model_validator(mode="after")
     def _app_only_complete(self) -> Graph:
@@ -543,6 +551,13 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out or "(file)"
 
 
+#: Keys earlier versions accepted: refused with what replaced them (not "unknown key" or the secret hint).
+_REMOVED_KEYS: dict[tuple[str, ...], str] = {
+    ("graph", "remove_expired_credentials"): "unknown key (removed: step 06 never removes other credentials; "
+    "it replaces only a credential of this certificate that ends before the certificate does)",
+}
+
+
 def _message(error: dict[str, Any]) -> str:
     """One pydantic error as `field.path: what is wrong`, on one line of bounded length."""
     loc = tuple(error["loc"])
@@ -550,6 +565,8 @@ def _message(error: dict[str, Any]) -> str:
     kind, msg = error["type"], error["msg"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
+        if tuple(map(str, loc)) in _REMOVED_KEYS:
+            return f"{where}: {_REMOVED_KEYS[tuple(map(str, loc))]}"
         if any(word in key.lower() for word in _SECRET_WORDS):
             return f"{where}: {SECRET_HINT}"
         close = []

@@ -28,15 +28,14 @@ import jinja2
 
 from . import __version__
 from .catalogue import (
-    CONSTANTS,
     LOCK_SCRIPT,
     PROBES,
     PROFILE_MODULES,
     Step,
+    constants_for,
     inputs_for,
     probe_file,
     resume_thresholds,
-    service_account_identity,
     step_entry,
     steps_for,
 )
@@ -190,7 +189,7 @@ def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) 
     steps = steps_for(params)
     out = []
     for step in steps:
-        text = ps_env.get_template(step.template(params.profile)).render(p=params, c=CONSTANTS, step=step, cert=certificate)
+        text = ps_env.get_template(step.template(params.profile)).render(p=params, c=constants_for(params), step=step, cert=certificate)
         out.append(RenderedStep(step, text, _crlf_bom(text)))
     return out
 
@@ -201,8 +200,7 @@ def render_probes(params: Parameters) -> dict[str, bytes]:
     out = {}
     for name in PROBES:
         text = ps_env.get_template(f"probes/{name}.ps1.j2").render(
-            p=params, c=CONSTANTS, modules=PROFILE_MODULES[params.profile],
-            service_account_identity=service_account_identity(params.certificate.service_account),
+            p=params, c=constants_for(params), modules=PROFILE_MODULES[params.profile],
         )
         out[probe_file(name)] = _crlf_bom(text)
     return out
@@ -278,6 +276,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
     review = md_env.get_template("REVIEW.md.j2").render(
         p=params,
+        c=constants_for(params),
         steps=views,
         version=__version__,
         setup_sha256=sha256_hex(setup),
@@ -294,7 +293,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "name": params.name,
         "profile": params.profile,
         "parameters": params.model_dump(mode="json", exclude_none=True),
-        "constants": CONSTANTS,
+        "constants": constants_for(params),
         **({"certificate": certificate} if certificate is not None else {}),
         "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review), LOCK_SCRIPT: sha256_hex(lock)},
         "steps": [_plan_step(r, params) for r in rendered],

@@ -43,7 +43,9 @@ def _entra(keys: list[str], names: list[str]) -> dict[str, Any]:
                                 for k in keys], "tenant_id": TENANT}
 
 
-IN_STORE = {"thumbprint": THUMB, "has_private_key": True, "not_after": "2027-01-01T00:00:00Z", "key_readable": True}
+IN_STORE = {"thumbprint": THUMB, "has_private_key": True, "not_after": "2027-01-01T00:00:00Z", "key_readable": True,
+            "key_access": {"key_file": "C:\\ProgramData\\Microsoft\\Crypto\\Keys\\0123abcd", "key_store": "CNG",
+                           "readable": True, "via": "account", "note": None}}
 
 STATES: dict[str, dict[str, dict[str, Any]]] = {
     "fresh server": {

@@ -134,3 +134,16 @@ def test_additional_servers_are_validated(psbridge, tmp_path, servers, message):
     (tmp_path / "p.toml").write_text("\n".join(lines) + "\n")
     result = psbridge("validate", "p.toml")
     assert result.exit_code == 2 and "crm" in result.stderr and message in result.stderr
+
+
+def test_step_09_reads_the_tools_folder_from_each_servers_registry_when_not_given(tmp_path):
+    from winrm_peer.package import parameters_for
+    from generator.parameters import parse_parameters
+    from generator.render import render_package
+
+    data = parameters_for(server="crm01", crm={"additional_servers": ["crmfe2"]})
+    data["crm"].pop("tools_dir", None)
+    files = render_package(parse_parameters(data)).files
+    step9 = files["steps/09-additional-servers.ps1"].decode("utf-8-sig")
+    assert "CRM_Server_InstallDir" in step9 and "'None'" not in step9
+    assert all(b"'None'" not in data for data in files.values())

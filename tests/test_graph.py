@@ -48,7 +48,7 @@ def test_graph_steps_match_golden_files(name: str) -> None:
     assert data == golden.read_bytes()
 
 
-@pytest.mark.parametrize("graph", [{}, APP, {"remove_expired_credentials": True}, dict(APP, remove_expired_credentials=True)])
+@pytest.mark.parametrize("graph", [{}, APP])
 def test_every_graph_script_parses(graph: dict[str, Any]) -> None:
     for name, text in scripts(graph_params(**graph)).items():
         assert syntax_errors(text) == [], name
@@ -73,20 +73,25 @@ def test_spn_step_reads_modifies_and_writes_key_credentials(default: dict[str, s
     assert "$Removed++" not in code
 
 
-def test_remove_expired_credentials_no_longer_changes_the_script() -> None:
-    """The option's templates claimed to remove expired credentials; step 06 replaces only its own."""
-    assert scripts(graph_params(remove_expired_credentials=True)) == scripts(graph_params())
+def test_remove_expired_credentials_option_is_gone() -> None:
+    """The templates no longer read it (step 06 replaces only its own short credential): the key is refused."""
+    from generator.errors import UserError
+
     spn = scripts(graph_params())["steps/06-spn.ps1"]
     assert "$Removed" not in spn and "expired credentials removed" not in spn
+    with pytest.raises(UserError, match="graph.remove_expired_credentials: unknown key"):
+        parse_parameters(graph_params(remove_expired_credentials=True))
 
 
 def test_connect_interactive_token_and_app_only(default: dict[str, str]) -> None:
     connect = default["steps/04-connect.ps1"]
-    assert "Connect-MgGraph -Scopes 'Application.ReadWrite.All', 'Organization.Read.All' -NoWelcome" in connect
-    assert "Connect-MgGraph -AccessToken $AccessToken -NoWelcome" in connect
+    assert "$Environment = 'Global'" in connect
+    assert ("Connect-MgGraph -Scopes 'Application.ReadWrite.All', 'Organization.Read.All' "
+            "-Environment $Environment -NoWelcome") in connect
+    assert "Connect-MgGraph -AccessToken $AccessToken -Environment $Environment -NoWelcome" in connect
     app = scripts(graph_params(**APP))["steps/04-connect.ps1"]
     assert (f"Connect-MgGraph -ClientId '{APP['client_id']}' -TenantId '{APP['tenant_id']}' "
-            f"-CertificateThumbprint '{APP['certificate_thumbprint']}' -NoWelcome") in app
+            f"-CertificateThumbprint '{APP['certificate_thumbprint']}' -Environment $Environment -NoWelcome") in app
     assert "-Scopes" not in app
 
 
@@ -139,6 +144,7 @@ def test_graph_table_needs_profile_graph() -> None:
     from generator.errors import UserError
 
     data = copy.deepcopy(EXAMPLE)
-    data["graph"] = {"remove_expired_credentials": True}
+    data["graph"] = {"client_id": APP["client_id"], "tenant_id": APP["tenant_id"],
+                     "certificate_thumbprint": APP["certificate_thumbprint"]}
     with pytest.raises(UserError, match='graph: the \\[graph\\] table belongs to profile = "graph"'):
         parse_parameters(data)

@@ -407,6 +407,14 @@ def _farm(profile: str) -> dict[str, Any]:
     """A package for a farm: step 09 runs on the additional servers."""
     data = _graph() if profile == "graph" else copy.deepcopy(EXAMPLE)
     data["crm"].update(server="crm01.contoso.local", additional_servers=["crmfe2.contoso.local", "crmfe3"])
+    data["crm"].pop("tools_dir", None)  # read from each server's registry
+    return data
+
+
+def _gcc_high(profile: str) -> dict[str, Any]:
+    """A GCC High tenant (.sharepoint.us): other metadata URL and sign-in environment."""
+    data = _graph() if profile == "graph" else copy.deepcopy(EXAMPLE)
+    data["sharepoint"]["sites"] = ["https://contoso.sharepoint.us/sites/salesteam"]
     return data
 
 
@@ -433,6 +441,8 @@ def rendered() -> dict[str, str]:
         "graph-app": lambda: render_package(parse_parameters(_graph(**APP))),
         "msonline-farm": lambda: render_package(parse_parameters(_farm("msonline"))),
         "graph-farm": lambda: render_package(parse_parameters(_farm("graph"))),
+        "msonline-gcchigh": lambda: render_package(parse_parameters(_gcc_high("msonline"))),
+        "graph-gcchigh": lambda: render_package(parse_parameters(_gcc_high("graph"))),
     }
     out = {}
     for variant, make in variants.items():
@@ -451,7 +461,8 @@ KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {
     (f"{variant}/{path}", "Set-CrmAdvancedSetting", SET_CRM): (
         "Set-CrmAdvancedSetting has no reference page: only the article's call `Set-CrmAdvancedSetting -Entity $setting` "
         "documents it (commands.json: source null). Add its signature to commands.json when a Microsoft page is found.")
-    for variant in ("msonline", "msonline-local-cert", "graph-token", "graph-app", "msonline-farm", "graph-farm")
+    for variant in ("msonline", "msonline-local-cert", "graph-token", "graph-app", "msonline-farm", "graph-farm",
+                    "msonline-gcchigh", "graph-gcchigh")
     for path in ("steps/07-crm-settings.ps1", "setup.ps1")
 }
 

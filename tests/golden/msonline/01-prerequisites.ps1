@@ -7,11 +7,14 @@
 param()
 $ErrorActionPreference = 'Stop'
 
+$Problems = New-Object 'System.Collections.Generic.List[string]'
 $ToolsDir = 'C:\Program Files\Microsoft Dynamics CRM\Tools'
 $PfxPath = 'C:\Personalcertfile.pfx'
 $CerPath = 'C:\Personalcertfile.cer'
-$CertificateScript = [System.IO.Path]::Combine($ToolsDir, 'CertificateReconfiguration.ps1')
-$Problems = New-Object 'System.Collections.Generic.List[string]'
+$CertificateScript = $null
+if ($ToolsDir) {
+    $CertificateScript = [System.IO.Path]::Combine($ToolsDir, 'CertificateReconfiguration.ps1')
+}
 
 if ($PSVersionTable.PSEdition -ne 'Desktop' -or $PSVersionTable.PSVersion.Major -ne 5 -or $PSVersionTable.PSVersion.Minor -ne 1) {
     $Problems.Add('Windows PowerShell 5.1 is required; this is PowerShell ' + $PSVersionTable.PSVersion + ' (snap-ins and MSOnline do not load in PowerShell 7).')
@@ -26,7 +29,7 @@ if (-not (Get-Module -ListAvailable -Name 'MSOnline')) {
 if (-not (Get-PSSnapin -Registered -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
     $Problems.Add('The Microsoft.Crm.PowerShell snap-in is not registered: run this on the Dynamics 365 Server with the Deployment Tools role.')
 }
-if (-not (Test-Path -LiteralPath $CertificateScript -PathType Leaf)) {
+if ($CertificateScript -and -not (Test-Path -LiteralPath $CertificateScript -PathType Leaf)) {
     $Problems.Add('CertificateReconfiguration.ps1 was not found: ' + $CertificateScript)
 }
 if (-not (Test-Path -LiteralPath $PfxPath -PathType Leaf)) {
@@ -36,6 +39,17 @@ if (-not (Test-Path -LiteralPath $CerPath -PathType Leaf)) {
     $Problems.Add('The public certificate (.cer) was not found: ' + $CerPath + ' (no step of the article creates it; export it from the PFX with: psbridge cert export-cer).')
 }
 
+# Known failure (Microsoft, "Troubleshoot server-based authentication",
+# https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/troubleshooting-server-based-authentication):
+# CertificateReconfiguration.ps1 fails with "Private key not found" when the local certificate
+# store holds two certificates with the same subject. Refused here, before anything changes.
+if (Test-Path -LiteralPath $CerPath -PathType Leaf) {
+    $CerSubject = (New-Object System.Security.Cryptography.X509Certificates.X509Certificate2($CerPath)).Subject
+    $SameSubject = @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine\My' | Where-Object { $_.Subject -eq $CerSubject })
+    if ($SameSubject.Count -gt 1) {
+        $Problems.Add('Cert:\LocalMachine\My holds ' + $SameSubject.Count + ' certificates with the subject ' + $CerSubject + ' (' + (($SameSubject | ForEach-Object { $_.Thumbprint }) -join ', ') + '): CertificateReconfiguration.ps1 would fail with "Private key not found". Remove the ones you do not need with the Certificate Manager MMC snap-in (Microsoft: troubleshooting-server-based-authentication).')
+    }
+}
 # The CRM cmdlets of steps 02 and 07 talk to the Deployment Web Service. Over PowerShell
 # remoting (Negotiate/Kerberos) the session cannot pass the operator's credentials on: a read-only
 # call here finds that second-hop problem before anything changes.
