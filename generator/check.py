@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 Verdict = Literal["in place", "will change", "blocked", "cannot tell", "session", "ok"]
 
-from .catalogue import CATALOGUES, PROBES, PROFILE_MODULES
+from .catalogue import ADDITIONAL_SERVERS_STEP, CATALOGUES, PROBES, PROFILE_MODULES
 from .errors import ExitCode
 
 #: Microsoft's troubleshooting article for server-based authentication: the documented causes and fixes.
@@ -30,7 +30,8 @@ TROUBLESHOOTING = ("https://learn.microsoft.com/dynamics365/customerengagement/o
                    "troubleshooting-server-based-authentication")
 
 #: Ids of the steps that change state, in any profile: their verdicts decide the exit code.
-_CHANGING = frozenset(s.id for steps in CATALOGUES.values() for s in steps if s.changes_state)
+_CHANGING = frozenset([*(s.id for steps in CATALOGUES.values() for s in steps if s.changes_state),
+                       ADDITIONAL_SERVERS_STEP.id])
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class StepVerdict:
     #: A known failure Microsoft documents, as the state shows it, and the documented fix.
     cause: str | None = None
     fix: str | None = None
+    #: For a step that runs on each additional server: which server this verdict is about.
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,8 +274,14 @@ def _tenant(plan: Mapping[str, Any], entra: dict[str, Any] | None) -> StepVerdic
     return StepVerdict(*step, "ok", f"tenant ID {found}")
 
 
-def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None]) -> CheckReport:
-    """Verdicts for every step of the plan from the probes' answers (None: no answer)."""
+def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None],
+             per_server: Mapping[str, Mapping[str, dict[str, Any] | None] | None] | None = None) -> CheckReport:
+    """Verdicts for every step of the plan from the probes' answers (None: no answer).
+
+    `per_server`: for a farm, each additional server's server and certificate probe answers
+    (None for a server that could not be reached); the step that runs there gets one
+    verdict per server.
+    """
     cert, crm, entra = answers.get("certificate"), answers.get("crm"), answers.get("entra")
     by_id = {
         "prerequisites": _prerequisites(plan, answers.get("server")),
@@ -283,8 +292,43 @@ def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | Non
     }
     verdicts = []
     for step in plan["steps"]:
+        if step.get("runs_on") == "additional":
+            verdicts += [_on_additional_server(plan, step["index"], host, (per_server or {}).get(host))
+                         for host in plan["parameters"]["crm"].get("additional_servers") or []]
+            continue
         verdict = by_id.get(step["id"]) or StepVerdict(step["index"], step["id"], "session",
                                                       "sets up the PowerShell session; changes nothing")
         verdicts.append(verdict)
     notes = [f"probe {name} did not answer" for name in PROBES if answers.get(name) is None]
     return CheckReport(verdicts, notes)
+
+
+def _on_additional_server(plan: Mapping[str, Any], index: int, host: str,
+                          answers: Mapping[str, dict[str, Any] | None] | None) -> StepVerdict:
+    """Step 09 on one additional server: the certificate in its store, with a key the service account reads."""
+    step = (index, ADDITIONAL_SERVERS_STEP.id)
+    server = (answers or {}).get("server")
+    cert = (answers or {}).get("certificate")
+    if server is None or cert is None:
+        return StepVerdict(*step, "cannot tell", f"{host}: the server or certificate probe did not answer", host=host)
+    missing = [what for key, what in (("tools_script", "CertificateReconfiguration.ps1"), ("pfx_file", "the PFX file"),
+                                      ("cer_file", "the .cer file")) if not server.get(key)]
+    store = _as_list(cert.get("store"))
+    if len(store) > 1:
+        return StepVerdict(*step, "blocked", f"{host}: {len(store)} certificates with subject "
+                           f"{cert.get('cer_subject')} in LocalMachine\\My", host=host,
+                           cause="two certificates with the same subject in the local certificate store: "
+                           "CertificateReconfiguration.ps1 fails with \"Private key not found\"",
+                           fix="remove the certificates with the same subject name that you don't need, using the "
+                           "Certificate Manager MMC snap-in (" + TROUBLESHOOTING + ")")
+    expected = _expected_thumbprint(plan, cert)
+    in_store = bool(expected) and bool(store) and str(store[0].get("thumbprint", "")).upper() == expected
+    readable = store[0].get("key_readable") if store else None
+    if in_store and readable is not False:
+        note = "" if readable else " (cannot tell whether the service account can read the private key)"
+        return StepVerdict(*step, "in place", f"{host}: certificate {expected} in LocalMachine\\My{note}", host=host)
+    if missing:
+        return StepVerdict(*step, "blocked", f"{host}: {', '.join(missing)} not found", host=host)
+    reason = "the service account cannot read the private key" if in_store else "not in LocalMachine\\My"
+    return StepVerdict(*step, "will change", f"{host}: {reason}", host=host, after=expected)
+

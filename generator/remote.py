@@ -710,8 +710,19 @@ def check_steps(package: Package, *, entra: bool) -> list[PackageStep] | None:
 
 def check_in_session(session: PSRPSession, package: Package, entra_steps: list[PackageStep] | None,
                      secrets: StepSecrets, timeout: float, redact: Callable[[str], str]) -> Any:
-    """Probe the server (and, after the session steps, Entra ID) and judge every step."""
+    """Probe the server (and, after the session steps, Entra ID) and judge every step (run --verify)."""
     from .check import evaluate
+
+    answers, notes = _main_answers(session, package, entra_steps, secrets, timeout, redact)
+    report = evaluate(package.plan, answers)
+    report.notes.extend(notes)
+    return report
+
+
+def _main_answers(session: PSRPSession, package: Package, entra_steps: list[PackageStep] | None,
+                  secrets: StepSecrets, timeout: float,
+                  redact: Callable[[str], str]) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
+    """The main server's probe answers (and Entra ID's, after the session steps), with notes."""
     from .runner import Outcome, classify
 
     probes = package.probes
@@ -732,18 +743,40 @@ def check_in_session(session: PSRPSession, package: Package, entra_steps: list[P
             more, more_notes = run_probes(session, {"entra": probes["entra"]}, timeout, redact)
             answers.update(more)
             notes += more_notes
-    report = evaluate(package.plan, answers)
-    report.notes.extend(notes)
-    return report
+    return answers, notes
 
 
 def check_package(package: Package, conn: Connection, winrm_password: str | None, secrets: StepSecrets, *,
                   entra: bool, timeout: float) -> Any:
-    """`psbridge check`: connect, probe, judge, disconnect. Raises ConnectFailure (exit 3)."""
+    """`psbridge check`: connect, probe, judge, disconnect; then each additional server's probes.
+
+    Raises ConnectFailure (exit 3) when the main server can't be reached; an additional
+    server that can't be reached is a note and "cannot tell" for its step.
+    """
     entra_steps = check_steps(package, entra=entra)
     redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
     session = open_session(conn, winrm_password, redact, exchange_keys=bool(secrets_needed(entra_steps or [])))
     try:
-        return check_in_session(session, package, entra_steps, secrets, timeout, redact)
+        answers, notes = _main_answers(session, package, entra_steps, secrets, timeout, redact)
     finally:
         session.close()
+    from .check import evaluate
+
+    per_server: dict[str, Any] = {}
+    for host in package.parameters.crm.additional_servers or []:
+        try:
+            there = open_session(replace(conn, host=host), winrm_password, redact, exchange_keys=False)
+        except ConnectFailure as exc:
+            notes.append(f"server {host}: could not connect: {exc}")
+            per_server[host] = None
+            continue
+        try:
+            found, probe_notes = run_probes(there, {k: v for k, v in package.probes.items()
+                                                    if k in ("server", "certificate")}, timeout, redact)
+        finally:
+            there.close()
+        per_server[host] = found
+        notes += [f"server {host}: {note}" for note in probe_notes]
+    report = evaluate(package.plan, answers, per_server)
+    report.notes.extend(notes)
+    return report

@@ -147,3 +147,40 @@ def test_step_09_reads_the_tools_folder_from_each_servers_registry_when_not_give
     step9 = files["steps/09-additional-servers.ps1"].decode("utf-8-sig")
     assert "CRM_Server_InstallDir" in step9 and "'None'" not in step9
     assert all(b"'None'" not in data for data in files.values())
+
+
+# --------------------------------------------------------------------------- check on a farm
+
+
+def _answer(engine: Engine, answers: dict) -> None:
+    for name, answer in answers.items():
+        if answer is not None:
+            engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(answer)]))
+
+
+def test_check_probes_each_additional_server_and_judges_step_09_there(farm_pkg, http_peer, engine, farm,
+                                                                     secrets_env, capsys):
+    from probe_states import state
+
+    _answer(engine, state("fully configured"))
+    done, fresh = farm
+    _answer(done[1], {k: v for k, v in state("fully configured").items() if k in ("server", "certificate")})
+    _answer(fresh[1], {k: v for k, v in state("fresh server").items() if k in ("server", "certificate")})
+    code = main(["check", *args(farm_pkg, http_peer)[1:], "--json"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    step9 = [v for v in report["verdicts"] if v["id"] == "additional-servers"]
+    assert [(v["host"], v["verdict"]) for v in step9] == [(FARM[0], "in place"), (FARM[1], "will change")]
+    assert code == 5
+    for _, farm_engine in farm:  # read-only there too: only the two probes, no step, no lock
+        assert all(s.startswith("# psbridge probe: ") or s.startswith("$ErrorActionPreference")
+                   for s in farm_engine.scripts())
+
+
+def test_check_names_an_unreachable_additional_server(tmp_path, http_peer, engine, secrets_env, capsys):
+    from probe_states import state
+
+    pkg = make_package(tmp_path / "output", server="127.0.0.1", crm={"additional_servers": ["127.0.0.9"]})
+    _answer(engine, state("fully configured"))
+    assert main(["check", *args(pkg, http_peer)[1:]]) == 1  # step 09 cannot be told there
+    out = capsys.readouterr().out
+    assert "note: server 127.0.0.9: could not connect" in out and "127.0.0.9: the server or certificate probe" in out
