@@ -21,6 +21,17 @@ from .errors import ExitCode, RuntimeFailure, UserError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _prompt_hidden(what: str, confirm: bool) -> str:
+    """A hidden prompt on the terminal, the one place psbridge asks a person for a secret."""
+    return click.prompt(what, hide_input=True, confirmation_prompt=confirm, default="", show_default=False)
+
+
+def _install_prompt() -> None:
+    from . import secrets
+
+    secrets.PROMPT = _prompt_hidden
+
+
 def audit_log_option(func):  # type: ignore[no-untyped-def]
     """`--audit-log PATH` for every command that acts on a package (see audit.resolve_log)."""
     return click.option(
@@ -235,7 +246,9 @@ def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | 
     from . import certificates as certs
     from .secrets import read_secret
 
-    name_obj = certs.parse_subject(subject)
+    from .dn import parse_subject
+
+    name_obj = parse_subject(subject)
     stem = certs.check_stem(name) if name else certs.default_file_stem(name_obj)
     pfx_path, cer_path = out_dir / f"{stem}.pfx", out_dir / f"{stem}.cer"
     if not force:
@@ -886,6 +899,7 @@ def _safe(value: object, *, keep_newlines: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the command and turn failures into exit codes without tracebacks."""
+    _install_prompt()
     try:
         # With standalone_mode=False click returns ctx.exit(n) / Exit(n) codes instead of raising.
         code = cli.main(args=argv, prog_name="psbridge", standalone_mode=False)

@@ -10,9 +10,15 @@ from __future__ import annotations
 import os
 import sys
 
-import click
+from collections.abc import Callable
 
 from .errors import UserError
+
+#: How to ask a person for a secret: (what, confirm) -> the text typed, hidden. The command line
+#: sets it (prompting belongs to the CLI); None means nobody can be asked, and a missing secret
+#: is an input error naming the variable to set.
+Prompt = Callable[[str, bool], str]
+PROMPT: Prompt | None = None
 
 
 def read_secret(
@@ -35,8 +41,8 @@ def read_secret(
         value = line.rstrip("\r\n") if line else ""
     elif env_var in os.environ:
         value = os.environ[env_var]
-    elif sys.stdin is not None and sys.stdin.isatty():
-        value = click.prompt(what, hide_input=True, confirmation_prompt=confirm, default="", show_default=False)
+    elif PROMPT is not None and sys.stdin is not None and sys.stdin.isatty():
+        value = PROMPT(what, confirm)
     else:
         alternative = f" or pass {stdin_flag}" if stdin_flag else ""
         raise UserError(f"{what}: not given; set {env_var}{alternative} (no terminal to prompt on)")

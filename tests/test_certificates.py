@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from generator import certificates as certs
+from generator import dn
 from generator.cli import main
 from generator.errors import UserError
 
@@ -447,7 +448,7 @@ def test_windows_dn_order_keys_and_quoting() -> None:
         x509.NameAttribute(NameOID.COMMON_NAME, "a=b"),
     ]
     name = x509.Name(attrs)
-    assert certs.windows_dn(name) == (
+    assert dn.windows_dn(name) == (
         'CN="a=b", OID.1.2.3.4=x, L="#1", OU=" lead", O="Say ""hi""", E=admin@contoso.com, S=Washington, C=US'
     )
 
@@ -457,16 +458,16 @@ def test_windows_dn_order_keys_and_quoting() -> None:
     ("trail ", '"trail "'), ("line\nbreak", '"line\nbreak"'), ("cr\rinside", "cr\rinside"), ("", '""'),
 ])
 def test_windows_value_quoting(value: str, shown: str) -> None:
-    assert certs._windows_value(value) == shown
+    assert dn._windows_value(value) == shown
 
 
 def test_multi_valued_rdn_is_joined_with_plus() -> None:
     rdn = x509.RelativeDistinguishedName([
         x509.NameAttribute(NameOID.COMMON_NAME, "a"), x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "b"),
     ])
-    shown = certs.windows_dn(x509.Name([x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, "US")]), rdn]))
+    shown = dn.windows_dn(x509.Name([x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, "US")]), rdn]))
     assert shown in {"CN=a + OU=b, C=US", "OU=b + CN=a, C=US"}
-    assert certs.windows_dn(certs.parse_subject(shown)) == shown
+    assert dn.windows_dn(dn.parse_subject(shown)) == shown
 
 
 @pytest.mark.parametrize("typed,canonical", [
@@ -476,8 +477,8 @@ def test_multi_valued_rdn_is_joined_with_plus() -> None:
     ("CN=x, ST=Bavaria, E=a@b.de, OID.2.5.4.12=Boss", "CN=x, S=Bavaria, E=a@b.de, T=Boss"),
 ])
 def test_parse_subject_round_trip(typed: str, canonical: str) -> None:
-    name = certs.parse_subject(typed)
-    assert certs.windows_dn(name) == canonical
+    name = dn.parse_subject(typed)
+    assert dn.windows_dn(name) == canonical
     assert name.rdns[-1].get_attributes_for_oid(NameOID.COMMON_NAME)  # CN is the last RDN in DER
 
 
