@@ -12,10 +12,8 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 

@@ -19,7 +19,7 @@ from generator.cli import main
 from generator.parameters import EXAMPLE, parse_parameters
 from generator.render import render_package
 from probe_states import THUMB, state
-from conftest import O365_PASSWORD, O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD, assert_no_secrets
+from conftest import O365_PASSWORD, O365_USER, USER, WINRM_PASSWORD, assert_no_secrets
 from generator.writer import write_package as write_rendered
 from winrm_peer import CredentialValue, Engine, Reply, SecureValue, WinRMPeer
 

@@ -455,7 +455,7 @@ def test_server_accepts_dns_names_and_ipv4_addresses(psbridge, tmp_path: Path, s
 @pytest.mark.parametrize("server,expected", BAD_SERVERS, ids=[b[0][:20] or "empty" for b in BAD_SERVERS])
 def test_server_refuses_anything_else(psbridge, tmp_path: Path, server: str, expected: str) -> None:
     result = psbridge("validate", write(tmp_path, with_field("crm.server", server)))
-    assert_usage_error(result, f"crm.server: ", expected)
+    assert_usage_error(result, "crm.server: ", expected)
 
 
 def test_server_is_part_of_the_rendered_parameters(psbridge, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from conftest import O365_PASSWORD, O365_USER, PFX_PASSWORD, USER, WINRM_PASSWOR
 from generator.catalogue import MSONLINE_STEPS
 from generator.cli import main
 from winrm_peer import Engine, ErrorSpec, Reply, WinRMPeer
-from winrm_peer.package import make_package, marker
+from winrm_peer.package import marker
 
 STEP = {s.index: s for s in MSONLINE_STEPS}
 LOCK = "# psbridge lock:"

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from generator import approvals, clock
-from generator import keys as keymod
 from generator.package import read_package
 from generator.catalogue import MSONLINE_STEPS
 from winrm_peer.package import make_package
