@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -392,21 +391,13 @@ def _judge_time(status: ApprovalStatus, record: Mapping[str, Any], now: datetime
 
 def _read_approval_file(path: Path) -> tuple[bytes | None, str | None]:
     """An approval file's bytes, or why it can't be read; never blocks on a FIFO, never follows a link."""
+    from .files import read_regular
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        return None, f"cannot read ({exc.strerror or exc})"
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None, "not a regular file"
-        if info.st_size > MAX_APPROVAL_BYTES:
-            return None, f"{info.st_size} bytes; too large for an approval"
-        return os.read(fd, MAX_APPROVAL_BYTES + 1), None
-    except OSError as exc:
-        return None, f"cannot read ({exc.strerror or exc})"
-    finally:
-        os.close(fd)
+        return read_regular(path, path.name, limit=MAX_APPROVAL_BYTES, too_large="too large for an approval",
+                            follow_symlinks=False), None
+    except UserError as exc:
+        return None, exc.problems[0].removeprefix(f"{path.name}: ")
 
 
 def list_approvals(

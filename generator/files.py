@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +21,73 @@ from .errors import UserError
 def sha256_hex(data: bytes) -> str:
     """Hex sha256, the one hash psbridge uses for files, packages and records."""
     return hashlib.sha256(data).hexdigest()
+
+
+_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symbolic link",
+}
+
+
+def file_kind(mode: int) -> str:
+    """`a FIFO`, `a folder`…: what a stat mode says a path is, for an error line."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a file")
+
+
+def read_regular(path: Path, label: str, *, limit: int, too_large: str, follow_symlinks: bool = True) -> bytes:
+    """The bytes of `path`, refusing anything that is not a regular file of at most `limit` bytes.
+
+    Every file psbridge reads from a place someone else could write (parameters, packages,
+    approvals, keys) comes through here. It is opened with O_NONBLOCK, so that a FIFO (or a
+    link to one) cannot block the open; the type is then checked on the opened descriptor
+    (fstat), so a file swapped between a check and the open cannot slip through, and no
+    byte is read from a FIFO or a device (/dev/zero would never end). A file that grows
+    while it is read is cut off at the limit and refused. Errors are one line starting
+    with `label`; `too_large` says why the limit is what it is.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        if path.is_symlink():
+            raise UserError(f"{label}: is a symbolic link; links are not followed here")
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise UserError(f"{label}: cannot read: not found") from None
+    except OSError as exc:
+        raise UserError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{label}: not a regular file ({file_kind(info.st_mode)})")
+        if info.st_size > limit:
+            raise UserError(f"{label}: larger than {_size(limit)} ({info.st_size} bytes); {too_large}")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise UserError(f"{label}: larger than {_size(limit)}; {too_large}")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise UserError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _size(limit: int) -> str:
+    """`1 MiB`, `64 KiB`: a limit as people say it."""
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= factor and limit % factor == 0:
+            return f"{limit // factor} {unit}"
+    return f"{limit} bytes"
 
 
 def write_file(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:

@@ -46,7 +46,6 @@ import binascii
 import json
 import os
 import re
-import stat
 import sys
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -153,14 +152,6 @@ def unb64(text: object, what: str) -> bytes:
         raise ValueError(f"{what} is not base64") from exc
 
 
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return "not a file"
-
-
 def read_key_file(path: Path, label: str, *, follow_symlinks: bool = True) -> bytes:
     """The bytes of a key file that must be a small regular file; `label` starts every error.
 
@@ -168,38 +159,10 @@ def read_key_file(path: Path, label: str, *, follow_symlinks: bool = True) -> by
     open descriptor (no swap between check and read); at most MAX_KEY_FILE_BYTES are read.
     Without `follow_symlinks` a symbolic link is refused (O_NOFOLLOW closes the race).
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    if not follow_symlinks:
-        if path.is_symlink():
-            raise UserError(f"{label}: is a symbolic link; put the file itself in the folder")
-        flags |= getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise UserError(f"{label}: not found") from None
-    except OSError as exc:
-        raise UserError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{label}: not a regular file ({_file_kind(info.st_mode)})")
-        if info.st_size > MAX_KEY_FILE_BYTES:
-            raise UserError(f"{label}: larger than {MAX_KEY_FILE_BYTES // 1024} KiB; not a key file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_KEY_FILE_BYTES:
-            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_KEY_FILE_BYTES:  # grew while being read
-            raise UserError(f"{label}: larger than {MAX_KEY_FILE_BYTES // 1024} KiB; not a key file")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise UserError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
+    from .files import read_regular
+
+    return read_regular(path, label, limit=MAX_KEY_FILE_BYTES, too_large="not a key file",
+                        follow_symlinks=follow_symlinks)
 
 
 # --------------------------------------------------------------------------- keys

@@ -36,7 +36,7 @@ from typing import Any
 from . import __version__
 from .catalogue import LOCK_SCRIPT, PROBES, Step, probe_file, step_entry, steps_for
 from .errors import UserError
-from .files import sha256_hex
+from .files import read_regular, sha256_hex
 
 #: Version of plan.json's layout; readers refuse a version they do not know.
 FORMAT_VERSION = 1
@@ -53,26 +53,9 @@ CATALOGUE_FIELDS = ("index", "id", "title", "file", "changes_state", "kind", "ne
 
 
 def _read_regular(path: Path, rel: str) -> bytes:
-    """One file's bytes, refusing links, FIFOs, devices and oversized files without blocking on them."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{path}: not a regular file; a package holds only regular files")
-        if info.st_size > MAX_FILE_BYTES:
-            raise UserError(f"{path}: {info.st_size} bytes; larger than any package file ({MAX_FILE_BYTES} at most)")
-        chunks, total = [], 0
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > MAX_FILE_BYTES:
-                raise UserError(f"{path}: grew past {MAX_FILE_BYTES} bytes while being read")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    """One package file's bytes: a regular file, not a link, not over MAX_FILE_BYTES (files.read_regular)."""
+    return read_regular(path, str(path), limit=MAX_FILE_BYTES, too_large="larger than any package file",
+                        follow_symlinks=False)
 
 
 def read_files(package_dir: Path) -> dict[str, bytes]:

@@ -16,9 +16,7 @@ so that a 5 MB value or a key holding an ANSI escape still gives one short, iner
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -595,54 +593,11 @@ def parse_parameters(data: dict[str, Any]) -> Parameters:
 #: Largest parameters file read: a real one is a few kilobytes.
 MAX_FILE_BYTES = 1024 * 1024
 
-_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFLNK: "a symbolic link",
-}
-
-
-def file_kind(mode: int) -> str:
-    """`a FIFO`, `a directory`…: what a stat mode says a path is, for an error line."""
-    return _KINDS.get(stat.S_IFMT(mode), "not a file")
-
-
 def _read_regular_file(path: Path, shown: str) -> bytes:
-    """The bytes of `path`, refusing anything that is not a regular file of at most 1 MiB.
+    """The bytes of a parameters file: a regular file of at most 1 MiB (see files.read_regular)."""
+    from .files import read_regular
 
-    Opened with O_NONBLOCK, so that a FIFO (or a symbolic link to one) cannot block the
-    open; the type is then checked on the opened descriptor (fstat), so a file swapped
-    between a check and the open cannot slip through, and no byte is read from a FIFO
-    or a device (/dev/zero would never end).
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise UserError(f"{shown}: cannot read: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"{shown}: not a regular file ({file_kind(info.st_mode)})")
-        if info.st_size > MAX_FILE_BYTES:
-            raise UserError(f"{shown}: larger than 1 MiB ({info.st_size} bytes); a parameters file is a few kilobytes")
-        chunks, size = [], 0
-        while size <= MAX_FILE_BYTES:  # the file may grow after fstat: never read more than the cap
-            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_FILE_BYTES:
-            raise UserError(f"{shown}: larger than 1 MiB; a parameters file is a few kilobytes")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise UserError(f"{shown}: cannot read: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
+    return read_regular(path, shown, limit=MAX_FILE_BYTES, too_large="a parameters file is a few kilobytes")
 
 
 def load_parameters(path: Path) -> Parameters:

@@ -280,7 +280,7 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
     from generator.parameters import load_parameters
 
     (tmp_path / "params.toml").mkdir()
-    with pytest.raises(UserError, match=r"params.toml: not a regular file \(a directory\)$"):
+    with pytest.raises(UserError, match=r"params.toml: not a regular file \(a folder\)$"):
         load_parameters(tmp_path / "params.toml")
 
 
@@ -593,10 +593,10 @@ def test_literal_fields_refuse_hidden_characters_too(psbridge, tmp_path: Path) -
 
 def test_a_clean_error_for_stat_of_every_kind() -> None:
     """The file-type words used in messages exist for every kind stat can report."""
-    from generator.parameters import file_kind
+    from generator.files import file_kind
 
     assert file_kind(stat.S_IFIFO) == "a FIFO"
-    assert file_kind(stat.S_IFDIR) == "a directory"
+    assert file_kind(stat.S_IFDIR) == "a folder"
     assert file_kind(stat.S_IFCHR) == "a character device"
     assert file_kind(stat.S_IFBLK) == "a block device"
     assert file_kind(stat.S_IFSOCK) == "a socket"
