@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .parameters import Parameters
+#: A package's parameters (`parameters.Parameters`). The catalogue is the bottom floor: it reads
+#: the few fields it needs and imports nothing of psbridge's, so it is typed loosely here.
+Parameters = Any
 
 #: check: reads only; session: sets up session state (imports, connection, variables),
 #: safe to run again; change: changes persistent state (server, Entra ID, CRM database).
