@@ -420,9 +420,7 @@ class Executor:
             ran = len(results) - len(skipped)
             summary.append(f"{ran} of {len(self.selected)} selected steps succeeded.")
             if skipped:
-                names = ", ".join(f"{r.index:02d} {r.id}" for r in skipped)
-                summary.append(f"Skipped at the operator's request: {names}. Run them with --from-step when ready:")
-                summary.append(f"  {self.continue_command.at(skipped[0].index)}")
+                summary += self._skipped_advice(results, skipped[0].index)
         else:
             label = f"step {stopped_at.index:02d} ({stopped_at.id})"
             nxt = self._next_index(stopped_at.index)
@@ -441,12 +439,42 @@ class Executor:
                     summary.append(f"  {self.continue_command.at(nxt)}")
             else:
                 exit_code = ExitCode.FAILED
-                summary.append(f"Stopped by the operator before {label}. Continue with:")
-                summary.append(f"  {self.continue_command.at(stopped_at.index)}")
+                summary.append(f"Stopped by the operator before {label}.")
+                done = {r.index for r in results}
+                not_run = [s for s in self.selected if s.index not in done]
+                summary.append("Not run: " + ", ".join(f"{s.index:02d} {s.id}" for s in not_run) + ".")
+                first = min([r.index for r in skipped] + [stopped_at.index])
+                summary += self._skipped_advice(results, first)
         if self.emit_end:
             self.emit({"event": "run-end", "exit_code": exit_code, "ended": utc_now(),
                        "stopped_at": stopped_at.index if stopped_at else None, "reason": reason, "summary": summary})
         return RunResult(results, exit_code, summary, reason, stopped_at.index if stopped_at else None)
+
+    def _skipped_advice(self, results: list[StepResult], first: int) -> list[str]:
+        """How to run what was skipped, never by a command that sends a state-changing step again.
+
+        `--from-step N` runs every step from N on: after the operator skipped a step and
+        later steps changed state, that command would change them a second time, so it is
+        not printed; the lines say which steps stand in the way instead.
+        """
+        lines = []
+        skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
+        if skipped:
+            lines.append("Skipped at the operator's request: " + ", ".join(f"{r.index:02d} {r.id}" for r in skipped)
+                         + ".")
+        changed = {r.index for r in results if r.outcome is Outcome.OK}
+        by_index = {s.index: s for s in self.steps}
+        again = [i for i in resume_selection([s.spec for s in self.steps], first)
+                 if i in changed and by_index[i].changes_state]
+        if again:
+            names = ", ".join(f"{i:02d} {by_index[i].id}" for i in again)
+            lines.append(f"No command to continue is printed: --from-step {first} would send {names} again, "
+                         "which already changed state. Run the skipped step files by hand on the server, "
+                         "each once (they are in the package's steps/ folder).")
+        else:
+            lines.append("Continue with:")
+            lines.append(f"  {self.continue_command.at(first)}")
+        return lines
 
     def _next_index(self, index: int) -> int | None:
         later = [s.index for s in self.steps if s.index > index]

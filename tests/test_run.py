@@ -360,7 +360,8 @@ def test_step_mode_asks_y_n_quit(pkg, http_peer, engine, secrets_env, capsys, mo
     assert code == 1
     assert step_scripts(engine) == [1]  # 2 skipped, quit before 3
     assert "[02/08] certificate … skipped" in out
-    assert "Stopped by the operator before step 03 (session)" in out and "--from-step 3" in out
+    assert "Stopped by the operator before step 03 (session)." in out and "--from-step 2" in out
+    assert "Skipped at the operator's request: 02 certificate." in out
 
 
 def test_library_loggers_never_see_scripts_or_secrets(pkg, http_peer, engine, secrets_env, capsys, caplog):

@@ -176,14 +176,28 @@ def test_executor_step_mode_skip_and_quit(pkg):
     result = executor(pkg, events, confirm=lambda step: next(answers)).run(session)
     assert sent_indexes(session) == [1, 3]
     assert [r.outcome for r in result.results] == [Outcome.OK, Outcome.SKIPPED, Outcome.OK]
-    assert result.exit_code == 1 and result.summary[-1].endswith("--from-step 4")
+    assert result.exit_code == 1
+    assert "Not run: 04 connect, 05 set-certificate, 06 spn, 07 crm-settings, 08 tenant-id." in result.summary
+    assert "Skipped at the operator's request: 02 certificate." in result.summary
+    assert result.summary[-1].endswith("--from-step 2")  # nothing that changed state would run again
 
 
-def test_executor_skips_then_finishes_is_not_a_clean_success(pkg):
+def test_a_skipped_step_never_leads_to_a_command_that_changes_state_twice(pkg):
+    # 02 is skipped, then 06 and 07 change state: --from-step 2 would send them again.
     answers = iter(["y", "n", "y", "y", "y", "y", "y", "y"])
     result = executor(pkg, [], confirm=lambda step: next(answers)).run(FakeSession({}))
     assert result.exit_code == 1
-    assert "Skipped at the operator's request: 02 certificate" in result.summary[1]
+    assert "Skipped at the operator's request: 02 certificate." in result.summary
+    assert not any("psbridge run" in line for line in result.summary)
+    assert any("would send 06 spn, 07 crm-settings again" in line for line in result.summary)
+
+
+def test_executor_skips_then_finishes_is_not_a_clean_success(pkg):
+    answers = iter(["y", "y", "y", "y", "y", "y", "y", "n"])
+    result = executor(pkg, [], confirm=lambda step: next(answers)).run(FakeSession({}))
+    assert result.exit_code == 1
+    assert "Skipped at the operator's request: 08 tenant-id." in result.summary
+    assert result.summary[-1].endswith("--from-step 8")
 
 
 def test_cli_offers_exactly_the_auth_methods_the_connection_accepts():
