@@ -779,7 +779,7 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         audit.record(log, "run", package, "connect-failed", host=conn.host)
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
-    outcome = {0: "ok", 1: "failed", 4: "unknown"}.get(result.exit_code, f"exit {result.exit_code}")
+    outcome = {0: "ok", 1: "failed", 4: "unknown", 5: "unverified"}.get(result.exit_code, f"exit {result.exit_code}")
     try:
         entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected])
     except (UserError, RuntimeFailure) as exc:
@@ -790,6 +790,11 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         raise click.exceptions.Exit(result.exit_code or ExitCode.FAILED) from None
     if not as_json:
         _print_audit_head(log, entry)
+        if result.exit_code == 0:
+            from .runner import next_steps
+
+            for line in next_steps(package, result.results):
+                click.echo(_safe(line))
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
 

@@ -514,6 +514,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     sessions: list[PSRPSession] = []
     done: list[str] = []  # "<steps> on <host>" for the summary
     succeeded: list[tuple[str, list[str]]] = []
+    all_results: list[Any] = []
     try:
         for target, steps, from_server in targets:
             session = PSRPSession(target, winrm_password)
@@ -521,22 +522,32 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
             outcome = _run_on(session, package, steps, secrets, settings, redact, lock_text, both=both,
                               confirm=confirm, audit=audit, force_unlock=force_unlock, from_server=from_server,
                               nothing_ran=not done, next_server=_after(additional, from_server))
+            all_results += outcome.results
             if outcome.exit_code:
                 return _end(both, outcome.exit_code, done and [f"Done before: {'; '.join(done)}."] or [],
-                            outcome.summary, stopped_at=outcome.stopped_at, reason=outcome.reason, result=outcome)
+                            outcome.summary, stopped_at=outcome.stopped_at, reason=outcome.reason,
+                            results=all_results)
             done.append(f"{_step_range(steps)} on {target.host}")
             succeeded.append((target.host, outcome.summary))
         main_session = sessions[0] if main_steps else None
-        if after_success is not None:
-            if main_session is not None:
-                both({"event": "verify", **after_success(main_session, redact)})
-            else:
-                both({"event": "verify", "skipped": "no step ran on the main server"})
         if len(succeeded) == 1:
             lines = succeeded[0][1]
         else:
             lines = [f"On {host}: {line}" for host, summary in succeeded for line in summary]
-        return _end(both, ExitCode.OK, lines, [], stopped_at=None, reason="done")
+        code: int = ExitCode.OK
+        if after_success is not None:
+            if main_session is not None:
+                verification = after_success(main_session, redact)
+                both({"event": "verify", **verification})
+                unverified = _not_in_place(package, main_steps, verification)
+                if unverified:
+                    code = ExitCode.WOULD_CHANGE
+                    lines.append("Verification failed: after the run, " + "; ".join(unverified)
+                                 + ". The steps succeeded, but the server does not show the change (exit 5).")
+            else:
+                both({"event": "verify", "skipped": "no step ran on the main server"})
+        return _end(both, code, lines, [], stopped_at=None, reason="done" if not code else "unverified",
+                    results=all_results)
     except KeyboardInterrupt:
         # Ctrl-C outside a step (a step handles its own): the record still says how it ended.
         both({"event": "run-end", "exit_code": 130, "ended": utc_now(), "stopped_at": None,
@@ -597,6 +608,13 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
     return _HostOutcome(result.exit_code, summary, result.stopped_at, result.reason, result.results)
 
 
+def _not_in_place(package: Package, ran: list[PackageStep], verification: dict[str, Any]) -> list[str]:
+    """`step 06 spn is will change (…)` for each state-changing step that ran and the probes don't show in place."""
+    changing = {s.id for s in ran if s.changes_state}
+    return [f"step {v['index']:02d} {v['id']} is {v['verdict']}" + (f" ({v['detail']})" if v.get("detail") else "")
+            for v in verification.get("verdicts", []) if v["id"] in changing and v["verdict"] != "in place"]
+
+
 def _after(hosts: list[str], host: str | None) -> str | None:
     """The additional server after `host` in the list, or None."""
     if host is None or host not in hosts:
@@ -613,12 +631,12 @@ def _step_range(steps: list[PackageStep]) -> str:
 
 
 def _end(both: Callable[[dict[str, Any]], None], code: int, before: list[str], summary: list[str], *,
-         stopped_at: int | None, reason: str, result: Any = None) -> RunResult:
+         stopped_at: int | None, reason: str, results: list[Any]) -> RunResult:
     """The one run-end event of a run (over all its servers) and its result."""
     lines = before + summary
     both({"event": "run-end", "exit_code": int(code), "ended": utc_now(), "stopped_at": stopped_at,
           "reason": reason, "summary": lines})
-    return RunResult(getattr(result, "results", []), code, lines)
+    return RunResult(results, code, lines, reason, stopped_at)
 
 
 def _take_server_lock(session: PSRPSession, lock_text: str, settings: RunSettings,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -624,3 +625,36 @@ def prepare(package_dir: Path, host_option: str | None, *, from_step: int | None
     host = resolve_host(host_option, package, require_server=policy is not None)
     selected = select_steps(package.steps, from_step)
     return PreparedRun(package, selected, host, approval, additional_servers(package, selected, from_step, from_server))
+
+
+# -- after a successful run: what the operator does next ------------------------------------
+
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_THUMBPRINT = re.compile(r"thumbprint ([0-9A-Fa-f]{40})\b")
+
+
+def next_steps(package: Package, results: Sequence[StepResult]) -> list[str]:
+    """The tenant ID and certificate the run reported, and the manual wizard with them filled in.
+
+    Read from the steps' own output (step 05 prints the thumbprint, step 08 the tenant ID);
+    a value that is not of its shape is not shown. Empty when step 08 did not run.
+    """
+    outputs = {r.id: r.output for r in results if r.outcome is Outcome.OK}
+    if "tenant-id" not in outputs:
+        return []
+    tenant = next((m.group(0) for line in outputs["tenant-id"] for m in [_GUID.search(line)] if m), None)
+    thumb = next((m.group(1).upper() for line in outputs.get("set-certificate", [])
+                  for m in [_THUMBPRINT.search(line)] if m), None)
+    sites = list(package.parameters.sharepoint.sites)
+    lines = ["Next: the Enable Server-Based SharePoint Integration wizard (manual; it cannot be undone).",
+             f"  tenant ID:    {tenant or '(not in step 08 output)'}"]
+    if thumb:
+        lines.append(f"  certificate:  {thumb}")
+    lines += ["  1. In Customer Engagement (on-premises), go to Document Management.",
+              "  2. Choose Enable server-based SharePoint integration, review, Next.",
+              "  3. For the SharePoint sites, select Online, Next.",
+              "  4. On Prepare Sites, enter the site collection URL" + ("s:" if len(sites) > 1 else ":")]
+    lines += [f"       {site}" for site in sites]
+    lines += [f"     and the tenant ID {tenant or 'that step 08 printed'}; Next.",
+              "  5. If all sites are valid, select Enable."]
+    return lines

@@ -211,3 +211,23 @@ def test_self_approval_can_be_forbidden(tmp_path, engine, http_peer, secrets_env
     assert main(args) == 1
     assert "too few approvals" in capsys.readouterr().err
     assert http_peer.connections == 0 and engine.pipelines == []
+
+
+def test_run_verify_exits_5_when_the_server_does_not_show_the_change(tmp_path, engine, http_peer, secrets_env,
+                                                                     capsys) -> None:
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state("half configured"))  # after all steps "ran", spn still would change
+    assert main(["run", *check_args(pkg, http_peer)[1:], "--verify"]) == 5
+    out = capsys.readouterr().out
+    assert "Verification failed: after the run, step 06 spn is will change" in out
+    events = [json.loads(l) for l in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
+    assert events[-1]["event"] == "run-end" and events[-1]["exit_code"] == 5
+
+
+def test_run_verify_counts_cannot_tell_as_not_verified(tmp_path, engine, http_peer, secrets_env, capsys) -> None:
+    pkg = write_package(tmp_path)
+    answers = state("fully configured")
+    answers["entra"] = None  # the entra probe does not answer: spn cannot be told
+    answer_probes(engine, answers)
+    assert main(["run", *check_args(pkg, http_peer)[1:], "--verify"]) == 5
+    assert "step 06 spn is cannot tell" in capsys.readouterr().out

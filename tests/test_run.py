@@ -448,3 +448,15 @@ def test_information_is_shown_when_a_step_fails(pkg, http_peer, engine, secrets_
     code, out, err = psbridge(capsys, http_args(pkg, http_peer))
     assert code == 1
     assert "    host: Private key not found" in out
+
+
+def test_a_successful_run_says_what_to_do_next(pkg, http_peer, engine, secrets_env, capsys):
+    engine.when(marker(STEP[5]), Reply(output=["Certificate CN=crm.contoso.com, thumbprint " + "ab12" * 10]))
+    engine.when(marker(STEP[8]), Reply(output=["5f2e1c1a-0000-4000-8000-000000000001"]))
+    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    assert code == 0, out + err
+    assert "Next: the Enable Server-Based SharePoint Integration wizard" in out
+    assert "  tenant ID:    5f2e1c1a-0000-4000-8000-000000000001" in out
+    assert "  certificate:  " + "AB12" * 10 in out
+    assert "       https://contoso.sharepoint.com/sites/salesteam" in out
+    assert "and the tenant ID 5f2e1c1a-0000-4000-8000-000000000001; Next." in out
