@@ -711,12 +711,14 @@ def _refused(log: Path, action: str, exc: Exception, package_dir: Path, host: st
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line instead of progress lines.")
 @click.option("--verify", "verify_after", is_flag=True, help="After the last step, run the read-only probes of `psbridge check` and record them.")
 @click.option("--from-server", help="With --from-step 9: continue the additional-servers step at this server.")
+@click.option("--yes", "assume_yes", is_flag=True,
+              help="Run a package without --require-approval without asking (needed when there is no terminal).")
 @click.option("--force-unlock", is_flag=True,
               help="Close the stale session of a crashed run that still holds the server's run lock (audited).")
 @approval_options
 @audit_log_option
 def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout: float, as_json: bool,
-        verify_after: bool, from_server: str | None, force_unlock: bool, require_approval: bool, trusted_keys: Path | None, min_approvals: int,
+        verify_after: bool, from_server: str | None, assume_yes: bool, force_unlock: bool, require_approval: bool, trusted_keys: Path | None, min_approvals: int,
         forbid_self_approval: bool, operator_key: Path | None, forbid_keys: tuple[str, ...],
         audit_log: Path | None, **options: object) -> None:
     """Run a rendered package on the CRM server over PowerShell Remoting, step by step.
@@ -751,10 +753,12 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         raise
     package = prepared.package
     conn = _connection(options, prepared.host)
+    if policy is None:
+        _confirm_unapproved(prepared, assume_yes, as_json)
     settings = RunSettings(
         o365_user=options.pop("o365_user"), step_timeout=step_timeout, step_mode=step_mode,  # type: ignore[arg-type]
         as_json=as_json, verify=verify_after, require_approval=require_approval, trusted_keys=trusted_keys,
-        min_approvals=min_approvals, forbid=policy.forbid if policy else (), audit_log=log,
+        min_approvals=min_approvals, forbid=policy.forbid if policy else (), audit_log=log, assume_yes=assume_yes,
     )
     secrets = read_step_secrets(secrets_needed(prepared.selected), settings.o365_user)
     winrm_password = read_winrm_password(conn)
@@ -797,6 +801,30 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
                 click.echo(_safe(line))
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
+
+
+def _confirm_unapproved(prepared, assume_yes: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """A package run without --require-approval never runs silently, like `terraform apply`.
+
+    Before any secret is read or any connection made: say where it runs, which bytes (the
+    digest) and what it changes, then ask [y/N]; with no terminal, only `--yes` lets it run.
+    Approval files in the package are not checked here, so they are not mentioned as approval.
+    """
+    package = prepared.package
+    changing = ", ".join(f"{s.index:02d} {s.id}" for s in prepared.selected if s.changes_state) or "none"
+    servers = ", ".join([prepared.host, *prepared.additional])
+    err = as_json  # --json keeps stdout for JSON events
+    click.echo(_safe(f"psbridge run: package {package.name}, digest {package.digest}"), err=err)
+    click.echo(_safe(f"  on: {servers}"), err=err)
+    click.echo(_safe(f"  steps that change state: {changing}"), err=err)
+    click.echo("  approvals: not checked (this run has no --require-approval)", err=err)
+    if assume_yes:
+        return
+    if not (sys.stdin is not None and sys.stdin.isatty()):
+        raise UserError("run: no terminal to confirm on; pass --yes to run this package without "
+                        "--require-approval, or require its approval")
+    if not click.confirm("Run it?", default=False, err=True):
+        raise RuntimeFailure("run: not confirmed; nothing ran")
 
 
 def _verify_hook(package, secrets, timeout: float, as_json: bool):  # type: ignore[no-untyped-def]

@@ -262,6 +262,7 @@ class RunSettings:
     min_approvals: int = 1
     forbid: tuple[str, ...] = ()
     audit_log: Path | None = None
+    assume_yes: bool = False
 
     def options(self) -> tuple[str, ...]:
         """The command-line options that reproduce these settings (never a secret)."""
@@ -280,6 +281,7 @@ class RunSettings:
                 opts += ["--forbid-key", spec]
         if self.audit_log is not None:
             opts += ["--audit-log", str(self.audit_log)]
+        opts += ["--yes"] if self.assume_yes else []
         return tuple(opts)
 
 

@@ -43,8 +43,13 @@ def farm_pkg(tmp_path: Path) -> Path:
 
 
 def args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
-    return ["run", str(pkg), "--port", str(peer.port), "--transport", "http", "--auth", "ntlm",
+    return ["run", str(pkg), "--yes", "--port", str(peer.port), "--transport", "http", "--auth", "ntlm",
             "--username", USER, "--o365-user", O365_USER, *extra]
+
+
+def check_args(pkg: Path, peer: WinRMPeer) -> list[str]:
+    """The same connection options for `check` (which asks nothing, so takes no --yes)."""
+    return [a for a in args(pkg, peer)[1:] if a != "--yes"]
 
 
 def steps_of(engine: Engine) -> list[str]:
@@ -166,7 +171,7 @@ def test_check_probes_each_additional_server_and_judges_step_09_there(farm_pkg, 
     done, fresh = farm
     _answer(done[1], {k: v for k, v in state("fully configured").items() if k in ("server", "certificate")})
     _answer(fresh[1], {k: v for k, v in state("fresh server").items() if k in ("server", "certificate")})
-    code = main(["check", *args(farm_pkg, http_peer)[1:], "--json"])
+    code = main(["check", *check_args(farm_pkg, http_peer), "--json"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     step9 = [v for v in report["verdicts"] if v["id"] == "additional-servers"]
     assert [(v["host"], v["verdict"]) for v in step9] == [(FARM[0], "in place"), (FARM[1], "will change")]
@@ -181,6 +186,6 @@ def test_check_names_an_unreachable_additional_server(tmp_path, http_peer, engin
 
     pkg = make_package(tmp_path / "output", server="127.0.0.1", crm={"additional_servers": ["127.0.0.9"]})
     _answer(engine, state("fully configured"))
-    assert main(["check", *args(pkg, http_peer)[1:]]) == 1  # step 09 cannot be told there
+    assert main(["check", *check_args(pkg, http_peer)]) == 1  # step 09 cannot be told there
     out = capsys.readouterr().out
     assert "note: server 127.0.0.9: could not connect" in out and "127.0.0.9: the server or certificate probe" in out

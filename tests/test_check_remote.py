@@ -143,7 +143,7 @@ def test_graph_check_and_run_pass_the_token_as_securestring(tmp_path, engine, ht
 def test_run_verify_records_the_probes_after_the_last_step(tmp_path, engine, http_peer, secrets_env, capsys) -> None:
     pkg = write_package(tmp_path)
     answer_probes(engine, state("fully configured"))
-    args = ["run", *check_args(pkg, http_peer)[1:], "--verify"]
+    args = ["run", *check_args(pkg, http_peer)[1:], "--verify", "--yes"]
     assert main(args) == 0
     events = [json.loads(l) for l in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
     verify = [e for e in events if e["event"] == "verify"]
@@ -217,7 +217,7 @@ def test_run_verify_exits_5_when_the_server_does_not_show_the_change(tmp_path, e
                                                                      capsys) -> None:
     pkg = write_package(tmp_path)
     answer_probes(engine, state("half configured"))  # after all steps "ran", spn still would change
-    assert main(["run", *check_args(pkg, http_peer)[1:], "--verify"]) == 5
+    assert main(["run", *check_args(pkg, http_peer)[1:], "--verify", "--yes"]) == 5
     out = capsys.readouterr().out
     assert "Verification failed: after the run, step 06 spn is will change" in out
     events = [json.loads(l) for l in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
@@ -229,5 +229,5 @@ def test_run_verify_counts_cannot_tell_as_not_verified(tmp_path, engine, http_pe
     answers = state("fully configured")
     answers["entra"] = None  # the entra probe does not answer: spn cannot be told
     answer_probes(engine, answers)
-    assert main(["run", *check_args(pkg, http_peer)[1:], "--verify"]) == 5
+    assert main(["run", *check_args(pkg, http_peer)[1:], "--verify", "--yes"]) == 5
     assert "step 06 spn is cannot tell" in capsys.readouterr().out

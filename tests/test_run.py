@@ -29,7 +29,7 @@ STEP = {s.index: s for s in MSONLINE_STEPS}
 
 
 def http_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
-    return ["run", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
+    return ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
             "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
 
 
@@ -125,7 +125,7 @@ def test_full_run_over_http_with_ntlm_message_encryption(pkg, http_peer, engine,
 
 
 def test_full_run_over_https_with_ca_bundle(pkg, https_peer, engine, pki, secrets_env, capsys):
-    args = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
+    args = ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
             "--ca-bundle", str(pki.ca_pem), "--o365-user", O365_USER]
     code, out, err = psbridge(capsys, args)
     assert code == 0, out + err
@@ -137,7 +137,7 @@ def test_full_run_over_https_with_ca_bundle(pkg, https_peer, engine, pki, secret
 
 def test_basic_auth_over_https(pkg, engine, ntlm_users, pki, secrets_env, capsys, monkeypatch):
     with WinRMPeer(engine, ntlm_users, auth=("basic",), tls=pki.server_context(), cert_der=pki.cert_der) as peer:
-        base = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--auth", "basic",
+        base = ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(peer.port), "--auth", "basic",
                 "--username", "crmadmin", "--ca-bundle", str(pki.ca_pem), "--o365-user", O365_USER]
         code, out, err = psbridge(capsys, base)
         assert code == 0, out + err
@@ -149,7 +149,7 @@ def test_basic_auth_over_https(pkg, engine, ntlm_users, pki, secrets_env, capsys
 
 
 def test_untrusted_certificate_is_refused_by_default(pkg, https_peer, engine, secrets_env, capsys):
-    args = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
+    args = ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
             "--o365-user", O365_USER]
     code, out, err = psbridge(capsys, args)
     assert code == 3
@@ -159,7 +159,7 @@ def test_untrusted_certificate_is_refused_by_default(pkg, https_peer, engine, se
 
 
 def test_no_verify_tls_is_loudly_warned(pkg, https_peer, engine, secrets_env, capsys):
-    args = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
+    args = ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
             "--o365-user", O365_USER, "--no-verify-tls"]
     code, out, err = psbridge(capsys, args)
     assert code == 0
@@ -289,7 +289,7 @@ def test_connection_refused_is_one_line(pkg, secrets_env, capsys, ntlm_users):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["run", str(pkg), "--host", "127.0.0.1", "--port", str(port), "--transport", "http", "--auth", "ntlm",
+    args = ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(port), "--transport", "http", "--auth", "ntlm",
             "--username", USER, "--o365-user", O365_USER]
     code, out, err = psbridge(capsys, args)
     assert code == 3
@@ -298,7 +298,7 @@ def test_connection_refused_is_one_line(pkg, secrets_env, capsys, ntlm_users):
 
 
 def test_unknown_host_is_one_line(pkg, secrets_env, capsys):
-    code, out, err = psbridge(capsys, ["run", str(pkg), "--host", "no-such-host.invalid", "--username", USER,
+    code, out, err = psbridge(capsys, ["run", str(pkg), "--yes", "--host", "no-such-host.invalid", "--username", USER,
                                        "--o365-user", O365_USER])
     assert code == 3
     assert err == "psbridge: could not connect: cannot resolve host name 'no-such-host.invalid'\n"

@@ -31,7 +31,7 @@ LOCK = "# psbridge lock:"
 
 
 def args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
-    return ["run", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
+    return ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
             "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
 
 
@@ -285,7 +285,7 @@ def test_force_unlock_closes_the_stale_session_and_is_audited(pkg, log, http_pee
 
 
 def test_check_takes_no_lock(pkg, http_peer, engine, secrets_env, capsys):
-    code, out, err = run(capsys, ["check", *args(pkg, http_peer)[1:], "--no-entra"])
+    code, out, err = run(capsys, ["check", *[a for a in args(pkg, http_peer)[1:] if a != "--yes"], "--no-entra"])
     assert code in (0, 1, 5), out + err
     assert not any(s.startswith(LOCK) for s in engine.scripts())
     assert not (pkg / "runs").exists()
@@ -313,3 +313,30 @@ def test_the_organisation_log_wins_over_the_default(tmp_path, psbridge):
     assert psbridge("render", "--example", env={"PSBRIDGE_AUDIT_LOG": str(org)}).exit_code == 0
     assert [e["action"] for e in audit_lines(org)] == ["render"]
     assert not (tmp_path / "output" / "audit.jsonl").exists()
+
+
+# --------------------------------------------------------------------------- a package without approvals
+
+
+def test_an_unapproved_run_needs_yes_without_a_terminal(pkg, http_peer, engine, secrets_env, capsys):
+    argv = [a for a in args(pkg, http_peer) if a != "--yes"]
+    code, out, err = run(capsys, argv)
+    assert code == 2 and "no terminal to confirm on; pass --yes" in err
+    assert "steps that change state: 02 certificate, 06 spn, 07 crm-settings" in out
+    assert "approvals: not checked" in out and engine.pipelines == [] and not (pkg / "runs").exists()
+
+
+def test_an_unapproved_run_asks_and_no_is_no(pkg, http_peer, engine, secrets_env, capsys, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
+    code, out, err = run(capsys, [a for a in args(pkg, http_peer) if a != "--yes"])
+    assert code == 1 and "not confirmed; nothing ran" in err and engine.pipelines == []
+    monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
+    code, out, err = run(capsys, [a for a in args(pkg, http_peer) if a != "--yes"])
+    assert code == 0, out + err
+    assert steps_sent(engine) == list(range(1, 9))
