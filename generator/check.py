@@ -17,17 +17,34 @@ import json
 import datetime as _dt
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Verdict = Literal["in place", "will change", "blocked", "cannot tell", "session", "ok"]
 
+from . import clock
 from .catalogue import ADDITIONAL_SERVERS_STEP, CATALOGUES, PROBES, PROFILE_MODULES
 from .errors import ExitCode
 
+_ADMIN = "https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/"
 #: Microsoft's troubleshooting article for server-based authentication: the documented causes and fixes.
-TROUBLESHOOTING = ("https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/"
-                   "troubleshooting-server-based-authentication")
+TROUBLESHOOTING = _ADMIN + "troubleshooting-server-based-authentication"
+#: The sequence article (the seed): step 6 sets the SPN <CRM app id>/<root domain>; its troubleshooting
+#: section: "Failed Authentication. This error can be returned when the certificate used for
+#: server-to-server authentication is missing or invalid."
+SEQUENCE = _ADMIN + "on-prem-server-based-sharepoint-online"
+#: The same sequence for Exchange Online: the prerequisite "the account that runs the Asynchronous
+#: Processing Service has read access to private keys of the certificate", and for "Failed
+#: Authentication": "To resolve, update or install the certificate and try again."
+EXCHANGE_ONLINE = _ADMIN + "connect-dynamics-365-on-premises-exchange-online"
+#: New-MsolServicePrincipalCredential: an asymmetric credential's -EndDate "must be set to on or before
+#: the date that the X509 certificate is valid until, otherwise an OAuth token will not be issued".
+MSOL_CREDENTIAL = "https://learn.microsoft.com/powershell/module/msonline/new-msolserviceprincipalcredential"
+
+_FAILED_AUTHENTICATION = ("the Enable Server-Based SharePoint Integration wizard then returns \"Failed Authentication\", "
+                          "which Microsoft documents for a certificate used for server-to-server authentication "
+                          "that is missing or invalid")
+_UPDATE_CERTIFICATE = "update or install the certificate and try again (Microsoft, " + EXCHANGE_ONLINE + ")"
 
 #: Ids of the steps that change state, in any profile: their verdicts decide the exit code.
 _CHANGING = frozenset([*(s.id for steps in CATALOGUES.values() for s in steps if s.changes_state),
@@ -149,8 +166,53 @@ def _expected_thumbprint(plan: Mapping[str, Any], cert: dict[str, Any] | None) -
     return (approved or (cert or {}).get("cer_thumbprint") or "").upper() or None
 
 
-def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict[str, Any] | None) -> StepVerdict:
+def _when(moment: _dt.datetime) -> str:
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+#: Marks a fix that is what psbridge's package does, where Microsoft documents no fix of its own.
+_OURS = "(psbridge's fix, not Microsoft's)"
+
+
+def _with_causes(verdict: StepVerdict, causes: Sequence[tuple[str, str]]) -> StepVerdict:
+    """The verdict with its known failures: one cause and one fix per line, in the same order."""
+    if not causes:
+        return verdict
+    return replace(verdict, cause="\n".join(c for c, _ in causes), fix="\n".join(f for _, f in causes))
+
+
+def _expired_certificate(expected: str, not_after: _dt.datetime) -> tuple[str, str]:
+    """The package's own certificate has expired: no step of this package can help."""
+    return (f"the certificate {expected} expired on {_when(not_after)}; " + _FAILED_AUTHENTICATION,
+            f"build a new package from a valid certificate and run it {_OURS}; Microsoft: "
+            f"update or install the certificate and try again, {EXCHANGE_ONLINE}")
+
+
+def _entra_thumbprints(entra: dict[str, Any] | None, expected: str | None) -> set[str] | None:
+    """The thumbprints of the CRM service principal's key credentials; None when one of them is unknown.
+
+    A key's thumbprint comes from the key itself (SHA-1 of its DER, computed by the probe);
+    `matches_certificate` says whether it is the package's certificate.
+    """
+    if entra is None or not entra.get("service_principal_found"):
+        return None
+    found: set[str] = set()
+    for key in _as_list(entra.get("key_credentials")):
+        if not isinstance(key, dict):
+            return None
+        if key.get("matches_certificate") is True and expected:
+            found.add(expected)
+        elif key.get("thumbprint"):
+            found.add(str(key["thumbprint"]).upper())
+        else:
+            return None
+    return found
+
+
+def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict[str, Any] | None,
+                 entra: dict[str, Any] | None = None, now: _dt.datetime | None = None) -> StepVerdict:
     step = (2, "certificate")
+    now = now or clock.utc_now()
     if cert is None or crm is None:
         return StepVerdict(*step, "cannot tell", "the certificate or crm probe did not answer")
     approved = ((plan.get("certificate") or {}).get("thumbprint") or "").upper()
@@ -161,7 +223,7 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
     expected = _expected_thumbprint(plan, cert)
     if not expected:
         return StepVerdict(*step, "cannot tell", "no .cer on the server and no local certificate in the plan")
-    store = _as_list(cert.get("store"))
+    store = [e for e in _as_list(cert.get("store")) if isinstance(e, dict)]
     if len(store) > 1:
         return StepVerdict(*step, "blocked", f"{len(store)} certificates with subject {cert.get('cer_subject')} in "
                            "LocalMachine\\My (CRM then reports 'Private key not found'): remove the extra ones",
@@ -169,26 +231,72 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
                            "CertificateReconfiguration.ps1 fails with \"Private key not found\"",
                            fix="remove the certificates with the same subject name that you don't need, using the "
                            "Certificate Manager MMC snap-in (" + TROUBLESHOOTING + ")")
-    current = [t.upper() for t in _as_list(crm.get("thumbprints"))]
+    current = [str(t).upper() for t in _as_list(crm.get("thumbprints"))]
     before = ", ".join(current) or "none"
-    in_store = bool(store) and str(store[0].get("thumbprint", "")).upper() == expected
-    key_readable = store[0].get("key_readable") if store else None
-    access = (store[0].get("key_access") if store else None) or {}
+    kind = crm.get("certificate_type")
+    not_after = _certificate_not_after(plan, cert)
+    if not_after is not None and not_after <= now:
+        cause, fix = _expired_certificate(expected, not_after)
+        where = "CRM's" if expected in current else "the package's"
+        return StepVerdict(*step, "blocked", f"{where} {kind} certificate {expected} expired on {_when(not_after)}",
+                           cause=cause, fix=fix)
+    entry = store[0] if store else {}
+    in_store = bool(store) and str(entry.get("thumbprint", "")).upper() == expected
+    has_private_key = entry.get("has_private_key") if in_store else None
+    key_readable = entry.get("key_readable") if in_store else None
+    access = (entry.get("key_access") if in_store else None) or {}
     why = "; ".join(str(x) for x in (access.get("key_file"), access.get("via") and f"via {access['via']}",
                                       access.get("note")) if x)
-    if in_store and expected in current and key_readable is not False:
-        detail = f"{crm.get('certificate_type')} is {expected}"
+    account = ((plan.get("parameters") or {}).get("certificate") or {}).get("service_account") or "the service account"
+    requirement = ("Microsoft's prerequisite: the service account has read access to the private keys of the "
+                   "certificate, " + EXCHANGE_ONLINE)
+    if in_store and expected in current and key_readable is not False and has_private_key is not False:
+        detail = f"{kind} is {expected}"
         if key_readable is None:
             detail += " (cannot tell whether the service account can read the private key" + (f": {why})" if why else ")")
         return StepVerdict(*step, "in place", detail)
-    reasons = []
+    reasons: list[str] = []
+    causes: list[tuple[str, str]] = []
     if not in_store:
         reasons.append("not in LocalMachine\\My")
+    elif has_private_key is False:
+        reasons.append("the certificate in LocalMachine\\My has no private key")
     if expected not in current:
-        reasons.append(f"CRM {crm.get('certificate_type')} is {before}")
+        reasons.append(f"CRM {kind} is {before}")
+        # CRM's certificate, when the store shows its dates (a certificate with the .cer's subject).
+        dates = {str(e.get("thumbprint", "")).upper(): parse_time(e.get("not_after")) for e in store}
+        for thumbprint in current:
+            ended = dates.get(thumbprint)
+            if ended is not None and ended <= now:
+                causes.append((f"CRM's {kind} certificate {thumbprint} expired on {_when(ended)}; "
+                               + _FAILED_AUTHENTICATION,
+                               f"run the package: step 02 puts certificate {expected} into CRM {_OURS}; Microsoft: "
+                               f"update or install the certificate and try again, {EXCHANGE_ONLINE}"))
+        in_entra = _entra_thumbprints(entra, expected)
+        if current and in_entra is not None and not in_entra & set(current):
+            steps = "step 02 puts certificate " + expected + " into CRM" + (
+                "" if expected in in_entra else " and step 06 adds its key credential in Entra ID")
+            causes.append((f"CRM's {kind} certificate ({before}) differs from the key credentials of the Dynamics CRM "
+                           f"service principal in Entra ID ({', '.join(sorted(in_entra)) or 'none'}); "
+                           + _FAILED_AUTHENTICATION,
+                           f"run the package: {steps} {_OURS}; Microsoft: update or install the certificate and "
+                           f"try again, {EXCHANGE_ONLINE}"))
     if key_readable is False:
-        reasons.append("the service account cannot read the private key" + (f" ({why})" if why else ""))
-    return StepVerdict(*step, "will change", "; ".join(reasons), before=before, after=expected)
+        reasons.append(f"{account} cannot read the private key" + (f" ({why})" if why else ""))
+        if access.get("via") == "denied":
+            # A Deny entry wins over an Allow; whether CertificateReconfiguration.ps1 (source not
+            # public) rewrites the key's ACL is unknown, and step 02's proof fails while it stands.
+            fix = (f"remove the Deny entry for {account} from the private key's permissions (Certificates "
+                   "snap-in of the local computer: the certificate, All Tasks, Manage Private Keys), then run the "
+                   f"package: step 02's check of the access fails while a Deny entry stands {_OURS}; " + requirement)
+        else:
+            fix = (f"run the package: step 02 runs CertificateReconfiguration.ps1 -serviceAccount {account}, which "
+                   f"grants that account access to the private key, and then checks the access {_OURS}; "
+                   + requirement)
+        causes.append((f"{account} cannot read the private key of certificate {expected}" + (f" ({why})" if why else ""),
+                       fix))
+    verdict = StepVerdict(*step, "will change", "; ".join(reasons), before=before, after=expected)
+    return _with_causes(verdict, causes)
 
 
 def _is_certificate_key(key: dict[str, Any], expected: str) -> bool:
@@ -206,13 +314,17 @@ def _is_certificate_key(key: dict[str, Any], expected: str) -> bool:
     return str(key.get("thumbprint") or "").upper() == expected
 
 
-def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, Any] | None) -> StepVerdict:
+def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, Any] | None,
+         crm: dict[str, Any] | None = None, now: _dt.datetime | None = None) -> StepVerdict:
     step = (6, "spn")
+    now = now or clock.utc_now()
     if entra is None:
         return StepVerdict(*step, "cannot tell", "the entra probe did not run or did not answer")
     if not entra.get("service_principal_found"):
         return StepVerdict(*step, "blocked", "the Dynamics CRM service principal is not in this tenant")
-    spn = plan["constants"]["crm_app_id"] + "/" + plan["parameters"]["crm"]["root_domain"]
+    app_id = plan["constants"]["crm_app_id"]
+    root_domain = plan["parameters"]["crm"]["root_domain"]
+    spn = app_id + "/" + root_domain
     names = [str(n) for n in _as_list(entra.get("service_principal_names"))]
     has_name = spn.lower() in (n.lower() for n in names)
     expected = _expected_thumbprint(plan, cert)
@@ -221,10 +333,15 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
         return StepVerdict(*step, "cannot tell", "the certificate's thumbprint is unknown")
     matching = [k for k in keys if _is_certificate_key(k, expected)]
     not_after = _certificate_not_after(plan, cert)
+    if not_after is not None and not_after <= now:
+        cause, fix = _expired_certificate(expected, not_after)
+        return StepVerdict(*step, "blocked", f"the certificate {expected} expired on {_when(not_after)}: a key "
+                           "credential of it cannot be valid", cause=cause, fix=fix)
     # As step 06: a credential of the certificate counts only while it is valid through the
-    # certificate's NotAfter (one second of slack); one that ends earlier is replaced.
+    # certificate's NotAfter (one second of slack); one that ends earlier is replaced (graph) or
+    # joined by a new one (msonline: New-MsolServicePrincipalCredential adds, nothing removes).
     slack = _dt.timedelta(seconds=1)
-    now = _dt.datetime.now(_dt.timezone.utc)
+    replaces = plan.get("profile") == "graph"
 
     def valid_through(key: dict[str, Any]) -> bool:
         end = parse_time(key.get("end"))
@@ -234,18 +351,51 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
 
     current = [k for k in matching if valid_through(k)]
     short = [k for k in matching if not valid_through(k)]
+    expired = [k for k in short if (parse_time(k.get("end")) or now) < now]
     has_key = bool(current)
-    if has_name and has_key and not short:
+    # msonline's step 06 leaves a short credential alone when a valid one exists.
+    if has_name and has_key and not (short and replaces):
         return StepVerdict(*step, "in place", f"credential {expected} and SPN {spn} present")
+    causes: list[tuple[str, str]] = []
     changes = [] if has_key else [f"add credential {expected}"]
-    if short:
+    if short and (replaces or not has_key):
         until = ", ".join(str(k.get("end") or "no end date") for k in short)
         through = f" {not_after.isoformat()}" if not_after is not None else " now"
-        changes.insert(0, f"replace credential {expected} that ends {until}, before the certificate's expiry{through}")
-    changes += [] if has_name else [f"add SPN {spn}"]
+        if replaces:
+            changes.insert(0, f"replace credential {expected} that ends {until}, before the certificate's "
+                           f"expiry{through}")
+        elif not has_key:
+            changes[0] += f" valid through{through} (the one that ends {until} stays)"
+    if expired and not has_key:
+        ended = ", ".join(_when(parse_time(k.get("end"))) for k in expired)  # type: ignore[arg-type]
+        what = ("replaces it with a credential valid from the certificate's NotBefore through its NotAfter"
+                if replaces else "adds a credential valid from the certificate's NotBefore through its NotAfter; "
+                "the expired one stays (Remove-MsolServicePrincipalCredential removes it)")
+        causes.append((f"expired: the key credential of certificate {expected} in Entra ID ended on {ended}",
+                       f"run the package: step 06 {what} {_OURS}; Microsoft: the credential's end date must be on "
+                       f"or before the certificate's, otherwise an OAuth token will not be issued, {MSOL_CREDENTIAL}"))
+    crm_thumbprints = [str(t).upper() for t in _as_list((crm or {}).get("thumbprints"))]
+    in_entra = _entra_thumbprints(entra, expected)
+    if not matching and expected in crm_thumbprints and in_entra is not None:
+        causes.append((f"CRM's {(crm or {}).get('certificate_type')} certificate {expected} differs from the key "
+                       "credentials of the Dynamics CRM service principal in Entra ID "
+                       f"({', '.join(sorted(in_entra)) or 'none'}); " + _FAILED_AUTHENTICATION,
+                       f"run the package: step 06 adds the key credential of certificate {expected} {_OURS}; "
+                       f"Microsoft: update or install the certificate and try again, {EXCHANGE_ONLINE}"))
+    if not has_name:
+        changes.append(f"add SPN {spn}")
+        others = [n for n in names if n.lower().startswith(app_id.lower() + "/")]
+        causes.append((f"the SPN {spn} for the root domain is missing from the Dynamics CRM service principal"
+                       + (f" (it has {', '.join(others)})" if others else "")
+                       + "; Microsoft: \"Failed Authentication\" can occur when one or more of the server-based "
+                       "authentication configuration steps were not completed",
+                       f"run the package: step 06 adds {spn} and keeps the other names {_OURS}; the article's step 6 "
+                       "sets this SPN with the domain where the Dynamics 365 Server is located, " + SEQUENCE))
     before = f"{len(keys)} credential(s), {len(names)} SPN(s)"
-    after = f"{len(keys) - len(short) + (not has_key)} credential(s), {len(names) + (not has_name)} SPN(s)"
-    return StepVerdict(*step, "will change", "; ".join(changes), before=before, after=after)
+    kept = len(keys) - (len(short) if replaces else 0)
+    added = (not has_key)
+    after = f"{kept + added} credential(s), {len(names) + (not has_name)} SPN(s)"
+    return _with_causes(StepVerdict(*step, "will change", "; ".join(changes), before=before, after=after), causes)
 
 
 def _crm_settings(plan: Mapping[str, Any], crm: dict[str, Any] | None) -> StepVerdict:
@@ -275,18 +425,20 @@ def _tenant(plan: Mapping[str, Any], entra: dict[str, Any] | None) -> StepVerdic
 
 
 def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None],
-             per_server: Mapping[str, Mapping[str, dict[str, Any] | None] | None] | None = None) -> CheckReport:
-    """Verdicts for every step of the plan from the probes' answers (None: no answer).
+             per_server: Mapping[str, Mapping[str, dict[str, Any] | None] | None] | None = None, *,
+             now: _dt.datetime | None = None) -> CheckReport:
+    """Verdicts for every step of the plan from the probes' answers (None: no answer), at `now` (UTC).
 
     `per_server`: for a farm, each additional server's server and certificate probe answers
     (None for a server that could not be reached); the step that runs there gets one
     verdict per server.
     """
     cert, crm, entra = answers.get("certificate"), answers.get("crm"), answers.get("entra")
+    now = now or clock.utc_now()
     by_id = {
         "prerequisites": _prerequisites(plan, answers.get("server")),
-        "certificate": _certificate(plan, cert, crm),
-        "spn": _spn(plan, cert, entra),
+        "certificate": _certificate(plan, cert, crm, entra, now),
+        "spn": _spn(plan, cert, entra, crm, now),
         "crm-settings": _crm_settings(plan, crm),
         "tenant-id": _tenant(plan, entra),
     }

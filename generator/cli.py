@@ -841,18 +841,76 @@ def _verify_hook(package, secrets, timeout: float, as_json: bool):  # type: igno
 
 
 def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    """One line per step (or one JSON document): the verdict, and before -> after when it would change."""
+    """Per step the verdict, before -> after when it would change, and known causes with their fixes.
+
+    Lines stay within 100 columns: the detail wraps under the step, long before/after values
+    and every cause and fix go on their own indented lines. Outside text is escaped (`_safe`);
+    a URL too long for its line is shown as host/…/page (`--json` carries it whole).
+    """
     import json as _json
+    import re as _re
+    import textwrap
 
     if as_json:
         click.echo(_json.dumps({"event": "check", **report.as_json()}))
         return
+    width, indent = 100, " " * 8
+    label_width = len("before: ")
+
+    def short_urls(text: str, room: int) -> str:
+        def shorten(match: _re.Match[str]) -> str:
+            url = match.group(0)
+            if len(url) <= room:
+                return url
+            host, _, path = url.split("://", 1)[-1].partition("/")
+            return f"{host}/…/{path.rstrip('/').rsplit('/', 1)[-1]}"
+        return _re.sub(r"https?://\S+", shorten, text)
+
+    def labelled(label: str, value: object) -> list[str]:
+        first = indent + f"{label}:".ljust(label_width)
+        text = short_urls(_safe(value), width - len(first))
+        return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=" " * len(first),
+                             break_on_hyphens=False) or [first.rstrip()]
+
+    def values(label: str, value: object) -> list[str]:
+        """A long before/after value: one line per `; `-separated item, a long `name=value` split after `=`."""
+        first = indent + f"{label}:".ljust(label_width)
+        rest = " " * len(first)
+        out: list[str] = []
+        for item in _safe(value).split("; "):
+            lead = rest if out else first
+            name, eq, val = item.partition("=")
+            if len(lead) + len(item) > width and eq:
+                out.append(lead + name + eq)
+                out += textwrap.wrap(short_urls(val, width - len(rest) - 2), width, initial_indent=rest + "  ",
+                                     subsequent_indent=rest + "  ", break_on_hyphens=False)
+            else:
+                out += textwrap.wrap(short_urls(item, width - len(lead)), width, initial_indent=lead,
+                                     subsequent_indent=rest, break_on_hyphens=False) or [lead.rstrip()]
+        return out
+
     total = len(report.verdicts)
     for v in report.verdicts:
-        line = f"[{v.index:02d}/{total:02d}] {v.id:<16} {v.verdict:<12} {_safe(v.detail)}"
+        head = f"[{v.index:02d}/{total:02d}] {v.id:<16} {v.verdict:<12} "
+        lines = textwrap.wrap(_safe(v.detail), width, initial_indent=head, subsequent_indent=indent,
+                              break_on_hyphens=False) or [head.rstrip()]
         if v.before is not None or v.after is not None:
-            line += f"  ({_safe(v.before)} -> {_safe(v.after)})"
-        click.echo(line.rstrip())
+            inline = f"({_safe(v.before)} -> {_safe(v.after)})"
+            if len(lines) == 1 and len(lines[0]) + 2 + len(inline) <= width:
+                lines[0] += "  " + inline
+            elif len(indent) + len(inline) <= width:
+                lines.append(indent + inline)
+            else:
+                lines += values("before", v.before) + values("after", v.after)
+        causes = (v.cause or "").split("\n") if v.cause else []
+        fixes = (v.fix or "").split("\n") if v.fix else []
+        for i in range(max(len(causes), len(fixes))):
+            if i < len(causes):
+                lines += labelled("cause", causes[i])
+            if i < len(fixes):
+                lines += labelled("fix", fixes[i])
+        for line in lines:
+            click.echo(line.rstrip())
     for note in report.notes:
         click.echo(f"note: {_safe(note)}")
     words = {0: "nothing would change", 5: "the package would change something", 1: "the check failed or a step is blocked"}

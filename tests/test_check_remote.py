@@ -8,6 +8,7 @@ describes for each server state, and records every pipeline, which proves what w
 from __future__ import annotations
 
 import copy
+import datetime as _dt
 import json
 import shutil
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 
 import pytest
 
+from generator import clock
+from generator.check import EXCHANGE_ONLINE
 from generator.cli import main
 from generator.parameters import EXAMPLE, parse_parameters
 from generator.render import render_package
-from probe_states import THUMB, state
+from probe_states import KNOWN_FAILURES, THUMB, state
 from conftest import O365_PASSWORD, O365_USER, USER, WINRM_PASSWORD, assert_no_secrets
 from generator.writer import write_package as write_rendered
 from winrm_peer import CredentialValue, Engine, Reply, SecureValue, WinRMPeer
@@ -32,7 +35,7 @@ def write_package(root: Path, profile: str = "msonline", approved: str | None = 
     data["crm"]["server"] = "127.0.0.1"  # the loopback peer: run and check connect to the approved server
     facts = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": approved, "sha256": "0" * 64,
              "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
-             "not_after": "2027-01-01T00:00:00Z", "self_signed": True, "warnings": []}
+             "not_after": "2036-01-01T00:00:00Z", "self_signed": True, "warnings": []}
     package = render_package(parse_parameters(data), facts if approved else None)
     return write_rendered(package, root / "out")
 
@@ -231,3 +234,84 @@ def test_run_verify_counts_cannot_tell_as_not_verified(tmp_path, engine, http_pe
     answer_probes(engine, answers)
     assert main(["run", *check_args(pkg, http_peer)[1:], "--verify", "--yes"]) == 5
     assert "step 06 spn is cannot tell" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- known failures: cause and fix
+# The peer answers the probes with tests/probe_states.py's KNOWN_FAILURES (sources there and in
+# tests/test_known_failures.py). The human output prints `cause:` and `fix:` under the step,
+# every line within 100 columns, outside text escaped; --json carries both fields.
+
+KF_NOW = _dt.datetime(2026, 6, 1, tzinfo=_dt.timezone.utc)  # inside the test certificate's validity (2026..2036)
+
+
+def _check_lines(out: str) -> list[str]:
+    """What _print_check printed: the lines up to its `check:` summary (the audit line follows)."""
+    lines = out.splitlines()
+    return lines[:next(i for i, line in enumerate(lines) if line.startswith("check: ")) + 1]
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(clock, "utc_now", lambda: KF_NOW)
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_FAILURES))
+def test_check_prints_cause_and_fix_within_100_columns(
+        tmp_path, engine, http_peer, secrets_env, capsys, frozen_clock, name) -> None:
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state(name))
+    code = main(check_args(pkg, http_peer))
+    out = capsys.readouterr().out
+    lines = _check_lines(out)
+    assert code in (1, 5), out
+    assert all(len(line) <= 100 for line in lines), [line for line in lines if len(line) > 100]
+    causes = [i for i, line in enumerate(lines) if line.startswith("        cause:  ")]
+    assert causes, out
+    for i in causes:
+        # under a step line, and followed (after the cause's wrapped lines) by its fix
+        assert any(lines[j].startswith("[0") for j in range(i)), out
+        rest = lines[i + 1:]
+        assert next(line for line in rest if not line.startswith(" " * 16)).startswith("        fix:    "), out
+
+
+def test_check_json_carries_cause_and_fix(tmp_path, engine, http_peer, secrets_env, capsys, frozen_clock) -> None:
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state("key not readable"))
+    assert main(check_args(pkg, http_peer, "--json")) == 5
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cert = next(v for v in report["verdicts"] if v["id"] == "certificate")
+    assert cert["verdict"] == "will change"
+    assert "cannot read the private key" in cert["cause"] and cert["fix"].endswith(EXCHANGE_ONLINE)
+
+
+def test_check_human_output_escapes_outside_text_in_causes(
+        tmp_path, engine, http_peer, secrets_env, capsys, frozen_clock) -> None:
+    pkg = write_package(tmp_path)
+    answers = state("key not readable")
+    answers["certificate"]["store"][0]["key_access"]["note"] = "no access\x1b[2J\u202e forged"
+    answer_probes(engine, answers)
+    assert main(check_args(pkg, http_peer)) == 5
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "\\x1b[2J\\u202e forged" in out
+    # the fix's URL is too long for its line: host/…/page (whole in --json)
+    assert any(line.endswith("learn.microsoft.com/…/connect-dynamics-365-on-premises-exchange-online")
+               for line in _check_lines(out))
+
+
+def test_long_before_and_after_go_on_their_own_lines(
+        tmp_path, engine, http_peer, secrets_env, capsys, frozen_clock) -> None:
+    pkg = write_package(tmp_path)
+    answers = state("fresh server")
+    answer_probes(engine, answers)
+    main(check_args(pkg, http_peer))
+    lines = _check_lines(capsys.readouterr().out)
+    settings = lines.index(next(line for line in lines if line.startswith("[07/08] crm-settings")))
+    assert lines[settings + 1:settings + 7] == [
+        "        before: S2SDefaultAuthorizationServerPrincipalId=(unset)",
+        "                S2SDefaultAuthorizationServerMetadataUrl=(unset)",
+        "        after:  S2SDefaultAuthorizationServerPrincipalId=00000001-0000-0000-c000-000000000000",
+        "                S2SDefaultAuthorizationServerMetadataUrl=",
+        "                  https://accounts.accesscontrol.windows.net/metadata/json/1",
+        "[08/08] tenant-id        ok           tenant ID 72f988bf-86f1-41af-91ab-2d7cd011db47"]
+    assert all(len(line) <= 100 for line in lines)

@@ -62,7 +62,7 @@ def _plan() -> dict[str, Any]:
     data = copy.deepcopy(EXAMPLE)
     data["profile"] = "graph"
     plan = json.loads(render_package(parse_parameters(data)).files["plan.json"])
-    plan["certificate"] = {"thumbprint": THUMB, "not_after": "2027-01-01T00:00:00Z"}
+    plan["certificate"] = {"thumbprint": THUMB, "not_after": "2036-01-01T00:00:00Z"}
     return plan
 
 
@@ -76,7 +76,7 @@ def test_check_uses_matches_certificate_from_the_probe() -> None:
     text_hex = THUMB.encode("ascii").hex().upper()
     answers["entra"]["key_credentials"] = [
         {"thumbprint": None, "custom_key_identifier": text_hex, "key_sha256": "ab" * 32, "matches_certificate": True,
-         "start": "2026-01-01T00:00:00.0000000Z", "end": "2027-01-01T00:00:00.0000000Z"}]
+         "start": "2026-01-01T00:00:00.0000000Z", "end": "2036-01-01T00:00:00.0000000Z"}]
     assert _spn(answers).verdict == "in place"
     answers["entra"]["key_credentials"][0]["matches_certificate"] = False
     assert _spn(answers).verdict == "will change"
@@ -86,7 +86,7 @@ def test_check_reads_the_thumbprint_derived_from_the_key() -> None:
     answers = state("fully configured")
     answers["entra"]["key_credentials"] = [
         {"thumbprint": THUMB.lower(), "key_sha256": "cd" * 32, "matches_certificate": None,
-         "start": "2026-01-01T00:00:00.0000000Z", "end": "2027-01-01T00:00:00.0000000Z"}]
+         "start": "2026-01-01T00:00:00.0000000Z", "end": "2036-01-01T00:00:00.0000000Z"}]
     assert _spn(answers).verdict == "in place"
 
 
@@ -116,8 +116,8 @@ def test_check_replaces_a_matching_credential_that_ends_before_the_certificate()
     spn = _spn(answers)
     assert spn.verdict == "will change"
     assert "replace credential" in spn.detail and "2026-01-01" in spn.detail
-    # valid through the certificate's NotAfter (2027-01-01, plan): in place
-    answers["entra"]["key_credentials"][0]["end"] = "2027-01-01T00:00:00.0000000Z"
+    # valid through the certificate's NotAfter (2036-01-01, plan): in place
+    answers["entra"]["key_credentials"][0]["end"] = "2036-01-01T00:00:00.0000000Z"
     assert _spn(answers).verdict == "in place"
 
 
@@ -127,7 +127,7 @@ def test_check_takes_not_after_from_the_certificate_probe_without_a_plan_certifi
     answers = state("fully configured")
     answers["certificate"]["cer_not_after"] = "2028-06-01T00:00:00.0000000Z"
     answers["entra"]["key_credentials"] = [
-        {"thumbprint": THUMB, "matches_certificate": True, "start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}]
+        {"thumbprint": THUMB, "matches_certificate": True, "start": "2026-01-01T00:00:00Z", "end": "2027-06-01T00:00:00Z"}]
     spn = next(v for v in evaluate(plan, answers).verdicts if v.id == "spn")
     assert spn.verdict == "will change"
 

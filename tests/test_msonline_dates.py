@@ -15,7 +15,7 @@ from pwsh_grammar import syntax_errors
 
 FACTS = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": "A" * 40, "sha256": "0" * 64,
          "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
-         "not_after": "2027-01-01T00:00:00Z", "self_signed": True, "warnings": []}
+         "not_after": "2036-01-01T00:00:00Z", "self_signed": True, "warnings": []}
 
 
 def step06(certificate: dict | None) -> str:

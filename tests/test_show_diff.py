@@ -19,7 +19,7 @@ STEP_FILES = tuple(s.file for s in MSONLINE_STEPS)
 #: Facts of a checked local certificate, as render records them in plan.json.
 CERT = {"source": "certs/s2s.pfx", "subject": "CN=contoso", "thumbprint": "AB" * 20, "sha256": "cd" * 32,
         "serial": "01", "issuer": "CN=contoso", "not_before": "2026-01-01T00:00:00Z",
-        "not_after": "2027-01-01T00:00:00Z", "self_signed": True, "warnings": []}
+        "not_after": "2036-01-01T00:00:00Z", "self_signed": True, "warnings": []}
 
 
 @pytest.fixture
