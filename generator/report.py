@@ -1,0 +1,682 @@
+"""`psbridge report`: one self-contained HTML file about a package, for the board and the auditors.
+
+The report is built from the `Package` read once (`package.read_package`), the package's
+evidence folders (approvals/, runs/, checks/) and the audit log. It is one HTML file that
+loads nothing: a Content-Security-Policy of `default-src 'none'` (inline styles allowed),
+no script, no image, no font, no link but `#` anchors inside the page. It prints to PDF
+with the summary alone on page 1 (change ticket, what changes where, approvals, digest).
+
+Every value comes from outside psbridge's control (parameters, identities, comments,
+server text in run records, file names) and is shown inert: control and invisible
+characters escaped as `text.printable` does for the terminal, then HTML-escaped by Jinja's
+autoescape (this template has an environment of its own, separate from the PowerShell
+and Markdown ones). The only markup not written by the template is Pygments' highlighting
+of the step scripts, which escapes the text it wraps.
+
+Missing evidence is said plainly, never left out: no run, no saved check result, no
+back-out script, no audit log, a trust that was not checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from importlib.resources import files as package_files
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .clock import format_time, utc_now
+from .errors import UserError
+from .files import sha256_hex, write_file
+from .package import Package
+from .text import clip, printable
+
+#: The page may load nothing; inline styles (the template's <style> and Pygments' spans) only.
+CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
+TEMPLATE = "report.html.j2"
+#: Evidence files are small (a run record is a few hundred KiB at most); bounds against a hostile folder.
+MAX_EVIDENCE_BYTES = 16 * 1024 * 1024
+MAX_EVIDENCE_FILES = 500
+#: Lines of server text shown per stream and step; the run record has all of them.
+MAX_LINES = 200
+#: The audit lines about the package that the report lists (the newest ones).
+MAX_AUDIT_LINES = 200
+#: Where a step's changes happen, in the order of the summary's diagram.
+PLACES = (
+    ("server", "CRM server", ("CRM server", "Additional CRM servers")),
+    ("entra", "Entra ID", ("Entra ID",)),
+    ("database", "CRM configuration database", ("CRM configuration database",)),
+)
+_TITLES = frozenset(title for _, title, _ in PLACES)
+_PLACE_SPLIT = re.compile(r";\s+(?=(?:CRM server|Additional CRM servers|Entra ID|CRM configuration database)\b[^:]*:)")
+
+
+# --------------------------------------------------------------------------- where the report goes
+
+
+def default_path(package_dir: Path) -> Path:
+    """`<parent>/<name>-report.html`: beside the package, never inside it (that would change no digest
+    but would make the folder hold a file psbridge did not render)."""
+    folder = Path(os.path.abspath(package_dir))
+    return folder.parent / f"{folder.name}-report.html"
+
+
+def check_target(out: Path, package_dir: Path) -> Path:
+    """The file to write, refusing a place inside the package folder or a missing folder."""
+    target = Path(os.path.abspath(out))
+    package = Path(os.path.realpath(package_dir))
+    if Path(os.path.realpath(target.parent)).is_relative_to(package) or Path(os.path.realpath(target)) == package:
+        raise UserError(f"{out}: inside the package folder {package_dir}; write the report beside it (the default)")
+    if not target.parent.is_dir():
+        raise UserError(f"{target.parent}: no such folder")
+    return target
+
+
+# --------------------------------------------------------------------------- reading evidence
+
+
+def _read_evidence(path: Path, limit: int = MAX_EVIDENCE_BYTES) -> tuple[bytes | None, str | None]:
+    """An evidence file's bytes, or why not; never follows a link, never blocks on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return None, f"cannot read ({exc.strerror or exc})"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "not a regular file"
+        if info.st_size > limit:
+            return None, f"{info.st_size} bytes; more than the {limit} a report reads"
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                return None, f"grew past {limit} bytes while being read"
+        return b"".join(chunks), None
+    except OSError as exc:
+        return None, f"cannot read ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
+
+
+def _evidence_files(folder: Path, suffix: str) -> tuple[list[Path], str | None]:
+    """The regular-looking entries of an evidence folder with `suffix`, sorted; or why the folder can't be read."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return [], None
+    except OSError as exc:
+        return [], f"{folder.name}/: cannot read ({exc.strerror or exc})"
+    if not stat.S_ISDIR(info.st_mode):
+        return [], f"{folder.name}/ is not a folder"
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(suffix) and not e.name.startswith("."))
+    except OSError as exc:
+        return [], f"{folder.name}/: cannot list ({exc.strerror or exc})"
+    problem = None
+    if len(names) > MAX_EVIDENCE_FILES:
+        problem = f"{folder.name}/ holds {len(names)} files; the report shows the newest {MAX_EVIDENCE_FILES}"
+        names = names[-MAX_EVIDENCE_FILES:]
+    return [folder / n for n in names], problem
+
+
+def _text(value: Any) -> str:
+    """Any JSON value as text ("" for None)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _lines(value: Any, limit: int = MAX_LINES) -> tuple[list[str], int]:
+    """A list of strings (or one multi-line string) as lines, at most `limit`, and how many were left out."""
+    items = value if isinstance(value, list) else [value] if value else []
+    lines = [line for item in items for line in _text(item).split("\n")]
+    return lines[:limit], max(0, len(lines) - limit)
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+# --------------------------------------------------------------------------- the view
+
+
+@dataclass
+class StepView:
+    index: Any
+    id: str
+    title: str
+    kind: str
+    file: str
+    changes: str
+    sha256: str  # of the bytes in the package
+    recorded_sha256: str  # what plan.json records
+    html: str  # highlighted script
+    lines: int
+
+
+@dataclass
+class RunStepView:
+    index: Any
+    id: str
+    title: str
+    host: str
+    state: str
+    started: str
+    ended: str
+    seconds: float | None
+    offset_pct: float = 0.0
+    width_pct: float = 0.0
+    detail: str = ""
+    errors: list[str] = field(default_factory=list)  # one text per error record
+    streams: list[tuple[str, list[str], int]] = field(default_factory=list)
+
+
+@dataclass
+class RunView:
+    file: str
+    started: str = ""
+    ended: str = ""
+    host: str = ""
+    connection: str = ""
+    user: str = ""
+    tool_version: str = ""
+    digest: str = ""
+    steps_selected: str = ""
+    from_step: str = ""
+    outcome: str = "no end recorded"
+    exit_code: str = ""
+    reason: str = ""
+    summary: list[str] = field(default_factory=list)
+    approvals: list[dict[str, str]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # lock, force-unlock, quit, notes
+    steps: list[RunStepView] = field(default_factory=list)
+    verify: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    seconds: float | None = None
+
+
+def _highlight(text: str) -> str:
+    """The script highlighted by Pygments (it HTML-escapes every token), invisible characters made visible."""
+    from pygments import highlight
+    from pygments.lexers import PowerShellLexer
+
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    shown = "\n".join(visible(line) for line in lines)
+    return highlight(shown, PowerShellLexer(stripnl=False, ensurenl=True), _formatter())
+
+
+@cache
+def _formatter():  # type: ignore[no-untyped-def]
+    from pygments.formatters import HtmlFormatter
+
+    return HtmlFormatter(cssclass="hl", linenos="inline", style="default", wrapcode=True)
+
+
+def highlight_css() -> str:
+    """Pygments' stylesheet for the highlighted scripts, scoped to `.hl` (embedded: no external CSS)."""
+    return _formatter().get_style_defs(".hl")
+
+
+def visible(text: str) -> str:
+    """One line of outside text with control and invisible characters escaped; tabs kept."""
+    return "\t".join(printable(part) for part in text.split("\t"))
+
+
+def _changes_by_place(steps: Sequence[Any]) -> dict[str, list[dict[str, str]]]:
+    """Per place of the diagram, what each state-changing step changes there."""
+    places: dict[str, list[dict[str, str]]] = {key: [] for key, _, _ in PLACES}
+    places["other"] = []
+    for step in steps:
+        if not step.changes:
+            continue
+        for part in _PLACE_SPLIT.split(step.changes):
+            where, _, what = part.partition(": ")
+            key = next((k for k, _, prefixes in PLACES if where.startswith(prefixes)), "other")
+            qualifier = "" if where in _TITLES else where
+            places[key].append({"step": f"{step.index:02d} {step.id}", "what": what or part, "where": qualifier})
+    return places
+
+
+def _parameters(package: Package) -> dict[str, Any]:
+    raw = package.plan.get("parameters")
+    return raw if isinstance(raw, dict) else {}
+
+
+def _table(params: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = params.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def change_ticket(package: Package) -> dict[str, str] | None:
+    """plan.json's `[change]` table (ticket, summary, window) when the parameters have one."""
+    table = _parameters(package).get("change")
+    if not isinstance(table, dict) or not table:
+        return None
+    return {str(k): _text(v) for k, v in table.items()}
+
+
+def _step_views(package: Package) -> tuple[list[StepView], list[Any]]:
+    """The steps with their texts: the package's own (intact), else what plan.json lists (flagged)."""
+    views: list[StepView] = []
+    if not package.problems:
+        specs = list(package.steps)
+        for step in specs:
+            views.append(StepView(step.index, step.id, step.title, step.kind, step.file, step.spec.changes,
+                                  package.listing.get(step.file, ""), step.sha256, _highlight(step.text),
+                                  step.text.count("\n") + 1))
+        return views, [s.spec for s in specs]
+    from .catalogue import PROFILES, catalogue
+
+    specs = list(catalogue(package.profile)) if package.profile in PROFILES else []
+    changes = {s.index: s.changes for s in specs}
+    entries = package.plan.get("steps")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        rel = entry.get("file")
+        data = package.files.get(rel) if isinstance(rel, str) else None
+        text = data.decode("utf-8-sig", errors="replace") if data is not None else "(file missing)"
+        views.append(StepView(entry.get("index"), _text(entry.get("id")), _text(entry.get("title")),
+                              _text(entry.get("kind")), _text(rel),
+                              changes.get(entry.get("index"), "") if isinstance(entry.get("index"), int) else "",
+                              package.listing.get(rel, "(missing)") if isinstance(rel, str) else "(missing)",
+                              _text(entry.get("sha256")), _highlight(text), text.count("\n") + 1))
+    return views, specs
+
+
+def _approvals(package: Package, now: datetime, trusted_keys: Path | None) -> dict[str, Any]:
+    """Every approval file judged now: who, when, until when, valid now or why not."""
+    from .approvals import list_approvals
+    from .keys import load_trusted_keys
+
+    trusted = load_trusted_keys(trusted_keys) if trusted_keys is not None else None
+    try:
+        statuses, strays = list_approvals(package, now=now, trusted=trusted)
+    except UserError as exc:
+        return {"items": [], "strays": [], "problems": list(exc.problems), "trust_checked": trusted is not None,
+                "valid_people": 0}
+    items = []
+    people: set[str] = set()
+    for s in statuses:
+        valid = s.usable and s.trusted is not False
+        if valid and s.trusted and s.person:
+            people.add(s.person)
+        if s.problems:
+            verdict = "not valid"
+        elif s.trusted is None:
+            verdict = "signature valid, unexpired; trust not checked"
+        else:
+            verdict = "valid now"
+        items.append({
+            "file": s.file, "approver": s.approver or "(unknown)", "fingerprint": s.fingerprint or "",
+            "approved_at": s.approved_at or "", "expires_at": s.expires_at or "", "comment": s.comment or "",
+            "valid": valid, "verdict": verdict, "problems": list(s.problems),
+        })
+    return {"items": items, "strays": strays, "problems": [], "trust_checked": trusted is not None,
+            "valid_people": len(people)}
+
+
+def _read_run(path: Path, digest: str) -> RunView:
+    """One run record as a timeline: every event, each step's outcome and duration."""
+    run = RunView(file=f"runs/{path.name}")
+    data, problem = _read_evidence(path)
+    if data is None:
+        run.problems.append(problem or "unreadable")
+        run.outcome = "unreadable"
+        return run
+    open_steps: dict[tuple[Any, str], dict[str, Any]] = {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            event = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            run.problems.append(f"line {number}: not a JSON event")
+            continue
+        if not isinstance(event, dict):
+            run.problems.append(f"line {number}: not a JSON object")
+            continue
+        kind = event.get("event")
+        host = _text(event.get("host"))
+        if kind == "run-start":
+            run.started, run.host, run.user = _text(event.get("started")), host, _text(event.get("user"))
+            run.connection = " ".join(_text(event.get(k)) for k in ("transport", "auth") if event.get(k))
+            if event.get("port"):
+                run.connection = f"port {_text(event.get('port'))} {run.connection}".strip()
+            run.tool_version, run.digest = _text(event.get("tool_version")), _text(event.get("package_digest"))
+            steps = event.get("steps")
+            run.steps_selected = ", ".join(f"{s:02d}" if isinstance(s, int) else _text(s) for s in steps) \
+                if isinstance(steps, list) else ""
+            run.from_step = _text(event.get("from_step"))
+            servers = event.get("servers")
+            if isinstance(servers, list) and len(servers) > 1:
+                run.events.append("servers: " + ", ".join(_text(s) for s in servers))
+        elif kind == "approval":
+            for item in event.get("approvals") or []:
+                if isinstance(item, dict):
+                    run.approvals.append({k: _text(item.get(k)) for k in ("approver", "fingerprint", "expires_at")})
+        elif kind == "lock":
+            run.events.append(f"server run lock: {_text(event.get('state'))}")
+        elif kind == "force-unlock":
+            run.events.append(f"force-unlock: stale shell {_text(event.get('stale_shell'))}, "
+                              f"closed: {_text(event.get('closed'))}")
+        elif kind == "run-quit":
+            run.events.append(f"operator quit before step {_text(event.get('index'))} ({_text(event.get('id'))})")
+        elif kind == "step-start":
+            open_steps[(event.get("index"), host)] = event
+        elif kind == "step-end":
+            open_steps.pop((event.get("index"), host), None)
+            run.steps.append(_run_step(event, host))
+        elif kind == "verify":
+            run.verify = _verdicts(event)
+        elif kind == "run-end":
+            code = event.get("exit_code")
+            run.exit_code, run.reason, run.ended = _text(code), _text(event.get("reason")), _text(event.get("ended"))
+            summary = event.get("summary")
+            run.summary = [_text(s) for s in summary] if isinstance(summary, list) else []
+            run.outcome = {0: "ok", 1: "failed", 3: "could not connect", 4: "unknown", 130: "interrupted"}.get(
+                code, f"exit {run.exit_code}") if isinstance(code, int) else "ended"
+            if run.reason == "not-recorded":
+                run.outcome = "not started (not recorded)"
+        else:
+            run.events.append(f"event {clip(_text(kind), 40)}")
+    for event in open_steps.values():  # sent, never ended: the run was cut off during the step
+        step = _run_step(event, _text(event.get("host")))
+        step.state, step.detail = "no end recorded", "the record ends during this step: check the server"
+        run.steps.append(step)
+    if run.digest and run.digest != digest:
+        run.problems.append(f"this run was of another digest ({run.digest[:16]}…), not the package as it is now")
+    _place_bars(run)
+    return run
+
+
+def _run_step(event: Mapping[str, Any], host: str) -> RunStepView:
+    seconds = event.get("seconds")
+    step = RunStepView(
+        event.get("index"), _text(event.get("id")), _text(event.get("title")), host,
+        _text(event.get("state") or "started"), _text(event.get("started")), _text(event.get("ended")),
+        float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None,
+        detail=_text(event.get("detail")),
+    )
+    for err in event.get("errors") or []:
+        if not isinstance(err, dict):
+            err = {"message": err}
+        lines = [f"error: {_text(err.get('message'))}"]
+        lines += [f"category: {_text(err.get('category'))}"] if err.get("category") else []
+        lines += [f"script line {_text(err.get('line'))}"] if err.get("line") not in (None, "") else []
+        lines += [_text(err.get("position"))] if err.get("position") else []
+        step.errors.append("\n".join(lines))
+    for name in ("information", "warnings", "output"):
+        lines, left_out = _lines(event.get(name))
+        if lines:
+            step.streams.append((name, lines, left_out))
+    return step
+
+
+def _place_bars(run: RunView) -> None:
+    """Each step's bar on the run's time axis: where it started and how long it took."""
+    starts = [(_time(s.started), s) for s in run.steps]
+    known = [(t, s) for t, s in starts if t is not None]
+    if not known:
+        return
+    origin = min([t for t, _ in known] + ([_time(run.started)] if _time(run.started) else []))
+    ends = [t + _seconds(s) for t, s in known]
+    end = max(ends + ([_time(run.ended)] if _time(run.ended) else []))
+    total = max((end - origin).total_seconds(), 0.001)
+    run.seconds = round((end - origin).total_seconds(), 3)
+    for t, s in known:
+        s.offset_pct = round(min(100.0, max(0.0, (t - origin).total_seconds() / total * 100)), 2)
+        width = (s.seconds or 0.0) / total * 100
+        s.width_pct = round(min(100.0 - s.offset_pct, max(0.6, width)), 2)
+
+
+def _seconds(step: RunStepView):  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    return timedelta(seconds=step.seconds or 0.0)
+
+
+def _verdicts(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A check result (checks/*.json, or a run's verify event) as rows; `problem` when it is none."""
+    verdicts = record.get("verdicts")
+    if record.get("skipped"):
+        return {"rows": [], "notes": [], "exit_code": "", "problem": f"skipped: {_text(record.get('skipped'))}"}
+    if not isinstance(verdicts, list):
+        return {"rows": [], "notes": [], "exit_code": "", "problem": "no verdicts in it"}
+    rows = []
+    for v in verdicts:
+        if not isinstance(v, dict):
+            continue
+        index = v.get("index")
+        rows.append({
+            "step": f"{index:02d} {_text(v.get('id'))}" if isinstance(index, int) else _text(v.get("id")),
+            "verdict": _text(v.get("verdict")), "detail": _text(v.get("detail")),
+            "change": f"{_text(v.get('before'))} -> {_text(v.get('after'))}"
+            if v.get("before") is not None or v.get("after") is not None else "",
+            "cause": _text(v.get("cause")), "fix": _text(v.get("fix")),
+        })
+    notes = record.get("notes")
+    return {"rows": rows, "notes": [_text(n) for n in notes] if isinstance(notes, list) else [],
+            "exit_code": _text(record.get("exit_code")), "problem": ""}
+
+
+def _checks(package_dir: Path | None, digest: str) -> dict[str, Any]:
+    """Saved `check` results, PKG/checks/*.json (written by `check` once it saves them)."""
+    if package_dir is None:
+        return {"items": [], "problem": None}
+    paths, problem = _evidence_files(package_dir / "checks", ".json")
+    items = []
+    for path in paths:
+        data, why = _read_evidence(path)
+        item: dict[str, Any] = {"file": f"checks/{path.name}", "when": "", "host": "", "digest_note": ""}
+        record: Any = None
+        if data is not None:
+            try:
+                record = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                why = "not valid JSON"
+        if isinstance(record, dict):
+            item.update(_verdicts(record))
+            item["when"] = _text(next((record[k] for k in ("checked_at", "time", "started", "ended") if record.get(k)), ""))
+            item["host"] = _text(record.get("host"))
+            recorded = record.get("package_digest") or record.get("digest")
+            if isinstance(recorded, str) and recorded != digest:
+                item["digest_note"] = f"checked another digest ({recorded[:16]}…)"
+        else:
+            item.update({"rows": [], "notes": [], "exit_code": "",
+                         "problem": why or "not a JSON object"})
+        items.append(item)
+    return {"items": items, "problem": problem}
+
+
+def _rollback(package: Package) -> list[dict[str, Any]]:
+    """Back-out scripts: the package's rollback/ files (part of the package, so of its digest)."""
+    out = []
+    for rel, data in package.files.items():
+        if not rel.startswith("rollback/"):
+            continue
+        text = data.decode("utf-8-sig", errors="replace")
+        is_script = rel.lower().endswith(".ps1")
+        out.append({"file": rel, "sha256": package.listing[rel],
+                    "html": _highlight(text) if is_script else "", "text": "" if is_script else text})
+    return out
+
+
+def _audit(log: Path, package: Package) -> dict[str, Any]:
+    """The audit chain's status, and the lines about this package."""
+    from . import audit
+
+    view: dict[str, Any] = {"path": str(log), "state": "", "detail": "", "head": "", "good_lines": 0, "lines": [],
+                            "left_out": 0}
+    if not (log.exists() or log.is_symlink()):
+        view["state"], view["detail"] = "no log", "nothing is recorded there (no audit log at this path)"
+        return view
+    try:
+        check = audit.verify(log)
+    except UserError as exc:
+        view["state"], view["detail"] = "unreadable", "; ".join(exc.problems)
+        return view
+    view["good_lines"] = check.good_lines
+    if check.ok:
+        view["state"], view["head"] = "intact", check.head or ""
+        view["detail"] = f"{check.good_lines} line(s), the hash chain is unbroken"
+    else:
+        view["state"] = "broken"
+        view["detail"] = f"line {check.broken_line}: {check.problem} ({check.good_lines} good line(s) before it)"
+    data, _ = _read_evidence(log, 256 * 1024 * 1024)
+    lines = []
+    for number, raw in enumerate((data or b"").split(b"\n")[: check.good_lines], start=1):
+        try:
+            entry = json.loads(raw)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(entry, dict) or entry.get("package") != package.name:
+            continue
+        details = entry.get("details")
+        lines.append({
+            "number": number, "time": _text(entry.get("time")), "action": _text(entry.get("action")),
+            "outcome": _text(entry.get("outcome")), "actor": _text(entry.get("actor")),
+            "digest": "this digest" if entry.get("digest") == package.digest
+            else (_text(entry.get("digest"))[:16] + "…" if entry.get("digest") else "none"),
+            "details": clip(json.dumps(details, ensure_ascii=False, sort_keys=True), 240) if details else "",
+        })
+    view["left_out"] = max(0, len(lines) - MAX_AUDIT_LINES)
+    view["lines"] = lines[-MAX_AUDIT_LINES:]
+    return view
+
+
+def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = None,
+            now: datetime | None = None) -> dict[str, Any]:
+    """Everything the report shows, as plain data (no I/O beyond the evidence and the audit log)."""
+    moment = now or utc_now()
+    params = _parameters(package)
+    crm, sharepoint = _table(params, "crm"), _table(params, "sharepoint")
+    integrity = list(package.problems)
+    reproducible = [] if integrity else list(package.reproduction_problems)
+    steps, specs = _step_views(package)
+    places = _changes_by_place(specs)
+    sites = sharepoint.get("sites") if isinstance(sharepoint.get("sites"), list) else []
+    additional = crm.get("additional_servers") if isinstance(crm.get("additional_servers"), list) else []
+    runs_paths, runs_problem = _evidence_files(package.path / "runs", ".jsonl") if package.path else ([], None)
+    runs = [_read_run(p, package.digest) for p in runs_paths]
+    cert = package.certificate
+    return {
+        "csp": CONTENT_SECURITY_POLICY,
+        "css": highlight_css(),
+        "version": __version__,
+        "generated": format_time(moment),
+        "package": {"name": package.name, "folder": package.label, "profile": package.profile,
+                    "tool_version": package.tool_version, "digest": package.digest},
+        "ticket": change_ticket(package),
+        "integrity": integrity,
+        "reproducible": reproducible,
+        "diagram": {
+            "server": {"title": "CRM server", "names": [_text(crm.get("server")) or "host given to psbridge run --host",
+                                                        *(_text(h) for h in additional)],
+                       "changes": places["server"]},
+            "entra": {"title": "Entra ID", "names": [
+                "tenant " + (_text(sharepoint.get("tenant_id")) or "of " + (urlhost(sites[0]) if sites else "?"))],
+                      "changes": places["entra"]},
+            "database": {"title": "CRM configuration database", "names": [
+                "root domain " + (_text(crm.get("root_domain")) or "?")], "changes": places["database"]},
+            "other": places["other"],
+        },
+        "sites": [_text(s) for s in sites],
+        "certificate": {k: _text(v) for k, v in cert.items()} if cert else None,
+        "approvals": _approvals(package, moment, trusted_keys),
+        "steps": steps,
+        "rollback": _rollback(package),
+        "runs": runs,
+        "runs_problem": runs_problem,
+        "checks": _checks(package.path, package.digest),
+        "audit": _audit(audit_log, package),
+    }
+
+
+def urlhost(url: Any) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(_text(url)).hostname or _text(url)
+    except ValueError:
+        return _text(url)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _finalize(value: Any) -> Any:
+    """Every `{{ … }}` value: markup psbridge made is kept, anything else shown inert (then autoescaped)."""
+    from markupsafe import Markup
+
+    if isinstance(value, Markup):
+        return value
+    if value is None:
+        return "—"
+    return "\n".join(visible(line) for line in str(value).split("\n"))
+
+
+@cache
+def _environment():  # type: ignore[no-untyped-def]
+    """The report's own Jinja environment: HTML autoescape on, nothing shared with the script templates."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(package_files("generator.templates"))),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["short"] = lambda v, n=16: (str(v)[:n] + "…") if v and len(str(v)) > n else (v or "")
+    return env
+
+
+def render_html(view: Mapping[str, Any]) -> str:
+    """The report's HTML from `collect`'s view."""
+    from markupsafe import Markup
+
+    data = dict(view)
+    data["csp"] = Markup(view["csp"])  # our constant, written as is: `'none'`, not `&#39;none&#39;`
+    data["css"] = Markup(view["css"])
+    data["steps"] = [_with_markup(s) for s in view["steps"]]
+    data["rollback"] = [{**r, "html": Markup(r["html"])} for r in view["rollback"]]
+    return _environment().get_template(TEMPLATE).render(**data)
+
+
+def _with_markup(step: StepView) -> StepView:
+    from markupsafe import Markup
+
+    step.html = Markup(step.html)  # type: ignore[assignment]
+    return step
+
+
+def build_report(package: Package, *, audit_log: Path, trusted_keys: Path | None = None,
+                 now: datetime | None = None) -> str:
+    """The whole report for `package` (read once by `read_package`)."""
+    return render_html(collect(package, audit_log=audit_log, trusted_keys=trusted_keys, now=now))
+
+
+def write_report(html: str, target: Path) -> str:
+    """Write the report (atomically, 0644); return its sha256."""
+    data = html.encode("utf-8")
+    write_file(target, data, 0o644, overwrite=True)
+    return sha256_hex(data)

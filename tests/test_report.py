@@ -1,0 +1,323 @@
+"""`psbridge report`: one self-contained HTML file, checked as text and in a real browser.
+
+The report is read by a change-advisory board and kept by auditors, so the tests hold it
+to what the issue promises: it is written beside the package (never inside), shows the
+digest, every step's sha256, every approval with who/when/expiry and whether it is valid
+now, the runs as a timeline, saved check results, the back-out plan and the audit chain;
+it says plainly what is missing; it escapes every outside value; and it loads nothing.
+The browser test renders it with Debian's Chromium (headless), prints it to PDF and
+reads the PDF's first page with pdftotext (poppler-utils). CI installs both (`.ci/run`);
+there a missing browser fails the test, elsewhere it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from generator import report as report_module
+from generator.catalogue import MSONLINE_STEPS
+from generator.package import Package, read_package
+
+HOSTILE = "<img src=x onerror=alert(1)> \x1b[31m \u202e gnp.exe & \"quoted\""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def approve(psbridge, pkg: Path, key: Path, *args: str) -> None:
+    result = psbridge("approve", pkg, "--key", key, *args)
+    assert result.exit_code == 0, result.stderr
+
+
+def write_run(pkg: Path, name: str = "20261127T090000.000000Z.jsonl", *, cut_off: bool = False) -> Path:
+    """A run record as `psbridge run` writes it: step 01 ok, step 02 failed with hostile server text."""
+    digest = read_package(pkg).digest
+    events = [
+        {"event": "run-start", "started": "2026-11-27T09:00:00.000Z", "tool_version": "0.1.0", "package": "contoso",
+         "package_digest": digest, "host": "crm01.contoso.local", "port": 5986, "transport": "https",
+         "auth": "negotiate", "user": "CONTOSO\\crmadmin", "o365_user": None, "configuration_name": "Microsoft.PowerShell",
+         "from_step": None, "steps": [1, 2, 3, 4, 5, 6, 7, 8], "servers": ["crm01.contoso.local"], "record": "x"},
+        {"event": "approval", "digest": digest, "approvals": [
+            {"file": "approvals/a.json", "approver": "Jane Doe <jane@contoso.com>", "fingerprint": "ab" * 32,
+             "approved_at": "2026-11-27T08:00:00Z", "expires_at": "2026-12-04T08:00:00Z"}]},
+        {"event": "lock", "state": "held", "output": []},
+        {"event": "step-start", "index": 1, "total": 8, "id": "prerequisites", "title": "Check the prerequisites",
+         "sha256": "x", "started": "2026-11-27T09:00:01.000Z"},
+        {"event": "step-end", "total": 8, "title": "Check the prerequisites", "index": 1, "id": "prerequisites",
+         "sha256": "x", "started": "2026-11-27T09:00:01.000Z", "ended": "2026-11-27T09:00:02.300Z", "seconds": 1.3,
+         "output": [], "errors": [], "warnings": [], "information": ["all prerequisites present"], "detail": "",
+         "state": "ok"},
+        {"event": "step-start", "index": 2, "total": 8, "id": "certificate", "title": "Prepare the certificate",
+         "sha256": "x", "started": "2026-11-27T09:00:02.400Z"},
+    ]
+    if not cut_off:
+        events += [
+            {"event": "step-end", "total": 8, "title": "Prepare the certificate", "index": 2, "id": "certificate",
+             "sha256": "x", "started": "2026-11-27T09:00:02.400Z", "ended": "2026-11-27T09:00:14.400Z",
+             "seconds": 12.0, "output": ["<script>alert(1)</script>"],
+             "errors": [{"message": f"Access denied {HOSTILE}", "category": "PermissionDenied", "line": 12,
+                         "position": "At line:12 char:1"}],
+             "warnings": [], "information": ["Importing certificate"], "detail": "", "state": "failed"},
+            {"event": "run-end", "exit_code": 1, "ended": "2026-11-27T09:00:14.500Z", "stopped_at": 2,
+             "reason": "failed", "summary": ["Stopped: step 02 (certificate) failed; no later step was sent."]},
+        ]
+    runs = pkg / "runs"
+    runs.mkdir(exist_ok=True)
+    path = runs / name
+    path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    return path
+
+
+def make_report(psbridge, pkg: Path, *args: str) -> str:
+    result = psbridge("report", pkg, *args)
+    assert result.exit_code == 0, result.stderr
+    return (pkg.parent / f"{pkg.name}-report.html").read_text(encoding="utf-8") if "-o" not in args else ""
+
+
+def text_of(html: str) -> str:
+    """The visible text, roughly: tags dropped, entities decoded, white space runs as one space."""
+    import html as html_module
+
+    return re.sub(r"\s+", " ", html_module.unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
+# --------------------------------------------------------------------------- content
+
+
+def test_report_is_written_beside_the_package_and_shows_the_summary(psbridge, pkg: Path, keys) -> None:
+    approve(psbridge, pkg, keys["jane"], "--expires", "3d")
+    before = read_package(pkg)
+    result = psbridge("report", pkg)
+    assert result.exit_code == 0, result.stderr
+    target = pkg.parent / "contoso-report.html"
+    assert target.is_file() and str(target) in result.stdout
+    after = read_package(pkg)
+    assert after.listing == before.listing and not after.problems  # nothing written inside the package
+    html = target.read_text(encoding="utf-8")
+    text = text_of(html)
+    assert before.digest in text
+    for step in after.steps:
+        assert step.sha256 in text, step.file
+    assert "no change ticket recorded" in text
+    assert "Jane Doe <jane@contoso.com>" in text
+    approval = json.loads(next((pkg / "approvals").glob("*.json")).read_text())
+    assert approval["approved_at"] in text and approval["expires_at"] in text
+    assert "Trust was not checked" in text and "signature valid, unexpired; trust not checked" in text
+    assert "no back-out scripts in this package" in text
+    assert "no saved check results (checks/ is empty)" in text
+    assert "no run recorded (runs/ is empty)" in text
+    assert "intact and reproducible" in text
+    # what changes where: the three places of the diagram, each with its steps
+    for place, step in (("CRM server", "02 certificate"), ("Entra ID", "06 spn"),
+                        ("CRM configuration database", "07 crm-settings")):
+        assert place in text and step in text
+    # the audit chain: intact, with the lines about this package
+    assert re.search(r"intact\s+\d+ line\(s\), the hash chain is unbroken", text)
+
+
+def test_report_judges_trust_only_with_trusted_keys(psbridge, pkg: Path, keys) -> None:
+    approve(psbridge, pkg, keys["jane"])
+    approve(psbridge, pkg, keys["mallory"])
+    text = text_of(make_report(psbridge, pkg, "--trusted-keys", keys["trusted"]))
+    assert "valid now" in text
+    assert "untrusted key: not in the trusted keys" in text
+    assert "1 distinct trusted person has a valid approval" in text
+    assert "Trust was not checked" not in text
+
+
+def test_report_escapes_every_outside_value(psbridge, pkg: Path, keys) -> None:
+    approve(psbridge, pkg, keys["jane"], "--comment", HOSTILE.replace("\x1b", "").replace("\u202e", ""))
+    write_run(pkg)
+    html = make_report(psbridge, pkg)
+    assert "<img" not in html and "<script" not in html and "onerror=alert(1)>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "\x1b" not in html and "\u202e" not in html  # shown as \x1b and \u202e, never acted on
+    assert "\\x1b[31m" in html and "\\u202e gnp.exe" in html
+
+
+def test_report_loads_nothing(psbridge, pkg: Path, keys) -> None:
+    approve(psbridge, pkg, keys["jane"], "--comment", "see https://evil.example/x.png url(http://evil.example)")
+    write_run(pkg)
+    html = make_report(psbridge, pkg)
+    csp = re.findall(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html)
+    assert csp == ["default-src 'none'; style-src 'unsafe-inline'"]
+    assert html.index("Content-Security-Policy") < html.index("<style>")  # in force before anything else
+    for tag in ("<script", "<link", "<iframe", "<object", "<embed", "<img", "<base", "@import", "<meta http-equiv=\"refresh"):
+        assert tag not in html.lower(), tag
+    for attr, value in re.findall(r"\b(src|href|srcset|action|formaction|poster|data)\s*=\s*\"([^\"]*)\"", html):
+        assert value.startswith(("#", "data:")), (attr, value)
+    css = "".join(re.findall(r"<style>(.*?)</style>", html, re.S)) + "".join(re.findall(r'style="([^"]*)"', html))
+    assert "url(" not in css
+    assert "url(http://evil.example)" in text_of(html)  # the comment is shown as text, outside any CSS
+    assert not re.search(r"<[a-z]+[^>]*\son[a-z]+\s*=", html)  # no event handler attribute at all
+
+
+def test_report_output_option_and_refusals(psbridge, pkg: Path, tmp_path: Path) -> None:
+    result = psbridge("report", pkg, "-o", tmp_path / "CHG-1234.html")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "CHG-1234.html").is_file()
+    assert not (pkg.parent / "contoso-report.html").exists()
+    inside = psbridge("report", pkg, "-o", pkg / "report.html")
+    assert inside.exit_code == 2 and "inside the package folder" in inside.stderr
+    assert not (pkg / "report.html").exists()
+    nested = psbridge("report", pkg, "-o", pkg / "steps" / "report.html")
+    assert nested.exit_code == 2 and not (pkg / "steps" / "report.html").exists()
+    missing = psbridge("report", tmp_path / "nope")
+    assert missing.exit_code == 2 and "Traceback" not in missing.stderr
+    no_folder = psbridge("report", pkg, "-o", tmp_path / "no" / "such" / "r.html")
+    assert no_folder.exit_code == 2 and "no such folder" in no_folder.stderr
+
+
+def test_report_shows_the_change_ticket_of_the_plan_parameters(pkg: Path, tmp_path: Path) -> None:
+    package = read_package(pkg)
+    plan = json.loads(package.files["plan.json"])
+    plan["parameters"]["change"] = {"ticket": "CHG-1234", "summary": "S2S for <contoso>",
+                                    "window": "2026-12-01T20:00Z/2026-12-01T22:00Z"}
+    files = {**package.files, "plan.json": json.dumps(plan).encode("utf-8")}
+    html = report_module.build_report(Package(files, pkg), audit_log=tmp_path / "audit.jsonl")
+    text = text_of(html)
+    assert "CHG-1234" in text and "S2S for <contoso>" in text and "2026-12-01T20:00Z/2026-12-01T22:00Z" in text
+    assert "no change ticket recorded" not in text
+    assert "&lt;contoso&gt;" in html
+
+
+def test_report_runs_as_a_timeline(psbridge, pkg: Path) -> None:
+    write_run(pkg)
+    write_run(pkg, "20261128T090000.000000Z.jsonl", cut_off=True)
+    (pkg / "runs" / ".lock").write_text("", encoding="utf-8")  # the run lock is not a run
+    html = make_report(psbridge, pkg)
+    text = text_of(html)
+    assert "2 run record(s)" in text
+    assert "runs/20261127T090000.000000Z.jsonl" in text and "runs/20261128T090000.000000Z.jsonl" in text
+    assert re.search(r"01 prerequisites\s+ok\s+1\.3 s", text)
+    assert re.search(r"02 certificate\s+failed\s+12\.0 s", text)
+    assert "category: PermissionDenied" in text and "script line 12" in text
+    assert "no end recorded" in text and "the record ends during this step" in text
+    assert "Approvals relied on: Jane Doe <jane@contoso.com>" in text
+    assert "server run lock: held" in text
+    # the bars: positioned on the run's time axis (step 02 starts 2.4 s into a 14.5 s run)
+    assert 'style="left:16.55%;width:82.76%"' in html
+
+
+def test_report_lights_up_with_checks_and_back_out_scripts(psbridge, pkg: Path) -> None:
+    (pkg / "checks").mkdir()
+    (pkg / "checks" / "20261127T100000Z.json").write_text(json.dumps({
+        "checked_at": "2026-11-27T10:00:00Z", "host": "crm01.contoso.local", "exit_code": 5, "notes": ["a note"],
+        "verdicts": [{"index": 6, "id": "spn", "verdict": "will change", "detail": "SPN missing",
+                      "before": "none", "after": "00000007-0000-0000-c000-000000000000/*.contoso.com"}],
+    }), encoding="utf-8")
+    (pkg / "checks" / "broken.json").write_text("{not json", encoding="utf-8")
+    (pkg / "rollback").mkdir()
+    (pkg / "rollback" / "07-crm-settings.ps1").write_text("Set-CrmAdvancedSetting -Entity $old\n", encoding="utf-8")
+    result = psbridge("report", pkg)
+    assert result.exit_code == 0, result.stderr
+    assert "not intact" in result.stderr  # rollback/ is not (yet) a file psbridge renders: said, not hidden
+    html = (pkg.parent / "contoso-report.html").read_text(encoding="utf-8")
+    text = text_of(html)
+    assert "2 saved check result(s)" in text and "will change" in text and "SPN missing" in text
+    assert "none -> 00000007-0000-0000-c000-000000000000/*.contoso.com" in text
+    assert "checks/broken.json" in text and "not valid JSON" in text
+    assert "rollback/07-crm-settings.ps1" in text and "no back-out scripts" not in text
+    assert '<span class="nb">Set-CrmAdvancedSetting</span>' in html or "Set-CrmAdvancedSetting" in text
+    assert "NOT INTACT" in text and "unexpected file: rollback/07-crm-settings.ps1" in text
+
+
+def test_report_says_when_the_audit_chain_is_broken(psbridge, pkg: Path, tmp_path: Path, keys) -> None:
+    log = tmp_path / "audit.jsonl"
+    assert psbridge("approve", pkg, "--key", keys["jane"], "--audit-log", log).exit_code == 0
+    assert psbridge("approve", pkg, "--key", keys["bob"], "--audit-log", log).exit_code == 0
+    good = text_of(make_report(psbridge, pkg, "--audit-log", str(log)))
+    assert "2 line(s), the hash chain is unbroken" in good and "approve" in good
+    lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+    log.write_text(lines[0].replace("approved", "approvXd", 1) + lines[1], encoding="utf-8")
+    text = text_of(make_report(psbridge, pkg, "--audit-log", str(log)))
+    assert "broken" in text and "line 1: content does not match its sha256" in text
+    gone = text_of(make_report(psbridge, pkg, "--audit-log", str(tmp_path / "none.jsonl")))
+    assert "no audit log at this path" in gone
+
+
+def test_report_of_a_tampered_package_says_so_and_shows_the_bytes(psbridge, pkg: Path) -> None:
+    step = pkg / MSONLINE_STEPS[6].file
+    step.write_bytes(step.read_bytes() + b"\r\nWrite-Host 'added'\r\n")
+    result = psbridge("report", pkg)
+    assert result.exit_code == 0 and "not intact" in result.stderr
+    text = text_of((pkg.parent / "contoso-report.html").read_text(encoding="utf-8"))
+    assert "NOT INTACT" in text and "changed file: steps/07-crm-settings.ps1" in text
+    assert re.search(r"Write-Host\s+'added'", text) and "plan.json records" in text
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+def _tool(*names: str) -> str | None:
+    return next((found for name in names if (found := shutil.which(name))), None)
+
+
+def _browser_or_skip() -> tuple[str, str]:
+    chromium = _tool("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    pdftotext = _tool("pdftotext")
+    if chromium and pdftotext:
+        return chromium, pdftotext
+    missing = " and ".join(n for n, p in (("Chromium", chromium), ("pdftotext (poppler-utils)", pdftotext)) if not p)
+    reason = f"{missing} not installed: apt-get install chromium poppler-utils (.ci/run installs them)"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)
+
+
+def _chromium(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp / "chromium-profile"
+    home = tmp / "chromium-home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_CACHE_HOME": str(home / ".cache")}
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_report_in_a_headless_browser(psbridge, pkg: Path, keys, tmp_path: Path) -> None:
+    chromium, pdftotext = _browser_or_skip()
+    approve(psbridge, pkg, keys["jane"], "--expires", "3d", "--comment", "CHG-1234")
+    approve(psbridge, pkg, keys["bob"], "--expires", "2d")
+    write_run(pkg)
+    result = psbridge("report", pkg, "--trusted-keys", keys["trusted"])
+    assert result.exit_code == 0, result.stderr
+    page = pkg.parent / "contoso-report.html"
+    package = read_package(pkg)
+    url = page.resolve().as_uri()
+
+    dom = _chromium(chromium, tmp_path, "--dump-dom", url).stdout
+    dom_text = text_of(dom)
+    assert package.digest in dom_text
+    for step in package.steps:  # every step's sha256 is on the page the browser built
+        assert step.sha256 in dom_text, step.file
+    assert "<script" not in dom
+
+    pdf = tmp_path / "report.pdf"
+    _chromium(chromium, tmp_path, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", url)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    first = subprocess.run([pdftotext, "-f", "1", "-l", "1", "-layout", str(pdf), "-"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout
+    assert package.digest in first
+    records = [json.loads(p.read_text()) for p in sorted((pkg / "approvals").glob("*.json"))]
+    assert len(records) == 2
+    for record in records:
+        assert record["approver"] in first and record["expires_at"] in first
+    assert first.count("valid now") == 2
+    assert "no change ticket recorded" in first and "What changes where" in first
+    # the summary is page 1 alone: the scripts start on a later page
+    assert "param(" not in first and "$ErrorActionPreference" not in first
+    second = subprocess.run([pdftotext, "-f", "2", "-l", "2", str(pdf), "-"], capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    assert second.lstrip().startswith("Steps")
