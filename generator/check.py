@@ -70,6 +70,8 @@ class StepVerdict:
 class CheckReport:
     verdicts: list[StepVerdict]
     notes: list[str] = field(default_factory=list)
+    #: What the probes read, for the saved evidence (`check --out`): main server and additional ones.
+    readings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -483,4 +485,13 @@ def _on_additional_server(plan: Mapping[str, Any], index: int, host: str,
         return StepVerdict(*step, "blocked", f"{host}: {', '.join(missing)} not found", host=host)
     reason = "the service account cannot read the private key" if in_store else "not in LocalMachine\\My"
     return StepVerdict(*step, "will change", f"{host}: {reason}", host=host, after=expected)
+
+
+def evidence(report: CheckReport, *, package: str, digest: str, host: str, checked_at: str,
+             tool_version: str) -> dict[str, Any]:
+    """What `check --out` saves: the package's digest, the server, the time, every verdict and reading."""
+    return {
+        "format": "psbridge-check-v1", "tool_version": tool_version, "package": package, "package_digest": digest,
+        "host": host, "checked_at": checked_at, **report.as_json(), "readings": report.readings,
+    }
 

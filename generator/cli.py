@@ -960,9 +960,12 @@ def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-d
 @click.option("--probe-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
               help="Seconds per probe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as one JSON document.")
+@click.option("--out", "save_to", is_flag=False, flag_value="", default=None, metavar="[FILE.json]",
+              help="Save what check saw (evidence); without FILE: PACKAGE_DIR/checks/<UTC time>.json.")
 @approval_options
 @audit_log_option
-def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool, require_approval: bool,
+def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool, save_to: str | None,
+          require_approval: bool,
           trusted_keys: Path | None, min_approvals: int, forbid_self_approval: bool, operator_key: Path | None,
           forbid_keys: tuple[str, ...], audit_log: Path | None, **options: object) -> None:
     """Read the live state and say what the package would change, like `terraform plan`.
@@ -999,19 +1002,57 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
     _warn_if_unverified(conn)
     try:
         report = check_package(prepared.package, conn, winrm_password, secrets, entra=not no_entra,
-                               timeout=probe_timeout)
+                               timeout=probe_timeout, progress=_probe_line(as_json))
     except ConnectFailure as exc:
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
     _print_check(report, as_json=as_json)
     from . import audit
 
+    saved = _save_check(report, prepared, conn.host, save_to) if save_to is not None else None
     entry = audit.record(log, "check", prepared.package, f"exit {int(report.exit_code)}", host=conn.host,
-                         verdicts={v.id: v.verdict for v in report.verdicts})
+                         verdicts={v.id: v.verdict for v in report.verdicts},
+                         **({"saved": str(saved)} if saved else {}))
+    if saved is not None:
+        click.echo(f"saved: {saved}", err=as_json)
     if not as_json:
         _print_audit_head(log, entry)
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)
+
+
+def _probe_line(as_json: bool):  # type: ignore[no-untyped-def]
+    """One live line per probe (`probe certificate on crm01 … ok`): check was silent for seconds."""
+
+    def show(name: str, host: str, answered: bool) -> None:
+        click.echo(f"probe {name} on {_safe(host)} … {'ok' if answered else 'no answer'}", err=as_json)
+
+    return show
+
+
+def _save_check(report, prepared, host: str, save_to: str) -> Path:  # type: ignore[no-untyped-def]
+    """Write the check's evidence: to FILE, or PACKAGE_DIR/checks/<UTC time>.json (an evidence folder)."""
+    import json
+
+    from . import __version__
+    from .check import evidence
+    from .clock import file_stamp, stamp
+    from .files import write_file
+
+    package = prepared.package
+    if save_to:
+        target = Path(save_to)
+    else:
+        folder = package.path / "checks"
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise UserError(f"{folder}: exists and is not a folder; saved checks live in a folder of that name")
+        folder.mkdir(mode=0o755, exist_ok=True)
+        target = folder / f"{file_stamp()}.json"
+    data = evidence(report, package=package.name, digest=package.digest, host=host, checked_at=stamp(digits=3),
+                    tool_version=__version__)
+    write_file(target, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), 0o644,
+               overwrite=bool(save_to))
+    return target
 
 
 def _safe(value: object, *, keep_newlines: bool = False) -> str:

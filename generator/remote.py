@@ -677,8 +677,13 @@ def _force_unlock(session: PSRPSession, lock_text: str, settings: RunSettings,
 # -- psbridge check: read-only probes ---------------------------------------------
 
 
+#: Told about each probe as it finishes: (probe name, host, answered?), for the live lines of `check`.
+Progress = Callable[[str, str, bool], None]
+
+
 def run_probes(session: PSRPSession, probes: Mapping[str, str], timeout: float,
-               redact: Callable[[str], str]) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
+               redact: Callable[[str], str],
+               progress: Progress | None = None) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
     """Send each probe, parse its JSON; a failed probe is None plus a note (never a guess)."""
     from .check import ProbeError, parse_probe_output
     from .runner import Outcome, classify
@@ -697,6 +702,8 @@ def run_probes(session: PSRPSession, probes: Mapping[str, str], timeout: float,
             except ProbeError as exc:
                 notes.append(str(exc))
                 answers[name] = None
+        if progress is not None:
+            progress(name, session.conn.host, answers[name] is not None)
         if session.broken:
             break
     return answers, notes
@@ -738,14 +745,14 @@ def check_in_session(session: PSRPSession, package: Package, entra_steps: list[P
 
 
 def _main_answers(session: PSRPSession, package: Package, entra_steps: list[PackageStep] | None,
-                  secrets: StepSecrets, timeout: float,
-                  redact: Callable[[str], str]) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
+                  secrets: StepSecrets, timeout: float, redact: Callable[[str], str],
+                  progress: Progress | None = None) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
     """The main server's probe answers (and Entra ID's, after the session steps), with notes."""
     from .runner import Outcome, classify
 
     probes = package.probes
     local = {name: text for name, text in probes.items() if name != "entra"}
-    answers, notes = run_probes(session, local, timeout, redact)
+    answers, notes = run_probes(session, local, timeout, redact, progress)
     if entra_steps is None:
         notes.append("probe entra skipped (--no-entra)")
     elif not session.broken:
@@ -758,14 +765,14 @@ def _main_answers(session: PSRPSession, package: Package, entra_steps: list[Pack
                 connected = False
                 break
         if connected:
-            more, more_notes = run_probes(session, {"entra": probes["entra"]}, timeout, redact)
+            more, more_notes = run_probes(session, {"entra": probes["entra"]}, timeout, redact, progress)
             answers.update(more)
             notes += more_notes
     return answers, notes
 
 
 def check_package(package: Package, conn: Connection, winrm_password: str | None, secrets: StepSecrets, *,
-                  entra: bool, timeout: float) -> Any:
+                  entra: bool, timeout: float, progress: Progress | None = None) -> Any:
     """`psbridge check`: connect, probe, judge, disconnect; then each additional server's probes.
 
     Raises ConnectFailure (exit 3) when the main server can't be reached; an additional
@@ -775,7 +782,7 @@ def check_package(package: Package, conn: Connection, winrm_password: str | None
     redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
     session = open_session(conn, winrm_password, redact, exchange_keys=bool(secrets_needed(entra_steps or [])))
     try:
-        answers, notes = _main_answers(session, package, entra_steps, secrets, timeout, redact)
+        answers, notes = _main_answers(session, package, entra_steps, secrets, timeout, redact, progress)
     finally:
         session.close()
     from .check import evaluate
@@ -790,11 +797,12 @@ def check_package(package: Package, conn: Connection, winrm_password: str | None
             continue
         try:
             found, probe_notes = run_probes(there, {k: v for k, v in package.probes.items()
-                                                    if k in ("server", "certificate")}, timeout, redact)
+                                                    if k in ("server", "certificate")}, timeout, redact, progress)
         finally:
             there.close()
         per_server[host] = found
         notes += [f"server {host}: {note}" for note in probe_notes]
     report = evaluate(package.plan, answers, per_server)
     report.notes.extend(notes)
+    report.readings.update({"main": answers, "additional": per_server})
     return report

@@ -315,3 +315,37 @@ def test_long_before_and_after_go_on_their_own_lines(
         "                  https://accounts.accesscontrol.windows.net/metadata/json/1",
         "[08/08] tenant-id        ok           tenant ID 72f988bf-86f1-41af-91ab-2d7cd011db47"]
     assert all(len(line) <= 100 for line in lines)
+
+
+# --------------------------------------------------------------------------- evidence: check --out
+
+
+def test_check_out_saves_the_evidence_in_the_package_and_audits_it(tmp_path, engine, http_peer, secrets_env,
+                                                                    capsys) -> None:
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state("half configured"))
+    log = tmp_path / "audit.jsonl"
+    assert main([*check_args(pkg, http_peer), "--out", "--audit-log", str(log)]) == 5
+    out = capsys.readouterr().out
+    assert "probe server on 127.0.0.1 … ok" in out and "probe entra on 127.0.0.1 … ok" in out
+    [saved] = list((pkg / "checks").glob("*.json"))
+    data = json.loads(saved.read_text())
+    assert data["format"] == "psbridge-check-v1" and data["exit_code"] == 5 and data["host"] == "127.0.0.1"
+    from generator.package import read_package
+
+    assert data["package_digest"] == read_package(pkg).digest
+    assert {v["id"]: v["verdict"] for v in data["verdicts"]}["spn"] == "will change"
+    assert data["readings"]["main"]["server"]["edition"] == "Desktop"
+    line = json.loads(log.read_text().splitlines()[-1])
+    assert line["action"] == "check" and line["details"]["saved"] == str(saved)
+    assert read_package(pkg).problems == []  # checks/ is evidence, outside the digest
+
+
+def test_check_out_to_a_file(tmp_path, engine, http_peer, secrets_env, capsys) -> None:
+    pkg = write_package(tmp_path)
+    answer_probes(engine, state("fully configured"))
+    target = tmp_path / "evidence.json"
+    assert main([*check_args(pkg, http_peer), "--json", "--out", str(target)]) == 0
+    out, err = capsys.readouterr()
+    json.loads(out.strip().splitlines()[-1])  # stdout is still JSON only
+    assert f"saved: {target}" in err and json.loads(target.read_text())["exit_code"] == 0
