@@ -18,7 +18,8 @@ import click
 from . import __version__
 from .errors import ExitCode, RuntimeFailure, UserError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: Help is wrapped to the terminal, at most 80 columns; examples (`\b` blocks) are written to fit.
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
 
 
 def audit_log_option(func):  # type: ignore[no-untyped-def]
@@ -43,8 +44,9 @@ def cli() -> None:
     reviewable package, and run it on the CRM server.
 
     \b
-    Example:
-      psbridge render --example        # the article's contoso values -> output/contoso/
+    Examples:
+      psbridge render --example      # the article's values -> output/contoso/
+      psbridge completion bash       # shell completion (see: completion --help)
     """
 
 
@@ -103,6 +105,32 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
+#: The shells click can complete, in the order `completion --help` lists them.
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+@cli.command("completion", context_settings=CONTEXT)
+@click.argument("shell", type=click.Choice(COMPLETION_SHELLS))
+def completion_command(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash 4.4+, zsh or fish).
+
+    The script completes commands, options and file names by calling psbridge with
+    _PSBRIDGE_COMPLETE set; load it from your shell's start-up file.
+
+    \b
+    Examples:
+      eval "$(psbridge completion bash)"        # add this line to ~/.bashrc
+      eval "$(psbridge completion zsh)"         # add this line to ~/.zshrc
+      psbridge completion fish > ~/.config/fish/completions/psbridge.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    if complete is None:  # pragma: no cover - click.Choice admits only the shells above
+        raise UserError(f"completion: no completion for {shell}")
+    click.echo(complete(cli, {}, "psbridge", "_PSBRIDGE_COMPLETE").source())
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("params", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--example", is_flag=True, help="Use the built-in example (the article's contoso values).")
@@ -155,7 +183,12 @@ PFX_PASSWORD_HELP = "Read the PFX password from the first line of stdin (else PS
 
 @cli.group(context_settings=CONTEXT)
 def cert() -> None:
-    """Inspect, check, create and export the S2S certificate (no openssl needed)."""
+    """Inspect, check, create and export the S2S certificate (no openssl needed).
+
+    \b
+    Example:
+      psbridge cert new --subject "CN=crm.contoso.com, O=Contoso" --out certs/
+    """
 
 
 def _local_certificate(parameters: object, base_dir: Path) -> dict | None:  # type: ignore[type-arg]
@@ -194,6 +227,10 @@ def cert_inspect(file: Path, as_json: bool, password_stdin: bool) -> None:
     Exit 0 when the certificate is usable (warnings allowed), 1 when it has an error
     finding (expired, not yet valid, no or wrong private key, RSA < 2048 bits), 2 when
     FILE cannot be read as a certificate.
+
+    \b
+    Example:
+      PSBRIDGE_PFX_PASSWORD=… psbridge cert inspect certs/crm.contoso.com.pfx
     """
     import json
 
@@ -228,6 +265,11 @@ def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | 
     PSBRIDGE_PFX_PASSWORD, --password-stdin or a prompt (asked twice), never a flag.
     The default PFX encryption (AES-256) is imported by Windows Server 2019 and later;
     for Windows Server 2016 pass --legacy-pfx.
+
+    \b
+    Example:
+      psbridge cert new --subject "CN=crm.contoso.com, O=Contoso" \\
+          --days 730 --out certs/
     """
     import dataclasses
     import json
@@ -264,7 +306,12 @@ def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | 
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--password-stdin", is_flag=True, help=PFX_PASSWORD_HELP)
 def cert_export_cer(pfx: Path, out: Path, force: bool, password_stdin: bool) -> None:
-    """Write the public certificate of PFX as a DER .cer: the file the article's step 5 imports."""
+    """Write the public certificate of PFX as a DER .cer: the file the article's step 5 imports.
+
+    \b
+    Example:
+      psbridge cert export-cer certs/crm.pfx -o certs/crm.cer
+    """
     from .certificates import export_cer
 
     if not force and out.exists():
@@ -330,6 +377,10 @@ def keygen_command(out_dir: Path, name: str, no_passphrase: bool, ask_passphrase
     terminal and without the variable, keygen refuses unless --no-passphrase is given.
     Give the .pub.json file to whoever keeps the board's trusted-keys folder; keep the
     .key file to yourself.
+
+    \b
+    Example:
+      psbridge keygen --out ~/.psbridge --name "Jane Doe <jane@contoso.com>"
     """
     import os
 
@@ -373,7 +424,8 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
 
     \b
     Example:
-      psbridge approve output/contoso --key ~/.psbridge/jane-doe.key --expires 3d --comment "CHG-1234"
+      psbridge approve output/contoso --key ~/.psbridge/jane-doe.key \\
+          --expires 3d --comment "CHG-1234"
     """
     from . import approvals, audit
 
@@ -522,7 +574,12 @@ def diff_command(old_dir: Path, new_dir: Path) -> None:
 
 @cli.group("audit", context_settings=CONTEXT)
 def audit_group() -> None:
-    """Check and repair the hash-chained audit log."""
+    """Check and repair the hash-chained audit log.
+
+    \b
+    Example:
+      psbridge audit verify output/audit.jsonl
+    """
 
 
 @audit_group.command("verify", context_settings=CONTEXT)
@@ -533,6 +590,11 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
 
     Exit 0 and print the number of good lines and the head hash (record it elsewhere),
     or exit 1 naming the first broken line.
+
+    \b
+    Example:
+      psbridge audit verify output/audit.jsonl
+      psbridge audit verify output/audit.jsonl --head "$HEAD"   # from the ticket
     """
     import re
     import shlex
@@ -708,7 +770,6 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         audit_log: Path | None, **options: object) -> None:
     """Run a rendered package on the CRM server over PowerShell Remoting, step by step.
 
-    \b
     The package is read once and checked (every file as plan.json records, the steps as
     psbridge's catalogue computes them; with --require-approval also byte-identical to
     psbridge's render and approved) before any secret is asked for; only those bytes
@@ -827,7 +888,6 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
           forbid_keys: tuple[str, ...], audit_log: Path | None, **options: object) -> None:
     """Read the live state and say what the package would change, like `terraform plan`.
 
-    \b
     Read-only: it sends the package's probe scripts (probes/, approved with the package)
     and, for Entra ID, only the session steps the catalogue names (03 session, 04
     connect); never a step that changes state, whatever plan.json says. Per step: in
