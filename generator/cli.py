@@ -59,13 +59,19 @@ def cli() -> None:
 def init(path: Path, force: bool) -> None:
     """Write a commented parameters file with the article's example values.
 
+    validate and render warn while the file still holds them.
+
     \b
     Example:
       psbridge init contoso.toml
     """
+    import shlex
     from importlib.resources import files
 
     text = files("generator.templates").joinpath("parameters.toml").read_text(encoding="utf-8")
+    # The header's commands name this file; a name that can't be shown on one comment line isn't.
+    shown = shlex.quote(str(path)) if str(path).isprintable() else "<this file>"
+    text = text.replace("{file}", shown)
     from .files import write_file
 
     if not path.parent.is_dir():
@@ -87,7 +93,38 @@ def validate(params: Path) -> None:
 
     parameters = load_parameters(params)
     _local_certificate(parameters, params.parent)
+    _warn_if_article_values(parameters, params)
     click.echo(f"{params}: valid ({parameters.name}, profile {parameters.profile})")
+
+
+#: The Microsoft article's example values (what `init` writes): field -> value, compared
+#: case-insensitively. A file that still holds one renders a package for contoso.com. (The
+#: article's certificate paths are left out: they may well be the real ones.)
+ARTICLE_VALUES = {
+    "certificate.service_account": "contoso\\CRMWebApplicationService",
+    "crm.root_domain": "*.contoso.com",
+    "sharepoint.sites": "https://contoso.sharepoint.com/sites/salesteam",
+}
+
+
+def article_values(parameters: object) -> list[str]:
+    """The fields of `parameters` that still hold the article's example values."""
+    held = []
+    for field, example in ARTICLE_VALUES.items():
+        table, key = field.split(".")
+        value = getattr(getattr(parameters, table), key)
+        values = value if isinstance(value, list) else [value]
+        if any(str(v).rstrip("/").casefold() == example.casefold() for v in values):
+            held.append(field)
+    return held
+
+
+def _warn_if_article_values(parameters: object, path: Path) -> None:
+    """One line on stderr when a parameters file still holds the article's placeholder values."""
+    held = article_values(parameters)
+    if held:
+        click.echo(f"psbridge: warning: {_safe(path)} still holds the article's example values "
+                   f"({', '.join(held)}): replace them with yours", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -161,6 +198,8 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit
         if example == (params is not None):
             raise UserError("render: give either a parameters file or --example")
         parameters = example_parameters() if example else load_parameters(params)  # type: ignore[arg-type]
+        if params is not None:
+            _warn_if_article_values(parameters, params)
         rendered = render_package(parameters, _local_certificate(parameters, params.parent) if params else None)
         target = write_package(rendered, out_dir, force=force)
     except (UserError, RuntimeFailure) as exc:
