@@ -573,7 +573,12 @@ def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) ->
     if summary["certificate"]:
         click.echo("certificate:")
         for key, value in summary["certificate"].items():
-            click.echo(f"  {_safe(key) + ':':<12} {_safe(value)}")
+            if isinstance(value, list) and value:  # e.g. warnings: one line each
+                click.echo(f"  {_safe(key) + ':'}")
+                for item in value:
+                    click.echo(f"    - {_human(item)}")
+            else:
+                click.echo(f"  {_safe(key) + ':':<12} {_human(value)}")
     trust = "" if summary["trusted_keys_checked"] else " (trust not checked; pass --trusted-keys)"
     click.echo(f"approvals{trust}:" if summary["approvals"] else "approvals:   none")
     for item in summary["approvals"]:
@@ -586,6 +591,19 @@ def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) ->
             click.echo(f"  {'':<16} ! {_safe(problem)}")
     for stray in summary["stray_files"]:
         click.echo(f"  unexpected file {_safe(stray)}")
+
+
+def _human(value: object) -> str:
+    """A plan.json value as a person reads it: yes/no, none, comma-separated lists; escaped."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(_human(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{_safe(k)}: {_human(v)}" for k, v in value.items()) if value else "none"
+    return _safe(value)
 
 
 @cli.command("diff", context_settings=CONTEXT)
