@@ -89,7 +89,6 @@ def fence(value: Any, info: str = "") -> Trusted:
 
 #: REVIEW.md's width outside code blocks.
 REVIEW_WIDTH = 100
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"( *)([-*+]|\d{1,9}[.)])( +)(?=\S)")
 #: A word that would start a block (list, heading, quote, table, fence, HTML, setext
 #: underline, thematic break) if a wrapped line began with it.
@@ -165,37 +164,50 @@ def _kept(line: str) -> bool:
             or (line.startswith("    ") and not _LIST_ITEM.match(line)))
 
 
+#: A fence line, found after its line break (faster than `^` with re.M: the scripts are long).
+_FENCE_LINE = re.compile(r"\n {0,3}(`{3,}|~{3,})([^\n]*)")
+
+
 def wrap_markdown(text: str, width: int = REVIEW_WIDTH) -> str:
     """Paragraphs and list items with a line wider than `width` refilled; code, tables and headings kept.
 
     Values are code spans (one word however long), so a line may stay wider only when one
     value alone is. A refilled line never starts with what would start another block.
+    Fenced code (most of REVIEW.md: the scripts) is found by its fence lines and copied whole.
     """
+    out: list[str] = []
+    pos, fence, opened = 0, "", 0
+    for marker in _FENCE_LINE.finditer("\n" + text):  # offsets in `text`: line start, line end
+        run, rest, start, end = marker.group(1), marker.group(2), marker.start(), marker.end() - 1
+        if not fence:
+            if run[0] == "`" and "`" in rest:
+                continue  # not a fence (CommonMark): a code span at the start of a line
+            out.append(_wrap_prose(text[pos:start], width))
+            fence, opened = run, start
+        elif run[0] == fence[0] and len(run) >= len(fence) and not rest.strip():
+            out.append(text[opened:end])
+            fence, pos = "", end
+    out.append(text[opened:] if fence else _wrap_prose(text[pos:], width))
+    return "".join(out)
+
+
+def _wrap_prose(text: str, width: int) -> str:
+    """`wrap_markdown` for text without fenced code."""
     lines = text.split("\n")
+    if all(len(line) <= width for line in lines):
+        return text
     out: list[str] = []
     i = 0
     while i < len(lines):
         line = lines[i]
-        opening = _FENCE.match(line)
-        if opening:
-            fence = opening.group(1)
-            out.append(line)
-            i += 1
-            while i < len(lines):
-                out.append(lines[i])
-                closing = lines[i].strip(" ")
-                i += 1
-                if set(closing) == {fence[0]} and len(closing) >= len(fence):
-                    break
-            continue
         if _kept(line):
             out.append(line)
             i += 1
             continue
-        block = [line]  # the block's continuation lines: not a new item, fence or kept line
+        block = [line]  # the block's continuation lines: not a new item or a kept line
         i += 1
         while (i < len(lines) and not _kept(lines[i]) and not _LIST_ITEM.match(lines[i])
-               and not _FENCE.match(lines[i]) and not block[-1].endswith(("  ", "\\"))):
+               and not block[-1].endswith(("  ", "\\"))):
             block.append(lines[i])
             i += 1
         out.extend(_wrap_block(block, width) if any(len(b) > width for b in block) else block)
