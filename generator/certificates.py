@@ -589,8 +589,9 @@ def describe(info: CertificateInfo) -> list[str]:
     ]
     width = max(len(label) for label, _ in rows) + 1
     lines = [f"{label + ':':<{width}} {value}" for label, value in rows]
-    lines.append("CredentialValue (base64 of the DER, the article's $CredentialValue):")
-    lines.append(f"  {info.der_base64}")
+    lines.append("CredentialValue (the article's $CredentialValue): base64 of the DER, 64 per line")
+    # wrapped like PEM (RFC 7468); joined without the line breaks it is the one-line value
+    lines.extend(f"  {info.der_base64[i:i + 64]}" for i in range(0, len(info.der_base64), 64))
     if info.findings:
         lines.append("Findings:")
         lines.extend(f"  {f.level}: {f.message}" for f in info.findings)

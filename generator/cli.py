@@ -18,7 +18,8 @@ import click
 from . import __version__
 from .errors import ExitCode, RuntimeFailure, UserError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: Help is wrapped to the terminal, at most 80 columns; examples (`\b` blocks) are written to fit.
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
 
 
 def _prompt_hidden(what: str, confirm: bool) -> str:
@@ -54,8 +55,9 @@ def cli() -> None:
     reviewable package, and run it on the CRM server.
 
     \b
-    Example:
-      psbridge render --example        # the article's contoso values -> output/contoso/
+    Examples:
+      psbridge render --example      # the article's values -> output/contoso/
+      psbridge completion bash       # shell completion (see: completion --help)
     """
 
 
@@ -68,13 +70,19 @@ def cli() -> None:
 def init(path: Path, force: bool) -> None:
     """Write a commented parameters file with the article's example values.
 
+    validate and render warn while the file still holds them.
+
     \b
     Example:
       psbridge init contoso.toml
     """
+    import shlex
     from importlib.resources import files
 
     text = files("generator.templates").joinpath("parameters.toml").read_text(encoding="utf-8")
+    # The header's commands name this file; a name that can't be shown on one comment line isn't.
+    shown = shlex.quote(str(path)) if str(path).isprintable() else "<this file>"
+    text = text.replace("{file}", shown)
     from .files import write_file
 
     if not path.parent.is_dir():
@@ -96,7 +104,38 @@ def validate(params: Path) -> None:
 
     parameters = load_parameters(params)
     _local_certificate(parameters, params.parent)
+    _warn_if_article_values(parameters, params)
     click.echo(f"{params}: valid ({parameters.name}, profile {parameters.profile})")
+
+
+#: The Microsoft article's example values (what `init` writes): field -> value, compared
+#: case-insensitively. A file that still holds one renders a package for contoso.com. (The
+#: article's certificate paths are left out: they may well be the real ones.)
+ARTICLE_VALUES = {
+    "certificate.service_account": "contoso\\CRMWebApplicationService",
+    "crm.root_domain": "*.contoso.com",
+    "sharepoint.sites": "https://contoso.sharepoint.com/sites/salesteam",
+}
+
+
+def article_values(parameters: object) -> list[str]:
+    """The fields of `parameters` that still hold the article's example values."""
+    held = []
+    for field, example in ARTICLE_VALUES.items():
+        table, key = field.split(".")
+        value = getattr(getattr(parameters, table), key)
+        values = value if isinstance(value, list) else [value]
+        if any(str(v).rstrip("/").casefold() == example.casefold() for v in values):
+            held.append(field)
+    return held
+
+
+def _warn_if_article_values(parameters: object, path: Path) -> None:
+    """One line on stderr when a parameters file still holds the article's placeholder values."""
+    held = article_values(parameters)
+    if held:
+        click.echo(f"psbridge: warning: {_safe(path)} still holds the article's example values "
+                   f"({', '.join(held)}): replace them with yours", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -112,6 +151,32 @@ def schema() -> None:
     from .parameters import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+#: The shells click can complete, in the order `completion --help` lists them.
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+@cli.command("completion", context_settings=CONTEXT)
+@click.argument("shell", type=click.Choice(COMPLETION_SHELLS))
+def completion_command(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash 4.4+, zsh or fish).
+
+    The script completes commands, options and file names by calling psbridge with
+    _PSBRIDGE_COMPLETE set; load it from your shell's start-up file.
+
+    \b
+    Examples:
+      eval "$(psbridge completion bash)"        # add this line to ~/.bashrc
+      eval "$(psbridge completion zsh)"         # add this line to ~/.zshrc
+      psbridge completion fish > ~/.config/fish/completions/psbridge.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    if complete is None:  # pragma: no cover - click.Choice admits only the shells above
+        raise UserError(f"completion: no completion for {shell}")
+    click.echo(complete(cli, {}, "psbridge", "_PSBRIDGE_COMPLETE").source())
 
 
 @cli.command(context_settings=CONTEXT)
@@ -144,6 +209,8 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit
         if example == (params is not None):
             raise UserError("render: give either a parameters file or --example")
         parameters = example_parameters() if example else load_parameters(params)  # type: ignore[arg-type]
+        if params is not None:
+            _warn_if_article_values(parameters, params)
         rendered = render_package(parameters, _local_certificate(parameters, params.parent) if params else None)
         target = write_package(rendered, out_dir, force=force)
     except (UserError, RuntimeFailure) as exc:
@@ -166,7 +233,12 @@ PFX_PASSWORD_HELP = "Read the PFX password from the first line of stdin (else PS
 
 @cli.group(context_settings=CONTEXT)
 def cert() -> None:
-    """Inspect, check, create and export the S2S certificate (no openssl needed)."""
+    """Inspect, check, create and export the S2S certificate (no openssl needed).
+
+    \b
+    Example:
+      psbridge cert new --subject "CN=crm.contoso.com, O=Contoso" --out certs/
+    """
 
 
 def _local_certificate(parameters: object, base_dir: Path) -> dict | None:  # type: ignore[type-arg]
@@ -205,6 +277,10 @@ def cert_inspect(file: Path, as_json: bool, password_stdin: bool) -> None:
     Exit 0 when the certificate is usable (warnings allowed), 1 when it has an error
     finding (expired, not yet valid, no or wrong private key, RSA < 2048 bits), 2 when
     FILE cannot be read as a certificate.
+
+    \b
+    Example:
+      PSBRIDGE_PFX_PASSWORD=… psbridge cert inspect certs/crm.contoso.com.pfx
     """
     import json
 
@@ -239,6 +315,11 @@ def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | 
     PSBRIDGE_PFX_PASSWORD, --password-stdin or a prompt (asked twice), never a flag.
     The default PFX encryption (AES-256) is imported by Windows Server 2019 and later;
     for Windows Server 2016 pass --legacy-pfx.
+
+    \b
+    Example:
+      psbridge cert new --subject "CN=crm.contoso.com, O=Contoso" \\
+          --days 730 --out certs/
     """
     import dataclasses
     import json
@@ -277,7 +358,12 @@ def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | 
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--password-stdin", is_flag=True, help=PFX_PASSWORD_HELP)
 def cert_export_cer(pfx: Path, out: Path, force: bool, password_stdin: bool) -> None:
-    """Write the public certificate of PFX as a DER .cer: the file the article's step 5 imports."""
+    """Write the public certificate of PFX as a DER .cer: the file the article's step 5 imports.
+
+    \b
+    Example:
+      psbridge cert export-cer certs/crm.pfx -o certs/crm.cer
+    """
     from .certificates import export_cer
 
     if not force and out.exists():
@@ -343,6 +429,10 @@ def keygen_command(out_dir: Path, name: str, no_passphrase: bool, ask_passphrase
     terminal and without the variable, keygen refuses unless --no-passphrase is given.
     Give the .pub.json file to whoever keeps the board's trusted-keys folder; keep the
     .key file to yourself.
+
+    \b
+    Example:
+      psbridge keygen --out ~/.psbridge --name "Jane Doe <jane@contoso.com>"
     """
     import os
 
@@ -386,7 +476,8 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
 
     \b
     Example:
-      psbridge approve output/contoso --key ~/.psbridge/jane-doe.key --expires 3d --comment "CHG-1234"
+      psbridge approve output/contoso --key ~/.psbridge/jane-doe.key \\
+          --expires 3d --comment "CHG-1234"
     """
     from . import approvals, audit
 
@@ -495,7 +586,12 @@ def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) ->
     if summary["certificate"]:
         click.echo("certificate:")
         for key, value in summary["certificate"].items():
-            click.echo(f"  {_safe(key) + ':':<12} {_safe(value)}")
+            if isinstance(value, list) and value:  # e.g. warnings: one line each
+                click.echo(f"  {_safe(key) + ':'}")
+                for item in value:
+                    click.echo(f"    - {_human(item)}")
+            else:
+                click.echo(f"  {_safe(key) + ':':<12} {_human(value)}")
     trust = "" if summary["trusted_keys_checked"] else " (trust not checked; pass --trusted-keys)"
     click.echo(f"approvals{trust}:" if summary["approvals"] else "approvals:   none")
     for item in summary["approvals"]:
@@ -520,18 +616,18 @@ def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) ->
 def report_command(package_dir: Path, out: Path | None, trusted_keys: Path | None, audit_log: Path | None) -> None:
     """Write one self-contained HTML report of a package: summary, steps, runs, checks, audit.
 
-    \b
-    Page 1 (printed) is the summary: change ticket, what changes where, the approvals
-    with who/when/expiry and whether each is valid now, and the digest. Then every step
-    with its highlighted script and sha256, the back-out plan, the runs as a timeline
-    (runs/*.jsonl), saved check results (checks/*.json) and the audit chain's status.
-    The page loads nothing and runs no script; it prints cleanly to PDF. Reads the
-    package, its evidence and the audit log; writes only the report (exit 0).
+    Page 1 (printed) is the summary: change ticket, what changes where, the
+    approvals with who/when/expiry and whether each is valid now, and the digest.
+    Then every step with its highlighted script and sha256, the back-out plan, the
+    runs as a timeline (runs/*.jsonl), saved check results (checks/*.json) and the
+    audit chain's status. The page loads nothing and runs no script; it prints
+    cleanly to PDF. Writes only the report (exit 0).
 
     \b
     Examples:
-      psbridge report output/contoso                 # -> output/contoso-report.html
-      psbridge report output/contoso -o CHG-1234.html --trusted-keys board-keys/
+      psbridge report output/contoso        # -> output/contoso-report.html
+      psbridge report output/contoso -o CHG-1234.html \\
+          --trusted-keys board-keys/
     """
     from .package import read_package
     from .report import build_report, check_target, default_path, write_report
@@ -544,6 +640,19 @@ def report_command(package_dir: Path, out: Path | None, trusted_keys: Path | Non
         click.echo(f"psbridge: warning: {_safe(package_dir)} is not intact or not reproducible; the report says why",
                    err=True)
     click.echo(f"wrote {_safe(target)} (package {_safe(package.name)} digest {package.digest}; report sha256 {digest})")
+
+
+def _human(value: object) -> str:
+    """A plan.json value as a person reads it: yes/no, none, comma-separated lists; escaped."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(_human(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{_safe(k)}: {_human(v)}" for k, v in value.items()) if value else "none"
+    return _safe(value)
 
 
 @cli.command("diff", context_settings=CONTEXT)
@@ -571,7 +680,12 @@ def diff_command(old_dir: Path, new_dir: Path) -> None:
 
 @cli.group("audit", context_settings=CONTEXT)
 def audit_group() -> None:
-    """Check and repair the hash-chained audit log."""
+    """Check and repair the hash-chained audit log.
+
+    \b
+    Example:
+      psbridge audit verify output/audit.jsonl
+    """
 
 
 @audit_group.command("verify", context_settings=CONTEXT)
@@ -582,6 +696,11 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
 
     Exit 0 and print the number of good lines and the head hash (record it elsewhere),
     or exit 1 naming the first broken line.
+
+    \b
+    Example:
+      psbridge audit verify output/audit.jsonl
+      psbridge audit verify output/audit.jsonl --head "$HEAD"   # from the ticket
     """
     import re
     import shlex
@@ -759,7 +878,6 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         audit_log: Path | None, **options: object) -> None:
     """Run a rendered package on the CRM server over PowerShell Remoting, step by step.
 
-    \b
     The package is read once and checked (every file as plan.json records, the steps as
     psbridge's catalogue computes them; with --require-approval also byte-identical to
     psbridge's render and approved) before any secret is asked for; only those bytes
@@ -970,7 +1088,6 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
           forbid_keys: tuple[str, ...], audit_log: Path | None, **options: object) -> None:
     """Read the live state and say what the package would change, like `terraform plan`.
 
-    \b
     Read-only: it sends the package's probe scripts (probes/, approved with the package)
     and, for Entra ID, only the session steps the catalogue names (03 session, 04
     connect); never a step that changes state, whatever plan.json says. Per step: in

@@ -40,6 +40,7 @@ from .catalogue import (
     steps_for,
 )
 from .files import sha256_hex
+from .package import digest_of, listing_of
 from .parameters import Parameters
 from .powershell import PowerShellLiteral, quote
 
@@ -84,6 +85,133 @@ def fence(value: Any, info: str = "") -> Trusted:
     longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2) if "```" in text else 2
     ticks = "`" * (longest + 1)
     return Trusted(f"{ticks}{info}\n{text}\n{ticks}")
+
+
+#: REVIEW.md's width outside code blocks.
+REVIEW_WIDTH = 100
+_LIST_ITEM = re.compile(r"( *)([-*+]|\d{1,9}[.)])( +)(?=\S)")
+#: A word that would start a block (list, heading, quote, table, fence, HTML, setext
+#: underline, thematic break) if a wrapped line began with it.
+_BLOCK_START = re.compile(r"[-+*>#|=_<~]|\d{1,9}[.)]|`{3,}")
+
+
+def _md_words(text: str) -> list[str]:
+    """`text` split at spaces, each code span (with the spaces inside it) kept as one word."""
+    words, current, i = [], "", 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            current += text[i:i + 2]
+            i += 2
+            continue
+        if ch == "`":
+            run = len(text) - i - len(text[i:].lstrip("`"))
+            end, j = -1, i + run
+            while (k := text.find("`", j)) >= 0:  # the closing run has exactly as many backticks
+                length = len(text) - k - len(text[k:].lstrip("`"))
+                if length == run:
+                    end = k
+                    break
+                j = k + length
+            if end >= 0:
+                current += text[i:end + run]
+                i = end + run
+            else:  # no closing run: literal backticks
+                current += text[i:i + run]
+                i += run
+            continue
+        if ch == " ":
+            if current:
+                words.append(current)
+            current = ""
+        else:
+            current += ch
+        i += 1
+    if current:
+        words.append(current)
+    return words
+
+
+def _wrap_block(lines: list[str], width: int) -> list[str]:
+    """A paragraph or list item (its first line and continuation lines) refilled to `width`."""
+    item = _LIST_ITEM.match(lines[0])
+    if item:
+        first, indent = lines[0][:item.end()], " " * item.end()
+    else:
+        first = indent = lines[0][:len(lines[0]) - len(lines[0].lstrip(" "))]
+    words = [w for n, line in enumerate(lines) for w in _md_words(line[len(first) if n == 0 else 0:].strip(" "))]
+    out: list[list[str]] = [[]]
+    for word in words:
+        current = out[-1]
+        prefix = first if len(out) == 1 else indent
+        if current and len(prefix) + len(" ".join([*current, word])) > width and not current[-1].endswith("\\"):
+            carried = [word]
+            while _BLOCK_START.match(carried[0]) and len(current) > 1:
+                carried.insert(0, current.pop())  # no line may start a block: carry a word over
+            if _BLOCK_START.match(carried[0]):
+                current.extend(carried)  # nothing to carry: this line stays wider
+            else:
+                out.append(carried)
+            continue
+        current.append(word)
+    return [(first if n == 0 else indent) + " ".join(words) for n, words in enumerate(out)]
+
+
+def _kept(line: str) -> bool:
+    """A line wrapping leaves alone: blank, heading, table row, HTML, maybe indented code."""
+    stripped = line.lstrip(" ")
+    return (not stripped or stripped.startswith(("#", "|", "<"))
+            or (line.startswith("    ") and not _LIST_ITEM.match(line)))
+
+
+#: A fence line, found after its line break (faster than `^` with re.M: the scripts are long).
+_FENCE_LINE = re.compile(r"\n {0,3}(`{3,}|~{3,})([^\n]*)")
+
+
+def wrap_markdown(text: str, width: int = REVIEW_WIDTH) -> str:
+    """Paragraphs and list items with a line wider than `width` refilled; code, tables and headings kept.
+
+    Values are code spans (one word however long), so a line may stay wider only when one
+    value alone is. A refilled line never starts with what would start another block.
+    Fenced code (most of REVIEW.md: the scripts) is found by its fence lines and copied whole.
+    """
+    out: list[str] = []
+    pos, fence, opened = 0, "", 0
+    for marker in _FENCE_LINE.finditer("\n" + text):  # offsets in `text`: line start, line end
+        run, rest, start, end = marker.group(1), marker.group(2), marker.start(), marker.end() - 1
+        if not fence:
+            if run[0] == "`" and "`" in rest:
+                continue  # not a fence (CommonMark): a code span at the start of a line
+            out.append(_wrap_prose(text[pos:start], width))
+            fence, opened = run, start
+        elif run[0] == fence[0] and len(run) >= len(fence) and not rest.strip():
+            out.append(text[opened:end])
+            fence, pos = "", end
+    out.append(text[opened:] if fence else _wrap_prose(text[pos:], width))
+    return "".join(out)
+
+
+def _wrap_prose(text: str, width: int) -> str:
+    """`wrap_markdown` for text without fenced code."""
+    lines = text.split("\n")
+    if all(len(line) <= width for line in lines):
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if _kept(line):
+            out.append(line)
+            i += 1
+            continue
+        block = [line]  # the block's continuation lines: not a new item or a kept line
+        i += 1
+        while (i < len(lines) and not _kept(lines[i]) and not _LIST_ITEM.match(lines[i])
+               and not block[-1].endswith(("  ", "\\"))):
+            block.append(lines[i])
+            i += 1
+        out.extend(_wrap_block(block, width) if any(len(b) > width for b in block) else block)
+    return "\n".join(out)
 
 
 def _markdown_finalize(value: Any) -> Any:
@@ -168,15 +296,70 @@ def _where(step: Step) -> str:
     return step.changes.split(":", 1)[0] if step.changes else ""
 
 
+#: TOML bare keys (every key of the parameters model is one).
+_TOML_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: What a TOML literal string ('…') cannot hold: the quote itself and control characters
+#: (TOML 1.0 allows a raw tab, but a reader cannot see one: it is escaped too).
+_TOML_NOT_LITERAL = re.compile(r"['\x00-\x1f\x7f]")
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(value: str) -> str:
+    """A TOML string that reads back as exactly `value`.
+
+    A literal string ('C:\\x' shows the backslash as it is) whenever TOML allows one; for a
+    value with an apostrophe or a control character, a basic string with TOML's escapes.
+    """
+    if not _TOML_NOT_LITERAL.search(value):
+        return f"'{value}'"
+    out = []
+    for ch in value:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if _TOML_BARE_KEY.fullmatch(key) else toml_string(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, list):
+        items = [_toml_value(v) for v in value]
+        if len(items) <= 1:
+            return f"[{''.join(items)}]"
+        return "[\n" + "".join(f"    {item},\n" for item in items) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def canonical_toml(data: dict[str, Any], _path: tuple[str, ...] = ()) -> str:
+    """`data` (strings, booleans, integers, lists, tables) as TOML: keys before tables."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for key, table in data.items():
+        if isinstance(table, dict):
+            path = (*_path, _toml_key(key))
+            body = canonical_toml(table, path)
+            lines.append(f"\n[{'.'.join(path)}]" + (f"\n{body}" if body else ""))
+    return "\n".join(lines).lstrip("\n")
+
+
 def _parameters_toml(params: Parameters) -> str:
-    """The parameters as TOML for the review document (values JSON-quoted: valid TOML basic strings)."""
-    data = params.model_dump(mode="json", exclude_none=True)
-    lines = [f"name = {json.dumps(data.pop('name'), ensure_ascii=False)}",
-             f"profile = {json.dumps(data.pop('profile'), ensure_ascii=False)}"]
-    for table, values in data.items():
-        lines.append(f"\n[{table}]")
-        lines.extend(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in values.items())
-    return "\n".join(lines)
+    """The parameters as REVIEW.md shows them: canonical TOML of exactly what plan.json records.
+
+    Built from the values (not the file the user wrote, whose comments and layout differ),
+    so that `tomllib.loads` of the block gives plan.json's `parameters`.
+    """
+    return canonical_toml(params.model_dump(mode="json", exclude_none=True))
 
 
 def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) -> list[RenderedStep]:
@@ -206,6 +389,18 @@ def render_probes(params: Parameters) -> dict[str, bytes]:
     return out
 
 
+def _changes_state_text(step: Step) -> str:
+    """REVIEW.md's "Changes state" line: a session step that can change something says when."""
+    if step.changes_state:
+        return "yes"
+    if step.changes:  # msonline step 03: Enable-PSRemoting, only in a local window
+        return ("only when a person runs it locally and WinRM does not answer (see \"What changes\"); "
+                "over `psbridge run` it changes nothing. It is a session step, not a change: resuming "
+                "(`setup.ps1 -FromStep N`, `psbridge run --from-step N`) runs it again for its imports, "
+                "and it leaves WinRM alone once WinRM answers.")
+    return "no"
+
+
 def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Parameters,
                thresholds: dict[int, int]) -> dict[str, Any]:
     s, total = rendered.step, len(steps)
@@ -215,13 +410,16 @@ def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Paramete
         "label": label,
         "threshold": thresholds[s.index],
         "banner": f"==> [{s.index:02d}/{total:02d}] {s.id}: {s.title}",
+        # sha256sum's form, so that a transcript line can be compared with `sha256sum -c` input.
+        "hash_line": f"    sha256 {rendered.sha256}  {s.file}",
         "text": Trusted(rendered.text.rstrip("\n")),
-        "title": s.title,
+        "heading": Trusted(f"{label}"),
+        "title": Trusted(s.title),
         "file": s.file,
         "sha256": rendered.sha256,
         "changes": Trusted(s.changes.split(": ", 1)[1]) if s.changes else "",
         "where": Trusted(_where(s)),
-        "changes_state_text": Trusted("yes" if s.changes_state else "no"),
+        "changes_state_text": Trusted(_changes_state_text(s)),
         "kind_session": s.kind == "session",
         "inputs": ", ".join(inputs_for(s, params)),
         "runs_on": s.runs_on,
@@ -270,22 +468,30 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     # setup.ps1 runs on the main server; a farm's step 09 runs on each additional server.
     main_views = [v for v in views if v["runs_on"] == "main"]
     elsewhere = [v for v in views if v["runs_on"] != "main"]
+    # setup.ps1 is inside the package digest (and plan.json records its sha256), so it cannot
+    # print that digest; it prints the digest of the step files, which do not depend on it.
+    steps_digest = digest_of(listing_of({r.step.file: r.data for r in rendered}))
     setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=main_views, elsewhere=elsewhere,
-                                                           version=Trusted(__version__))
+                                                           version=Trusted(__version__), steps_digest=steps_digest)
     setup = _crlf_bom(setup_text)
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
-    review = md_env.get_template("REVIEW.md.j2").render(
+    review = wrap_markdown(md_env.get_template("REVIEW.md.j2").render(
         p=params,
         c=constants_for(params),
         steps=views,
         version=__version__,
         setup_sha256=sha256_hex(setup),
+        steps_digest=steps_digest,
+        script_hashes=Trusted("\n".join(
+            f"{sha256_hex(data)}  {rel}" for rel, data in
+            [("setup.ps1", setup), *((r.step.file, r.data) for r in rendered), *probes.items(), (LOCK_SCRIPT, lock)]
+        )),
         tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
         parameters_toml=_parameters_toml(params),
         cert=certificate,
         probes=[_shown(f, b) for f, b in probes.items()],
         lock=_shown(LOCK_SCRIPT, lock),
-    ).encode("utf-8")
+    )).encode("utf-8")
     plan = {
         "format_version": FORMAT_VERSION,
         "tool": "psbridge",
@@ -311,7 +517,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
 
 def _shown(rel: str, data: bytes) -> dict[str, Any]:
     """A script as REVIEW.md shows it: its file, sha256 and text (BOM and CR removed)."""
-    return {"file": rel, "sha256": sha256_hex(data), "text": Trusted(data[3:].decode("utf-8").replace("\r\n", "\n"))}
+    return {"file": rel, "heading": Trusted(rel), "sha256": sha256_hex(data), "text": Trusted(data[3:].decode("utf-8").replace("\r\n", "\n"))}
 
 
 def _plan_step(rendered: RenderedStep, params: Parameters) -> dict[str, Any]:

@@ -199,7 +199,7 @@ def test_review_names_changes_warnings_checklist_and_setup_hash(package: dict[st
     assert "cannot\n  revert to client-based authentication" in review
     for name in STEP_FILES:
         assert text_of(package[name]).replace("\r\n", "\n").rstrip("\n") in review
-        assert f"| `{name}` | `{sha256_hex(package[name])}` |" in review
+        assert f"\n{sha256_hex(package[name])}  {name}\n" in review  # sha256sum -c input
 
 
 def test_review_fences_survive_backticks_in_values(tmp_path: Path) -> None:
