@@ -40,6 +40,7 @@ from .keys import (
     short,
 )
 from .package import Package
+from .text import flatten, non_ascii_values
 
 APPROVAL_FORMAT = "psbridge-approval-v1"
 #: Domain separation: a signature made for an approval can never be replayed as anything else.
@@ -567,6 +568,8 @@ def package_summary(package: Package, trusted_keys_dir: Path | None = None, *,
         "reproducible": [] if problems else package.reproduction_problems,
         "steps": steps,
         "certificate": package.certificate,
+        "non_ascii": [{"key": key, "value": value, "code_points": points} for key, value, points
+                      in non_ascii_values(flatten(plan.get("parameters") or {}))],
         "approvals": [s.to_json() for s in statuses],
         "stray_files": strays,
         "trusted_keys_checked": trusted is not None,

@@ -583,6 +583,11 @@ def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) ->
     for step in summary["steps"]:
         click.echo(f"  {_safe(step['index'])!s:>2}  {_safe(step['id'] or ''):<16} {_safe(step['kind'] or ''):<8} "
                    f"{_safe(step['title'] or '')}")
+    if summary["non_ascii"]:
+        click.echo("values with characters outside ASCII:")
+        for item in summary["non_ascii"]:
+            click.echo(f"  {_safe(item['key'])} = {_safe(item['value'])}")
+            click.echo(f"    {_safe(', '.join(item['code_points']))}")
     if summary["certificate"]:
         click.echo("certificate:")
         for key, value in summary["certificate"].items():

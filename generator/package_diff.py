@@ -16,27 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .package import Package
+from .text import flatten, non_ascii_values
 
 #: plan.json keys shown elsewhere in the diff (parameters) or derived from the files (hashes).
 _PLAN_KEYS_SKIPPED = frozenset({"parameters", "files", "steps"})
 #: Files summarized rather than diffed line by line.
 SUMMARIZED = frozenset({"setup.ps1", "REVIEW.md"})
 _MISSING = object()
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts/lists -> {"a.b.0": leaf}, so a change is named by one dotted key."""
-    if isinstance(value, Mapping) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list) and value:
-        out = {}
-        for index, item in enumerate(value):
-            out.update(flatten(item, f"{prefix}.{index}" if prefix else str(index)))
-        return out
-    return {prefix: value}
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -81,7 +67,11 @@ class PackageDiff:
         for title, changes in (("parameters", self.parameters), ("plan", self.plan)):
             if changes:
                 lines.append(f"{title}:")
-                lines += [f"  {key}: {show_value(a)} -> {show_value(b)}" for key, a, b in changes]
+                for key, a, b in changes:
+                    lines.append(f"  {key}: {show_value(a)} -> {show_value(b)}")
+                    for side, value in (("old", a), ("new", b)):
+                        for _, _, points in non_ascii_values({key: value}):
+                            lines.append(f"    non-ASCII in the {side} value: {', '.join(points)}")
         if self.files:
             lines.append("files:")
             lines += [f"  {status:<8} {path}{f' ({note})' if note else ''}" for status, path, note in self.files]

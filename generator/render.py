@@ -43,6 +43,7 @@ from .files import sha256_hex
 from .package import digest_of, listing_of
 from .parameters import Parameters
 from .powershell import PowerShellLiteral, quote
+from .text import flatten, non_ascii_values
 
 #: Version of plan.json's layout (package.py reads only this version).
 FORMAT_VERSION = 1
@@ -488,6 +489,9 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         )),
         tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
         parameters_toml=_parameters_toml(params),
+        non_ascii=[{"key": key, "value": value, "points": ", ".join(points)}
+                   for key, value, points in non_ascii_values(flatten(params.model_dump(mode="json",
+                                                                                     exclude_none=True)))],
         cert=certificate,
         probes=[_shown(f, b) for f, b in probes.items()],
         lock=_shown(LOCK_SCRIPT, lock),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 #: Categories of the characters `printable` escapes: controls (C0, DEL, C1), format
 #: characters (zero-width, bidi controls, BOM, soft hyphen, tags), line and paragraph
@@ -131,3 +133,30 @@ def non_ascii_code_points(value: str) -> list[str]:
 def is_invisible(ch: str) -> bool:
     """True for a Unicode format character (category Cf): zero-width, bidi control, BOM, tag."""
     return unicodedata.category(ch) == "Cf"
+
+
+def non_ascii_values(values: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(dotted key, value, its non-ASCII code points) for each text value that has any.
+
+    `values` maps dotted keys (`crm.tools_dir`, `sharepoint.sites.0`) to leaves, as
+    `flatten` makes them. REVIEW.md, `show` and `diff` print these under the
+    values, so `C:\\Prógram Files` and `C:\\Program Files` can't be mistaken for each other.
+    """
+    return [(key, value, non_ascii_code_points(value)) for key, value in values.items()
+            if isinstance(value, str) and not value.isascii()]
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists -> {"a.b.0": leaf}, so a value is named by one dotted key."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value:
+        out = {}
+        for index, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}.{index}" if prefix else str(index)))
+        return out
+    return {prefix: value}
+

@@ -145,3 +145,21 @@ def test_diff_shows_step_metadata_changes(psbridge, tmp_path: Path) -> None:
     result = psbridge("diff", old, new)
     assert result.exit_code == 1
     assert 'steps.spn.kind: "change" -> "check"' in result.stdout
+
+
+# --------------------------------------------------------------------------- non-ASCII values are spelled out
+
+
+def test_review_show_and_diff_list_the_non_ascii_code_points(psbridge, tmp_path: Path) -> None:
+    """`Prógram` (o with acute) must not pass for `Program`: every such value is spelled out."""
+    plain = make_package(tmp_path / "a", crm={"tools_dir": "C:\\Program Files\\Tools"})
+    lookalike = make_package(tmp_path / "b", crm={"tools_dir": "C:\\Prógram Files\\Tools"})
+    review = (lookalike / "REVIEW.md").read_text(encoding="utf-8")
+    assert "crm.tools_dir" in review and "U+00F3 LATIN SMALL LETTER O WITH ACUTE" in review
+    assert "U+00F3" not in (plain / "REVIEW.md").read_text(encoding="utf-8")
+    shown = psbridge("show", lookalike)
+    assert shown.exit_code == 0 and "crm.tools_dir = C:\\Prógram Files\\Tools" in shown.stdout
+    assert "    U+00F3 LATIN SMALL LETTER O WITH ACUTE" in shown.stdout
+    diff = psbridge("diff", plain, lookalike)
+    assert diff.exit_code == 1
+    assert "    non-ASCII in the new value: U+00F3 LATIN SMALL LETTER O WITH ACUTE" in diff.stdout
