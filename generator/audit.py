@@ -382,11 +382,33 @@ def record(
     """Append a line for an action on a package (a `package.Package`, read once) or on none.
 
     The name and digest come from the package object the command judged, never from a
-    second read of the folder.
+    second read of the folder. When the package's parameters name a change ticket
+    (`[change] ticket`), the line's details carry it as ``"change": {"ticket": …}``, so
+    that every line about the package can be found by its ticket.
     """
     name = package.name if package is not None else None
     digest = package.digest if package is not None else None
+    ticket = _ticket_of(package)
+    if ticket is not None and "change" not in details:
+        details = {**details, "change": {"ticket": ticket}}
     return append(log_path, action, name, digest, actor, outcome, **details)
+
+
+def _ticket_of(package: Any) -> str | None:
+    """The package's `[change] ticket`, from its validated parameters; None when it has none.
+
+    Only a value that passed validation is logged. A plan whose parameters are missing or
+    invalid (a tampered or foreign package, which the command is about to refuse) has no
+    ticket: the line that records the refusal must still be written, so nothing here raises.
+    """
+    if package is None:
+        return None
+    try:
+        change = package.parameters.change
+    except Exception:  # noqa: BLE001 - a broken plan (UserError) or not a Package: no ticket
+        return None
+    ticket = getattr(change, "ticket", None)
+    return ticket if isinstance(ticket, str) else None
 
 
 @dataclass(frozen=True)

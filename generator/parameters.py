@@ -484,6 +484,53 @@ class Graph(_Strict):
         return self
 
 
+#: Longest [change] ticket and window (one line), and summary (one paragraph), in characters.
+CHANGE_LINE_MAX = 100
+CHANGE_SUMMARY_MAX = 500
+
+
+def _change_text(limit: int) -> Any:
+    """A [change] value: not blank, at most `limit` characters (plain_text has already run)."""
+
+    def check(value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty; leave the key out instead")
+        if len(value) > limit:
+            raise ValueError(f"longer than {limit} characters ({len(value)})")
+        return value
+
+    return AfterValidator(check)
+
+
+ChangeLine = Annotated[str, _change_text(CHANGE_LINE_MAX)]
+ChangeSummary = Annotated[str, _change_text(CHANGE_SUMMARY_MAX)]
+
+
+class Change(_Strict):
+    """Optional: the change this package is for. REVIEW.md, the report and every audit line
+    about the package show it; nothing in a script uses it."""
+
+    ticket: ChangeLine | None = Field(
+        None, description=f"The change ticket, e.g. CHG-1234: one line, at most {CHANGE_LINE_MAX} characters. "
+        "Every audit line about the package carries it.",
+    )
+    summary: ChangeSummary | None = Field(
+        None, description=f"What the change is for: one paragraph (no line breaks), at most {CHANGE_SUMMARY_MAX} "
+        "characters.",
+    )
+    window: ChangeLine | None = Field(
+        None, description="The approved change window, free text such as 2026-12-05 20:00-22:00 CET: one line, "
+        f"at most {CHANGE_LINE_MAX} characters.",
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Change:
+        """An empty [change] table says nothing and would show an empty section: refuse it."""
+        if self.ticket is None and self.summary is None and self.window is None:
+            raise ValueError("give ticket, summary or window (or leave the [change] table out)")
+        return self
+
+
 class Parameters(_Strict):
     """Everything the sequence needs, except secrets (they never live in this file)."""
 
@@ -499,6 +546,10 @@ class Parameters(_Strict):
     crm: Crm
     sharepoint: SharePoint
     graph: Graph | None = Field(None, description="Profile graph only: sign-in for psbridge run.")
+    change: Change | None = Field(
+        None, description="Optional change ticket, summary and window: shown in REVIEW.md and the report, "
+        "the ticket on every audit line about the package.",
+    )
 
     @field_validator("graph")
     @classmethod

@@ -96,7 +96,7 @@ def test_schema_is_json_schema_of_the_file(psbridge) -> None:
     result = psbridge("schema")
     schema = json.loads(result.stdout)
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"name", "profile", "certificate", "crm", "sharepoint", "graph"}
+    assert set(schema["properties"]) == {"name", "profile", "certificate", "crm", "sharepoint", "graph", "change"}
     assert schema["properties"]["profile"]["enum"] == ["msonline", "graph"]
 
 

@@ -140,6 +140,9 @@ FIELD_FORMS: dict[str, str] = {
     "graph.client_id": "72f988bf-86f1-41af-91ab-2d7cd011db47{}",
     "graph.tenant_id": "{}72f988bf-86f1-41af-91ab-2d7cd011db47",
     "graph.certificate_thumbprint": "0123456789ABCDEF0123456789ABCDEF01234567{}",
+    "change.ticket": "CHG-{}1234",
+    "change.summary": "S2S for the {}sales team",
+    "change.window": "2026-12-05 20:00{}-22:00 CET",
 }
 
 LINE_BREAKS = {
