@@ -996,7 +996,8 @@ def _verify_hook(package, secrets, timeout: float, as_json: bool):  # type: igno
 
 
 def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    """Per step the verdict, before -> after when it would change, and known causes with their fixes.
+    """Per step the verdict, before -> after when it would change, and known causes with their fixes;
+    then what ends when (`expiry`) and one `warning:` line per reason for exit 6.
 
     Lines stay within 100 columns: the detail wraps under the step, long before/after values
     and every cause and fix go on their own indented lines. Outside text is escaped (`_safe`);
