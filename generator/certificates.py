@@ -26,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .dn import windows_dn
 from .errors import UserError
+from .expiry import EXPIRY_WARNING_DAYS  # a certificate that ends within this many days gets a warning
 from .files import write_files
 
 #: Environment variable that holds the PFX password (never a command-line flag).
@@ -34,8 +35,6 @@ PFX_PASSWORD_ENV = "PSBRIDGE_PFX_PASSWORD"
 PFX_SUFFIXES = frozenset({".pfx", ".p12"})
 CER_SUFFIXES = frozenset({".cer", ".crt", ".pem", ".der"})
 
-#: A certificate that ends within this many days gets a warning.
-EXPIRY_WARNING_DAYS = 60
 MIN_RSA_BITS = 2048
 
 Level = Literal["error", "warning"]

@@ -8,7 +8,14 @@ Verdicts: `in place` (the step would change nothing), `will change` (with before
 `blocked` (the step would fail: fix the server first), `cannot tell` (a probe failed or
 did not run), `session` (sets up the PowerShell session only), `ok` (a read-only check).
 Exit codes: 0 every state-changing step is in place; 5 the package would change something;
-1 a probe failed, a step is blocked, or a state-changing step's state cannot be told.
+1 a probe failed, a step is blocked, or a state-changing step's state cannot be told;
+6 everything is in place, but CRM's S2S certificate or its key credential in Entra ID ends
+within the warning window (`warn_days`), or another key credential of the Dynamics CRM
+service principal has expired. Precedence: 1, then 5, then 6, then 0.
+
+Expiry (`Expiry`): what ends when, read at `now`: the S2S certificate CRM uses (crm probe:
+thumbprint and NotAfter), the key credential of it on the Dynamics CRM service principal, and
+the principal's other key credentials (entra probe).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ Verdict = Literal["in place", "will change", "blocked", "cannot tell", "session"
 
 from . import clock
 from .catalogue import ADDITIONAL_SERVERS_STEP, CATALOGUES, PROBES, PROFILE_MODULES
+from .expiry import EXPIRY_WARNING_DAYS
 from .errors import ExitCode
 
 _ADMIN = "https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/"
@@ -67,11 +75,99 @@ class StepVerdict:
 
 
 @dataclass(frozen=True)
+class Ending:
+    """One thing that ends: CRM's S2S certificate (NotAfter) or a key credential (its end date)."""
+
+    thumbprint: str | None
+    ends: _dt.datetime | None
+    #: A key credential (True) or a certificate (False): a credential's facts carry its key id, type, usage.
+    credential: bool = False
+    key_id: str | None = None
+    type: str | None = None
+    usage: str | None = None
+
+    def days_left(self, now: _dt.datetime) -> int | None:
+        """Whole days until it ends (negative once it has ended); None when the date is unknown."""
+        return None if self.ends is None else (self.ends - now).days
+
+    def within(self, now: _dt.datetime, days: int) -> bool:
+        """Whether it ends within `days` days of `now`, or has ended."""
+        return self.ends is not None and self.ends - now <= _dt.timedelta(days=days)
+
+    def describe(self) -> str:
+        """The thumbprint, and a credential's key id when known."""
+        return (self.thumbprint or "(no thumbprint)") + (f" (key id {self.key_id})" if self.key_id else "")
+
+    def facts(self, now: _dt.datetime, days: int) -> dict[str, Any]:
+        ended = self.ends is not None and self.ends <= now
+        data: dict[str, Any] = {"thumbprint": self.thumbprint}
+        if self.credential:
+            data.update(key_id=self.key_id, type=self.type, usage=self.usage)
+        return {**data, "ends": _when(self.ends) if self.ends else None, "days_left": self.days_left(now),
+                "expired": ended, "within_warn_days": self.within(now, days) and not ended}
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """What ends when, read at `now`: the S2S certificate(s) CRM uses and the Dynamics CRM
+    service principal's key credentials (the one of CRM's certificate, and the others).
+
+    `entra_read` is False when the entra probe did not answer (then no credential is known).
+    """
+
+    now: _dt.datetime
+    certificate_type: str | None = None
+    certificates: tuple[Ending, ...] = ()
+    credential: Ending | None = None
+    other_credentials: tuple[Ending, ...] = ()
+    entra_read: bool = False
+
+    def warnings(self, days: int) -> list[str]:
+        """One line per thing to act on: what and when (each is a reason for exit 6)."""
+        lines = []
+        for cert in self.certificates:
+            if cert.within(self.now, days):
+                lines.append(f"CRM's {self.certificate_type} certificate {cert.thumbprint} {self._ends(cert, 'expires')}")
+        if self.credential is not None and self.credential.within(self.now, days):
+            lines.append(f"the key credential of certificate {self.credential.thumbprint} on the Dynamics CRM service "
+                         f"principal in Entra ID {self._ends(self.credential, 'ends')}")
+        for key in self.other_credentials:
+            if key.ends is not None and key.ends <= self.now:
+                lines.append(f"another key credential of the Dynamics CRM service principal in Entra ID, "
+                             f"{key.describe()}, {self._ends(key, 'ends')}: remove it, or renew it if it is used")
+        return lines
+
+    def _ends(self, item: Ending, verb: str) -> str:
+        assert item.ends is not None
+        days = item.days_left(self.now)
+        if item.ends <= self.now:
+            return f"{'expired' if verb == 'expires' else 'ended'} on {_when(item.ends)}"
+        return f"{verb} on {_when(item.ends)} ({days} day{'' if days == 1 else 's'} left)"
+
+    def as_json(self, days: int) -> dict[str, Any]:
+        return {
+            "checked_at": _when(self.now), "warn_days": days, "certificate_type": self.certificate_type,
+            "certificates": [c.facts(self.now, days) for c in self.certificates],
+            "credential": self.credential.facts(self.now, days) if self.credential else None,
+            "other_credentials": [k.facts(self.now, days) for k in self.other_credentials],
+            "entra_read": self.entra_read, "warnings": self.warnings(days),
+        }
+
+
+@dataclass(frozen=True)
 class CheckReport:
     verdicts: list[StepVerdict]
     notes: list[str] = field(default_factory=list)
     #: What the probes read, for the saved evidence (`check --out`): main server and additional ones.
     readings: dict[str, Any] = field(default_factory=dict)
+    #: What ends when (None: not read); with `warn_days`, it decides exit 6.
+    expiry: Expiry | None = None
+    #: The warning window in days (`check --warn-days`): `replace(report, warn_days=n)`.
+    warn_days: int = EXPIRY_WARNING_DAYS
+
+    @property
+    def expiry_warnings(self) -> list[str]:
+        return self.expiry.warnings(self.warn_days) if self.expiry is not None else []
 
     @property
     def exit_code(self) -> ExitCode:
@@ -81,10 +177,14 @@ class CheckReport:
             return ExitCode.FAILED
         if any(v.verdict == "will change" for v in self.verdicts):
             return ExitCode.WOULD_CHANGE
+        if self.expiry_warnings:
+            return ExitCode.EXPIRING
         return ExitCode.OK
 
     def as_json(self) -> dict[str, Any]:
-        return {"verdicts": [asdict(v) for v in self.verdicts], "notes": self.notes, "exit_code": int(self.exit_code)}
+        return {"verdicts": [asdict(v) for v in self.verdicts], "notes": self.notes,
+                "expiry": self.expiry.as_json(self.warn_days) if self.expiry is not None else None,
+                "exit_code": int(self.exit_code)}
 
 
 class ProbeError(ValueError):
@@ -127,10 +227,22 @@ def parse_time(value: Any) -> _dt.datetime | None:
     return parsed.astimezone(_dt.timezone.utc)
 
 
-def _certificate_not_after(plan: Mapping[str, Any], cert: dict[str, Any] | None) -> _dt.datetime | None:
-    """The certificate's NotAfter: from the approved local copy in the plan, else the server's .cer."""
+def _crm_certificates(crm: dict[str, Any] | None) -> list[tuple[str, _dt.datetime | None]]:
+    """CRM's certificates of the type (thumbprint, NotAfter): `certificates`, or the older `thumbprints` only."""
+    dated = [c for c in _as_list((crm or {}).get("certificates")) if isinstance(c, dict) and c.get("thumbprint")]
+    if dated:
+        return [(str(c["thumbprint"]).upper(), parse_time(c.get("not_after"))) for c in dated]
+    return [(str(t).upper(), None) for t in _as_list((crm or {}).get("thumbprints"))]
+
+
+def _certificate_not_after(plan: Mapping[str, Any], cert: dict[str, Any] | None,
+                           crm: dict[str, Any] | None = None) -> _dt.datetime | None:
+    """The certificate's NotAfter: from the approved local copy in the plan, else the server's .cer,
+    else CRM's record of it (when CRM holds the expected certificate)."""
+    expected = _expected_thumbprint(plan, cert)
     return (parse_time((plan.get("certificate") or {}).get("not_after"))
-            or parse_time((cert or {}).get("cer_not_after")))
+            or parse_time((cert or {}).get("cer_not_after"))
+            or next((end for t, end in _crm_certificates(crm) if t == expected), None))
 
 
 # --------------------------------------------------------------------------- per step
@@ -233,10 +345,11 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
                            "CertificateReconfiguration.ps1 fails with \"Private key not found\"",
                            fix="remove the certificates with the same subject name that you don't need, using the "
                            "Certificate Manager MMC snap-in (" + TROUBLESHOOTING + ")")
-    current = [str(t).upper() for t in _as_list(crm.get("thumbprints"))]
+    crm_certificates = _crm_certificates(crm)
+    current = [t for t, _ in crm_certificates]
     before = ", ".join(current) or "none"
     kind = crm.get("certificate_type")
-    not_after = _certificate_not_after(plan, cert)
+    not_after = _certificate_not_after(plan, cert, crm)
     if not_after is not None and not_after <= now:
         cause, fix = _expired_certificate(expected, not_after)
         where = "CRM's" if expected in current else "the package's"
@@ -265,8 +378,9 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
         reasons.append("the certificate in LocalMachine\\My has no private key")
     if expected not in current:
         reasons.append(f"CRM {kind} is {before}")
-        # CRM's certificate, when the store shows its dates (a certificate with the .cer's subject).
+        # CRM's certificate's NotAfter: from CRM's record, else from the store (the .cer's subject).
         dates = {str(e.get("thumbprint", "")).upper(): parse_time(e.get("not_after")) for e in store}
+        dates.update({t: end for t, end in crm_certificates if end is not None})
         for thumbprint in current:
             ended = dates.get(thumbprint)
             if ended is not None and ended <= now:
@@ -334,7 +448,7 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
     if expected is None:
         return StepVerdict(*step, "cannot tell", "the certificate's thumbprint is unknown")
     matching = [k for k in keys if _is_certificate_key(k, expected)]
-    not_after = _certificate_not_after(plan, cert)
+    not_after = _certificate_not_after(plan, cert, crm)
     if not_after is not None and not_after <= now:
         cause, fix = _expired_certificate(expected, not_after)
         return StepVerdict(*step, "blocked", f"the certificate {expected} expired on {_when(not_after)}: a key "
@@ -376,7 +490,7 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
         causes.append((f"expired: the key credential of certificate {expected} in Entra ID ended on {ended}",
                        f"run the package: step 06 {what} {_OURS}; Microsoft: the credential's end date must be on "
                        f"or before the certificate's, otherwise an OAuth token will not be issued, {MSOL_CREDENTIAL}"))
-    crm_thumbprints = [str(t).upper() for t in _as_list((crm or {}).get("thumbprints"))]
+    crm_thumbprints = [t for t, _ in _crm_certificates(crm)]
     in_entra = _entra_thumbprints(entra, expected)
     if not matching and expected in crm_thumbprints and in_entra is not None:
         causes.append((f"CRM's {(crm or {}).get('certificate_type')} certificate {expected} differs from the key "
@@ -426,14 +540,55 @@ def _tenant(plan: Mapping[str, Any], entra: dict[str, Any] | None) -> StepVerdic
     return StepVerdict(*step, "ok", f"tenant ID {found}")
 
 
+def _expiry(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict[str, Any] | None,
+            entra: dict[str, Any] | None, now: _dt.datetime) -> Expiry:
+    """What ends when: CRM's S2S certificate(s), the key credential of it in Entra ID, the other credentials.
+
+    CRM's NotAfter comes from its record (crm probe); a package made before the probe printed it
+    falls back to the package's certificate (same thumbprint) or the store. The key credential
+    of CRM's certificate is the one with that thumbprint (or the one the entra probe matched with
+    the package's .cer, when CRM holds that certificate); of several, the one that ends last.
+    """
+    expected = _expected_thumbprint(plan, cert)
+    store = {str(e.get("thumbprint", "")).upper(): parse_time(e.get("not_after"))
+             for e in _as_list((cert or {}).get("store")) if isinstance(e, dict)}
+    certificates = []
+    for thumbprint, ends in _crm_certificates(crm):
+        if ends is None:
+            ends = _certificate_not_after(plan, cert) if thumbprint == expected else store.get(thumbprint)
+        certificates.append(Ending(thumbprint, ends))
+    read = entra is not None and bool(entra.get("service_principal_found"))
+    keys = [k for k in _as_list((entra or {}).get("key_credentials")) if isinstance(k, dict)] if read else []
+    used = {c.thumbprint for c in certificates}
+
+    def ending(key: dict[str, Any]) -> Ending:
+        thumbprint = str(key.get("thumbprint") or "").upper() or None
+        if thumbprint is None and key.get("matches_certificate") is True:
+            thumbprint = expected
+        return Ending(thumbprint, parse_time(key.get("end")), credential=True, key_id=key.get("key_id"),
+                      type=key.get("type"), usage=key.get("usage"))
+
+    def of_crm(key: dict[str, Any]) -> bool:
+        if key.get("matches_certificate") is True and expected in used:
+            return True
+        return str(key.get("thumbprint") or "").upper() in used
+
+    never = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+    matching = sorted((ending(k) for k in keys if of_crm(k)), key=lambda e: e.ends or never, reverse=True)
+    others = [ending(k) for k in keys if not of_crm(k)] + matching[1:]
+    return Expiry(now, crm.get("certificate_type") if crm else None, tuple(certificates),
+                  matching[0] if matching else None, tuple(others), read)
+
+
 def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None],
              per_server: Mapping[str, Mapping[str, dict[str, Any] | None] | None] | None = None, *,
-             now: _dt.datetime | None = None) -> CheckReport:
+             now: _dt.datetime | None = None, warn_days: int = EXPIRY_WARNING_DAYS) -> CheckReport:
     """Verdicts for every step of the plan from the probes' answers (None: no answer), at `now` (UTC).
 
     `per_server`: for a farm, each additional server's server and certificate probe answers
     (None for a server that could not be reached); the step that runs there gets one
-    verdict per server.
+    verdict per server. The report's `expiry` says what ends when, at `now`; `warn_days` is
+    its warning window (exit 6).
     """
     cert, crm, entra = answers.get("certificate"), answers.get("crm"), answers.get("entra")
     now = now or clock.utc_now()
@@ -454,7 +609,7 @@ def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | Non
                                                       "sets up the PowerShell session; changes nothing")
         verdicts.append(verdict)
     notes = [f"probe {name} did not answer" for name in PROBES if answers.get(name) is None]
-    return CheckReport(verdicts, notes)
+    return CheckReport(verdicts, notes, expiry=_expiry(plan, cert, crm, entra, now), warn_days=warn_days)
 
 
 def _on_additional_server(plan: Mapping[str, Any], index: int, host: str,

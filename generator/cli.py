@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import ExitCode, RuntimeFailure, UserError
+from .expiry import EXPIRY_WARNING_DAYS
 
 #: Help is wrapped to the terminal, at most 80 columns; examples (`\b` blocks) are written to fit.
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
@@ -1000,7 +1001,8 @@ def _verify_hook(package, secrets, timeout: float, as_json: bool):  # type: igno
 
 
 def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    """Per step the verdict, before -> after when it would change, and known causes with their fixes.
+    """Per step the verdict, before -> after when it would change, and known causes with their fixes;
+    then what ends when (`expiry`) and one `warning:` line per reason for exit 6.
 
     Lines stay within 100 columns: the detail wraps under the step, long before/after values
     and every cause and fix go on their own indented lines. Outside text is escaped (`_safe`);
@@ -1070,10 +1072,47 @@ def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-d
                 lines += labelled("fix", fixes[i])
         for line in lines:
             click.echo(line.rstrip())
+    for line in _expiry_lines(report.expiry, report.warn_days, labelled):
+        click.echo(line.rstrip())
     for note in report.notes:
         click.echo(f"note: {_safe(note)}")
-    words = {0: "nothing would change", 5: "the package would change something", 1: "the check failed or a step is blocked"}
+    for warning in report.expiry_warnings:
+        for line in textwrap.wrap(_safe(warning), width, initial_indent="warning: ", subsequent_indent=indent,
+                                  break_on_hyphens=False):
+            click.echo(line)
+    words = {0: "nothing would change", 5: "the package would change something",
+             1: "the check failed or a step is blocked",
+             6: f"everything is in place, but something ends within {report.warn_days} days or has expired"}
     click.echo(f"check: {words[report.exit_code]} (exit {report.exit_code})")
+
+
+def _expiry_lines(expiry, warn_days: int, labelled) -> list[str]:  # type: ignore[no-untyped-def]
+    """What ends when: CRM's S2S certificate, its key credential in Entra ID, the other credentials."""
+    if expiry is None:
+        return []
+    now = expiry.now
+
+    def when(item) -> str:  # type: ignore[no-untyped-def]
+        facts = item.facts(now, warn_days)
+        if facts["ends"] is None:
+            return "end unknown"
+        days = facts["days_left"]
+        return f"{facts['ends']} ({'EXPIRED' if facts['expired'] else f'{days} day' + ('' if days == 1 else 's') + ' left'})"
+
+    lines = [f"expiry (at {now.strftime('%Y-%m-%dT%H:%M:%SZ')}, warning within {warn_days} days):"]
+    for cert in expiry.certificates:
+        lines += labelled("crm", f"{expiry.certificate_type} certificate {cert.thumbprint}, not after {when(cert)}")
+    if not expiry.certificates:
+        lines += labelled("crm", f"no {expiry.certificate_type or 'S2S'} certificate")
+    if not expiry.entra_read:
+        lines += labelled("entra", "not read")
+    elif expiry.credential is not None:
+        lines += labelled("entra", f"key credential of {expiry.credential.thumbprint}, ends {when(expiry.credential)}")
+    else:
+        lines += labelled("entra", "no key credential of CRM's certificate")
+    for key in expiry.other_credentials:
+        lines += labelled("other", f"key credential {key.describe()}, ends {when(key)}")
+    return lines
 
 
 @cli.command("check", context_settings=CONTEXT)
@@ -1085,10 +1124,13 @@ def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-d
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as one JSON document.")
 @click.option("--out", "save_to", is_flag=False, flag_value="", default=None, metavar="[FILE.json]",
               help="Save what check saw (evidence); without FILE: PACKAGE_DIR/checks/<UTC time>.json.")
+@click.option("--warn-days", type=click.IntRange(min=0), default=EXPIRY_WARNING_DAYS, show_default=True, metavar="N",
+              help="Exit 6 when all is in place but CRM's S2S certificate or its key credential in Entra ID "
+                   "ends within N days, or another key credential of the CRM service principal has expired.")
 @approval_options
 @audit_log_option
 def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool, save_to: str | None,
-          require_approval: bool,
+          warn_days: int, require_approval: bool,
           trusted_keys: Path | None, min_approvals: int, forbid_self_approval: bool, operator_key: Path | None,
           forbid_keys: tuple[str, ...], audit_log: Path | None, **options: object) -> None:
     """Read the live state and say what the package would change, like `terraform plan`.
@@ -1096,9 +1138,11 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
     Read-only: it sends the package's probe scripts (probes/, approved with the package)
     and, for Entra ID, only the session steps the catalogue names (03 session, 04
     connect); never a step that changes state, whatever plan.json says. Per step: in
-    place, will change (before -> after), blocked or cannot tell. Exit 0 nothing would
-    change, 5 something would change, 1 a probe failed or a step is blocked, 3 could
-    not connect.
+    place, will change (before -> after), blocked or cannot tell. Then what ends when:
+    CRM's S2S certificate, its key credential in Entra ID and the other credentials.
+    Exit 0 nothing would change, 5 something would change, 6 all in place but something
+    ends within --warn-days (or another credential has expired), 1 a probe failed or a
+    step is blocked, 3 could not connect.
 
     \b
     Example:
@@ -1128,6 +1172,9 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
     except ConnectFailure as exc:
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
+    from dataclasses import replace
+
+    report = replace(report, warn_days=warn_days)
     _print_check(report, as_json=as_json)
     from . import audit
 

@@ -30,10 +30,12 @@ def _cert(store: list[dict[str, Any]], cer: str = THUMB) -> dict[str, Any]:
             "store": store}
 
 
-def _crm(thumbprints: list[str], settings: bool) -> dict[str, Any]:
+def _crm(thumbprints: list[str], settings: bool, not_after: str = "2036-01-01T00:00:00.0000000Z") -> dict[str, Any]:
+    """CRM's S2STokenIssuer certificates (thumbprints, and each with its NotAfter) and ServerSettings."""
     values = {"S2SDefaultAuthorizationServerPrincipalId": "00000001-0000-0000-c000-000000000000",
               "S2SDefaultAuthorizationServerMetadataUrl": "https://accounts.accesscontrol.windows.net/metadata/json/1"}
     return {"probe": "crm", "certificate_type": "S2STokenIssuer", "thumbprints": thumbprints,
+            "certificates": [{"thumbprint": t, "not_after": not_after} for t in thumbprints],
             "server_settings": values if settings else {k: None for k in values}}
 
 
@@ -84,7 +86,7 @@ STATES: dict[str, dict[str, dict[str, Any]]] = {
 #   be issued".
 # Only fields the probes print: certificate.store[].key_readable/key_access (readable, via,
 # note) and not_after; entra.key_credentials[].thumbprint/matches_certificate/start/end;
-# crm.thumbprints (no dates: the crm probe does not print them); entra.service_principal_names.
+# crm.thumbprints and crm.certificates[].thumbprint/not_after; entra.service_principal_names.
 _NO_ACCESS = dict(IN_STORE, key_readable=False, key_access=dict(IN_STORE["key_access"], readable=False, via=None,
                                                                   note="no read access for the service account"))
 _DENIED = dict(IN_STORE, key_readable=False, key_access=dict(IN_STORE["key_access"], readable=False, via="denied"))
@@ -106,7 +108,8 @@ KNOWN_FAILURES: dict[str, dict[str, dict[str, Any]]] = {
     },
     # The package's certificate, in CRM and Entra ID, expired on 2021-01-01.
     "certificate expired": {
-        "server": SERVER, "certificate": _EXPIRED_CERT, "crm": _crm([THUMB], settings=True),
+        "server": SERVER, "certificate": _EXPIRED_CERT,
+        "crm": _crm([THUMB], settings=True, not_after="2021-01-01T00:00:00.0000000Z"),
         "entra": dict(_entra([], [CRM_APP, SPN]), key_credentials=[
             {"thumbprint": THUMB, "start": "2020-01-01T00:00:00Z", "end": "2021-01-01T00:00:00Z"}]),
     },
@@ -115,7 +118,8 @@ KNOWN_FAILURES: dict[str, dict[str, dict[str, Any]]] = {
     "crm certificate expired": {
         "server": SERVER,
         "certificate": _cert([dict(IN_STORE, thumbprint=OTHER, not_after="2021-01-01T00:00:00.0000000Z")]),
-        "crm": _crm([OTHER], settings=True), "entra": _entra([OTHER, THUMB], [CRM_APP, SPN]),
+        "crm": _crm([OTHER], settings=True, not_after="2021-01-01T00:00:00.0000000Z"),
+        "entra": _entra([OTHER, THUMB], [CRM_APP, SPN]),
     },
     # The only key credential of the certificate in Entra ID ended on 2020-01-01.
     "credential expired": {
