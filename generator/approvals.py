@@ -492,9 +492,9 @@ def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | 
     forbidden = forbidden_from(policy.forbid, trusted)
     reasons = list(package.problems) or list(package.reproduction_problems)
     statuses, strays = list_approvals(package, now=now or utc_now(), trusted=trusted, forbidden=forbidden)
-    reasons += [f"unexpected file: {stray} (not an approval)" for stray in strays]
     used, repeats = _count_approvals(statuses)
     rejected = [f"{s.describe()}: {p}" for s in statuses for p in s.problems]
+    rejected += [f"unexpected file: {stray} (not an approval)" for stray in strays]
     notes = [f"{s.describe()}: another approval by the same person already counts" for s in repeats]
     if len(used) < policy.min_approvals:
         reasons += rejected

@@ -899,7 +899,7 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
           --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
     """
     from . import audit
-    from .remote import ConnectFailure, read_step_secrets, read_winrm_password, run_package
+    from .remote import ConnectFailure, NotRecorded, read_step_secrets, read_winrm_password, run_package
     from .runner import HumanReporter, JsonReporter, RunSettings, prepare, secrets_needed
 
     log = _package_log(audit_log, package_dir)
@@ -943,6 +943,13 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         audit.record(log, "run", package, "connect-failed", host=conn.host)
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
+    except NotRecorded as exc:
+        raise exc.original from None  # the log refused the start: nothing ran, nothing more to log there
+    except (UserError, RuntimeFailure) as exc:
+        # The start may already be in the log: its end must be too (nothing is left "started").
+        problems = list(exc.problems) if isinstance(exc, UserError) else [str(exc)]
+        _record_attempt(log, "run", package, "failed", host=conn.host, problems=problems)
+        raise
     outcome = {0: "ok", 1: "failed", 4: "unknown", 5: "unverified"}.get(result.exit_code, f"exit {result.exit_code}")
     try:
         entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected])
@@ -1156,12 +1163,15 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
     policy = _policy(require_approval, trusted_keys, min_approvals, forbid_self_approval, operator_key, forbid_keys)
     host_option = options.pop("host")
     try:
-        prepared = prepare(package_dir, host_option, policy=policy)  # type: ignore[arg-type]
+        prepared = prepare(package_dir, host_option, policy=policy, for_check=True)  # type: ignore[arg-type]
     except (UserError, RuntimeFailure) as exc:
         if policy is not None:
             _refused(log, "check", exc, package_dir, host_option)  # type: ignore[arg-type]
         raise
     conn = _connection(options, prepared.host)
+    for problem in prepared.package.replaced:
+        click.echo(f"psbridge: warning: {_safe(problem)}; check sends the probes psbridge renders itself",
+                   err=True)
     entra = check_steps(prepared.package, entra=not no_entra)
     secrets = read_step_secrets(secrets_needed(entra or []), options.pop("o365_user"))  # type: ignore[arg-type]
     winrm_password = read_winrm_password(conn)

@@ -177,6 +177,8 @@ class Package:
             raise UserError(f"{path}: no plan.json; not a psbridge package (a folder written by `psbridge render`)")
         self.plan: dict[str, Any] = parse_plan(self.files["plan.json"], where)
         self._where = where
+        #: Set by `as_rendered`: why this object holds psbridge's render instead of the folder's texts.
+        self.replaced: list[str] = []
 
     # -- identity ----------------------------------------------------------------------
 
@@ -356,12 +358,32 @@ class Package:
         differ = sorted(set(rendered) ^ set(self.files) | {r for r in rendered if self.files.get(r) != rendered[r]})
         return [f"{rel}: not what psbridge {__version__} renders from plan.json's parameters" for rel in differ]
 
+    def as_rendered(self) -> Package:
+        """This package if psbridge renders it byte for byte, else psbridge's own render of its parameters.
+
+        For `check` without a gate: it may read a package of another version or one edited
+        by hand, but what it sends must be psbridge's text, never an edited script.
+        `replaced` on the returned package lists why the package's own texts were not used.
+        """
+        if not self.reproduction_problems:
+            return self
+        twin = _rendered_twin(self)
+        twin.replaced = list(self.reproduction_problems)
+        return twin
+
     def require_reproducible(self) -> Package:
         """Refuse (exit 2) a package psbridge did not render byte for byte: hand edits, a stale REVIEW.md."""
         self.require_intact()
         if self.reproduction_problems:
             raise UserError(*(f"{self.label}: {p}" for p in self.reproduction_problems))
         return self
+
+
+def _rendered_twin(package: Package) -> Package:
+    """The package psbridge renders from `package`'s parameters and certificate, at the same folder."""
+    from .render import render_package
+
+    return Package(render_package(package.parameters, package.certificate).files, package.path)
 
 
 def read_package(package_dir: Path) -> Package:

@@ -48,6 +48,17 @@ AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
 QUIET_LOGGERS = ("pypsrp", "requests", "urllib3", "spnego", "psrpcore", "requests_credssp", "krb5", "gssapi")
 
 
+class NotRecorded(Exception):
+    """The run could not be recorded before connecting (the audit log refused its start): nothing ran.
+
+    Carries the log's own error; the caller must not try to log this failure in the same log.
+    """
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 class ConnectFailure(Exception):
     """Could not connect or authenticate; nothing ran. Exit code 3. The message is one line."""
 
@@ -356,6 +367,9 @@ class PSRPSession:
                               selector_set=selectors)
         except WSManFaultError:
             return False
+        except Exception as exc:  # noqa: BLE001 - a transport problem: say so, don't crash the run
+            raise RuntimeFailure(f"--force-unlock: could not close the stale session {shell_id} "
+                                 f"({type(exc).__name__})") from None
         return True
 
     def close(self) -> None:
@@ -510,7 +524,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
               "stopped_at": None, "reason": "not-recorded",
               "summary": [redact(f"not started: the run could not be recorded: {reason}")]})
         record.close()
-        raise
+        raise NotRecorded(exc) from None
     sessions: list[PSRPSession] = []
     done: list[str] = []  # "<steps> on <host>" for the summary
     succeeded: list[tuple[str, list[str]]] = []
@@ -521,7 +535,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
             sessions.append(session)
             outcome = _run_on(session, package, steps, secrets, settings, redact, lock_text, both=both,
                               confirm=confirm, audit=audit, force_unlock=force_unlock, from_server=from_server,
-                              nothing_ran=not done, next_server=_after(additional, from_server))
+                              nothing_ran=not done, next_server=_after(additional, from_server), main_conn=conn)
             all_results += outcome.results
             if outcome.exit_code:
                 return _end(both, outcome.exit_code, done and [f"Done before: {'; '.join(done)}."] or [],
@@ -553,6 +567,14 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         both({"event": "run-end", "exit_code": 130, "ended": utc_now(), "stopped_at": None,
               "reason": "interrupted", "summary": ["interrupted by the operator between steps"]})
         raise
+    except ConnectFailure:
+        raise  # its run-end is written where it is raised
+    except Exception as exc:
+        # Whatever else broke after the start was recorded: the record says how the run ended.
+        text = "; ".join(exc.problems) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        both({"event": "run-end", "exit_code": int(getattr(exc, "exit_code", ExitCode.FAILED)), "ended": utc_now(),
+              "stopped_at": None, "reason": "error", "summary": [redact(text)]})
+        raise
     finally:
         for session in reversed(sessions):
             session.close()
@@ -571,11 +593,13 @@ class _HostOutcome:
 def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], secrets: StepSecrets,
             settings: RunSettings, redact: Redactor, lock_text: str, *, both: Callable[[dict[str, Any]], None],
             confirm: Confirm | None, audit: AuditLine | None, force_unlock: bool, from_server: str | None,
-            nothing_ran: bool, next_server: str | None) -> _HostOutcome:
+            nothing_ran: bool, next_server: str | None, main_conn: Connection) -> _HostOutcome:
     """Connect to one server, take its lock, run `steps` there. Raises ConnectFailure only while nothing ran."""
     host = session.conn.host
     emit_here = both if from_server is None else (lambda event: both({**event, "host": host}))
-    continue_command = ContinueCommand(str(package.path), session.conn.continue_options() + settings.options(),
+    # The main server's options: `run` resolves --host to it (or the approved server) and goes to
+    # each additional server itself; --from-server says where to continue.
+    continue_command = ContinueCommand(str(package.path), main_conn.continue_options() + settings.options(),
                                        from_server=from_server)
     try:
         session.open(exchange_keys=bool(secrets_needed(steps)))
@@ -741,6 +765,31 @@ def check_in_session(session: PSRPSession, package: Package, entra_steps: list[P
     answers, notes = _main_answers(session, package, entra_steps, secrets, timeout, redact)
     report = evaluate(package.plan, answers)
     report.notes.extend(notes)
+    return _redacted(report, redact)
+
+
+def _redacted(report: Any, redact: Callable[[str], str]) -> Any:
+    """The report with every text that came from the server passed through the redactor.
+
+    Verdict details, before/after and causes quote what the probes read; a server that
+    echoes a secret must not get it printed, recorded in runs/ or saved in checks/.
+    """
+    from dataclasses import replace as copy_with
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    report.verdicts[:] = [copy_with(v, **{f: clean(getattr(v, f)) for f in ("detail", "before", "after", "cause",
+                                                                          "fix")})
+                          for v in report.verdicts]
+    report.notes[:] = [redact(n) for n in report.notes]
+    report.readings.update(clean(dict(report.readings)))
     return report
 
 
@@ -805,4 +854,4 @@ def check_package(package: Package, conn: Connection, winrm_password: str | None
     report = evaluate(package.plan, answers, per_server)
     report.notes.extend(notes)
     report.readings.update({"main": answers, "additional": per_server})
-    return report
+    return _redacted(report, redact)

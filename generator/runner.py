@@ -608,17 +608,23 @@ def resolve_host(option: str | None, package: Package, *, require_server: bool) 
 
 
 def prepare(package_dir: Path, host_option: str | None, *, from_step: int | None = None,
-            policy: Any = None, from_server: str | None = None) -> PreparedRun:
+            policy: Any = None, from_server: str | None = None, for_check: bool = False) -> PreparedRun:
     """Read the package once, check it and (with a policy) its approvals; choose steps and host.
 
     `policy` is an `approvals.ApprovalPolicy` for `--require-approval`: the package must then
-    be exactly what psbridge renders from its plan.json, and approved by enough people.
-    Without one it must still be intact: every file as plan.json records, and plan.json's
-    steps exactly the catalogue's.
+    be approved by enough people. Without one, `run` still sends only a package that is
+    exactly what psbridge renders from its plan.json (a hand edit with updated hashes never
+    runs, approved or not). `check` (`for_check`) reads a package of another psbridge version
+    or a hand-edited one too, but sends only the probes and session steps psbridge renders
+    itself from the package's parameters: never a script text someone edited.
     """
     from .package import read_package
 
     package = read_package(package_dir).require_intact()
+    if for_check and policy is None:
+        package = package.as_rendered()
+    elif policy is None:
+        package.require_reproducible()
     approval = None
     if policy is not None:
         from .approvals import require_approved

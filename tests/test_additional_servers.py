@@ -10,6 +10,7 @@ on one port, so the same connection options reach all of them.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_a_failure_on_one_server_halts_and_resumes_with_from_server(farm_pkg, ht
     assert steps_of(first[1]) == ["09"] and steps_of(second[1]) == ["09"]
     line = next(l.strip() for l in out.splitlines() if l.strip().startswith("psbridge run "))
     assert line.endswith(f"--from-step 9 --from-server {FARM[1]}")
-    assert main(args(farm_pkg, http_peer, "--from-step", "9", "--from-server", FARM[1])) == 0
+    assert main(shlex.split(line)[1:]) == 0  # the printed command, exactly as printed
     assert steps_of(engine) == [f"{i:02d}/08" for i in range(1, 9)]  # the main server got nothing more
     assert steps_of(first[1]) == ["09"] and steps_of(second[1]) == ["09", "09"]
 

@@ -349,3 +349,17 @@ def test_check_out_to_a_file(tmp_path, engine, http_peer, secrets_env, capsys) -
     out, err = capsys.readouterr()
     json.loads(out.strip().splitlines()[-1])  # stdout is still JSON only
     assert f"saved: {target}" in err and json.loads(target.read_text())["exit_code"] == 0
+
+
+def test_a_secret_the_server_echoes_in_a_reading_is_redacted_everywhere(tmp_path, engine, http_peer, secrets_env,
+                                                                       capsys) -> None:
+    pkg = write_package(tmp_path)
+    answers = state("half configured")  # check knows the WinRM and Office 365 passwords it read
+    answers["crm"]["server_settings"]["S2SDefaultAuthorizationServerMetadataUrl"] = f"https://x/{O365_PASSWORD}"
+    answer_probes(engine, answers)
+    target = tmp_path / "evidence.json"
+    assert main([*check_args(pkg, http_peer), "--out", str(target)]) == 5
+    out, err = capsys.readouterr()
+    for blob in (out, err, target.read_text()):
+        assert O365_PASSWORD not in blob and json.dumps(O365_PASSWORD)[1:-1] not in blob
+    assert "[redacted]" in out

@@ -221,3 +221,30 @@ def test_check_require_approval_uses_the_same_gate(pkg, keys, monkeypatch, capsy
                  "--trusted-keys", str(keys["trusted"])])
     assert code == 1
     assert "too few approvals" in capsys.readouterr().err and asked == []
+
+
+# --------------------------------------------------------------------------- without --require-approval too
+
+
+def test_run_without_approval_never_sends_a_hand_edited_step(hand_edited, http_peer, engine, secrets_env, capsys):
+    argv = ["run", str(hand_edited), "--yes", "--port", str(http_peer.port), "--transport", "http", "--auth", "ntlm",
+            "--username", USER, "--o365-user", O365_USER]
+    assert main(argv) == 2
+    assert "steps/02-certificate.ps1: not what psbridge" in capsys.readouterr().err
+    assert engine.pipelines == [] and http_peer.connections == 0
+
+
+def test_check_without_approval_sends_psbridges_own_probes_never_edited_ones(tmp_path, http_peer, engine,
+                                                                            secrets_env, capsys):
+    pkg = make_package(tmp_path / "output", server="127.0.0.1")
+    probe = pkg / "probes" / "server.ps1"
+    data = probe.read_bytes() + b"Remove-Item -Recurse C:\\ # EVIL\r\n"
+    probe.write_bytes(data)
+    rewrite_plan(pkg, lambda plan: plan["probes"][0].update(sha256=sha256_hex(data)))
+    code = main(["check", str(pkg), "--port", str(http_peer.port), "--transport", "http", "--auth", "ntlm",
+                 "--username", USER, "--no-entra"])
+    err = capsys.readouterr().err
+    assert code in (0, 1, 5)
+    assert "probes/server.ps1: not what psbridge" in err and "check sends the probes psbridge renders itself" in err
+    sent = [s for s in engine.scripts() if s.startswith("# psbridge probe: server ")]
+    assert sent and not any("EVIL" in s for s in engine.scripts())

@@ -340,3 +340,14 @@ def test_an_unapproved_run_asks_and_no_is_no(pkg, http_peer, engine, secrets_env
     code, out, err = run(capsys, [a for a in args(pkg, http_peer) if a != "--yes"])
     assert code == 0, out + err
     assert steps_sent(engine) == list(range(1, 9))
+
+
+def test_a_failed_force_unlock_leaves_no_run_without_an_end(pkg, log, http_peer, engine, secrets_env, capsys):
+    engine.when(lambda p: p.script.startswith(LOCK) and p.parameters.get("Inspect"),
+                Reply(terminating=ErrorSpec("access denied")))
+    code, out, err = run(capsys, args(pkg, http_peer, "--force-unlock"))
+    assert code == 1 and "could not read the server's lock file" in err
+    assert [e["outcome"] for e in audit_lines(log)][-2:] == ["started", "failed"]
+    events = record_events(pkg)
+    assert events[-1]["event"] == "run-end" and events[-1]["reason"] == "error"
+    assert steps_sent(engine) == []
