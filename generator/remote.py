@@ -520,9 +520,9 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     except Exception as exc:
         # The run could not be recorded (the audit log refused the run-start line): nothing is sent.
         reason = "; ".join(exc.problems) if isinstance(exc, UserError) else str(exc)
-        both({"event": "run-end", "exit_code": int(getattr(exc, "exit_code", ExitCode.FAILED)), "ended": utc_now(),
-              "stopped_at": None, "reason": "not-recorded",
-              "summary": [redact(f"not started: the run could not be recorded: {reason}")]})
+        _best_effort(both, {"event": "run-end", "exit_code": int(getattr(exc, "exit_code", ExitCode.FAILED)),
+                            "ended": utc_now(), "stopped_at": None, "reason": "not-recorded",
+                            "summary": [redact(f"not started: the run could not be recorded: {reason}")]})
         record.close()
         raise NotRecorded(exc) from None
     sessions: list[PSRPSession] = []
@@ -572,13 +572,21 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     except Exception as exc:
         # Whatever else broke after the start was recorded: the record says how the run ended.
         text = "; ".join(exc.problems) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        both({"event": "run-end", "exit_code": int(getattr(exc, "exit_code", ExitCode.FAILED)), "ended": utc_now(),
-              "stopped_at": None, "reason": "error", "summary": [redact(text)]})
+        _best_effort(both, {"event": "run-end", "exit_code": int(getattr(exc, "exit_code", ExitCode.FAILED)),
+                            "ended": utc_now(), "stopped_at": None, "reason": "error", "summary": [redact(text)]})
         raise
     finally:
         for session in reversed(sessions):
             session.close()
         record.close()
+
+
+def _best_effort(both: Callable[[dict[str, Any]], None], event: dict[str, Any]) -> None:
+    """Record how a run ended when something already failed; if the record itself is what failed, let it be."""
+    try:
+        both(event)
+    except RuntimeFailure:
+        pass
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol, TextIO
 
 from .catalogue import resume_selection, session_steps_for
 from .clock import file_stamp, stamp
-from .errors import ExitCode, UserError
+from .errors import ExitCode, RuntimeFailure, UserError
 from .package import Package, PackageStep
 from .text import printable
 
@@ -225,11 +225,20 @@ class RunRecord:
         self._file: TextIO = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, event: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(event, ensure_ascii=False, sort_keys=False) + "\n")
-        self._file.flush()
+        """Append one event; a record that can't be written stops the run before its next step."""
+        try:
+            self._file.write(json.dumps(event, ensure_ascii=False, sort_keys=False) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise RuntimeFailure(f"{self.path}: cannot write the run record ({exc.strerror or exc}); "
+                                 "the run stops here") from None
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # a failed flush was reported by write
+
 
 
 @dataclass

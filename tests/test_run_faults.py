@@ -351,3 +351,24 @@ def test_a_failed_force_unlock_leaves_no_run_without_an_end(pkg, log, http_peer,
     events = record_events(pkg)
     assert events[-1]["event"] == "run-end" and events[-1]["reason"] == "error"
     assert steps_sent(engine) == []
+
+
+def test_a_file_size_limit_on_the_log_refuses_the_run_and_loses_nothing(pkg, log, http_peer, engine, tmp_path):
+    """`ulimit -f`: the start line can't be written whole, so nothing is sent and the log is as it was."""
+    before = log.read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
+    env.update(PSBRIDGE_WINRM_PASSWORD=WINRM_PASSWORD, PSBRIDGE_PFX_PASSWORD=PFX_PASSWORD,
+               PSBRIDGE_O365_PASSWORD=O365_PASSWORD, PSBRIDGE_AUDIT_LOG=str(log))
+    limit = len(before) + 64  # room for the run record's first lines, not for a whole audit line
+
+    def small_files() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "generator", *args(pkg, http_peer)], env=env, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL, preexec_fn=small_files)
+    assert proc.returncode in (1, 2), proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert engine.pipelines == [] and http_peer.connections == 0
+    assert log.read_bytes() == before  # the failed append was cut back: no torn line, nothing lost
