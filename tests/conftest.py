@@ -198,3 +198,45 @@ def assert_no_secrets(*blobs: bytes | str) -> None:
         for secret in SECRETS:
             assert secret.encode("utf-8") not in data
             assert json.dumps(secret)[1:-1].encode("utf-8") not in data
+
+
+# --------------------------------------------------------------------------- check against the peer
+
+#: The certificate the check tests' packages record (thumbprint as in tests/probe_states.py).
+CHECK_THUMB = "A" * 40
+
+
+def write_check_package(root: Path, profile: str = "msonline", approved: str | None = CHECK_THUMB,
+                        not_after: str = "2036-01-01T00:00:00Z") -> Path:
+    """The example package for the loopback server, with a local certificate's facts (unless approved=None)."""
+    import copy
+
+    from generator.parameters import EXAMPLE, parse_parameters
+    from generator.render import render_package
+    from generator.writer import write_package
+
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = profile
+    data["crm"]["server"] = "127.0.0.1"  # the loopback peer: run and check connect to the approved server
+    facts = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": approved, "sha256": "0" * 64,
+             "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
+             "not_after": not_after, "self_signed": True, "warnings": []}
+    return write_package(render_package(parse_parameters(data), facts if approved else None), root / "out")
+
+
+def answer_probes(engine: Engine, answers: dict) -> None:  # type: ignore[type-arg]
+    """Make the peer answer each probe script with its JSON (None: leave the default empty answer)."""
+    import json
+
+    from winrm_peer import Reply
+
+    for name, answer in answers.items():
+        if answer is not None:
+            engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(answer)]))
+
+
+def check_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
+    """`psbridge check` against the loopback peer over HTTP with NTLM (message encryption)."""
+    return ["check", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
+            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
+

@@ -23,10 +23,8 @@ from generator.certificates import EXPIRY_WARNING_DAYS
 from generator.cli import main
 from generator.parameters import EXAMPLE, example, parse_parameters
 from generator.render import render_package
-from generator.writer import write_package as write_rendered
+from conftest import answer_probes, check_args, write_check_package
 from probe_states import OTHER, THUMB, state
-from conftest import USER, O365_USER
-from winrm_peer import Engine, Reply, WinRMPeer
 
 UTC = _dt.timezone.utc
 ENDS = "2036-01-01T00:00:00Z"
@@ -38,27 +36,14 @@ EXPIRED_KEY = {"thumbprint": "C" * 40, "key_id": "0f1e2d3c-0000-4000-8000-000000
                "usage": "Verify", "start": "2019-01-01T00:00:00.0000000Z", "end": "2020-01-01T00:00:00.0000000Z"}
 
 
-# Copied from test_check_remote.py (tests do not import each other), with the certificate's NotAfter.
+
+
+
+
+
+
 def write_package(root: Path, profile: str = "msonline", approved: str | None = THUMB, not_after: str = ENDS) -> Path:
-    data = copy.deepcopy(EXAMPLE)
-    data["profile"] = profile
-    data["crm"]["server"] = "127.0.0.1"  # the loopback peer: run and check connect to the approved server
-    facts = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": approved, "sha256": "0" * 64,
-             "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
-             "not_after": not_after, "self_signed": True, "warnings": []}
-    package = render_package(parse_parameters(data), facts if approved else None)
-    return write_rendered(package, root / "out")
-
-
-def answer_probes(engine: Engine, answers: dict[str, Any]) -> None:
-    for name, answer in answers.items():
-        if answer is not None:
-            engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(answer)]))
-
-
-def check_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
-    return ["check", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
-            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
+    return write_check_package(root, profile, approved, not_after)
 
 
 def check_lines(out: str) -> list[str]:

@@ -7,48 +7,39 @@ describes for each server state, and records every pipeline, which proves what w
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from conftest import (
+    O365_PASSWORD,
+    O365_USER,
+    WINRM_PASSWORD,
+    answer_probes,
+    assert_no_secrets,
+    check_args,
+    write_check_package,
+)
 from generator import clock
 from generator.check import EXCHANGE_ONLINE
 from generator.cli import main
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
 from probe_states import KNOWN_FAILURES, THUMB, state
-from conftest import O365_PASSWORD, O365_USER, USER, WINRM_PASSWORD, assert_no_secrets
-from generator.writer import write_package as write_rendered
-from winrm_peer import CredentialValue, Engine, Reply, SecureValue, WinRMPeer
+from winrm_peer import CredentialValue, Engine, SecureValue, WinRMPeer
 
 GRAPH_TOKEN = "eyJ0eXAi.graph-T0ken$;'x"
 
 
+
+
+
+
+
+
 def write_package(root: Path, profile: str = "msonline", approved: str | None = THUMB) -> Path:
-    data = copy.deepcopy(EXAMPLE)
-    data["profile"] = profile
-    data["crm"]["server"] = "127.0.0.1"  # the loopback peer: run and check connect to the approved server
-    facts = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": approved, "sha256": "0" * 64,
-             "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
-             "not_after": "2036-01-01T00:00:00Z", "self_signed": True, "warnings": []}
-    package = render_package(parse_parameters(data), facts if approved else None)
-    return write_rendered(package, root / "out")
-
-
-def answer_probes(engine: Engine, answers: dict[str, Any]) -> None:
-    for name, answer in answers.items():
-        if answer is not None:
-            engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(answer)]))
-
-
-def check_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
-    return ["check", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
-            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
+    return write_check_package(root, profile, approved)
 
 
 def sent_step_files(engine: Engine, pkg: Path) -> list[str]:
