@@ -31,11 +31,16 @@ from .files import write_files
 
 #: Environment variable that holds the PFX password (never a command-line flag).
 PFX_PASSWORD_ENV = "PSBRIDGE_PFX_PASSWORD"
+#: `cert new --like OLD.pfx`: the old PFX's password, kept apart from the new PFX's.
+LIKE_PFX_PASSWORD_ENV = "PSBRIDGE_LIKE_PFX_PASSWORD"
 
 PFX_SUFFIXES = frozenset({".pfx", ".p12"})
 CER_SUFFIXES = frozenset({".cer", ".crt", ".pem", ".der"})
 
 MIN_RSA_BITS = 2048
+#: What `cert new` makes: RSA key sizes and the longest validity in days.
+NEW_KEY_SIZES = (2048, 3072, 4096)
+MAX_NEW_DAYS = 3650
 
 Level = Literal["error", "warning"]
 
@@ -168,15 +173,21 @@ def _truncation_check(path: Path, data: bytes, what: str) -> None:
         raise UserError(f"{path}: truncated: {len(data)} bytes, but its header announces {claimed}")
 
 
-def load_file(path: Path | str, password: str | None = None) -> LoadedCertificate:
-    """Parse a .pfx/.p12 (with `password`) or a .cer/.crt/.pem/.der file (DER or PEM)."""
+_PASSWORD_HINT = f"set {PFX_PASSWORD_ENV} or pass --password-stdin"
+
+
+def load_file(path: Path | str, password: str | None = None, *, password_hint: str = _PASSWORD_HINT) -> LoadedCertificate:
+    """Parse a .pfx/.p12 (with `password`) or a .cer/.crt/.pem/.der file (DER or PEM).
+
+    `password_hint` completes "the PFX needs a password; ..." (where the password comes from).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in PFX_SUFFIXES | CER_SUFFIXES:
         raise UserError(f"{path}: unknown kind of file; expected .pfx, .p12, .cer, .crt, .pem or .der")
     data = _read_bytes(path)
     if suffix in PFX_SUFFIXES:
-        return _load_pfx(path, data, password)
+        return _load_pfx(path, data, password, password_hint)
     return _load_cer(path, data)
 
 
@@ -202,7 +213,7 @@ def _load_cer(path: Path, data: bytes) -> LoadedCertificate:
     return LoadedCertificate(cert, None, 1, "der")
 
 
-def _load_pfx(path: Path, data: bytes, password: str | None) -> LoadedCertificate:
+def _load_pfx(path: Path, data: bytes, password: str | None, password_hint: str = _PASSWORD_HINT) -> LoadedCertificate:
     _truncation_check(path, data, "PKCS#12 (PFX) file")
     if not _looks_like_pkcs12(data):
         raise UserError(f"{path}: not a PKCS#12 (PFX) file")
@@ -219,7 +230,7 @@ def _load_pfx(path: Path, data: bytes, password: str | None) -> LoadedCertificat
     if loaded is None:
         if password:
             raise UserError(f"{path}: wrong password (or a damaged PFX file)")
-        raise UserError(f"{path}: the PFX needs a password; set {PFX_PASSWORD_ENV} or pass --password-stdin")
+        raise UserError(f"{path}: the PFX needs a password; {password_hint}")
     key = loaded.key
     certs = ([loaded.cert] if loaded.cert is not None else []) + list(loaded.additional_certs)
     if not certs:
@@ -488,10 +499,10 @@ def create_self_signed(
     server like one Microsoft's own tooling would make; plus basicConstraints CA=false,
     subject/authority key identifiers, and the CN as DNS name when it is one.
     """
-    if key_size not in (2048, 3072, 4096):
+    if key_size not in NEW_KEY_SIZES:
         raise UserError("--key-size: use 2048, 3072 or 4096")
-    if not 1 <= days <= 3650:
-        raise UserError("--days: between 1 and 3650")
+    if not 1 <= days <= MAX_NEW_DAYS:
+        raise UserError(f"--days: between 1 and {MAX_NEW_DAYS}")
     if not password:
         raise UserError("PFX password: empty")
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
@@ -533,6 +544,85 @@ def create_self_signed(
     cer = cert.public_bytes(serialization.Encoding.DER)
     info = inspect_loaded(LoadedCertificate(cert, key, 1, "pfx"), "<new>", now=now)
     return NewCertificate(pfx=pfx, cer=cer, info=info)
+
+
+@dataclass(frozen=True)
+class LikeCertificate:
+    """What `cert new --like OLD` takes from the certificate it renews, overrides applied."""
+
+    path: str
+    subject: x509.Name  # OLD's subject as decoded: same RDNs, same order, same attribute and string types
+    subject_text: str  # Windows form (what FindBySubjectDistinguishedName compares)
+    thumbprint: str
+    days: int  # OLD's NotAfter - NotBefore in days, rounded, unless --days overrides it
+    key_size: int  # OLD's RSA key size, at least 2048, unless --key-size overrides it
+    warnings: tuple[str, ...]
+
+
+def _new_key_size_like(path: Path, public_key: Any) -> tuple[int, str | None]:
+    """The RSA key size `cert new` makes for a certificate like one with `public_key`, and why, if not the same."""
+    key_type, size = _key_description(public_key)
+    if key_type != "RSA" or size is None:
+        return MIN_RSA_BITS, f"--like: {path}: its key is {key_type}; psbridge makes RSA, so the new key is RSA {MIN_RSA_BITS} bits"
+    if size < MIN_RSA_BITS:
+        return MIN_RSA_BITS, f"--like: {path}: its RSA key has {size} bits, below {MIN_RSA_BITS}; the new key has {MIN_RSA_BITS} bits"
+    if size in NEW_KEY_SIZES:
+        return size, None
+    bigger = [s for s in NEW_KEY_SIZES if s > size]
+    made = bigger[0] if bigger else NEW_KEY_SIZES[-1]
+    return made, f"--like: {path}: its RSA key has {size} bits, a size psbridge does not make; the new key has {made} bits"
+
+
+def like_certificate(
+    path: Path | str,
+    password: str | None,
+    *,
+    days: int | None = None,
+    key_size: int | None = None,
+    password_hint: str = _PASSWORD_HINT,
+) -> LikeCertificate:
+    """Subject, validity length and key size of the certificate in `path`, for its renewal.
+
+    The subject is OLD's decoded `x509.Name`, re-encoded as it was (same RDNs in the same
+    order, same string types), so that FindBySubjectDistinguishedName finds the new
+    certificate with the value that found the old one. Validity: (NotAfter - NotBefore)
+    in days, rounded half up. Key size: OLD's RSA key size; below 2048 bits (or not RSA)
+    it becomes 2048, with a warning. `days` / `key_size` (the options) override them.
+    OLD is not judged: an expired certificate is the usual one to renew.
+    """
+    path = Path(path)
+    try:
+        loaded = load_file(path, password, password_hint=password_hint)
+    except UserError as exc:
+        raise UserError(*(f"--like: {p}" for p in exc.problems)) from None
+    cert = loaded.certificate
+    subject_text = windows_dn(cert.subject)
+    if not subject_text.strip():
+        raise UserError(f"--like: {path}: empty subject; nothing to copy, give --subject instead")
+    if not cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        raise UserError(f"--like: {path}: the subject {subject_text!r} has no CN; psbridge makes certificates with one, "
+                        "give --subject instead")
+    warnings: list[str] = []
+    if days is None:
+        lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+        days = int(lifetime / timedelta(days=1) + 0.5)
+        if not 1 <= days <= MAX_NEW_DAYS:
+            raise UserError(f"--like: {path}: valid for {days} days ({iso_utc(cert.not_valid_before_utc)} to "
+                            f"{iso_utc(cert.not_valid_after_utc)}); psbridge makes 1 to {MAX_NEW_DAYS}, give --days")
+    if key_size is None:
+        key_size, why = _new_key_size_like(path, cert.public_key())
+        if why:
+            warnings.append(why)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return LikeCertificate(
+        path=str(path),
+        subject=cert.subject,
+        subject_text=subject_text,
+        thumbprint=hashlib.sha1(der).hexdigest().upper(),  # noqa: S324 - the thumbprint is SHA-1 by definition
+        days=days,
+        key_size=key_size,
+        warnings=tuple(warnings),
+    )
 
 
 def default_file_stem(subject: x509.Name) -> str:

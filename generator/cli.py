@@ -298,17 +298,22 @@ def cert_inspect(file: Path, as_json: bool, password_stdin: bool) -> None:
 
 
 @cert.command("new", context_settings=CONTEXT)
-@click.option("--subject", required=True, help='Subject in Windows order, e.g. "CN=crm.contoso.com, O=Contoso".')
-@click.option("--days", type=int, default=365, show_default=True, help="Validity in days (1-3650).")
-@click.option("--key-size", type=click.Choice(["2048", "3072", "4096"]), default="2048", show_default=True)
+@click.option("--subject", help='Subject in Windows order, e.g. "CN=crm.contoso.com, O=Contoso".')
+@click.option("--like", "like", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD",
+              help="Renew OLD (.pfx/.p12 or .cer/.crt/.pem/.der): copy its subject, key size and validity length.")
+@click.option("--like-password-stdin", is_flag=True,
+              help="Read OLD's PFX password from the first line of stdin (else PSBRIDGE_LIKE_PFX_PASSWORD, else a prompt).")
+@click.option("--days", type=int, default=None, help="Validity in days (1-3650).  [default: 365, or OLD's]")
+@click.option("--key-size", type=click.Choice(["2048", "3072", "4096"]), default=None,
+              help="RSA key size.  [default: 2048, or OLD's]")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for <name>.pfx and <name>.cer.")
 @click.option("--name", help="File name without extension (default: from the CN).")
 @click.option("--legacy-pfx", is_flag=True, help="3DES/SHA-1 PFX for Windows Server 2016 and older (default: AES-256/SHA-256).")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.option("--password-stdin", is_flag=True, help=PFX_PASSWORD_HELP)
-def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | None, legacy_pfx: bool,
-             force: bool, as_json: bool, password_stdin: bool) -> None:
+def cert_new(subject: str | None, like: Path | None, like_password_stdin: bool, days: int | None, key_size: str | None,
+             out_dir: Path, name: str | None, legacy_pfx: bool, force: bool, as_json: bool, password_stdin: bool) -> None:
     """Create a self-signed certificate for evaluation: <name>.pfx and <name>.cer (mode 0600).
 
     RSA, SHA-256, key usage digitalSignature + keyEncipherment, EKU serverAuth +
@@ -317,10 +322,16 @@ def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | 
     The default PFX encryption (AES-256) is imported by Windows Server 2019 and later;
     for Windows Server 2016 pass --legacy-pfx.
 
+    --like OLD renews a certificate: the same subject (RDN for RDN, so
+    FindBySubjectDistinguishedName finds it), key size (at least 2048) and validity
+    length; --days and --key-size override them. OLD.pfx's password comes from
+    PSBRIDGE_LIKE_PFX_PASSWORD, --like-password-stdin or a prompt; a .cer needs none.
+
     \b
-    Example:
+    Examples:
       psbridge cert new --subject "CN=crm.contoso.com, O=Contoso" \\
           --days 730 --out certs/
+      psbridge cert new --like certs/crm.contoso.com.cer --out certs/2027/
     """
     import dataclasses
     import json
@@ -330,25 +341,61 @@ def cert_new(subject: str, days: int, key_size: str, out_dir: Path, name: str | 
 
     from .dn import parse_subject
 
-    name_obj = parse_subject(subject)
+    if subject is not None and like is not None:
+        raise UserError("--subject and --like: give one; --like copies the subject of the certificate it renews")
+    if subject is None and like is None:
+        raise UserError("cert new: give --subject, or --like with the certificate to renew")
+    if like_password_stdin and like is None:
+        raise UserError("--like-password-stdin: needs --like")
+    if like_password_stdin and password_stdin:
+        raise UserError(f"--password-stdin and --like-password-stdin: stdin holds one password; give the other in "
+                        f"{certs.PFX_PASSWORD_ENV} or {certs.LIKE_PFX_PASSWORD_ENV}")
+    template = None
+    if like is not None:
+        like_password = None
+        if certs.is_pfx_path(like):
+            like_password = read_secret(certs.LIKE_PFX_PASSWORD_ENV, f"Password for {like.name} (--like, the old PFX)",
+                                        from_stdin=like_password_stdin, allow_empty=True,
+                                        stdin_flag="--like-password-stdin")
+        template = certs.like_certificate(
+            like, like_password, days=days, key_size=int(key_size) if key_size else None,
+            password_hint=f"set {certs.LIKE_PFX_PASSWORD_ENV} or pass --like-password-stdin",
+        )
+        for warning in template.warnings:
+            click.echo(f"psbridge: warning: {_safe(warning)}", err=True)
+        name_obj, days, size = template.subject, template.days, template.key_size
+    else:
+        name_obj, days, size = parse_subject(subject), 365 if days is None else days, int(key_size or 2048)  # type: ignore[arg-type]
     stem = certs.check_stem(name) if name else certs.default_file_stem(name_obj)
     pfx_path, cer_path = out_dir / f"{stem}.pfx", out_dir / f"{stem}.cer"
+    if like is not None and any(os.path.abspath(p) == os.path.abspath(like) for p in (pfx_path, cer_path)):
+        raise UserError(f"--like: {like} would be replaced by the new certificate; give another --name or --out")
     if not force:
         taken = [str(p) for p in (pfx_path, cer_path) if p.exists()]
         if taken:
             raise UserError(*(f"{p}: exists; pass --force to overwrite" for p in taken))
     password = read_secret(certs.PFX_PASSWORD_ENV, "PFX password", from_stdin=password_stdin, confirm=True)
-    made = certs.create_self_signed(name_obj, password, days=days, key_size=int(key_size), legacy_pfx=legacy_pfx)
+    made = certs.create_self_signed(name_obj, password, days=days, key_size=size, legacy_pfx=legacy_pfx)
     from .files import write_files
 
     write_files([(pfx_path, made.pfx), (cer_path, made.cer)], 0o600, overwrite=force)
     info = dataclasses.replace(made.info, path=str(pfx_path))
     if not password.isascii():
         click.echo("psbridge: warning: the PFX password has non-ASCII characters; Windows may not open the PFX with it", err=True)
+    renews = None
+    if template is not None:
+        renews = {"file": template.path, "thumbprint": template.thumbprint, "subject": template.subject_text,
+                  "days": template.days, "key_size": template.key_size}
     if as_json:
-        click.echo(json.dumps({"pfx": str(pfx_path), "cer": str(cer_path), "certificate": info.to_dict()}, indent=2, ensure_ascii=False))
+        document = {"pfx": str(pfx_path), "cer": str(cer_path), "certificate": info.to_dict()}
+        if renews is not None:
+            document["like"] = renews
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
         click.echo(f"Wrote {pfx_path} and {cer_path}")
+        if renews is not None:
+            click.echo(_safe(f"Renews {renews['file']} (thumbprint {renews['thumbprint']}): the same subject, "
+                             f"{renews['days']} days, RSA {renews['key_size']} bits"))
         for line in certs.describe(info):
             click.echo(line)
 
@@ -912,6 +959,7 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         _refused(log, "run", exc, package_dir, host_option)  # type: ignore[arg-type]
         raise
     package = prepared.package
+    _warn_if_certificate_ends_first(prepared)
     conn = _connection(options, prepared.host)
     if policy is None:
         _confirm_unapproved(prepared, assume_yes, as_json)
@@ -968,6 +1016,33 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
                 click.echo(_safe(line))
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
+
+
+def _warn_if_certificate_ends_first(prepared) -> None:  # type: ignore[no-untyped-def]
+    """One warning line when the package's certificate ends before its approval does.
+
+    The approval lets the change run until its latest expiry; a certificate that ends
+    earlier would be installed expired by a run late in that window (or already is).
+    Without --require-approval there is no approval window to compare with.
+    """
+    from .clock import parse_time, utc_now
+
+    facts = prepared.package.certificate
+    used = prepared.approval.approvals_used if prepared.approval is not None else []
+    if not facts or not used:
+        return
+    try:
+        not_after = parse_time(facts.get("not_after"))
+        latest = max(used, key=lambda a: parse_time(a.expires_at))
+        approval_ends = parse_time(latest.expires_at)
+    except ValueError:
+        return  # facts psbridge did not write: the gates judge those, not this warning
+    if not_after >= approval_ends:
+        return
+    verb = "expired" if not_after <= utc_now() else "expires"
+    subject = facts.get("subject") or "(empty subject)"
+    click.echo(_safe(f"psbridge: warning: the certificate {subject} {verb} {facts['not_after']}, before the approval "
+                     f"({latest.approver} until {latest.expires_at})"), err=True)
 
 
 def _confirm_unapproved(prepared, assume_yes: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
