@@ -48,3 +48,19 @@ def test_step_01_tries_the_deployment_web_service_and_names_the_second_hop(profi
     assert text.index("Get-CrmSetting") < text.index("if ($Problems.Count -gt 0) {")
     review = files(profile)["REVIEW.md"].decode("utf-8")
     assert "`--auth credssp`" in review and "second hop" in review
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_step_01_and_09_refuse_the_32_bit_powershell(profile: str) -> None:
+    """In x86 Windows PowerShell the 64-bit snap-in registration and HKLM:\\SOFTWARE\\Microsoft\\MSCRM are
+    invisible (WOW64 registry redirection), so the other checks would send the operator the wrong way."""
+    from generator.parameters import parse_parameters
+    from generator.render import render_package
+    from winrm_peer.package import parameters_for
+
+    files = render_package(parse_parameters(parameters_for(profile=profile, server="crm01",
+                                                          crm={"additional_servers": ["crmfe2"]}))).files
+    for rel in ("steps/01-prerequisites.ps1", "steps/09-additional-servers.ps1"):
+        text = files[rel].decode("utf-8-sig")
+        assert "if (-not [System.Environment]::Is64BitProcess) {" in text, rel
+        assert "Run the 64-bit one (C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe)" in text

@@ -18,6 +18,9 @@ if ($ToolsDir) {
 if ($PSVersionTable.PSEdition -ne 'Desktop' -or $PSVersionTable.PSVersion.Major -ne 5 -or $PSVersionTable.PSVersion.Minor -ne 1) {
     $Problems.Add('Windows PowerShell 5.1 is required; this is PowerShell ' + $PSVersionTable.PSVersion + ' (the CRM snap-in does not load in PowerShell 7).')
 }
+if (-not [System.Environment]::Is64BitProcess) {
+    $Problems.Add('This is the 32-bit (x86) Windows PowerShell: the CRM snap-in and the CRM registry keys are 64-bit, so they look missing here. Run the 64-bit one (C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe).')
+}
 $Principal = New-Object System.Security.Principal.WindowsPrincipal([System.Security.Principal.WindowsIdentity]::GetCurrent())
 if (-not $Principal.IsInRole([System.Security.Principal.WindowsBuiltInRole]::Administrator)) {
     $Problems.Add('The session is not elevated: run Windows PowerShell as Administrator.')
