@@ -240,3 +240,19 @@ def check_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
     return ["check", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
             "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
 
+
+def review_section(review: str, title: str) -> list:  # type: ignore[type-arg]
+    """REVIEW.md's block nodes after the level-2 heading `title`, up to the next one (markdown-it)."""
+    from markdown_it import MarkdownIt
+    from markdown_it.tree import SyntaxTreeNode
+
+    nodes = SyntaxTreeNode(MarkdownIt("commonmark").enable("table").parse(review)).children
+    start = next(i for i, n in enumerate(nodes) if n.type == "heading" and n.tag == "h2"
+                 and n.children[0].content == title)
+    out = []
+    for node in nodes[start + 1:]:
+        if node.type == "heading" and node.tag == "h2":
+            break
+        out.append(node)
+    return out
+

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 from markdown_it import MarkdownIt
-from markdown_it.tree import SyntaxTreeNode
 
-from conftest import USER, O365_USER
+from conftest import USER, O365_USER, review_section
 from generator import audit
 from generator.package import Package, read_package
 from generator.parameters import EXAMPLE, parse_parameters
@@ -131,21 +130,11 @@ def test_the_init_file_documents_the_change_table_and_validates_uncommented(psbr
 # --------------------------------------------------------------------------- REVIEW.md
 
 
-def h2_section(review: str, title: str) -> list[SyntaxTreeNode]:
-    nodes = SyntaxTreeNode(MD.parse(review)).children
-    start = next(i for i, n in enumerate(nodes) if n.type == "heading" and n.tag == "h2"
-                 and n.children[0].content == title)
-    out = []
-    for node in nodes[start + 1:]:
-        if node.type == "heading" and node.tag == "h2":
-            break
-        out.append(node)
-    return out
 
 
 def change_items(review: str) -> dict[str, list[tuple[str, str]]]:
     """The Change section's list as {label: [(token type, content), ...]} read by a CommonMark parser."""
-    [bullets] = h2_section(review, "Change")
+    [bullets] = review_section(review, "Change")
     assert bullets.type == "bullet_list"
     items = {}
     for item in bullets.children:

@@ -31,11 +31,6 @@ def users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture
-def engine() -> Engine:
-    return Engine()
-
-
-@pytest.fixture
 def peer(engine: Engine, users: dict[str, str]):
     with WinRMPeer(engine, users, max_wait=3) as p:
         yield p

@@ -10,6 +10,8 @@ import tomllib
 from typing import Any
 
 import pytest
+
+from conftest import review_section
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
@@ -53,17 +55,6 @@ CASES = {
 }
 
 
-def section(review: str, title: str) -> list[SyntaxTreeNode]:
-    """The block nodes after the level-2 heading `title`, up to the next level-2 heading."""
-    nodes = SyntaxTreeNode(MD.parse(review)).children
-    start = next(i for i, n in enumerate(nodes) if n.type == "heading" and n.tag == "h2"
-                 and n.children[0].content == title)
-    out = []
-    for node in nodes[start + 1:]:
-        if node.type == "heading" and node.tag == "h2":
-            break
-        out.append(node)
-    return out
 
 
 def inline_text(node: SyntaxTreeNode) -> str:
@@ -82,7 +73,7 @@ def inline_text(node: SyntaxTreeNode) -> str:
 def test_wizard_checklist_is_a_seven_item_list_with_each_site_its_own_item(case: str) -> None:
     data = CASES[case]
     review, _ = render(data)
-    [checklist] = [n for n in section(review, "Manual step: the Enable Server-Based SharePoint Integration wizard")
+    [checklist] = [n for n in review_section(review, "Manual step: the Enable Server-Based SharePoint Integration wizard")
                    if n.type == "ordered_list"]
     items = checklist.children
     assert len(items) == 7
@@ -126,7 +117,7 @@ def test_step_03_says_when_it_changes_state_and_stays_a_session_step() -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_parameters_block_is_toml_that_reads_back_as_plan_parameters(case: str) -> None:
     review, plan = render(CASES[case])
-    [block] = [n for n in section(review, "Parameters") if n.type == "fence"]
+    [block] = [n for n in review_section(review, "Parameters") if n.type == "fence"]
     assert block.info == "toml"
     assert tomllib.loads(block.content) == plan["parameters"]
     lines = block.content.splitlines()
@@ -139,7 +130,7 @@ def test_parameters_block_is_toml_that_reads_back_as_plan_parameters(case: str) 
 
 def test_parameters_use_single_quoted_literals_where_toml_allows() -> None:
     review, _ = render(CASES["hostile"])
-    [block] = [n for n in section(review, "Parameters") if n.type == "fence"]
+    [block] = [n for n in review_section(review, "Parameters") if n.type == "fence"]
     lines = block.content.splitlines()
     assert "name = 'contoso'" in lines and "profile = 'msonline'" in lines
     assert "cer_path = 'C:\\Personalcertfile.cer'" in lines
