@@ -96,10 +96,21 @@ _LIST_ITEM = re.compile(r"( *)([-*+]|\d{1,9}[.)])( +)(?=\S)")
 _BLOCK_START = re.compile(r"[-+*>#|=_<~]|\d{1,9}[.)]|`{3,}")
 
 
+_MD_SPECIAL = re.compile(r"[ `\\]")
+
+
 def _md_words(text: str) -> list[str]:
     """`text` split at spaces, each code span (with the spaces inside it) kept as one word."""
+    if "`" not in text and "\\" not in text:
+        return [word for word in text.split(" ") if word]
     words, current, i = [], "", 0
     while i < len(text):
+        special = _MD_SPECIAL.search(text, i)
+        if special is None:
+            current += text[i:]
+            break
+        current += text[i:special.start()]  # plain characters up to the next space, backtick or backslash
+        i = special.start()
         ch = text[i]
         if ch == "\\" and i + 1 < len(text):
             current += text[i:i + 2]
