@@ -205,6 +205,52 @@ PROFILE_MODULES: dict[str, tuple[str, ...]] = {
               "Microsoft.Graph.Identity.DirectoryManagement"),
 }
 
+@dataclass(frozen=True)
+class Backout:
+    """How a state-changing step is undone: a reviewed script with parameters, or by hand.
+
+    `captures` are the read-only probes `run` sends right before the step (and, for a
+    scripted back-out, right after it), so the run record holds what the step changed.
+    """
+
+    step_id: str
+    captures: tuple[str, ...]
+    script: str | None = None  # rollback/NN-id.ps1 in the package, or None: a manual procedure
+    needs: tuple[str, ...] = ()  # session steps the script needs first (imports, the connection)
+    manual: str = ""
+
+    def template(self, profile: str) -> str:
+        name = self.script.split("/", 1)[1] if self.script else ""
+        return f"rollback/{profile}-{name}.j2" if self.step_id == "spn" else f"rollback/{name}.j2"
+
+
+BACKOUTS: dict[str, Backout] = {
+    "certificate": Backout(
+        "certificate", ("certificate", "crm"),
+        manual="The previous S2S certificate's private key is not in the package, so psbridge cannot put it back. "
+        "By hand: run CertificateReconfiguration.ps1 -updateCrm with the previous certificate's PFX (its "
+        "thumbprint is in the run record's state before step 02), then remove the new certificate from "
+        "LocalMachine\\My if no other service uses it.",
+    ),
+    "spn": Backout("spn", ("entra",), script="rollback/06-spn.ps1", needs=("session", "connect")),
+    "crm-settings": Backout("crm-settings", ("crm",), script="rollback/07-crm-settings.ps1"),
+    "additional-servers": Backout(
+        "additional-servers", ("certificate",),
+        manual="On each additional server, remove the certificate from LocalMachine\\My if the previous one "
+        "should be used again, and run CertificateReconfiguration.ps1 (without -updateCrm) with the previous PFX.",
+    ),
+}
+
+#: What can never be undone (the article's warnings), for REVIEW.md's back-out plan.
+IRREVERSIBLE = ("After the Enable Server-Based SharePoint Integration wizard, the organization cannot go back to "
+                "client-based authentication (the Microsoft Dynamics CRM List Component).")
+
+
+def backouts_for(params: Parameters) -> list[Backout]:
+    """The back-out of each state-changing step of a package with these parameters, in step order."""
+    return [BACKOUTS[s.id] for s in steps_for(params) if s.changes_state]
+
+
 #: The run lock script (`psbridge run` sends it before the first step; `check` never does).
 LOCK_SCRIPT = "lock.ps1"
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .catalogue import LOCK_SCRIPT, PROBES, Step, probe_file, step_entry, steps_for
+from .catalogue import LOCK_SCRIPT, PROBES, Step, backouts_for, probe_file, step_entry, steps_for
 from .errors import UserError
 from .files import read_regular, sha256_hex
 
@@ -270,6 +270,13 @@ class Package:
                        if isinstance(probes, list) else None)
         if have_probes != want_probes:
             problems.append(f"{self._where}: probes: must list {', '.join(n for n, _ in want_probes)} in this order")
+        want_rollback = [(b.step_id, b.script) for b in backouts_for(params) if b.script]
+        rollback = self.plan.get("rollback", [])
+        have_rollback = ([(r.get("step"), r.get("file")) for r in rollback if isinstance(r, dict)]
+                         if isinstance(rollback, list) else None)
+        if have_rollback != want_rollback:
+            problems.append(f"{self._where}: rollback: must list "
+                            f"{', '.join(f for _, f in want_rollback) or 'nothing'} in this order")
         if self.plan.get("name") != params.name or self.plan.get("profile") != params.profile:
             problems.append(f"{self._where}: name and profile must be the parameters' ({params.name}, {params.profile})")
         return problems
@@ -280,7 +287,7 @@ class Package:
         expected: dict[str, str] = {}
         problems: list[str] = []
         entries: list[Any] = []
-        for key in ("steps", "probes"):
+        for key in ("steps", "probes", "rollback"):
             value = self.plan.get(key)
             entries += value if isinstance(value, list) else []
         recorded = [(e.get("file"), e.get("sha256")) for e in entries if isinstance(e, dict)]
@@ -334,6 +341,12 @@ class Package:
         if LOCK_SCRIPT not in self.files:
             raise UserError(f"{self.label}: no {LOCK_SCRIPT}; render the package again with this psbridge")
         return self.text(LOCK_SCRIPT)
+
+    @cached_property
+    def rollback_scripts(self) -> dict[str, str]:
+        """Step id -> the back-out script `psbridge rollback` sends (only for an intact package)."""
+        self.require_intact()
+        return {b.step_id: self.text(b.script) for b in backouts_for(self.parameters) if b.script}
 
     def step(self, index: int) -> PackageStep:
         return next(s for s in self.steps if s.index == index)

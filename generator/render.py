@@ -28,10 +28,12 @@ import jinja2
 
 from . import __version__
 from .catalogue import (
+    IRREVERSIBLE,
     LOCK_SCRIPT,
     PROBES,
     PROFILE_MODULES,
     Step,
+    backouts_for,
     constants_for,
     inputs_for,
     probe_file,
@@ -419,6 +421,7 @@ def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Paramete
     label = f"{s.index:02d}/{total:02d} {s.id}"
     return {
         "index": s.index,
+        "id": s.id,
         "label": label,
         "threshold": thresholds[s.index],
         "banner": f"==> [{s.index:02d}/{total:02d}] {s.id}: {s.title}",
@@ -487,6 +490,10 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                                                            version=Trusted(__version__), steps_digest=steps_digest)
     setup = _crlf_bom(setup_text)
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
+    backouts = backouts_for(params)
+    rollback = {b.script: _crlf_bom(ps_env.get_template(b.template(params.profile)).render(p=params,
+                                                                                      c=constants_for(params)))
+                for b in backouts if b.script}
     review = wrap_markdown(md_env.get_template("REVIEW.md.j2").render(
         p=params,
         c=constants_for(params),
@@ -506,6 +513,9 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         cert=certificate,
         probes=[_shown(f, b) for f, b in probes.items()],
         lock=_shown(LOCK_SCRIPT, lock),
+        backout=[{"step": next(v for v in views if v["id"] == b.step_id), "manual": Trusted(b.manual),
+                  "script": _shown(b.script, rollback[b.script]) if b.script else None} for b in backouts],
+        irreversible=Trusted(IRREVERSIBLE),
     )).encode("utf-8")
     plan = {
         "format_version": FORMAT_VERSION,
@@ -520,11 +530,14 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "steps": [_plan_step(r, params) for r in rendered],
         "probes": [{"id": name, "file": probe_file(name), "sha256": sha256_hex(probes[probe_file(name)])}
                    for name in PROBES],
+        "rollback": [{"step": b.step_id, "file": b.script, "sha256": sha256_hex(rollback[b.script])}
+                     for b in backouts if b.script],
     }
     files_out = {r.step.file: r.data for r in rendered}
     files_out.update(probes)
     files_out["setup.ps1"] = setup
     files_out[LOCK_SCRIPT] = lock
+    files_out.update(rollback)
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = plan_json_bytes(plan)
     return Rendered(name=params.name, files=files_out)

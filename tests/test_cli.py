@@ -47,7 +47,8 @@ def test_render_example_writes_the_package(psbridge, tmp_path: Path) -> None:
     assert "wrote output/contoso/ (8 steps)" in result.stdout
     files = sorted(p.relative_to(tmp_path / "output/contoso").as_posix() for p in (tmp_path / "output/contoso").rglob("*") if p.is_file())
     probes = [f"probes/{n}.ps1" for n in ("certificate", "crm", "entra", "server")]
-    assert files == ["REVIEW.md", "lock.ps1", "plan.json", *probes, "setup.ps1", *[f"steps/0{i}-{n}.ps1" for i, n in enumerate(
+    assert files == ["REVIEW.md", "lock.ps1", "plan.json", *probes, "rollback/06-spn.ps1", "rollback/07-crm-settings.ps1",
+                     "setup.ps1", *[f"steps/0{i}-{n}.ps1" for i, n in enumerate(
         ["prerequisites", "certificate", "session", "connect", "set-certificate", "spn", "crm-settings", "tenant-id"], 1)]]
 
 
@@ -79,7 +80,7 @@ def test_same_parameters_give_the_same_bytes(psbridge, tmp_path: Path) -> None:
     assert psbridge("render", params, "--out", "b").exit_code == 0
     a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a" / "contoso").rglob("*") if p.is_file()}
     b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b" / "contoso").rglob("*") if p.is_file()}
-    assert a == b and len(a) == 16
+    assert a == b and len(a) == 18
 
 
 def test_init_writes_a_valid_commented_file_and_refuses_to_overwrite(psbridge, tmp_path: Path) -> None:

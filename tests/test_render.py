@@ -42,7 +42,8 @@ def package() -> dict[str, bytes]:
 def test_package_has_the_article_steps_in_order(package: dict[str, bytes]) -> None:
     assert sorted(f for f in package if f.startswith("steps/")) == STEP_FILES
     probes = {f"probes/{n}.ps1" for n in ("server", "certificate", "crm", "entra")}
-    assert set(package) == {*STEP_FILES, *probes, "setup.ps1", "REVIEW.md", "plan.json", "lock.ps1"}
+    assert set(package) == {*STEP_FILES, *probes, "setup.ps1", "REVIEW.md", "plan.json", "lock.ps1",
+                            "rollback/06-spn.ps1", "rollback/07-crm-settings.ps1"}
 
 
 @pytest.mark.parametrize("name", [f.split("/")[1] for f in STEP_FILES])

@@ -463,7 +463,7 @@ KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {
         "documents it (commands.json: source null). Add its signature to commands.json when a Microsoft page is found.")
     for variant in ("msonline", "msonline-local-cert", "graph-token", "graph-app", "msonline-farm", "graph-farm",
                     "msonline-gcchigh", "graph-gcchigh")
-    for path in ("steps/07-crm-settings.ps1", "setup.ps1")
+    for path in ("steps/07-crm-settings.ps1", "setup.ps1", "rollback/07-crm-settings.ps1")
 }
 
 
