@@ -631,6 +631,7 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
     executor = Executor(
         package.steps, steps, lambda step: step_parameters(step, secrets), emit_here, redact, continue_command,
         step_timeout=settings.step_timeout, confirm=confirm, emit_end=False,
+        observe=_observer(session, package, settings, emit_here, redact),
     )
     result = executor.run(session)
     summary = list(result.summary)
@@ -645,6 +646,28 @@ def _not_in_place(package: Package, ran: list[PackageStep], verification: dict[s
     changing = {s.id for s in ran if s.changes_state}
     return [f"step {v['index']:02d} {v['id']} is {v['verdict']}" + (f" ({v['detail']})" if v.get("detail") else "")
             for v in verification.get("verdicts", []) if v["id"] in changing and v["verdict"] != "in place"]
+
+
+def _observer(session: PSRPSession, package: Package, settings: RunSettings,
+              emit: Callable[[dict[str, Any]], None], redact: Redactor) -> Callable[[PackageStep, str], None]:
+    """Record, with the package's read-only probes, the state a change step is about to change (and did).
+
+    The readings go into the run record as `state` events; `psbridge rollback` takes the
+    values it passes to a back-out script from them. A probe that does not answer is
+    recorded as null: the run goes on, and the back-out of that step will refuse.
+    """
+    from .catalogue import BACKOUTS
+
+    def observe(step: PackageStep, when: str) -> None:
+        backout = BACKOUTS.get(step.id)
+        if backout is None or (when == "after" and backout.script is None):
+            return
+        probes = {name: package.probes[name] for name in backout.captures}
+        readings, notes = run_probes(session, probes, settings.step_timeout, redact)
+        emit({"event": "state", "when": when, "index": step.index, "id": step.id, "readings": readings,
+              "notes": notes})
+
+    return observe
 
 
 def _after(hosts: list[str], host: str | None) -> str | None:

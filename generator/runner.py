@@ -342,6 +342,7 @@ class Executor:
         confirm: Confirm | None = None,
         clock: Callable[[], float] = time.monotonic,
         emit_end: bool = True,
+        observe: Callable[[PackageStep, str], None] | None = None,
     ) -> None:
         self.steps = list(steps)
         self.selected = list(selected)
@@ -354,6 +355,8 @@ class Executor:
         self.clock = clock
         #: False when the caller ends the run itself (a run over several servers has one run-end).
         self.emit_end = emit_end
+        #: Reads and records the state around a state-changing step: (step, "before" | "after").
+        self.observe = observe
 
     def run(self, session: StepSession) -> RunResult:
         total = max(s.index for s in self.steps)
@@ -371,6 +374,8 @@ class Executor:
                     results.append(result)
                     self.emit(self._step_end_event(step, result, total))
                     continue
+            if step.changes_state and self.observe is not None:
+                self.observe(step, "before")  # what the step is about to change, for the back-out
             started = utc_now()
             self.emit({"event": "step-start", "index": step.index, "total": total, "id": step.id,
                        "title": step.title, "sha256": digest, "started": started})
@@ -393,6 +398,8 @@ class Executor:
             )
             results.append(result)
             self.emit(self._step_end_event(step, result, total))
+            if outcome is Outcome.OK and step.changes_state and self.observe is not None:
+                self.observe(step, "after")
             if outcome is not Outcome.OK:
                 return self._finish(results, stopped_at=step, reason=outcome.value)
         return self._finish(results, stopped_at=None, reason="done")

@@ -50,7 +50,8 @@ def step_scripts(engine: Engine) -> list[int]:
         if match:
             found.append(int(match.group(1)))
         else:
-            assert script == EAP or script.startswith(LOCK), script
+            # the EAP line, the run lock, and the read-only probes that record the state around a change
+            assert script == EAP or script.startswith((LOCK, "# psbridge probe: ")), script
     return found
 
 
@@ -145,7 +146,8 @@ def test_basic_auth_over_https(pkg, engine, ntlm_users, pki, secrets_env, capsys
         monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", "wrong")
         code, out, err = psbridge(capsys, base)
         assert code == 3 and "authentication failed" in err and err.count("\n") == 1
-    assert len(engine.pipelines) == 10  # EAP, lock, 8 steps; nothing more after the failed logon
+    assert len([p for p in engine.pipelines if not p.script.startswith("# psbridge probe: ")]) == 10
+    # EAP, lock, 8 steps (and the state probes around the changes); nothing more after the failed logon
 
 
 def test_untrusted_certificate_is_refused_by_default(pkg, https_peer, engine, secrets_env, capsys):
