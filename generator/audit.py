@@ -493,6 +493,32 @@ def verify(log_path: Path | str, expected_head: str | None = None) -> AuditCheck
     return _verify_bytes(data, expected_head)
 
 
+def entries(log_path: Path | str) -> list[dict[str, Any]]:
+    """Every line of an intact log, parsed; a broken chain is a RuntimeFailure naming the line.
+
+    For what must be vouched for by the log (a run record for `rollback`): the chain is
+    checked and the entries are parsed from the same bytes.
+    """
+    import fcntl
+
+    path = Path(log_path)
+    fd = _open_log(path, write=False, error=UserError)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            pass
+        data = _read_all(fd)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    check = _verify_bytes(data, None)
+    if not check.ok:
+        raise RuntimeFailure(f"{path}: line {check.broken_line}: {check.problem}; the audit log can't vouch for anything")
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
 # --------------------------------------------------------------------------- repair
 
 

@@ -980,7 +980,14 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         # "started" comes before connecting: no step is sent unless the run could be recorded first.
         audit.record(log, "run", package, outcome, **details)
 
-    emit = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
+    report = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
+    seen: dict = {}  # type: ignore[type-arg]
+
+    def emit(event: dict) -> None:  # type: ignore[type-arg]
+        if event.get("event") == "run-start":
+            seen["record"] = event.get("record")
+        report(event)
+
     after_success = _verify_hook(package, secrets, step_timeout, as_json) if verify_after else None
     try:
         result = run_package(package, prepared.selected, conn, winrm_password, secrets, settings, emit=emit,
@@ -1000,7 +1007,8 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         raise
     outcome = {0: "ok", 1: "failed", 4: "unknown", 5: "unverified"}.get(result.exit_code, f"exit {result.exit_code}")
     try:
-        entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected])
+        entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected],
+                             **_record_facts(seen.get("record")))
     except (UserError, RuntimeFailure) as exc:
         # The run happened and its record (runs/) says so; the audit log only lacks its end.
         for line in exc.problems if isinstance(exc, UserError) else (str(exc),):
@@ -1067,6 +1075,110 @@ def _confirm_unapproved(prepared, assume_yes: bool, as_json: bool) -> None:  # t
                         "--require-approval, or require its approval")
     if not click.confirm("Run it?", default=False, err=True):
         raise RuntimeFailure("run: not confirmed; nothing ran")
+
+
+def _record_facts(record: str | None) -> dict:  # type: ignore[type-arg]
+    """The run record's path and sha256 for the run's end line: what `rollback` later believes."""
+    from .files import read_regular, sha256_hex
+
+    if not record:
+        return {}
+    try:
+        data = read_regular(Path(record), record, limit=16 * 1024 * 1024, too_large="not a run record",
+                            follow_symlinks=False)
+    except UserError:
+        return {"record": record}
+    return {"record": record, "record_sha256": sha256_hex(data)}
+
+
+@cli.command("rollback", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--run", "run_record", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The run record (PACKAGE_DIR/runs/*.jsonl) whose changes to undo.")
+@connection_options
+@click.option("--step-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0, show_default=True,
+              help="Seconds per script before it is stopped and reported UNKNOWN.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
+@click.option("--yes", "assume_yes", is_flag=True, help="Without --require-approval: do not ask (no terminal).")
+@approval_options
+@audit_log_option
+def rollback(package_dir: Path, run_record: Path, step_timeout: float, as_json: bool, assume_yes: bool,
+             require_approval: bool, trusted_keys: Path | None, min_approvals: int, forbid_self_approval: bool,
+             operator_key: Path | None, forbid_keys: tuple[str, ...], audit_log: Path | None,
+             **options: object) -> None:
+    """Undo what one recorded run changed, with the package's reviewed back-out scripts.
+
+    The record is believed only when the audit log holds its sha256 for this package; the
+    values taken from it (key credential ids, the SPN, the previous ServerSettings) are
+    checked like parameters and passed as parameters. Scripts run in reverse step order
+    with the same connection options, locks, records, prompt and approval gate as `run`;
+    steps without a script (02, 09) are listed with their manual procedure.
+
+    \b
+    Example:
+      psbridge rollback output/contoso --run output/contoso/runs/R.jsonl \\
+          --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
+    """
+    from . import audit
+    from .backout import plan_rollback, read_record
+    from .remote import ConnectFailure, NotRecorded, read_step_secrets, read_winrm_password, rollback_package
+    from .runner import HumanReporter, JsonReporter, RunSettings, prepare, secrets_needed
+
+    log = _package_log(audit_log, package_dir)
+    policy = _policy(require_approval, trusted_keys, min_approvals, forbid_self_approval, operator_key, forbid_keys)
+    host_option = options.pop("host")
+    try:
+        prepared = prepare(package_dir, host_option, policy=policy)  # type: ignore[arg-type]
+        events, digest = read_record(run_record, prepared.package, audit.entries(log))
+        plan = plan_rollback(prepared.package, events, str(run_record), digest)
+    except (UserError, RuntimeFailure) as exc:
+        _refused(log, "rollback", exc, package_dir, host_option)  # type: ignore[arg-type]
+        raise
+    package = prepared.package
+    for step, why in plan.nothing:
+        click.echo(f"step {step.index:02d} {step.id}: nothing to undo: {_safe(why)}", err=as_json)
+    for step, manual in plan.manual:
+        click.echo(f"step {step.index:02d} {step.id}: by hand: {_safe(manual)}", err=as_json)
+    for item in plan.scripted:
+        values = ", ".join(f"{k}={v!r}" for k, v in item.parameters.items())
+        click.echo(f"step {item.step.index:02d} {item.step.id}: {item.file} with {_safe(values)}", err=as_json)
+    if not plan.scripted:
+        click.echo("rollback: no script to send", err=as_json)
+        return
+    conn = _connection(options, prepared.host)
+    if policy is None and not assume_yes:
+        if not (sys.stdin is not None and sys.stdin.isatty()):
+            raise UserError("rollback: no terminal to confirm on; pass --yes, or require the package's approval")
+        if not click.confirm("Send these back-out scripts?", default=False, err=True):
+            raise RuntimeFailure("rollback: not confirmed; nothing was sent")
+    from .catalogue import BACKOUTS
+
+    needs = {n for item in plan.scripted for n in BACKOUTS[item.step.id].needs}
+    secrets = read_step_secrets(secrets_needed([s for s in package.steps if s.id in needs]),
+                                options.pop("o365_user"))  # type: ignore[arg-type]
+    winrm_password = read_winrm_password(conn)
+    _warn_if_unverified(conn)
+    settings = RunSettings(step_timeout=step_timeout)
+
+    def audit_line(outcome: str, details: dict) -> None:  # type: ignore[type-arg]
+        audit.record(log, "rollback", package, outcome, **details)
+
+    emit = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
+    try:
+        result = rollback_package(package, plan, conn, winrm_password, secrets, settings, emit=emit,
+                                  audit=audit_line)
+    except NotRecorded as exc:
+        raise exc.original from None
+    except ConnectFailure as exc:
+        audit.record(log, "rollback", package, "connect-failed", host=conn.host)
+        click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
+        raise click.exceptions.Exit(ConnectFailure.exit_code) from None
+    outcome = {0: "ok", 1: "failed", 4: "unknown"}.get(result.exit_code, f"exit {result.exit_code}")
+    entry = audit.record(log, "rollback", package, outcome, host=conn.host, of=str(run_record))
+    if not as_json:
+        _print_audit_head(log, entry)
+    if result.exit_code:
+        raise click.exceptions.Exit(result.exit_code)
 
 
 def _verify_hook(package, secrets, timeout: float, as_json: bool):  # type: ignore[no-untyped-def]

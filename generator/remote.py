@@ -886,3 +886,85 @@ def check_package(package: Package, conn: Connection, winrm_password: str | None
     report.notes.extend(notes)
     report.readings.update({"main": answers, "additional": per_server})
     return _redacted(report, redact)
+
+
+# -- psbridge rollback: the reviewed back-out scripts of one recorded run ---------------------
+
+
+def rollback_package(package: Package, plan: Any, conn: Connection, winrm_password: str | None,
+                     secrets: StepSecrets, settings: RunSettings, *, emit: Callable[[dict[str, Any]], None],
+                     audit: AuditLine | None = None) -> RunResult:
+    """Send the plan's back-out scripts (reverse step order) after the session steps they need.
+
+    Same machinery as `run`: the workstation and server locks, a run record written before
+    anything is sent, the audit line first, one pipeline per script, and a stop at the first
+    script that does not succeed (nothing after it is sent). Raises ConnectFailure (exit 3).
+    """
+    from .catalogue import BACKOUTS
+    from .runner import Outcome, classify
+
+    silence_libraries()
+    redact = Redactor([*secrets.values(), *([winrm_password] if winrm_password else [])])
+    lock_text = package.lock_script
+    workstation = WorkstationLock(package.path)  # type: ignore[arg-type]
+    workstation.acquire(package=package.name, digest=package.digest, host=conn.host, rollback=plan.record)
+    record = RunRecord(package.path)  # type: ignore[arg-type]
+
+    def both(event: dict[str, Any]) -> None:
+        record.write(event)
+        emit(event)
+
+    needs = {need for item in plan.scripted for need in BACKOUTS[item.step.id].needs}
+    session_steps = [s for s in package.steps if s.id in needs]
+    total = len(session_steps) + len(plan.scripted)
+    try:
+        both({"event": "run-start", "started": utc_now(), "tool_version": __version__, "package": package.name,
+              "package_digest": package.digest, "host": conn.host, "port": conn.port, "transport": conn.transport,
+              "auth": conn.auth, "user": conn.username, "rollback_of": plan.record,
+              "rollback_of_sha256": plan.record_sha256, "record": str(record.path),
+              "steps": [s.index for s in session_steps] + [f"undo {i.step.index:02d}" for i in plan.scripted]})
+        if audit is not None:
+            audit("rollback-started", {"host": conn.host, "of": plan.record, "of_sha256": plan.record_sha256,
+                                       "record": str(record.path)})
+    except Exception as exc:
+        record.close()
+        workstation.release()
+        raise NotRecorded(exc) from None
+    session = PSRPSession(conn, winrm_password)
+    try:
+        try:
+            session.open(exchange_keys=bool(secrets_needed(session_steps)))
+        except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
+            message = redact(str(exc)) if isinstance(exc, ConnectFailure) else describe_connect_error(exc, conn, redact)
+            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
+                  "reason": "connect-failed", "summary": [message]})
+            raise ConnectFailure(message) from None
+        locked = _take_server_lock(session, lock_text, settings, both, redact)
+        if locked is not None:
+            return _end(both, locked.exit_code, [], locked.summary, stopped_at=None, reason="locked", results=[])
+        sends = [(f"{s.id}", s.text, step_parameters(s, secrets), s.index) for s in session_steps]
+        sends += [(f"undo-{i.step.id}", i.text, dict(i.parameters), i.step.index) for i in plan.scripted]
+        for number, (name, text, parameters, index) in enumerate(sends, start=1):
+            both({"event": "step-start", "index": number, "total": total, "id": name, "title": name,
+                  "started": utc_now()})
+            t0 = time.monotonic()
+            report = session.run_step(text, parameters, settings.step_timeout)
+            outcome = classify(report)
+            both({"event": "step-end", "index": number, "total": total, "id": name, "state": outcome.value,
+                  "seconds": round(time.monotonic() - t0, 3), "for_step": index,
+                  "output": [redact(o) for o in report.output], "information": [redact(i) for i in report.information],
+                  "errors": [{"message": redact(e.message), "category": redact(e.category), "line": e.line,
+                              "position": redact(e.position)} for e in report.errors],
+                  "detail": redact(report.transport_error or "")})
+            if outcome is not Outcome.OK:
+                code = ExitCode.UNKNOWN if outcome is Outcome.UNKNOWN else ExitCode.FAILED
+                return _end(both, code, [], [f"Stopped: {name} did not succeed ({outcome.value}); nothing after it "
+                                             "was sent. Fix the cause, then run the same rollback command again: "
+                                             "the back-out scripts change nothing that is already undone."],
+                            stopped_at=number, reason=outcome.value, results=[])
+        done = ", ".join(f"step {i.step.index:02d} {i.step.id}" for i in plan.scripted) or "nothing scripted"
+        return _end(both, ExitCode.OK, [f"Backed out: {done}."], [], stopped_at=None, reason="done", results=[])
+    finally:
+        session.close()
+        record.close()
+        workstation.release()

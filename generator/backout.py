@@ -1,0 +1,136 @@
+"""The back-out of a recorded run: which reviewed rollback scripts to send, with which values.
+
+`psbridge rollback` undoes what one run changed, in reverse step order, with the package's
+own rollback scripts (rendered, hashed and approved like every step). A run record is
+evidence, not an approval, and anyone who can write `runs/` could forge one: it is taken
+only when the audit log holds its sha256 (the `run` line that ended it), and every value
+taken from it is checked like a parameter before it becomes a PowerShell parameter.
+Pure logic over bytes already read; the session that sends the scripts is in remote.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalogue import BACKOUTS
+from .errors import UserError
+from .files import read_regular, sha256_hex
+from .package import Package, PackageStep
+
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_HTTPS = re.compile(r"https://[A-Za-z0-9.-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RollbackStep:
+    """One back-out script to send: the change step it undoes, its text, and its parameters."""
+
+    step: PackageStep
+    file: str
+    text: str
+    parameters: dict[str, Any]
+
+
+@dataclass
+class RollbackPlan:
+    """What `psbridge rollback` will do for one recorded run."""
+
+    record: str
+    record_sha256: str
+    scripted: list[RollbackStep] = field(default_factory=list)  # in the order they run (reverse step order)
+    manual: list[tuple[PackageStep, str]] = field(default_factory=list)
+    nothing: list[tuple[PackageStep, str]] = field(default_factory=list)  # ran, but nothing to undo / can't tell
+
+
+def read_record(path: Path, package: Package, audit_lines: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The run record's events, once its sha256 is found in the audit log for this package's digest."""
+    data = read_regular(path, str(path), limit=MAX_RECORD_BYTES, too_large="larger than any run record",
+                        follow_symlinks=False)
+    digest = sha256_hex(data)
+    vouched = any(line.get("action") == "run" and line.get("digest") == package.digest
+                  and (line.get("details") or {}).get("record_sha256") == digest for line in audit_lines)
+    if not vouched:
+        raise UserError(f"{path}: its sha256 {digest[:16]}… is in no `run` line of the audit log for this package: "
+                        "a run record is only believed when the audit log vouches for it")
+    try:
+        events = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise UserError(f"{path}: not a run record (not JSON lines)") from None
+    if not events or not all(isinstance(e, dict) for e in events) or events[0].get("event") != "run-start":
+        raise UserError(f"{path}: not a run record")
+    if events[0].get("package_digest") != package.digest:
+        raise UserError(f"{path}: a run of another package digest")
+    return events, digest
+
+
+def plan_rollback(package: Package, events: list[dict[str, Any]], record: str, record_sha256: str) -> RollbackPlan:
+    """The back-out of every state-changing step that ran OK on the main server, last step first."""
+    plan = RollbackPlan(record, record_sha256)
+    ran = {e.get("id") for e in events if e.get("event") == "step-end" and e.get("state") == "ok"
+           and not e.get("host")}
+    states = {(e.get("id"), e.get("when")): e.get("readings") or {} for e in events
+              if e.get("event") == "state" and not e.get("host")}
+    for step in reversed([s for s in package.steps if s.changes_state and s.id in ran]):
+        backout = BACKOUTS[step.id]
+        if backout.script is None:
+            plan.manual.append((step, backout.manual))
+            continue
+        before, after = states.get((step.id, "before")), states.get((step.id, "after"))
+        if not before or not after:
+            plan.nothing.append((step, "the state around it is not in the record: cannot tell what it changed"))
+            continue
+        found = _values(step.id, package, before, after, record)
+        if found is None:
+            plan.nothing.append((step, "its probes did not answer around it: cannot tell what it changed"))
+        elif not found[1]:
+            plan.nothing.append((step, "it changed nothing (the state after it is the state before it)"))
+        else:
+            plan.scripted.append(RollbackStep(step, backout.script, package.rollback_scripts[step.id], found[0]))
+    return plan
+
+
+def _values(step_id: str, package: Package, before: dict[str, Any], after: dict[str, Any],
+            record: str) -> tuple[dict[str, Any], bool] | None:
+    """(the rollback script's parameters, whether the step changed anything), each value checked."""
+    if step_id == "spn":
+        old, new = before.get("entra"), after.get("entra")
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            return None
+        before_ids = {str(k.get("key_id")) for k in _list(old.get("key_credentials")) if isinstance(k, dict)}
+        added = [str(k.get("key_id")) for k in _list(new.get("key_credentials"))
+                 if isinstance(k, dict) and str(k.get("key_id")) not in before_ids]
+        for key_id in added:
+            if not _GUID.fullmatch(key_id):
+                raise UserError(f"{record}: a key credential id after step 06 is not a GUID; refusing to use the record")
+        spn = package.plan["constants"]["crm_app_id"] + "/" + package.parameters.crm.root_domain
+        had = spn.lower() in (str(n).lower() for n in _list(old.get("service_principal_names")))
+        has = spn.lower() in (str(n).lower() for n in _list(new.get("service_principal_names")))
+        removed_spn = spn if has and not had else ""
+        return {"KeyIds": added, "ServicePrincipalName": removed_spn}, bool(added or removed_spn)
+    if step_id == "crm-settings":
+        old, new = before.get("crm"), after.get("crm")
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            return None
+        was, now = old.get("server_settings") or {}, new.get("server_settings") or {}
+        principal = str(was.get("S2SDefaultAuthorizationServerPrincipalId") or "")
+        url = str(was.get("S2SDefaultAuthorizationServerMetadataUrl") or "")
+        if principal and not _GUID.fullmatch(principal):
+            raise UserError(f"{record}: the previous S2SDefaultAuthorizationServerPrincipalId is not a GUID; "
+                            "refusing to use the record")
+        if url and not _HTTPS.fullmatch(url):
+            raise UserError(f"{record}: the previous S2SDefaultAuthorizationServerMetadataUrl is not an https URL; "
+                            "refusing to use the record")
+        return {"PrincipalId": principal, "MetadataUrl": url}, was != now
+    raise UserError(f"no scripted back-out for step {step_id}")
+
+
+def _list(value: Any) -> list[Any]:
+    """ConvertTo-Json writes a one-element array as the element itself, and an empty one as null."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
