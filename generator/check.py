@@ -8,7 +8,7 @@ Verdicts: `in place` (the step would change nothing), `will change` (with before
 `blocked` (the step would fail: fix the server first), `cannot tell` (a probe failed or
 did not run), `session` (sets up the PowerShell session only), `ok` (a read-only check).
 Exit codes: 0 every state-changing step is in place; 5 the package would change something;
-1 a probe failed, a step is blocked, or a state-changing step's state cannot be told;
+1 a probe failed or was skipped (any step's state cannot be told), or a step is blocked;
 6 everything is in place, but CRM's S2S certificate or its key credential in Entra ID ends
 within the warning window (`warn_days`), or another key credential of the Dynamics CRM
 service principal has expired. Precedence: 1, then 5, then 6, then 0.
@@ -30,7 +30,7 @@ from typing import Any, Literal
 Verdict = Literal["in place", "will change", "blocked", "cannot tell", "session", "ok"]
 
 from . import clock
-from .catalogue import ADDITIONAL_SERVERS_STEP, CATALOGUES, PROBES, PROFILE_MODULES
+from .catalogue import ADDITIONAL_SERVERS_STEP, PROBES, PROFILE_MODULES
 from .expiry import EXPIRY_WARNING_DAYS
 from .errors import ExitCode
 
@@ -53,11 +53,6 @@ _FAILED_AUTHENTICATION = ("the Enable Server-Based SharePoint Integration wizard
                           "which Microsoft documents for a certificate used for server-to-server authentication "
                           "that is missing or invalid")
 _UPDATE_CERTIFICATE = "update or install the certificate and try again (Microsoft, " + EXCHANGE_ONLINE + ")"
-
-#: Ids of the steps that change state, in any profile: their verdicts decide the exit code.
-_CHANGING = frozenset([*(s.id for steps in CATALOGUES.values() for s in steps if s.changes_state),
-                       ADDITIONAL_SERVERS_STEP.id])
-
 
 @dataclass(frozen=True)
 class StepVerdict:
@@ -171,9 +166,9 @@ class CheckReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        if any(v.verdict == "blocked" for v in self.verdicts):
-            return ExitCode.FAILED
-        if any(v.verdict == "cannot tell" and v.id in _CHANGING for v in self.verdicts):
+        # Anything unread (a probe failed or was skipped) is a failed check, never "all well":
+        # a monitoring job must not read exit 0 from a server it could not see.
+        if any(v.verdict in ("blocked", "cannot tell") for v in self.verdicts):
             return ExitCode.FAILED
         if any(v.verdict == "will change" for v in self.verdicts):
             return ExitCode.WOULD_CHANGE

@@ -66,6 +66,16 @@ def test_missing_probe_is_cannot_tell_and_exit_1() -> None:
     assert report.exit_code == 1
 
 
+def test_silent_server_probe_is_exit_1_even_when_everything_else_is_in_place() -> None:
+    """README: exit 1 when "a probe failed"; prerequisites changes nothing, yet unread it is no 'all well'."""
+    answers = state("fully configured")
+    answers["server"] = None
+    report = evaluate(plan(), answers)
+    got = {v.id: v.verdict for v in report.verdicts}
+    assert got["prerequisites"] == "cannot tell" and got["certificate"] == "in place"
+    assert report.exit_code == 1
+
+
 @pytest.mark.parametrize("key,value,fragment", [
     ("elevated", False, "not elevated"),
     ("edition", "Core", "Windows PowerShell 5.1 required"),
