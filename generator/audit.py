@@ -467,6 +467,26 @@ def _verify_bytes(data: bytes, expected_head: str | None = None) -> AuditCheck:
     return AuditCheck(True, len(lines), head=prev)
 
 
+def _read_shared(path: Path) -> bytes:
+    """The whole log, read under a shared lock so a line being appended is never seen half written.
+
+    UserError when the log is missing, not a regular file, or unreadable.
+    """
+    import fcntl
+
+    fd = _open_log(path, write=False, error=UserError)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            pass  # a file system without locks: read anyway, a concurrent append may show as torn
+        return _read_all(fd)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
 def verify(log_path: Path | str, expected_head: str | None = None) -> AuditCheck:
     """Walk the chain from the first line; stop at the first broken one.
 
@@ -476,20 +496,7 @@ def verify(log_path: Path | str, expected_head: str | None = None) -> AuditCheck
     written); it may be reached through a symbolic link but must be a regular file
     (UserError otherwise, and when it is missing or unreadable).
     """
-    import fcntl
-
-    path = Path(log_path)
-    fd = _open_log(path, write=False, error=UserError)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        except OSError:
-            pass  # a file system without locks: read anyway, a concurrent append may show as torn
-        data = _read_all(fd)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    finally:
-        os.close(fd)
+    data = _read_shared(Path(log_path))
     return _verify_bytes(data, expected_head)
 
 
@@ -499,20 +506,8 @@ def entries(log_path: Path | str) -> list[dict[str, Any]]:
     For what must be vouched for by the log (a run record for `rollback`): the chain is
     checked and the entries are parsed from the same bytes.
     """
-    import fcntl
-
     path = Path(log_path)
-    fd = _open_log(path, write=False, error=UserError)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        except OSError:
-            pass
-        data = _read_all(fd)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    finally:
-        os.close(fd)
+    data = _read_shared(path)
     check = _verify_bytes(data, None)
     if not check.ok:
         raise RuntimeFailure(f"{path}: line {check.broken_line}: {check.problem}; the audit log can't vouch for anything")
