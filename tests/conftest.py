@@ -235,10 +235,20 @@ def answer_probes(engine: Engine, answers: dict) -> None:  # type: ignore[type-a
             engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(answer)]))
 
 
+def _peer_options(peer: WinRMPeer) -> list[str]:
+    """The loopback peer over HTTP with NTLM (message encryption), as the test users."""
+    return ["--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
+            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER]
+
+
 def check_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
-    """`psbridge check` against the loopback peer over HTTP with NTLM (message encryption)."""
-    return ["check", str(pkg), "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
-            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
+    """`psbridge check` against the loopback peer."""
+    return ["check", str(pkg), *_peer_options(peer), *extra]
+
+
+def run_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
+    """`psbridge run --yes` against the loopback peer."""
+    return ["run", str(pkg), "--yes", *_peer_options(peer), *extra]
 
 
 def review_section(review: str, title: str) -> list:  # type: ignore[type-arg]

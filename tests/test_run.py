@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import O365_PASSWORD, O365_USER, PFX_PASSWORD, SECRETS, USER, WINRM_PASSWORD, assert_no_secrets
+from conftest import (O365_PASSWORD, O365_USER, PFX_PASSWORD, SECRETS, USER, WINRM_PASSWORD, assert_no_secrets,
+                      run_args)
 from generator.catalogue import MSONLINE_STEPS, resume_selection
 from generator.cli import main
 from winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
@@ -26,11 +27,6 @@ from winrm_peer.package import marker
 
 EAP = "$ErrorActionPreference = 'Stop'"
 STEP = {s.index: s for s in MSONLINE_STEPS}
-
-
-def http_args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
-    return ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
-            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
 
 
 def psbridge(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
@@ -83,7 +79,7 @@ def continue_argv(out: str) -> list[str]:
 
 def test_full_run_over_http_with_ntlm_message_encryption(pkg, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[8]), Reply(output=["5f2e1c1a-0000-4000-8000-000000000001"], warnings=["slow tenant"]))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 0, out + err
     # One session: the EAP pipeline first, then the run lock, then every step once, in order, in one shell.
     assert engine.scripts()[0] == EAP and engine.scripts()[1].startswith(LOCK)
@@ -179,7 +175,7 @@ def test_failure_at_step_k_stops_and_from_step_k_finishes(k, pkg, http_peer, eng
     reply = Reply(terminating=error) if terminating else Reply(output=["partial"], errors=[error])
     engine.when(marker(STEP[k]), reply, times=1)
 
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 1, out + err
     assert step_scripts(engine) == list(range(1, k + 1))  # nothing after k reached the peer
     assert re.search(rf"^\[{k:02d}/08\] {re.escape(STEP[k].id)} … FAILED \d+\.\d+s$", out, re.M)
@@ -207,7 +203,7 @@ def test_failure_at_step_k_stops_and_from_step_k_finishes(k, pkg, http_peer, eng
 def test_failure_output_and_errors_are_redacted(pkg, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[2]), Reply(output=[f"pw is {PFX_PASSWORD}"],
                                        errors=[ErrorSpec(f"bad password {PFX_PASSWORD} / {WINRM_PASSWORD}")]))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 1
     assert "bad password [redacted] / [redacted]" in out
     record = records(pkg)[0].read_bytes()
@@ -220,7 +216,7 @@ def test_failure_output_and_errors_are_redacted(pkg, http_peer, engine, secrets_
 
 def test_step_timeout_stops_the_pipeline_and_reports_unknown(pkg, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[6]), Reply(hang=True))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--step-timeout", "1"))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer, "--step-timeout", "1"))
     assert code == 4, out + err
     assert step_scripts(engine) == [1, 2, 3, 4, 5, 6]
     assert engine.pipelines[-1].stopped  # psbridge sent the stop signal
@@ -235,7 +231,7 @@ def test_step_timeout_stops_the_pipeline_and_reports_unknown(pkg, http_peer, eng
 @pytest.mark.parametrize("how", ["drop", "delete_shell", "unauthorized"])
 def test_connection_lost_mid_step_is_unknown(how, pkg, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[3]), Reply(**{how: True}))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 4, out + err
     assert step_scripts(engine) == [1, 2, 3]
     assert "connection lost while the step ran" in out
@@ -251,7 +247,7 @@ def test_ctrl_c_mid_step_stops_the_pipeline_and_reports_unknown(pkg, http_peer, 
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+        code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     finally:
         timer.cancel()
     assert code == 4, out + err
@@ -264,7 +260,7 @@ def test_ctrl_c_mid_step_stops_the_pipeline_and_reports_unknown(pkg, http_peer, 
 
 def test_wrong_password_exits_3_before_any_step(pkg, http_peer, engine, secrets_env, capsys, monkeypatch):
     monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", "not-the-password")
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 3
     assert err == f"psbridge: could not connect: authentication failed at http://127.0.0.1:{http_peer.port}/wsman " \
                   f"for {USER} with ntlm (wrong user or password, or auth not enabled)\n"
@@ -278,7 +274,7 @@ def test_wrong_password_exits_3_before_any_step(pkg, http_peer, engine, secrets_
 def test_changed_step_file_is_refused_before_connecting(pkg, http_peer, engine, secrets_env, capsys):
     path = pkg / STEP[5].file
     path.write_bytes(path.read_bytes().replace(b"Certificate", b"CERTIFICATE"))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 2
     assert f"changed file: {STEP[5].file}" in err and str(pkg) in err
     assert http_peer.connections == 0 and engine.pipelines == []
@@ -307,7 +303,7 @@ def test_unknown_host_is_one_line(pkg, secrets_env, capsys):
 
 
 def test_wsman_fault_is_one_line(pkg, http_peer, engine, secrets_env, capsys):
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--configuration-name", "Contoso.JEA"))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer, "--configuration-name", "Contoso.JEA"))
     assert code == 3
     assert err.startswith("psbridge: could not connect: WinRM fault 2150858770 from http://127.0.0.1:")
     assert "Cannot find the Contoso.JEA session configuration" in err and err.count("\n") == 1
@@ -333,7 +329,7 @@ def test_only_the_secrets_the_selected_steps_need_are_asked_for(pkg, http_peer, 
     monkeypatch.setenv("PSBRIDGE_WINRM_PASSWORD", WINRM_PASSWORD)
     monkeypatch.setenv("PSBRIDGE_O365_PASSWORD", O365_PASSWORD)
     monkeypatch.delenv("PSBRIDGE_PFX_PASSWORD", raising=False)
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--from-step", "7"))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer, "--from-step", "7"))
     assert code == 0, out + err
     assert step_scripts(engine) == resume_selection(MSONLINE_STEPS, 7) == [1, 3, 4, 7, 8]
 
@@ -343,7 +339,7 @@ def test_only_the_secrets_the_selected_steps_need_are_asked_for(pkg, http_peer, 
 
 def test_json_events(pkg, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[7]), Reply(errors=[ErrorSpec("settings locked", "PermissionDenied", line=2)]))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--json"))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer, "--json"))
     assert code == 1
     events = [json.loads(line) for line in out.splitlines()]
     kinds = [e["event"] for e in events]
@@ -358,7 +354,7 @@ def test_step_mode_asks_y_n_quit(pkg, http_peer, engine, secrets_env, capsys, mo
     import io
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\nn\nq\n"))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer, "--step"))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer, "--step"))
     assert code == 1
     assert step_scripts(engine) == [1]  # 2 skipped, quit before 3
     assert "[02/08] certificate … skipped" in out
@@ -370,7 +366,7 @@ def test_library_loggers_never_see_scripts_or_secrets(pkg, http_peer, engine, se
     import logging
 
     caplog.set_level(logging.DEBUG)  # even an application that logs everything at DEBUG
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 0
     noisy = [r for r in caplog.records if r.name.split(".")[0] in ("pypsrp", "requests", "urllib3", "spnego")]
     assert noisy == []
@@ -394,7 +390,7 @@ def test_real_process_run_never_prints_or_writes_secrets(pkg, http_peer, engine,
                PSBRIDGE_O365_PASSWORD=O365_PASSWORD, PYTHONWARNINGS="always")
     engine.when(marker(STEP[8]), Reply(hang=True))
     proc = subprocess.run(
-        [sys.executable, "-m", "generator", *http_args(pkg, http_peer, "--step-timeout", "1")],
+        [sys.executable, "-m", "generator", *run_args(pkg, http_peer, "--step-timeout", "1")],
         capture_output=True, env=env, timeout=60, stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr
@@ -412,7 +408,7 @@ def test_rendered_example_package_runs_byte_for_byte(tmp_path, http_peer, engine
     [plan_path] = list((tmp_path / "out").glob("*/plan.json"))
     rendered = plan_path.parent
     plan = json.loads(plan_path.read_text(encoding="utf-8"))
-    code, out, err = psbridge(capsys, http_args(rendered, http_peer))
+    code, out, err = psbridge(capsys, run_args(rendered, http_peer))
     assert code == 0, out + err
     received = step_pipelines(engine.pipelines)
     assert len(received) == len(plan["steps"])
@@ -435,7 +431,7 @@ def test_rendered_example_package_runs_byte_for_byte(tmp_path, http_peer, engine
 
 def test_information_records_are_in_the_run_record(pkg, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[2]), Reply(information=["Installing the certificate", f"password {PFX_PASSWORD}"]))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 0, out + err
     events = [json.loads(line) for line in records(pkg)[0].read_text(encoding="utf-8").splitlines()]
     ends = {e["index"]: e for e in events if e["event"] == "step-end"}
@@ -447,7 +443,7 @@ def test_information_records_are_in_the_run_record(pkg, http_peer, engine, secre
 def test_information_is_shown_when_a_step_fails(pkg, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[2]), Reply(information=["Private key not found"],
                                        terminating=ErrorSpec("CertificateReconfiguration.ps1 ended with exit code 1")))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 1
     assert "    host: Private key not found" in out
 
@@ -455,7 +451,7 @@ def test_information_is_shown_when_a_step_fails(pkg, http_peer, engine, secrets_
 def test_a_successful_run_says_what_to_do_next(pkg, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[5]), Reply(output=["Certificate CN=crm.contoso.com, thumbprint " + "ab12" * 10]))
     engine.when(marker(STEP[8]), Reply(output=["5f2e1c1a-0000-4000-8000-000000000001"]))
-    code, out, err = psbridge(capsys, http_args(pkg, http_peer))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer))
     assert code == 0, out + err
     assert "Next: the Enable Server-Based SharePoint Integration wizard" in out
     assert "  tenant ID:    5f2e1c1a-0000-4000-8000-000000000001" in out

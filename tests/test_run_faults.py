@@ -20,19 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import O365_PASSWORD, O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD
+from conftest import O365_PASSWORD, PFX_PASSWORD, USER, WINRM_PASSWORD, check_args, run_args
 from generator.catalogue import MSONLINE_STEPS
 from generator.cli import main
-from winrm_peer import Engine, ErrorSpec, Reply, WinRMPeer
+from winrm_peer import Engine, ErrorSpec, Reply
 from winrm_peer.package import marker
 
 STEP = {s.index: s for s in MSONLINE_STEPS}
 LOCK = "# psbridge lock:"
-
-
-def args(pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
-    return ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(peer.port), "--transport", "http",
-            "--auth", "ntlm", "--username", USER, "--o365-user", O365_USER, *extra]
 
 
 def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
@@ -92,7 +87,7 @@ def _fifo(log: Path) -> None:
 def test_no_step_is_sent_when_the_run_cannot_be_recorded(breakage, pkg, log, http_peer, engine, secrets_env, capsys):
     before = log.read_bytes()
     breakage(log)
-    code, out, err = run(capsys, args(pkg, http_peer))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code in (1, 2), out + err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert http_peer.connections == 0 and engine.pipelines == []
@@ -107,14 +102,14 @@ def test_no_step_is_sent_when_the_run_cannot_be_recorded(breakage, pkg, log, htt
 
 def test_a_log_under_a_file_refuses_the_run(pkg, tmp_path, http_peer, engine, secrets_env, capsys):
     (tmp_path / "afile").write_text("x")
-    code, out, err = run(capsys, args(pkg, http_peer, "--audit-log", str(tmp_path / "afile" / "audit.jsonl")))
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--audit-log", str(tmp_path / "afile" / "audit.jsonl")))
     assert code in (1, 2) and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert engine.pipelines == []
 
 
 def test_an_existing_world_readable_log_is_tightened_to_0600(pkg, log, http_peer, engine, secrets_env, capsys):
     os.chmod(log, 0o644)
-    code, out, err = run(capsys, args(pkg, http_peer))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code == 0, out + err
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     assert [(e["action"], e["outcome"]) for e in audit_lines(log)][-2:] == [("run", "started"), ("run", "ok")]
@@ -128,7 +123,7 @@ def test_a_log_that_breaks_during_the_run_loses_nothing_and_says_so(pkg, log, ht
         return False
 
     engine.when(tear_then_answer, Reply())
-    code, out, err = run(capsys, args(pkg, http_peer))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code == 1, out + err
     assert steps_sent(engine) == list(range(1, 9))
     assert "the run ended (ok) but its end is not in the audit log" in err and "audit repair" in err
@@ -146,13 +141,13 @@ def test_run_start_is_logged_before_connecting(pkg, log, http_peer, engine, secr
         return False
 
     engine.when(look_at_the_log, Reply())
-    assert run(capsys, args(pkg, http_peer))[0] == 0
+    assert run(capsys, run_args(pkg, http_peer))[0] == 0
     assert seen == [["rendered", "started"]]  # written before the first pipeline reached the server
 
 
 def test_printed_commands_carry_the_audit_log(pkg, log, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[6]), Reply(terminating=ErrorSpec("no")))
-    code, out, err = run(capsys, args(pkg, http_peer))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code == 1
     line = next(l for l in out.splitlines() if l.strip().startswith("psbridge run "))
     assert f"--audit-log {log}" in line
@@ -163,7 +158,7 @@ def test_printed_commands_carry_the_audit_log(pkg, log, http_peer, engine, secre
 
 def test_runs_as_a_regular_file_is_a_clean_refusal(pkg, http_peer, engine, secrets_env, capsys):
     (pkg / "runs").write_text("not a folder")
-    code, out, err = run(capsys, args(pkg, http_peer))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code == 2 and "runs" in err and "Traceback" not in err
     assert engine.pipelines == []
 
@@ -198,7 +193,7 @@ def test_a_malformed_approval_counts_as_one_invalid_approval_while_the_others_co
 
 def test_a_malformed_psrp_message_mid_step_is_unknown_and_recorded(pkg, log, http_peer, engine, secrets_env, capsys):
     engine.when(marker(STEP[6]), Reply(garbage=True))
-    code, out, err = run(capsys, args(pkg, http_peer))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code == 4, out + err
     assert "Traceback" not in out + err
     assert steps_sent(engine) == [1, 2, 3, 4, 5, 6]
@@ -214,7 +209,7 @@ def test_server_text_cannot_forge_progress_lines_or_reorder_the_screen(pkg, http
     # ends the step UNKNOWN like the malformed message above.)
     forged = "denied\r\n[07/08] crm-settings … ok 0.1s\u202e\u200b"
     engine.when(marker(STEP[2]), Reply(errors=[ErrorSpec(forged, "PermissionDenied")]))
-    code, out, err = run(capsys, args(pkg, http_peer))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code == 1, out
     assert not re.search(r"^\[07/08\]", out, re.M)
     assert "\u202e" not in out and "\u200b" not in out
@@ -230,7 +225,7 @@ def test_two_runs_of_one_package_never_interleave(pkg, http_peer, engine, tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
     env.update(PSBRIDGE_WINRM_PASSWORD=WINRM_PASSWORD, PSBRIDGE_PFX_PASSWORD=PFX_PASSWORD,
                PSBRIDGE_O365_PASSWORD=O365_PASSWORD, PSBRIDGE_AUDIT_LOG=str(tmp_path / "two.jsonl"))
-    command = [sys.executable, "-m", "generator", *args(pkg, http_peer, "--step-timeout", "20")]
+    command = [sys.executable, "-m", "generator", *run_args(pkg, http_peer, "--step-timeout", "20")]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL)
     try:
@@ -256,7 +251,7 @@ def test_the_server_lock_refuses_a_second_run_from_another_workstation(pkg, http
     holder = "holder=bob@ws02; package=contoso; shell=1A2B; since=2026-11-27T08:00:00.0000000Z; pid=4242"
     engine.when(LOCK, Reply(terminating=ErrorSpec(
         "Another psbridge run holds the lock on this server (C:\\ProgramData\\psbridge\\run.lock): " + holder)))
-    code, out, err = run(capsys, args(pkg, http_peer))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code == 1, out + err
     assert steps_sent(engine) == []
     assert "holder=bob@ws02" in out and "since=2026-11-27T08:00:00" in out and "--force-unlock" in out
@@ -274,7 +269,7 @@ def test_force_unlock_closes_the_stale_session_and_is_audited(pkg, log, http_pee
     assert stale in http_peer.shell_ids()
     engine.when(lambda p: p.script.startswith(LOCK) and p.parameters.get("Inspect"),
                 Reply(output=[f"holder=bob@ws02; package=contoso; shell={stale}; since=2026-11-27T07:00:00Z"]))
-    code, out, err = run(capsys, args(pkg, http_peer, "--force-unlock"))
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--force-unlock"))
     assert code == 0, out + err
     assert stale not in http_peer.shell_ids()
     assert steps_sent(engine) == list(range(1, 9))
@@ -285,7 +280,7 @@ def test_force_unlock_closes_the_stale_session_and_is_audited(pkg, log, http_pee
 
 
 def test_check_takes_no_lock(pkg, http_peer, engine, secrets_env, capsys):
-    code, out, err = run(capsys, ["check", *[a for a in args(pkg, http_peer)[1:] if a != "--yes"], "--no-entra"])
+    code, out, err = run(capsys, check_args(pkg, http_peer, "--no-entra"))
     assert code in (0, 1, 5), out + err
     assert not any(s.startswith(LOCK) for s in engine.scripts())
     assert not (pkg / "runs").exists()
@@ -319,7 +314,7 @@ def test_the_organisation_log_wins_over_the_default(tmp_path, psbridge):
 
 
 def test_an_unapproved_run_needs_yes_without_a_terminal(pkg, http_peer, engine, secrets_env, capsys):
-    argv = [a for a in args(pkg, http_peer) if a != "--yes"]
+    argv = [a for a in run_args(pkg, http_peer) if a != "--yes"]
     code, out, err = run(capsys, argv)
     assert code == 2 and "no terminal to confirm on; pass --yes" in err
     assert "steps that change state: 02 certificate, 06 spn, 07 crm-settings" in out
@@ -334,10 +329,10 @@ def test_an_unapproved_run_asks_and_no_is_no(pkg, http_peer, engine, secrets_env
             return True
 
     monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
-    code, out, err = run(capsys, [a for a in args(pkg, http_peer) if a != "--yes"])
+    code, out, err = run(capsys, [a for a in run_args(pkg, http_peer) if a != "--yes"])
     assert code == 1 and "not confirmed; nothing ran" in err and engine.pipelines == []
     monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
-    code, out, err = run(capsys, [a for a in args(pkg, http_peer) if a != "--yes"])
+    code, out, err = run(capsys, [a for a in run_args(pkg, http_peer) if a != "--yes"])
     assert code == 0, out + err
     assert steps_sent(engine) == list(range(1, 9))
 
@@ -345,7 +340,7 @@ def test_an_unapproved_run_asks_and_no_is_no(pkg, http_peer, engine, secrets_env
 def test_a_failed_force_unlock_leaves_no_run_without_an_end(pkg, log, http_peer, engine, secrets_env, capsys):
     engine.when(lambda p: p.script.startswith(LOCK) and p.parameters.get("Inspect"),
                 Reply(terminating=ErrorSpec("access denied")))
-    code, out, err = run(capsys, args(pkg, http_peer, "--force-unlock"))
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--force-unlock"))
     assert code == 1 and "could not read the server's lock file" in err
     assert [e["outcome"] for e in audit_lines(log)][-2:] == ["started", "failed"]
     events = record_events(pkg)
@@ -366,7 +361,7 @@ def test_a_file_size_limit_on_the_log_refuses_the_run_and_loses_nothing(pkg, log
 
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run([sys.executable, "-m", "generator", *args(pkg, http_peer)], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "generator", *run_args(pkg, http_peer)], env=env, capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL, preexec_fn=small_files)
     assert proc.returncode in (1, 2), proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
