@@ -128,8 +128,8 @@ class StepSession(Protocol):
 class Redactor:
     """Hides every secret in text that came back from the server before anyone sees it.
 
-    A secret of 8 characters or more is replaced by a fixed marker, longest first so a
-    part of one never leaks. A shorter secret can't be replaced safely (a one-letter
+    Each run of text covered by occurrences of secrets of 8 characters or more (one inside
+    another, or two overlapping) is replaced by one fixed marker, so no part leaks. A shorter secret can't be replaced safely (a one-letter
     password would mask every such letter and so reveal itself): every line that
     contains it is withheld instead.
     """
@@ -155,24 +155,47 @@ class Redactor:
         short = [s for s in self._secrets if len(s) < self.SHORT]
         if short:
             text = self._withhold(text, short)
-        marker = self._safe_choice(self._MARKERS)
-        for secret in self._secrets:
-            if len(secret) >= self.SHORT:
-                text = text.replace(secret, marker)
-        return text
+        long = [s for s in self._secrets if len(s) >= self.SHORT]
+        return self._mask(text, long) if long else text
 
     def _safe_choice(self, candidates: tuple[str, ...]) -> str:
         """The first marker text that contains none of the secrets."""
         return next(c for c in candidates if not any(s in c for s in self._secrets))
 
-    def _withhold(self, text: str, short: list[str]) -> str:
-        """Replace every line that overlaps an occurrence of a short secret (a secret may span lines)."""
+    @staticmethod
+    def _hits(text: str, secrets: list[str]) -> list[bool]:
+        """Per character of `text`: is it part of an occurrence of one of the secrets?
+
+        Found in the original text, all at once: replacing one secret after another would
+        break an occurrence of the next where the two overlap, and leak its rest.
+        """
         hit = [False] * len(text)
-        for secret in short:
+        for secret in secrets:
             start = text.find(secret)
             while start != -1:
                 hit[start:start + len(secret)] = [True] * len(secret)
                 start = text.find(secret, start + 1)
+        return hit
+
+    def _mask(self, text: str, long: list[str]) -> str:
+        """Replace each run of characters that belong to occurrences of long secrets by one marker."""
+        hit = self._hits(text, long)
+        if not any(hit):
+            return text
+        marker, out, i = self._safe_choice(self._MARKERS), [], 0
+        while i < len(text):
+            if not hit[i]:
+                out.append(text[i])
+                i += 1
+                continue
+            while i < len(text) and hit[i]:
+                i += 1
+            out.append(marker)
+        return "".join(out)
+
+    def _withhold(self, text: str, short: list[str]) -> str:
+        """Replace every line that overlaps an occurrence of a short secret (a secret may span lines)."""
+        hit = self._hits(text, short)
         if not any(hit):
             return text
         lines, pos = [], 0
