@@ -51,7 +51,6 @@ SIGNED_FIELDS = (
     "approved_at", "expires_at", "comment",
 )
 APPROVALS_DIR = "approvals"
-DEFAULT_VALIDITY = "7d"
 #: A board approves a change window, not a standing permission.
 MAX_VALIDITY = timedelta(days=90)
 #: Tolerated clock difference between the approver's machine and the verifier's.

@@ -254,9 +254,6 @@ def backouts_for(params: Parameters) -> list[Backout]:
 #: The run lock script (`psbridge run` sends it before the first step; `check` never does).
 LOCK_SCRIPT = "lock.ps1"
 
-#: Step kinds and secret kinds, spelled out for readers of plan.json.
-STEP_KINDS: tuple[str, ...] = ("check", "session", "change")
-
 
 class StepLike(Protocol):
     """What resume logic needs of a step: the catalogue's Step, or a step read from plan.json."""

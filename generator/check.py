@@ -52,7 +52,6 @@ MSOL_CREDENTIAL = "https://learn.microsoft.com/powershell/module/msonline/new-ms
 _FAILED_AUTHENTICATION = ("the Enable Server-Based SharePoint Integration wizard then returns \"Failed Authentication\", "
                           "which Microsoft documents for a certificate used for server-to-server authentication "
                           "that is missing or invalid")
-_UPDATE_CERTIFICATE = "update or install the certificate and try again (Microsoft, " + EXCHANGE_ONLINE + ")"
 
 @dataclass(frozen=True)
 class StepVerdict:

@@ -52,12 +52,6 @@ CATALOGUE_FIELDS = ("index", "id", "title", "file", "changes_state", "kind", "ne
 # --------------------------------------------------------------------------- reading the folder
 
 
-def _read_regular(path: Path, rel: str) -> bytes:
-    """One package file's bytes: a regular file, not a link, not over MAX_FILE_BYTES (files.read_regular)."""
-    return read_regular(path, str(path), limit=MAX_FILE_BYTES, too_large="larger than any package file",
-                        follow_symlinks=False)
-
-
 def read_files(package_dir: Path) -> dict[str, bytes]:
     """Every change-defining file of the folder, by sorted POSIX relative path, read once.
 
@@ -89,7 +83,9 @@ def read_files(package_dir: Path) -> dict[str, bytes]:
             if stat.S_ISDIR(mode):
                 pending.append((path, rel + "/"))
                 continue
-            files[rel] = _read_regular(path, rel)
+            # a regular file, not a link, not over MAX_FILE_BYTES
+            files[rel] = read_regular(path, str(path), limit=MAX_FILE_BYTES, too_large="larger than any package file",
+                                      follow_symlinks=False)
             if len(files) > MAX_FILES:
                 raise UserError(f"{package_dir}: more than {MAX_FILES} files; not a psbridge package")
     return dict(sorted(files.items(), key=lambda kv: kv[0].encode("utf-8")))

@@ -553,7 +553,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
             if main_session is not None:
                 verification = after_success(main_session, redact)
                 both({"event": "verify", **verification})
-                unverified = _not_in_place(package, main_steps, verification)
+                unverified = _not_in_place(main_steps, verification)
                 if unverified:
                     code = ExitCode.WOULD_CHANGE
                     lines.append("Verification failed: after the run, " + "; ".join(unverified)
@@ -641,7 +641,7 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
     return _HostOutcome(result.exit_code, summary, result.stopped_at, result.reason, result.results)
 
 
-def _not_in_place(package: Package, ran: list[PackageStep], verification: dict[str, Any]) -> list[str]:
+def _not_in_place(ran: list[PackageStep], verification: dict[str, Any]) -> list[str]:
     """`step 06 spn is will change (…)` for each state-changing step that ran and the probes don't show in place."""
     changing = {s.id for s in ran if s.changes_state}
     return [f"step {v['index']:02d} {v['id']} is {v['verdict']}" + (f" ({v['detail']})" if v.get("detail") else "")
