@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -27,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .dn import windows_dn
 from .errors import UserError
 from .expiry import EXPIRY_WARNING_DAYS  # a certificate that ends within this many days gets a warning
-from .files import write_files
+from .files import read_regular, write_files
 
 #: Environment variable that holds the PFX password (never a command-line flag).
 PFX_PASSWORD_ENV = "PSBRIDGE_PFX_PASSWORD"
@@ -129,17 +130,17 @@ def is_pfx_path(path: Path | str) -> bool:
 # --------------------------------------------------------------------------- loading
 
 
+#: Far above any certificate file (a .pfx with its chain is a few KiB).
+MAX_CERTIFICATE_BYTES = 1024 * 1024
+
+
 def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.is_dir():
-            raise UserError(f"{path}: is a folder, not a certificate file")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except PermissionError:
-        raise UserError(f"{path}: cannot read: permission denied") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    """The file's bytes through files.read_regular: a FIFO or a device is refused, never read."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a certificate file")
+    if not os.path.lexists(path):
+        raise UserError(f"{path}: no such file")
+    data = read_regular(path, str(path), limit=MAX_CERTIFICATE_BYTES, too_large="too large for a certificate file")
     if not data:
         raise UserError(f"{path}: empty file")
     return data

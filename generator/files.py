@@ -58,6 +58,8 @@ def read_regular(path: Path, label: str, *, limit: int, too_large: str, follow_s
         fd = os.open(path, flags)
     except FileNotFoundError:
         raise UserError(f"{label}: cannot read: not found") from None
+    except PermissionError:
+        raise UserError(f"{label}: cannot read: permission denied") from None
     except OSError as exc:
         raise UserError(f"{label}: cannot read: {exc.strerror or exc}") from None
     try:

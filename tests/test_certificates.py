@@ -280,6 +280,18 @@ def test_missing_file_folder_and_unknown_kind(cli, tmp_path: Path) -> None:
     assert "empty" in one_error_line(cli("cert", "inspect", empty), empty)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")
+def test_a_fifo_named_like_a_certificate_is_refused_not_read(tmp_path: Path) -> None:
+    """A FIFO (or a device such as /dev/zero) would block the read, or never end it."""
+    fifo = tmp_path / "pipe.cer"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
+    proc = subprocess.run([sys.executable, "-m", "generator", "cert", "inspect", str(fifo)], cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"psbridge: error: {fifo}: not a regular file (a FIFO)"]
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_file(cli, tmp_path: Path) -> None:
     path = cf.write(tmp_path / "locked.cer", cf.der(cf.cert()))
@@ -289,14 +301,14 @@ def test_unreadable_file(cli, tmp_path: Path) -> None:
 
 def test_unreadable_file_even_as_root(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = cf.write(tmp_path / "locked.pfx", cf.pfx(cf.cert(), cf.key(), PASSWORD))
-    real = Path.read_bytes
+    real = os.open
 
-    def deny(self: Path) -> bytes:
-        if self == path:
+    def deny(name, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(name) == path:
             raise PermissionError(13, "Permission denied")
-        return real(self)
+        return real(name, flags, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    monkeypatch.setattr(os, "open", deny)
     assert "permission denied" in one_error_line(cli("cert", "inspect", path), path)
 
 
