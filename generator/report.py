@@ -34,7 +34,7 @@ from typing import Any
 from . import __version__
 from .clock import format_time, utc_now
 from .errors import UserError
-from .files import sha256_hex, write_file
+from .files import read_regular, sha256_hex, write_file
 from .package import Package
 from .text import clip, printable
 
@@ -83,28 +83,15 @@ def check_target(out: Path, package_dir: Path) -> Path:
 
 
 def _read_evidence(path: Path, limit: int = MAX_EVIDENCE_BYTES) -> tuple[bytes | None, str | None]:
-    """An evidence file's bytes, or why not; never follows a link, never blocks on a FIFO."""
+    """An evidence file's bytes, or why not (files.read_regular: never follows a link, never blocks on a FIFO).
+
+    A report shows what it could not read instead of stopping, so the error becomes the reason.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        return None, f"cannot read ({exc.strerror or exc})"
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None, "not a regular file"
-        if info.st_size > limit:
-            return None, f"{info.st_size} bytes; more than the {limit} a report reads"
-        chunks, total = [], 0
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                return None, f"grew past {limit} bytes while being read"
-        return b"".join(chunks), None
-    except OSError as exc:
-        return None, f"cannot read ({exc.strerror or exc})"
-    finally:
-        os.close(fd)
+        return read_regular(path, path.name, limit=limit, too_large="more than a report reads",
+                            follow_symlinks=False), None
+    except UserError as exc:
+        return None, "; ".join(exc.problems)
 
 
 def _evidence_files(folder: Path, suffix: str) -> tuple[list[Path], str | None]:

@@ -91,6 +91,18 @@ def text_of(html: str) -> str:
 # --------------------------------------------------------------------------- content
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")
+def test_a_fifo_or_a_link_among_the_evidence_is_named_not_read(psbridge, pkg: Path, tmp_path: Path) -> None:
+    real = write_run(pkg).rename(tmp_path / "elsewhere.jsonl")  # a run record outside the package
+    runs = pkg / "runs"
+    os.mkfifo(runs / "20261127T100000.000000Z.jsonl")
+    (runs / "20261127T110000.000000Z.jsonl").symlink_to(real)
+    text = text_of(make_report(psbridge, pkg))
+    assert "not a regular file" in text  # the FIFO: named, and the report did not block on it
+    assert "symbolic link" in text or "Too many levels of symbolic links" in text  # the link: not followed
+    assert "Access denied" not in text  # nothing of the linked record was shown
+
+
 def test_report_is_written_beside_the_package_and_shows_the_summary(psbridge, pkg: Path, keys) -> None:
     approve(psbridge, pkg, keys["jane"], "--expires", "3d")
     before = read_package(pkg)
