@@ -52,10 +52,11 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .clock import stamp
 from .errors import RuntimeFailure, UserError
 
 #: The environment variable naming one organisation-wide audit log (see `resolve_log`).
@@ -116,7 +117,7 @@ def build_entry(
     """The line as a dict, its own hash last; separated from I/O so the format is testable."""
     _refuse_secrets(details)
     entry: dict[str, Any] = {
-        "time": (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": stamp(now, digits=6),
         "action": action,
         "package": package,
         "digest": digest,

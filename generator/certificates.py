@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .clock import format_time
 from .dn import windows_dn
 from .errors import UserError
 from .expiry import EXPIRY_WARNING_DAYS  # a certificate that ends within this many days gets a warning
@@ -117,10 +118,8 @@ class LoadedCertificate:
 
 
 def iso_utc(moment: datetime) -> str:
-    """`YYYY-MM-DDTHH:MM:SSZ` in UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """`YYYY-MM-DDTHH:MM:SSZ` in UTC (clock.format_time; a naive time is UTC)."""
+    return format_time(moment)
 
 
 def is_pfx_path(path: Path | str) -> bool:

@@ -275,7 +275,7 @@ def _expected_thumbprint(plan: Mapping[str, Any], cert: dict[str, Any] | None) -
 
 
 def _when(moment: _dt.datetime) -> str:
-    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return clock.format_time(moment)
 
 
 #: Marks a fix that is what psbridge's package does, where Microsoft documents no fix of its own.

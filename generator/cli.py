@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .clock import format_time
 from .errors import ExitCode, RuntimeFailure, UserError
 from .expiry import EXPIRY_WARNING_DAYS
 
@@ -1293,7 +1294,7 @@ def _expiry_lines(expiry, warn_days: int, labelled) -> list[str]:  # type: ignor
         days = facts["days_left"]
         return f"{facts['ends']} ({'EXPIRED' if facts['expired'] else f'{days} day' + ('' if days == 1 else 's') + ' left'})"
 
-    lines = [f"expiry (at {now.strftime('%Y-%m-%dT%H:%M:%SZ')}, warning within {warn_days} days):"]
+    lines = [f"expiry (at {format_time(now)}, warning within {warn_days} days):"]
     for cert in expiry.certificates:
         lines += labelled("crm", f"{expiry.certificate_type} certificate {cert.thumbprint}, not after {when(cert)}")
     if not expiry.certificates:

@@ -17,7 +17,9 @@ def utc_now() -> datetime:
 
 
 def format_time(moment: datetime) -> str:
-    """ISO 8601 UTC with a Z at whole seconds: approvals' times."""
+    """ISO 8601 UTC with a Z at whole seconds; a naive time is taken as UTC (never as local time)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
