@@ -39,7 +39,7 @@ from .runner import (
     RunSettings,
     secrets_needed,
     session_steps,
-    utc_now,
+    event_time,
 )
 from .secrets import read_secret
 
@@ -504,7 +504,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     targets = ([(conn, main_steps, None)] if main_steps else []) + (
         [(replace(conn, host=host), farm_steps, host) for host in additional] if farm_steps else [])
     start = {
-        "event": "run-start", "started": utc_now(), "tool_version": __version__, "package": package.name,
+        "event": "run-start", "started": event_time(), "tool_version": __version__, "package": package.name,
         "package_digest": package.digest, "host": conn.host, "port": conn.port,
         "transport": conn.transport, "auth": conn.auth, "user": conn.username, "o365_user": secrets.o365_user,
         "configuration_name": conn.configuration_name, "from_step": from_step,
@@ -521,7 +521,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         # The run could not be recorded (the audit log refused the run-start line): nothing is sent.
         reason = "; ".join(exc.problems) if isinstance(exc, UserError) else str(exc)
         _best_effort(both, {"event": "run-end", "exit_code": int(getattr(exc, "exit_code", ExitCode.FAILED)),
-                            "ended": utc_now(), "stopped_at": None, "reason": "not-recorded",
+                            "ended": event_time(), "stopped_at": None, "reason": "not-recorded",
                             "summary": [redact(f"not started: the run could not be recorded: {reason}")]})
         record.close()
         raise NotRecorded(exc) from None
@@ -564,7 +564,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
                     results=all_results)
     except KeyboardInterrupt:
         # Ctrl-C outside a step (a step handles its own): the record still says how it ended.
-        both({"event": "run-end", "exit_code": 130, "ended": utc_now(), "stopped_at": None,
+        both({"event": "run-end", "exit_code": 130, "ended": event_time(), "stopped_at": None,
               "reason": "interrupted", "summary": ["interrupted by the operator between steps"]})
         raise
     except ConnectFailure:
@@ -573,7 +573,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         # Whatever else broke after the start was recorded: the record says how the run ended.
         text = "; ".join(exc.problems) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         _best_effort(both, {"event": "run-end", "exit_code": int(getattr(exc, "exit_code", ExitCode.FAILED)),
-                            "ended": utc_now(), "stopped_at": None, "reason": "error", "summary": [redact(text)]})
+                            "ended": event_time(), "stopped_at": None, "reason": "error", "summary": [redact(text)]})
         raise
     finally:
         for session in reversed(sessions):
@@ -615,7 +615,7 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
         message = redact(str(exc)) if isinstance(exc, ConnectFailure) else describe_connect_error(exc, session.conn,
                                                                                                  redact)
         if nothing_ran:
-            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
+            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": event_time(), "stopped_at": None,
                   "reason": "connect-failed", "summary": [message]})
             raise ConnectFailure(message) from None
         # Steps already ran elsewhere: this is a failed run (exit 1) that names the host, not "nothing ran".
@@ -689,7 +689,7 @@ def _end(both: Callable[[dict[str, Any]], None], code: int, before: list[str], s
          stopped_at: int | None, reason: str, results: list[Any]) -> RunResult:
     """The one run-end event of a run (over all its servers) and its result."""
     lines = before + summary
-    both({"event": "run-end", "exit_code": int(code), "ended": utc_now(), "stopped_at": stopped_at,
+    both({"event": "run-end", "exit_code": int(code), "ended": event_time(), "stopped_at": stopped_at,
           "reason": reason, "summary": lines})
     return RunResult(results, code, lines, reason, stopped_at)
 
@@ -918,7 +918,7 @@ def rollback_package(package: Package, plan: Any, conn: Connection, winrm_passwo
     session_steps = [s for s in package.steps if s.id in needs]
     total = len(session_steps) + len(plan.scripted)
     try:
-        both({"event": "run-start", "started": utc_now(), "tool_version": __version__, "package": package.name,
+        both({"event": "run-start", "started": event_time(), "tool_version": __version__, "package": package.name,
               "package_digest": package.digest, "host": conn.host, "port": conn.port, "transport": conn.transport,
               "auth": conn.auth, "user": conn.username, "rollback_of": plan.record,
               "rollback_of_sha256": plan.record_sha256, "record": str(record.path),
@@ -936,7 +936,7 @@ def rollback_package(package: Package, plan: Any, conn: Connection, winrm_passwo
             session.open(exchange_keys=bool(secrets_needed(session_steps)))
         except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
             message = redact(str(exc)) if isinstance(exc, ConnectFailure) else describe_connect_error(exc, conn, redact)
-            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": utc_now(), "stopped_at": None,
+            both({"event": "run-end", "exit_code": int(ExitCode.CONNECT), "ended": event_time(), "stopped_at": None,
                   "reason": "connect-failed", "summary": [message]})
             raise ConnectFailure(message) from None
         locked = _take_server_lock(session, lock_text, settings, both, redact)
@@ -946,7 +946,7 @@ def rollback_package(package: Package, plan: Any, conn: Connection, winrm_passwo
         sends += [(f"undo-{i.step.id}", i.text, dict(i.parameters), i.step.index) for i in plan.scripted]
         for number, (name, text, parameters, index) in enumerate(sends, start=1):
             both({"event": "step-start", "index": number, "total": total, "id": name, "title": name,
-                  "started": utc_now()})
+                  "started": event_time()})
             t0 = time.monotonic()
             report = session.run_step(text, parameters, settings.step_timeout)
             outcome = classify(report)

@@ -211,7 +211,7 @@ class Redactor:
 # -- events, record, summary ----------------------------------------------------
 
 
-def utc_now() -> str:
+def event_time() -> str:
     """Event times: UTC with milliseconds."""
     return stamp(digits=3)
 
@@ -392,14 +392,14 @@ class Executor:
                     self.emit({"event": "run-quit", "index": step.index, "id": step.id})
                     return self._finish(results, stopped_at=step, reason="quit")
                 if answer == "n":
-                    now = utc_now()
+                    now = event_time()
                     result = StepResult(step.index, step.id, digest, Outcome.SKIPPED, now, now, 0.0)
                     results.append(result)
                     self.emit(self._step_end_event(step, result, total))
                     continue
             if step.changes_state and self.observe is not None:
                 self.observe(step, "before")  # what the step is about to change, for the back-out
-            started = utc_now()
+            started = event_time()
             self.emit({"event": "step-start", "index": step.index, "total": total, "id": step.id,
                        "title": step.title, "sha256": digest, "started": started})
             t0 = self.clock()
@@ -411,7 +411,7 @@ class Executor:
             outcome = classify(report)
             detail = self._detail(report, outcome)
             result = StepResult(
-                step.index, step.id, digest, outcome, started, utc_now(), round(seconds, 3),
+                step.index, step.id, digest, outcome, started, event_time(), round(seconds, 3),
                 output=[self.redact(o) for o in report.output],
                 errors=[RemoteError(self.redact(e.message), self.redact(e.category), e.line, self.redact(e.position))
                         for e in report.errors],
@@ -488,7 +488,7 @@ class Executor:
                 first = min([r.index for r in skipped] + [stopped_at.index])
                 summary += self._skipped_advice(results, first)
         if self.emit_end:
-            self.emit({"event": "run-end", "exit_code": exit_code, "ended": utc_now(),
+            self.emit({"event": "run-end", "exit_code": exit_code, "ended": event_time(),
                        "stopped_at": stopped_at.index if stopped_at else None, "reason": reason, "summary": summary})
         return RunResult(results, exit_code, summary, reason, stopped_at.index if stopped_at else None)
 
