@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import errno
 import getpass
-import hashlib
 import json
 import os
 import shlex
@@ -58,6 +57,7 @@ from typing import Any
 
 from .clock import stamp
 from .errors import RuntimeFailure, UserError
+from .files import sha256_hex
 
 #: The environment variable naming one organisation-wide audit log (see `resolve_log`).
 ENV_AUDIT_LOG = "PSBRIDGE_AUDIT_LOG"
@@ -126,7 +126,7 @@ def build_entry(
         "details": dict(details),
         "prev": prev,
     }
-    entry["sha256"] = hashlib.sha256(canonical(entry)).hexdigest()
+    entry["sha256"] = sha256_hex(canonical(entry))
     return entry
 
 
@@ -147,7 +147,7 @@ def head_of(line: Mapping[str, Any] | bytes) -> str:
         raw = raw[:-1] if raw.endswith(b"\n") else raw
     else:
         raw = line_of(line)
-    return hashlib.sha256(raw).hexdigest()
+    return sha256_hex(raw)
 
 
 # --------------------------------------------------------------------------- opening the log safely
@@ -363,7 +363,7 @@ def append(
             raise RuntimeFailure(f"audit log {path}: cannot read ({exc.strerror})") from None
         if torn:
             raise RuntimeFailure(_torn_message(path, torn))
-        prev = GENESIS if last is None else hashlib.sha256(last).hexdigest()
+        prev = GENESIS if last is None else sha256_hex(last)
         entry = build_entry(action, package, digest, actor, outcome, details, prev)
         _write_locked(fd, path, line_of(entry) + b"\n")
     finally:
@@ -438,7 +438,7 @@ def _check_line(raw: bytes, number: int, prev: str) -> str | None:
         return "not an audit entry (fields missing, extra or out of order)"
     claimed = entry.pop("sha256")
     try:
-        own = hashlib.sha256(canonical(entry)).hexdigest()
+        own = sha256_hex(canonical(entry))
     except RecursionError:
         return "not an audit entry (nested too deeply)"
     if own != claimed:
@@ -458,7 +458,7 @@ def _verify_bytes(data: bytes, expected_head: str | None = None) -> AuditCheck:
         problem = _check_line(raw, number, prev)
         if problem:
             return AuditCheck(False, number - 1, number, problem)
-        prev = hashlib.sha256(raw).hexdigest()
+        prev = sha256_hex(raw)
         seen.add(prev)
     if torn:
         return AuditCheck(False, len(lines), len(lines) + 1, f"torn last line ({len(torn)} bytes, no newline)",
@@ -598,7 +598,7 @@ def repair(log_path: Path | str, *, actor: str | None = None) -> Repair:
         head = check.head or GENESIS
         if not torn:
             return Repair(0, None, None, check.good_lines, head)
-        digest = hashlib.sha256(torn).hexdigest()
+        digest = sha256_hex(torn)
         side = _keep_torn(path, torn)
         try:
             os.ftruncate(fd, cut)
