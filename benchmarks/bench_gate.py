@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from generator import files as files_module  # noqa: E402
 from generator import package as package_module  # noqa: E402
 from generator.approvals import ApprovalPolicy  # noqa: E402
 from generator.cli import main as psbridge  # noqa: E402
@@ -50,21 +51,22 @@ def count_reads_and_hashes(pkg: Path, policy: ApprovalPolicy) -> tuple[dict[str,
     """(package file -> reads from disk, package file -> hashes of the bytes read) during one gate."""
     reads: collections.Counter[str] = collections.Counter()
     hashed: collections.Counter[int] = collections.Counter()
-    real_read, real_hash = package_module._read_regular, package_module.sha256_hex
+    real_read, real_hash = package_module.read_regular, files_module.sha256_hex
 
-    def read(path: Path, rel: str) -> bytes:
-        reads[rel] += 1
-        return real_read(path, rel)
+    def read(path: Path, label: str, **options: object) -> bytes:
+        reads[Path(os.path.relpath(path, pkg)).as_posix()] += 1
+        return real_read(path, label, **options)  # type: ignore[arg-type]
 
     def sha(data: bytes) -> str:
         hashed[id(data)] += 1
         return real_hash(data)
 
-    package_module._read_regular, package_module.sha256_hex = read, sha  # type: ignore[assignment]
+    # package.read_files reads each file; files.listing_of hashes each file's bytes.
+    package_module.read_regular, files_module.sha256_hex = read, sha  # type: ignore[assignment]
     try:
         prepared = prepare(pkg, None, policy=policy)
     finally:
-        package_module._read_regular, package_module.sha256_hex = real_read, real_hash  # type: ignore[assignment]
+        package_module.read_regular, files_module.sha256_hex = real_read, real_hash  # type: ignore[assignment]
     hashes = {rel: hashed[id(data)] for rel, data in prepared.package.files.items()}
     return dict(reads), hashes
 

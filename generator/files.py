@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import UserError
@@ -21,6 +21,20 @@ from .errors import UserError
 def sha256_hex(data: bytes) -> str:
     """Hex sha256, the one hash psbridge uses for files, packages and records."""
     return hashlib.sha256(data).hexdigest()
+
+
+def listing_of(files: Mapping[str, bytes]) -> dict[str, str]:
+    """Relative path -> sha256 of each file: what approvals record to name changed files later."""
+    return {rel: sha256_hex(data) for rel, data in sorted(files.items(), key=lambda kv: kv[0].encode("utf-8"))}
+
+
+def digest_of(listing: Mapping[str, str]) -> str:
+    """sha256 over `<sha256>  <path>` lines (like sha256sum): one value for every change-defining byte.
+
+    plan.json is one of the files, so its exact bytes (the order and selection of steps
+    and probes, the parameters) are covered too.
+    """
+    return sha256_hex("".join(f"{digest}  {rel}\n" for rel, digest in listing.items()).encode("utf-8"))
 
 
 _KINDS = {

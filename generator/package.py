@@ -36,7 +36,7 @@ from typing import Any
 from . import __version__
 from .catalogue import LOCK_SCRIPT, PROBES, Step, backouts_for, probe_file, step_entry, steps_for
 from .errors import UserError
-from .files import read_regular, sha256_hex
+from .files import digest_of, listing_of, read_regular
 
 #: Version of plan.json's layout; readers refuse a version they do not know.
 FORMAT_VERSION = 1
@@ -89,20 +89,6 @@ def read_files(package_dir: Path) -> dict[str, bytes]:
             if len(files) > MAX_FILES:
                 raise UserError(f"{package_dir}: more than {MAX_FILES} files; not a psbridge package")
     return dict(sorted(files.items(), key=lambda kv: kv[0].encode("utf-8")))
-
-
-def listing_of(files: Mapping[str, bytes]) -> dict[str, str]:
-    """Relative path -> sha256 of each file: what approvals record to name changed files later."""
-    return {rel: sha256_hex(data) for rel, data in sorted(files.items(), key=lambda kv: kv[0].encode("utf-8"))}
-
-
-def digest_of(listing: Mapping[str, str]) -> str:
-    """sha256 over `<sha256>  <path>` lines (like sha256sum): one value for every change-defining byte.
-
-    plan.json is one of the files, so its exact bytes (the order and selection of steps
-    and probes, the parameters) are covered too.
-    """
-    return sha256_hex("".join(f"{digest}  {rel}\n" for rel, digest in listing.items()).encode("utf-8"))
 
 
 def parse_plan(data: bytes, where: str) -> dict[str, Any]:

@@ -41,8 +41,7 @@ from .catalogue import (
     step_entry,
     steps_for,
 )
-from .files import sha256_hex
-from .package import digest_of, listing_of
+from .files import digest_of, listing_of, sha256_hex
 from .parameters import Parameters
 from .powershell import PowerShellLiteral, quote
 from .text import flatten, non_ascii_values
