@@ -42,6 +42,9 @@ class Step:
     changes: str = ""
     #: "main": the server run connects to; "additional": each of `[crm] additional_servers`.
     runs_on: Literal["main", "additional"] = "main"
+    #: The template's name without the profile and suffix ("06-spn"); None: `NN-id` of this index.
+    #: A renewal runs the same templates in another order, so its indexes differ from theirs.
+    source: str | None = None
 
     @property
     def changes_state(self) -> bool:
@@ -52,7 +55,7 @@ class Step:
         return f"steps/{self.index:02d}-{self.id}.ps1"
 
     def template(self, profile: str) -> str:
-        return f"{profile}/{self.index:02d}-{self.id}.ps1.j2"
+        return f"{profile}/{self.source or f'{self.index:02d}-{self.id}'}.ps1.j2"
 
 
 MSONLINE_STEPS: tuple[Step, ...] = (
@@ -116,6 +119,63 @@ ADDITIONAL_SERVERS_STEP = Step(
 )
 
 CATALOGUES: dict[str, tuple[Step, ...]] = {"msonline": MSONLINE_STEPS, "graph": GRAPH_STEPS}
+
+#: A renewal (`[certificate] replaces`) runs the same steps in an order in which no token is
+#: ever signed with a key Entra ID does not know: the new key credential is added alongside the
+#: current one and read back (spn), the certificate is installed on every additional server,
+#: and only then is CRM switched to it (certificate, with -updateCrm). The article's order (CRM
+#: first, Entra ID second) would leave CRM signing with a key Entra ID does not trust until step
+#: 06. Then the result is verified, and only after that the replaced credential is retired.
+#: Ids in run order; each keeps its template (`Step.source`).
+RENEWAL_ORDER: tuple[str, ...] = (
+    "prerequisites", "session", "connect", "set-certificate", "spn", "additional-servers", "certificate",
+    "crm-settings", "tenant-id", "verify", "retire-previous",
+)
+
+#: Renewal-only steps and renewal titles of the article's steps.
+VERIFY_STEP = Step(
+    0, "verify", "Verify the new certificate end to end", "check", needs=("connect", "set-certificate"),
+)
+RETIRE_STEP = Step(
+    0, "retire-previous", "Retire the replaced certificate's key credential", "change",
+    needs=("connect", "set-certificate", "verify"),
+    changes="Entra ID: removes from the Dynamics CRM service principal the key credential of the replaced "
+    "certificate and expired key credentials; never the new certificate's, and nothing when the principal "
+    "holds a credential of a certificate it was not told about.",
+)
+_RENEWAL_TITLES = {
+    "spn": ("Add the new certificate's key credential alongside the current one",
+            "Entra ID: adds the new certificate as a key credential of the Dynamics CRM service principal, "
+            "next to the one in use (which stays until retire-previous), reads it back, and adds the service "
+            "principal name for the root domain if it is missing."),
+    "additional-servers": (ADDITIONAL_SERVERS_STEP.title,
+                           "Additional CRM servers (each one): imports the PFX into LocalMachine\\My and grants the "
+                           "service account read access to its private key, without -updateCrm, before CRM is "
+                           "switched to the certificate (the switch step updates the configuration database once)."),
+    "certificate": ("Switch CRM to the new certificate",
+                    "CRM server: imports the PFX into LocalMachine\\My, grants the service account read access to "
+                    "its private key; CRM configuration database: makes it the S2S token issuer certificate "
+                    "(the switch)."),
+}
+
+#: The switch checks Entra ID for the new key credential before it changes CRM: it needs the connection.
+_RENEWAL_NEEDS = {"certificate": ("prerequisites", "connect")}
+
+
+def renewal_steps(profile: str, farm: bool) -> tuple[Step, ...]:
+    """The steps of a renewal package, renumbered in run order; each keeps its template."""
+    from dataclasses import replace
+
+    known = {s.id: s for s in (*CATALOGUES[profile], ADDITIONAL_SERVERS_STEP, VERIFY_STEP, RETIRE_STEP)}
+    order = [i for i in RENEWAL_ORDER if farm or i != "additional-servers"]
+    out = []
+    for index, step_id in enumerate(order, start=1):
+        step = known[step_id]
+        source = (f"{step.index:02d}-{step.id}" if step.index else step.id)
+        title, changes = _RENEWAL_TITLES.get(step_id, (step.title, step.changes))
+        needs = _RENEWAL_NEEDS.get(step_id, step.needs)
+        out.append(replace(step, index=index, source=source, title=title, changes=changes, needs=needs))
+    return tuple(out)
 PROFILES: tuple[str, ...] = tuple(CATALOGUES)
 
 #: The article's constants, passed to templates as data so that they are quoted like any value
@@ -234,6 +294,14 @@ BACKOUTS: dict[str, Backout] = {
     ),
     "spn": Backout("spn", ("entra",), script="rollback/06-spn.ps1", needs=("session", "connect")),
     "crm-settings": Backout("crm-settings", ("crm",), script="rollback/07-crm-settings.ps1"),
+    "retire-previous": Backout(
+        "retire-previous", ("entra",),
+        manual="The run record's state before this step lists the key credentials it removed (key id, "
+        "thumbprint, end). While the replaced certificate is still valid, its credential can be added back by hand "
+        "from its .cer, as step spn adds one (Update-MgServicePrincipal with every key credential, or "
+        "New-MsolServicePrincipalCredential with -StartDate and -EndDate from the certificate). Expired "
+        "credentials it removed are of no use again.",
+    ),
     "additional-servers": Backout(
         "additional-servers", ("certificate",),
         manual="On each additional server, remove the certificate from LocalMachine\\My if the previous one "
@@ -301,9 +369,18 @@ def catalogue(profile: str) -> tuple[Step, ...]:
     return CATALOGUES[profile]
 
 
+def is_renewal(params: Parameters) -> bool:
+    """Whether the parameters declare a renewal (`[certificate] replaces`)."""
+    return bool(params.certificate.replaces)
+
+
 def steps_for(params: Parameters) -> tuple[Step, ...]:
-    """The steps of a package with these parameters: the profile's catalogue, and step 09 for a farm."""
-    extra = (ADDITIONAL_SERVERS_STEP,) if params.crm.additional_servers else ()
+    """The steps of a package with these parameters: the profile's catalogue, and step 09 for a farm;
+    a renewal's own order (`renewal_steps`)."""
+    farm = bool(params.crm.additional_servers)
+    if is_renewal(params):
+        return renewal_steps(params.profile, farm)
+    extra = (ADDITIONAL_SERVERS_STEP,) if farm else ()
     return CATALOGUES[params.profile] + extra
 
 

@@ -740,6 +740,10 @@ def check_for_plan(
     misfit = subject_fits_store_find_type(info, certificate.store_find_type)
     if misfit:
         problems.append(f"{field_name}: {path}: {misfit}")
+    replaces = getattr(certificate, "replaces", None)
+    if replaces and replaces.upper() == info.thumbprint.upper():
+        problems.append(f"certificate.replaces: {replaces} is the thumbprint of {field_name} ({path}), the package's "
+                        "own certificate: a renewal names the certificate in use now, which the new one replaces")
     if problems:
         raise UserError(*problems)
     return PlanCertificate(field=field_name, source=source, info=info)
@@ -756,3 +760,36 @@ def local_certificate(parameters: Any, base_dir: Path | str, read_password: Any)
     if checked is None:
         return None, []
     return checked.facts(), [f"{checked.field}: {finding.message}" for finding in checked.info.warnings]
+
+
+def replaced_certificate(parameters: Any, base_dir: Path | str, new: dict[str, Any] | None,
+                         *, now: datetime | None = None) -> dict[str, Any] | None:
+    """A renewal's `[certificate] local_replaced`: the facts REVIEW.md shows of the certificate it replaces.
+
+    Its thumbprint must be `replaces`. It is not judged (an expired certificate is what a late
+    renewal replaces). When the new certificate's facts are known too (`new`, from local_pfx or
+    local_cer), the two must not share a subject: both are in LocalMachine\\My during the
+    renewal, and CertificateReconfiguration.ps1 (-storeFindType FindBySubjectDistinguishedName)
+    fails with "Private key not found" on two certificates of one subject.
+    """
+    certificate = parameters.certificate
+    if not certificate.local_replaced:
+        return None
+    path = Path(certificate.local_replaced).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    try:
+        info = inspect_file(path, None, now=now)
+    except UserError as exc:
+        raise UserError(*(f"certificate.local_replaced: {p}" for p in exc.problems)) from None
+    if info.thumbprint.upper() != certificate.replaces.upper():
+        raise UserError(f"certificate.local_replaced: {path} has thumbprint {info.thumbprint}, not "
+                        f"certificate.replaces {certificate.replaces.upper()}")
+    if new is not None and new.get("subject") == info.subject:
+        raise UserError(f"certificate.local_replaced: the new certificate has the subject of the one it replaces "
+                        f"({info.subject}); both are in LocalMachine\\My during the renewal, and "
+                        "CertificateReconfiguration.ps1 then fails with \"Private key not found\": give the new "
+                        "certificate its own subject (psbridge cert new --subject)")
+    facts = certificate_facts(info)
+    return {"source": certificate.local_replaced, **{k: facts[k] for k in ("subject", "thumbprint", "not_before",
+                                                                          "not_after", "issuer")}}

@@ -508,6 +508,46 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
     return _with_causes(StepVerdict(*step, "will change", "; ".join(changes), before=before, after=after), causes)
 
 
+def _retire_previous(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, Any] | None,
+                     now: _dt.datetime) -> StepVerdict:
+    """A renewal's retire-previous, as its script decides: which key credentials it would remove.
+
+    It removes the replaced certificate's credential and expired ones, never the package's own,
+    and stops (blocked) when a credential of another certificate that has not expired is there.
+    """
+    step = (0, "retire-previous")
+    replaces = str(((plan.get("parameters") or {}).get("certificate") or {}).get("replaces") or "").upper()
+    if entra is None:
+        return StepVerdict(*step, "cannot tell", "the entra probe did not run or did not answer")
+    if not entra.get("service_principal_found"):
+        return StepVerdict(*step, "blocked", "the Dynamics CRM service principal is not in this tenant")
+    expected = _expected_thumbprint(plan, cert)
+    if expected is None:
+        return StepVerdict(*step, "cannot tell", "the certificate's thumbprint is unknown")
+    retire, unknown = [], []
+    for key in (k for k in _as_list(entra.get("key_credentials")) if isinstance(k, dict)):
+        if _is_certificate_key(key, expected):
+            continue
+        thumbprint = str(key.get("thumbprint") or "").upper()
+        end = parse_time(key.get("end"))
+        label = (thumbprint or "(not a certificate)") + (f" (key id {key['key_id']})" if key.get("key_id") else "")
+        if thumbprint == replaces or (end is not None and end < now):
+            retire.append(label)
+        else:
+            unknown.append(label + (f", ends {_when(end)}" if end else ""))
+    if unknown:
+        return StepVerdict(*step, "blocked", "the Dynamics CRM service principal holds key credentials of "
+                           f"certificates this renewal was not told about ({'; '.join(unknown)}): retire-previous "
+                           "would stop before removing anything",
+                           fix="find out what uses them (another integration, such as server-side synchronization "
+                           "with Exchange Online, uses the same service principal); remove stale ones by hand, or "
+                           f"remove the credential of {replaces} by hand and skip this step")
+    if not retire:
+        return StepVerdict(*step, "in place", f"no key credential of {replaces} and none expired")
+    return StepVerdict(*step, "will change", "remove key credential(s) " + ", ".join(retire),
+                       before=f"{len(retire)} to retire", after="none")
+
+
 def _crm_settings(plan: Mapping[str, Any], crm: dict[str, Any] | None) -> StepVerdict:
     step = (7, "crm-settings")
     if crm is None:
@@ -592,6 +632,9 @@ def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | Non
         "spn": _spn(plan, cert, entra, crm, now),
         "crm-settings": _crm_settings(plan, crm),
         "tenant-id": _tenant(plan, entra),
+        "verify": StepVerdict(0, "verify", "ok", "read-only: during a run it proves the switch before anything is "
+                              "retired"),
+        "retire-previous": _retire_previous(plan, cert, entra, now),
     }
     verdicts = []
     for step in plan["steps"]:
@@ -601,7 +644,8 @@ def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | Non
             continue
         verdict = by_id.get(step["id"]) or StepVerdict(step["index"], step["id"], "session",
                                                       "sets up the PowerShell session; changes nothing")
-        verdicts.append(verdict)
+        # A renewal runs the same steps in another order: the plan says each one's index.
+        verdicts.append(replace(verdict, index=step["index"]))
     notes = [f"probe {name} did not answer" for name in PROBES if answers.get(name) is None]
     return CheckReport(verdicts, notes, expiry=_expiry(plan, cert, crm, entra, now), warn_days=warn_days)
 

@@ -105,7 +105,7 @@ def validate(params: Path) -> None:
     from .parameters import load_parameters
 
     parameters = load_parameters(params)
-    _local_certificate(parameters, params.parent)
+    _replaced_certificate(parameters, params.parent, _local_certificate(parameters, params.parent))
     _warn_if_article_values(parameters, params)
     click.echo(f"{params}: valid ({parameters.name}, profile {parameters.profile})")
 
@@ -213,7 +213,9 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit
         parameters = example_parameters() if example else load_parameters(params)  # type: ignore[arg-type]
         if params is not None:
             _warn_if_article_values(parameters, params)
-        rendered = render_package(parameters, _local_certificate(parameters, params.parent) if params else None)
+        facts = _local_certificate(parameters, params.parent) if params else None
+        replaced = _replaced_certificate(parameters, params.parent, facts) if params else None
+        rendered = render_package(parameters, facts, replaced)
         target = write_package(rendered, out_dir, force=force)
     except (UserError, RuntimeFailure) as exc:
         if log.is_file():  # refused input leaves no new files behind on a fresh checkout
@@ -258,6 +260,15 @@ def _local_certificate(parameters: object, base_dir: Path) -> dict | None:  # ty
     for warning in warnings:
         click.echo(f"psbridge: warning: {warning}", err=True)
     return facts
+
+
+def _replaced_certificate(parameters: object, base_dir: Path, new: dict | None) -> dict | None:  # type: ignore[type-arg]
+    """A renewal's `[certificate] local_replaced` checked against `replaces` (and the new subject): its facts or None."""
+    if not parameters.certificate.local_replaced:  # type: ignore[attr-defined]
+        return None
+    from .certificates import replaced_certificate
+
+    return replaced_certificate(parameters, base_dir, new)
 
 
 def _pfx_password(path: Path, password_stdin: bool) -> str | None:
@@ -919,7 +930,7 @@ def _refused(log: Path, action: str, exc: Exception, package_dir: Path, host: st
               help="Seconds per step before it is stopped and reported UNKNOWN.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line instead of progress lines.")
 @click.option("--verify", "verify_after", is_flag=True, help="After the last step, run the read-only probes of `psbridge check` and record them.")
-@click.option("--from-server", help="With --from-step 9: continue the additional-servers step at this server.")
+@click.option("--from-server", help="With --from-step N of the additional-servers step (09; 06 in a renewal): continue it at this server.")
 @click.option("--yes", "assume_yes", is_flag=True,
               help="Run a package without --require-approval without asking (needed when there is no terminal).")
 @click.option("--force-unlock", is_flag=True,

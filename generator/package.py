@@ -221,6 +221,12 @@ class Package:
         return params
 
     @property
+    def replaced_certificate(self) -> dict[str, Any] | None:
+        """A renewal's facts of the certificate it replaces, as plan.json records them (or None)."""
+        cert = self.plan.get("replaced_certificate")
+        return cert if isinstance(cert, dict) else None
+
+    @property
     def certificate(self) -> dict[str, Any] | None:
         """The local certificate's facts plan.json records (None when the parameters named none)."""
         cert = self.plan.get("certificate")
@@ -347,7 +353,7 @@ class Package:
         from .render import render_package
 
         try:
-            rendered = render_package(params, self.certificate).files
+            rendered = render_package(params, self.certificate, self.replaced_certificate).files
         except Exception as exc:  # noqa: BLE001 - recorded facts psbridge cannot render: not its package
             return [f"{self._where}: certificate: psbridge cannot render these recorded facts ({type(exc).__name__})"]
         differ = sorted(set(rendered) ^ set(self.files) | {r for r in rendered if self.files.get(r) != rendered[r]})
@@ -378,7 +384,8 @@ def _rendered_twin(package: Package) -> Package:
     """The package psbridge renders from `package`'s parameters and certificate, at the same folder."""
     from .render import render_package
 
-    return Package(render_package(package.parameters, package.certificate).files, package.path)
+    return Package(render_package(package.parameters, package.certificate, package.replaced_certificate).files,
+                   package.path)
 
 
 def read_package(package_dir: Path) -> Package:

@@ -320,6 +320,16 @@ def _local_cer(value: str) -> str:
     return _local_file(value, (".cer", ".crt", ".pem", ".der"))
 
 
+def thumbprint(value: str) -> str:
+    """A SHA-1 certificate thumbprint: 40 hexadecimal digits (as Windows shows it, spaces removed)."""
+    if not re.fullmatch(r"[0-9A-Fa-f]{40}", value):
+        raise ValueError("must be a certificate thumbprint: 40 hexadecimal digits")
+    return value
+
+
+Thumbprint = Annotated[str, AfterValidator(thumbprint)]
+
+
 LocalPfx = Annotated[str, AfterValidator(_local_pfx)]
 LocalCer = Annotated[str, AfterValidator(_local_cer)]
 PfxPath = Annotated[str, AfterValidator(_pfx)]
@@ -376,11 +386,23 @@ class Certificate(_Strict):
     local_cer: LocalCer | None = Field(
         None, description="Optional local copy of the public certificate instead of local_pfx (no private-key check)."
     )
+    replaces: Thumbprint | None = Field(
+        None,
+        description="A renewal: the thumbprint of the S2S certificate CRM uses now (40 hexadecimal digits). The "
+        "package then adds the new key credential first, switches CRM, verifies, and retires the old credential.",
+    )
+    local_replaced: LocalCer | None = Field(
+        None,
+        description="A renewal: optional local copy of the certificate `replaces` names (relative to this file's "
+        "folder); REVIEW.md then says when it expires. Its thumbprint must be `replaces`.",
+    )
 
     @model_validator(mode="after")
     def _one_local_copy(self) -> Certificate:
         if self.local_pfx is not None and self.local_cer is not None:
             raise ValueError("give local_pfx or local_cer, not both")
+        if self.local_replaced is not None and self.replaces is None:
+            raise ValueError("local_replaced is a copy of the certificate a renewal replaces: give replaces too")
         return self
 
 
@@ -443,14 +465,6 @@ class SharePoint(_Strict):
         return self
 
 
-def thumbprint(value: str) -> str:
-    """A SHA-1 certificate thumbprint: 40 hexadecimal digits (as Windows shows it, spaces removed)."""
-    if not re.fullmatch(r"[0-9A-Fa-f]{40}", value):
-        raise ValueError("must be a certificate thumbprint: 40 hexadecimal digits")
-    return value
-
-
-Thumbprint = Annotated[str, AfterValidator(thumbprint)]
 
 #: The package name; it names a folder, so it is kept to what every file system accepts.
 _PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")

@@ -500,15 +500,14 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         emit(event)
 
     main_steps = [s for s in selected if s.spec.runs_on == "main"]
-    farm_steps = [s for s in selected if s.spec.runs_on != "main"]
-    targets = ([(conn, main_steps, None)] if main_steps else []) + (
-        [(replace(conn, host=host), farm_steps, host) for host in additional] if farm_steps else [])
+    targets = _targets(selected, conn, additional)
     start = {
         "event": "run-start", "started": event_time(), "tool_version": __version__, "package": package.name,
         "package_digest": package.digest, "host": conn.host, "port": conn.port,
         "transport": conn.transport, "auth": conn.auth, "user": conn.username, "o365_user": secrets.o365_user,
         "configuration_name": conn.configuration_name, "from_step": from_step,
-        "steps": [s.index for s in selected], "servers": [t.host for t, _, _ in targets], "record": str(record.path),
+        "steps": [s.index for s in selected], "servers": list(dict.fromkeys(t.host for t, _, _ in targets)),
+        "record": str(record.path),
     }
     try:
         both(start)
@@ -526,16 +525,26 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         record.close()
         raise NotRecorded(exc) from None
     sessions: list[PSRPSession] = []
+    main_session: PSRPSession | None = None
     done: list[str] = []  # "<steps> on <host>" for the summary
     succeeded: list[tuple[str, list[str]]] = []
     all_results: list[Any] = []
     try:
         for target, steps, from_server in targets:
-            session = PSRPSession(target, winrm_password)
-            sessions.append(session)
+            # The main server keeps one session (and its lock, and the session steps' state) for the
+            # whole run: a renewal comes back to it after the additional servers.
+            reuse = from_server is None and main_session is not None
+            session = main_session if reuse else PSRPSession(target, winrm_password)
+            assert session is not None
+            if not reuse:
+                sessions.append(session)
+            if from_server is None:
+                main_session = session
             outcome = _run_on(session, package, steps, secrets, settings, redact, lock_text, both=both,
                               confirm=confirm, audit=audit, force_unlock=force_unlock, from_server=from_server,
-                              nothing_ran=not done, next_server=_after(additional, from_server), main_conn=conn)
+                              nothing_ran=not done, next_server=_after(additional, from_server), main_conn=conn,
+                              opened=reuse, exchange_keys=bool(secrets_needed(main_steps if from_server is None
+                                                                              else steps)))
             all_results += outcome.results
             if outcome.exit_code:
                 return _end(both, outcome.exit_code, done and [f"Done before: {'; '.join(done)}."] or [],
@@ -543,7 +552,6 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
                             results=all_results)
             done.append(f"{_step_range(steps)} on {target.host}")
             succeeded.append((target.host, outcome.summary))
-        main_session = sessions[0] if main_steps else None
         if len(succeeded) == 1:
             lines = succeeded[0][1]
         else:
@@ -581,6 +589,29 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         record.close()
 
 
+def _targets(selected: list[PackageStep], conn: Connection,
+             additional: list[str]) -> list[tuple[Connection, list[PackageStep], str | None]]:
+    """Where each run of consecutive steps goes, in step order: (connection, steps, additional host or None).
+
+    A first setup runs the main server's steps, then the additional servers' step on each of
+    them. A renewal installs the certificate on the additional servers before the main server
+    switches CRM to it, so the main server comes twice: before and after them.
+    """
+    segments: list[list[PackageStep]] = []
+    for step in selected:
+        if segments and segments[-1][0].spec.runs_on == step.spec.runs_on:
+            segments[-1].append(step)
+        else:
+            segments.append([step])
+    targets: list[tuple[Connection, list[PackageStep], str | None]] = []
+    for steps in segments:
+        if steps[0].spec.runs_on == "main":
+            targets.append((conn, steps, None))
+        else:
+            targets += [(replace(conn, host=host), steps, host) for host in additional]
+    return targets
+
+
 def _best_effort(both: Callable[[dict[str, Any]], None], event: dict[str, Any]) -> None:
     """Record how a run ended when something already failed; if the record itself is what failed, let it be."""
     try:
@@ -601,8 +632,12 @@ class _HostOutcome:
 def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], secrets: StepSecrets,
             settings: RunSettings, redact: Redactor, lock_text: str, *, both: Callable[[dict[str, Any]], None],
             confirm: Confirm | None, audit: AuditLine | None, force_unlock: bool, from_server: str | None,
-            nothing_ran: bool, next_server: str | None, main_conn: Connection) -> _HostOutcome:
-    """Connect to one server, take its lock, run `steps` there. Raises ConnectFailure only while nothing ran."""
+            nothing_ran: bool, next_server: str | None, main_conn: Connection, opened: bool = False,
+            exchange_keys: bool | None = None) -> _HostOutcome:
+    """Connect to one server, take its lock, run `steps` there. Raises ConnectFailure only while nothing ran.
+
+    `opened`: the session is the main server's, already open and locked earlier in this run.
+    """
     host = session.conn.host
     emit_here = both if from_server is None else (lambda event: both({**event, "host": host}))
     # The main server's options: `run` resolves --host to it (or the approved server) and goes to
@@ -610,7 +645,8 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
     continue_command = ContinueCommand(str(package.path), main_conn.continue_options() + settings.options(),
                                        from_server=from_server)
     try:
-        session.open(exchange_keys=bool(secrets_needed(steps)))
+        if not opened:
+            session.open(exchange_keys=bool(secrets_needed(steps)) if exchange_keys is None else exchange_keys)
     except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
         message = redact(str(exc)) if isinstance(exc, ConnectFailure) else describe_connect_error(exc, session.conn,
                                                                                                  redact)
@@ -623,9 +659,9 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
                                               "Fix the connection, then continue with:",
                                               f"  {continue_command.at(steps[0].index)}"],
                             stopped_at=steps[0].index, reason="unreachable")
-    if force_unlock:
+    if force_unlock and not opened:
         _force_unlock(session, lock_text, settings, emit_here, audit, redact)
-    locked = _take_server_lock(session, lock_text, settings, emit_here, redact)
+    locked = None if opened else _take_server_lock(session, lock_text, settings, emit_here, redact)
     if locked is not None:
         return locked
     executor = Executor(

@@ -36,6 +36,7 @@ from .catalogue import (
     backouts_for,
     constants_for,
     inputs_for,
+    is_renewal,
     probe_file,
     resume_thresholds,
     step_entry,
@@ -385,9 +386,46 @@ def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) 
     steps = steps_for(params)
     out = []
     for step in steps:
-        text = ps_env.get_template(step.template(params.profile)).render(p=params, c=constants_for(params), step=step, cert=certificate)
+        text = ps_env.get_template(step.template(params.profile)).render(
+            p=params, c=constants_for(params), step=step, cert=certificate, header=_header(step, steps),
+            renewal=_renewal_view(params, steps))
         out.append(RenderedStep(step, text, _crlf_bom(text)))
     return out
+
+
+def _header(step: Step, steps: tuple[Step, ...]) -> Trusted:
+    """A step's first line, `# psbridge step 06/08: spn - <title>`: the marker a transcript and the
+    tests find it by. A step that runs on the additional servers has no "of N" (it is not part of
+    the main server's count)."""
+    last = max(s.index for s in steps if s.runs_on == "main")
+    label = f"{step.index:02d}/{last:02d}" if step.runs_on == "main" else f"{step.index:02d}"
+    return Trusted(f"# psbridge step {label}: {step.id} - {step.title}")
+
+
+def _setup_pause(main: list[dict[str, Any]], elsewhere: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where setup.ps1 stops for the additional servers: before the first main step after theirs.
+
+    Only a renewal orders a main step after the additional servers' step (the switch waits for
+    every server to hold the certificate); a first setup runs that step after setup.ps1.
+    """
+    if not elsewhere:
+        return None
+    farm = elsewhere[0]["index"]
+    after = [v["index"] for v in main if v["index"] > farm]
+    if not after:
+        return None
+    return {"farm": farm, "before": after[0],
+            "message": f"Now run {elsewhere[0]['file']} on each additional server (see the end of this script), "
+                       f"then continue with:  .\\setup.ps1 -FromStep {after[0]}"}
+
+
+def _renewal_view(params: Parameters, steps: tuple[Step, ...]) -> dict[str, Any] | None:
+    """What a renewal's templates say about the order: None for a first setup."""
+    if not is_renewal(params):
+        return None
+    by_id = {s.id: s for s in steps}
+    return {"label": {s.id: Trusted(f"{s.index:02d} ({s.id})") for s in steps},
+            "farm": "additional-servers" in by_id}
 
 
 def render_probes(params: Parameters) -> dict[str, bytes]:
@@ -471,8 +509,13 @@ def plan_json_bytes(plan: dict[str, object]) -> bytes:
     return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
 
 
-def render_package(params: Parameters, certificate: dict[str, Any] | None = None) -> Rendered:
-    """The whole package in memory: step files, probes, setup.ps1, REVIEW.md and plan.json."""
+def render_package(params: Parameters, certificate: dict[str, Any] | None = None,
+                   replaced: dict[str, Any] | None = None) -> Rendered:
+    """The whole package in memory: step files, probes, setup.ps1, REVIEW.md and plan.json.
+
+    `replaced`: a renewal's facts of the certificate it replaces (`certificates.replaced_certificate`),
+    or None.
+    """
     ps_env, md_env = _environments()
     steps = steps_for(params)
     rendered = render_steps(params, certificate)
@@ -485,8 +528,9 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     # setup.ps1 is inside the package digest (and plan.json records its sha256), so it cannot
     # print that digest; it prints the digest of the step files, which do not depend on it.
     steps_digest = digest_of(listing_of({r.step.file: r.data for r in rendered}))
-    setup_text = ps_env.get_template("setup.ps1.j2").render(p=params, steps=main_views, elsewhere=elsewhere,
-                                                           version=Trusted(__version__), steps_digest=steps_digest)
+    setup_text = ps_env.get_template("setup.ps1.j2").render(
+        p=params, steps=main_views, elsewhere=elsewhere, version=Trusted(__version__), steps_digest=steps_digest,
+        last_index=max(v["index"] for v in main_views), pause=_setup_pause(main_views, elsewhere))
     setup = _crlf_bom(setup_text)
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
     backouts = backouts_for(params)
@@ -510,6 +554,9 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                    for key, value, points in non_ascii_values(flatten(params.model_dump(mode="json",
                                                                                      exclude_none=True)))],
         cert=certificate,
+        renewal=_renewal_review(params, steps, certificate, replaced),
+        n={s.id: Trusted(f"{s.index:02d}") for s in steps},
+        main_range=Trusted(_ranges([s.index for s in steps if s.runs_on == "main"])),
         probes=[_shown(f, b) for f, b in probes.items()],
         lock=_shown(LOCK_SCRIPT, lock),
         backout=[{"step": next(v for v in views if v["id"] == b.step_id), "manual": Trusted(b.manual),
@@ -525,6 +572,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "parameters": params.model_dump(mode="json", exclude_none=True),
         "constants": constants_for(params),
         **({"certificate": certificate} if certificate is not None else {}),
+        **({"replaced_certificate": replaced} if replaced is not None else {}),
         "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review), LOCK_SCRIPT: sha256_hex(lock)},
         "steps": [_plan_step(r, params) for r in rendered],
         "probes": [{"id": name, "file": probe_file(name), "sha256": sha256_hex(probes[probe_file(name)])}
@@ -540,6 +588,27 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = plan_json_bytes(plan)
     return Rendered(name=params.name, files=files_out)
+
+
+def _ranges(indexes: list[int]) -> str:
+    """`01–08`, or `01–05, 07–11` when a step of another server sits between."""
+    runs: list[list[int]] = []
+    for i in indexes:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0]:02d}–{r[-1]:02d}" if len(r) > 1 else f"{r[0]:02d}" for r in runs)
+
+
+def _renewal_review(params: Parameters, steps: tuple[Step, ...], certificate: dict[str, Any] | None,
+                    replaced: dict[str, Any] | None) -> dict[str, Any] | None:
+    """REVIEW.md's renewal section: which certificate is replaced, until when, and the order."""
+    if not is_renewal(params):
+        return None
+    label = {s.id: f"{s.index:02d} {s.id}" for s in steps}
+    return {"replaces": params.certificate.replaces.upper(), "replaced": replaced, "new": certificate,
+            "label": label, "farm": "additional-servers" in label}
 
 
 def _shown(rel: str, data: bytes) -> dict[str, Any]:

@@ -386,6 +386,16 @@ class Executor:
         results: list[StepResult] = []
         for step in self.selected:
             text, digest = step.text, step.sha256
+            unmet = self._skipped_needs(step, results)
+            if unmet:
+                # --step: the operator skipped a step this one needs (a renewal's retire-previous
+                # needs verify): it is not sent either, whatever the answer would be.
+                now = event_time()
+                result = StepResult(step.index, step.id, digest, Outcome.SKIPPED, now, now, 0.0,
+                                    detail=f"not sent: it needs {unmet}, which was skipped")
+                results.append(result)
+                self.emit(self._step_end_event(step, result, total))
+                continue
             if self.confirm is not None:
                 answer = self.confirm(step)
                 if answer == "q":
@@ -426,6 +436,11 @@ class Executor:
             if outcome is not Outcome.OK:
                 return self._finish(results, stopped_at=step, reason=outcome.value)
         return self._finish(results, stopped_at=None, reason="done")
+
+    def _skipped_needs(self, step: PackageStep, results: list[StepResult]) -> str:
+        """The steps `step` needs that were skipped in this run, as `step 10 (verify)`; "" when none."""
+        skipped = {r.id: r.index for r in results if r.outcome is Outcome.SKIPPED}
+        return ", ".join(f"step {skipped[n]:02d} ({n})" for n in step.needs if n in skipped)
 
     def _detail(self, report: PipelineReport, outcome: Outcome) -> str:
         """Why an outcome is UNKNOWN, in the operator's words."""
@@ -549,7 +564,8 @@ class HumanReporter:
         elif kind == "step-end":
             state = event["state"]
             if state == "skipped":
-                self.out(f"[{event['index']:02d}/{event['total']:02d}] {event['id']}{where} … skipped")
+                why = f" ({printable(event['detail'])})" if event.get("detail") else ""
+                self.out(f"[{event['index']:02d}/{event['total']:02d}] {event['id']}{where} … skipped{why}")
                 return
             label = {"ok": "ok", "failed": "FAILED", "unknown": "UNKNOWN"}[state]
             self.out(f"{label} {event['seconds']:.1f}s")
@@ -687,6 +703,16 @@ def next_steps(package: Package, results: Sequence[StepResult]) -> list[str]:
     a value that is not of its shape is not shown. Empty when step 08 did not run.
     """
     outputs = {r.id: r.output for r in results if r.outcome is Outcome.OK}
+    replaced = package.parameters.certificate.replaces
+    if replaced:
+        # A renewal: the integration is enabled already; what is left is the old certificate.
+        if "retire-previous" not in outputs:
+            return []
+        servers = [package.parameters.crm.server or "the main server", *(package.parameters.crm.additional_servers or [])]
+        return ["Renewal done: CRM signs with the new certificate, and Entra ID no longer trusts the replaced one.",
+                f"Next: remove the replaced certificate {replaced.upper()} from LocalMachine\\My (certlm.msc) on "
+                f"{', '.join(servers)} once nothing else uses it; psbridge does not remove it.",
+                "The Enable Server-Based SharePoint Integration wizard is not run again."]
     if "tenant-id" not in outputs:
         return []
     tenant = next((m.group(0) for line in outputs["tenant-id"] for m in [_GUID.search(line)] if m), None)

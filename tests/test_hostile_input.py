@@ -89,6 +89,8 @@ def with_field(field: str, value: Any, base: dict[str, Any] | None = None) -> di
     if field == "sharepoint.sites[1]":
         data["sharepoint"]["sites"] = [value]
         return data
+    if field == "certificate.local_replaced":
+        data["certificate"]["replaces"] = "0123456789ABCDEF0123456789ABCDEF01234567"  # it needs one
     if field == "crm.additional_servers[1]":
         data["crm"]["additional_servers"] = [value]
         return data
@@ -131,6 +133,8 @@ FIELD_FORMS: dict[str, str] = {
     "certificate.service_account": "contoso\\CRMWeb{}ApplicationService",
     "certificate.local_pfx": "./certs/s2s{}.pfx",
     "certificate.local_cer": "./certs/s2s{}.cer",
+    "certificate.replaces": "0123456789ABCDEF0123456789ABCDEF01234567{}",
+    "certificate.local_replaced": "./certs/old{}.cer",
     "crm.root_domain": "*.contoso.com{}",
     "crm.tools_dir": "C:\\Program Files\\Microsoft Dynamics CRM\\Tools{}",
     "crm.server": "crm01.contoso.local{}",

@@ -411,6 +411,13 @@ def _farm(profile: str) -> dict[str, Any]:
     return data
 
 
+def _renewal(profile: str) -> dict[str, Any]:
+    """A renewal of a farm's certificate: its own order, verify and retire-previous."""
+    data = _farm(profile)
+    data["certificate"]["replaces"] = "0123456789ABCDEF0123456789ABCDEF01234567"
+    return data
+
+
 def _gcc_high(profile: str) -> dict[str, Any]:
     """A GCC High tenant (.sharepoint.us): other metadata URL and sign-in environment."""
     data = _graph() if profile == "graph" else copy.deepcopy(EXAMPLE)
@@ -443,6 +450,8 @@ def rendered() -> dict[str, str]:
         "graph-farm": lambda: render_package(parse_parameters(_farm("graph"))),
         "msonline-gcchigh": lambda: render_package(parse_parameters(_gcc_high("msonline"))),
         "graph-gcchigh": lambda: render_package(parse_parameters(_gcc_high("graph"))),
+        "msonline-renewal": lambda: render_package(parse_parameters(_renewal("msonline"))),
+        "graph-renewal": lambda: render_package(parse_parameters(_renewal("graph"))),
     }
     out = {}
     for variant, make in variants.items():
@@ -464,6 +473,11 @@ KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {
     for variant in ("msonline", "msonline-local-cert", "graph-token", "graph-app", "msonline-farm", "graph-farm",
                     "msonline-gcchigh", "graph-gcchigh")
     for path in ("steps/07-crm-settings.ps1", "setup.ps1", "rollback/07-crm-settings.ps1")
+} | {
+    (f"{variant}/{path}", "Set-CrmAdvancedSetting", SET_CRM): (
+        "Set-CrmAdvancedSetting has no reference page (see above); a renewal runs the same step as 08.")
+    for variant in ("msonline-renewal", "graph-renewal")
+    for path in ("steps/08-crm-settings.ps1", "setup.ps1", "rollback/07-crm-settings.ps1")
 }
 
 

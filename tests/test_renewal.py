@@ -1,0 +1,331 @@
+"""Renewing the S2S certificate without an outage (`[certificate] replaces`).
+
+A renewal package runs the article's steps in another order, so that CRM never signs a token
+with a key Entra ID does not know: the new key credential is added next to the one in use and
+read back, the certificate is installed on every additional server, CRM is switched, the
+result is verified, and only then `retire-previous` removes the replaced certificate's
+credential. These tests render real packages, run them against the loopback WinRM peer (one
+peer per server of a farm) and judge the probes' answers with `check`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import certfactory as cf
+from conftest import check_args, run_args
+from generator.cli import main
+from generator.package import read_package
+from probe_states import CRM_APP, IN_STORE, OTHER, SERVER, SPN, THUMB, _cert, _crm, _entra
+from pwsh_grammar import syntax_errors
+from winrm_peer import Engine, ErrorSpec, Reply, WinRMPeer
+from winrm_peer.package import make_package, parameters_for
+
+FARM = ["127.0.0.2", "127.0.0.3"]
+#: The certificate in use that the renewal replaces (probe_states' OTHER); the new one is THUMB.
+OLD = OTHER
+GRAPH_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.renewal-test-token"
+
+
+@pytest.fixture
+def farm(http_peer: WinRMPeer, ntlm_users: dict[str, str]):
+    """One peer (and engine) per additional server, on the main peer's port."""
+    peers = []
+    for address in FARM:
+        engine = Engine()
+        peer = WinRMPeer(engine, ntlm_users, max_wait=5, address=(address, http_peer.port)).start()
+        peers.append((peer, engine))
+    yield peers
+    for peer, _ in peers:
+        peer.stop()
+
+
+@pytest.fixture
+def graph_env(secrets_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSBRIDGE_GRAPH_TOKEN", GRAPH_TOKEN)
+
+
+def renewal(tmp_path: Path, profile: str = "graph", farm: bool = True) -> Path:
+    """A renewal package of the loopback server (and farm), rendered and written as `psbridge render` does."""
+    from generator.parameters import parse_parameters
+    from generator.render import render_package
+    from generator.writer import write_package
+
+    data = parameters_for(profile=profile, server="127.0.0.1", crm={"additional_servers": FARM} if farm else {})
+    data["certificate"]["replaces"] = OLD
+    return write_package(render_package(parse_parameters(data)), tmp_path / "output")
+
+
+def sent(engine: Engine) -> list[str]:
+    """`NN id` of every step script the engine received, in order."""
+    out = []
+    for script in engine.scripts():
+        m = re.match(r"# psbridge step (\d\d)(?:/\d\d)?: ([a-z-]+) -", script)
+        if m:
+            out.append(f"{m.group(1)} {m.group(2)}")
+    return out
+
+
+# --------------------------------------------------------------------------- the package
+
+
+@pytest.mark.parametrize("profile", ["graph", "msonline"])
+def test_a_renewal_package_orders_add_new_before_install_before_switch_before_verify_before_retire(tmp_path,
+                                                                                                   profile):
+    package = read_package(renewal(tmp_path, profile))
+    assert [(s.index, s.id, s.spec.runs_on) for s in package.steps] == [
+        (1, "prerequisites", "main"), (2, "session", "main"), (3, "connect", "main"), (4, "set-certificate", "main"),
+        (5, "spn", "main"), (6, "additional-servers", "additional"), (7, "certificate", "main"),
+        (8, "crm-settings", "main"), (9, "tenant-id", "main"), (10, "verify", "main"),
+        (11, "retire-previous", "main"),
+    ]
+    kinds = {s.id: s.spec.kind for s in package.steps}
+    assert kinds["verify"] == "check" and kinds["retire-previous"] == "change"
+    for step in package.steps:
+        assert syntax_errors(step.text) == [], step.file
+        assert step.text.startswith(f"\ufeff# psbridge step {step.index:02d}") or \
+            step.text.startswith(f"# psbridge step {step.index:02d}"), step.file
+    assert syntax_errors(package.text("setup.ps1")) == []
+
+
+def test_a_first_setup_is_unchanged_by_the_renewal_machinery(tmp_path):
+    """Without `replaces` the package has the article's order and no renewal step."""
+    package = read_package(make_package(tmp_path / "output", server="127.0.0.1", crm={"additional_servers": FARM}))
+    assert [s.id for s in package.steps][-3:] == ["crm-settings", "tenant-id", "additional-servers"]
+    assert "retire-previous" not in package.text("REVIEW.md") and "## Renewal" not in package.text("REVIEW.md")
+
+
+@pytest.mark.parametrize("profile", ["graph", "msonline"])
+def test_retire_previous_removes_only_after_verification_and_never_the_new_credential(tmp_path, profile):
+    text = read_package(renewal(tmp_path, profile)).text("steps/11-retire-previous.ps1")
+    removal = ("Update-MgServicePrincipal -ServicePrincipalId" if profile == "graph"
+               else "Remove-MsolServicePrincipalCredential -AppPrincipalId")
+    guard = text.index("if ($PSBridgeVerified -ne $Certificate.Thumbprint)")
+    unknown = text.index("if ($Unknown.Count -gt 0)")
+    own = text.index("if (-not $HasOwn)")
+    assert guard < own < unknown < text.index(removal)  # every stop comes before the one removal
+    assert text.count(removal) == 1
+    # The new certificate's credential is kept; only the replaced one and expired ones are retired.
+    assert "if ($Key.Value -eq $CredentialValue) {\n        $HasOwn = $true\n        $Keep.Add($Key)" in \
+        text.replace("\r\n", "\n")
+    assert "$Key.Thumbprint -eq $Replaces -or ($null -ne $Key.EndDate -and $Key.EndDate -lt $Now)" in text
+    assert f"$Replaces = '{OLD}'" in text
+    verify = read_package(renewal(tmp_path / "again", profile)).text("steps/10-verify.ps1")
+    assert "$PSBridgeVerified = ''" in verify and verify.rstrip().splitlines()[-2] == \
+        "$PSBridgeVerified = $Certificate.Thumbprint"
+
+
+@pytest.mark.parametrize("profile", ["graph", "msonline"])
+def test_the_switch_checks_entra_for_the_new_credential_before_calling_certificate_reconfiguration(tmp_path,
+                                                                                                   profile):
+    text = read_package(renewal(tmp_path, profile)).text("steps/07-certificate.ps1")
+    assert text.index("Get-PSBridgeCrmKeyCredentials '00000007") < text.index("& $CertificateScript")
+    assert "CRM is not switched to it" in text
+    spn = read_package(renewal(tmp_path / "b", profile)).text("steps/05-spn.ps1")
+    assert "Read back:" in spn  # the new credential is read back before the switch
+
+
+def test_setup_ps1_of_a_farm_renewal_pauses_for_the_additional_servers_before_the_switch(tmp_path):
+    setup = read_package(renewal(tmp_path)).text("setup.ps1").replace("\r\n", "\n")
+    pause = setup.index("if ($FromStep -le 6) {\n        Write-Host 'Now run steps/06-additional-servers.ps1")
+    assert setup.index("# psbridge step 05/11: spn") < pause < setup.index("# psbridge step 07/11: certificate")
+    assert "continue with:  .\\setup.ps1 -FromStep 7" in setup
+    assert "[ValidateRange(1, 11)]" in setup
+    assert "# psbridge step 06: additional-servers" not in setup  # it runs on the other servers
+
+
+def test_review_md_says_what_is_replaced_until_when_and_the_order(tmp_path, psbridge):
+    old = cf.cert(subject=cf.name(CN="crm.contoso.com"), not_before=cf.NOW - timedelta(days=340),
+                  not_after=cf.NOW + timedelta(days=25))
+    new = cf.cert(subject=cf.name(CN="crm.contoso.com S2S 2027"), not_before=cf.NOW - timedelta(days=1),
+                  not_after=cf.NOW + timedelta(days=730))
+    cf.write(tmp_path / "old.cer", cf.der(old))
+    cf.write(tmp_path / "new.cer", cf.der(new))
+    thumb = thumbprint_of(old)
+    params = _write_params(tmp_path, replaces=thumb, local_replaced="old.cer", local_cer="new.cer")
+    result = psbridge("render", params, "--out", "out")
+    assert result.exit_code == 0, result.stderr
+    review = (tmp_path / "out" / "contoso" / "REVIEW.md").read_text()
+    section = review.split("## Renewal: the certificate it replaces, and the order", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+    assert f"It replaces the certificate `{thumb}` (`CN=crm.contoso.com`), which expires on `" in flat
+    assert (cf.NOW + timedelta(days=25)).strftime("%Y-%m-%d") in flat
+    assert f"The new certificate `{thumbprint_of(new)}`" in flat
+    order = [flat.index(f"Step `{n}") for n in ("05 spn", "06 certificate", "09 verify", "10 retire-previous")]
+    assert order == sorted(order)
+    assert "## Manual step: the Enable Server-Based SharePoint Integration wizard" not in review
+
+
+def thumbprint_of(certificate) -> str:  # type: ignore[no-untyped-def]
+    """SHA-1 of the DER, as Windows shows a thumbprint."""
+    import hashlib
+
+    return hashlib.sha1(cf.der(certificate)).hexdigest().upper()  # noqa: S324 - a thumbprint is SHA-1
+
+
+def _write_params(tmp_path: Path, **certificate: str) -> Path:
+    data = parameters_for(server="crm01.contoso.local", certificate=certificate)
+    lines = [f"name = {json.dumps(data['name'])}", "[certificate]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in data["certificate"].items()]
+    lines += ["[crm]"] + [f"{k} = {json.dumps(v)}" for k, v in data["crm"].items()]
+    lines += ["[sharepoint]", f"sites = {json.dumps(data['sharepoint']['sites'])}"]
+    path = tmp_path / "renew.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("certificate,message", [
+    ({"replaces": "0123"}, "certificate.replaces: must be a certificate thumbprint: 40 hexadecimal digits"),
+    ({"replaces": "01 23 45 67 89 AB CD EF 01 23 45 67 89 AB CD EF 01 23 45 67"},
+     "certificate.replaces: must be a certificate thumbprint"),
+    ({"local_replaced": "old.cer"}, "local_replaced is a copy of the certificate a renewal replaces: give replaces"),
+])
+def test_bad_renewal_parameters_are_one_line_exit_2(tmp_path, psbridge, certificate, message):
+    result = psbridge("validate", _write_params(tmp_path, **certificate))
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_local_copy_of_the_replaced_certificate_must_be_it_and_have_another_subject(tmp_path, psbridge):
+    old = cf.cert(cf.name(CN="crm.contoso.com"))
+    same = cf.cert(cf.name(CN="crm.contoso.com"), serial=0x5678)
+    cf.write(tmp_path / "old.cer", cf.der(old))
+    cf.write(tmp_path / "same.cer", cf.der(same))
+    wrong = psbridge("validate", _write_params(tmp_path, replaces="A" * 40, local_replaced="old.cer"))
+    assert wrong.exit_code == 2
+    assert f"certificate.local_replaced: {tmp_path / 'old.cer'} has thumbprint {thumbprint_of(old)}, not " \
+           f"certificate.replaces {'A' * 40}" in wrong.stderr
+    clash = psbridge("validate", _write_params(tmp_path, replaces=thumbprint_of(old), local_replaced="old.cer",
+                                               local_cer="same.cer"))
+    assert clash.exit_code == 2 and "has the subject of the one it replaces" in clash.stderr
+    own = psbridge("validate", _write_params(tmp_path, replaces=thumbprint_of(same), local_cer="same.cer"))
+    assert own.exit_code == 2 and "certificate.replaces: " in own.stderr and "the package's own" in own.stderr
+    assert not (tmp_path / "output").exists()
+
+
+# --------------------------------------------------------------------------- runs on the loopback peer
+
+
+def test_a_renewal_run_sends_add_new_then_install_then_switch_then_verify_then_retire(tmp_path, http_peer, engine,
+                                                                                      farm, graph_env, capsys):
+    pkg = renewal(tmp_path)
+    assert main(run_args(pkg, http_peer)) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert sent(engine) == ["01 prerequisites", "02 session", "03 connect", "04 set-certificate", "05 spn",
+                            "07 certificate", "08 crm-settings", "09 tenant-id", "10 verify", "11 retire-previous"]
+    for _, farm_engine in farm:
+        assert sent(farm_engine) == ["06 additional-servers"]
+    # One timeline over all servers, from the run record: the order the issue asks for.
+    events = [json.loads(line) for line in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
+    ends = [(e["id"], e.get("host")) for e in events if e["event"] == "step-end"]
+    order = [i for i, _ in ends]
+    assert order.index("spn") < order.index("additional-servers") < order.index("certificate") \
+        < order.index("verify") < order.index("retire-previous")
+    assert [h for i, h in ends if i == "additional-servers"] == FARM
+    # The main server keeps one session and one lock across the additional servers (the session
+    # steps' variables, such as the Graph connection, are what verify and retire-previous use).
+    assert len({p.shell_id for p in engine.pipelines}) == 1
+    assert sum(s.startswith("# psbridge lock:") for s in engine.scripts()) == 1
+    assert "Renewal done" in out and f"remove the replaced certificate {OLD}" in out
+    assert "Enable Server-Based SharePoint Integration wizard (manual" not in out
+
+
+@pytest.mark.parametrize("failing", ["05 spn", "07 certificate", "10 verify"])
+def test_retire_previous_never_runs_after_a_failure_or_a_failed_verification(tmp_path, http_peer, engine, farm,
+                                                                             graph_env, capsys, failing):
+    pkg = renewal(tmp_path)
+    number, step_id = failing.split()
+    engine.when(f"# psbridge step {number}/11: {step_id} -",
+                Reply(terminating=ErrorSpec("Verification failed; nothing is retired")))
+    assert main(run_args(pkg, http_peer)) == 1
+    main_sent = sent(engine)
+    assert main_sent[-1] == failing and "11 retire-previous" not in main_sent
+    if failing == "05 spn":  # nothing reached the other servers, and CRM was not switched
+        assert all(sent(e) == [] for _, e in farm) and "07 certificate" not in main_sent
+    assert "no later step was sent" in capsys.readouterr().out
+
+
+def test_a_failure_on_an_additional_server_keeps_crm_on_the_old_certificate(tmp_path, http_peer, engine, farm,
+                                                                            graph_env, capsys):
+    pkg = renewal(tmp_path)
+    farm[1][1].when("# psbridge step 06: additional-servers", Reply(terminating=ErrorSpec("Private key not found")))
+    assert main(run_args(pkg, http_peer)) == 1
+    assert sent(engine)[-1] == "05 spn"  # the switch was never sent
+    out = capsys.readouterr().out
+    line = next(l.strip() for l in out.splitlines() if l.strip().startswith("psbridge run "))
+    assert line.endswith(f"--from-step 6 --from-server {FARM[1]}")
+
+
+def test_skipping_verify_with_step_never_sends_retire_previous(tmp_path, http_peer, engine, graph_env,
+                                                              monkeypatch, capsys):
+    import io
+    import sys
+
+    pkg = renewal(tmp_path, farm=False)  # without a farm: 09 verify, 10 retire-previous
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 8 + "n\ny\n"))  # skip 09 (verify); yes to the rest
+    code = main(run_args(pkg, http_peer, "--step"))
+    sent_steps = sent(engine)
+    assert sent_steps[-1] == "08 tenant-id", sent_steps  # neither verify nor retire-previous was sent
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "retire-previous … skipped (not sent: it needs step 09 (verify), which was skipped)" in out
+
+
+# --------------------------------------------------------------------------- check: before, after, and again
+
+
+def _renewed(entra_keys: list[dict]) -> dict:
+    """The farm's main server after the renewal: CRM signs with THUMB (the new certificate)."""
+    entra = _entra([], [CRM_APP, SPN])
+    entra["key_credentials"] = entra_keys
+    return {"server": SERVER, "certificate": _cert([IN_STORE]), "crm": _crm([THUMB], settings=True),
+            "entra": entra}
+
+
+def _key(thumbprint: str, end: str = "2036-01-01T00:00:00Z", **extra) -> dict:
+    return {"thumbprint": thumbprint, "start": "2026-01-01T00:00:00Z", "end": end, **extra}
+
+
+def _check(pkg: Path, peer: WinRMPeer, engine: Engine, answers: dict, capsys) -> tuple[int, dict]:
+    for name, answer in answers.items():
+        engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(answer)]))
+    code = main([*check_args(pkg, peer), "--json"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return code, {v["id"]: v for v in report["verdicts"]}
+
+
+def test_a_completed_renewal_run_again_changes_nothing(tmp_path, http_peer, engine, graph_env, capsys):
+    """After the renewal every state-changing step of the package is in place: a re-run changes nothing."""
+    pkg = renewal(tmp_path, farm=False)
+    code, verdicts = _check(pkg, http_peer, engine, _renewed([_key(THUMB, matches_certificate=True)]), capsys)
+    changing = [s.id for s in read_package(pkg).steps if s.changes_state]
+    assert {i: verdicts[i]["verdict"] for i in changing} == {i: "in place" for i in changing}
+    assert verdicts["retire-previous"]["index"] == 10 and verdicts["spn"]["index"] == 5  # the renewal's order
+    assert code == 0
+
+
+def test_check_before_retirement_says_which_credential_retire_previous_removes(tmp_path, http_peer, engine,
+                                                                                graph_env, capsys):
+    pkg = renewal(tmp_path, farm=False)
+    expired = _key("C" * 40, end="2024-01-01T00:00:00Z", key_id="7d1f5a36-0000-4000-8000-000000000001")
+    keys = [_key(THUMB, matches_certificate=True), _key(OLD), expired]
+    code, verdicts = _check(pkg, http_peer, engine, _renewed(keys), capsys)
+    retire = verdicts["retire-previous"]
+    assert retire["verdict"] == "will change" and OLD in retire["detail"] and "C" * 40 in retire["detail"]
+    assert code == 5
+
+
+def test_check_says_retire_previous_would_stop_on_a_credential_it_was_not_told_about(tmp_path, http_peer, engine,
+                                                                                    graph_env, capsys):
+    pkg = renewal(tmp_path, farm=False)
+    keys = [_key(THUMB, matches_certificate=True), _key(OLD), _key("D" * 40)]
+    code, verdicts = _check(pkg, http_peer, engine, _renewed(keys), capsys)
+    retire = verdicts["retire-previous"]
+    assert retire["verdict"] == "blocked" and "D" * 40 in retire["detail"] and "would stop" in retire["detail"]
+    assert code == 1
+
