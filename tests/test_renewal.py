@@ -329,3 +329,24 @@ def test_check_says_retire_previous_would_stop_on_a_credential_it_was_not_told_a
     assert retire["verdict"] == "blocked" and "D" * 40 in retire["detail"] and "would stop" in retire["detail"]
     assert code == 1
 
+
+
+def test_the_readme_renewal_section_is_what_psbridge_renders(tmp_path, psbridge):
+    """The README's renewal parameters validate as written, and its order table is the farm package's."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Renewing the certificate", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    kept = [line for line in block.splitlines() if not line.startswith("local_")]  # no local files here
+    text = "\n".join(['name = "renewal"', *kept, "[crm]", 'root_domain = "*.contoso.com"',
+                      'server = "crm01.contoso.local"', 'additional_servers = ["crmfe2.contoso.local"]',
+                      "[sharepoint]", 'sites = ["https://contoso.sharepoint.com/sites/salesteam"]', ""])
+    (tmp_path / "renew.toml").write_text(text)
+    assert psbridge("validate", "renew.toml").exit_code == 0
+    result = psbridge("render", "renew.toml", "--out", "out")
+    assert result.exit_code == 0, result.stderr
+    steps = [(s.index, s.id) for s in read_package(tmp_path / "out" / "renewal").steps]
+    table = []
+    for row in re.findall(r"^\| (\d\d)(?:[–,] ?(\d\d))? \| ([a-z, -]+) \|", section, re.M):
+        first, last, names = int(row[0]), int(row[1] or row[0]), [n.strip() for n in row[2].split(",")]
+        table += list(zip(range(first, last + 1), names, strict=True))
+    assert table == steps
