@@ -106,7 +106,7 @@ def _values(step_id: str, package: Package, before: dict[str, Any], after: dict[
                  if isinstance(k, dict) and str(k.get("key_id")) not in before_ids]
         for key_id in added:
             if not _GUID.fullmatch(key_id):
-                raise UserError(f"{record}: a key credential id after step 06 is not a GUID; refusing to use the record")
+                raise UserError(f"{record}: a key credential id after step spn is not a GUID; refusing to use the record")
         spn = package.plan["constants"]["crm_app_id"] + "/" + package.parameters.crm.root_domain
         had = spn.lower() in (str(n).lower() for n in _list(old.get("service_principal_names")))
         has = spn.lower() in (str(n).lower() for n in _list(new.get("service_principal_names")))

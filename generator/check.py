@@ -289,6 +289,11 @@ def _with_causes(verdict: StepVerdict, causes: Sequence[tuple[str, str]]) -> Ste
     return replace(verdict, cause="\n".join(c for c, _ in causes), fix="\n".join(f for _, f in causes))
 
 
+def _no(plan: Mapping[str, Any], step_id: str) -> str:
+    """The step's number in this package (`02`): a renewal runs the same steps in another order."""
+    return next((f"{s['index']:02d}" for s in plan.get("steps") or [] if s.get("id") == step_id), "??")
+
+
 def _expired_certificate(expected: str, not_after: _dt.datetime) -> tuple[str, str]:
     """The package's own certificate has expired: no step of this package can help."""
     return (f"the certificate {expected} expired on {_when(not_after)}; " + _FAILED_AUTHENTICATION,
@@ -380,12 +385,13 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
             if ended is not None and ended <= now:
                 causes.append((f"CRM's {kind} certificate {thumbprint} expired on {_when(ended)}; "
                                + _FAILED_AUTHENTICATION,
-                               f"run the package: step 02 puts certificate {expected} into CRM {_OURS}; Microsoft: "
+                               f"run the package: step {_no(plan, 'certificate')} puts certificate {expected} into CRM {_OURS}; "
+                               f"Microsoft: "
                                f"update or install the certificate and try again, {EXCHANGE_ONLINE}"))
         in_entra = _entra_thumbprints(entra, expected)
         if current and in_entra is not None and not in_entra & set(current):
-            steps = "step 02 puts certificate " + expected + " into CRM" + (
-                "" if expected in in_entra else " and step 06 adds its key credential in Entra ID")
+            steps = f"step {_no(plan, 'certificate')} puts certificate {expected} into CRM" + (
+                "" if expected in in_entra else f" and step {_no(plan, 'spn')} adds its key credential in Entra ID")
             causes.append((f"CRM's {kind} certificate ({before}) differs from the key credentials of the Dynamics CRM "
                            f"service principal in Entra ID ({', '.join(sorted(in_entra)) or 'none'}); "
                            + _FAILED_AUTHENTICATION,
@@ -398,9 +404,10 @@ def _certificate(plan: Mapping[str, Any], cert: dict[str, Any] | None, crm: dict
             # public) rewrites the key's ACL is unknown, and step 02's proof fails while it stands.
             fix = (f"remove the Deny entry for {account} from the private key's permissions (Certificates "
                    "snap-in of the local computer: the certificate, All Tasks, Manage Private Keys), then run the "
-                   f"package: step 02's check of the access fails while a Deny entry stands {_OURS}; " + requirement)
+                   f"package: step {_no(plan, 'certificate')}'s check of the access fails while a Deny entry stands {_OURS}; "
+                   + requirement)
         else:
-            fix = (f"run the package: step 02 runs CertificateReconfiguration.ps1 -serviceAccount {account}, which "
+            fix = (f"run the package: step {_no(plan, 'certificate')} runs CertificateReconfiguration.ps1 -serviceAccount {account}, which "
                    f"grants that account access to the private key, and then checks the access {_OURS}; "
                    + requirement)
         causes.append((f"{account} cannot read the private key of certificate {expected}" + (f" ({why})" if why else ""),
@@ -482,7 +489,7 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
                 if replaces else "adds a credential valid from the certificate's NotBefore through its NotAfter; "
                 "the expired one stays (Remove-MsolServicePrincipalCredential removes it)")
         causes.append((f"expired: the key credential of certificate {expected} in Entra ID ended on {ended}",
-                       f"run the package: step 06 {what} {_OURS}; Microsoft: the credential's end date must be on "
+                       f"run the package: step {_no(plan, 'spn')} {what} {_OURS}; Microsoft: the credential's end date must be on "
                        f"or before the certificate's, otherwise an OAuth token will not be issued, {MSOL_CREDENTIAL}"))
     crm_thumbprints = [t for t, _ in _crm_certificates(crm)]
     in_entra = _entra_thumbprints(entra, expected)
@@ -490,7 +497,7 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
         causes.append((f"CRM's {(crm or {}).get('certificate_type')} certificate {expected} differs from the key "
                        "credentials of the Dynamics CRM service principal in Entra ID "
                        f"({', '.join(sorted(in_entra)) or 'none'}); " + _FAILED_AUTHENTICATION,
-                       f"run the package: step 06 adds the key credential of certificate {expected} {_OURS}; "
+                       f"run the package: step {_no(plan, 'spn')} adds the key credential of certificate {expected} {_OURS}; "
                        f"Microsoft: update or install the certificate and try again, {EXCHANGE_ONLINE}"))
     if not has_name:
         changes.append(f"add SPN {spn}")
@@ -499,7 +506,7 @@ def _spn(plan: Mapping[str, Any], cert: dict[str, Any] | None, entra: dict[str, 
                        + (f" (it has {', '.join(others)})" if others else "")
                        + "; Microsoft: \"Failed Authentication\" can occur when one or more of the server-based "
                        "authentication configuration steps were not completed",
-                       f"run the package: step 06 adds {spn} and keeps the other names {_OURS}; the article's step 6 "
+                       f"run the package: step {_no(plan, 'spn')} adds {spn} and keeps the other names {_OURS}; the article's step 6 "
                        "sets this SPN with the domain where the Dynamics 365 Server is located, " + SEQUENCE))
     before = f"{len(keys)} credential(s), {len(names)} SPN(s)"
     kept = len(keys) - (len(short) if replaces else 0)

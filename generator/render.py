@@ -534,8 +534,9 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     setup = _crlf_bom(setup_text)
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
     backouts = backouts_for(params)
-    rollback = {b.script: _crlf_bom(ps_env.get_template(b.template(params.profile)).render(p=params,
-                                                                                      c=constants_for(params)))
+    numbers = {s.id: Trusted(f"{s.index:02d}") for s in steps}
+    rollback = {b.script: _crlf_bom(ps_env.get_template(b.template(params.profile)).render(
+                    p=params, c=constants_for(params), n=numbers))
                 for b in backouts if b.script}
     review = wrap_markdown(md_env.get_template("REVIEW.md.j2").render(
         p=params,
@@ -555,7 +556,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                                                                                      exclude_none=True)))],
         cert=certificate,
         renewal=_renewal_review(params, steps, certificate, replaced),
-        n={s.id: Trusted(f"{s.index:02d}") for s in steps},
+        n=numbers,
         main_range=Trusted(_ranges([s.index for s in steps if s.runs_on == "main"])),
         probes=[_shown(f, b) for f, b in probes.items()],
         lock=_shown(LOCK_SCRIPT, lock),
