@@ -183,6 +183,23 @@ def pki(tmp_path: Path):
     return make_pki(tmp_path / "pki")
 
 
+#: The additional servers of a farm in the tests: each its own loopback peer on the main peer's port.
+FARM = ["127.0.0.2", "127.0.0.3"]
+
+
+@pytest.fixture
+def farm(http_peer: WinRMPeer, ntlm_users: dict[str, str]):
+    """One peer (and engine) per additional server (FARM), on the main peer's port."""
+    peers = []
+    for address in FARM:
+        farm_engine = Engine()
+        peer = WinRMPeer(farm_engine, ntlm_users, max_wait=5, address=(address, http_peer.port)).start()
+        peers.append((peer, farm_engine))
+    yield peers
+    for peer, _ in peers:
+        peer.stop()
+
+
 @pytest.fixture
 def https_peer(engine: Engine, ntlm_users: dict[str, str], pki):
     with WinRMPeer(engine, ntlm_users, tls=pki.server_context(), cert_der=pki.cert_der, max_wait=5) as peer:

@@ -15,27 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import O365_USER, PFX_PASSWORD, USER
+from conftest import FARM, O365_USER, PFX_PASSWORD, USER
 from generator.cli import main
 from generator.package import read_package
 from winrm_peer import Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
 from winrm_peer.package import make_package
 
-FARM = ["127.0.0.2", "127.0.0.3"]
 STEP9 = "# psbridge step 09: additional-servers"
-
-
-@pytest.fixture
-def farm(http_peer: WinRMPeer, ntlm_users: dict[str, str]):
-    """One peer (and engine) per additional server, on the main peer's port."""
-    peers = []
-    for address in FARM:
-        engine = Engine()
-        peer = WinRMPeer(engine, ntlm_users, max_wait=5, address=(address, http_peer.port)).start()
-        peers.append((peer, engine))
-    yield peers
-    for peer, _ in peers:
-        peer.stop()
 
 
 @pytest.fixture

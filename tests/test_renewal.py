@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import certfactory as cf
-from conftest import check_args, run_args
+from conftest import FARM, check_args, run_args
 from generator.cli import main
 from generator.package import read_package
 from probe_states import CRM_APP, IN_STORE, OTHER, SERVER, SPN, THUMB, _cert, _crm, _entra
@@ -26,23 +26,9 @@ from pwsh_grammar import syntax_errors
 from winrm_peer import Engine, ErrorSpec, Reply, WinRMPeer
 from winrm_peer.package import make_package, parameters_for
 
-FARM = ["127.0.0.2", "127.0.0.3"]
 #: The certificate in use that the renewal replaces (probe_states' OTHER); the new one is THUMB.
 OLD = OTHER
 GRAPH_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.renewal-test-token"
-
-
-@pytest.fixture
-def farm(http_peer: WinRMPeer, ntlm_users: dict[str, str]):
-    """One peer (and engine) per additional server, on the main peer's port."""
-    peers = []
-    for address in FARM:
-        engine = Engine()
-        peer = WinRMPeer(engine, ntlm_users, max_wait=5, address=(address, http_peer.port)).start()
-        peers.append((peer, engine))
-    yield peers
-    for peer, _ in peers:
-        peer.stop()
 
 
 @pytest.fixture
