@@ -289,7 +289,7 @@ BACKOUTS: dict[str, Backout] = {
         "certificate", ("certificate", "crm"),
         manual="The previous S2S certificate's private key is not in the package, so psbridge cannot put it back. "
         "By hand: run CertificateReconfiguration.ps1 -updateCrm with the previous certificate's PFX (its "
-        "thumbprint is in the run record's state before step 02), then remove the new certificate from "
+        "thumbprint is in the run record's state before the certificate step), then remove the new certificate from "
         "LocalMachine\\My if no other service uses it.",
     ),
     "spn": Backout("spn", ("entra",), script="rollback/06-spn.ps1", needs=("session", "connect")),
@@ -314,9 +314,22 @@ IRREVERSIBLE = ("After the Enable Server-Based SharePoint Integration wizard, th
                 "client-based authentication (the Microsoft Dynamics CRM List Component).")
 
 
+#: A renewal's spn step is not backed out by a script: removing the new key credential while CRM
+#: signs with the new certificate (after the switch) is the outage the renewal avoids.
+RENEWAL_SPN_BACKOUT = Backout(
+    "spn", ("entra",),
+    manual="Only once CRM signs with the replaced certificate again (the switch backed out, see the certificate "
+    "step): remove the new certificate's key credential from the Dynamics CRM service principal by hand; its key "
+    "id is in the run record's state after this step. While CRM uses the new certificate, that credential must "
+    "stay. psbridge sends no script for it: a back-out run cannot see which certificate CRM's processes use.",
+)
+
+
 def backouts_for(params: Parameters) -> list[Backout]:
     """The back-out of each state-changing step of a package with these parameters, in step order."""
-    return [BACKOUTS[s.id] for s in steps_for(params) if s.changes_state]
+    renewal = is_renewal(params)
+    return [RENEWAL_SPN_BACKOUT if renewal and s.id == "spn" else BACKOUTS[s.id]
+            for s in steps_for(params) if s.changes_state]
 
 
 #: The run lock script (`psbridge run` sends it before the first step; `check` never does).

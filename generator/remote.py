@@ -267,8 +267,14 @@ class PSRPSession:
         if report.state != "Completed" or report.errors or report.transport_error:
             raise ConnectFailure("the remote session refused to set $ErrorActionPreference = 'Stop'")
 
-    def run_step(self, script: str, parameters: Mapping[str, Any], timeout: float) -> PipelineReport:
-        """One pipeline: send the script and its parameters, poll to a deadline, stop on expiry."""
+    def run_step(self, script: str, parameters: Mapping[str, Any], timeout: float, *,
+                 local_scope: bool = False) -> PipelineReport:
+        """One pipeline: send the script and its parameters, poll to a deadline, stop on expiry.
+
+        A step runs dot-sourced (its variables, such as step 05's $Certificate, are what later steps
+        use); `local_scope` runs a read-only probe in a scope of its own, so that nothing it assigns
+        outlives it and changes what a later step sees.
+        """
         import xml.etree.ElementTree as ET
 
         import requests
@@ -278,7 +284,7 @@ class PSRPSession:
 
         transport_errors = (requests.exceptions.RequestException, WinRMError, OSError, ET.ParseError)
         ps = PowerShell(self.pool)
-        ps.add_script(script)
+        ps.add_script(script, use_local_scope=True if local_scope else None)
         for name, value in parameters.items():
             ps.add_parameter(name, value)
         deadline = time.monotonic() + timeout
@@ -782,7 +788,7 @@ def run_probes(session: PSRPSession, probes: Mapping[str, str], timeout: float,
     answers: dict[str, dict[str, Any] | None] = {}
     notes: list[str] = []
     for name, text in probes.items():
-        report = session.run_step(text, {}, timeout)
+        report = session.run_step(text, {}, timeout, local_scope=True)
         if classify(report) is not Outcome.OK:
             reason = report.errors[0].message if report.errors else (report.transport_error or report.state)
             notes.append(redact(f"probe {name} failed: {reason}"))

@@ -388,9 +388,14 @@ def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) 
     for step in steps:
         text = ps_env.get_template(step.template(params.profile)).render(
             p=params, c=constants_for(params), step=step, cert=certificate, header=_header(step, steps),
-            renewal=_renewal_view(params, steps))
+            renewal=_renewal_view(params, steps), n=_numbers(steps))
         out.append(RenderedStep(step, text, _crlf_bom(text)))
     return out
+
+
+def _numbers(steps: tuple[Step, ...]) -> dict[str, Trusted]:
+    """Each step's number by id (`{"spn": "06"}`): what the texts say, since a renewal renumbers the steps."""
+    return {s.id: Trusted(f"{s.index:02d}") for s in steps}
 
 
 def _header(step: Step, steps: tuple[Step, ...]) -> Trusted:
@@ -530,11 +535,12 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     steps_digest = digest_of(listing_of({r.step.file: r.data for r in rendered}))
     setup_text = ps_env.get_template("setup.ps1.j2").render(
         p=params, steps=main_views, elsewhere=elsewhere, version=Trusted(__version__), steps_digest=steps_digest,
-        last_index=max(v["index"] for v in main_views), pause=_setup_pause(main_views, elsewhere))
+        last_index=max(v["index"] for v in main_views), pause=_setup_pause(main_views, elsewhere),
+        renewal=is_renewal(params), n=_numbers(steps))
     setup = _crlf_bom(setup_text)
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
     backouts = backouts_for(params)
-    numbers = {s.id: Trusted(f"{s.index:02d}") for s in steps}
+    numbers = _numbers(steps)
     rollback = {b.script: _crlf_bom(ps_env.get_template(b.template(params.profile)).render(
                     p=params, c=constants_for(params), n=numbers))
                 for b in backouts if b.script}

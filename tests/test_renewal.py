@@ -91,19 +91,19 @@ def test_retire_previous_removes_only_after_verification_and_never_the_new_crede
     text = read_package(renewal(tmp_path, profile)).text("steps/11-retire-previous.ps1")
     removal = ("Update-MgServicePrincipal -ServicePrincipalId" if profile == "graph"
                else "Remove-MsolServicePrincipalCredential -AppPrincipalId")
-    guard = text.index("if ($PSBridgeVerified -ne $Certificate.Thumbprint)")
+    guard = text.index("if ($PSBridgeVerified -ne $Renewed.Thumbprint)")
     unknown = text.index("if ($Unknown.Count -gt 0)")
     own = text.index("if (-not $HasOwn)")
     assert guard < own < unknown < text.index(removal)  # every stop comes before the one removal
     assert text.count(removal) == 1
     # The new certificate's credential is kept; only the replaced one and expired ones are retired.
-    assert "if ($Key.Value -eq $CredentialValue) {\n        $HasOwn = $true\n        $Keep.Add($Key)" in \
+    assert "if ($Key.Value -ceq $RenewedValue) {\n        $HasOwn = $true\n        $Keep.Add($Key)" in \
         text.replace("\r\n", "\n")
     assert "$Key.Thumbprint -eq $Replaces -or ($null -ne $Key.EndDate -and $Key.EndDate -lt $Now)" in text
     assert f"$Replaces = '{OLD}'" in text
     verify = read_package(renewal(tmp_path / "again", profile)).text("steps/10-verify.ps1")
     assert "$PSBridgeVerified = ''" in verify and verify.rstrip().splitlines()[-2] == \
-        "$PSBridgeVerified = $Certificate.Thumbprint"
+        "$PSBridgeVerified = $Renewed.Thumbprint"
 
 
 @pytest.mark.parametrize("profile", ["graph", "msonline"])
@@ -219,6 +219,24 @@ def test_a_renewal_run_sends_add_new_then_install_then_switch_then_verify_then_r
     assert sum(s.startswith("# psbridge lock:") for s in engine.scripts()) == 1
     assert "Renewal done" in out and f"remove the replaced certificate {OLD}" in out
     assert "Enable Server-Based SharePoint Integration wizard (manual" not in out
+
+
+def test_the_state_probes_between_steps_cannot_change_what_verify_sees(tmp_path, http_peer, engine, graph_env,
+                                                                         capsys):
+    """A probe's variables ($Certificate in the crm probe) must not outlive it in the run's session.
+
+    Steps run dot-sourced, so that step 04's $Certificate reaches the later steps; the read-only
+    probes `run` sends around each change ran the same way, and the crm probe's $Certificate (CRM's
+    own certificate) replaced the package's before verify. Probes now run in a scope of their own.
+    """
+    pkg = renewal(tmp_path, farm=False)
+    assert main(run_args(pkg, http_peer)) == 0, capsys.readouterr()
+    probes = [p for p in engine.pipelines if p.script.startswith("# psbridge probe: ")]
+    steps = [p for p in engine.pipelines if p.script.startswith("# psbridge step ")]
+    assert probes and all(p.local_scope == [True] for p in probes)
+    assert steps and all(p.local_scope == [False] for p in steps)
+    verify = read_package(pkg).text("steps/09-verify.ps1")
+    assert "$Renewed.Import('C:\\certs\\s2s.cer')" in verify  # it reads the .cer itself, too
 
 
 @pytest.mark.parametrize("failing", ["05 spn", "07 certificate", "10 verify"])

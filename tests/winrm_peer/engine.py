@@ -81,6 +81,9 @@ class RecordedPipeline:
     #: One entry per command: (command text, is_script, parameters name -> decoded value).
     commands: list[tuple[str, bool, dict[str, Any]]]
     stopped: bool = False
+    #: Per command: whether it runs in a scope of its own (UseLocalScope) instead of dot-sourced
+    #: into the session's scope, where its variables would outlive it.
+    local_scope: list[bool] = field(default_factory=list)
 
     @property
     def script(self) -> str:

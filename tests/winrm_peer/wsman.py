@@ -372,10 +372,12 @@ class WSManService:
         for command in event.pipeline.commands:
             params = {str(name): decode_value(value) for name, value in command.parameters if name is not None}
             commands.append((str(command.command_text), bool(command.is_script), params))
+        local_scope = [bool(getattr(command, "use_local_scope", False)) for command in event.pipeline.commands]
         with self._lock:
             self._seq += 1
             seq = self._seq
-        record = RecordedPipeline(seq, shell.shell_id, str(event.pipeline_id).upper(), commands)
+        record = RecordedPipeline(seq, shell.shell_id, str(event.pipeline_id).upper(), commands,
+                                  local_scope=local_scope)
         pipe.record = record
         reply: Reply = self.engine.receive(record)
 
