@@ -646,7 +646,7 @@ def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | Non
     verdicts = []
     for step in plan["steps"]:
         if step.get("runs_on") == "additional":
-            verdicts += [_on_additional_server(plan, step["index"], host, (per_server or {}).get(host))
+            verdicts += [on_additional_server(plan, step["index"], host, (per_server or {}).get(host))
                          for host in plan["parameters"]["crm"].get("additional_servers") or []]
             continue
         verdict = by_id.get(step["id"]) or StepVerdict(step["index"], step["id"], "session",
@@ -657,7 +657,7 @@ def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | Non
     return CheckReport(verdicts, notes, expiry=_expiry(plan, cert, crm, entra, now), warn_days=warn_days)
 
 
-def _on_additional_server(plan: Mapping[str, Any], index: int, host: str,
+def on_additional_server(plan: Mapping[str, Any], index: int, host: str,
                           answers: Mapping[str, dict[str, Any] | None] | None) -> StepVerdict:
     """Step 09 on one additional server: the certificate in its store, with a key the service account reads."""
     step = (index, ADDITIONAL_SERVERS_STEP.id)

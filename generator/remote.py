@@ -537,6 +537,11 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     all_results: list[Any] = []
     try:
         for target, steps, from_server in targets:
+            gate = _switch_gate(package, steps, from_server, conn, winrm_password, settings, redact, both)
+            if gate is not None:
+                return _end(both, ExitCode.FAILED, done and [f"Done before: {'; '.join(done)}."] or [], gate,
+                            stopped_at=next(s.index for s in steps if s.id == "certificate"),
+                            reason="farm-not-ready", results=all_results)
             # The main server keeps one session (and its lock, and the session steps' state) for the
             # whole run: a renewal comes back to it after the additional servers.
             reuse = from_server is None and main_session is not None
@@ -593,6 +598,31 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         for session in reversed(sessions):
             session.close()
         record.close()
+
+
+def _switch_gate(package: Package, steps: list[PackageStep], from_server: str | None, conn: Connection,
+                 winrm_password: str | None, settings: RunSettings, redact: Redactor,
+                 both: Callable[[dict[str, Any]], None]) -> list[str] | None:
+    """Before a renewal's switch on the main server: None when every additional server holds the
+    new certificate, else the summary of a run that stops here (nothing of the switch is sent)."""
+    from .catalogue import is_renewal
+
+    if from_server is not None or not is_renewal(package.parameters) or not any(s.id == "certificate" for s in steps):
+        return None
+    farm = next((s for s in package.steps if s.spec.runs_on == "additional"), None)
+    if farm is None:
+        return None
+    problems = farm_not_ready(package, conn, winrm_password, settings.step_timeout, redact)
+    both({"event": "farm-gate", "servers": list(package.parameters.crm.additional_servers or []),
+          "ready": not problems, "problems": problems})
+    if not problems:
+        return None
+    switch = next(s for s in steps if s.id == "certificate")
+    again = ContinueCommand(str(package.path), conn.continue_options() + settings.options())
+    return ([f"Not sent: step {switch.index:02d} ({switch.id}) would switch CRM to the new certificate, but not "
+             "every additional server holds it:"] + [f"  {line}" for line in problems]
+            + [f"Install it there first (step {farm.index:02d} changes nothing where it is in place), then the "
+               "run goes on:", f"  {again.at(farm.index)}"])
 
 
 def _targets(selected: list[PackageStep], conn: Connection,
@@ -677,9 +707,14 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
     )
     result = executor.run(session)
     summary = list(result.summary)
-    if result.exit_code == ExitCode.UNKNOWN and next_server is not None:
-        summary += ["or, if it did take effect, continue with the next server:",
-                    f"  {replace(continue_command, from_server=next_server).at(steps[0].index)}"]
+    if result.exit_code == ExitCode.UNKNOWN and from_server is not None:
+        later = [s.index for s in package.steps if s.index > steps[-1].index]
+        if next_server is not None:
+            summary += ["or, if it did take effect, continue with the next server:",
+                        f"  {replace(continue_command, from_server=next_server).at(steps[0].index)}"]
+        elif later:  # a renewal: the main server's steps after the additional servers'
+            summary += ["or, if it did take effect, continue on the main server:",
+                        f"  {replace(continue_command, from_server=None).at(later[0])}"]
     return _HostOutcome(result.exit_code, summary, result.stopped_at, result.reason, result.results)
 
 
@@ -893,6 +928,50 @@ def _main_answers(session: PSRPSession, package: Package, entra_steps: list[Pack
     return answers, notes
 
 
+def _additional_answers(package: Package, conn: Connection, winrm_password: str | None, timeout: float,
+                        redact: Callable[[str], str], progress: Progress | None = None,
+                        ) -> tuple[dict[str, Any], list[str]]:
+    """Each additional server's server and certificate probe answers (None: not reachable), and notes."""
+    per_server: dict[str, Any] = {}
+    notes: list[str] = []
+    for host in package.parameters.crm.additional_servers or []:
+        try:
+            there = open_session(replace(conn, host=host), winrm_password, redact, exchange_keys=False)
+        except ConnectFailure as exc:
+            notes.append(f"server {host}: could not connect: {exc}")
+            per_server[host] = None
+            continue
+        try:
+            found, probe_notes = run_probes(there, {k: v for k, v in package.probes.items()
+                                                    if k in ("server", "certificate")}, timeout, redact, progress)
+        finally:
+            there.close()
+        per_server[host] = found
+        notes += [f"server {host}: {note}" for note in probe_notes]
+    return per_server, notes
+
+
+def farm_not_ready(package: Package, conn: Connection, winrm_password: str | None, timeout: float,
+                   redact: Callable[[str], str]) -> list[str]:
+    """Why CRM must not be switched yet: each additional server that does not show the new certificate.
+
+    A renewal's switch makes CRM sign with the new key on every Web Application server, so each
+    of them must hold it (with a private key the service account can read) first. `run` asks the
+    servers themselves, with the read-only probes, whatever the run did before: a resumed run
+    (`--from-step`, `--from-server`) may not have installed it everywhere.
+    """
+    from .check import on_additional_server
+
+    farm = next((s for s in package.steps if s.spec.runs_on == "additional"), None)
+    if farm is None:
+        return []
+    per_server, notes = _additional_answers(package, conn, winrm_password, timeout, redact)
+    verdicts = [on_additional_server(package.plan, farm.index, host, per_server.get(host))
+                for host in package.parameters.crm.additional_servers or []]
+    problems = [f"{v.detail} ({v.verdict})" for v in verdicts if v.verdict != "in place"]
+    return [redact(line) for line in problems + (notes if problems else [])]
+
+
 def check_package(package: Package, conn: Connection, winrm_password: str | None, secrets: StepSecrets, *,
                   entra: bool, timeout: float, progress: Progress | None = None) -> Any:
     """`psbridge check`: connect, probe, judge, disconnect; then each additional server's probes.
@@ -909,21 +988,8 @@ def check_package(package: Package, conn: Connection, winrm_password: str | None
         session.close()
     from .check import evaluate
 
-    per_server: dict[str, Any] = {}
-    for host in package.parameters.crm.additional_servers or []:
-        try:
-            there = open_session(replace(conn, host=host), winrm_password, redact, exchange_keys=False)
-        except ConnectFailure as exc:
-            notes.append(f"server {host}: could not connect: {exc}")
-            per_server[host] = None
-            continue
-        try:
-            found, probe_notes = run_probes(there, {k: v for k, v in package.probes.items()
-                                                    if k in ("server", "certificate")}, timeout, redact, progress)
-        finally:
-            there.close()
-        per_server[host] = found
-        notes += [f"server {host}: {note}" for note in probe_notes]
+    per_server, more_notes = _additional_answers(package, conn, winrm_password, timeout, redact, progress)
+    notes += more_notes
     report = evaluate(package.plan, answers, per_server)
     report.notes.extend(notes)
     report.readings.update({"main": answers, "additional": per_server})

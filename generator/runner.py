@@ -386,6 +386,9 @@ class Executor:
         results: list[StepResult] = []
         for step in self.selected:
             text, digest = step.text, step.sha256
+            if getattr(session, "broken", False):
+                # A probe (or an earlier pipeline) lost the connection: nothing more goes over it.
+                return self._finish(results, stopped_at=step, reason="connection-lost")
             unmet = self._skipped_needs(step, results)
             if unmet:
                 # --step: the operator skipped a step this one needs (a renewal's retire-previous
@@ -481,7 +484,12 @@ class Executor:
         else:
             label = f"step {stopped_at.index:02d} ({stopped_at.id})"
             nxt = self._next_index(stopped_at.index)
-            if reason == "failed":
+            if reason == "connection-lost":
+                exit_code = ExitCode.FAILED
+                summary.append(f"Stopped: the connection was lost before {label}; nothing of it was sent.")
+                summary.append("Check the connection, then continue with:")
+                summary.append(f"  {self.continue_command.at(stopped_at.index)}")
+            elif reason == "failed":
                 exit_code = ExitCode.FAILED
                 summary.append(f"Stopped: {label} failed; no later step was sent.")
                 summary.append("Fix the cause of the error above, then continue with:")
@@ -534,6 +542,13 @@ class Executor:
         return lines
 
     def _next_index(self, index: int) -> int | None:
+        """The step after `index`, to continue after an UNKNOWN one; None on an additional server.
+
+        There `--from-server` goes only with that server's step: the caller says how to go on
+        (the next server, or the main server's next step).
+        """
+        if self.continue_command.from_server is not None:
+            return None
         later = [s.index for s in self.steps if s.index > index]
         return later[0] if later else None
 

@@ -47,6 +47,13 @@ def renewal(tmp_path: Path, profile: str = "graph", farm: bool = True) -> Path:
     return write_package(render_package(parse_parameters(data)), tmp_path / "output")
 
 
+def holds_new_certificate(farm_engine: Engine) -> None:
+    """The additional server answers the probes with the new certificate in place (run asks before the switch)."""
+    for name in ("server", "certificate"):
+        farm_engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(
+            SERVER if name == "server" else _cert([IN_STORE]))]))
+
+
 def sent(engine: Engine) -> list[str]:
     """`NN id` of every step script the engine received, in order."""
     out = []
@@ -200,6 +207,8 @@ def test_a_local_copy_of_the_replaced_certificate_must_be_it_and_have_another_su
 def test_a_renewal_run_sends_add_new_then_install_then_switch_then_verify_then_retire(tmp_path, http_peer, engine,
                                                                                       farm, graph_env, capsys):
     pkg = renewal(tmp_path)
+    for _, farm_engine in farm:
+        holds_new_certificate(farm_engine)
     assert main(run_args(pkg, http_peer)) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert sent(engine) == ["01 prerequisites", "02 session", "03 connect", "04 set-certificate", "05 spn",
@@ -213,6 +222,9 @@ def test_a_renewal_run_sends_add_new_then_install_then_switch_then_verify_then_r
     assert order.index("spn") < order.index("additional-servers") < order.index("certificate") \
         < order.index("verify") < order.index("retire-previous")
     assert [h for i, h in ends if i == "additional-servers"] == FARM
+    gate = [e for e in events if e["event"] == "farm-gate"]  # asked right before the switch
+    assert [g["ready"] for g in gate] == [True]
+    assert events.index(gate[0]) < next(i for i, e in enumerate(events) if e.get("id") == "certificate")
     # The main server keeps one session and one lock across the additional servers (the session
     # steps' variables, such as the Graph connection, are what verify and retire-previous use).
     assert len({p.shell_id for p in engine.pipelines}) == 1
@@ -243,6 +255,8 @@ def test_the_state_probes_between_steps_cannot_change_what_verify_sees(tmp_path,
 def test_retire_previous_never_runs_after_a_failure_or_a_failed_verification(tmp_path, http_peer, engine, farm,
                                                                              graph_env, capsys, failing):
     pkg = renewal(tmp_path)
+    for _, farm_engine in farm:
+        holds_new_certificate(farm_engine)
     number, step_id = failing.split()
     engine.when(f"# psbridge step {number}/11: {step_id} -",
                 Reply(terminating=ErrorSpec("Verification failed; nothing is retired")))
@@ -263,6 +277,36 @@ def test_a_failure_on_an_additional_server_keeps_crm_on_the_old_certificate(tmp_
     out = capsys.readouterr().out
     line = next(l.strip() for l in out.splitlines() if l.strip().startswith("psbridge run "))
     assert line.endswith(f"--from-step 6 --from-server {FARM[1]}")
+
+
+def test_a_resumed_run_does_not_switch_crm_before_every_additional_server_holds_the_certificate(
+        tmp_path, http_peer, engine, farm, graph_env, capsys):
+    """`--from-step 7` (or a --from-server resume) skips step 06: run asks each additional server first."""
+    pkg = renewal(tmp_path)
+    holds_new_certificate(farm[0][1])  # 127.0.0.3 never got step 06: its store is empty
+    farm[1][1].when("# psbridge probe: server ", Reply(output=[json.dumps(SERVER)]))
+    farm[1][1].when("# psbridge probe: certificate ", Reply(output=[json.dumps(_cert([]))]))
+    assert main(run_args(pkg, http_peer, "--from-step", "7")) == 1
+    assert "07 certificate" not in sent(engine) and "11 retire-previous" not in sent(engine)
+    out = capsys.readouterr().out
+    assert "Not sent: step 07 (certificate) would switch CRM to the new certificate" in out
+    assert f"{FARM[1]}: not in LocalMachine\\My (will change)" in out
+    assert out.rstrip().splitlines()[-2].strip().endswith("--from-step 6")  # the command that installs it
+    events = [json.loads(line) for line in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
+    assert events[-1]["reason"] == "farm-not-ready" and events[-1]["stopped_at"] == 7
+
+
+def test_an_unknown_outcome_on_an_additional_server_never_advises_an_invalid_resume(tmp_path, http_peer, engine,
+                                                                                   farm, graph_env, capsys):
+    pkg = renewal(tmp_path)
+    farm[0][1].when("# psbridge step 06: additional-servers", Reply(hang=True))
+    assert main(run_args(pkg, http_peer, "--step-timeout", "1")) == 4
+    out = capsys.readouterr().out
+    commands = [line.strip() for line in out.splitlines() if line.strip().startswith("psbridge run ")]
+    assert commands and all("--from-server" not in c or c.endswith(("--from-server 127.0.0.2",
+                                                                        "--from-server 127.0.0.3")) for c in commands)
+    assert all(" --from-step 6" in c for c in commands if "--from-server" in c)
+    assert "07 certificate" not in sent(engine)
 
 
 def test_skipping_verify_with_step_never_sends_retire_previous(tmp_path, http_peer, engine, graph_env,
@@ -354,3 +398,16 @@ def test_the_readme_renewal_section_is_what_psbridge_renders(tmp_path, psbridge)
         first, last, names = int(row[0]), int(row[1] or row[0]), [n.strip() for n in row[2].split(",")]
         table += list(zip(range(first, last + 1), names, strict=True))
     assert table == steps
+
+
+def test_a_connection_lost_by_a_state_probe_sends_no_further_step(tmp_path, http_peer, engine, graph_env, capsys):
+    """The probe after spn loses the connection: the switch is not sent over it (it was, reported UNKNOWN)."""
+    pkg = renewal(tmp_path, farm=False)
+    engine.when(lambda p: p.script.startswith("# psbridge probe: entra ")
+                and any(q.script.startswith("# psbridge step 05/10: spn") for q in engine.pipelines[:-1]),
+                Reply(drop=True))
+    assert main(run_args(pkg, http_peer)) == 1
+    assert sent(engine)[-1] == "05 spn"
+    out = capsys.readouterr().out
+    assert "Stopped: the connection was lost before step 06 (certificate); nothing of it was sent." in out
+    assert out.rstrip().splitlines()[-2].strip().endswith("--from-step 6")
