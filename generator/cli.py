@@ -1017,6 +1017,14 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
         problems = list(exc.problems) if isinstance(exc, UserError) else [str(exc)]
         _record_attempt(log, "run", package, "failed", host=conn.host, problems=problems)
         raise
+    except KeyboardInterrupt:
+        # Ctrl-C between steps (say, while connecting to the next server): the record's end says
+        # so, and the audit log gets its end line with the record's sha256, so that `rollback`
+        # can still believe the record of what did run.
+        if seen.get("record"):
+            _record_attempt(log, "run", package, "interrupted", host=conn.host, **_record_facts(seen["record"]))
+        click.echo("psbridge: interrupted between steps; the run record says what ran", err=True)
+        raise click.exceptions.Exit(130) from None
     outcome = {0: "ok", 1: "failed", 4: "unknown", 5: "unverified"}.get(result.exit_code, f"exit {result.exit_code}")
     try:
         entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected],

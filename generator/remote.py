@@ -699,7 +699,15 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
         _force_unlock(session, lock_text, settings, emit_here, audit, redact)
     locked = None if opened else _take_server_lock(session, lock_text, settings, emit_here, redact)
     if locked is not None:
-        return locked
+        if nothing_ran:
+            return locked
+        # Steps already ran elsewhere in this run: "run this command again" would send them again.
+        return _HostOutcome(locked.exit_code, [
+            locked.summary[0],
+            f"Nothing was sent to {host}. When the other run there has ended, continue with:",
+            f"  {continue_command.at(steps[0].index)}",
+            f"If it crashed, add --force-unlock to that command to close its stale session on {host} first."],
+            steps[0].index, "locked")
     executor = Executor(
         package.steps, steps, lambda step: step_parameters(step, secrets), emit_here, redact, continue_command,
         step_timeout=settings.step_timeout, confirm=confirm, emit_end=False,

@@ -521,6 +521,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     `replaced`: a renewal's facts of the certificate it replaces (`certificates.replaced_certificate`),
     or None.
     """
+    _check_renewal_facts(params, certificate, replaced)
     ps_env, md_env = _environments()
     steps = steps_for(params)
     rendered = render_steps(params, certificate)
@@ -595,6 +596,20 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = plan_json_bytes(plan)
     return Rendered(name=params.name, files=files_out)
+
+
+def _check_renewal_facts(params: Parameters, certificate: dict[str, Any] | None,
+                         replaced: dict[str, Any] | None) -> None:
+    """Refuse facts that contradict `replaces` (render checks the files; a package re-renders plan.json's facts).
+
+    REVIEW.md shows them to the board: a plan.json whose replaced certificate is another one, or
+    whose own certificate is the replaced one, must not render into a review that looks right.
+    """
+    replaces = (params.certificate.replaces or "").upper()
+    if replaced is not None and str(replaced.get("thumbprint") or "").upper() != replaces:
+        raise ValueError("the replaced certificate's facts are not of certificate.replaces")
+    if replaces and certificate is not None and str(certificate.get("thumbprint") or "").upper() == replaces:
+        raise ValueError("the package's own certificate is the one certificate.replaces names")
 
 
 def _ranges(indexes: list[int]) -> str:

@@ -411,3 +411,71 @@ def test_a_connection_lost_by_a_state_probe_sends_no_further_step(tmp_path, http
     out = capsys.readouterr().out
     assert "Stopped: the connection was lost before step 06 (certificate); nothing of it was sent." in out
     assert out.rstrip().splitlines()[-2].strip().endswith("--from-step 6")
+
+
+def test_a_plan_json_whose_replaced_certificate_is_another_one_fails_the_package_gate(tmp_path, psbridge):
+    """REVIEW.md is rendered from plan.json's facts: facts that contradict `replaces` are refused, not shown."""
+    old = cf.cert(cf.name(CN="crm.contoso.com"), not_after=cf.NOW + timedelta(days=20))
+    cf.write(tmp_path / "old.cer", cf.der(old))
+    params = _write_params(tmp_path, replaces=thumbprint_of(old), local_replaced="old.cer")
+    assert psbridge("render", params, "--out", "out").exit_code == 0
+    pkg = tmp_path / "out" / "contoso"
+    assert "files match plan.json and psbridge's render" in psbridge("show", pkg).stdout
+    plan = json.loads((pkg / "plan.json").read_text())
+    plan["replaced_certificate"].update(thumbprint="C" * 40, not_after="2099-12-31T00:00:00Z")
+    (pkg / "plan.json").write_text(json.dumps(plan))
+    result = psbridge("show", pkg)
+    assert "psbridge cannot render these recorded facts" in result.stdout + result.stderr
+
+
+def test_render_refuses_facts_that_contradict_replaces():
+    from generator.parameters import parse_parameters
+    from generator.render import render_package
+
+    data = parameters_for(server="crm01.contoso.local")
+    data["certificate"]["replaces"] = OLD
+    params = parse_parameters(data)
+    with pytest.raises(ValueError, match="not of certificate.replaces"):
+        render_package(params, None, {"thumbprint": "C" * 40, "subject": "CN=x", "not_after": "2099-01-01T00:00:00Z"})
+    with pytest.raises(ValueError, match="own certificate is the one certificate.replaces names"):
+        render_package(params, {"thumbprint": OLD.lower(), "subject": "CN=x"})
+
+
+def test_ctrl_c_between_servers_still_ends_the_audit_line_with_the_record(tmp_path, http_peer, engine, farm,
+                                                                           graph_env, monkeypatch, capsys):
+    """Ctrl-C while connecting to an additional server, after spn changed Entra ID: exit 130, and the
+    audit log's end line carries the run record's sha256 (rollback believes only such a record)."""
+    from generator import remote
+    from generator.files import sha256_hex
+
+    pkg = renewal(tmp_path)
+    real_open = remote.PSRPSession.open
+
+    def open_or_interrupt(self, *, exchange_keys):  # type: ignore[no-untyped-def]
+        if self.conn.host == FARM[0]:
+            raise KeyboardInterrupt
+        return real_open(self, exchange_keys=exchange_keys)
+
+    monkeypatch.setattr(remote.PSRPSession, "open", open_or_interrupt)
+    assert main(run_args(pkg, http_peer)) == 130
+    assert sent(engine)[-1] == "05 spn"
+    record = next((pkg / "runs").glob("*.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    runs = [(line["outcome"], line["details"]) for line in lines if line["action"] == "run"]
+    assert [o for o, _ in runs] == ["started", "interrupted"]
+    assert runs[-1][1]["record_sha256"] == sha256_hex(record.read_bytes())
+    assert json.loads(record.read_text().splitlines()[-1])["exit_code"] == 130
+
+
+def test_a_farm_server_locked_by_another_run_gets_a_continue_command_not_run_again(tmp_path, http_peer, engine, farm,
+                                                                                 graph_env, capsys):
+    """Steps 01-05 ran on the main server: "run this command again" would send spn again."""
+    pkg = renewal(tmp_path)
+    farm[0][1].when("# psbridge lock:", Reply(terminating=ErrorSpec("the run lock is held by another run")))
+    assert main(run_args(pkg, http_peer)) == 1
+    out = capsys.readouterr().out
+    assert sent(engine)[-1] == "05 spn" and sent(farm[0][1]) == []
+    assert "run this command again" not in out
+    assert f"--from-step 6 --from-server {FARM[0]}" in out
+    events = [json.loads(line) for line in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
+    assert events[-1]["stopped_at"] == 6
