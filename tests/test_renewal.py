@@ -351,8 +351,13 @@ def test_a_completed_renewal_run_again_changes_nothing(tmp_path, http_peer, engi
     """After the renewal every state-changing step of the package is in place: a re-run changes nothing."""
     pkg = renewal(tmp_path, farm=False)
     code, verdicts = _check(pkg, http_peer, engine, _renewed([_key(THUMB, matches_certificate=True)]), capsys)
-    changing = [s.id for s in read_package(pkg).steps if s.changes_state]
+    package = read_package(pkg)
+    changing = [s.id for s in package.steps if s.changes_state]
     assert {i: verdicts[i]["verdict"] for i in changing} == {i: "in place" for i in changing}
+    # ... and each of those steps, finding its state in place, says so and returns before changing anything.
+    for step in (s for s in package.steps if s.changes_state):
+        text = step.text.replace("\r\n", "\n")
+        assert re.search(r"Write-Output \(?'Already (configured|retired)[^\n]*\n\s*return\n", text), step.id
     assert verdicts["retire-previous"]["index"] == 10 and verdicts["spn"]["index"] == 5  # the renewal's order
     assert code == 0
 
