@@ -398,6 +398,11 @@ def cert_new(subject: str | None, like: Path | None, like_password_stdin: bool, 
     if template is not None:
         renews = {"file": template.path, "thumbprint": template.thumbprint, "subject": template.subject_text,
                   "days": template.days, "key_size": template.key_size}
+        # The same subject: an outage-free renewal (`[certificate] replaces`) refuses it while OLD is
+        # in LocalMachine\My (two certificates of one subject: "Private key not found").
+        click.echo(_safe(f"psbridge: note: the new certificate has the subject of {template.path}; while that one is "
+                         "in use, a renewal package ([certificate] replaces) needs another subject: cert new "
+                         "--subject (README: Renewing the certificate)"), err=True)
     if as_json:
         document = {"pfx": str(pfx_path), "cer": str(cer_path), "certificate": info.to_dict()}
         if renews is not None:
