@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalogue import BACKOUTS
+from .catalogue import backouts_for
 from .errors import UserError
 from .files import read_regular, sha256_hex
 from .package import Package, PackageStep
@@ -75,8 +75,9 @@ def plan_rollback(package: Package, events: list[dict[str, Any]], record: str, r
            and not e.get("host")}
     states = {(e.get("id"), e.get("when")): e.get("readings") or {} for e in events
               if e.get("event") == "state" and not e.get("host")}
+    backouts = {b.step_id: b for b in backouts_for(package.parameters)}  # a renewal's spn is manual
     for step in reversed([s for s in package.steps if s.changes_state and s.id in ran]):
-        backout = BACKOUTS[step.id]
+        backout = backouts[step.id]
         if backout.script is None:
             plan.manual.append((step, backout.manual))
             continue

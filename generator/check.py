@@ -687,6 +687,36 @@ def on_additional_server(plan: Mapping[str, Any], index: int, host: str,
     return StepVerdict(*step, "will change", f"{host}: {reason}", host=host, after=expected)
 
 
+def holds_for_switch(answers: Mapping[str, dict[str, Any] | None] | None, expected: str | None,
+                     replaces: str) -> str:
+    """Why an additional server is not ready for a renewal's switch to `expected` ("" when it is).
+
+    Stricter than `check`'s verdict, and the same rule as the step that installs it: the new
+    certificate itself (not the replaced one, not whatever the server's .cer is) in
+    LocalMachine\\My, with its private key, which the service account is shown to read.
+    """
+    cert = (answers or {}).get("certificate")
+    if answers is None or cert is None:
+        return "the server or certificate probe did not answer"
+    if not expected:
+        return "the new certificate's thumbprint is unknown (no approved certificate, and the main server's .cer " \
+               "was not read)"
+    if expected.upper() == replaces.upper():
+        return f"{expected} is the certificate this renewal replaces"
+    on_server = str(cert.get("cer_thumbprint") or "").upper()
+    if on_server != expected.upper():
+        return f"its .cer is {on_server or 'missing'}, not the new certificate {expected}"
+    entry = next((e for e in _as_list(cert.get("store")) if isinstance(e, dict)
+                  and str(e.get("thumbprint") or "").upper() == expected.upper()), None)
+    if entry is None:
+        return f"the new certificate {expected} is not in LocalMachine\\My"
+    if entry.get("has_private_key") is not True:
+        return f"the new certificate {expected} is in LocalMachine\\My without its private key (or it cannot be told)"
+    if entry.get("key_readable") is not True:
+        return "the service account cannot be shown to read the new certificate's private key"
+    return ""
+
+
 def evidence(report: CheckReport, *, package: str, digest: str, host: str, checked_at: str,
              tool_version: str) -> dict[str, Any]:
     """What `check --out` saves: the package's digest, the server, the time, every verdict and reading."""

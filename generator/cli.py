@@ -870,8 +870,12 @@ def _warn_if_unverified(conn) -> None:  # type: ignore[no-untyped-def]
 def _ask_step(step) -> str:  # type: ignore[no-untyped-def]
     """`--step`: ask before each step, like Ansible's --step (y = run, n = skip, q = quit)."""
     while True:
-        # No default: a state-changing step runs only on an explicit "y".
-        answer = click.prompt(f"Run step {step.index:02d} {step.id} ({step.title})? [y/n/q]").strip().lower()
+        # No default: a state-changing step runs only on an explicit "y". Ctrl-C or end of input
+        # at the prompt is an interruption between steps (recorded, exit 130), not an error.
+        try:
+            answer = click.prompt(f"Run step {step.index:02d} {step.id} ({step.title})? [y/n/q]").strip().lower()
+        except click.exceptions.Abort:
+            raise KeyboardInterrupt from None
         if answer in ("y", "yes", "n", "no", "q", "quit"):
             return answer[0]
 

@@ -499,11 +499,15 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     """`run_package` once the workstation lock is held: record, then each server in turn."""
     record = RunRecord(package.path)  # type: ignore[arg-type]
 
+    ended: set[tuple[int, str | None]] = set()  # (step, additional host) of every step-end, for Ctrl-C
+
     def both(event: dict[str, Any]) -> None:
         # Remote text (output, errors, warnings) is redacted where it enters the events, in
         # the Executor; everything else in an event is built from options that are not secret.
         record.write(event)
         emit(event)
+        if event.get("event") == "step-end" and event.get("state") == "ok":
+            ended.add((event["index"], event.get("host")))
 
     main_steps = [s for s in selected if s.spec.runs_on == "main"]
     targets = _targets(selected, conn, additional)
@@ -537,11 +541,6 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     all_results: list[Any] = []
     try:
         for target, steps, from_server in targets:
-            gate = _switch_gate(package, steps, from_server, conn, winrm_password, settings, redact, both)
-            if gate is not None:
-                return _end(both, ExitCode.FAILED, done and [f"Done before: {'; '.join(done)}."] or [], gate,
-                            stopped_at=next(s.index for s in steps if s.id == "certificate"),
-                            reason="farm-not-ready", results=all_results)
             # The main server keeps one session (and its lock, and the session steps' state) for the
             # whole run: a renewal comes back to it after the additional servers.
             reuse = from_server is None and main_session is not None
@@ -555,7 +554,8 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
                               confirm=confirm, audit=audit, force_unlock=force_unlock, from_server=from_server,
                               nothing_ran=not done, next_server=_after(additional, from_server), main_conn=conn,
                               opened=reuse, exchange_keys=bool(secrets_needed(main_steps if from_server is None
-                                                                              else steps)))
+                                                                              else steps)),
+                              winrm_password=winrm_password)
             all_results += outcome.results
             if outcome.exit_code:
                 return _end(both, outcome.exit_code, done and [f"Done before: {'; '.join(done)}."] or [],
@@ -582,9 +582,18 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         return _end(both, code, lines, [], stopped_at=None, reason="done" if not code else "unverified",
                     results=all_results)
     except KeyboardInterrupt:
-        # Ctrl-C outside a step (a step handles its own): the record still says how it ended.
-        both({"event": "run-end", "exit_code": 130, "ended": event_time(), "stopped_at": None,
-              "reason": "interrupted", "summary": ["interrupted by the operator between steps"]})
+        # Ctrl-C outside a step (a step handles its own; a probe passes it on): the record still
+        # says how it ended, and where to continue without sending a finished step again.
+        summary = ["interrupted by the operator between steps"]
+        pending = next(((step, host) for _, steps, host in targets for step in steps
+                        if (step.index, host) not in ended), None)
+        if pending is not None:
+            command = ContinueCommand(str(package.path), conn.continue_options() + settings.options(),
+                                      from_server=pending[1])
+            summary += [f"Not sent: step {pending[0].index:02d} ({pending[0].id}) and what follows. Continue with:",
+                        f"  {command.at(pending[0].index)}"]
+        both({"event": "run-end", "exit_code": 130, "ended": event_time(),
+              "stopped_at": pending[0].index if pending else None, "reason": "interrupted", "summary": summary})
         raise
     except ConnectFailure:
         raise  # its run-end is written where it is raised
@@ -600,29 +609,44 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
         record.close()
 
 
-def _switch_gate(package: Package, steps: list[PackageStep], from_server: str | None, conn: Connection,
-                 winrm_password: str | None, settings: RunSettings, redact: Redactor,
-                 both: Callable[[dict[str, Any]], None]) -> list[str] | None:
-    """Before a renewal's switch on the main server: None when every additional server holds the
-    new certificate, else the summary of a run that stops here (nothing of the switch is sent)."""
+def _switch_guard(session: PSRPSession, package: Package, conn: Connection, winrm_password: str | None,
+                  settings: RunSettings, emit: Callable[[dict[str, Any]], None],
+                  redact: Redactor) -> Callable[[PackageStep], list[str] | None] | None:
+    """A renewal's guard before its switch (step certificate) on the main server; None for other packages.
+
+    The switch makes CRM sign with the new key on every Web Application server, so each additional
+    server must hold the new certificate, with a private key the service account can read, first.
+    The guard asks the servers themselves (read-only probes, in sessions of their own) right before
+    the switch, whatever the run did before: a resumed run (`--from-step`, `--from-server`, an
+    UNKNOWN step) may not have installed it everywhere. It returns the lines of a run that stops
+    there, or None.
+    """
     from .catalogue import is_renewal
 
-    if from_server is not None or not is_renewal(package.parameters) or not any(s.id == "certificate" for s in steps):
-        return None
     farm = next((s for s in package.steps if s.spec.runs_on == "additional"), None)
-    if farm is None:
+    if farm is None or not is_renewal(package.parameters):
         return None
-    problems = farm_not_ready(package, conn, winrm_password, settings.step_timeout, redact)
-    both({"event": "farm-gate", "servers": list(package.parameters.crm.additional_servers or []),
-          "ready": not problems, "problems": problems})
-    if not problems:
-        return None
-    switch = next(s for s in steps if s.id == "certificate")
-    again = ContinueCommand(str(package.path), conn.continue_options() + settings.options())
-    return ([f"Not sent: step {switch.index:02d} ({switch.id}) would switch CRM to the new certificate, but not "
-             "every additional server holds it:"] + [f"  {line}" for line in problems]
-            + [f"Install it there first (step {farm.index:02d} changes nothing where it is in place), then the "
-               "run goes on:", f"  {again.at(farm.index)}"])
+
+    def guard(step: PackageStep) -> list[str] | None:
+        if step.id != "certificate":
+            return None
+        expected = str((package.certificate or {}).get("thumbprint") or "").upper() or None
+        if expected is None:  # no approved thumbprint: the main server's .cer is the new certificate
+            found, _ = run_probes(session, {"certificate": package.probes["certificate"]}, settings.step_timeout,
+                                  redact)
+            expected = str((found.get("certificate") or {}).get("cer_thumbprint") or "").upper() or None
+        problems = farm_not_ready(package, conn, winrm_password, settings.step_timeout, redact, expected)
+        emit({"event": "farm-gate", "servers": list(package.parameters.crm.additional_servers or []),
+              "certificate": expected, "ready": not problems, "problems": problems})
+        if not problems:
+            return None
+        again = ContinueCommand(str(package.path), conn.continue_options() + settings.options())
+        return ([f"Not sent: step {step.index:02d} ({step.id}) would switch CRM to the new certificate, but not "
+                 "every additional server holds it:"] + [f"  {line}" for line in problems]
+                + [f"Install it there first (step {farm.index:02d} changes nothing where it is in place), then the "
+                   "run goes on:", f"  {again.at(farm.index)}"])
+
+    return guard
 
 
 def _targets(selected: list[PackageStep], conn: Connection,
@@ -669,7 +693,7 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
             settings: RunSettings, redact: Redactor, lock_text: str, *, both: Callable[[dict[str, Any]], None],
             confirm: Confirm | None, audit: AuditLine | None, force_unlock: bool, from_server: str | None,
             nothing_ran: bool, next_server: str | None, main_conn: Connection, opened: bool = False,
-            exchange_keys: bool | None = None) -> _HostOutcome:
+            exchange_keys: bool | None = None, winrm_password: str | None = None) -> _HostOutcome:
     """Connect to one server, take its lock, run `steps` there. Raises ConnectFailure only while nothing ran.
 
     `opened`: the session is the main server's, already open and locked earlier in this run.
@@ -712,6 +736,8 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
         package.steps, steps, lambda step: step_parameters(step, secrets), emit_here, redact, continue_command,
         step_timeout=settings.step_timeout, confirm=confirm, emit_end=False,
         observe=_observer(session, package, settings, emit_here, redact),
+        guard=_switch_guard(session, package, main_conn, winrm_password, settings, emit_here, redact)
+        if from_server is None else None,
     )
     result = executor.run(session)
     summary = list(result.summary)
@@ -832,6 +858,8 @@ def run_probes(session: PSRPSession, probes: Mapping[str, str], timeout: float,
     notes: list[str] = []
     for name, text in probes.items():
         report = session.run_step(text, {}, timeout, local_scope=True)
+        if report.interrupted:
+            raise KeyboardInterrupt  # the operator's Ctrl-C during a probe stops the run, not just the probe
         if classify(report) is not Outcome.OK:
             reason = report.errors[0].message if report.errors else (report.transport_error or report.state)
             notes.append(redact(f"probe {name} failed: {reason}"))
@@ -960,23 +988,14 @@ def _additional_answers(package: Package, conn: Connection, winrm_password: str 
 
 
 def farm_not_ready(package: Package, conn: Connection, winrm_password: str | None, timeout: float,
-                   redact: Callable[[str], str]) -> list[str]:
-    """Why CRM must not be switched yet: each additional server that does not show the new certificate.
+                   redact: Callable[[str], str], expected: str | None) -> list[str]:
+    """Why CRM must not be switched to `expected` yet: each additional server that does not hold it."""
+    from .check import holds_for_switch
 
-    A renewal's switch makes CRM sign with the new key on every Web Application server, so each
-    of them must hold it (with a private key the service account can read) first. `run` asks the
-    servers themselves, with the read-only probes, whatever the run did before: a resumed run
-    (`--from-step`, `--from-server`) may not have installed it everywhere.
-    """
-    from .check import on_additional_server
-
-    farm = next((s for s in package.steps if s.spec.runs_on == "additional"), None)
-    if farm is None:
-        return []
     per_server, notes = _additional_answers(package, conn, winrm_password, timeout, redact)
-    verdicts = [on_additional_server(package.plan, farm.index, host, per_server.get(host))
-                for host in package.parameters.crm.additional_servers or []]
-    problems = [f"{v.detail} ({v.verdict})" for v in verdicts if v.verdict != "in place"]
+    replaces = package.parameters.certificate.replaces or ""
+    problems = [f"{host}: {why}" for host in package.parameters.crm.additional_servers or []
+                if (why := holds_for_switch(per_server.get(host), expected, replaces))]
     return [redact(line) for line in problems + (notes if problems else [])]
 
 

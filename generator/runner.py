@@ -366,6 +366,7 @@ class Executor:
         clock: Callable[[], float] = time.monotonic,
         emit_end: bool = True,
         observe: Callable[[PackageStep, str], None] | None = None,
+        guard: Callable[[PackageStep], list[str] | None] | None = None,
     ) -> None:
         self.steps = list(steps)
         self.selected = list(selected)
@@ -380,6 +381,9 @@ class Executor:
         self.emit_end = emit_end
         #: Reads and records the state around a state-changing step: (step, "before" | "after").
         self.observe = observe
+        #: Asked right before a step is sent: None lets it go, lines stop the run there (exit 1).
+        self.guard = guard
+        self._refusal: list[str] = []
 
     def run(self, session: StepSession) -> RunResult:
         total = max(s.index for s in self.steps)
@@ -410,8 +414,14 @@ class Executor:
                     results.append(result)
                     self.emit(self._step_end_event(step, result, total))
                     continue
+            refusal = self.guard(step) if self.guard is not None else None
+            if refusal:
+                self._refusal = refusal
+                return self._finish(results, stopped_at=step, reason="not-ready")
             if step.changes_state and self.observe is not None:
                 self.observe(step, "before")  # what the step is about to change, for the back-out
+            if getattr(session, "broken", False):  # that probe lost the connection: the step is not sent
+                return self._finish(results, stopped_at=step, reason="connection-lost")
             started = event_time()
             self.emit({"event": "step-start", "index": step.index, "total": total, "id": step.id,
                        "title": step.title, "sha256": digest, "started": started})
@@ -484,7 +494,10 @@ class Executor:
         else:
             label = f"step {stopped_at.index:02d} ({stopped_at.id})"
             nxt = self._next_index(stopped_at.index)
-            if reason == "connection-lost":
+            if reason == "not-ready":
+                exit_code = ExitCode.FAILED
+                summary += self._refusal
+            elif reason == "connection-lost":
                 exit_code = ExitCode.FAILED
                 summary.append(f"Stopped: the connection was lost before {label}; nothing of it was sent.")
                 summary.append("Check the connection, then continue with:")

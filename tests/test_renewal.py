@@ -47,6 +47,13 @@ def renewal(tmp_path: Path, profile: str = "graph", farm: bool = True) -> Path:
     return write_package(render_package(parse_parameters(data)), tmp_path / "output")
 
 
+def farm_ready(engine: Engine, farm: list) -> None:  # type: ignore[type-arg]
+    """Every additional server holds the new certificate, and the main server's .cer is it (THUMB)."""
+    engine.when("# psbridge probe: certificate ", Reply(output=[json.dumps(_cert([IN_STORE]))]))
+    for _, farm_engine in farm:
+        holds_new_certificate(farm_engine)
+
+
 def holds_new_certificate(farm_engine: Engine) -> None:
     """The additional server answers the probes with the new certificate in place (run asks before the switch)."""
     for name in ("server", "certificate"):
@@ -207,8 +214,7 @@ def test_a_local_copy_of_the_replaced_certificate_must_be_it_and_have_another_su
 def test_a_renewal_run_sends_add_new_then_install_then_switch_then_verify_then_retire(tmp_path, http_peer, engine,
                                                                                       farm, graph_env, capsys):
     pkg = renewal(tmp_path)
-    for _, farm_engine in farm:
-        holds_new_certificate(farm_engine)
+    farm_ready(engine, farm)
     assert main(run_args(pkg, http_peer)) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert sent(engine) == ["01 prerequisites", "02 session", "03 connect", "04 set-certificate", "05 spn",
@@ -255,8 +261,7 @@ def test_the_state_probes_between_steps_cannot_change_what_verify_sees(tmp_path,
 def test_retire_previous_never_runs_after_a_failure_or_a_failed_verification(tmp_path, http_peer, engine, farm,
                                                                              graph_env, capsys, failing):
     pkg = renewal(tmp_path)
-    for _, farm_engine in farm:
-        holds_new_certificate(farm_engine)
+    farm_ready(engine, farm)
     number, step_id = failing.split()
     engine.when(f"# psbridge step {number}/11: {step_id} -",
                 Reply(terminating=ErrorSpec("Verification failed; nothing is retired")))
@@ -283,17 +288,17 @@ def test_a_resumed_run_does_not_switch_crm_before_every_additional_server_holds_
         tmp_path, http_peer, engine, farm, graph_env, capsys):
     """`--from-step 7` (or a --from-server resume) skips step 06: run asks each additional server first."""
     pkg = renewal(tmp_path)
-    holds_new_certificate(farm[0][1])  # 127.0.0.3 never got step 06: its store is empty
+    farm_ready(engine, farm[:1])  # 127.0.0.3 never got step 06: its store is empty
     farm[1][1].when("# psbridge probe: server ", Reply(output=[json.dumps(SERVER)]))
     farm[1][1].when("# psbridge probe: certificate ", Reply(output=[json.dumps(_cert([]))]))
     assert main(run_args(pkg, http_peer, "--from-step", "7")) == 1
     assert "07 certificate" not in sent(engine) and "11 retire-previous" not in sent(engine)
     out = capsys.readouterr().out
     assert "Not sent: step 07 (certificate) would switch CRM to the new certificate" in out
-    assert f"{FARM[1]}: not in LocalMachine\\My (will change)" in out
+    assert f"{FARM[1]}: the new certificate {THUMB} is not in LocalMachine\\My" in out
     assert out.rstrip().splitlines()[-2].strip().endswith("--from-step 6")  # the command that installs it
     events = [json.loads(line) for line in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
-    assert events[-1]["reason"] == "farm-not-ready" and events[-1]["stopped_at"] == 7
+    assert events[-1]["reason"] == "not-ready" and events[-1]["stopped_at"] == 7
 
 
 def test_an_unknown_outcome_on_an_additional_server_never_advises_an_invalid_resume(tmp_path, http_peer, engine,
@@ -484,3 +489,88 @@ def test_a_farm_server_locked_by_another_run_gets_a_continue_command_not_run_aga
     assert f"--from-step 6 --from-server {FARM[0]}" in out
     events = [json.loads(line) for line in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
     assert events[-1]["stopped_at"] == 6
+
+
+def test_rollback_of_a_renewal_run_lists_the_manual_back_outs_and_never_removes_the_new_credential(
+        tmp_path, http_peer, engine, graph_env, capsys):
+    pkg = renewal(tmp_path, farm=False)
+    new_key = "11111111-2222-4333-8444-555555555555"
+    before_entra = _renewed([_key(OLD)])["entra"]
+    after_entra = _renewed([_key(OLD), _key(THUMB, matches_certificate=True, key_id=new_key)])["entra"]
+    engine.when("# psbridge probe: entra ", Reply(output=[json.dumps(before_entra)]), times=1)
+    engine.when("# psbridge probe: entra ", Reply(output=[json.dumps(after_entra)]))
+    assert main(run_args(pkg, http_peer)) == 0
+    [record] = list((pkg / "runs").glob("*.jsonl"))
+    capsys.readouterr()
+    sent_before = len(engine.pipelines)
+    code = main(["rollback", *check_args(pkg, http_peer)[1:], "--run", str(record), "--yes"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and code in (0, 1), err
+    assert "step 05 spn: by hand:" in out and "Only once CRM signs with the replaced certificate again" in out
+    assert "step 10 retire-previous: by hand:" in out and "step 06 certificate: by hand:" in out
+    assert not any(p.parameters.get("KeyIds") for p in engine.pipelines[sent_before:])  # nothing removes a key
+
+
+
+@pytest.mark.parametrize("store_entry,cer,reason", [
+    (dict(IN_STORE, has_private_key=False, key_readable=None), THUMB, "without its private key"),
+    (dict(IN_STORE, key_readable=None), THUMB, "cannot be shown to read"),
+    (dict(IN_STORE, thumbprint=OLD), OLD, f"its .cer is {OLD}, not the new certificate {THUMB}"),
+    (dict(IN_STORE, thumbprint=OLD), THUMB, f"the new certificate {THUMB} is not in LocalMachine"),
+])
+def test_the_switch_waits_for_the_new_certificate_with_a_readable_key_not_for_a_look_alike(
+        tmp_path, http_peer, engine, farm, graph_env, capsys, store_entry, cer, reason):
+    """check calls a server whose key access cannot be told 'in place'; the switch asks for more."""
+    pkg = renewal(tmp_path)
+    farm_ready(engine, farm)
+    farm[1][1].reset_rules()
+    farm[1][1].when("# psbridge probe: server ", Reply(output=[json.dumps(SERVER)]))
+    farm[1][1].when("# psbridge probe: certificate ", Reply(output=[json.dumps(_cert([store_entry], cer=cer))]))
+    assert main(run_args(pkg, http_peer, "--from-step", "7")) == 1
+    assert "07 certificate" not in sent(engine)
+    out = capsys.readouterr().out
+    assert any(line.strip().startswith(f"{FARM[1]}: ") and reason in line for line in out.splitlines()), out
+
+
+def test_ctrl_c_during_the_probe_before_the_switch_stops_the_run_there(tmp_path, http_peer, engine, graph_env,
+                                                                      capsys):
+    """The operator's Ctrl-C lands in a state probe (they fill the time between steps): the switch is not sent."""
+    import os
+    import signal
+    import threading
+
+    pkg = renewal(tmp_path, farm=False)
+    seen = []
+
+    def crm_probe_before_the_switch(p) -> bool:  # type: ignore[no-untyped-def]
+        if not p.script.startswith("# psbridge probe: crm ") or not any(
+                q.script.startswith("# psbridge step 05/10: spn") for q in engine.pipelines[:-1]):
+            return False
+        if not seen:
+            seen.append(p)
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return True
+
+    engine.when(crm_probe_before_the_switch, Reply(hang=True))
+    assert main(run_args(pkg, http_peer)) == 130
+    assert "06 certificate" not in sent(engine)
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].strip().endswith("--from-step 6")
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [l["outcome"] for l in lines if l["action"] == "run"] == ["started", "interrupted"]
+
+
+def test_end_of_input_at_the_step_prompt_is_an_interruption_with_a_way_on(tmp_path, http_peer, engine, graph_env,
+                                                                          monkeypatch, capsys):
+    import io
+    import sys
+
+    pkg = renewal(tmp_path, farm=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 5))  # 01-05 (spn changed Entra ID), then nothing
+    assert main(run_args(pkg, http_peer, "--step")) == 130
+    assert sent(engine)[-1] == "05 spn"
+    record = next((pkg / "runs").glob("*.jsonl"))
+    end = json.loads(record.read_text().splitlines()[-1])
+    assert end["reason"] == "interrupted" and end["stopped_at"] == 6 and end["summary"][-1].endswith("--from-step 6")
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [l["outcome"] for l in lines if l["action"] == "run"] == ["started", "interrupted"]
