@@ -320,12 +320,17 @@ class PSRPSession:
                 self.broken = True
                 return self._report(ps, timed_out=timed_out, interrupted=interrupted,
                                     transport_error=self._transport_text(exc))
+            except KeyboardInterrupt:
+                # A second Ctrl-C while the first one stops the pipeline: it may still be running.
+                self.broken = True
+                return self._report(ps, timed_out=timed_out, interrupted=True,
+                                    transport_error="interrupted again while stopping the pipeline")
             report = self._report(ps, timed_out=timed_out, interrupted=interrupted)
         else:
             report = self._report(ps)
         try:
             ps.close()  # TERMINATE: frees the pipeline on the server
-        except transport_errors:
+        except (*transport_errors, KeyboardInterrupt):
             pass  # the step's outcome is already known; a failed clean-up does not change it
         return report
 
@@ -499,15 +504,15 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     """`run_package` once the workstation lock is held: record, then each server in turn."""
     record = RunRecord(package.path)  # type: ignore[arg-type]
 
-    ended: set[tuple[int, str | None]] = set()  # (step, additional host) of every step-end, for Ctrl-C
+    ended: dict[tuple[int, str | None], str] = {}  # (step, additional host) -> its end state, for Ctrl-C
 
     def both(event: dict[str, Any]) -> None:
         # Remote text (output, errors, warnings) is redacted where it enters the events, in
         # the Executor; everything else in an event is built from options that are not secret.
         record.write(event)
         emit(event)
-        if event.get("event") == "step-end" and event.get("state") == "ok":
-            ended.add((event["index"], event.get("host")))
+        if event.get("event") == "step-end":
+            ended[(event["index"], event.get("host"))] = event.get("state", "")
 
     main_steps = [s for s in selected if s.spec.runs_on == "main"]
     targets = _targets(selected, conn, additional)
@@ -555,7 +560,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
                               nothing_ran=not done, next_server=_after(additional, from_server), main_conn=conn,
                               opened=reuse, exchange_keys=bool(secrets_needed(main_steps if from_server is None
                                                                               else steps)),
-                              winrm_password=winrm_password)
+                              winrm_password=winrm_password, from_step=from_step)
             all_results += outcome.results
             if outcome.exit_code:
                 return _end(both, outcome.exit_code, done and [f"Done before: {'; '.join(done)}."] or [],
@@ -584,16 +589,9 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
     except KeyboardInterrupt:
         # Ctrl-C outside a step (a step handles its own; a probe passes it on): the record still
         # says how it ended, and where to continue without sending a finished step again.
-        summary = ["interrupted by the operator between steps"]
-        pending = next(((step, host) for _, steps, host in targets for step in steps
-                        if (step.index, host) not in ended), None)
-        if pending is not None:
-            command = ContinueCommand(str(package.path), conn.continue_options() + settings.options(),
-                                      from_server=pending[1])
-            summary += [f"Not sent: step {pending[0].index:02d} ({pending[0].id}) and what follows. Continue with:",
-                        f"  {command.at(pending[0].index)}"]
-        both({"event": "run-end", "exit_code": 130, "ended": event_time(),
-              "stopped_at": pending[0].index if pending else None, "reason": "interrupted", "summary": summary})
+        summary, pending = _interrupted_summary(package, targets, ended, conn, settings, from_step, additional)
+        both({"event": "run-end", "exit_code": 130, "ended": event_time(), "stopped_at": pending,
+              "reason": "interrupted", "summary": summary})
         raise
     except ConnectFailure:
         raise  # its run-end is written where it is raised
@@ -672,6 +670,40 @@ def _targets(selected: list[PackageStep], conn: Connection,
     return targets
 
 
+def _interrupted_summary(package: Package, targets: list[tuple[Connection, list[PackageStep], str | None]],
+                         ended: Mapping[tuple[int, str | None], str], conn: Connection, settings: RunSettings,
+                         from_step: int | None, additional: list[str]) -> tuple[list[str], int | None]:
+    """What a run interrupted between steps says: the first step not sent, and how to go on.
+
+    Never a command that starts before the run's own --from-step (the steps before it that this
+    run sent are session steps; the changing ones succeeded in an earlier run), and none at all
+    when continuing would send a state-changing step of this run again (after a --step skip).
+    """
+    from .runner import resume_advice
+
+    pending = next(((step, host) for _, steps, host in targets for step in steps
+                    if (step.index, host) not in ended), None)
+    summary = ["interrupted by the operator between steps"]
+    if pending is None:
+        return summary, None
+    step, host = pending
+    first = step.index if from_step is None else max(step.index, from_step)
+    farm = next((s.index for s in package.steps if s.spec.runs_on != "main"), None)
+    if host is None and first == farm:  # back to the run's own start on the additional servers
+        host = additional[0] if additional else None
+    elif first != step.index:
+        host = None
+    command = ContinueCommand(str(package.path), conn.continue_options() + settings.options(), from_server=host)
+    changed = {index for (index, where), state in ended.items() if state == "ok" and where is None}
+    skipped = sorted({(index, s.id) for (index, _), state in ended.items() if state == "skipped"
+                      for s in package.steps if s.index == index})
+    first = min([first] + [i for i, _ in skipped])
+    if from_step is not None:  # a skipped session step before --from-step: still never before it
+        first = max(first, from_step)
+    summary.append(f"Not sent: step {step.index:02d} ({step.id}) and what follows.")
+    return summary + resume_advice(package.steps, changed, skipped, first, command), step.index
+
+
 def _best_effort(both: Callable[[dict[str, Any]], None], event: dict[str, Any]) -> None:
     """Record how a run ended when something already failed; if the record itself is what failed, let it be."""
     try:
@@ -693,7 +725,8 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
             settings: RunSettings, redact: Redactor, lock_text: str, *, both: Callable[[dict[str, Any]], None],
             confirm: Confirm | None, audit: AuditLine | None, force_unlock: bool, from_server: str | None,
             nothing_ran: bool, next_server: str | None, main_conn: Connection, opened: bool = False,
-            exchange_keys: bool | None = None, winrm_password: str | None = None) -> _HostOutcome:
+            exchange_keys: bool | None = None, winrm_password: str | None = None,
+            from_step: int | None = None) -> _HostOutcome:
     """Connect to one server, take its lock, run `steps` there. Raises ConnectFailure only while nothing ran.
 
     `opened`: the session is the main server's, already open and locked earlier in this run.
@@ -738,6 +771,7 @@ def _run_on(session: PSRPSession, package: Package, steps: list[PackageStep], se
         observe=_observer(session, package, settings, emit_here, redact),
         guard=_switch_guard(session, package, main_conn, winrm_password, settings, emit_here, redact)
         if from_server is None else None,
+        resume_floor=from_step,
     )
     result = executor.run(session)
     summary = list(result.summary)
@@ -812,6 +846,8 @@ def _take_server_lock(session: PSRPSession, lock_text: str, settings: RunSetting
 
     report = session.run_step(lock_text, {"Holder": holder_for_server(), "ShellId": session.shell_id},
                               settings.step_timeout)
+    if report.interrupted:
+        raise KeyboardInterrupt  # the operator's Ctrl-C, not another run's lock
     if classify(report) is Outcome.OK:
         both({"event": "lock", "state": "held", "output": [redact(o) for o in report.output]})
         return None

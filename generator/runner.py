@@ -332,6 +332,30 @@ class ContinueCommand:
         return " ".join(shlex.quote(w) for w in words)
 
 
+def resume_advice(steps: Sequence[PackageStep], changed: set[int], skipped: Sequence[tuple[int, str]], first: int,
+                  command: ContinueCommand) -> list[str]:
+    """How to go on from step `first`, never by a command that sends a state-changing step again.
+
+    `--from-step N` runs every step from N on: after the operator skipped a step and later
+    steps changed state (`changed`: the steps that succeeded in this run), that command would
+    change them a second time, so it is not printed; the lines say which steps stand in the way.
+    """
+    lines = []
+    if skipped:
+        lines.append("Skipped at the operator's request: " + ", ".join(f"{i:02d} {name}" for i, name in skipped) + ".")
+    by_index = {s.index: s for s in steps}
+    again = [i for i in resume_selection([s.spec for s in steps], first) if i in changed and by_index[i].changes_state]
+    if again:
+        names = ", ".join(f"{i:02d} {by_index[i].id}" for i in again)
+        lines.append(f"No command to continue is printed: --from-step {first} would send {names} again, "
+                     "which already changed state. Run the skipped step files by hand on the server, "
+                     "each once (they are in the package's steps/ folder).")
+    else:
+        lines.append("Continue with:")
+        lines.append(f"  {command.at(first)}")
+    return lines
+
+
 @dataclass
 class RunResult:
     results: list[StepResult]
@@ -367,6 +391,7 @@ class Executor:
         emit_end: bool = True,
         observe: Callable[[PackageStep, str], None] | None = None,
         guard: Callable[[PackageStep], list[str] | None] | None = None,
+        resume_floor: int | None = None,
     ) -> None:
         self.steps = list(steps)
         self.selected = list(selected)
@@ -384,6 +409,10 @@ class Executor:
         #: Asked right before a step is sent: None lets it go, lines stop the run there (exit 1).
         self.guard = guard
         self._refusal: list[str] = []
+        #: The run's own --from-step: a continue command never starts before it (the earlier steps
+        #: this run sent are session steps that a later one needs; the state-changing ones before
+        #: it succeeded in an earlier run and must not be sent again).
+        self.resume_floor = resume_floor
 
     def run(self, session: StepSession) -> RunResult:
         total = max(s.index for s in self.steps)
@@ -430,6 +459,9 @@ class Executor:
                 report = session.run_step(text, self.parameters_for(step), self.step_timeout)
             except Exception as exc:  # noqa: BLE001 - whatever broke, the step may have run: UNKNOWN
                 report = PipelineReport("Unknown", transport_error=f"psbridge lost track of the step ({type(exc).__name__})")
+            except KeyboardInterrupt:  # Ctrl-C while the step was sent: it may have run, so UNKNOWN, not 130
+                report = PipelineReport("Unknown", interrupted=True,
+                                        transport_error="interrupted while the step was being sent")
             seconds = self.clock() - t0
             outcome = classify(report)
             detail = self._detail(report, outcome)
@@ -449,6 +481,10 @@ class Executor:
             if outcome is not Outcome.OK:
                 return self._finish(results, stopped_at=step, reason=outcome.value)
         return self._finish(results, stopped_at=None, reason="done")
+
+    def _resume_at(self, index: int) -> int:
+        """Where a continue command starts: `index`, but never before the run's own --from-step."""
+        return index if self.resume_floor is None else max(index, self.resume_floor)
 
     def _skipped_needs(self, step: PackageStep, results: list[StepResult]) -> str:
         """The steps `step` needs that were skipped in this run, as `step 10 (verify)`; "" when none."""
@@ -501,20 +537,20 @@ class Executor:
                 exit_code = ExitCode.FAILED
                 summary.append(f"Stopped: the connection was lost before {label}; nothing of it was sent.")
                 summary.append("Check the connection, then continue with:")
-                summary.append(f"  {self.continue_command.at(stopped_at.index)}")
+                summary.append(f"  {self.continue_command.at(self._resume_at(stopped_at.index))}")
             elif reason == "failed":
                 exit_code = ExitCode.FAILED
                 summary.append(f"Stopped: {label} failed; no later step was sent.")
                 summary.append("Fix the cause of the error above, then continue with:")
-                summary.append(f"  {self.continue_command.at(stopped_at.index)}")
+                summary.append(f"  {self.continue_command.at(self._resume_at(stopped_at.index))}")
             elif reason == "unknown":
                 exit_code = ExitCode.UNKNOWN
                 summary.append(f"Stopped: the outcome of {label} is UNKNOWN; no later step was sent.")
                 summary.append("Check on the server whether it took effect. To run it again:")
-                summary.append(f"  {self.continue_command.at(stopped_at.index)}")
+                summary.append(f"  {self.continue_command.at(self._resume_at(stopped_at.index))}")
                 if nxt is not None:
                     summary.append("or, if it did take effect, continue after it:")
-                    summary.append(f"  {self.continue_command.at(nxt)}")
+                    summary.append(f"  {self.continue_command.at(self._resume_at(nxt))}")
             else:
                 exit_code = ExitCode.FAILED
                 summary.append(f"Stopped by the operator before {label}.")
@@ -529,30 +565,11 @@ class Executor:
         return RunResult(results, exit_code, summary, reason, stopped_at.index if stopped_at else None)
 
     def _skipped_advice(self, results: list[StepResult], first: int) -> list[str]:
-        """How to run what was skipped, never by a command that sends a state-changing step again.
-
-        `--from-step N` runs every step from N on: after the operator skipped a step and
-        later steps changed state, that command would change them a second time, so it is
-        not printed; the lines say which steps stand in the way instead.
-        """
-        lines = []
+        """How to run what was skipped (see `resume_advice`)."""
         skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
-        if skipped:
-            lines.append("Skipped at the operator's request: " + ", ".join(f"{r.index:02d} {r.id}" for r in skipped)
-                         + ".")
         changed = {r.index for r in results if r.outcome is Outcome.OK}
-        by_index = {s.index: s for s in self.steps}
-        again = [i for i in resume_selection([s.spec for s in self.steps], first)
-                 if i in changed and by_index[i].changes_state]
-        if again:
-            names = ", ".join(f"{i:02d} {by_index[i].id}" for i in again)
-            lines.append(f"No command to continue is printed: --from-step {first} would send {names} again, "
-                         "which already changed state. Run the skipped step files by hand on the server, "
-                         "each once (they are in the package's steps/ folder).")
-        else:
-            lines.append("Continue with:")
-            lines.append(f"  {self.continue_command.at(first)}")
-        return lines
+        return resume_advice(self.steps, changed, [(r.index, r.id) for r in skipped], self._resume_at(first),
+                             self.continue_command)
 
     def _next_index(self, index: int) -> int | None:
         """The step after `index`, to continue after an UNKNOWN one; None on an additional server.

@@ -574,3 +574,63 @@ def test_end_of_input_at_the_step_prompt_is_an_interruption_with_a_way_on(tmp_pa
     assert end["reason"] == "interrupted" and end["stopped_at"] == 6 and end["summary"][-1].endswith("--from-step 6")
     lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [l["outcome"] for l in lines if l["action"] == "run"] == ["started", "interrupted"]
+
+
+def test_a_second_ctrl_c_while_a_step_is_stopped_keeps_it_unknown(tmp_path, http_peer, engine, graph_env,
+                                                                  monkeypatch, capsys):
+    """Ctrl-C during a step is UNKNOWN (exit 4), even when another Ctrl-C lands while psbridge stops it."""
+    import os
+    import signal
+    import threading
+
+    from pypsrp.powershell import PowerShell
+
+    def interrupted_again(self):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PowerShell, "stop", interrupted_again)
+    pkg = renewal(tmp_path, farm=False)
+    engine.when("# psbridge step 05/10: spn", Reply(hang=True))
+    threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT)).start()
+    assert main(run_args(pkg, http_peer)) == 4
+    events = [json.loads(line) for line in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
+    spn = [e for e in events if e["event"] == "step-end" and e["id"] == "spn"]
+    assert [e["state"] for e in spn] == ["unknown"] and events[-1]["exit_code"] == 4
+    assert "Not sent: step 05" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["ctrl-c while connecting", "a session step fails"])
+def test_a_resumed_run_never_advises_a_command_that_starts_before_its_own_from_step(
+        tmp_path, http_peer, engine, farm, graph_env, monkeypatch, capsys, how):
+    """`--from-step 7` also sends the session steps 01-04 that step 7 needs; continuing at one of
+    them would send 05 spn and 06 again, which succeeded in the earlier run."""
+    from generator import remote
+
+    pkg = renewal(tmp_path)
+    if how == "ctrl-c while connecting":
+        def interrupt(self, *, exchange_keys):  # type: ignore[no-untyped-def]
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(remote.PSRPSession, "open", interrupt)
+        expected = 130
+    else:
+        engine.when("# psbridge step 03/11: connect", Reply(terminating=ErrorSpec("token expired")))
+        expected = 1
+    assert main(run_args(pkg, http_peer, "--from-step", "7")) == expected
+    out = capsys.readouterr().out
+    commands = [line.strip() for line in out.splitlines() if line.strip().startswith("psbridge run ")]
+    assert commands and all(c.endswith("--from-step 7") for c in commands), commands
+
+
+def test_ctrl_c_after_a_step_skip_prints_no_command_that_sends_a_finished_change_again(
+        tmp_path, http_peer, engine, graph_env, monkeypatch, capsys):
+    import io
+    import sys
+
+    pkg = renewal(tmp_path, farm=False)
+    # 01-05 yes, 06 certificate no, 07 crm-settings yes (it changes state), then end of input at 08.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 5 + "n\ny\n"))
+    assert main(run_args(pkg, http_peer, "--step")) == 130
+    out = capsys.readouterr().out
+    assert "No command to continue is printed: --from-step 6 would send 07 crm-settings again" in out
+    assert not any(line.strip().startswith("psbridge run ") for line in out.splitlines())
