@@ -926,6 +926,9 @@ def open_session(conn: Connection, winrm_password: str | None, redact: Callable[
     except Exception as exc:  # noqa: BLE001 - every connect problem becomes one line
         session.close()
         raise ConnectFailure(describe_connect_error(exc, conn, redact)) from None
+    except KeyboardInterrupt:
+        session.close()  # a half-open runspace is not left on the server
+        raise
     return session
 
 
