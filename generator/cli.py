@@ -1009,7 +1009,7 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
             seen["record"] = event.get("record")
         report(event)
 
-    after_success = _verify_hook(package, secrets, step_timeout, as_json) if verify_after else None
+    after_success = _verify_hook(package, secrets, step_timeout, as_json, winrm_password) if verify_after else None
     try:
         result = run_package(package, prepared.selected, conn, winrm_password, secrets, settings, emit=emit,
                              confirm=_ask_step if step_mode else None, from_step=from_step, approval=approval,
@@ -1210,13 +1210,15 @@ def rollback(package_dir: Path, run_record: Path, step_timeout: float, as_json: 
         raise click.exceptions.Exit(result.exit_code)
 
 
-def _verify_hook(package, secrets, timeout: float, as_json: bool):  # type: ignore[no-untyped-def]
-    """`run --verify`: the probes of `check`, in the run's session, after its last step."""
+def _verify_hook(package, secrets, timeout: float, as_json: bool, winrm_password):  # type: ignore[no-untyped-def]
+    """`run --verify`: the probes of `check`, in the run's session, after its last step (and on each
+    additional server, in sessions of their own)."""
     from .remote import check_in_session
 
     def after_success(session, redact):  # type: ignore[no-untyped-def]
         # The session is already connected by the run's step 04: no session step is sent again.
-        report = check_in_session(session, package, [], secrets, timeout, redact)
+        report = check_in_session(session, package, [], secrets, timeout, redact, farm=True,
+                                  winrm_password=winrm_password)
         _print_check(report, as_json=as_json)
         return report.as_json()
 

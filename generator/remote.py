@@ -577,7 +577,7 @@ def _locked_run(package: Package, selected: list[PackageStep], conn: Connection,
             if main_session is not None:
                 verification = after_success(main_session, redact)
                 both({"event": "verify", **verification})
-                unverified = _not_in_place(main_steps, verification)
+                unverified = _not_in_place(selected, verification)
                 if unverified:
                     code = ExitCode.WOULD_CHANGE
                     lines.append("Verification failed: after the run, " + "; ".join(unverified)
@@ -941,12 +941,21 @@ def check_steps(package: Package, *, entra: bool) -> list[PackageStep] | None:
 
 
 def check_in_session(session: PSRPSession, package: Package, entra_steps: list[PackageStep] | None,
-                     secrets: StepSecrets, timeout: float, redact: Callable[[str], str]) -> Any:
-    """Probe the server (and, after the session steps, Entra ID) and judge every step (run --verify)."""
+                     secrets: StepSecrets, timeout: float, redact: Callable[[str], str], *,
+                     farm: bool = False, winrm_password: str | None = None) -> Any:
+    """Probe the server (and, after the session steps, Entra ID) and judge every step (run --verify).
+
+    `farm`: each additional server is probed too (sessions of their own, with the run's
+    connection options), so that the step that ran there is judged, not left "cannot tell".
+    """
     from .check import evaluate
 
     answers, notes = _main_answers(session, package, entra_steps, secrets, timeout, redact)
-    report = evaluate(package.plan, answers)
+    per_server: dict[str, Any] | None = None
+    if farm and package.parameters.crm.additional_servers:
+        per_server, farm_notes = _additional_answers(package, session.conn, winrm_password, timeout, redact)
+        notes += farm_notes
+    report = evaluate(package.plan, answers, per_server)
     report.notes.extend(notes)
     return _redacted(report, redact)
 

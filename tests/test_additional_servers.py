@@ -176,3 +176,18 @@ def test_check_names_an_unreachable_additional_server(tmp_path, http_peer, engin
     assert main(["check", *check_args(pkg, http_peer)]) == 1  # step 09 cannot be told there
     out = capsys.readouterr().out
     assert "note: server 127.0.0.9: could not connect" in out and "127.0.0.9: the server or certificate probe" in out
+
+
+def test_run_verify_judges_the_step_on_each_additional_server_too(farm_pkg, http_peer, engine, farm, secrets_env,
+                                                                  capsys):
+    """--verify used to judge only the main server: step 09 was never checked where it ran."""
+    from probe_states import state
+
+    _answer(engine, state("fully configured"))
+    done, fresh = farm
+    _answer(done[1], {k: v for k, v in state("fully configured").items() if k in ("server", "certificate")})
+    _answer(fresh[1], {k: v for k, v in state("fresh server").items() if k in ("server", "certificate")})
+    assert main(args(farm_pkg, http_peer, "--verify")) == 5
+    out = capsys.readouterr().out
+    assert f"step 09 additional-servers is will change ({FARM[1]}: not in LocalMachine\\My)" in out
+    assert FARM[0] + ": not in" not in out
