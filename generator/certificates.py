@@ -709,6 +709,12 @@ class PlanCertificate:
         }
 
 
+def _local_path(value: str, base_dir: Path | str) -> Path:
+    """A `[certificate] local_*` path: `~` expanded, a relative one taken from the parameters file's folder."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
 def check_for_plan(
     certificate: Any,
     base_dir: Path | str,
@@ -728,9 +734,7 @@ def check_for_plan(
     if not source:
         return None
     field_name = "certificate.local_pfx" if certificate.local_pfx else "certificate.local_cer"
-    path = Path(source).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir) / path
+    path = _local_path(source, base_dir)
     password = read_password() if certificate.local_pfx else None
     try:
         info = inspect_file(path, password, now=now)
@@ -775,9 +779,7 @@ def replaced_certificate(parameters: Any, base_dir: Path | str, new: dict[str, A
     certificate = parameters.certificate
     if not certificate.local_replaced:
         return None
-    path = Path(certificate.local_replaced).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir) / path
+    path = _local_path(certificate.local_replaced, base_dir)
     try:
         info = inspect_file(path, None, now=now)
     except UserError as exc:

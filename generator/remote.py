@@ -687,19 +687,16 @@ def _interrupted_summary(package: Package, targets: list[tuple[Connection, list[
     if pending is None:
         return summary, None
     step, host = pending
-    first = step.index if from_step is None else max(step.index, from_step)
-    farm = next((s.index for s in package.steps if s.spec.runs_on != "main"), None)
-    if host is None and first == farm:  # back to the run's own start on the additional servers
-        host = additional[0] if additional else None
-    elif first != step.index:
-        host = None
-    command = ContinueCommand(str(package.path), conn.continue_options() + settings.options(), from_server=host)
     changed = {index for (index, where), state in ended.items() if state == "ok" and where is None}
     skipped = sorted({(index, s.id) for (index, _), state in ended.items() if state == "skipped"
                       for s in package.steps if s.index == index})
-    first = min([first] + [i for i, _ in skipped])
-    if from_step is not None:  # a skipped session step before --from-step: still never before it
+    first = min([step.index] + [i for i, _ in skipped])
+    if from_step is not None:  # never before the run's own start
         first = max(first, from_step)
+    if first != step.index:  # --from-server goes only with the additional servers' step, from the first one
+        farm = next((s.index for s in package.steps if s.spec.runs_on != "main"), None)
+        host = additional[0] if first == farm and additional else None
+    command = ContinueCommand(str(package.path), conn.continue_options() + settings.options(), from_server=host)
     summary.append(f"Not sent: step {step.index:02d} ({step.id}) and what follows.")
     return summary + resume_advice(package.steps, changed, skipped, first, command), step.index
 

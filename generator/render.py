@@ -384,11 +384,12 @@ def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) 
     """
     ps_env, _ = _environments()
     steps = steps_for(params)
+    shared = {"p": params, "c": constants_for(params), "cert": certificate, "renewal": is_renewal(params),
+              "n": _numbers(steps)}
     out = []
     for step in steps:
-        text = ps_env.get_template(step.template(params.profile)).render(
-            p=params, c=constants_for(params), step=step, cert=certificate, header=_header(step, steps),
-            renewal=_renewal_view(params, steps), n=_numbers(steps))
+        text = ps_env.get_template(step.template(params.profile)).render(step=step, header=_header(step, steps),
+                                                                         **shared)
         out.append(RenderedStep(step, text, _crlf_bom(text)))
     return out
 
@@ -422,15 +423,6 @@ def _setup_pause(main: list[dict[str, Any]], elsewhere: list[dict[str, Any]]) ->
     return {"farm": farm, "before": after[0],
             "message": f"Now run {elsewhere[0]['file']} on each additional server (see the end of this script), "
                        f"then continue with:  .\\setup.ps1 -FromStep {after[0]}"}
-
-
-def _renewal_view(params: Parameters, steps: tuple[Step, ...]) -> dict[str, Any] | None:
-    """What a renewal's templates say about the order: None for a first setup."""
-    if not is_renewal(params):
-        return None
-    by_id = {s.id: s for s in steps}
-    return {"label": {s.id: Trusted(f"{s.index:02d} ({s.id})") for s in steps},
-            "farm": "additional-servers" in by_id}
 
 
 def render_probes(params: Parameters) -> dict[str, bytes]:
