@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from generator import files as files_module  # noqa: E402
-from generator import package as package_module  # noqa: E402
-from generator.approvals import ApprovalPolicy  # noqa: E402
-from generator.cli import main as psbridge  # noqa: E402
-from generator.runner import prepare  # noqa: E402
+from psbridge import files as files_module  # noqa: E402
+from psbridge import package as package_module  # noqa: E402
+from psbridge.approvals import ApprovalPolicy  # noqa: E402
+from psbridge.cli import main as psbridge  # noqa: E402
+from psbridge.runner import prepare  # noqa: E402
 from winrm_peer.package import make_package  # noqa: E402
 
 

@@ -33,9 +33,9 @@ def cold_cli(runs: int) -> tuple[float, float, float]:
     validating parameters needs pydantic's model machinery and builds the models.
     """
     exe = shutil.which("psbridge") or ""
-    cli = [exe] if exe else [sys.executable, "-m", "generator"]
+    cli = [exe] if exe else [sys.executable, "-m", "psbridge"]
     floor = [sys.executable, "-c", "import click, jinja2, pydantic"]
-    models = [sys.executable, "-c", "import click, jinja2, pydantic; import generator.parameters"]
+    models = [sys.executable, "-c", "import click, jinja2, pydantic; import psbridge.parameters"]
     cli_times, floor_times, model_times = [], [], []
     with tempfile.TemporaryDirectory() as work:
         render = cli + ["render", "--example", "--force", "--audit-log", str(Path(work) / "audit.jsonl")]
@@ -48,9 +48,9 @@ def cold_cli(runs: int) -> tuple[float, float, float]:
 
 
 def in_process(renders: int) -> tuple[float, float]:
-    from generator.parameters import example
-    from generator.render import render_package
-    from generator.writer import write_package
+    from psbridge.parameters import example
+    from psbridge.render import render_package
+    from psbridge.writer import write_package
 
     params = example()
     render_package(params)  # compile the templates once, as a long-running caller would
@@ -75,7 +75,7 @@ def main() -> None:
     cli, floor, models = cold_cli(args.runs)
     print(f"cold CLI  psbridge render --example: median {cli * 1000:7.1f} ms")
     print(f"floor     import click, jinja2, pydantic: median {floor * 1000:7.1f} ms")
-    print(f"floor + generator.parameters (pydantic models): median {models * 1000:7.1f} ms ({models / floor:.2f}x)")
+    print(f"floor + psbridge.parameters (pydantic models): median {models * 1000:7.1f} ms ({models / floor:.2f}x)")
     print(f"ratio     {cli / floor:.2f}x the floor (target <= 1.50x)   [{args.runs} interleaved runs each]")
     total, write_each = in_process(args.renders)
     print(f"in-process {args.renders} renders: {total:.3f} s ({total / args.renders * 1000:.2f} ms each; target <= 2 s)")

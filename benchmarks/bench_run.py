@@ -3,7 +3,7 @@
 Three ways to send the same 8 step scripts (with the same SecureString/PSCredential
 parameters where the step takes them) over NTLM with message encryption on HTTP:
 
-* psbridge: generator.remote.run_package, i.e. the executor with its events, run
+* psbridge: psbridge.remote.run_package, i.e. the executor with its events, run
   record, redaction, step timeout polling and pipeline clean-up;
 * bare: a plain pypsrp loop in one runspace (PowerShell(pool).invoke(), then close());
 * execute_ps: pypsrp's Client.execute_ps per step (a new runspace pool every call;
@@ -36,8 +36,8 @@ from pypsrp.client import Client  # noqa: E402
 from pypsrp.powershell import PowerShell, RunspacePool  # noqa: E402
 from pypsrp.wsman import WSMan  # noqa: E402
 
-from generator.remote import Connection, StepSecrets, run_package, step_parameters  # noqa: E402
-from generator.runner import RunSettings, prepare  # noqa: E402
+from psbridge.remote import Connection, StepSecrets, run_package, step_parameters  # noqa: E402
+from psbridge.runner import RunSettings, prepare  # noqa: E402
 from winrm_peer import Engine, WinRMPeer  # noqa: E402
 from winrm_peer.package import make_package  # noqa: E402
 
@@ -74,7 +74,7 @@ def _send(pool: Any, text: str, parameters: dict[str, Any]) -> None:
 
 def bare_round(pkg: Path, port: int) -> list[float]:
     """The same pipelines psbridge sends (steps, and the state probes around each change), by hand."""
-    from generator.catalogue import BACKOUTS
+    from psbridge.catalogue import BACKOUTS
 
     prepared = prepare(pkg, "127.0.0.1")
     selected, probes = prepared.selected, prepared.package.probes

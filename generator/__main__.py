@@ -1,4 +1,4 @@
-"""`python -m generator` runs the psbridge command."""
+"""`python -m psbridge` runs the psbridge command."""
 
 import sys
 

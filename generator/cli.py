@@ -81,7 +81,7 @@ def init(path: Path, force: bool) -> None:
     import shlex
     from importlib.resources import files
 
-    text = files("generator.templates").joinpath("parameters.toml").read_text(encoding="utf-8")
+    text = files("psbridge.templates").joinpath("parameters.toml").read_text(encoding="utf-8")
     # The header's commands name this file; a name that can't be shown on one comment line isn't.
     shown = shlex.quote(str(path)) if str(path).isprintable() else "<this file>"
     text = text.replace("{file}", shown)

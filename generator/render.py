@@ -272,7 +272,7 @@ class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
 @cache
 def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     """Built once per process: compiling templates is most of a render's cost."""
-    loader = jinja2.FileSystemLoader(str(files("generator.templates")))
+    loader = jinja2.FileSystemLoader(str(files("psbridge.templates")))
     common: dict[str, Any] = dict(
         loader=loader,
         bytecode_cache=_bytecode_cache(),

@@ -626,7 +626,7 @@ def _environment():  # type: ignore[no-untyped-def]
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(package_files("generator.templates"))),
+        loader=jinja2.FileSystemLoader(str(package_files("psbridge.templates"))),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,

@@ -52,11 +52,11 @@ class Result:
 
 def run_psbridge(*args: str | os.PathLike[str], cwd: Path | None = None, env: dict[str, str] | None = None,
                  input: str | None = None) -> Result:
-    """Run `python -m generator ARGS` in a child process, as a user would run `psbridge`."""
+    """Run `python -m psbridge ARGS` in a child process, as a user would run `psbridge`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-m", "generator", *map(str, args)],
+        [sys.executable, "-m", "psbridge", *map(str, args)],
         cwd=cwd, env=full_env, input=input if input is not None else "", capture_output=True, text=True, timeout=120,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
@@ -64,12 +64,12 @@ def run_psbridge(*args: str | os.PathLike[str], cwd: Path | None = None, env: di
 
 def call_psbridge(*args: str | os.PathLike[str], cwd: Path, env: dict[str, str] | None = None,
                   input: str | None = None) -> Result:
-    """Call the console entry point `generator.cli.main(argv)` in this process.
+    """Call the console entry point `psbridge.cli.main(argv)` in this process.
 
     Same code path as the installed command (argument parsing, exit-code mapping, error
     lines), without the cost of a new interpreter per call.
     """
-    from generator.cli import main
+    from psbridge.cli import main
 
     saved_env = dict(os.environ)
     saved = (sys.stdin, sys.stdout, sys.stderr, os.getcwd())
@@ -93,7 +93,7 @@ def call_psbridge(*args: str | os.PathLike[str], cwd: Path, env: dict[str, str] 
 def psbridge(tmp_path: Path) -> Callable[..., Result]:
     """`psbridge(*args)` runs the command in-process, in the test's temporary folder.
 
-    Pass `subprocess=True` to run it as a separate `python -m generator` process.
+    Pass `subprocess=True` to run it as a separate `python -m psbridge` process.
     """
 
     def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None, input: str | None = None,
@@ -228,9 +228,9 @@ def write_check_package(root: Path, profile: str = "msonline", approved: str | N
     """The example package for the loopback server, with a local certificate's facts (unless approved=None)."""
     import copy
 
-    from generator.parameters import EXAMPLE, parse_parameters
-    from generator.render import render_package
-    from generator.writer import write_package
+    from psbridge.parameters import EXAMPLE, parse_parameters
+    from psbridge.render import render_package
+    from psbridge.writer import write_package
 
     data = copy.deepcopy(EXAMPLE)
     data["profile"] = profile

@@ -2,7 +2,7 @@
 
 The grammar is a real PowerShell grammar but more lenient than PowerShell in one respect
 that matters here: it does not treat the typographic quotes U+2018-U+201B as string
-delimiters. Tests therefore pair it with `generator.powershell.unquote`, which reads a
+delimiters. Tests therefore pair it with `psbridge.powershell.unquote`, which reads a
 literal the way PowerShell does.
 """
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FARM, O365_USER, PFX_PASSWORD, USER
-from generator.cli import main
-from generator.package import read_package
+from psbridge.cli import main
+from psbridge.package import read_package
 from winrm_peer import Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
 from winrm_peer.package import make_package
 
@@ -130,8 +130,8 @@ def test_additional_servers_are_validated(psbridge, tmp_path, servers, message):
 
 def test_step_09_reads_the_tools_folder_from_each_servers_registry_when_not_given(tmp_path):
     from winrm_peer.package import parameters_for
-    from generator.parameters import parse_parameters
-    from generator.render import render_package
+    from psbridge.parameters import parse_parameters
+    from psbridge.render import render_package
 
     data = parameters_for(server="crm01", crm={"additional_servers": ["crmfe2"]})
     data["crm"].pop("tools_dir", None)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from generator import approvals, clock
-from generator import keys as keymod
-from generator.package import read_package
+from psbridge import approvals, clock
+from psbridge import keys as keymod
+from psbridge.package import read_package
 
-from generator.catalogue import MSONLINE_STEPS, PROBES, probe_file
+from psbridge.catalogue import MSONLINE_STEPS, PROBES, probe_file
 from winrm_peer.package import make_package
 
 STEP_FILES = tuple(s.file for s in MSONLINE_STEPS)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import audit
-from generator.errors import RuntimeFailure
+from psbridge import audit
+from psbridge.errors import RuntimeFailure
 
 LINES = 6
 
@@ -160,7 +160,7 @@ def test_secret_like_details_are_refused(tmp_path: Path, key: str) -> None:
 
 
 def test_record_takes_name_and_digest_from_the_package_read_once(tmp_path: Path) -> None:
-    from generator.package import read_package
+    from psbridge.package import read_package
     from winrm_peer.package import make_package
 
     package = read_package(make_package(tmp_path))
@@ -173,7 +173,7 @@ def test_record_takes_name_and_digest_from_the_package_read_once(tmp_path: Path)
 
 WRITER = """
 import sys
-from generator import audit
+from psbridge import audit
 path, who = sys.argv[1], sys.argv[2]
 for n in range(500):
     audit.append(path, "verify", "contoso", None, None, "verified", writer=who, n=n)
@@ -196,7 +196,7 @@ def test_two_processes_appending_500_lines_each_leave_1000_chained_lines(psbridg
 
 
 def test_render_is_audited_and_refused_input_is_recorded_only_in_an_existing_log(psbridge, tmp_path: Path) -> None:
-    from generator.package import read_package
+    from psbridge.package import read_package
 
     (tmp_path / "bad.toml").write_text("not = [valid\n")
     assert psbridge("render", "bad.toml").exit_code == 2

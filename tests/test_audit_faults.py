@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import audit
-from generator.errors import RuntimeFailure, UserError
+from psbridge import audit
+from psbridge.errors import RuntimeFailure, UserError
 
 LINES = 3
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def one_line(text: str) -> str:
 
 def test_the_library_does_not_import_click(tmp_path: Path) -> None:
     code = (
-        "import sys\nfrom pathlib import Path\nfrom generator import audit\n"
+        "import sys\nfrom pathlib import Path\nfrom psbridge import audit\n"
         "p = Path(sys.argv[1])\n"
         "e = audit.append(p, 'render', 'contoso', None, None, 'rendered')\n"
         "audit.record(p, 'run', None, 'ok')\n"
@@ -200,8 +200,8 @@ def test_repair_of_a_missing_log_is_a_usage_error(psbridge, tmp_path: Path) -> N
 
 LIMITED = """
 import resource, signal, sys
-from generator import audit
-from generator.errors import RuntimeFailure
+from psbridge import audit
+from psbridge.errors import RuntimeFailure
 path, extra, dfl = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "dfl"
 if dfl:  # as an embedding application might leave it: the default action kills the process
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -278,7 +278,7 @@ def test_a_fifo_log_is_refused_without_hanging(tmp_path: Path) -> None:
     fifo = tmp_path / "audit.jsonl"
     os.mkfifo(fifo)
     code = (
-        "import sys\nfrom generator import audit\nfrom generator.errors import RuntimeFailure, UserError\n"
+        "import sys\nfrom psbridge import audit\nfrom psbridge.errors import RuntimeFailure, UserError\n"
         "try:\n    audit.append(sys.argv[1], 'run', 'contoso', None, None, 'ok')\n"
         "except RuntimeFailure as exc:\n    print(exc)\n"
         "try:\n    audit.verify(sys.argv[1])\n"
@@ -298,7 +298,7 @@ def test_a_fifo_given_to_audit_verify_is_refused(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
     try:
-        proc = subprocess.run([sys.executable, "-m", "generator", "audit", "verify", str(fifo)], cwd=tmp_path,
+        proc = subprocess.run([sys.executable, "-m", "psbridge", "audit", "verify", str(fifo)], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
         pytest.fail("audit verify of a FIFO hung")
@@ -380,7 +380,7 @@ def test_repair_and_append_from_two_processes_form_one_chain(tmp_path: Path) -> 
     audit.append(path, "render", "contoso", None, None, "rendered")
     path.write_bytes(path.read_bytes() + b'{"torn')
     writer = (
-        "import sys\nfrom generator import audit\nfrom generator.errors import RuntimeFailure\n"
+        "import sys\nfrom psbridge import audit\nfrom psbridge.errors import RuntimeFailure\n"
         "ok = 0\nfor n in range(200):\n"
         "    try:\n        audit.append(sys.argv[1], 'verify', 'contoso', None, None, 'verified', n=n); ok += 1\n"
         "    except RuntimeFailure as exc:\n        assert 'torn line' in str(exc), exc\n"

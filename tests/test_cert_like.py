@@ -23,9 +23,9 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from conftest import O365_USER, USER
-from generator import certificates as certs
-from generator.cli import main
-from generator.dn import windows_dn
+from psbridge import certificates as certs
+from psbridge.cli import main
+from psbridge.dn import windows_dn
 from probe_states import THUMB
 from winrm_peer import WinRMPeer
 from winrm_peer.package import make_package

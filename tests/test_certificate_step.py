@@ -14,8 +14,8 @@ import copy
 
 import pytest
 
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
 from pwsh_grammar import syntax_errors
 
 

@@ -1,4 +1,4 @@
-"""`psbridge cert inspect | new | export-cer` and generator.certificates, with certificates made here."""
+"""`psbridge cert inspect | new | export-cer` and psbridge.certificates, with certificates made here."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from generator import certificates as certs
-from generator import dn
-from generator.cli import main
-from generator.errors import UserError
+from psbridge import certificates as certs
+from psbridge import dn
+from psbridge.cli import main
+from psbridge.errors import UserError
 
 PASSWORD = "Pfx-Secr3t-'$`;\"-ü"  # quotes, $, backtick, ; and non-ASCII: must never be echoed
 ENV = certs.PFX_PASSWORD_ENV
@@ -41,7 +41,7 @@ class Run:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Run `psbridge ARGS` in-process through generator.cli.main (exit codes mapped as for users)."""
+    """Run `psbridge ARGS` in-process through psbridge.cli.main (exit codes mapped as for users)."""
 
     def run(*args: object, password: str | None = PASSWORD, stdin: str = "") -> Run:
         for name in [n for n in os.environ if n.startswith("PSBRIDGE_")]:
@@ -286,7 +286,7 @@ def test_a_fifo_named_like_a_certificate_is_refused_not_read(tmp_path: Path) -> 
     fifo = tmp_path / "pipe.cer"
     os.mkfifo(fifo)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
-    proc = subprocess.run([sys.executable, "-m", "generator", "cert", "inspect", str(fifo)], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "psbridge", "cert", "inspect", str(fifo)], cwd=tmp_path, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"psbridge: error: {fifo}: not a regular file (a FIFO)"]
@@ -544,7 +544,7 @@ def test_real_command_round_trip_and_fast_start(psbridge, tmp_path: Path) -> Non
     assert bad.exit_code == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     for result in (made, seen, bad):
         assert PASSWORD not in result.stdout + result.stderr
-    probe = subprocess.run([sys.executable, "-c", "import sys, generator.cli; print('cryptography' in sys.modules)"],
+    probe = subprocess.run([sys.executable, "-c", "import sys, psbridge.cli; print('cryptography' in sys.modules)"],
                            capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "False"
 
@@ -584,7 +584,7 @@ def rendered_text(package: Path, name: str) -> str:
 def test_render_records_the_certificate_in_steps_plan_and_review(cli, tmp_path: Path) -> None:
     from pwsh_grammar import syntax_errors
 
-    from generator.powershell import quote
+    from psbridge.powershell import quote
 
     leaf = cf.cert(not_before=cf.NOW - timedelta(days=3), not_after=cf.NOW + timedelta(days=700))
     cf.write(tmp_path / "certs" / "s2s.pfx", cf.pfx(leaf, cf.key(), PASSWORD))

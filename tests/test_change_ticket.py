@@ -18,10 +18,10 @@ import pytest
 from markdown_it import MarkdownIt
 
 from conftest import USER, O365_USER, review_section
-from generator import audit
-from generator.package import Package, read_package
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import REVIEW_WIDTH, canonical_toml, render_package
+from psbridge import audit
+from psbridge.package import Package, read_package
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import REVIEW_WIDTH, canonical_toml, render_package
 from winrm_peer import Reply
 from winrm_peer.package import make_package, marker
 
@@ -301,8 +301,8 @@ def test_record_with_a_package_whose_parameters_raise(tmp_path: Path) -> None:
 
 def test_run_lines_carry_the_ticket(tmp_path: Path, http_peer, engine, secrets_env, capsys,
                                     _audit_log_in_tmp: Path) -> None:
-    from generator.catalogue import MSONLINE_STEPS
-    from generator.cli import main
+    from psbridge.catalogue import MSONLINE_STEPS
+    from psbridge.cli import main
 
     pkg = make_package(tmp_path / "output", change={"ticket": "CHG-77"})
     engine.when(marker(MSONLINE_STEPS[-1]), Reply(output=["5f2e1c1a-0000-4000-8000-000000000001"]))

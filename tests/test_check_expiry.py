@@ -1,7 +1,7 @@
 """`psbridge check` as a monitoring check: what ends when, `--warn-days`, exit 6 (issue 13).
 
 The real CLI talks to the loopback peer, which answers the probes with tests/probe_states.py's
-JSON; the clock is frozen (generator.clock.utc_now), so "days left" are exact. The package's
+JSON; the clock is frozen (psbridge.clock.utc_now), so "days left" are exact. The package's
 certificate and CRM's S2S certificate end on 2036-01-01T00:00:00Z, as do the key credentials
 of the "fully configured" tenant (THUMB, CRM's, and OTHER).
 Exit codes: 1 (a probe failed, blocked) over 5 (would change) over 6 (expiring) over 0.
@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from generator import clock
-from generator.check import evaluate
-from generator.certificates import EXPIRY_WARNING_DAYS
-from generator.cli import main
-from generator.parameters import EXAMPLE, example, parse_parameters
-from generator.render import render_package
+from psbridge import clock
+from psbridge.check import evaluate
+from psbridge.certificates import EXPIRY_WARNING_DAYS
+from psbridge.cli import main
+from psbridge.parameters import EXAMPLE, example, parse_parameters
+from psbridge.render import render_package
 from conftest import answer_probes, check_args, write_check_package
 from probe_states import OTHER, THUMB, state
 

@@ -1,4 +1,4 @@
-"""`psbridge check`'s verdicts from probe answers, without a server (generator.check)."""
+"""`psbridge check`'s verdicts from probe answers, without a server (psbridge.check)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from generator.check import evaluate, parse_probe_output, ProbeError
-from generator.parameters import example
-from generator.render import render_package
+from psbridge.check import evaluate, parse_probe_output, ProbeError
+from psbridge.parameters import example
+from psbridge.render import render_package
 from probe_states import OTHER, THUMB, state
 
 

@@ -23,9 +23,9 @@ from conftest import (
     check_args,
     write_check_package,
 )
-from generator import clock
-from generator.check import EXCHANGE_ONLINE
-from generator.cli import main
+from psbridge import clock
+from psbridge.check import EXCHANGE_ONLINE
+from psbridge.cli import main
 from probe_states import KNOWN_FAILURES, THUMB, state
 from winrm_peer import CredentialValue, Engine, SecureValue, WinRMPeer
 
@@ -322,7 +322,7 @@ def test_check_out_saves_the_evidence_in_the_package_and_audits_it(tmp_path, eng
     [saved] = list((pkg / "checks").glob("*.json"))
     data = json.loads(saved.read_text())
     assert data["format"] == "psbridge-check-v1" and data["exit_code"] == 5 and data["host"] == "127.0.0.1"
-    from generator.package import read_package
+    from psbridge.package import read_package
 
     assert data["package_digest"] == read_package(pkg).digest
     assert {v["id"]: v["verdict"] for v in data["verdicts"]}["spn"] == "will change"

@@ -191,10 +191,10 @@ def test_unwritable_output_is_an_error_and_leaves_nothing(psbridge, tmp_path: Pa
 
 
 def test_a_failed_write_leaves_no_half_written_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from generator.errors import UserError
-    from generator.parameters import example
-    from generator.render import render_package
-    from generator.writer import write_package
+    from psbridge.errors import UserError
+    from psbridge.parameters import example
+    from psbridge.render import render_package
+    from psbridge.writer import write_package
 
     package = render_package(example())
     real_open = open

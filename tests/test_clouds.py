@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from generator.check import evaluate
-from generator.errors import UserError
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
+from psbridge.check import evaluate
+from psbridge.errors import UserError
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
 from probe_states import state
 from pwsh_grammar import syntax_errors
 
@@ -100,7 +100,7 @@ def test_clouds_without_documented_values_are_refused(site: str, cloud: str) -> 
 
 
 def test_refused_cloud_exits_2_naming_the_field(psbridge, tmp_path: Path) -> None:
-    from generator.parameters import EXAMPLE as example_data
+    from psbridge.parameters import EXAMPLE as example_data
 
     lines = ['name = "contoso"', "[certificate]",
              *(f"{k} = {json.dumps(v)}" for k, v in example_data["certificate"].items()),

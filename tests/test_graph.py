@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
 from pwsh_grammar import syntax_errors, typographic_quotes_outside_literals
 
 GOLDEN = Path(__file__).parent / "golden" / "graph"
@@ -75,7 +75,7 @@ def test_spn_step_reads_modifies_and_writes_key_credentials(default: dict[str, s
 
 def test_remove_expired_credentials_option_is_gone() -> None:
     """The templates no longer read it (step 06 replaces only its own short credential): the key is refused."""
-    from generator.errors import UserError
+    from psbridge.errors import UserError
 
     spn = scripts(graph_params())["steps/06-spn.ps1"]
     assert "$Removed" not in spn and "expired credentials removed" not in spn
@@ -133,7 +133,7 @@ def test_review_explains_the_differences() -> None:
     ({"client": "x"}, "graph.client: unknown key"),
 ])
 def test_bad_graph_tables(graph: dict[str, Any], expected: str) -> None:
-    from generator.errors import UserError
+    from psbridge.errors import UserError
 
     with pytest.raises(UserError) as info:
         parse_parameters(graph_params(**graph))
@@ -141,7 +141,7 @@ def test_bad_graph_tables(graph: dict[str, Any], expected: str) -> None:
 
 
 def test_graph_table_needs_profile_graph() -> None:
-    from generator.errors import UserError
+    from psbridge.errors import UserError
 
     data = copy.deepcopy(EXAMPLE)
     data["graph"] = {"client_id": APP["client_id"], "tenant_id": APP["tenant_id"],

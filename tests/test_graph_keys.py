@@ -14,9 +14,9 @@ import copy
 import json
 from typing import Any
 
-from generator.check import evaluate
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
+from psbridge.check import evaluate
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
 from probe_states import THUMB, state
 from pwsh_grammar import syntax_errors
 

@@ -6,7 +6,7 @@ import click
 import pytest
 
 from conftest import run_psbridge
-from generator.cli import COMPLETION_SHELLS, cli
+from psbridge.cli import COMPLETION_SHELLS, cli
 
 
 def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

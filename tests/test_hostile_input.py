@@ -164,7 +164,7 @@ LINE_BREAKS = {
 @pytest.mark.parametrize("field", sorted(FIELD_FORMS))
 def test_every_field_form_is_valid_as_written(field: str) -> None:
     """Guard for the tests below: without the inserted character each form is valid."""
-    from generator.parameters import parse_parameters
+    from psbridge.parameters import parse_parameters
 
     parse_parameters(with_field(field, FIELD_FORMS[field].format("")))
 
@@ -231,7 +231,7 @@ def test_visible_non_ascii_and_quotes_are_still_accepted(psbridge, tmp_path: Pat
 
 
 def test_non_ascii_code_points_lists_each_distinct_character_once() -> None:
-    from generator.text import non_ascii_code_points
+    from psbridge.text import non_ascii_code_points
 
     assert non_ascii_code_points("plain ascii") == []
     assert non_ascii_code_points("clé été\u200b") == [
@@ -250,9 +250,9 @@ def test_non_ascii_code_points_lists_each_distinct_character_once() -> None:
 
 
 def run_with_timeout(*args: str | os.PathLike[str], cwd: Path, timeout: float = 20) -> Result:
-    """`python -m generator ARGS` with a short timeout: a hang fails the test instead of blocking it."""
+    """`python -m psbridge ARGS` with a short timeout: a hang fails the test instead of blocking it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
-    proc = subprocess.run([sys.executable, "-m", "generator", *map(str, args)], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, "-m", "psbridge", *map(str, args)], cwd=cwd, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -283,8 +283,8 @@ def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
 
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     """Through load_parameters: the CLI's click.Path(dir_okay=False) answers first for a directory."""
-    from generator.errors import UserError
-    from generator.parameters import load_parameters
+    from psbridge.errors import UserError
+    from psbridge.parameters import load_parameters
 
     (tmp_path / "params.toml").mkdir()
     with pytest.raises(UserError, match=r"params.toml: not a regular file \(a folder\)$"):
@@ -326,7 +326,7 @@ def test_a_file_just_under_the_cap_is_read(psbridge, tmp_path: Path) -> None:
 
 
 def test_clip_keeps_short_values_and_clips_long_ones() -> None:
-    from generator.text import clip
+    from psbridge.text import clip
 
     assert clip("short") == "short"
     assert clip("x" * 80) == "x" * 80
@@ -335,7 +335,7 @@ def test_clip_keeps_short_values_and_clips_long_ones() -> None:
 
 
 def test_printable_escapes_controls_separators_and_format_characters() -> None:
-    from generator.text import printable
+    from psbridge.text import printable
 
     assert printable("C:\\Program Files\\x.pfx") == "C:\\Program Files\\x.pfx", "backslashes are kept"
     assert printable("é’$`\"'") == "é’$`\"'"
@@ -353,7 +353,7 @@ def test_printable_escapes_controls_separators_and_format_characters() -> None:
 def test_printable_leaves_no_dangerous_character() -> None:
     import unicodedata
 
-    from generator.text import printable
+    from psbridge.text import printable
 
     every = "".join(chr(c) for c in range(0x110000))
     out = printable(every)
@@ -361,7 +361,7 @@ def test_printable_leaves_no_dangerous_character() -> None:
 
 
 def test_printable_is_fast_on_large_text() -> None:
-    from generator.text import printable
+    from psbridge.text import printable
 
     ascii_text = "x" * 5_000_000
     started = time.perf_counter()
@@ -373,8 +373,8 @@ def test_printable_is_fast_on_large_text() -> None:
 
 
 def test_a_huge_value_is_not_echoed_in_full() -> None:
-    from generator.errors import UserError
-    from generator.parameters import parse_parameters
+    from psbridge.errors import UserError
+    from psbridge.parameters import parse_parameters
 
     host = "a" * 5_000_000
     data = with_field("sharepoint.sites[1]", f"https://{host}.example.com/")
@@ -475,7 +475,7 @@ def test_server_is_part_of_the_rendered_parameters(psbridge, tmp_path: Path) -> 
 
 
 def test_normalize_host_compares_case_and_trailing_dot_insensitively() -> None:
-    from generator.parameters import normalize_host
+    from psbridge.parameters import normalize_host
 
     assert normalize_host("CRM01.Contoso.Local.") == "crm01.contoso.local"
     assert normalize_host("crm01") == normalize_host("CRM01.") == "crm01"
@@ -483,7 +483,7 @@ def test_normalize_host_compares_case_and_trailing_dot_insensitively() -> None:
 
 
 def test_server_description_documents_the_rule() -> None:
-    from generator.parameters import json_schema
+    from psbridge.parameters import json_schema
 
     description = json_schema()["$defs"]["Crm"]["properties"]["server"]["description"]
     assert "IPv4" in description and "DNS" in description
@@ -552,9 +552,9 @@ def _string_values(value: Any) -> typing.Iterator[str]:
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(field=st.sampled_from(sorted(FIELD_FORMS)), text=TEXT, raw=st.booleans())
 def test_whatever_validation_accepts_quote_accepts(field: str, text: str, raw: bool) -> None:
-    from generator.errors import UserError
-    from generator.parameters import parse_parameters
-    from generator.powershell import quote
+    from psbridge.errors import UserError
+    from psbridge.parameters import parse_parameters
+    from psbridge.powershell import quote
 
     value = text if raw else FIELD_FORMS[field].format(text)
     try:
@@ -587,7 +587,7 @@ def _string_fields(model: Any, prefix: str = "") -> list[str]:
 
 
 def test_the_property_covers_every_string_field() -> None:
-    from generator.parameters import Parameters
+    from psbridge.parameters import Parameters
 
     covered = {f.replace("[1]", "") for f in FIELD_FORMS}
     assert set(_string_fields(Parameters)) == covered
@@ -600,7 +600,7 @@ def test_literal_fields_refuse_hidden_characters_too(psbridge, tmp_path: Path) -
 
 def test_a_clean_error_for_stat_of_every_kind() -> None:
     """The file-type words used in messages exist for every kind stat can report."""
-    from generator.files import file_kind
+    from psbridge.files import file_kind
 
     assert file_kind(stat.S_IFIFO) == "a FIFO"
     assert file_kind(stat.S_IFDIR) == "a folder"
@@ -611,6 +611,6 @@ def test_a_clean_error_for_stat_of_every_kind() -> None:
 
 def test_the_schema_pattern_of_name_is_anchored() -> None:
     """JSON Schema searches a pattern: without anchors `Bad Name-x` would match `x`."""
-    from generator.parameters import json_schema
+    from psbridge.parameters import json_schema
 
     assert json_schema()["properties"]["name"]["pattern"] == "^[a-z0-9][a-z0-9-]{0,62}$"

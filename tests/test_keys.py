@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import keys
-from generator.errors import UserError
+from psbridge import keys
+from psbridge.errors import UserError
 
 PASSPHRASE = "correct horse battery staple"
 ENV = {"PSBRIDGE_KEY_PASSPHRASE": PASSPHRASE}
@@ -253,7 +253,7 @@ def test_keys_module_does_not_import_click() -> None:
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(name == "click" or name.startswith("click.") for name in imported)
-    probe = subprocess.run([sys.executable, "-c", "import sys, generator.keys; print('click' in sys.modules)"],
+    probe = subprocess.run([sys.executable, "-c", "import sys, psbridge.keys; print('click' in sys.modules)"],
                            capture_output=True, text=True, timeout=60, check=True)
     assert probe.stdout.strip() == "False"
 
@@ -344,11 +344,11 @@ def test_keygen_refuses_unicode_format_characters_in_the_name(psbridge, tmp_path
 
 
 def run_with_deadline(*args: object, cwd: Path, seconds: float = 30, env: dict[str, str] | None = None):
-    """`python -m generator ARGS` in a child process that must finish within `seconds` (a hang fails)."""
+    """`python -m psbridge ARGS` in a child process that must finish within `seconds` (a hang fails)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
     full_env.update(env or {})
     try:
-        return subprocess.run([sys.executable, "-m", "generator", *map(str, args)], cwd=cwd, env=full_env,
+        return subprocess.run([sys.executable, "-m", "psbridge", *map(str, args)], cwd=cwd, env=full_env,
                               input="", capture_output=True, text=True, timeout=seconds)
     except subprocess.TimeoutExpired:
         pytest.fail(f"psbridge {' '.join(map(str, args))} hung for {seconds} s")

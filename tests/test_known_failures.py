@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from generator.check import evaluate
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
+from psbridge.check import evaluate
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
 from probe_states import OTHER, state
 from pwsh_grammar import syntax_errors
 
@@ -54,7 +54,7 @@ import datetime as _dt
 import functools
 from typing import Any
 
-from generator.check import EXCHANGE_ONLINE, MSOL_CREDENTIAL, SEQUENCE, StepVerdict
+from psbridge.check import EXCHANGE_ONLINE, MSOL_CREDENTIAL, SEQUENCE, StepVerdict
 from probe_states import CRM_APP, SPN, THUMB
 
 NOW = _dt.datetime(2026, 6, 1, tzinfo=_dt.timezone.utc)  # inside the test certificate's 2026..2036 validity

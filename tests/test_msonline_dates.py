@@ -9,8 +9,8 @@ https://learn.microsoft.com/powershell/module/msonline/new-msolserviceprincipalc
 
 from __future__ import annotations
 
-from generator.parameters import example
-from generator.render import render_package
+from psbridge.parameters import example
+from psbridge.render import render_package
 from pwsh_grammar import syntax_errors
 
 FACTS = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": "A" * 40, "sha256": "0" * 64,

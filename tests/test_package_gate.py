@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD
-from generator import remote
-from generator.cli import main
-from generator.files import sha256_hex
+from psbridge import remote
+from psbridge.cli import main
+from psbridge.files import sha256_hex
 from winrm_peer import Engine, WinRMPeer
 from winrm_peer.package import make_package
 

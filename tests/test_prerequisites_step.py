@@ -15,8 +15,8 @@ import copy
 
 import pytest
 
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
 from pwsh_grammar import syntax_errors
 
 
@@ -54,8 +54,8 @@ def test_step_01_tries_the_deployment_web_service_and_names_the_second_hop(profi
 def test_step_01_and_09_refuse_the_32_bit_powershell(profile: str) -> None:
     """In x86 Windows PowerShell the 64-bit snap-in registration and HKLM:\\SOFTWARE\\Microsoft\\MSCRM are
     invisible (WOW64 registry redirection), so the other checks would send the operator the wrong way."""
-    from generator.parameters import parse_parameters
-    from generator.render import render_package
+    from psbridge.parameters import parse_parameters
+    from psbridge.render import render_package
     from winrm_peer.package import parameters_for
 
     files = render_package(parse_parameters(parameters_for(profile=profile, server="crm01",

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from generator import catalogue
-from generator.check import evaluate
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
+from psbridge import catalogue
+from psbridge.check import evaluate
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
 from probe_states import state
 from pwsh_grammar import syntax_errors
 

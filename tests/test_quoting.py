@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.powershell import SINGLE_QUOTES, quote, unquote
-from generator.render import render_package
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.powershell import SINGLE_QUOTES, quote, unquote
+from psbridge.render import render_package
 from pwsh_grammar import string_literal_spans, syntax_errors, typographic_quotes_outside_literals
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

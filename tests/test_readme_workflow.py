@@ -15,7 +15,7 @@ import re
 import shlex
 
 from conftest import CHECKOUT, answer_probes
-from generator.cli import main
+from psbridge.cli import main
 from probe_states import state
 from winrm_peer import Engine, Reply
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from generator.parameters import EXAMPLE, example, parse_parameters
-from generator.files import sha256_hex
-from generator.package import read_package
-from generator.writer import write_package
-from generator.powershell import quote
-from generator.render import RawInterpolation, _environments, render_package
+from psbridge.parameters import EXAMPLE, example, parse_parameters
+from psbridge.files import sha256_hex
+from psbridge.package import read_package
+from psbridge.writer import write_package
+from psbridge.powershell import quote
+from psbridge.render import RawInterpolation, _environments, render_package
 from pwsh_grammar import string_literal_spans, syntax_errors, typographic_quotes_outside_literals
 
 HERE = Path(__file__).parent

@@ -19,8 +19,8 @@ import pytest
 
 import certfactory as cf
 from conftest import FARM, check_args, run_args
-from generator.cli import main
-from generator.package import read_package
+from psbridge.cli import main
+from psbridge.package import read_package
 from probe_states import CRM_APP, IN_STORE, OTHER, SERVER, SPN, THUMB, _cert, _crm, _entra
 from pwsh_grammar import syntax_errors
 from winrm_peer import Engine, ErrorSpec, Reply, WinRMPeer
@@ -38,9 +38,9 @@ def graph_env(secrets_env, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def renewal(tmp_path: Path, profile: str = "graph", farm: bool = True) -> Path:
     """A renewal package of the loopback server (and farm), rendered and written as `psbridge render` does."""
-    from generator.parameters import parse_parameters
-    from generator.render import render_package
-    from generator.writer import write_package
+    from psbridge.parameters import parse_parameters
+    from psbridge.render import render_package
+    from psbridge.writer import write_package
 
     data = parameters_for(profile=profile, server="127.0.0.1", crm={"additional_servers": FARM} if farm else {})
     data["certificate"]["replaces"] = OLD
@@ -439,8 +439,8 @@ def test_a_plan_json_whose_replaced_certificate_is_another_one_fails_the_package
 
 
 def test_render_refuses_facts_that_contradict_replaces():
-    from generator.parameters import parse_parameters
-    from generator.render import render_package
+    from psbridge.parameters import parse_parameters
+    from psbridge.render import render_package
 
     data = parameters_for(server="crm01.contoso.local")
     data["certificate"]["replaces"] = OLD
@@ -455,8 +455,8 @@ def test_ctrl_c_between_servers_still_ends_the_audit_line_with_the_record(tmp_pa
                                                                            graph_env, monkeypatch, capsys):
     """Ctrl-C while connecting to an additional server, after spn changed Entra ID: exit 130, and the
     audit log's end line carries the run record's sha256 (rollback believes only such a record)."""
-    from generator import remote
-    from generator.files import sha256_hex
+    from psbridge import remote
+    from psbridge.files import sha256_hex
 
     pkg = renewal(tmp_path)
     real_open = remote.PSRPSession.open
@@ -604,7 +604,7 @@ def test_a_resumed_run_never_advises_a_command_that_starts_before_its_own_from_s
         tmp_path, http_peer, engine, farm, graph_env, monkeypatch, capsys, how):
     """`--from-step 7` also sends the session steps 01-04 that step 7 needs; continuing at one of
     them would send 05 spn and 06 again, which succeeded in the earlier run."""
-    from generator import remote
+    from psbridge import remote
 
     pkg = renewal(tmp_path)
     if how == "ctrl-c while connecting":

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from generator import report as report_module
-from generator.catalogue import MSONLINE_STEPS
-from generator.package import Package, read_package
+from psbridge import report as report_module
+from psbridge.catalogue import MSONLINE_STEPS
+from psbridge.package import Package, read_package
 
 HOSTILE = "<img src=x onerror=alert(1)> \x1b[31m \u202e gnp.exe & \"quoted\""
 

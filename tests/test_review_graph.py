@@ -6,8 +6,8 @@ import copy
 import re
 from typing import Any
 
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import render_package
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
 
 APP = {"client_id": "11111111-2222-3333-4444-555555555555", "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
        "certificate_thumbprint": "0123456789ABCDEF0123456789ABCDEF01234567"}

@@ -18,8 +18,8 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.render import REVIEW_WIDTH, canonical_toml, render_package, toml_string, wrap_markdown
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import REVIEW_WIDTH, canonical_toml, render_package, toml_string, wrap_markdown
 
 MD = MarkdownIt("commonmark").enable("table")
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

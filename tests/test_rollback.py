@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from conftest import O365_PASSWORD, O365_USER, check_args, write_check_package
-from generator.cli import main
+from psbridge.cli import main
 from probe_states import state
 from winrm_peer import CredentialValue, Engine, Reply, WinRMPeer
 
@@ -85,14 +85,14 @@ def test_a_record_the_audit_log_does_not_vouch_for_is_refused(tmp_path, http_pee
 
 def test_a_value_that_is_not_what_it_must_be_is_refused(tmp_path, http_peer, engine, secrets_env, capsys):
     """Even a vouched-for record: a key id that is not a GUID never becomes a parameter."""
-    from generator import audit
-    from generator.files import sha256_hex
+    from psbridge import audit
+    from psbridge.files import sha256_hex
 
     log = tmp_path / "audit.jsonl"
     pkg, record = _run(tmp_path, http_peer, engine, log)
     forged = record.read_bytes().replace(ADDED_KEY.encode(), b"'; Remove-Item C:\\\\ -Recurse; '")
     record.write_bytes(forged)
-    from generator.package import read_package
+    from psbridge.package import read_package
 
     audit.record(log, "run", read_package(pkg), "ok", record=str(record), record_sha256=sha256_hex(forged))
     before = len(engine.pipelines)

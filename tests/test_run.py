@@ -20,8 +20,8 @@ import pytest
 
 from conftest import (O365_PASSWORD, O365_USER, PFX_PASSWORD, SECRETS, USER, WINRM_PASSWORD, assert_no_secrets,
                       run_args)
-from generator.catalogue import MSONLINE_STEPS, resume_selection
-from generator.cli import main
+from psbridge.catalogue import MSONLINE_STEPS, resume_selection
+from psbridge.cli import main
 from winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
 from winrm_peer.package import marker
 
@@ -378,7 +378,7 @@ def test_library_loggers_never_see_scripts_or_secrets(pkg, http_peer, engine, se
 
 
 def test_cli_start_up_does_not_import_pypsrp():
-    code = ("import sys, generator.cli; "
+    code = ("import sys, psbridge.cli; "
             "print(any(m.split('.')[0] in ('pypsrp', 'requests', 'spnego') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
@@ -390,7 +390,7 @@ def test_real_process_run_never_prints_or_writes_secrets(pkg, http_peer, engine,
                PSBRIDGE_O365_PASSWORD=O365_PASSWORD, PYTHONWARNINGS="always")
     engine.when(marker(STEP[8]), Reply(hang=True))
     proc = subprocess.run(
-        [sys.executable, "-m", "generator", *run_args(pkg, http_peer, "--step-timeout", "1")],
+        [sys.executable, "-m", "psbridge", *run_args(pkg, http_peer, "--step-timeout", "1")],
         capture_output=True, env=env, timeout=60, stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr

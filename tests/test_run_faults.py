@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from conftest import O365_PASSWORD, PFX_PASSWORD, USER, WINRM_PASSWORD, check_args, run_args
-from generator.catalogue import MSONLINE_STEPS
-from generator.cli import main
+from psbridge.catalogue import MSONLINE_STEPS
+from psbridge.cli import main
 from winrm_peer import Engine, ErrorSpec, Reply
 from winrm_peer.package import marker
 
@@ -173,7 +173,7 @@ def test_a_fifo_inside_a_package_is_refused_without_hanging(pkg, tmp_path):
     os.mkfifo(pkg / "steps" / "09-extra.ps1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
     env["PSBRIDGE_AUDIT_LOG"] = str(tmp_path / "other.jsonl")
-    proc = subprocess.run([sys.executable, "-m", "generator", "show", str(pkg)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "psbridge", "show", str(pkg)], capture_output=True, text=True,
                           timeout=30, env=env, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2 and "09-extra.ps1: not a regular file" in proc.stderr
 
@@ -225,7 +225,7 @@ def test_two_runs_of_one_package_never_interleave(pkg, http_peer, engine, tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSBRIDGE_")}
     env.update(PSBRIDGE_WINRM_PASSWORD=WINRM_PASSWORD, PSBRIDGE_PFX_PASSWORD=PFX_PASSWORD,
                PSBRIDGE_O365_PASSWORD=O365_PASSWORD, PSBRIDGE_AUDIT_LOG=str(tmp_path / "two.jsonl"))
-    command = [sys.executable, "-m", "generator", *run_args(pkg, http_peer, "--step-timeout", "20")]
+    command = [sys.executable, "-m", "psbridge", *run_args(pkg, http_peer, "--step-timeout", "20")]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL)
     try:
@@ -361,7 +361,7 @@ def test_a_file_size_limit_on_the_log_refuses_the_run_and_loses_nothing(pkg, log
 
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run([sys.executable, "-m", "generator", *run_args(pkg, http_peer)], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "psbridge", *run_args(pkg, http_peer)], env=env, capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL, preexec_fn=small_files)
     assert proc.returncode in (1, 2), proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from generator.errors import UserError
-from generator.runner import (
+from psbridge.errors import UserError
+from psbridge.runner import (
     ContinueCommand,
     Executor,
     HumanReporter,
@@ -23,8 +23,8 @@ from generator.runner import (
     secrets_needed,
     select_steps,
 )
-from generator.catalogue import MSONLINE_STEPS, resume_selection
-from generator.package import read_package
+from psbridge.catalogue import MSONLINE_STEPS, resume_selection
+from psbridge.package import read_package
 
 
 @pytest.mark.parametrize(
@@ -209,6 +209,6 @@ def test_executor_skips_then_finishes_is_not_a_clean_success(pkg):
 
 
 def test_cli_offers_exactly_the_auth_methods_the_connection_accepts():
-    from generator import cli, remote
+    from psbridge import cli, remote
 
     assert cli._AUTHS == remote.AUTHS

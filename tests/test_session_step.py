@@ -9,8 +9,8 @@ https://learn.microsoft.com/powershell/module/microsoft.wsman.management/test-ws
 
 from __future__ import annotations
 
-from generator.parameters import example
-from generator.render import render_package
+from psbridge.parameters import example
+from psbridge.render import render_package
 from pwsh_grammar import syntax_errors
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from generator.package import Package
-from generator.parameters import EXAMPLE, parse_parameters
-from generator.powershell import unquote
-from generator.render import render_package
-from generator.writer import write_package
+from psbridge.package import Package
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.powershell import unquote
+from psbridge.render import render_package
+from psbridge.writer import write_package
 
 FARM = ["crm02.contoso.local", "crm03.contoso.local"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from generator import approvals, clock
-from generator.package import read_package
-from generator.catalogue import MSONLINE_STEPS
+from psbridge import approvals, clock
+from psbridge.package import read_package
+from psbridge.catalogue import MSONLINE_STEPS
 from winrm_peer.package import make_package
 
 STEP_IDS = tuple(s.id for s in MSONLINE_STEPS)

@@ -56,9 +56,9 @@ from pwsh_grammar import (
     variable_assignments,
 )
 
-from generator import certificates
-from generator.parameters import EXAMPLE, example, parse_parameters
-from generator.render import render_package
+from psbridge import certificates
+from psbridge.parameters import EXAMPLE, example, parse_parameters
+from psbridge.render import render_package
 
 DATA = json.loads((Path(__file__).parent / "data" / "commands.json").read_text(encoding="utf-8"))
 APP = {"client_id": "11111111-2222-3333-4444-555555555555", "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",

@@ -20,8 +20,10 @@ def test_wheel_installs_and_renders_the_example(tmp_path: Path) -> None:
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    assert "generator/templates/msonline/02-certificate.ps1.j2" in names
-    assert "generator/templates/parameters.toml" in names
+    assert "psbridge/templates/msonline/02-certificate.ps1.j2" in names
+    assert "psbridge/templates/parameters.toml" in names
+    # The import name is psbridge: nothing called `generator` lands in site-packages.
+    assert not [n for n in names if n.split("/")[0] == "generator"]
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from generator.catalogue import Step, catalogue
-from generator.parameters import parse_parameters
-from generator.render import render_package
-from generator.writer import write_package
+from psbridge.catalogue import Step, catalogue
+from psbridge.parameters import parse_parameters
+from psbridge.render import render_package
+from psbridge.writer import write_package
 
 
 def marker(step: Step) -> str:
