@@ -36,3 +36,9 @@ class RuntimeFailure(Exception):
     """The work failed for a reason other than bad input; exit code 1."""
 
     exit_code = ExitCode.FAILED
+
+
+class ConnectFailure(Exception):
+    """Could not connect or authenticate; nothing ran (exit 3). The message is one line."""
+
+    exit_code = ExitCode.CONNECT

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ExitCode, RuntimeFailure, UserError
+from .errors import ConnectFailure, ExitCode, RuntimeFailure, UserError
 from .locks import WorkstationLock, holder_for_server, shell_of
 from .package import Package, PackageStep
 from .runner import (
@@ -57,12 +57,6 @@ class NotRecorded(Exception):
     def __init__(self, original: Exception) -> None:
         super().__init__(str(original))
         self.original = original
-
-
-class ConnectFailure(Exception):
-    """Could not connect or authenticate; nothing ran. Exit code 3. The message is one line."""
-
-    exit_code = ExitCode.CONNECT
 
 
 @dataclass(frozen=True)
