@@ -28,7 +28,7 @@ from psbridge import files as files_module  # noqa: E402
 from psbridge import package as package_module  # noqa: E402
 from psbridge.approvals import ApprovalPolicy  # noqa: E402
 from psbridge.cli import main as psbridge  # noqa: E402
-from psbridge.runner import prepare  # noqa: E402
+from psbridge.remote.gate import GateRequest, prepare  # noqa: E402
 from winrm_peer.package import make_package  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def count_reads_and_hashes(pkg: Path, policy: ApprovalPolicy) -> tuple[dict[str,
     # package.read_files reads each file; files.listing_of hashes each file's bytes.
     package_module.read_regular, files_module.sha256_hex = read, sha  # type: ignore[assignment]
     try:
-        prepared = prepare(pkg, None, policy=policy)
+        prepared = prepare(GateRequest(pkg, None, policy=policy))
     finally:
         package_module.read_regular, files_module.sha256_hex = real_read, real_hash  # type: ignore[assignment]
     hashes = {rel: hashed[id(data)] for rel, data in prepared.package.files.items()}
@@ -92,9 +92,9 @@ def main() -> None:
               f"{set(reads.values()) == {1}})")
         print(f"  hashes of the bytes read:   {sorted(set(hashes.values()))}  (each hashed exactly once: "
               f"{set(hashes.values()) == {1}})")
-        prepare(pkg, None, policy=policy)  # warm: templates compiled, modules imported
+        prepare(GateRequest(pkg, None, policy=policy))  # warm: templates compiled, modules imported
         floor = median_ms(lambda: package_module.read_package(pkg).digest, args.runs)
-        gate = median_ms(lambda: prepare(pkg, None, policy=policy), args.runs)
+        gate = median_ms(lambda: prepare(GateRequest(pkg, None, policy=policy)), args.runs)
     print(f"median of {args.runs}: read+hash the folder {floor:.2f} ms; the whole gate (read, catalogue check, "
           f"re-render, approvals, host) {gate:.2f} ms: {gate / floor:.1f}x")
 

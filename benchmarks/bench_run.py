@@ -36,8 +36,14 @@ from pypsrp.client import Client  # noqa: E402
 from pypsrp.powershell import PowerShell, RunspacePool  # noqa: E402
 from pypsrp.wsman import WSMan  # noqa: E402
 
-from psbridge.remote import Connection, StepSecrets, run_package, step_parameters  # noqa: E402
-from psbridge.runner import RunSettings, prepare  # noqa: E402
+from psbridge.remote.transport import Connection  # noqa: E402
+from psbridge.remote.inputs import StepSecrets, step_parameters  # noqa: E402
+from psbridge.remote.action import Audited  # noqa: E402
+from psbridge.remote.advice import RunSettings  # noqa: E402
+from psbridge.remote.context import RemoteContext  # noqa: E402
+from psbridge.remote.run import run_package  # noqa: E402
+from psbridge.remote.servers import RunOptions  # noqa: E402
+from psbridge.remote.gate import GateRequest, prepare  # noqa: E402
 from winrm_peer import Engine, WinRMPeer  # noqa: E402
 from winrm_peer.package import make_package  # noqa: E402
 
@@ -50,15 +56,16 @@ def intervals(stamps: list[float]) -> list[float]:
 
 
 def psbridge_round(pkg: Path, conn: Connection) -> list[float]:
-    prepared = prepare(pkg, conn.host)
+    prepared = prepare(GateRequest(pkg, conn.host))
     stamps: list[float] = []
 
     def emit(event: dict[str, Any]) -> None:
         if event["event"] == "step-end":
             stamps.append(time.perf_counter())
 
-    result = run_package(prepared.package, prepared.selected, conn, PASSWORD, SECRETS, RunSettings(), emit=emit)
-    assert result.exit_code == 0, result.summary
+    ctx = RemoteContext(prepared.package, conn, PASSWORD, SECRETS, RunSettings(), emit)
+    done = run_package(ctx, RunOptions(prepared.selected, prepared.additional), Audited(pkg.parent / "audit.jsonl", "run"))
+    assert done.result.exit_code == 0, done.result.summary
     return intervals(stamps)
 
 
@@ -76,7 +83,7 @@ def bare_round(pkg: Path, port: int) -> list[float]:
     """The same pipelines psbridge sends (steps, and the state probes around each change), by hand."""
     from psbridge.catalogue import BACKOUTS
 
-    prepared = prepare(pkg, "127.0.0.1")
+    prepared = prepare(GateRequest(pkg, "127.0.0.1"))
     selected, probes = prepared.selected, prepared.package.probes
     wsman = WSMan("127.0.0.1", port=port, username=USER, password=PASSWORD, ssl=False, auth="ntlm", no_proxy=True)
     stamps: list[float] = []
@@ -97,7 +104,7 @@ def bare_round(pkg: Path, port: int) -> list[float]:
 
 
 def execute_ps_round(pkg: Path, port: int) -> list[float]:
-    selected = prepare(pkg, "127.0.0.1").selected
+    selected = prepare(GateRequest(pkg, "127.0.0.1")).selected
     client = Client("127.0.0.1", port=port, username=USER, password=PASSWORD, ssl=False, auth="ntlm", no_proxy=True)
     times = []
     for step in selected[1:]:

@@ -9,16 +9,20 @@ result. Failures become exit codes here and nowhere else: 0 ok, 1 runtime failur
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import __version__
 from .clock import format_time
-from .errors import ExitCode, RuntimeFailure, UserError
+from .errors import ConnectFailure, ExitCode, Interrupted, RuntimeFailure, UserError
 from .expiry import EXPIRY_WARNING_DAYS
+from .text import printable
 
 #: Help is wrapped to the terminal, at most 80 columns; examples (`\b` blocks) are written to fit.
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
@@ -845,7 +849,7 @@ def connection_options(func):  # type: ignore[no-untyped-def]
 
 def _connection(options: dict, host: str):  # type: ignore[no-untyped-def,type-arg]
     """The validated connection from the shared options (pops them from `options`) to `host`."""
-    from .remote import Connection
+    from .remote.transport import Connection
 
     o = {k: options.pop(k) for k in _CONNECTION_KEYS}
     conn = Connection(
@@ -966,19 +970,17 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
       PSBRIDGE_WINRM_PASSWORD=… psbridge run output/contoso \\
           --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
     """
-    from . import audit
-    from .remote import ConnectFailure, NotRecorded, read_step_secrets, read_winrm_password, run_package
-    from .runner import HumanReporter, JsonReporter, RunSettings, prepare, secrets_needed
+    from .remote.action import Audited, NotRecorded
+    from .remote.advice import RunSettings, next_steps
+    from .remote.context import RemoteContext
+    from .remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
+    from .remote.run import run_package
+    from .remote.servers import RunOptions
 
     log = _package_log(audit_log, package_dir)
     policy = _policy(require_approval, trusted_keys, min_approvals, forbid_self_approval, operator_key, forbid_keys)
     host_option = options.pop("host")
-    try:  # before any secret is asked for or any connection made: the package, its approval, the host
-        prepared = prepare(package_dir, host_option, from_step=from_step, policy=policy,  # type: ignore[arg-type]
-                           from_server=from_server)
-    except (UserError, RuntimeFailure) as exc:
-        _refused(log, "run", exc, package_dir, host_option)  # type: ignore[arg-type]
-        raise
+    prepared = _gate(log, "run", package_dir, host_option, policy, from_step=from_step, from_server=from_server)
     package = prepared.package
     _warn_if_certificate_ends_first(prepared)
     conn = _connection(options, prepared.host)
@@ -992,67 +994,109 @@ def run(package_dir: Path, from_step: int | None, step_mode: bool, step_timeout:
     secrets = read_step_secrets(secrets_needed(prepared.selected), settings.o365_user)
     winrm_password = read_winrm_password(conn)
     _warn_if_unverified(conn)
-    approval = None
-    if prepared.approval is not None:
-        approval = {"digest": prepared.approval.digest,
-                    "approvals": [a.to_json() for a in prepared.approval.approvals_used]}
-
-    def audit_line(outcome: str, details: dict) -> None:  # type: ignore[type-arg]
-        # "started" comes before connecting: no step is sent unless the run could be recorded first.
-        audit.record(log, "run", package, outcome, **details)
-
-    report = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
-    seen: dict = {}  # type: ignore[type-arg]
-
-    def emit(event: dict) -> None:  # type: ignore[type-arg]
-        if event.get("event") == "run-start":
-            seen["record"] = event.get("record")
-        report(event)
-
-    after_success = _verify_hook(package, secrets, step_timeout, as_json, winrm_password) if verify_after else None
+    ctx = RemoteContext(package, conn, winrm_password, secrets, settings, _reporter(as_json))
+    run_options = RunOptions(prepared.selected, prepared.additional, confirm=_ask_step if step_mode else None,
+                             from_step=from_step, force_unlock=force_unlock, verify=verify_after,
+                             show_check=lambda report: _print_check(report, as_json=as_json))
     try:
-        result = run_package(package, prepared.selected, conn, winrm_password, secrets, settings, emit=emit,
-                             confirm=_ask_step if step_mode else None, from_step=from_step, approval=approval,
-                             audit=audit_line, force_unlock=force_unlock, after_success=after_success,
-                             additional=prepared.additional)
+        done = run_package(ctx, run_options, Audited(log, "run"), prepared.approval)
     except ConnectFailure as exc:
-        audit.record(log, "run", package, "connect-failed", host=conn.host)
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
     except NotRecorded as exc:
         raise exc.original from None  # the log refused the start: nothing ran, nothing more to log there
-    except (UserError, RuntimeFailure) as exc:
-        # The start may already be in the log: its end must be too (nothing is left "started").
-        problems = list(exc.problems) if isinstance(exc, UserError) else [str(exc)]
-        _record_attempt(log, "run", package, "failed", host=conn.host, problems=problems)
-        raise
-    except KeyboardInterrupt:
-        # Ctrl-C between steps (say, while connecting to the next server): the record's end says
-        # so, and the audit log gets its end line with the record's sha256, so that `rollback`
-        # can still believe the record of what did run.
-        if seen.get("record"):
-            _record_attempt(log, "run", package, "interrupted", host=conn.host, **_record_facts(seen["record"]))
-        click.echo("psbridge: interrupted between steps; the run record says what ran", err=True)
-        raise click.exceptions.Exit(130) from None
-    outcome = {0: "ok", 1: "failed", 4: "unknown", 5: "unverified"}.get(result.exit_code, f"exit {result.exit_code}")
-    try:
-        entry = audit.record(log, "run", package, outcome, host=conn.host, steps=[s.index for s in prepared.selected],
-                             **_record_facts(seen.get("record")))
-    except (UserError, RuntimeFailure) as exc:
-        # The run happened and its record (runs/) says so; the audit log only lacks its end.
-        for line in exc.problems if isinstance(exc, UserError) else (str(exc),):
-            click.echo(f"psbridge: failed: the run ended ({outcome}) but its end is not in the audit log: "
-                       f"{_safe(line)}", err=True)
-        raise click.exceptions.Exit(result.exit_code or ExitCode.FAILED) from None
+    except Interrupted as exc:
+        click.echo(f"psbridge: {exc}", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
     if not as_json:
-        _print_audit_head(log, entry)
-        if result.exit_code == 0:
-            from .runner import next_steps
-
-            for line in next_steps(package, result.results):
+        _print_audit_head(log, done.entry)
+        if done.result.exit_code == 0:
+            for line in next_steps(package, done.result.results, done.facts):
                 click.echo(_safe(line))
-    if result.exit_code:
-        raise click.exceptions.Exit(result.exit_code)
+    if done.result.exit_code:
+        raise click.exceptions.Exit(done.result.exit_code)
+
+
+def _gate(log: Path, action: str, package_dir: Path, host_option: str | None, policy,  # type: ignore[no-untyped-def]
+          **request):  # type: ignore[no-untyped-def]
+    """The package gate; a refusal is printed and logged before it ends the command."""
+    from .remote.gate import GateRequest, prepare
+
+    try:
+        return prepare(GateRequest(package_dir, host_option, policy=policy, **request))
+    except (UserError, RuntimeFailure) as exc:
+        if action != "check" or policy is not None:
+            _refused(log, action, exc, package_dir, host_option)
+        raise
+
+
+class HumanReporter:
+    """One live line per step (`[06/08] spn … ok 1.2s`), error details on failure, then the summary.
+
+    Every text that came from the server or the operator's options goes through
+    `text.printable`, so a server's error message can't forge a progress line or move
+    the cursor.
+    """
+
+    def __init__(self, out: Callable[..., None]) -> None:
+        self.out = out
+
+    def _lines(self, prefix: str, value: object) -> None:
+        for line in str(value).splitlines() or [""]:
+            self.out(f"{prefix}{printable(line)}")
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        kind = event["event"]
+        where = f" on {printable(event['host'])}" if kind.startswith("step-") and event.get("host") else ""
+        if kind == "step-start":
+            self.out(f"[{event['index']:02d}/{event['total']:02d}] {event['id']}{where} … ", nl=False)
+        elif kind == "step-end":
+            state = event["state"]
+            if state == "skipped":
+                why = f" ({printable(event['detail'])})" if event.get("detail") else ""
+                self.out(f"[{event['index']:02d}/{event['total']:02d}] {event['id']}{where} … skipped{why}")
+                return
+            label = {"ok": "ok", "failed": "FAILED", "unknown": "UNKNOWN"}[state]
+            self.out(f"{label} {event['seconds']:.1f}s")
+            if state != "ok":
+                for line in event.get("information") or []:
+                    self._lines("    host: ", line)
+                for err in event["errors"]:
+                    self._lines("    error: ", err["message"])
+                    if err["category"]:
+                        self._lines("    category: ", err["category"])
+                    if err["line"] is not None:
+                        self.out(f"    script line: {err['line']}")
+                    if err["position"]:
+                        self._lines("      ", err["position"])
+                if event["detail"]:
+                    self._lines("    ", event["detail"])
+        elif kind == "run-start":
+            user = f" as {event['user']}" if event.get("user") else ""
+            self.out(printable(f"psbridge run: {event['package']} on {event['host']}:{event['port']} "
+                               f"({event['transport']}, {event['auth']}{user}); record: {event['record']}"))
+        elif kind == "run-end":
+            if event.get("reason") == "connect-failed":
+                return  # the command line prints that one line on stderr
+            self.out("")
+            for line in event["summary"]:
+                self.out(printable(line))
+        elif kind == "run-quit":
+            self.out(f"quit before step {event['index']:02d} ({event['id']})")
+
+
+class JsonReporter:
+    """`--json`: one JSON object per line, the same events the run record gets."""
+
+    def __init__(self, out: Callable[..., None]) -> None:
+        self.out = out
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        self.out(json.dumps(event, ensure_ascii=False))
+
+
+def _reporter(as_json: bool):  # type: ignore[no-untyped-def]
+    return JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
 
 
 def _warn_if_certificate_ends_first(prepared) -> None:  # type: ignore[no-untyped-def]
@@ -1106,20 +1150,6 @@ def _confirm_unapproved(prepared, assume_yes: bool, as_json: bool) -> None:  # t
         raise RuntimeFailure("run: not confirmed; nothing ran")
 
 
-def _record_facts(record: str | None) -> dict:  # type: ignore[type-arg]
-    """The run record's path and sha256 for the run's end line: what `rollback` later believes."""
-    from .files import read_regular, sha256_hex
-
-    if not record:
-        return {}
-    try:
-        data = read_regular(Path(record), record, limit=16 * 1024 * 1024, too_large="not a run record",
-                            follow_symlinks=False)
-    except UserError:
-        return {"record": record}
-    return {"record": record, "record_sha256": sha256_hex(data)}
-
-
 @cli.command("rollback", context_settings=CONTEXT)
 @click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--run", "run_record", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -1148,18 +1178,18 @@ def rollback(package_dir: Path, run_record: Path, step_timeout: float, as_json: 
       psbridge rollback output/contoso --run output/contoso/runs/R.jsonl \\
           --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
     """
-    from . import audit
-    from .backout import plan_rollback, read_record
-    from .remote import ConnectFailure, NotRecorded, read_step_secrets, read_winrm_password, rollback_package
-    from .runner import HumanReporter, JsonReporter, RunSettings, prepare, secrets_needed
+    from .remote.action import Audited, NotRecorded
+    from .remote.advice import RunSettings
+    from .remote.context import RemoteContext
+    from .remote.gate import GateRequest
+    from .remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
+    from .remote.rollback import prepare_rollback, rollback_package, rollback_sends
 
     log = _package_log(audit_log, package_dir)
     policy = _policy(require_approval, trusted_keys, min_approvals, forbid_self_approval, operator_key, forbid_keys)
     host_option = options.pop("host")
     try:
-        prepared = prepare(package_dir, host_option, policy=policy)  # type: ignore[arg-type]
-        events, digest = read_record(run_record, prepared.package, audit.entries(log))
-        plan = plan_rollback(prepared.package, events, str(run_record), digest)
+        prepared, plan = prepare_rollback(GateRequest(package_dir, host_option, policy=policy), run_record, log)
     except (UserError, RuntimeFailure) as exc:
         _refused(log, "rollback", exc, package_dir, host_option)  # type: ignore[arg-type]
         raise
@@ -1180,49 +1210,28 @@ def rollback(package_dir: Path, run_record: Path, step_timeout: float, as_json: 
             raise UserError("rollback: no terminal to confirm on; pass --yes, or require the package's approval")
         if not click.confirm("Send these back-out scripts?", default=False, err=True):
             raise RuntimeFailure("rollback: not confirmed; nothing was sent")
-    from .catalogue import BACKOUTS
-
-    needs = {n for item in plan.scripted for n in BACKOUTS[item.step.id].needs}
-    secrets = read_step_secrets(secrets_needed([s for s in package.steps if s.id in needs]),
+    ctx = RemoteContext(package, conn, None, settings=RunSettings(step_timeout=step_timeout), emit=_reporter(as_json))
+    sends, parameters, _ = rollback_sends(ctx, plan)
+    secrets = read_step_secrets(secrets_needed(s for s in sends if s.index not in parameters),
                                 options.pop("o365_user"))  # type: ignore[arg-type]
     winrm_password = read_winrm_password(conn)
     _warn_if_unverified(conn)
-    settings = RunSettings(step_timeout=step_timeout)
-
-    def audit_line(outcome: str, details: dict) -> None:  # type: ignore[type-arg]
-        audit.record(log, "rollback", package, outcome, **details)
-
-    emit = JsonReporter(click.echo) if as_json else HumanReporter(click.echo)
+    ctx = RemoteContext(package, conn, winrm_password, secrets, ctx.settings, ctx.emit)
     try:
-        result = rollback_package(package, plan, conn, winrm_password, secrets, settings, emit=emit,
-                                  audit=audit_line)
+        done = rollback_package(ctx, plan, Audited(log, "rollback", start="rollback-started"))
     except NotRecorded as exc:
         raise exc.original from None
     except ConnectFailure as exc:
-        audit.record(log, "rollback", package, "connect-failed", host=conn.host)
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
-    outcome = {0: "ok", 1: "failed", 4: "unknown"}.get(result.exit_code, f"exit {result.exit_code}")
-    entry = audit.record(log, "rollback", package, outcome, host=conn.host, of=str(run_record))
+    except Interrupted as exc:
+        click.echo(f"psbridge: {exc}", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
+    result, entry = done.result, done.entry
     if not as_json:
         _print_audit_head(log, entry)
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
-
-
-def _verify_hook(package, secrets, timeout: float, as_json: bool, winrm_password):  # type: ignore[no-untyped-def]
-    """`run --verify`: the probes of `check`, in the run's session, after its last step (and on each
-    additional server, in sessions of their own)."""
-    from .remote import check_in_session
-
-    def after_success(session, redact):  # type: ignore[no-untyped-def]
-        # The session is already connected by the run's step 04: no session step is sent again.
-        report = check_in_session(session, package, [], secrets, timeout, redact, farm=True,
-                                  winrm_password=winrm_password)
-        _print_check(report, as_json=as_json)
-        return report.as_json()
-
-    return after_success
 
 
 def _print_check(report, *, as_json: bool) -> None:  # type: ignore[no-untyped-def]
@@ -1374,18 +1383,14 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
       psbridge check output/contoso --username 'CONTOSO\\crmadmin' \\
           --o365-user admin@contoso.onmicrosoft.com
     """
-    from .remote import ConnectFailure, check_package, check_steps, read_step_secrets, read_winrm_password
-    from .runner import prepare, secrets_needed
+    from .remote.checking import CheckOptions, check_steps, probe_package, record_check
+    from .remote.context import RemoteContext
+    from .remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
 
     log = _package_log(audit_log, package_dir)
     policy = _policy(require_approval, trusted_keys, min_approvals, forbid_self_approval, operator_key, forbid_keys)
     host_option = options.pop("host")
-    try:
-        prepared = prepare(package_dir, host_option, policy=policy, for_check=True)  # type: ignore[arg-type]
-    except (UserError, RuntimeFailure) as exc:
-        if policy is not None:
-            _refused(log, "check", exc, package_dir, host_option)  # type: ignore[arg-type]
-        raise
+    prepared = _gate(log, "check", package_dir, host_option, policy, for_check=True)  # type: ignore[arg-type]
     conn = _connection(options, prepared.host)
     for problem in prepared.package.replaced:
         click.echo(f"psbridge: warning: {_safe(problem)}; check sends the probes psbridge renders itself",
@@ -1394,26 +1399,20 @@ def check(package_dir: Path, no_entra: bool, probe_timeout: float, as_json: bool
     secrets = read_step_secrets(secrets_needed(entra or []), options.pop("o365_user"))  # type: ignore[arg-type]
     winrm_password = read_winrm_password(conn)
     _warn_if_unverified(conn)
+    ctx = RemoteContext(prepared.package, conn, winrm_password, secrets)
+    check_options = CheckOptions(entra=not no_entra, timeout=probe_timeout, warn_days=warn_days, save_to=save_to,
+                                 progress=_probe_line(as_json))
     try:
-        report = check_package(prepared.package, conn, winrm_password, secrets, entra=not no_entra,
-                               timeout=probe_timeout, progress=_probe_line(as_json))
+        report = probe_package(ctx, check_options)
     except ConnectFailure as exc:
         click.echo(f"psbridge: could not connect: {_safe(exc)}", err=True)
         raise click.exceptions.Exit(ConnectFailure.exit_code) from None
-    from dataclasses import replace
-
-    report = replace(report, warn_days=warn_days)
     _print_check(report, as_json=as_json)
-    from . import audit
-
-    saved = _save_check(report, prepared, conn.host, save_to) if save_to is not None else None
-    entry = audit.record(log, "check", prepared.package, f"exit {int(report.exit_code)}", host=conn.host,
-                         verdicts={v.id: v.verdict for v in report.verdicts},
-                         **({"saved": str(saved)} if saved else {}))
-    if saved is not None:
-        click.echo(f"saved: {saved}", err=as_json)
+    checked = record_check(ctx, report, check_options, log)
+    if checked.saved is not None:
+        click.echo(f"saved: {checked.saved}", err=as_json)
     if not as_json:
-        _print_audit_head(log, entry)
+        _print_audit_head(log, checked.entry)
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)
 
@@ -1425,31 +1424,6 @@ def _probe_line(as_json: bool):  # type: ignore[no-untyped-def]
         click.echo(f"probe {name} on {_safe(host)} … {'ok' if answered else 'no answer'}", err=as_json)
 
     return show
-
-
-def _save_check(report, prepared, host: str, save_to: str) -> Path:  # type: ignore[no-untyped-def]
-    """Write the check's evidence: to FILE, or PACKAGE_DIR/checks/<UTC time>.json (an evidence folder)."""
-    import json
-
-    from . import __version__
-    from .check import evidence
-    from .clock import file_stamp, stamp
-    from .files import write_file
-
-    package = prepared.package
-    if save_to:
-        target = Path(save_to)
-    else:
-        folder = package.path / "checks"
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            raise UserError(f"{folder}: exists and is not a folder; saved checks live in a folder of that name")
-        folder.mkdir(mode=0o755, exist_ok=True)
-        target = folder / f"{file_stamp()}.json"
-    data = evidence(report, package=package.name, digest=package.digest, host=host, checked_at=stamp(digits=3),
-                    tool_version=__version__)
-    write_file(target, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), 0o644,
-               overwrite=bool(save_to))
-    return target
 
 
 def _safe(value: object, *, keep_newlines: bool = False) -> str:

@@ -20,6 +20,7 @@ class ExitCode(enum.IntEnum):
     UNKNOWN = 4  # the outcome of a step is unknown (timeout, lost connection)
     WOULD_CHANGE = 5  # check: something would change / run --verify: verification failed
     EXPIRING = 6  # check: in place, but something expires within the warning window
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
 class UserError(Exception):
@@ -42,3 +43,9 @@ class ConnectFailure(Exception):
     """Could not connect or authenticate; nothing ran (exit 3). The message is one line."""
 
     exit_code = ExitCode.CONNECT
+
+
+class Interrupted(Exception):
+    """The operator interrupted the command (Ctrl-C) between steps; exit code 130. What ran is recorded."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD
-from psbridge import remote
+from psbridge.remote import inputs as remote
 from psbridge.cli import main
 from psbridge.files import sha256_hex
 from winrm_peer import Engine, WinRMPeer

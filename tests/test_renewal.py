@@ -455,7 +455,7 @@ def test_ctrl_c_between_servers_still_ends_the_audit_line_with_the_record(tmp_pa
                                                                            graph_env, monkeypatch, capsys):
     """Ctrl-C while connecting to an additional server, after spn changed Entra ID: exit 130, and the
     audit log's end line carries the run record's sha256 (rollback believes only such a record)."""
-    from psbridge import remote
+    from psbridge.remote import transport as remote
     from psbridge.files import sha256_hex
 
     pkg = renewal(tmp_path)
@@ -604,7 +604,7 @@ def test_a_resumed_run_never_advises_a_command_that_starts_before_its_own_from_s
         tmp_path, http_peer, engine, farm, graph_env, monkeypatch, capsys, how):
     """`--from-step 7` also sends the session steps 01-04 that step 7 needs; continuing at one of
     them would send 05 spn and 06 again, which succeeded in the earlier run."""
-    from psbridge import remote
+    from psbridge.remote import transport as remote
 
     pkg = renewal(tmp_path)
     if how == "ctrl-c while connecting":

@@ -11,18 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from psbridge.errors import UserError
-from psbridge.runner import (
-    ContinueCommand,
-    Executor,
-    HumanReporter,
-    Outcome,
-    PipelineReport,
-    Redactor,
-    RemoteError,
-    classify,
-    secrets_needed,
-    select_steps,
-)
+from psbridge.cli import HumanReporter
+from psbridge.remote.advice import ContinueCommand, RunAdvice
+from psbridge.remote.executor import Executor, Outcome, PipelineReport, RemoteError, StepPlan, Hooks, classify
+from psbridge.remote.gate import select_steps
+from psbridge.remote.inputs import secrets_needed
+from psbridge.remote.redact import Redactor
 from psbridge.catalogue import MSONLINE_STEPS, resume_selection
 from psbridge.package import read_package
 
@@ -142,10 +136,10 @@ def sent_indexes(session: FakeSession) -> list[int]:
 
 def executor(pkg: Path, events: list, from_step=None, confirm=None) -> Executor:
     steps = read_package(pkg).steps
-    return Executor(
-        steps, select_steps(steps, from_step), lambda s: {}, events.append,
-        Redactor(["hunter2-long"]), ContinueCommand(str(pkg), ("--host", "h")), step_timeout=5, confirm=confirm,
-    )
+    selected = select_steps(steps, from_step)
+    advice = RunAdvice(steps, selected, ContinueCommand(str(pkg), ("--host", "h")))
+    return Executor(StepPlan(steps, selected, lambda s: {}, advice, step_timeout=5), events.append,
+                    Redactor(["hunter2-long"]), Hooks(confirm=confirm))
 
 
 @pytest.mark.parametrize(("state", "code"), [(PipelineReport("Failed"), 1),
@@ -209,6 +203,7 @@ def test_executor_skips_then_finishes_is_not_a_clean_success(pkg):
 
 
 def test_cli_offers_exactly_the_auth_methods_the_connection_accepts():
-    from psbridge import cli, remote
+    from psbridge import cli
+    from psbridge.remote import transport
 
-    assert cli._AUTHS == remote.AUTHS
+    assert cli._AUTHS == transport.AUTHS

@@ -13,8 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_wheel_installs_and_renders_the_example(tmp_path: Path) -> None:
+    # Built from a copy of the sources: a build/ folder left in the checkout by an earlier build
+    # (of an earlier layout) must not slip stale files into the wheel.
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", "build", "dist", "output", "*.egg-info",
+                                                               "__pycache__", ".git", ".hypothesis"))
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("psbridge-*.whl")
     import zipfile

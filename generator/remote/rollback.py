@@ -1,0 +1,95 @@
+"""`psbridge rollback`: the reviewed back-out scripts of one recorded run, on run's own executor.
+
+Same machinery as `run` (`action.audited_action`): the workstation and server locks, a run record
+written before anything is sent, the audit line first, one pipeline per script, and a stop at
+the first script that does not succeed (nothing after it is sent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from pathlib import Path
+
+from .. import audit
+from ..backout import RollbackPlan, plan_rollback, read_record
+from ..catalogue import BACKOUTS
+from ..errors import ExitCode
+from ..package import PackageStep
+from .action import Audited, Finished, audited_action, finish, started
+from .context import RemoteContext
+from .gate import GateRequest, PreparedRun, prepare
+from .executor import Executed, Executor, RunResult, StepPlan, exit_code_of, Outcome
+from .inputs import secrets_needed, step_parameters
+from .serverlock import Refused, take_server_lock
+from .transport import open_session
+
+
+def prepare_rollback(request: GateRequest, record: Path, log: Path) -> tuple[PreparedRun, RollbackPlan]:
+    """The gate, then the run record (believed only when the audit log vouches for its sha256), then
+    what to undo: every state-changing step that ran OK, last first, with values checked like parameters."""
+    prepared = prepare(request)
+    events, digest = read_record(record, prepared.package, audit.entries(log))
+    return prepared, plan_rollback(prepared.package, events, str(record), digest)
+
+
+def rollback_sends(ctx: RemoteContext, plan: RollbackPlan) -> tuple[list[PackageStep], dict[int, dict[str, Any]],
+                                                                      dict[int, int]]:
+    """What rollback sends, numbered from 1: the session steps its scripts need, then each script.
+
+    Returns the steps, each script's parameters by its number, and the package step it undoes.
+    """
+    needs = {need for item in plan.scripted for need in BACKOUTS[item.step.id].needs}
+    sends: list[PackageStep] = []
+    parameters: dict[int, dict[str, Any]] = {}
+    undoes: dict[int, int] = {}
+    for step in (s for s in ctx.package.steps if s.id in needs):
+        sends.append(replace(step, spec=replace(step.spec, index=len(sends) + 1)))
+    for item in plan.scripted:
+        number = len(sends) + 1
+        name = f"undo-{item.step.id}"
+        spec = replace(item.step.spec, index=number, id=name, title=name, needs=(), inputs={})
+        sends.append(PackageStep(spec, {}, item.text, ctx.package.listing.get(item.file, "")))
+        parameters[number] = dict(item.parameters)
+        undoes[number] = item.step.index
+    return sends, parameters, undoes
+
+
+def rollback_package(ctx: RemoteContext, plan: RollbackPlan, audited: Audited) -> Finished:
+    """Send the plan's back-out scripts (reverse step order) after the session steps they need."""
+    sends, parameters, undoes = rollback_sends(ctx, plan)
+    start = started(ctx, rollback_of=plan.record, rollback_of_sha256=plan.record_sha256,
+                    steps=[s.index for s in sends if s.index not in undoes]
+                    + [f"undo {index:02d}" for index in undoes.values()])
+    details = {"host": ctx.conn.host, "of": plan.record, "of_sha256": plan.record_sha256}
+    with audited_action(ctx, audited, start, details) as recorder:
+        ctx = ctx.with_emit(recorder.emit)
+        session = open_session(ctx.conn, ctx.winrm_password, ctx.redact,
+                               exchange_keys=bool(secrets_needed(s for s in sends if s.index not in undoes)))
+        try:
+            try:
+                take_server_lock(session, ctx.package.lock_script, ctx.settings.step_timeout, ctx.emit, ctx.redact)
+            except Refused as refused:
+                return finish(recorder, RunResult([], refused.exit_code, refused.summary, "locked"),
+                              host=ctx.conn.host, of=plan.record)
+            executor = Executor(StepPlan(sends, sends, lambda s: parameters.get(s.index) or step_parameters(s, ctx.secrets),
+                                         _summarize(plan), step_timeout=ctx.settings.step_timeout, emit_end=False,
+                                         for_step=undoes), ctx.emit, ctx.redact)
+            result = executor.run(session)
+        finally:
+            session.close()
+        return finish(recorder, result, host=ctx.conn.host, of=plan.record)
+
+
+def _summarize(plan: RollbackPlan):  # noqa: ANN202 - a Summarize
+    def summarize(executed: Executed) -> tuple[int, list[str]]:
+        if executed.stopped_at is None:
+            done = ", ".join(f"step {i.step.index:02d} {i.step.id}" for i in plan.scripted) or "nothing scripted"
+            return ExitCode.OK, [f"Backed out: {done}."]
+        last = executed.results[-1] if executed.results else None
+        outcome = last.outcome if last is not None else Outcome.FAILED
+        return exit_code_of(outcome), [f"Stopped: {executed.stopped_at.id} did not succeed ({outcome.value}); nothing "
+                                       "after it was sent. Fix the cause, then run the same rollback command again: "
+                                       "the back-out scripts change nothing that is already undone."]
+    return summarize

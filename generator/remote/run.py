@@ -1,0 +1,66 @@
+"""`psbridge run`: the package's selected steps on its servers, audited and recorded."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..approvals import Verification
+from ..thumbprint import Thumbprint
+from .action import Audited, Finished, audited_action, finish, started
+from .advice import RunFacts
+from .context import RemoteContext
+from .events import ApprovalEvent
+from .servers import RunOptions, ServerRun
+
+
+def run_package(ctx: RemoteContext, options: RunOptions, audited: Audited,
+                approval: Verification | None = None) -> Finished:
+    """Record, connect, run the selected steps of the verified package; raises ConnectFailure (exit 3).
+
+    Every text sent comes from `ctx.package` (read once and judged before this call). The run holds
+    the workstation lock from before its record is created, and the server lock (the package's
+    lock.ps1) from before its first step, to its end; nothing is sent unless its start is in the
+    record and the audit log.
+    """
+    package = ctx.package
+    server_run = ServerRun(ctx, options)
+    start = started(ctx, o365_user=ctx.secrets.o365_user, configuration_name=ctx.conn.configuration_name,
+                    from_step=options.from_step, steps=[s.index for s in options.selected],
+                    servers=list(dict.fromkeys(t.conn.host for t in server_run.targets)))
+    events = [ApprovalEvent(digest=approval.digest, approvals=[a.to_json() for a in approval.approvals_used]).data()
+              ] if approval is not None else []
+    details: dict[str, Any] = {"host": ctx.conn.host, "user": ctx.conn.username, "steps": start.steps,
+                               "servers": start.servers, "_events": events}
+    with audited_action(ctx, audited, start, details) as recorder:
+        server_run.ctx = ctx.with_emit(recorder.emit)
+        server_run.audit = lambda what, facts: recorder.line(what, **facts)
+        try:
+            result = server_run.run()
+        except KeyboardInterrupt:
+            # Ctrl-C outside a step (a step handles its own; a probe passes it on): the record says
+            # how it ended, and where to continue without sending a finished step again.
+            summary, pending = server_run.interrupted()
+            recorder.end(130, "interrupted", summary, pending)
+            raise
+        finally:
+            server_run.close()
+        done = finish(recorder, result, host=ctx.conn.host, steps=start.steps)
+        done.facts = facts_of(server_run)
+        return done
+
+
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
+
+
+def facts_of(server_run: ServerRun) -> RunFacts:
+    """What the wizard needs, as values: the tenant the tenant-id step printed (a GUID), and the
+    certificate's thumbprint from the package's approved facts or the certificate probe's reading
+    the run recorded before step certificate (the server's .cer, which step set-certificate imports)."""
+    results = [r for r in server_run.results if r.id == "tenant-id"]
+    tenant = next((m.group(0) for r in results for line in r.output for m in [_GUID.search(line)] if m), None)
+    thumbprint = Thumbprint.of((server_run.ctx.package.certificate or {}).get("thumbprint"))
+    reading = server_run.readings.get(("certificate", "before"), {}).get("certificate")
+    if thumbprint is None and isinstance(reading, dict):
+        thumbprint = Thumbprint.of(reading.get("cer_thumbprint"))
+    return RunFacts(tenant, thumbprint)

@@ -1,0 +1,310 @@
+"""A run over several servers: the main server's steps, each additional server's step, in order.
+
+A first setup runs the main server's steps, then the additional servers' step on each of them.
+A renewal installs the new certificate on every additional server before the main server
+switches CRM to it, so the main server comes twice, in the same session (and under the same
+lock): before and after them. Right before the switch the switch guard asks each additional
+server itself whether it holds the new certificate. A run has one run-end event, written by
+the caller (`action`), whatever server it stopped on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..catalogue import is_renewal
+from ..check import CheckReport
+from ..errors import ConnectFailure, ExitCode
+from ..package import PackageStep
+from .advice import ContinueCommand, RunAdvice, resume_advice
+from .context import RemoteContext
+from .events import FarmGate
+from .executor import Confirm, Executor, Hooks, Outcome, RunResult, StepPlan, StepResult
+from .inputs import secrets_needed, step_parameters
+from .probing import Prober, farm_not_ready, observer, verify_in_session
+from .serverlock import Refused, force_unlock, take_server_lock
+from .transport import Connection, PSRPSession, open_session
+
+
+@dataclass(frozen=True)
+class Target:
+    """A run of consecutive steps on one server: the main one (`host` None) or an additional one."""
+
+    conn: Connection
+    steps: list[PackageStep]
+    host: str | None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the operator asked of this run, beyond the package and the connection."""
+
+    selected: list[PackageStep]
+    additional: list[str]
+    confirm: Confirm | None = None
+    from_step: int | None = None
+    force_unlock: bool = False
+    #: `run --verify`: check's probes in the main session after the last step.
+    verify: bool = False
+    #: Shows `--verify`'s check report to the operator (as `check` prints it) before it is recorded.
+    show_check: Callable[[CheckReport], None] | None = None
+
+
+@dataclass
+class HostOutcome:
+    """How the steps on one server ended."""
+
+    exit_code: int
+    summary: list[str]
+    stopped_at: int | None = None
+    reason: str = "done"
+    results: list[StepResult] = field(default_factory=list)
+
+
+def targets_of(selected: Sequence[PackageStep], conn: Connection, additional: list[str]) -> list[Target]:
+    """Where each run of consecutive steps goes, in step order."""
+    segments: list[list[PackageStep]] = []
+    for step in selected:
+        if segments and segments[-1][0].spec.runs_on == step.spec.runs_on:
+            segments[-1].append(step)
+        else:
+            segments.append([step])
+    out: list[Target] = []
+    for steps in segments:
+        if steps[0].spec.runs_on == "main":
+            out.append(Target(conn, steps, None))
+        else:
+            out += [Target(replace(conn, host=host), steps, host) for host in additional]
+    return out
+
+
+class ServerRun:
+    """The steps of one run on each of its servers in turn (one session per server, kept to the end)."""
+
+    def __init__(self, ctx: RemoteContext, options: RunOptions) -> None:
+        self.ctx = ctx
+        self.options = options
+        self.targets = targets_of(options.selected, ctx.conn, options.additional)
+        #: (step, additional host) -> its end state, for the summary of a run interrupted between steps.
+        self.ended: dict[tuple[int, str | None], str] = {}
+        self.sessions: list[PSRPSession] = []
+        self.main: PSRPSession | None = None
+        self.results: list[StepResult] = []
+        self.verification: CheckReport | None = None
+        #: The state readings recorded around the main server's changing steps: (step id, when) -> readings.
+        self.readings: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Writes an audit line (what, details): --force-unlock is audited when it closes a session.
+        self.audit: Callable[[str, dict[str, Any]], None] | None = None
+
+    def note(self, event: dict[str, Any]) -> None:
+        """Every event passes here on its way out: step ends are remembered for an interruption."""
+        if event.get("event") == "step-end":
+            self.ended[(event["index"], event.get("host"))] = event.get("state", "")
+        elif event.get("event") == "state" and not event.get("host"):
+            self.readings[(event["id"], event["when"])] = event.get("readings") or {}
+        self.ctx.emit(event)
+
+    def run(self) -> RunResult:
+        """Each target in turn; the first that does not end well ends the run (Raises ConnectFailure
+        only while nothing ran). Then `--verify` in the main session."""
+        done: list[str] = []
+        succeeded: list[tuple[str, list[str]]] = []
+        results = self.results
+        for target in self.targets:
+            outcome = self._run_on(target, nothing_ran=not done)
+            results += outcome.results
+            if outcome.exit_code:
+                before = [f"Done before: {'; '.join(done)}."] if done else []
+                return RunResult(results, outcome.exit_code, before + outcome.summary, outcome.reason,
+                                 outcome.stopped_at)
+            done.append(f"{_step_range(target.steps)} on {target.conn.host}")
+            succeeded.append((target.conn.host, outcome.summary))
+        lines = succeeded[0][1] if len(succeeded) == 1 else [
+            f"On {host}: {line}" for host, summary in succeeded for line in summary]
+        code, reason = self._verify(lines)
+        return RunResult(results, code, lines, reason, None)
+
+    def close(self) -> None:
+        for session in reversed(self.sessions):
+            session.close()
+
+    def _verify(self, lines: list[str]) -> tuple[int, str]:
+        """`--verify`: the probes in the run's main session after its last step; exit 5 when a step that
+        ran does not show in place."""
+        from .events import VerifyEvent
+
+        if not self.options.verify:
+            return ExitCode.OK, "done"
+        if self.main is None:
+            self.note(VerifyEvent.model_validate({"skipped": "no step ran on the main server"}).data())
+            return ExitCode.OK, "done"
+        self.verification = verify_in_session(self.ctx, self.main, self.ctx.settings.step_timeout)
+        if self.options.show_check is not None:
+            self.options.show_check(self.verification)
+        verification = self.verification.as_json()
+        self.note(VerifyEvent.model_validate(verification).data())
+        changing = {s.id for s in self.options.selected if s.changes_state}
+        unverified = [f"step {v['index']:02d} {v['id']} is {v['verdict']}" + (f" ({v['detail']})" if v.get("detail")
+                                                                             else "")
+                      for v in verification.get("verdicts", []) if v["id"] in changing and v["verdict"] != "in place"]
+        if not unverified:
+            return ExitCode.OK, "done"
+        lines.append("Verification failed: after the run, " + "; ".join(unverified)
+                     + ". The steps succeeded, but the server does not show the change (exit 5).")
+        return ExitCode.WOULD_CHANGE, "unverified"
+
+    def _session_for(self, target: Target) -> tuple[PSRPSession, bool]:
+        """The main server's open session again (True), or a new one (False); raises ConnectFailure."""
+        if target.host is None and self.main is not None:
+            return self.main, True
+        needed = [s for s in self.options.selected if s.spec.runs_on == "main"] if target.host is None else target.steps
+        session = open_session(target.conn, self.ctx.winrm_password, self.ctx.redact,
+                               exchange_keys=bool(secrets_needed(needed)))
+        self.sessions.append(session)
+        if target.host is None:
+            self.main = session
+        return session, False
+
+    def _run_on(self, target: Target, nothing_ran: bool) -> HostOutcome:
+        """Connect to one server, take its lock, run its steps there."""
+        ctx, host = self.ctx, target.conn.host
+        command = ctx.continue_command(from_server=target.host)
+        emit = self.note if target.host is None else (lambda event: self.note({**event, "host": host}))
+        try:
+            session, reused = self._session_for(target)
+        except ConnectFailure as exc:
+            if nothing_ran:
+                raise
+            # Steps already ran elsewhere: a failed run (exit 1) that names the host, not "nothing ran".
+            return HostOutcome(ExitCode.FAILED, [f"Stopped: could not connect to {host}: {exc}",
+                                              "Fix the connection, then continue with:",
+                                              f"  {command.at(target.steps[0].index)}"],
+                            target.steps[0].index, "unreachable")
+        if not reused:
+            refused = self._lock(session, emit, nothing_ran, target, command)
+            if refused is not None:
+                return refused
+        executor = Executor(
+            StepPlan(ctx.package.steps, target.steps, lambda step: step_parameters(step, ctx.secrets),
+                     RunAdvice(ctx.package.steps, target.steps, command, self.options.from_step),
+                     step_timeout=ctx.settings.step_timeout, emit_end=False),
+            emit, ctx.redact,
+            Hooks(confirm=self.options.confirm, observe=observer(ctx.with_emit(emit), session),
+                  guard=self._switch_guard(session, emit) if target.host is None else None))
+        result = executor.run(session)
+        summary = list(result.summary)
+        if result.exit_code == ExitCode.UNKNOWN and target.host is not None:
+            summary += self._after_unknown(target, command)
+        return HostOutcome(result.exit_code, summary, result.stopped_at, result.reason, result.results)
+
+    def _lock(self, session: PSRPSession, emit: Callable[[dict[str, Any]], None], nothing_ran: bool,
+              target: Target, command: ContinueCommand) -> HostOutcome | None:
+        """The server's lock for this run (--force-unlock first when asked); None when held."""
+        ctx = self.ctx
+        lock_text = ctx.package.lock_script
+        if self.options.force_unlock:
+            details = force_unlock(session, lock_text, ctx.settings.step_timeout, emit, ctx.redact)
+            if self.audit is not None:
+                self.audit("force-unlock", details)
+        try:
+            take_server_lock(session, lock_text, ctx.settings.step_timeout, emit, ctx.redact)
+        except Refused as refused:
+            if nothing_ran:
+                return HostOutcome(refused.exit_code, refused.summary, None, "locked")
+            # Steps already ran elsewhere in this run: "run this command again" would send them again.
+            host = session.conn.host
+            return HostOutcome(refused.exit_code, [
+                refused.summary[0], f"Nothing was sent to {host}. When the other run there has ended, continue with:",
+                f"  {command.at(target.steps[0].index)}",
+                f"If it crashed, add --force-unlock to that command to close its stale session on {host} first."],
+                target.steps[0].index, "locked")
+        return None
+
+    def _after_unknown(self, target: Target, command: ContinueCommand) -> list[str]:
+        """On an additional server, after an UNKNOWN step: how to go on if it did take effect."""
+        later = [s.index for s in self.ctx.package.steps if s.index > target.steps[-1].index]
+        hosts = self.options.additional
+        index = hosts.index(target.host) if target.host in hosts else -1
+        next_server = hosts[index + 1] if 0 <= index < len(hosts) - 1 else None
+        if next_server is not None:
+            return ["or, if it did take effect, continue with the next server:",
+                    f"  {command.on(next_server).at(target.steps[0].index)}"]
+        if later:  # a renewal: the main server's steps after the additional servers'
+            return ["or, if it did take effect, continue on the main server:", f"  {command.on(None).at(later[0])}"]
+        return []
+
+    def _switch_guard(self, session: PSRPSession,
+                      emit: Callable[[dict[str, Any]], None]) -> Callable[[PackageStep], list[str] | None] | None:
+        """A renewal's guard before its switch (step certificate) on the main server; None for other packages.
+
+        The switch makes CRM sign with the new key on every Web Application server, so each
+        additional server must hold the new certificate, with a private key the service account
+        can read, first. The guard asks the servers themselves (read-only probes, in sessions of
+        their own) right before the switch, whatever the run did before: a resumed run may not
+        have installed it everywhere.
+        """
+        ctx = self.ctx
+        package = ctx.package
+        farm = next((s for s in package.steps if s.spec.runs_on == "additional"), None)
+        if farm is None or not is_renewal(package.parameters):
+            return None
+
+        def guard(step: PackageStep) -> list[str] | None:
+            if step.id != "certificate":
+                return None
+            expected = str((package.certificate or {}).get("thumbprint") or "").upper() or None
+            if expected is None:  # no approved thumbprint: the main server's .cer is the new certificate
+                found, _ = Prober(session, ctx.settings.step_timeout, ctx.redact).ask(
+                    {"certificate": package.probes["certificate"]})
+                expected = str((found.get("certificate") or {}).get("cer_thumbprint") or "").upper() or None
+            problems = farm_not_ready(ctx, expected)
+            emit(FarmGate(servers=list(package.parameters.crm.additional_servers or []), certificate=expected,
+                          ready=not problems, problems=problems).data())
+            if not problems:
+                return None
+            return ([f"Not sent: step {step.index:02d} ({step.id}) would switch CRM to the new certificate, but not "
+                     "every additional server holds it:"] + [f"  {line}" for line in problems]
+                    + [f"Install it there first (step {farm.index:02d} changes nothing where it is in place), then "
+                       "the run goes on:", f"  {ctx.continue_command().at(farm.index)}"])
+
+        return guard
+
+    def interrupted(self) -> tuple[list[str], int | None]:
+        """What a run interrupted between steps says: the first step not sent, and how to go on.
+
+        Never a command that starts before the run's own --from-step, and none at all when
+        continuing would send a state-changing step of this run again (after a --step skip).
+        """
+        package, ended = self.ctx.package, self.ended
+        pending = next(((step, t.host) for t in self.targets for step in t.steps if (step.index, t.host) not in ended),
+                       None)
+        summary = ["interrupted by the operator between steps"]
+        if pending is None:
+            return summary, None
+        step, host = pending
+        changed = {index for (index, where), state in ended.items() if state == "ok" and where is None}
+        skipped = sorted({(index, s.id) for (index, _), state in ended.items() if state == "skipped"
+                          for s in package.steps if s.index == index})
+        first = min([step.index] + [i for i, _ in skipped])
+        if self.options.from_step is not None:  # never before the run's own start
+            first = max(first, self.options.from_step)
+        if first != step.index:  # --from-server goes only with the additional servers' step, from the first one
+            farm = next((s.index for s in package.steps if s.spec.runs_on != "main"), None)
+            host = self.options.additional[0] if first == farm and self.options.additional else None
+        summary.append(f"Not sent: step {step.index:02d} ({step.id}) and what follows.")
+        return summary + resume_advice(package.steps, changed, skipped, first,
+                                       self.ctx.continue_command(from_server=host)), step.index
+
+
+def _step_range(steps: list[PackageStep]) -> str:
+    """`steps 01-08` / `step 09`, for summaries."""
+    if len(steps) == 1:
+        return f"step {steps[0].index:02d}"
+    return f"steps {steps[0].index:02d}-{steps[-1].index:02d}"
+
+
+def ran_ok(results: Sequence[StepResult]) -> set[str]:
+    """The ids of the steps that succeeded."""
+    return {r.id for r in results if r.outcome is Outcome.OK}
