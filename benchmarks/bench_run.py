@@ -38,8 +38,8 @@ from pypsrp.wsman import WSMan  # noqa: E402
 
 from psbridge.remote import Connection, StepSecrets, run_package, step_parameters  # noqa: E402
 from psbridge.runner import RunSettings, prepare  # noqa: E402
-from winrm_peer import Engine, WinRMPeer  # noqa: E402
-from winrm_peer.package import make_package  # noqa: E402
+from support.winrm_peer import Engine, WinRMPeer  # noqa: E402
+from support.winrm_peer.package import make_package  # noqa: E402
 
 USER, PASSWORD = "CONTOSO\\bench", "Bench-Passw0rd!"
 SECRETS = StepSecrets(pfx_password="Pfx-Secret-1", o365_user="admin@contoso.com", o365_password="O365-Secret-2")

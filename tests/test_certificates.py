@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import certfactory as cf
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -23,6 +22,8 @@ from psbridge import certificates as certs
 from psbridge import dn
 from psbridge.cli import main
 from psbridge.errors import UserError
+
+from support import certfactory as cf
 
 PASSWORD = "Pfx-Secr3t-'$`;\"-ü"  # quotes, $, backtick, ; and non-ASCII: must never be echoed
 ENV = certs.PFX_PASSWORD_ENV
@@ -582,7 +583,7 @@ def rendered_text(package: Path, name: str) -> str:
 
 
 def test_render_records_the_certificate_in_steps_plan_and_review(cli, tmp_path: Path) -> None:
-    from pwsh_grammar import syntax_errors
+    from support.pwsh_grammar import syntax_errors
 
     from psbridge.powershell import quote
 
