@@ -230,22 +230,6 @@ def test_visible_non_ascii_and_quotes_are_still_accepted(psbridge, tmp_path: Pat
     assert result.exit_code == 0, result.stderr
 
 
-def test_non_ascii_code_points_lists_each_distinct_character_once() -> None:
-    from psbridge.text import non_ascii_code_points
-
-    assert non_ascii_code_points("plain ascii") == []
-    assert non_ascii_code_points("clé été\u200b") == [
-        "U+00E9 LATIN SMALL LETTER E WITH ACUTE",
-        "U+200B ZERO WIDTH SPACE",
-    ]
-    assert non_ascii_code_points("\u2019\U0001f600") == [
-        "U+2019 RIGHT SINGLE QUOTATION MARK",
-        "U+1F600 GRINNING FACE",
-    ]
-    # Characters without a name (controls, private use) still get a readable label.
-    assert non_ascii_code_points("\x85\ue000") == ["U+0085 <control>", "U+E000 <private use>"]
-
-
 # --------------------------------------------------------------------------- 3. files that are not parameters files
 
 
@@ -323,53 +307,6 @@ def test_a_file_just_under_the_cap_is_read(psbridge, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- 4. echoed values: clipped and inert
-
-
-def test_clip_keeps_short_values_and_clips_long_ones() -> None:
-    from psbridge.text import clip
-
-    assert clip("short") == "short"
-    assert clip("x" * 80) == "x" * 80
-    assert clip("x" * 81) == "x" * 80 + "… (81 characters)"
-    assert clip("abcdef", limit=3) == "abc… (6 characters)"
-
-
-def test_printable_escapes_controls_separators_and_format_characters() -> None:
-    from psbridge.text import printable
-
-    assert printable("C:\\Program Files\\x.pfx") == "C:\\Program Files\\x.pfx", "backslashes are kept"
-    assert printable("é’$`\"'") == "é’$`\"'"
-    assert printable("a\nb\r\tc") == "a\\nb\\r\\tc"
-    assert printable("\x1b[32mgreen\x1b[0m") == "\\x1b[32mgreen\\x1b[0m"
-    assert printable("\x00\x7f\x85\x9f") == "\\x00\\x7f\\x85\\x9f"
-    assert printable("a\u2028b\u2029c") == "a\\u2028b\\u2029c"
-    assert printable("evil\u202etxt.exe") == "evil\\u202etxt.exe"
-    assert printable("\u200b\ufeff\u00ad\u2066") == "\\u200b\\ufeff\\xad\\u2066"
-    assert printable("tag\U000e0041") == "tag\\U000e0041"
-    assert printable("\ud800") == "\\ud800", "a lone surrogate cannot be written to a terminal"
-    assert printable("\u00a0\u3000 ") == "\u00a0\u3000 ", "visible spaces stay"
-
-
-def test_printable_leaves_no_dangerous_character() -> None:
-    import unicodedata
-
-    from psbridge.text import printable
-
-    every = "".join(chr(c) for c in range(0x110000))
-    out = printable(every)
-    assert not any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp", "Cs"} for ch in out)
-
-
-def test_printable_is_fast_on_large_text() -> None:
-    from psbridge.text import printable
-
-    ascii_text = "x" * 5_000_000
-    started = time.perf_counter()
-    assert printable(ascii_text) is ascii_text
-    assert printable(ascii_text + "\n") == ascii_text + "\\n"
-    assert printable("é" * 2_000_000 + "\x1b") == "é" * 2_000_000 + "\\x1b"
-    assert printable("漢字" * 1_000_000 + "\u202e")[-6:] == "\\u202e"
-    assert time.perf_counter() - started < 2.0
 
 
 def test_a_huge_value_is_not_echoed_in_full() -> None:
