@@ -8,7 +8,6 @@ every echoed value or key must come out clipped and inert on a terminal.
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 import time
@@ -533,17 +532,6 @@ def test_the_property_covers_every_string_field() -> None:
 def test_literal_fields_refuse_hidden_characters_too(psbridge, tmp_path: Path) -> None:
     result = psbridge("validate", write(tmp_path, with_field("profile", "msonline\u200b")))
     assert_usage_error(result, "profile: contains the invisible character U+200B")
-
-
-def test_a_clean_error_for_stat_of_every_kind() -> None:
-    """The file-type words used in messages exist for every kind stat can report."""
-    from psbridge.files import file_kind
-
-    assert file_kind(stat.S_IFIFO) == "a FIFO"
-    assert file_kind(stat.S_IFDIR) == "a folder"
-    assert file_kind(stat.S_IFCHR) == "a character device"
-    assert file_kind(stat.S_IFBLK) == "a block device"
-    assert file_kind(stat.S_IFSOCK) == "a socket"
 
 
 def test_the_schema_pattern_of_name_is_anchored() -> None:
