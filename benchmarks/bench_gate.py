@@ -29,7 +29,7 @@ from psbridge import package as package_module  # noqa: E402
 from psbridge.approvals import ApprovalPolicy  # noqa: E402
 from psbridge.cli import main as psbridge  # noqa: E402
 from psbridge.remote.gate import GateRequest, prepare  # noqa: E402
-from winrm_peer.package import make_package  # noqa: E402
+from support.winrm_peer.package import make_package  # noqa: E402
 
 
 def setup(tmp: Path) -> tuple[Path, ApprovalPolicy]:

@@ -44,8 +44,8 @@ from psbridge.remote.context import RemoteContext  # noqa: E402
 from psbridge.remote.run import run_package  # noqa: E402
 from psbridge.remote.servers import RunOptions  # noqa: E402
 from psbridge.remote.gate import GateRequest, prepare  # noqa: E402
-from winrm_peer import Engine, WinRMPeer  # noqa: E402
-from winrm_peer.package import make_package  # noqa: E402
+from support.winrm_peer import Engine, WinRMPeer  # noqa: E402
+from support.winrm_peer.package import make_package  # noqa: E402
 
 USER, PASSWORD = "CONTOSO\\bench", "Bench-Passw0rd!"
 SECRETS = StepSecrets(pfx_password="Pfx-Secret-1", o365_user="admin@contoso.com", o365_password="O365-Secret-2")

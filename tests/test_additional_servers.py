@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FARM, O365_USER, PFX_PASSWORD, USER
 from psbridge.cli import main
 from psbridge.package import read_package
-from winrm_peer import Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
-from winrm_peer.package import make_package
+
+from support.lab import FARM, O365_USER, PFX_PASSWORD, USER
+from support.winrm_peer import Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
+from support.winrm_peer.package import make_package
 
 STEP9 = "# psbridge step 09: additional-servers"
 
@@ -116,7 +117,7 @@ def test_from_server_is_checked_before_anything(farm_pkg, http_peer, engine, sec
     (["bad host"], "not a valid DNS label"),
 ])
 def test_additional_servers_are_validated(psbridge, tmp_path, servers, message):
-    from winrm_peer.package import parameters_for
+    from support.winrm_peer.package import parameters_for
 
     data = parameters_for(server="crm01.contoso.local", crm={"additional_servers": servers})
     lines = [f"name = {json.dumps(data['name'])}", "[certificate]"]
@@ -129,7 +130,7 @@ def test_additional_servers_are_validated(psbridge, tmp_path, servers, message):
 
 
 def test_step_09_reads_the_tools_folder_from_each_servers_registry_when_not_given(tmp_path):
-    from winrm_peer.package import parameters_for
+    from support.winrm_peer.package import parameters_for
     from psbridge.parameters import parse_parameters
     from psbridge.render import render_package
 
@@ -152,7 +153,7 @@ def _answer(engine: Engine, answers: dict) -> None:
 
 def test_check_probes_each_additional_server_and_judges_step_09_there(farm_pkg, http_peer, engine, farm,
                                                                      secrets_env, capsys):
-    from probe_states import state
+    from support.probe_states import state
 
     _answer(engine, state("fully configured"))
     done, fresh = farm
@@ -169,7 +170,7 @@ def test_check_probes_each_additional_server_and_judges_step_09_there(farm_pkg, 
 
 
 def test_check_names_an_unreachable_additional_server(tmp_path, http_peer, engine, secrets_env, capsys):
-    from probe_states import state
+    from support.probe_states import state
 
     pkg = make_package(tmp_path / "output", server="127.0.0.1", crm={"additional_servers": ["127.0.0.9"]})
     _answer(engine, state("fully configured"))
@@ -181,7 +182,7 @@ def test_check_names_an_unreachable_additional_server(tmp_path, http_peer, engin
 def test_run_verify_judges_the_step_on_each_additional_server_too(farm_pkg, http_peer, engine, farm, secrets_env,
                                                                   capsys):
     """--verify used to judge only the main server: step 09 was never checked where it ran."""
-    from probe_states import state
+    from support.probe_states import state
 
     _answer(engine, state("fully configured"))
     done, fresh = farm

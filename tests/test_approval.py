@@ -22,15 +22,13 @@ from psbridge import keys as keymod
 from psbridge.package import read_package
 
 from psbridge.catalogue import MSONLINE_STEPS, PROBES, probe_file
-from winrm_peer.package import make_package
+
+from support.packages import approvals_of
+from support.winrm_peer.package import make_package
 
 STEP_FILES = tuple(s.file for s in MSONLINE_STEPS)
 PACKAGE_FILES = ("plan.json", "REVIEW.md", "setup.ps1", "lock.ps1", *STEP_FILES, *(probe_file(p) for p in PROBES),
                  "rollback/06-spn.ps1", "rollback/07-crm-settings.ps1")
-
-
-def approvals_of(pkg: Path) -> list[Path]:
-    return sorted((pkg / "approvals").glob("*.json"))
 
 
 # --------------------------------------------------------------------------- keygen

@@ -161,7 +161,7 @@ def test_secret_like_details_are_refused(tmp_path: Path, key: str) -> None:
 
 def test_record_takes_name_and_digest_from_the_package_read_once(tmp_path: Path) -> None:
     from psbridge.package import read_package
-    from winrm_peer.package import make_package
+    from support.winrm_peer.package import make_package
 
     package = read_package(make_package(tmp_path))
     entry = audit.record(tmp_path / "a.jsonl", "render", package, "rendered", params="contoso.toml")

@@ -1,6 +1,6 @@
 """`psbridge cert new --like OLD` renews a certificate, and `run` warns when the certificate ends before its approval.
 
-Every certificate is made here (tests/certfactory.py) or by psbridge itself; the approved
+Every certificate is made here (tests/support/certfactory.py) or by psbridge itself; the approved
 run talks to the loopback WinRM peer.
 """
 
@@ -15,20 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import certfactory as cf
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from conftest import O365_USER, USER
 from psbridge import certificates as certs
 from psbridge.cli import main
 from psbridge.dn import windows_dn
-from probe_states import THUMB
-from winrm_peer import WinRMPeer
-from winrm_peer.package import make_package
+
+from support import certfactory as cf
+from support.lab import O365_USER, USER
+from support.probe_states import THUMB
+from support.winrm_peer import WinRMPeer
+from support.winrm_peer.package import make_package
 
 OLD_PASSWORD = "Old-Pfx-$ecret;'1"
 NEW_PASSWORD = "New-Pfx-$ecret;'2"

@@ -16,7 +16,8 @@ import pytest
 
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
-from pwsh_grammar import syntax_errors
+
+from support.pwsh_grammar import syntax_errors
 
 
 def step(profile: str, name: str = "steps/02-certificate.ps1") -> str:

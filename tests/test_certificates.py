@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import certfactory as cf
 import pytest
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from psbridge import certificates as certs
-from psbridge import dn
 from psbridge.cli import main
 from psbridge.errors import UserError
+
+from support import certfactory as cf
 
 PASSWORD = "Pfx-Secr3t-'$`;\"-ü"  # quotes, $, backtick, ; and non-ASCII: must never be echoed
 ENV = certs.PFX_PASSWORD_ENV
@@ -445,55 +444,6 @@ def test_export_cer_bad_password_writes_nothing(cli, tmp_path: Path) -> None:
     assert not out.exists()
 
 
-# --------------------------------------------------------------------------- the Windows DN form
-
-
-def test_windows_dn_order_keys_and_quoting() -> None:
-    attrs = [
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-        x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "Washington"),
-        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "admin@contoso.com"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'Say "hi"'),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, " lead"),
-        x509.NameAttribute(NameOID.LOCALITY_NAME, "#1"),
-        x509.NameAttribute(x509.ObjectIdentifier("1.2.3.4"), "x"),
-        x509.NameAttribute(NameOID.COMMON_NAME, "a=b"),
-    ]
-    name = x509.Name(attrs)
-    assert dn.windows_dn(name) == (
-        'CN="a=b", OID.1.2.3.4=x, L="#1", OU=" lead", O="Say ""hi""", E=admin@contoso.com, S=Washington, C=US'
-    )
-
-
-@pytest.mark.parametrize("value,shown", [
-    ("plain", "plain"), ("two  spaces", "two  spaces"), ("a+b", '"a+b"'), ("a;b", '"a;b"'), ("a<b>", '"a<b>"'),
-    ("trail ", '"trail "'), ("line\nbreak", '"line\nbreak"'), ("cr\rinside", "cr\rinside"), ("", '""'),
-])
-def test_windows_value_quoting(value: str, shown: str) -> None:
-    assert dn._windows_value(value) == shown
-
-
-def test_multi_valued_rdn_is_joined_with_plus() -> None:
-    rdn = x509.RelativeDistinguishedName([
-        x509.NameAttribute(NameOID.COMMON_NAME, "a"), x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "b"),
-    ])
-    shown = dn.windows_dn(x509.Name([x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, "US")]), rdn]))
-    assert shown in {"CN=a + OU=b, C=US", "OU=b + CN=a, C=US"}
-    assert dn.windows_dn(dn.parse_subject(shown)) == shown
-
-
-@pytest.mark.parametrize("typed,canonical", [
-    ("CN=crm.contoso.com, O=Contoso, C=US", "CN=crm.contoso.com, O=Contoso, C=US"),
-    ("cn = crm.contoso.com ;o=Contoso;  c=us", "CN=crm.contoso.com, O=Contoso, C=us"),
-    ('CN=crm, O="Contoso, Ltd", OU="Say ""hi"""', 'CN=crm, O="Contoso, Ltd", OU="Say ""hi"""'),
-    ("CN=x, ST=Bavaria, E=a@b.de, OID.2.5.4.12=Boss", "CN=x, S=Bavaria, E=a@b.de, T=Boss"),
-])
-def test_parse_subject_round_trip(typed: str, canonical: str) -> None:
-    name = dn.parse_subject(typed)
-    assert dn.windows_dn(name) == canonical
-    assert name.rdns[-1].get_attributes_for_oid(NameOID.COMMON_NAME)  # CN is the last RDN in DER
-
-
 def test_serial_number_as_windows_shows_it() -> None:
     assert certs.windows_serial(0x1234) == "1234"
     assert certs.windows_serial(0x80) == "0080"  # DER keeps the sign byte; Windows shows it
@@ -582,7 +532,7 @@ def rendered_text(package: Path, name: str) -> str:
 
 
 def test_render_records_the_certificate_in_steps_plan_and_review(cli, tmp_path: Path) -> None:
-    from pwsh_grammar import syntax_errors
+    from support.pwsh_grammar import syntax_errors
 
     from psbridge.powershell import quote
 

@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
-from conftest import USER, O365_USER, review_section
 from psbridge import audit
 from psbridge.package import Package, read_package
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import REVIEW_WIDTH, canonical_toml, render_package
-from winrm_peer import Reply
-from winrm_peer.package import make_package, marker
+
+from support.lab import O365_USER, USER
+from support.packages import review_section
+from support.winrm_peer import Reply
+from support.winrm_peer.package import make_package, marker
 
 MD = MarkdownIt("commonmark").enable("table")
 

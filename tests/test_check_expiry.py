@@ -1,6 +1,6 @@
 """`psbridge check` as a monitoring check: what ends when, `--warn-days`, exit 6 (issue 13).
 
-The real CLI talks to the loopback peer, which answers the probes with tests/probe_states.py's
+The real CLI talks to the loopback peer, which answers the probes with tests/support/probe_states.py's
 JSON; the clock is frozen (psbridge.clock.utc_now), so "days left" are exact. The package's
 certificate and CRM's S2S certificate end on 2036-01-01T00:00:00Z, as do the key credentials
 of the "fully configured" tenant (THUMB, CRM's, and OTHER).
@@ -23,8 +23,10 @@ from psbridge.certificates import EXPIRY_WARNING_DAYS
 from psbridge.cli import main
 from psbridge.parameters import EXAMPLE, example, parse_parameters
 from psbridge.render import render_package
-from conftest import answer_probes, check_args, write_check_package
-from probe_states import OTHER, THUMB, state
+
+from support.cli import check_args
+from support.packages import answer_probes, write_check_package
+from support.probe_states import OTHER, THUMB, state
 
 UTC = _dt.timezone.utc
 ENDS = "2036-01-01T00:00:00Z"

@@ -10,7 +10,8 @@ import pytest
 from psbridge.check import evaluate, parse_probe_output, ProbeError
 from psbridge.parameters import example
 from psbridge.render import render_package
-from probe_states import OTHER, THUMB, state
+
+from support.probe_states import OTHER, THUMB, state
 
 
 def plan(approved: str | None = THUMB) -> dict[str, Any]:

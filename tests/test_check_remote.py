@@ -1,7 +1,7 @@
 """`psbridge check`, `run --verify`, `run --require-approval` and the graph token, end to end.
 
 The real CLI and the unmodified pypsrp client talk to the loopback peer (a protocol
-peer, not PowerShell): it answers the probe scripts with the JSON that tests/probe_states.py
+peer, not PowerShell): it answers the probe scripts with the JSON that tests/support/probe_states.py
 describes for each server state, and records every pipeline, which proves what was sent.
 """
 
@@ -14,20 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
-    O365_PASSWORD,
-    O365_USER,
-    WINRM_PASSWORD,
-    answer_probes,
-    assert_no_secrets,
-    check_args,
-    write_check_package,
-)
 from psbridge import clock
 from psbridge.check import EXCHANGE_ONLINE
 from psbridge.cli import main
-from probe_states import KNOWN_FAILURES, THUMB, state
-from winrm_peer import CredentialValue, Engine, SecureValue, WinRMPeer
+
+from support.cli import check_args
+from support.lab import O365_PASSWORD, O365_USER, WINRM_PASSWORD, assert_no_secrets
+from support.packages import answer_probes, write_check_package
+from support.probe_states import KNOWN_FAILURES, THUMB, state
+from support.winrm_peer import CredentialValue, Engine, SecureValue, WinRMPeer
 
 GRAPH_TOKEN = "eyJ0eXAi.graph-T0ken$;'x"
 
@@ -228,7 +223,7 @@ def test_run_verify_counts_cannot_tell_as_not_verified(tmp_path, engine, http_pe
 
 
 # --------------------------------------------------------------------------- known failures: cause and fix
-# The peer answers the probes with tests/probe_states.py's KNOWN_FAILURES (sources there and in
+# The peer answers the probes with tests/support/probe_states.py's KNOWN_FAILURES (sources there and in
 # tests/test_known_failures.py). The human output prints `cause:` and `fix:` under the step,
 # every line within 100 columns, outside text escaped; --json carries both fields.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Result
+from support.cli import Result
 
 GOOD = Path(__file__).parent / "data" / "article.md"  # any non-TOML text file
 

@@ -24,8 +24,9 @@ from psbridge.check import evaluate
 from psbridge.errors import UserError
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
-from probe_states import state
-from pwsh_grammar import syntax_errors
+
+from support.probe_states import state
+from support.pwsh_grammar import syntax_errors
 
 GCC_HIGH_URL = "https://login.microsoftonline.us/metadata/json/1"
 COMMERCIAL_URL = "https://accounts.accesscontrol.windows.net/metadata/json/1"

@@ -12,7 +12,8 @@ import pytest
 
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
-from pwsh_grammar import syntax_errors, typographic_quotes_outside_literals
+
+from support.pwsh_grammar import syntax_errors, typographic_quotes_outside_literals
 
 GOLDEN = Path(__file__).parent / "golden" / "graph"
 APP = {"client_id": "11111111-2222-3333-4444-555555555555", "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",

@@ -17,8 +17,9 @@ from typing import Any
 from psbridge.check import evaluate
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
-from probe_states import THUMB, state
-from pwsh_grammar import syntax_errors
+
+from support.probe_states import THUMB, state
+from support.pwsh_grammar import syntax_errors
 
 
 def graph_files() -> dict[str, str]:

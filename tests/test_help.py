@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 import pytest
 
-from conftest import run_psbridge
 from psbridge.cli import COMPLETION_SHELLS, cli
+
+from support.cli import run_psbridge
 
 
 def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -8,7 +8,6 @@ every echoed value or key must come out clipped and inert on a terminal.
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Result
+from support.cli import Result
 
 # --------------------------------------------------------------------------- helpers
 
@@ -230,22 +229,6 @@ def test_visible_non_ascii_and_quotes_are_still_accepted(psbridge, tmp_path: Pat
     assert result.exit_code == 0, result.stderr
 
 
-def test_non_ascii_code_points_lists_each_distinct_character_once() -> None:
-    from psbridge.text import non_ascii_code_points
-
-    assert non_ascii_code_points("plain ascii") == []
-    assert non_ascii_code_points("clé été\u200b") == [
-        "U+00E9 LATIN SMALL LETTER E WITH ACUTE",
-        "U+200B ZERO WIDTH SPACE",
-    ]
-    assert non_ascii_code_points("\u2019\U0001f600") == [
-        "U+2019 RIGHT SINGLE QUOTATION MARK",
-        "U+1F600 GRINNING FACE",
-    ]
-    # Characters without a name (controls, private use) still get a readable label.
-    assert non_ascii_code_points("\x85\ue000") == ["U+0085 <control>", "U+E000 <private use>"]
-
-
 # --------------------------------------------------------------------------- 3. files that are not parameters files
 
 
@@ -323,53 +306,6 @@ def test_a_file_just_under_the_cap_is_read(psbridge, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- 4. echoed values: clipped and inert
-
-
-def test_clip_keeps_short_values_and_clips_long_ones() -> None:
-    from psbridge.text import clip
-
-    assert clip("short") == "short"
-    assert clip("x" * 80) == "x" * 80
-    assert clip("x" * 81) == "x" * 80 + "… (81 characters)"
-    assert clip("abcdef", limit=3) == "abc… (6 characters)"
-
-
-def test_printable_escapes_controls_separators_and_format_characters() -> None:
-    from psbridge.text import printable
-
-    assert printable("C:\\Program Files\\x.pfx") == "C:\\Program Files\\x.pfx", "backslashes are kept"
-    assert printable("é’$`\"'") == "é’$`\"'"
-    assert printable("a\nb\r\tc") == "a\\nb\\r\\tc"
-    assert printable("\x1b[32mgreen\x1b[0m") == "\\x1b[32mgreen\\x1b[0m"
-    assert printable("\x00\x7f\x85\x9f") == "\\x00\\x7f\\x85\\x9f"
-    assert printable("a\u2028b\u2029c") == "a\\u2028b\\u2029c"
-    assert printable("evil\u202etxt.exe") == "evil\\u202etxt.exe"
-    assert printable("\u200b\ufeff\u00ad\u2066") == "\\u200b\\ufeff\\xad\\u2066"
-    assert printable("tag\U000e0041") == "tag\\U000e0041"
-    assert printable("\ud800") == "\\ud800", "a lone surrogate cannot be written to a terminal"
-    assert printable("\u00a0\u3000 ") == "\u00a0\u3000 ", "visible spaces stay"
-
-
-def test_printable_leaves_no_dangerous_character() -> None:
-    import unicodedata
-
-    from psbridge.text import printable
-
-    every = "".join(chr(c) for c in range(0x110000))
-    out = printable(every)
-    assert not any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp", "Cs"} for ch in out)
-
-
-def test_printable_is_fast_on_large_text() -> None:
-    from psbridge.text import printable
-
-    ascii_text = "x" * 5_000_000
-    started = time.perf_counter()
-    assert printable(ascii_text) is ascii_text
-    assert printable(ascii_text + "\n") == ascii_text + "\\n"
-    assert printable("é" * 2_000_000 + "\x1b") == "é" * 2_000_000 + "\\x1b"
-    assert printable("漢字" * 1_000_000 + "\u202e")[-6:] == "\\u202e"
-    assert time.perf_counter() - started < 2.0
 
 
 def test_a_huge_value_is_not_echoed_in_full() -> None:
@@ -596,17 +532,6 @@ def test_the_property_covers_every_string_field() -> None:
 def test_literal_fields_refuse_hidden_characters_too(psbridge, tmp_path: Path) -> None:
     result = psbridge("validate", write(tmp_path, with_field("profile", "msonline\u200b")))
     assert_usage_error(result, "profile: contains the invisible character U+200B")
-
-
-def test_a_clean_error_for_stat_of_every_kind() -> None:
-    """The file-type words used in messages exist for every kind stat can report."""
-    from psbridge.files import file_kind
-
-    assert file_kind(stat.S_IFIFO) == "a FIFO"
-    assert file_kind(stat.S_IFDIR) == "a folder"
-    assert file_kind(stat.S_IFCHR) == "a character device"
-    assert file_kind(stat.S_IFBLK) == "a block device"
-    assert file_kind(stat.S_IFSOCK) == "a socket"
 
 
 def test_the_schema_pattern_of_name_is_anchored() -> None:

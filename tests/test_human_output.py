@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import certfactory as cf
-from winrm_peer.package import make_package
+from support import certfactory as cf
+from support.winrm_peer.package import make_package
 
 CERT = {"source": "certs/s2s.pfx", "subject": "CN=contoso", "thumbprint": "AB" * 20, "sha256": "cd" * 32,
         "serial": "01", "issuer": "CN=contoso", "not_before": "2026-01-01T00:00:00Z",

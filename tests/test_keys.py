@@ -166,7 +166,8 @@ def test_legacy_pkcs8_keys_still_load_with_a_note_to_re_key(tmp_path: Path, caps
 
 
 def test_legacy_encrypted_key_approves_through_the_command(psbridge, tmp_path: Path) -> None:
-    from test_approval import approvals_of, make_package
+    from support.packages import approvals_of
+    from support.winrm_peer.package import make_package
 
     pkg = make_package(tmp_path / "output")
     private = legacy_pkcs8_pair(tmp_path / "k", "old secret")
@@ -292,7 +293,7 @@ def test_identity_key_is_the_case_folded_email_or_the_normalised_name(identity: 
 
 
 def test_trusted_keys_folder_with_two_keys_for_one_person_is_refused_naming_both(psbridge, tmp_path: Path) -> None:
-    from test_approval import make_package
+    from support.winrm_peer.package import make_package
 
     pkg = make_package(tmp_path / "output")
     board = tmp_path / "board"
@@ -323,7 +324,7 @@ def test_the_same_key_twice_under_the_same_identity_is_one_key(tmp_path: Path) -
 ])
 def test_public_key_file_with_a_bad_identity_is_refused_naming_the_file(psbridge, tmp_path: Path,
                                                                         identity: str) -> None:
-    from test_approval import make_package
+    from support.winrm_peer.package import make_package
 
     pkg = make_package(tmp_path / "output")
     bad = write_public(tmp_path / "board", "jane.pub.json", identity)
@@ -357,7 +358,7 @@ def run_with_deadline(*args: object, cwd: Path, seconds: float = 30, env: dict[s
 @pytest.fixture
 def board(tmp_path: Path) -> Path:
     """A trusted-keys folder with one good key, and a package to verify against it."""
-    from test_approval import make_package
+    from support.winrm_peer.package import make_package
 
     make_package(tmp_path / "output")
     write_public(tmp_path / "board", "bob.pub.json", "Bob Roe <bob@contoso.com>")
@@ -429,7 +430,8 @@ def test_deeply_nested_public_key_file_is_a_one_line_error(psbridge, tmp_path: P
 @pytest.mark.parametrize("renamed", [False, True])
 def test_approve_with_the_public_key_as_key_says_so_instead_of_chmod_advice(psbridge, tmp_path: Path,
                                                                             renamed: bool) -> None:
-    from test_approval import approvals_of, make_package
+    from support.packages import approvals_of
+    from support.winrm_peer.package import make_package
 
     pkg = make_package(tmp_path / "output")
     made = fast_key(tmp_path / "k")

@@ -15,8 +15,9 @@ import pytest
 from psbridge.check import evaluate
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
-from probe_states import OTHER, state
-from pwsh_grammar import syntax_errors
+
+from support.probe_states import OTHER, state
+from support.pwsh_grammar import syntax_errors
 
 ARTICLE = "troubleshooting-server-based-authentication"
 
@@ -45,7 +46,7 @@ def test_check_names_the_cause_and_the_documented_fix() -> None:
 
 
 # --------------------------------------------------------------------------- the other documented failures
-# Sources (tests/probe_states.py, KNOWN_FAILURES): troubleshooting-server-based-authentication,
+# Sources (tests/support/probe_states.py, KNOWN_FAILURES): troubleshooting-server-based-authentication,
 # on-prem-server-based-sharepoint-online (the sequence), connect-dynamics-365-on-premises-exchange-online
 # (read access to the private keys; "update or install the certificate and try again") and
 # new-msolserviceprincipalcredential (the credential's dates), under learn.microsoft.com.
@@ -55,7 +56,7 @@ import functools
 from typing import Any
 
 from psbridge.check import EXCHANGE_ONLINE, MSOL_CREDENTIAL, SEQUENCE, StepVerdict
-from probe_states import CRM_APP, SPN, THUMB
+from support.probe_states import CRM_APP, SPN, THUMB
 
 NOW = _dt.datetime(2026, 6, 1, tzinfo=_dt.timezone.utc)  # inside the test certificate's 2026..2036 validity
 OURS = "psbridge's fix, not Microsoft's"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from psbridge.parameters import example
 from psbridge.render import render_package
-from pwsh_grammar import syntax_errors
+
+from support.pwsh_grammar import syntax_errors
 
 FACTS = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": "A" * 40, "sha256": "0" * 64,
          "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD
 from psbridge.remote import inputs as remote
 from psbridge.cli import main
 from psbridge.files import sha256_hex
-from winrm_peer import Engine, WinRMPeer
-from winrm_peer.package import make_package
+
+from support.lab import O365_USER, PFX_PASSWORD, USER, WINRM_PASSWORD
+from support.winrm_peer import Engine, WinRMPeer
+from support.winrm_peer.package import make_package
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import TaggedValue
 from pypsrp.wsman import WSMan
 
-from winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer, make_pki
+from support.winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer, make_pki
 
 PASSWORD = "Peer-Passw0rd!"
 

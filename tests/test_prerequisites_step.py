@@ -17,7 +17,8 @@ import pytest
 
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
-from pwsh_grammar import syntax_errors
+
+from support.pwsh_grammar import syntax_errors
 
 
 def files(profile: str) -> dict[str, bytes]:
@@ -56,7 +57,7 @@ def test_step_01_and_09_refuse_the_32_bit_powershell(profile: str) -> None:
     invisible (WOW64 registry redirection), so the other checks would send the operator the wrong way."""
     from psbridge.parameters import parse_parameters
     from psbridge.render import render_package
-    from winrm_peer.package import parameters_for
+    from support.winrm_peer.package import parameters_for
 
     files = render_package(parse_parameters(parameters_for(profile=profile, server="crm01",
                                                           crm={"additional_servers": ["crmfe2"]}))).files

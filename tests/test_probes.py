@@ -13,8 +13,9 @@ from psbridge import catalogue
 from psbridge.check import evaluate
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
-from probe_states import state
-from pwsh_grammar import syntax_errors
+
+from support.probe_states import state
+from support.pwsh_grammar import syntax_errors
 
 
 def probes(profile: str = "msonline", **crm: Any) -> dict[str, str]:

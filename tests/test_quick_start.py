@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from conftest import CHECKOUT
+from support.cli import CHECKOUT
 
 README = (CHECKOUT / "README.md").read_text(encoding="utf-8")
 WARNING = "still holds the article's example values"

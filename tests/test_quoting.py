@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.powershell import SINGLE_QUOTES, quote, unquote
 from psbridge.render import render_package
-from pwsh_grammar import string_literal_spans, syntax_errors, typographic_quotes_outside_literals
+
+from support.pwsh_grammar import string_literal_spans, syntax_errors, typographic_quotes_outside_literals
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

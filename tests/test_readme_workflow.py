@@ -14,10 +14,12 @@ import json
 import re
 import shlex
 
-from conftest import CHECKOUT, answer_probes
 from psbridge.cli import main
-from probe_states import state
-from winrm_peer import Engine, Reply
+
+from support.cli import CHECKOUT
+from support.packages import answer_probes
+from support.probe_states import state
+from support.winrm_peer import Engine, Reply
 
 README = (CHECKOUT / "README.md").read_text(encoding="utf-8")
 SERVER = "crm01.contoso.local"
@@ -92,7 +94,7 @@ def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secret
 
 def test_the_readme_monitoring_check_runs_as_written(tmp_path, http_peer, engine, secrets_env, monkeypatch, capsys):
     """The scheduled `check` of "Monitoring certificate expiry", against a package for the peer."""
-    from conftest import write_check_package
+    from support.packages import write_check_package
 
     block = README.split("### Monitoring certificate expiry", 1)[1].split("```console", 1)[1].split("```", 1)[0]
     [line] = [l for l in block.replace("\\\n", " ").splitlines() if l.startswith("$ psbridge ")]

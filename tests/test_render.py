@@ -15,7 +15,8 @@ from psbridge.package import read_package
 from psbridge.writer import write_package
 from psbridge.powershell import quote
 from psbridge.render import RawInterpolation, _environments, render_package
-from pwsh_grammar import string_literal_spans, syntax_errors, typographic_quotes_outside_literals
+
+from support.pwsh_grammar import string_literal_spans, syntax_errors, typographic_quotes_outside_literals
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden" / "msonline"

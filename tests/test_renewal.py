@@ -17,14 +17,16 @@ from pathlib import Path
 
 import pytest
 
-import certfactory as cf
-from conftest import FARM, check_args, run_args
 from psbridge.cli import main
 from psbridge.package import read_package
-from probe_states import CRM_APP, IN_STORE, OTHER, SERVER, SPN, THUMB, _cert, _crm, _entra
-from pwsh_grammar import syntax_errors
-from winrm_peer import Engine, ErrorSpec, Reply, WinRMPeer
-from winrm_peer.package import make_package, parameters_for
+
+from support import certfactory as cf
+from support.cli import check_args, run_args
+from support.lab import FARM
+from support.probe_states import CRM_APP, IN_STORE, OTHER, SERVER, SPN, THUMB, _cert, _crm, _entra
+from support.pwsh_grammar import syntax_errors
+from support.winrm_peer import Engine, ErrorSpec, Reply, WinRMPeer
+from support.winrm_peer.package import make_package, parameters_for
 
 #: The certificate in use that the renewal replaces (probe_states' OTHER); the new one is THUMB.
 OLD = OTHER

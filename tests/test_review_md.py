@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from conftest import review_section
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
@@ -20,6 +19,8 @@ from markdown_it.tree import SyntaxTreeNode
 
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import REVIEW_WIDTH, canonical_toml, render_package, toml_string, wrap_markdown
+
+from support.packages import review_section
 
 MD = MarkdownIt("commonmark").enable("table")
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

@@ -12,10 +12,13 @@ import copy
 import json
 from pathlib import Path
 
-from conftest import O365_PASSWORD, O365_USER, check_args, write_check_package
 from psbridge.cli import main
-from probe_states import state
-from winrm_peer import CredentialValue, Engine, Reply, WinRMPeer
+
+from support.cli import check_args
+from support.lab import O365_PASSWORD, O365_USER
+from support.packages import write_check_package
+from support.probe_states import state
+from support.winrm_peer import CredentialValue, Engine, Reply, WinRMPeer
 
 ADDED_KEY = "11111111-2222-4333-8444-555555555555"
 SPN = "00000007-0000-0000-c000-000000000000/*.contoso.com"

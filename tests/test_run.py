@@ -1,6 +1,6 @@
 """`psbridge run` end to end: the real CLI and the unmodified pypsrp client against the loopback peer.
 
-The peer (tests/winrm_peer) is a WinRM/PSRP protocol peer, not PowerShell: these
+The peer (tests/support/winrm_peer) is a WinRM/PSRP protocol peer, not PowerShell: these
 tests prove what psbridge sends, in which order, how it stops and what it writes;
 not what the scripts would do on a Windows server.
 """
@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (O365_PASSWORD, O365_USER, PFX_PASSWORD, SECRETS, USER, WINRM_PASSWORD, assert_no_secrets,
-                      run_args)
 from psbridge.catalogue import MSONLINE_STEPS, resume_selection
 from psbridge.cli import main
-from winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
-from winrm_peer.package import marker
+
+from support.cli import run_args
+from support.lab import O365_PASSWORD, O365_USER, PFX_PASSWORD, SECRETS, USER, WINRM_PASSWORD, assert_no_secrets
+from support.winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
+from support.winrm_peer.package import marker
 
 EAP = "$ErrorActionPreference = 'Stop'"
 STEP = {s.index: s for s in MSONLINE_STEPS}

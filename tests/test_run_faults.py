@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import O365_PASSWORD, PFX_PASSWORD, USER, WINRM_PASSWORD, check_args, run_args
 from psbridge.catalogue import MSONLINE_STEPS
 from psbridge.cli import main
-from winrm_peer import Engine, ErrorSpec, Reply
-from winrm_peer.package import marker
+
+from support.cli import check_args, run_args
+from support.lab import O365_PASSWORD, PFX_PASSWORD, USER, WINRM_PASSWORD
+from support.winrm_peer import Engine, ErrorSpec, Reply
+from support.winrm_peer.package import marker
 
 STEP = {s.index: s for s in MSONLINE_STEPS}
 LOCK = "# psbridge lock:"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from psbridge.parameters import example
 from psbridge.render import render_package
-from pwsh_grammar import syntax_errors
+
+from support.pwsh_grammar import syntax_errors
 
 
 def test_enable_psremoting_only_locally_and_only_when_test_wsman_fails() -> None:

@@ -12,7 +12,8 @@ import pytest
 from psbridge import approvals, clock
 from psbridge.package import read_package
 from psbridge.catalogue import MSONLINE_STEPS
-from winrm_peer.package import make_package
+
+from support.winrm_peer.package import make_package
 
 STEP_IDS = tuple(s.id for s in MSONLINE_STEPS)
 STEP_FILES = tuple(s.file for s in MSONLINE_STEPS)

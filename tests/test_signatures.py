@@ -43,9 +43,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import certfactory as cf
 import pytest
-from pwsh_grammar import (
+
+from psbridge import certificates
+from psbridge.parameters import EXAMPLE, example, parse_parameters
+from psbridge.render import render_package
+
+from support import certfactory as cf
+from support.pwsh_grammar import (
     FunctionDefinition,
     Invocation,
     code_only,
@@ -55,10 +60,6 @@ from pwsh_grammar import (
     string_values,
     variable_assignments,
 )
-
-from psbridge import certificates
-from psbridge.parameters import EXAMPLE, example, parse_parameters
-from psbridge.render import render_package
 
 DATA = json.loads((Path(__file__).parent / "data" / "commands.json").read_text(encoding="utf-8"))
 APP = {"client_id": "11111111-2222-3333-4444-555555555555", "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",

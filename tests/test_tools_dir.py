@@ -11,8 +11,9 @@ import pytest
 from psbridge.check import evaluate
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
-from probe_states import state
-from pwsh_grammar import syntax_errors
+
+from support.probe_states import state
+from support.pwsh_grammar import syntax_errors
 
 REGISTRY = "Get-ItemProperty -LiteralPath 'HKLM:\\SOFTWARE\\Microsoft\\MSCRM' -Name 'CRM_Server_InstallDir'"
 USES_TOOLS = ("steps/01-prerequisites.ps1", "steps/02-certificate.ps1", "probes/server.ps1")
