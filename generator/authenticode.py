@@ -288,6 +288,8 @@ def _validate(leaf_der: bytes, pool: list[bytes], trust: list[asn1_x509.Certific
         path = asyncio.run(validator.async_validate_usage(key_usage, extended_key_usage={usage}))
     except (PathBuildingError, PathValidationError, ValidationError):
         return None
+    except (ValueError, TypeError, KeyError):  # a malformed certificate in a hostile file: no path either
+        return None
     root = getattr(path.trust_anchor, "certificate", None)
     return (leaf, root) if root is not None else None
 

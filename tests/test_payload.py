@@ -153,8 +153,9 @@ def test_unsigned_dll_is_refused(tmp_path: Path, ca: TestCA) -> None:
     _refusal(_package(tmp_path, msal_entries(minimal_pe32())), [ca.der()], r"not signed \(no Authenticode")
 
 
-def test_not_a_pe_is_refused(tmp_path: Path, ca: TestCA) -> None:
-    _refusal(_package(tmp_path, msal_entries(b"just text")), [ca.der()], r"not a PE file")
+@pytest.mark.parametrize("dll", [b"just text", b"MZ", b"MZ" + bytes(58) + b"\x40\0\0\0PE\0\0" + b"\xff" * 300])
+def test_not_a_pe_is_refused(tmp_path: Path, ca: TestCA, dll: bytes) -> None:
+    _refusal(_package(tmp_path, msal_entries(dll)), [ca.der()], r"not a PE file")
 
 
 def test_flipped_byte_in_the_signed_dll_is_refused(tmp_path: Path, ca: TestCA, signed: bytes) -> None:
