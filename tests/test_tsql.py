@@ -24,7 +24,7 @@ from sqlfluff.core import Linter
 from sqlfluff.core.parser.segments.base import BaseSegment
 
 from psbridge.render import _environments
-from pwsh_grammar import code_only, command_invocations, parse, syntax_errors, walk
+from support.pwsh_grammar import code_only, command_invocations, parse, syntax_errors, walk
 
 TEMPLATES = Path(str(files("psbridge.templates")))
 SQL_NAMES = sorted(f"sql/{p.name}" for p in (TEMPLATES / "sql").glob("*.sql.j2"))
