@@ -266,16 +266,17 @@ def _identity_of(spec: str, fp: str, trusted: Mapping[str, PublicKey] | None) ->
 
 def evaluate_approval(
     rel: str,
-    data: bytes | None,
+    content: tuple[bytes | None, str | None],
     *,
     package: Package,
     now: datetime,
     trusted: Mapping[str, PublicKey] | None = None,
     forbidden: Forbidden = Forbidden(),
-    read_problem: str | None = None,
 ) -> ApprovalStatus:
-    """Judge one approval file's bytes. The signature is checked before any field is believed."""
+    """Judge one approval file's bytes (or why it could not be read: `content` is what
+    `_read_approval_file` returns). The signature is checked before any field is believed."""
     status = ApprovalStatus(file=rel)
+    data, read_problem = content
     try:
         if data is None:
             raise ValueError(read_problem or "unreadable")
@@ -424,9 +425,8 @@ def list_approvals(
         if not entry.name.endswith(".json") or entry.is_dir(follow_symlinks=False):
             strays.append(rel)
             continue
-        data, problem = _read_approval_file(Path(entry.path))
-        statuses.append(evaluate_approval(rel, data, package=package, now=now, trusted=trusted,
-                                          forbidden=forbidden, read_problem=problem))
+        statuses.append(evaluate_approval(rel, _read_approval_file(Path(entry.path)), package=package, now=now,
+                                          trusted=trusted, forbidden=forbidden))
     return statuses, strays
 
 

@@ -53,7 +53,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .clock import stamp
 from .errors import RuntimeFailure, UserError
@@ -110,19 +110,26 @@ def _refuse_secrets(details: Mapping[str, Any], where: str = "details") -> None:
             _refuse_secrets(value, f"{where}.{key}")
 
 
-def build_entry(
-    action: str, package: str | None, digest: str | None, actor: str | None, outcome: str,
-    details: Mapping[str, Any], prev: str, *, now: datetime | None = None,
-) -> dict[str, Any]:
+class Head(NamedTuple):
+    """What a line is about: the action, the package (name, digest), who, and how it ended."""
+
+    action: str
+    package: str | None
+    digest: str | None
+    actor: str | None
+    outcome: str
+
+
+def build_entry(head: Head, details: Mapping[str, Any], prev: str, *, now: datetime | None = None) -> dict[str, Any]:
     """The line as a dict, its own hash last; separated from I/O so the format is testable."""
     _refuse_secrets(details)
     entry: dict[str, Any] = {
         "time": stamp(now, digits=6),
-        "action": action,
-        "package": package,
-        "digest": digest,
-        "actor": actor or os_user(),
-        "outcome": outcome,
+        "action": head.action,
+        "package": head.package,
+        "digest": head.digest,
+        "actor": head.actor or os_user(),
+        "outcome": head.outcome,
         "details": dict(details),
         "prev": prev,
     }
@@ -332,15 +339,7 @@ def _write_locked(fd: int, path: Path, line: bytes) -> None:
         raise _AppendFailed(f"audit log {path}: cannot append ({reason}); nothing was recorded", reason) from None
 
 
-def append(
-    log_path: Path | str,
-    action: str,
-    package: str | None,
-    digest: str | None,
-    actor: str | None,
-    outcome: str,
-    **details: Any,
-) -> dict[str, Any]:
+def append(log_path: Path | str, head: Head, **details: Any) -> dict[str, Any]:
     """Append one chained line under an exclusive lock and return it (`head_of` gives its head).
 
     The lock covers reading the previous line and writing the new one, so concurrent
@@ -364,7 +363,7 @@ def append(
         if torn:
             raise RuntimeFailure(_torn_message(path, torn))
         prev = GENESIS if last is None else sha256_hex(last)
-        entry = build_entry(action, package, digest, actor, outcome, details, prev)
+        entry = build_entry(head, details, prev)
         _write_locked(fd, path, line_of(entry) + b"\n")
     finally:
         os.close(fd)  # closing releases the lock
@@ -392,7 +391,7 @@ def record(
     ticket = _ticket_of(package)
     if ticket is not None and "change" not in details:
         details = {**details, "change": {"ticket": ticket}}
-    return append(log_path, action, name, digest, actor, outcome, **details)
+    return append(log_path, Head(action, name, digest, actor, outcome), **details)
 
 
 def _ticket_of(package: Any) -> str | None:
@@ -605,7 +604,7 @@ def repair(log_path: Path | str, *, actor: str | None = None) -> Repair:
             os.fsync(fd)
         except OSError as exc:
             raise RuntimeFailure(f"audit log {path}: cannot cut the torn line ({exc.strerror}); it is also kept in {side}") from None
-        entry = build_entry("audit-repair", None, None, actor, "repaired",
+        entry = build_entry(Head("audit-repair", None, None, actor, "repaired"),
                             {"removed_bytes": len(torn), "removed_sha256": digest, "kept_in": side.name}, head)
         try:
             _write_locked(fd, path, line_of(entry) + b"\n")

@@ -250,16 +250,17 @@ def _signer_info_verifies(info: cms.SignerInfo, cert: asn1_x509.Certificate, con
         return False
     encoded = attrs.dump()  # as received, with its [0] IMPLICIT tag: signed as a DER SET (tag 0x31)
     to_sign = b"\x31" + encoded[1:]
-    algorithm = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
-                 "sha512": hashes.SHA512}.get(digest_name)
+    algorithms: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256(),
+                                                   "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+    algorithm = algorithms.get(digest_name)
     if algorithm is None:
         return False
     key = x509.load_der_x509_certificate(cert.dump()).public_key()
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            key.verify(info["signature"].native, to_sign, padding.PKCS1v15(), algorithm())
+            key.verify(info["signature"].native, to_sign, padding.PKCS1v15(), algorithm)
         elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(info["signature"].native, to_sign, ec.ECDSA(algorithm()))
+            key.verify(info["signature"].native, to_sign, ec.ECDSA(algorithm))
         else:
             return False
     except InvalidSignature:

@@ -353,6 +353,7 @@ def cert_new(subject: str | None, like: Path | None, like_password_stdin: bool, 
     import json
 
     from . import certificates as certs
+    from . import newcert
     from .secrets import read_secret
 
     from .dn import parse_subject
@@ -373,7 +374,7 @@ def cert_new(subject: str | None, like: Path | None, like_password_stdin: bool, 
             like_password = read_secret(certs.LIKE_PFX_PASSWORD_ENV, f"Password for {like.name} (--like, the old PFX)",
                                         from_stdin=like_password_stdin, allow_empty=True,
                                         stdin_flag="--like-password-stdin")
-        template = certs.like_certificate(
+        template = newcert.like_certificate(
             like, like_password, days=days, key_size=int(key_size) if key_size else None,
             password_hint=f"set {certs.LIKE_PFX_PASSWORD_ENV} or pass --like-password-stdin",
         )
@@ -382,7 +383,7 @@ def cert_new(subject: str | None, like: Path | None, like_password_stdin: bool, 
         name_obj, days, size = template.subject, template.days, template.key_size
     else:
         name_obj, days, size = parse_subject(subject), 365 if days is None else days, int(key_size or 2048)  # type: ignore[arg-type]
-    stem = certs.check_stem(name) if name else certs.default_file_stem(name_obj)
+    stem = newcert.check_stem(name) if name else newcert.default_file_stem(name_obj)
     pfx_path, cer_path = out_dir / f"{stem}.pfx", out_dir / f"{stem}.cer"
     if like is not None and any(os.path.abspath(p) == os.path.abspath(like) for p in (pfx_path, cer_path)):
         raise UserError(f"--like: {like} would be replaced by the new certificate; give another --name or --out")
@@ -391,7 +392,7 @@ def cert_new(subject: str | None, like: Path | None, like_password_stdin: bool, 
         if taken:
             raise UserError(*(f"{p}: exists; pass --force to overwrite" for p in taken))
     password = read_secret(certs.PFX_PASSWORD_ENV, "PFX password", from_stdin=password_stdin, confirm=True)
-    made = certs.create_self_signed(name_obj, password, days=days, key_size=size, legacy_pfx=legacy_pfx)
+    made = newcert.create_self_signed(name_obj, password, days=days, key_size=size, legacy_pfx=legacy_pfx)
     from .files import write_files
 
     write_files([(pfx_path, made.pfx), (cer_path, made.cer)], 0o600, overwrite=force)

@@ -100,7 +100,8 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _step_facts(plan: Mapping[str, Any]) -> dict[str, Any]:
     """Step metadata by id (title, kind, needs...), without hashes: the patches show content changes."""
-    steps = plan.get("steps") if isinstance(plan.get("steps"), list) else []
+    steps = plan.get("steps")
+    steps = steps if isinstance(steps, list) else []
     return {"steps": {str(s.get("id")): {k: v for k, v in s.items() if k not in ("sha256", "id")}
                       for s in steps if isinstance(s, Mapping)}}
 

@@ -25,7 +25,7 @@ import re
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from importlib.resources import files as package_files
 from pathlib import Path
@@ -210,7 +210,7 @@ def _highlight(text: str) -> str:
 
 
 @cache
-def _formatter():  # type: ignore[no-untyped-def]
+def _formatter() -> Any:
     from pygments.formatters import HtmlFormatter
 
     return HtmlFormatter(cssclass="hl", linenos="inline", style="default", wrapcode=True)
@@ -263,12 +263,11 @@ def _step_views(package: Package) -> tuple[list[StepView], list[Any]]:
     """The steps with their texts: the package's own (intact), else what plan.json lists (flagged)."""
     views: list[StepView] = []
     if not package.problems:
-        specs = list(package.steps)
-        for step in specs:
+        for step in package.steps:
             views.append(StepView(step.index, step.id, step.title, step.kind, step.file, step.spec.changes,
                                   package.listing.get(step.file, ""), step.sha256, _highlight(step.text),
                                   step.text.count("\n") + 1))
-        return views, [s.spec for s in specs]
+        return views, [s.spec for s in package.steps]
     from .catalogue import PROFILES, catalogue
 
     specs = list(catalogue(package.profile)) if package.profile in PROFILES else []
@@ -280,9 +279,10 @@ def _step_views(package: Package) -> tuple[list[StepView], list[Any]]:
         rel = entry.get("file")
         data = package.files.get(rel) if isinstance(rel, str) else None
         text = data.decode("utf-8-sig", errors="replace") if data is not None else "(file missing)"
-        views.append(StepView(entry.get("index"), _text(entry.get("id")), _text(entry.get("title")),
+        index = entry.get("index")
+        views.append(StepView(index, _text(entry.get("id")), _text(entry.get("title")),
                               _text(entry.get("kind")), _text(rel),
-                              changes.get(entry.get("index"), "") if isinstance(entry.get("index"), int) else "",
+                              changes.get(index, "") if isinstance(index, int) else "",
                               package.listing.get(rel, "(missing)") if isinstance(rel, str) else "(missing)",
                               _text(entry.get("sha256")), _highlight(text), text.count("\n") + 1))
     return views, specs
@@ -423,9 +423,10 @@ def _place_bars(run: RunView) -> None:
     known = [(t, s) for t, s in starts if t is not None]
     if not known:
         return
-    origin = min([t for t, _ in known] + ([_time(run.started)] if _time(run.started) else []))
+    started, ended = _time(run.started), _time(run.ended)
+    origin = min([t for t, _ in known] + ([started] if started else []))
     ends = [t + _seconds(s) for t, s in known]
-    end = max(ends + ([_time(run.ended)] if _time(run.ended) else []))
+    end = max(ends + ([ended] if ended else []))
     total = max((end - origin).total_seconds(), 0.001)
     run.seconds = round((end - origin).total_seconds(), 3)
     for t, s in known:
@@ -434,9 +435,7 @@ def _place_bars(run: RunView) -> None:
         s.width_pct = round(min(100.0 - s.offset_pct, max(0.6, width)), 2)
 
 
-def _seconds(step: RunStepView):  # type: ignore[no-untyped-def]
-    from datetime import timedelta
-
+def _seconds(step: RunStepView) -> timedelta:
     return timedelta(seconds=step.seconds or 0.0)
 
 
@@ -559,8 +558,10 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
     reproducible = [] if integrity else list(package.reproduction_problems)
     steps, specs = _step_views(package)
     places = _changes_by_place(specs)
-    sites = sharepoint.get("sites") if isinstance(sharepoint.get("sites"), list) else []
-    additional = crm.get("additional_servers") if isinstance(crm.get("additional_servers"), list) else []
+    sites = sharepoint.get("sites")
+    sites = sites if isinstance(sites, list) else []
+    additional = crm.get("additional_servers")
+    additional = additional if isinstance(additional, list) else []
     runs_paths, runs_problem = _evidence_files(package.path / "runs", ".jsonl") if package.path else ([], None)
     runs = [_read_run(p, package.digest) for p in runs_paths]
     cert = package.certificate
@@ -621,7 +622,7 @@ def _finalize(value: Any) -> Any:
 
 
 @cache
-def _environment():  # type: ignore[no-untyped-def]
+def _environment() -> Any:
     """The report's own Jinja environment: HTML autoescape on, nothing shared with the script templates."""
     import jinja2
 
@@ -652,7 +653,7 @@ def render_html(view: Mapping[str, Any]) -> str:
 def _with_markup(step: StepView) -> StepView:
     from markupsafe import Markup
 
-    step.html = Markup(step.html)  # type: ignore[assignment]
+    step.html = Markup(step.html)
     return step
 
 

@@ -37,7 +37,7 @@ _KNOWN_RANGES = (
 _KNOWN = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _KNOWN_RANGES) + "]")
 
 #: For ASCII text (most of it): C0 controls and DEL, replaced by `str.translate` in C.
-_ASCII_TABLE = {code: None for code in (*range(0x20), 0x7F)}
+_ASCII_TABLE: dict[int, str | None] = {code: None for code in (*range(0x20), 0x7F)}
 
 #: Where the fallback looks: runs outside printable ASCII and the space separators (Zs,
 #: not printable to Python but visible and harmless, e.g. the no-break space).

@@ -27,7 +27,7 @@ def log(tmp_path: Path) -> Path:
     """A log with LINES good lines, as approve/verify would leave it."""
     path = tmp_path / "audit.jsonl"
     for n in range(LINES):
-        audit.append(path, "verify", "contoso", f"{n:064x}", None, "verified", attempt=n)
+        audit.append(path, audit.Head("verify", "contoso", f"{n:064x}", None, "verified"), attempt=n)
     return path
 
 
@@ -73,7 +73,7 @@ def test_audit_verify_counts_good_lines(psbridge, log: Path) -> None:
 def test_audit_verify_default_path_and_missing_file(psbridge, tmp_path: Path) -> None:
     missing = psbridge("audit", "verify")
     assert missing.exit_code == 2 and "output/audit.jsonl: audit log not found" in missing.stderr
-    audit.append(tmp_path / "output" / "audit.jsonl", "render", "contoso", None, None, "rendered")
+    audit.append(tmp_path / "output" / "audit.jsonl", audit.Head("render", "contoso", None, None, "rendered"))
     assert "1 good line(s)" in psbridge("audit", "verify").stdout
 
 
@@ -111,7 +111,7 @@ def test_deleting_the_last_line_is_detected_against_a_recorded_head(psbridge, lo
     assert psbridge("audit", "verify", log).exit_code == 0  # a shorter chain is still a chain...
     result = psbridge("audit", "verify", log, "--head", head)  # ...but not one that reaches the recorded head
     assert result.exit_code == 1 and "lines removed from the end" in result.stderr
-    audit.append(log, "verify", "contoso", None, None, "verified")
+    audit.append(log, audit.Head("verify", "contoso", None, None, "verified"))
     assert psbridge("audit", "verify", log, "--head", "0" * 64).exit_code == 0  # genesis is always reached
 
 
@@ -142,7 +142,7 @@ def test_torn_last_line_is_reported_and_not_appended_to(psbridge, log: Path) -> 
     log.write_bytes(log.read_bytes() + b'{"time":"2026')
     assert broken_line(psbridge, log) == LINES + 1
     with pytest.raises(RuntimeFailure, match="torn line .*psbridge audit repair"):
-        audit.append(log, "verify", "contoso", None, None, "verified")
+        audit.append(log, audit.Head("verify", "contoso", None, None, "verified"))
 
 
 def test_bad_head_argument_is_exit_2(psbridge, log: Path) -> None:
@@ -153,9 +153,9 @@ def test_bad_head_argument_is_exit_2(psbridge, log: Path) -> None:
 @pytest.mark.parametrize("key", ["password", "PfxPassword", "key_passphrase", "client_secret", "credential"])
 def test_secret_like_details_are_refused(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match="never logged"):
-        audit.append(tmp_path / "a.jsonl", "run", "contoso", None, None, "ok", **{key: "hunter2"})
+        audit.append(tmp_path / "a.jsonl", audit.Head("run", "contoso", None, None, "ok"), **{key: "hunter2"})
     with pytest.raises(ValueError):
-        audit.append(tmp_path / "a.jsonl", "run", "contoso", None, None, "ok", inputs={key: "hunter2"})
+        audit.append(tmp_path / "a.jsonl", audit.Head("run", "contoso", None, None, "ok"), inputs={key: "hunter2"})
     assert not (tmp_path / "a.jsonl").exists() or b"hunter2" not in (tmp_path / "a.jsonl").read_bytes()
 
 
@@ -176,7 +176,7 @@ import sys
 from psbridge import audit
 path, who = sys.argv[1], sys.argv[2]
 for n in range(500):
-    audit.append(path, "verify", "contoso", None, None, "verified", writer=who, n=n)
+    audit.append(path, audit.Head("verify", "contoso", None, None, "verified"), writer=who, n=n)
 """
 
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def log(tmp_path: Path) -> Path:
     path = tmp_path / "audit.jsonl"
     for n in range(LINES):
-        audit.append(path, "verify", "contoso", None, None, "verified", attempt=n)
+        audit.append(path, audit.Head("verify", "contoso", None, None, "verified"), attempt=n)
     return path
 
 
@@ -61,7 +61,7 @@ def test_the_library_does_not_import_click(tmp_path: Path) -> None:
     code = (
         "import sys\nfrom pathlib import Path\nfrom psbridge import audit\n"
         "p = Path(sys.argv[1])\n"
-        "e = audit.append(p, 'render', 'contoso', None, None, 'rendered')\n"
+        "e = audit.append(p, audit.Head('render', 'contoso', None, None, 'rendered'))\n"
         "audit.record(p, 'run', None, 'ok')\n"
         "assert audit.verify(p).ok and audit.head_of(e)\n"
         "audit.resolve_log(None, near=p.parent)\n"
@@ -96,7 +96,7 @@ def test_without_option_or_environment_the_log_is_next_to_the_packages(monkeypat
 
 def test_audit_verify_uses_the_environment_log(psbridge, tmp_path: Path) -> None:
     org = tmp_path / "org" / "audit.jsonl"
-    audit.append(org, "render", "contoso", None, None, "rendered")
+    audit.append(org, audit.Head("render", "contoso", None, None, "rendered"))
     result = psbridge("audit", "verify", env={"PSBRIDGE_AUDIT_LOG": str(org)})
     assert result.exit_code == 0 and f"{org}: 1 good line(s)" in result.stdout, result.stderr
 
@@ -105,13 +105,13 @@ def test_audit_verify_uses_the_environment_log(psbridge, tmp_path: Path) -> None
 
 
 def test_head_of_an_appended_line_is_what_verify_prints_and_the_next_prev(psbridge, log: Path) -> None:
-    entry = audit.append(log, "approve", "contoso", None, None, "approved")
+    entry = audit.append(log, audit.Head("approve", "contoso", None, None, "approved"))
     head = audit.head_of(entry)
     raw_last = log.read_bytes().splitlines()[-1]
     assert head == hashlib.sha256(raw_last).hexdigest() == audit.head_of(raw_last + b"\n")
     assert audit.verify(log).head == head
     assert psbridge("audit", "verify", log).stdout.strip().endswith(f"head {head}")
-    assert audit.append(log, "run", "contoso", None, None, "ok")["prev"] == head
+    assert audit.append(log, audit.Head("run", "contoso", None, None, "ok"))["prev"] == head
 
 
 # --------------------------------------------------------------------------- torn tails and repair
@@ -121,7 +121,7 @@ def test_head_of_an_appended_line_is_what_verify_prints_and_the_next_prev(psbrid
 def test_a_torn_tail_names_its_size_and_the_repair_command(log: Path, stray: bytes) -> None:
     log.write_bytes(log.read_bytes() + stray)
     with pytest.raises(RuntimeFailure) as caught:
-        audit.append(log, "verify", "contoso", None, None, "verified")
+        audit.append(log, audit.Head("verify", "contoso", None, None, "verified"))
     assert str(caught.value) == (
         f"audit log {log} ends with a torn line ({len(stray)} bytes); repair it with: psbridge audit repair {log}"
     )
@@ -157,7 +157,7 @@ def test_repair_cuts_exactly_the_torn_bytes_keeps_them_and_chains_a_repair_line(
     check = audit.verify(log)
     assert check.ok and check.good_lines == LINES + 1
     assert f"head {check.head}" in result.stdout
-    audit.append(log, "verify", "contoso", None, None, "verified")  # unjammed
+    audit.append(log, audit.Head("verify", "contoso", None, None, "verified"))  # unjammed
     assert audit.verify(log).good_lines == LINES + 2
 
 
@@ -208,7 +208,7 @@ if dfl:  # as an embedding application might leave it: the default action kills 
 size = len(open(path, "rb").read())
 resource.setrlimit(resource.RLIMIT_FSIZE, (size + extra, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:
-    audit.append(path, "run", "contoso", None, None, "ok", note="n" * 200)
+    audit.append(path, audit.Head("run", "contoso", None, None, "ok"), note="n" * 200)
 except RuntimeFailure as exc:
     print(exc)
     sys.exit(1)
@@ -225,7 +225,7 @@ def test_a_file_size_limit_leaves_the_log_as_it_was(log: Path, extra: int, dispo
     message = one_line(proc.stdout)
     assert str(log) in message and "nothing was recorded" in message
     assert log.read_bytes() == before
-    audit.append(log, "run", "contoso", None, None, "ok")  # the next command is not jammed
+    audit.append(log, audit.Head("run", "contoso", None, None, "ok"))  # the next command is not jammed
     assert audit.verify(log).good_lines == LINES + 1
 
 
@@ -244,12 +244,12 @@ def test_an_os_error_while_appending_is_taken_back(monkeypatch, log: Path, call:
 
     monkeypatch.setattr(os, call, failing)
     with pytest.raises(RuntimeFailure) as caught:
-        audit.append(log, "run", "contoso", None, None, "ok")
+        audit.append(log, audit.Head("run", "contoso", None, None, "ok"))
     monkeypatch.undo()
     assert armed and log.read_bytes() == before
     assert str(log) in str(caught.value) and os.strerror(code) in str(caught.value)
     assert "\n" not in str(caught.value)
-    audit.append(log, "run", "contoso", None, None, "ok")
+    audit.append(log, audit.Head("run", "contoso", None, None, "ok"))
     assert audit.verify(log).ok
 
 
@@ -261,7 +261,7 @@ def test_a_symlinked_log_is_refused_and_its_target_untouched(tmp_path: Path, log
     link.symlink_to(log)
     before = log.read_bytes()
     with pytest.raises(RuntimeFailure, match="symbolic link") as caught:
-        audit.append(link, "run", "contoso", None, None, "ok")
+        audit.append(link, audit.Head("run", "contoso", None, None, "ok"))
     assert str(link) in str(caught.value)
     assert log.read_bytes() == before
 
@@ -270,7 +270,7 @@ def test_a_dangling_symlink_does_not_create_its_target(tmp_path: Path) -> None:
     link = tmp_path / "audit.jsonl"
     link.symlink_to(tmp_path / "elsewhere.jsonl")
     with pytest.raises(RuntimeFailure, match="symbolic link"):
-        audit.append(link, "run", "contoso", None, None, "ok")
+        audit.append(link, audit.Head("run", "contoso", None, None, "ok"))
     assert not (tmp_path / "elsewhere.jsonl").exists()
 
 
@@ -279,7 +279,7 @@ def test_a_fifo_log_is_refused_without_hanging(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     code = (
         "import sys\nfrom psbridge import audit\nfrom psbridge.errors import RuntimeFailure, UserError\n"
-        "try:\n    audit.append(sys.argv[1], 'run', 'contoso', None, None, 'ok')\n"
+        "try:\n    audit.append(sys.argv[1], audit.Head('run', 'contoso', None, None, 'ok'))\n"
         "except RuntimeFailure as exc:\n    print(exc)\n"
         "try:\n    audit.verify(sys.argv[1])\n"
         "except UserError as exc:\n    print(exc)\n"
@@ -308,18 +308,18 @@ def test_a_fifo_given_to_audit_verify_is_refused(tmp_path: Path) -> None:
 def test_a_folder_as_the_log_is_refused(tmp_path: Path) -> None:
     (tmp_path / "audit.jsonl").mkdir()
     with pytest.raises(RuntimeFailure) as caught:
-        audit.append(tmp_path / "audit.jsonl", "run", "contoso", None, None, "ok")
+        audit.append(tmp_path / "audit.jsonl", audit.Head("run", "contoso", None, None, "ok"))
     assert str(tmp_path / "audit.jsonl") in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_an_existing_readable_log_is_tightened_to_0600(log: Path) -> None:
     log.chmod(0o644)
-    audit.append(log, "run", "contoso", None, None, "ok")
+    audit.append(log, audit.Head("run", "contoso", None, None, "ok"))
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     log.chmod(0o666)
     log.write_bytes(log.read_bytes() + b"x")
     with pytest.raises(RuntimeFailure, match="torn"):  # tightened even when the append is refused
-        audit.append(log, "run", "contoso", None, None, "ok")
+        audit.append(log, audit.Head("run", "contoso", None, None, "ok"))
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
 
 
@@ -327,7 +327,7 @@ def test_a_log_under_a_file_is_one_clean_line(psbridge, tmp_path: Path) -> None:
     (tmp_path / "somefile").write_text("not a folder\n")
     for target in (tmp_path / "somefile" / "audit.jsonl", tmp_path / "somefile" / "deeper" / "audit.jsonl"):
         with pytest.raises(RuntimeFailure) as caught:
-            audit.append(target, "run", "contoso", None, None, "ok")
+            audit.append(target, audit.Head("run", "contoso", None, None, "ok"))
         assert str(target) in str(caught.value) and "somefile" in str(caught.value)
     result = psbridge("render", "--example", "--audit-log", "somefile/audit.jsonl")
     assert result.exit_code == 1
@@ -359,7 +359,7 @@ def test_an_interrupt_while_syncing_is_taken_back_and_let_through(monkeypatch, l
 
     monkeypatch.setattr(os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        audit.append(log, "run", "contoso", None, None, "ok")
+        audit.append(log, audit.Head("run", "contoso", None, None, "ok"))
     monkeypatch.undo()
     assert log.read_bytes() == before
 
@@ -377,12 +377,12 @@ def test_verify_reads_through_a_symlink_but_repair_refuses_one(psbridge, tmp_pat
 
 def test_repair_and_append_from_two_processes_form_one_chain(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    audit.append(path, "render", "contoso", None, None, "rendered")
+    audit.append(path, audit.Head("render", "contoso", None, None, "rendered"))
     path.write_bytes(path.read_bytes() + b'{"torn')
     writer = (
         "import sys\nfrom psbridge import audit\nfrom psbridge.errors import RuntimeFailure\n"
         "ok = 0\nfor n in range(200):\n"
-        "    try:\n        audit.append(sys.argv[1], 'verify', 'contoso', None, None, 'verified', n=n); ok += 1\n"
+        "    try:\n        audit.append(sys.argv[1], audit.Head('verify', 'contoso', None, None, 'verified'), n=n); ok += 1\n"
         "    except RuntimeFailure as exc:\n        assert 'torn line' in str(exc), exc\n"
         "print(ok)\n"
     )

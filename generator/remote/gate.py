@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..catalogue import resume_selection, session_steps_for
 from ..errors import UserError
 from ..package import Package, PackageStep, read_package
-from ..parameters import normalize_host
+from ..fields import normalize_host
 
 if TYPE_CHECKING:
     from ..approvals import ApprovalPolicy, Verification

@@ -34,7 +34,11 @@ def run_package(ctx: RemoteContext, options: RunOptions, audited: Audited,
                                "servers": start.servers, "_events": events}
     with audited_action(ctx, audited, start, details) as recorder:
         server_run.ctx = ctx.with_emit(recorder.emit)
-        server_run.audit = lambda what, facts: recorder.line(what, **facts)
+
+        def audit_line(what: str, facts: dict[str, Any]) -> None:
+            recorder.line(what, **facts)
+
+        server_run.audit = audit_line
         try:
             result = server_run.run()
         except KeyboardInterrupt:

@@ -208,7 +208,8 @@ class PSRPSession:
             password=self._password,
             ssl=conn.transport == "https",
             auth=conn.auth,
-            cert_validation=cert_validation,
+            # pypsrp hands it to requests' `verify`, which takes a CA bundle's path as well as a bool.
+            cert_validation=cert_validation,  # type: ignore[arg-type]  # see the line above
             connection_timeout=conn.connection_timeout,
             read_timeout=conn.read_timeout,
             operation_timeout=conn.operation_timeout,
