@@ -325,3 +325,28 @@ HostName = Annotated[str, AfterValidator(plain_text), AfterValidator(host_name)]
 #: A list item: the model-wide check sees the list, not its items, so each site checks itself.
 SiteUrl = Annotated[str, AfterValidator(plain_text), AfterValidator(sharepoint_site)]
 Guid = Annotated[str, AfterValidator(guid)]
+
+
+def organization_name(value: str) -> str:
+    """A CRM organization's unique name (Get-CrmOrganization -Name): letters, digits and '_', from a letter."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", value):
+        raise ValueError("must be the organization's unique name: letters, digits and '_', starting with a letter "
+                         "(at most 64 characters; Deployment Manager shows it)")
+    return value
+
+
+def app_unique_name(value: str) -> str:
+    """The Entra app's display name and `uniqueName` (an alternate key in Graph URLs: kept to a safe alphabet)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}", value):
+        raise ValueError("use letters, digits, '.', '_' and '-' (1-120 characters, starting with a letter or digit): "
+                         "it is the app's uniqueName, which Graph uses in its URLs")
+    return value
+
+
+def _local_nupkg(value: str) -> str:
+    return _local_file(value, (".nupkg",))
+
+
+OrganizationName = Annotated[str, AfterValidator(organization_name)]
+AppUniqueName = Annotated[str, AfterValidator(app_unique_name)]
+LocalNupkg = Annotated[str, AfterValidator(_local_nupkg)]

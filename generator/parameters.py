@@ -38,8 +38,11 @@ from .fields import (
     FolderPath,
     Guid,
     HostName,
+    AppUniqueName,
     LocalCer,
+    LocalNupkg,
     LocalPfx,
+    OrganizationName,
     PfxPath,
     RootDomain,
     ServiceAccount,
@@ -130,6 +133,11 @@ class Crm(_Strict):
         "refuse another host. A DNS host name (one or more labels of letters, digits and '-', ASCII/punycode, "
         "at most 253 characters, e.g. crm01.contoso.local or crm01) or an IPv4 address; no IPv6, port or URL. "
         "Compared case-insensitively, ignoring a trailing dot.",
+    )
+    organization: OrganizationName | None = Field(
+        None,
+        description='The organization\'s unique name (Get-CrmOrganization -Name); required for trust = "app": its '
+        "SQL server and organization database come from Get-CrmOrganization on the server.",
     )
     additional_servers: list[HostName] | None = Field(
         None,
@@ -254,6 +262,36 @@ class Change(_Strict):
         return self
 
 
+#: Microsoft, "Retirement announcement for Azure ACS" (learn.microsoft.com/sharepoint/dev/sp-add-ins/
+#: retirement-announcement-for-azure-acs): what validate, render, REVIEW.md and the report quote.
+ACS_RETIREMENT = ("Azure ACS will stop working for new tenants as of November 1st, 2024 and it will stop working for "
+                  "existing tenants and will be fully retired as of April 2nd, 2026")
+ACS_RETIRED_ON = "2026-04-02"
+
+
+class App(_Strict):
+    """trust = "app": the Entra app registration that SharePoint Online trusts, and the MSAL assembly.
+
+    Adopt an existing app by `client_id`, or let the package create one found again by `name`
+    (its display name and Graph `uniqueName`, which is immutable: an adopted app has none).
+    """
+
+    client_id: Guid | None = Field(None, description="Adopt this existing app registration (its application id).")
+    name: AppUniqueName | None = Field(
+        None, description="Create the app with this display name and uniqueName (found again by it on a re-run).",
+    )
+    msal_package: LocalNupkg = Field(
+        description="Path of Microsoft.Identity.Client.4.11.0.nupkg on this machine (relative to this file's folder): "
+        "render checks it and puts lib/net45's .dll and .xml into the package; psbridge cannot download it.",
+    )
+
+    @model_validator(mode="after")
+    def _adopt_or_create(self) -> App:
+        if (self.client_id is None) == (self.name is None):
+            raise ValueError("give client_id (adopt an existing app) or name (create one), not both and not neither")
+        return self
+
+
 class Parameters(_Strict):
     """Everything the sequence needs, except secrets (they never live in this file)."""
 
@@ -265,14 +303,62 @@ class Parameters(_Strict):
     profile: Literal["msonline", "graph"] = Field(
         "msonline", description="msonline: the article's sequence; graph: the same with Microsoft Graph PowerShell."
     )
+    trust: Literal["app"] | None = Field(
+        None,
+        description='"app": the article\'s steps plus Microsoft\'s Entra app steps for SharePoint Online ("Configure '
+        'Azure app for SharePoint access"); "acs" (the default): the article\'s Azure ACS trust alone, which '
+        f"Microsoft retired on {ACS_RETIRED_ON}.",
+        json_schema_extra={"enum": ["acs", "app"]},
+    )
     certificate: Certificate
     crm: Crm
     sharepoint: SharePoint
+    app: App | None = Field(None, description='trust = "app" only: the app registration and the MSAL package.')
     graph: Graph | None = Field(None, description="Profile graph only: sign-in for psbridge run.")
     change: Change | None = Field(
         None, description="Optional change ticket, summary and window: shown in REVIEW.md and the report, "
         "the ticket on every audit line about the package.",
     )
+
+    @field_validator("trust", mode="before")
+    @classmethod
+    def _acs_is_the_default(cls, value: Any) -> Any:
+        """`trust = "acs"` is today's package: stored as the default, so its plan.json is unchanged."""
+        if value == "acs":
+            return None
+        if value not in (None, "app"):
+            raise ValueError('must be "acs" or "app"')
+        return value
+
+    @model_validator(mode="after")
+    def _app_trust_complete(self) -> Parameters:
+        """The app trust needs Graph, the organization, the tenant and the [app] table; [app] needs the app trust."""
+        if self.trust != "app":
+            if self.app is not None:
+                raise ValueError('the [app] table belongs to trust = "app"')
+            return self
+        problems = []
+        if self.profile != "graph":
+            problems.append('trust = "app" runs on Microsoft Graph: set profile = "graph" (MSOnline is retired)')
+        if self.crm.organization is None:
+            problems.append('trust = "app" needs crm.organization (the organization\'s unique name)')
+        if self.sharepoint.tenant_id is None:
+            problems.append('trust = "app" needs sharepoint.tenant_id (the app\'s tenant, written into the '
+                            "organization database)")
+        if self.app is None:
+            problems.append('trust = "app" needs an [app] table (client_id or name, and msal_package)')
+        hosts = {(urlsplit(s).hostname or "").lower() for s in self.sharepoint.sites}
+        if any(not h.endswith(".sharepoint.com") for h in hosts):
+            problems.append('trust = "app": Microsoft documents the app steps for the commercial cloud '
+                            "(.sharepoint.com) only; a .sharepoint.us site is refused")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def app_trust(self) -> bool:
+        """Whether the package adds Microsoft's Entra app steps (trust = "app")."""
+        return self.trust == "app"
 
     @field_validator("graph")
     @classmethod
