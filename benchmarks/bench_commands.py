@@ -275,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
+    """Parse the options and run; a BenchError is one line on stderr, not a traceback."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=DEFAULT_BASE, help=f"commit to compare against (default {DEFAULT_BASE})")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7; 1 for a smoke run)")

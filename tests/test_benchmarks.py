@@ -53,6 +53,7 @@ def test_bench_commands_builds_both_sides_and_prints_the_table(tmp_path: Path) -
 
 
 def _bench_commands() -> ModuleType:
+    """benchmarks/bench_commands.py as a module (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location("bench_commands", BENCH / "bench_commands.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
