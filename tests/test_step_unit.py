@@ -119,3 +119,22 @@ def test_a_unit_without_a_verdict_is_a_session_step(dummy: StepUnit, monkeypatch
     plan = json.loads(render_package(example()).files["plan.json"])
     verdict = next(v for v in evaluate(plan, state("fresh server")).verdicts if v.id == "dummy")
     assert verdict.verdict == "session"
+
+
+def test_every_unit_finds_its_templates_by_convention() -> None:
+    """Each unit's step (per profile) and scripted back-out templates are in templates/steps/<id>/, and every
+    folder there belongs to a unit: a step's PowerShell is found where its module says."""
+    from importlib.resources import files
+
+    from psbridge.render import _environments
+
+    env, _ = _environments()
+    root = Path(str(files("psbridge.templates"))) / "steps"
+    for unit in registry.UNITS:
+        for profile in registry.PROFILES:
+            name = unit.step(profile).template(profile)
+            assert name.startswith(f"steps/{unit.id}/") and env.get_template(name)
+            for backout in (unit.backout, unit.renewal_backout):
+                if backout is not None and backout.script:
+                    assert env.get_template(backout.template(profile)).filename.startswith(str(root / unit.id))
+    assert sorted(p.name for p in root.iterdir()) == sorted(u.id for u in registry.UNITS)
