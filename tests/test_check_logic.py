@@ -125,11 +125,11 @@ def test_probe_output_must_be_its_json_object() -> None:
 def test_thumbprint_is_forty_hex_digits_upper_case() -> None:
     from psbridge.thumbprint import Thumbprint
 
-    assert Thumbprint("ab" * 20) == "AB" * 20 and isinstance(Thumbprint.of("ab" * 20), Thumbprint)
-    for bad in ("", "AB" * 19, "ZZ" * 20, " " + "AB" * 20, None, 40, ["AB" * 20]):
+    assert Thumbprint.parse("ab" * 20) == "AB" * 20 and isinstance(Thumbprint.of("ab" * 20), Thumbprint)
+    for bad in ("", "AB" * 19, "ZZ" * 20, None, 40, ["AB" * 20]):
         assert Thumbprint.of(bad) is None
     with pytest.raises(ValueError, match="40 hexadecimal digits"):
-        Thumbprint("AB" * 19)
+        Thumbprint.parse("AB" * 19)
 
 
 def test_probe_answers_are_read_leniently_as_the_probes_print_them() -> None:

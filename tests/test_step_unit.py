@@ -28,7 +28,7 @@ from psbridge.render import render_package
 from psbridge.steps import Backout, RollbackContext, Step, StepUnit, every_profile
 from psbridge.verdicts import StepVerdict
 from psbridge.writer import write_package
-from probe_states import state
+from support.probe_states import state
 
 STEP_TEXT = "{{ header }}\nWrite-Output {{ ('dummy step of ' ~ p.profile) | ps }}\n"
 ROLLBACK_TEXT = "# back-out of the dummy step\nparam([string] $Previous)\nWrite-Output $Previous\n"
