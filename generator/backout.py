@@ -4,14 +4,14 @@
 own rollback scripts (rendered, hashed and approved like every step). A run record is
 evidence, not an approval, and anyone who can write `runs/` could forge one: it is taken
 only when the audit log holds its sha256 (the `run` line that ended it), and every value
-taken from it is checked like a parameter before it becomes a PowerShell parameter.
+taken from it is checked like a parameter before it becomes a PowerShell parameter (each
+step's unit computes its script's values: `Backout.values`, in generator/steps/).
 Pure logic over bytes already read; the session that sends the scripts is in remote.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,8 @@ from .catalogue import backouts_for
 from .errors import UserError
 from .files import read_regular, sha256_hex
 from .package import Package, PackageStep
+from .steps import RollbackContext
 
-_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
-_HTTPS = re.compile(r"https://[A-Za-z0-9.-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
@@ -85,7 +84,9 @@ def plan_rollback(package: Package, events: list[dict[str, Any]], record: str, r
         if not before or not after:
             plan.nothing.append((step, "the state around it is not in the record: cannot tell what it changed"))
             continue
-        found = _values(step.id, package, before, after, record)
+        if backout.values is None:
+            raise UserError(f"no scripted back-out for step {step.id}")
+        found = backout.values(RollbackContext(package, before, after, record))
         if found is None:
             plan.nothing.append((step, "its probes did not answer around it: cannot tell what it changed"))
         elif not found[1]:
@@ -93,45 +94,3 @@ def plan_rollback(package: Package, events: list[dict[str, Any]], record: str, r
         else:
             plan.scripted.append(RollbackStep(step, backout.script, package.rollback_scripts[step.id], found[0]))
     return plan
-
-
-def _values(step_id: str, package: Package, before: dict[str, Any], after: dict[str, Any],
-            record: str) -> tuple[dict[str, Any], bool] | None:
-    """(the rollback script's parameters, whether the step changed anything), each value checked."""
-    if step_id == "spn":
-        old, new = before.get("entra"), after.get("entra")
-        if not isinstance(old, dict) or not isinstance(new, dict):
-            return None
-        before_ids = {str(k.get("key_id")) for k in _list(old.get("key_credentials")) if isinstance(k, dict)}
-        added = [str(k.get("key_id")) for k in _list(new.get("key_credentials"))
-                 if isinstance(k, dict) and str(k.get("key_id")) not in before_ids]
-        for key_id in added:
-            if not _GUID.fullmatch(key_id):
-                raise UserError(f"{record}: a key credential id after step spn is not a GUID; refusing to use the record")
-        spn = package.plan["constants"]["crm_app_id"] + "/" + package.parameters.crm.root_domain
-        had = spn.lower() in (str(n).lower() for n in _list(old.get("service_principal_names")))
-        has = spn.lower() in (str(n).lower() for n in _list(new.get("service_principal_names")))
-        removed_spn = spn if has and not had else ""
-        return {"KeyIds": added, "ServicePrincipalName": removed_spn}, bool(added or removed_spn)
-    if step_id == "crm-settings":
-        old, new = before.get("crm"), after.get("crm")
-        if not isinstance(old, dict) or not isinstance(new, dict):
-            return None
-        was, now = old.get("server_settings") or {}, new.get("server_settings") or {}
-        principal = str(was.get("S2SDefaultAuthorizationServerPrincipalId") or "")
-        url = str(was.get("S2SDefaultAuthorizationServerMetadataUrl") or "")
-        if principal and not _GUID.fullmatch(principal):
-            raise UserError(f"{record}: the previous S2SDefaultAuthorizationServerPrincipalId is not a GUID; "
-                            "refusing to use the record")
-        if url and not _HTTPS.fullmatch(url):
-            raise UserError(f"{record}: the previous S2SDefaultAuthorizationServerMetadataUrl is not an https URL; "
-                            "refusing to use the record")
-        return {"PrincipalId": principal, "MetadataUrl": url}, was != now
-    raise UserError(f"no scripted back-out for step {step_id}")
-
-
-def _list(value: Any) -> list[Any]:
-    """ConvertTo-Json writes a one-element array as the element itself, and an empty one as null."""
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]

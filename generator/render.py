@@ -45,6 +45,7 @@ from .catalogue import (
 from .files import digest_of, listing_of, sha256_hex
 from .parameters import Parameters
 from .powershell import PowerShellLiteral, quote
+from .steps import unit
 from .text import flatten, non_ascii_values
 
 #: Version of plan.json's layout (package.py reads only this version).
@@ -269,10 +270,29 @@ class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
             pass
 
 
+class _TemplateLoader(jinja2.BaseLoader):
+    """The package's templates/; a step's `steps/<id>/...` from its unit's own folder when it names one.
+
+    A step's templates are found by convention (`templates/steps/<id>/`, see `Step.template`);
+    a unit with `template_dir` (a step kept outside psbridge's tree) keeps its templates there.
+    """
+
+    def __init__(self, root: str) -> None:
+        self._package = jinja2.FileSystemLoader(root)
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, Any]:
+        parts = template.split("/")
+        if len(parts) == 3 and parts[0] == "steps":
+            found = unit(parts[1])
+            if found is not None and found.template_dir is not None:
+                return jinja2.FileSystemLoader(str(found.template_dir)).get_source(environment, parts[2])
+        return self._package.get_source(environment, template)
+
+
 @cache
 def _environments() -> tuple[jinja2.Environment, jinja2.Environment]:
     """Built once per process: compiling templates is most of a render's cost."""
-    loader = jinja2.FileSystemLoader(str(files("psbridge.templates")))
+    loader = _TemplateLoader(str(files("psbridge.templates")))
     common: dict[str, Any] = dict(
         loader=loader,
         bytecode_cache=_bytecode_cache(),

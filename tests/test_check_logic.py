@@ -117,3 +117,39 @@ def test_probe_output_must_be_its_json_object() -> None:
         parse_probe_output("crm", ["not json"])
     with pytest.raises(ProbeError):
         parse_probe_output("crm", ['{"probe": "server"}'])
+
+
+# --------------------------------------------------------------------------- typed probe answers
+
+
+def test_thumbprint_is_forty_hex_digits_upper_case() -> None:
+    from psbridge.thumbprint import Thumbprint
+
+    assert Thumbprint.parse("ab" * 20) == "AB" * 20 and isinstance(Thumbprint.of("ab" * 20), Thumbprint)
+    for bad in ("", "AB" * 19, "ZZ" * 20, None, 40, ["AB" * 20]):
+        assert Thumbprint.of(bad) is None
+    with pytest.raises(ValueError, match="40 hexadecimal digits"):
+        Thumbprint.parse("AB" * 19)
+
+
+def test_probe_answers_are_read_leniently_as_the_probes_print_them() -> None:
+    """ConvertTo-Json: one element -> the element, none -> null; unknown keys ignored; wrong types read as missing."""
+    from psbridge.readings import CertificateReading, CrmReading, EntraReading, ServerReading
+
+    cert = CertificateReading.of({"cer_thumbprint": THUMB.lower(), "store": {"thumbprint": THUMB, "extra": 1,
+                                                                             "has_private_key": "yes"}})
+    assert cert.cer_thumbprint == THUMB and len(cert.store) == 1 and cert.store[0].thumbprint == THUMB
+    assert cert.store[0].has_private_key is None and cert.store[0].key_access == {}
+    assert CertificateReading.of({"store": None}).store == () and CertificateReading.of({}).cer_thumbprint is None
+    crm = CrmReading.of({"thumbprints": THUMB.lower(), "server_settings": "not an object"})
+    assert crm.thumbprints == [THUMB] and crm.server_settings == {} and crm.setting("x") == ""
+    dated = CrmReading.of({"thumbprints": [OTHER],
+                           "certificates": {"thumbprint": THUMB, "not_after": "2030-01-01T00:00:00Z"}})
+    assert dated.thumbprints == [THUMB] and dated.certificates[0].not_after is not None
+    entra = EntraReading.of({"service_principal_found": True, "service_principal_names": "A/b",
+                             "key_credentials": [{"key_id": "k", "thumbprint": "not hex", "end": "2030-01-01"}, 7]})
+    assert entra.service_principal_names == ("A/b",) and entra.has_name("a/B") and entra.malformed_keys
+    assert entra.key_credentials[0].thumbprint is None and entra.key_credentials[0].end_text == "2030-01-01"
+    server = ServerReading.of({"edition": "Desktop", "modules": {"MSOnline": 1}, "pfx_file": "True"})
+    assert server.modules == {"MSOnline": True} and server.pfx_file and not server.reports_tools_dir
+    assert ServerReading.of({"tools_dir": None}).reports_tools_dir

@@ -27,7 +27,9 @@ def test_wheel_installs_and_renders_the_example(tmp_path: Path) -> None:
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    assert "psbridge/templates/msonline/02-certificate.ps1.j2" in names
+    assert "psbridge/templates/steps/certificate/msonline.ps1.j2" in names
+    assert "psbridge/templates/steps/certificate/_proof.ps1.j2" in names
+    assert "psbridge/steps/spn.py" in names  # the step units ship as a sub-package
     assert "psbridge/templates/parameters.toml" in names
     # The import name is psbridge: nothing called `generator` lands in site-packages.
     assert not [n for n in names if n.split("/")[0] == "generator"]

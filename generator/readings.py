@@ -1,0 +1,239 @@
+"""The four probes' answers as typed values: what `check` and the back-outs read from them.
+
+A probe prints one JSON object (templates/probes/). These models read it leniently, as the
+dict code before them did: ConvertTo-Json writes a one-element array as the element and an
+empty one as null (`as_list`); unknown keys are ignored; a value of the wrong type reads as
+missing (a flag that is not a boolean is "cannot tell", a thumbprint that is not 40 hex
+digits is unknown). The raw dicts stay where they are evidence (`check --out`, run records):
+these models are built from them and never written back.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .thumbprint import Thumbprint
+
+
+def as_list(value: Any) -> list[Any]:
+    """ConvertTo-Json writes a one-element array as the element itself, and an empty one as null."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def parse_time(value: Any) -> _dt.datetime | None:
+    """A probe's timestamp (round-trip format `o`, or the older `yyyy-MM-ddTHH:mm:ssZ`) in UTC.
+
+    .NET writes seven fractional digits; Python reads at most six, so the rest is cut.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
+    try:
+        parsed = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.astimezone(_dt.timezone.utc)
+
+
+def _text(value: Any) -> str | None:
+    """A value shown in a message: None stays None, anything else as text."""
+    return None if value is None else value if isinstance(value, str) else str(value)
+
+
+def _flag(value: Any) -> bool | None:
+    """A probe's yes/no that may be unknown: only a JSON boolean is an answer."""
+    return value if isinstance(value, bool) else None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in as_list(value) if isinstance(v, dict)]
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class ServerReading:
+    """The server probe: PowerShell edition and version, elevation, snap-in, modules, the files."""
+
+    edition: str | None = None
+    version: str | None = None
+    elevated: bool = False
+    snapin: bool = False
+    modules: Mapping[str, bool] = field(default_factory=dict)
+    #: Whether the probe reported the CRM install folder at all (older probes did not).
+    reports_tools_dir: bool = False
+    tools_dir: bool = False
+    tools_script: bool = False
+    pfx_file: bool = False
+    cer_file: bool = False
+    execution_policy: str | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> ServerReading:
+        return cls(_text(raw.get("edition")), _text(raw.get("version")), bool(raw.get("elevated")),
+                   bool(raw.get("snapin")), {str(k): bool(v) for k, v in _mapping(raw.get("modules")).items()},
+                   "tools_dir" in raw, bool(raw.get("tools_dir")), bool(raw.get("tools_script")),
+                   bool(raw.get("pfx_file")), bool(raw.get("cer_file")), _text(raw.get("execution_policy")))
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """A certificate in LocalMachine\\My with the .cer's subject: its key and who can read it."""
+
+    thumbprint: Thumbprint | None = None
+    has_private_key: bool | None = None
+    not_after: _dt.datetime | None = None
+    #: Whether the service account can read the private key (None: cannot tell).
+    key_readable: bool | None = None
+    #: The probe's account of the key's access (key_file, key_store, readable, via, note), as printed.
+    key_access: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> StoreEntry:
+        return cls(Thumbprint.of(raw.get("thumbprint")), _flag(raw.get("has_private_key")),
+                   parse_time(raw.get("not_after")), _flag(raw.get("key_readable")), _mapping(raw.get("key_access")))
+
+
+@dataclass(frozen=True)
+class CertificateReading:
+    """The certificate probe: the server's .cer and the certificates with its subject in the store."""
+
+    cer_thumbprint: Thumbprint | None = None
+    cer_subject: str | None = None
+    cer_not_after: _dt.datetime | None = None
+    store: tuple[StoreEntry, ...] = ()
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> CertificateReading:
+        return cls(Thumbprint.of(raw.get("cer_thumbprint")), _text(raw.get("cer_subject")),
+                   parse_time(raw.get("cer_not_after")), tuple(StoreEntry.of(e) for e in _dicts(raw.get("store"))))
+
+    def entry(self, thumbprint: str | None) -> StoreEntry | None:
+        """The store's certificate with this thumbprint, or None."""
+        return next((e for e in self.store if thumbprint and e.thumbprint == thumbprint), None)
+
+
+@dataclass(frozen=True)
+class CrmCertificate:
+    """A certificate CRM's configuration database holds for the type (thumbprint, NotAfter if printed)."""
+
+    thumbprint: Thumbprint
+    not_after: _dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class CrmReading:
+    """The crm probe: CRM's S2S certificate(s) of the type, and its ServerSettings."""
+
+    certificate_type: str | None = None
+    certificates: tuple[CrmCertificate, ...] = ()
+    #: ServerSettings name -> value as printed (the back-out compares and restores them).
+    server_settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> CrmReading:
+        return cls(_text(raw.get("certificate_type")), _crm_certificates(raw), _mapping(raw.get("server_settings")))
+
+    @property
+    def thumbprints(self) -> list[Thumbprint]:
+        return [c.thumbprint for c in self.certificates]
+
+    def setting(self, name: str) -> str:
+        """A ServerSettings value as text ("" when unset)."""
+        return str(self.server_settings.get(name) or "")
+
+
+def _crm_certificates(raw: Mapping[str, Any]) -> tuple[CrmCertificate, ...]:
+    """`certificates` (with NotAfter), or the older `thumbprints` only."""
+    dated = [(Thumbprint.of(c.get("thumbprint")), c) for c in _dicts(raw.get("certificates")) if c.get("thumbprint")]
+    if dated:
+        return tuple(CrmCertificate(t, parse_time(c.get("not_after"))) for t, c in dated if t is not None)
+    found = (Thumbprint.of(t) for t in as_list(raw.get("thumbprints")))
+    return tuple(CrmCertificate(t) for t in found if t is not None)
+
+
+@dataclass(frozen=True)
+class KeyCredential:
+    """A key credential of the Dynamics CRM service principal, as the entra probe read it."""
+
+    key_id: str | None = None
+    type: str | None = None
+    usage: str | None = None
+    #: SHA-1 of the key (computed by the probe); None when it could not be read.
+    thumbprint: Thumbprint | None = None
+    #: Whether the key is the package's certificate (compared with the .cer's raw data); None: not compared.
+    matches_certificate: bool | None = None
+    end: _dt.datetime | None = None
+    #: The end date as the probe printed it (shown in messages).
+    end_text: str | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> KeyCredential:
+        return cls(_text(raw.get("key_id")), _text(raw.get("type")), _text(raw.get("usage")),
+                   Thumbprint.of(raw.get("thumbprint")), _flag(raw.get("matches_certificate")),
+                   parse_time(raw.get("end")), _text(raw.get("end") or None))
+
+    def is_certificate(self, expected: str | None) -> bool:
+        """Whether this is the package's certificate: the probe's comparison of the key, else the thumbprint.
+
+        The probe compares the key itself with the .cer's raw data, as Microsoft's
+        ConfigureCrmServerSideSync.ps1 does; Graph's customKeyIdentifier is never used (its
+        bytes are the text of the thumbprint, not the thumbprint).
+        """
+        if self.matches_certificate is not None:
+            return self.matches_certificate
+        return self.thumbprint is not None and self.thumbprint == expected
+
+
+@dataclass(frozen=True)
+class EntraReading:
+    """The entra probe: the Dynamics CRM service principal's names and key credentials, the tenant."""
+
+    service_principal_found: bool = False
+    service_principal_names: tuple[str, ...] = ()
+    key_credentials: tuple[KeyCredential, ...] = ()
+    #: Whether some key credential was not an object (then the set of thumbprints is unknown).
+    malformed_keys: bool = False
+    tenant_id: str = ""
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> EntraReading:
+        keys = as_list(raw.get("key_credentials"))
+        return cls(bool(raw.get("service_principal_found")),
+                   tuple(str(n) for n in as_list(raw.get("service_principal_names"))),
+                   tuple(KeyCredential.of(k) for k in keys if isinstance(k, dict)),
+                   not all(isinstance(k, dict) for k in keys), str(raw.get("tenant_id") or ""))
+
+    def has_name(self, name: str) -> bool:
+        return name.lower() in (n.lower() for n in self.service_principal_names)
+
+
+@dataclass(frozen=True)
+class Readings:
+    """What a step's verdict reads: the plan, the main server's probe answers (None: no answer), now."""
+
+    plan: Mapping[str, Any]
+    server: ServerReading | None
+    certificate: CertificateReading | None
+    crm: CrmReading | None
+    entra: EntraReading | None
+    now: _dt.datetime
+
+    @classmethod
+    def of(cls, plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None],
+           now: _dt.datetime) -> Readings:
+        server, cert, crm, entra = (answers.get(n) for n in ("server", "certificate", "crm", "entra"))
+        return cls(plan, ServerReading.of(server) if server is not None else None,
+                   CertificateReading.of(cert) if cert is not None else None,
+                   CrmReading.of(crm) if crm is not None else None,
+                   EntraReading.of(entra) if entra is not None else None, now)
