@@ -31,6 +31,8 @@ def test_wheel_installs_and_renders_the_example(tmp_path: Path) -> None:
     assert "psbridge/templates/steps/certificate/_proof.ps1.j2" in names
     assert "psbridge/steps/spn.py" in names  # the step units ship as a sub-package
     assert "psbridge/templates/parameters.toml" in names
+    # Every sub-package is in it (the command line runs packages through psbridge.remote).
+    assert {"psbridge/remote/run.py", "psbridge/steps/spn.py"} <= set(names)
     # The import name is psbridge: nothing called `generator` lands in site-packages.
     assert not [n for n in names if n.split("/")[0] == "generator"]
 
