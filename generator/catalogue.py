@@ -33,15 +33,23 @@ def catalogue(profile: str) -> tuple[Step, ...]:
     return tuple(replace(u.step(profile), index=index) for index, u in enumerate(always, start=1))
 
 
-def farm_steps(profile: str) -> tuple[Step, ...]:
-    """The steps a farm's package adds after the catalogue (Microsoft: CertificateReconfiguration.ps1
-    runs on every server with the Web Application Server role, -updateCrm only once)."""
+def app_steps(profile: str) -> tuple[Step, ...]:
+    """The steps the app trust (`trust = "app"`) adds after the article's: Microsoft's "Configure Azure
+    app for SharePoint access" (the app, its certificate, the organization database, the MSAL assembly)."""
     first = len(catalogue(profile)) + 1
+    app = [u for u in units() if u.included == "app"]
+    return tuple(replace(u.step(profile), index=index) for index, u in enumerate(app, start=first))
+
+
+def farm_steps(profile: str, first: int | None = None) -> tuple[Step, ...]:
+    """The steps a farm's package adds after the others (Microsoft: CertificateReconfiguration.ps1
+    runs on every server with the Web Application Server role, -updateCrm only once)."""
+    first = len(catalogue(profile)) + 1 if first is None else first
     farm = [u for u in units() if u.included == "farm"]
     return tuple(replace(u.step(profile), index=index) for index, u in enumerate(farm, start=first))
 
 
-def renewal_order(farm: bool = True) -> tuple[str, ...]:
+def renewal_order(farm: bool = True, app: bool = False) -> tuple[str, ...]:
     """A renewal's step ids in run order (each unit's `renewal_rank`).
 
     A renewal (`[certificate] replaces`) runs the same steps in an order in which no token is
@@ -51,14 +59,15 @@ def renewal_order(farm: bool = True) -> tuple[str, ...]:
     first, Entra ID second) would leave CRM signing with a key Entra ID does not trust until step
     06. Then the result is verified, and only after that the replaced credential is retired.
     """
-    ranked = [u for u in units() if u.renewal_rank is not None and (farm or u.included != "farm")]
+    ranked = [u for u in units() if u.renewal_rank is not None and (farm or u.included != "farm")
+              and (app or u.included != "app")]
     return tuple(u.id for u in sorted(ranked, key=lambda u: u.renewal_rank or 0))
 
 
-def renewal_steps(profile: str, farm: bool) -> tuple[Step, ...]:
+def renewal_steps(profile: str, farm: bool, app: bool = False) -> tuple[Step, ...]:
     """The steps of a renewal package, renumbered in run order; each keeps its template (by its id)."""
     out = []
-    for index, step_id in enumerate(renewal_order(farm), start=1):
+    for index, step_id in enumerate(renewal_order(farm, app), start=1):
         found = unit(step_id)
         assert found is not None
         step = found.step(profile)
@@ -174,6 +183,19 @@ def constants_for(params: Parameters) -> dict[str, str]:
 #: The read-only probes of `psbridge check`, in the order they run; `entra` needs the
 #: session steps (03, 04) first.
 PROBES: tuple[str, ...] = ("server", "certificate", "crm", "entra")
+#: The app trust's probes (`trust = "app"`), after those: `web` (CRMWeb and its bin folder, on every
+#: server), `org` (the organization database's PartnerApplicationBase rows) and `app` (the Entra app;
+#: it needs the session steps, like `entra`).
+APP_PROBES: tuple[str, ...] = ("web", "org", "app")
+#: The probes that need the connection to Microsoft Graph (the session steps) first.
+GRAPH_PROBES: frozenset[str] = frozenset({"entra", "app"})
+#: The probes also sent to each additional server (`web` only in a package of the app trust).
+SERVER_PROBES: tuple[str, ...] = ("server", "certificate", "web")
+
+
+def probes_for(params: Parameters) -> tuple[str, ...]:
+    """The probes of a package with these parameters: the article's, and the app trust's."""
+    return PROBES + (APP_PROBES if getattr(params, "app_trust", False) else ())
 
 #: Modules each profile's steps import (the server probe reports which are installed).
 PROFILE_MODULES: dict[str, tuple[str, ...]] = {
@@ -256,10 +278,11 @@ def is_renewal(params: Parameters) -> bool:
 def steps_for(params: Parameters) -> tuple[Step, ...]:
     """The steps of a package with these parameters: the profile's catalogue, and step 09 for a farm;
     a renewal's own order (`renewal_steps`)."""
-    farm = bool(params.crm.additional_servers)
+    farm, app = bool(params.crm.additional_servers), bool(getattr(params, "app_trust", False))
     if is_renewal(params):
-        return renewal_steps(params.profile, farm)
-    return catalogue(params.profile) + (farm_steps(params.profile) if farm else ())
+        return renewal_steps(params.profile, farm, app)
+    first = catalogue(params.profile) + (app_steps(params.profile) if app else ())
+    return first + (farm_steps(params.profile, len(first) + 1) if farm else ())
 
 
 def inputs_for(step: Step, params: Parameters) -> dict[str, SecretKind]:

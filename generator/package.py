@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .catalogue import LOCK_SCRIPT, PROBES, Step, backouts_for, probe_file, step_entry, steps_for
+from .catalogue import LOCK_SCRIPT, Step, backouts_for, probe_file, probes_for, step_entry, steps_for
 from .errors import UserError
 from .files import digest_of, listing_of, read_regular
 
@@ -253,7 +253,7 @@ class Package:
                     problems.append(f"{self._where}: steps[{n}] ({label}): {key} is {json.dumps(have.get(key))}; "
                                     f"psbridge's catalogue says {json.dumps(want[key])}")
         probes = self.plan.get("probes")
-        want_probes = [(name, probe_file(name)) for name in PROBES]
+        want_probes = [(name, probe_file(name)) for name in probes_for(params)]
         have_probes = ([(p.get("id"), p.get("file")) for p in probes if isinstance(p, dict)]
                        if isinstance(probes, list) else None)
         if have_probes != want_probes:
@@ -320,7 +320,7 @@ class Package:
     def probes(self) -> dict[str, str]:
         """Probe name -> the script `check` sends (only for an intact package)."""
         self.require_intact()
-        return {name: self.text(probe_file(name)) for name in PROBES}
+        return {name: self.text(probe_file(name)) for name in probes_for(self.parameters)}
 
     @cached_property
     def lock_script(self) -> str:

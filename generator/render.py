@@ -30,7 +30,6 @@ from . import __version__
 from .catalogue import (
     IRREVERSIBLE,
     LOCK_SCRIPT,
-    PROBES,
     PROFILE_MODULES,
     Step,
     backouts_for,
@@ -38,6 +37,7 @@ from .catalogue import (
     inputs_for,
     is_renewal,
     probe_file,
+    probes_for,
     resume_thresholds,
     step_entry,
     steps_for,
@@ -449,7 +449,7 @@ def render_probes(params: Parameters) -> dict[str, bytes]:
     """The read-only probe scripts of `psbridge check`, rendered into the package for review."""
     ps_env, _ = _environments()
     out = {}
-    for name in PROBES:
+    for name in probes_for(params):
         text = ps_env.get_template(f"probes/{name}.ps1.j2").render(
             p=params, c=constants_for(params), modules=PROFILE_MODULES[params.profile],
         )
@@ -596,7 +596,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review), LOCK_SCRIPT: sha256_hex(lock)},
         "steps": [_plan_step(r, params) for r in rendered],
         "probes": [{"id": name, "file": probe_file(name), "sha256": sha256_hex(probes[probe_file(name)])}
-                   for name in PROBES],
+                   for name in probes_for(params)],
         "rollback": [{"step": b.step_id, "file": b.script, "sha256": sha256_hex(rollback[b.script])}
                      for b in backouts if b.script],
     }

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from ..catalogue import GRAPH_PROBES, SERVER_PROBES
 from ..check import CheckReport, ProbeError, evaluate, holds_for_switch, parse_probe_output
 from ..package import Package, PackageStep
 from .context import RemoteContext
@@ -74,19 +75,20 @@ def redacted(report: CheckReport, redact: Redactor) -> CheckReport:
 def main_answers(ctx: RemoteContext, prober: Prober, entra_steps: list[PackageStep] | None) -> tuple[Answers, list[str]]:
     """The main server's probe answers (and Entra ID's, after the session steps), with notes."""
     probes = ctx.package.probes
-    answers, notes = prober.ask({name: text for name, text in probes.items() if name != "entra"})
+    answers, notes = prober.ask({name: text for name, text in probes.items() if name not in GRAPH_PROBES})
+    graph = {name: text for name, text in probes.items() if name in GRAPH_PROBES}
     if entra_steps is None:
-        notes.append("probe entra skipped (--no-entra)")
+        notes += [f"probe {name} skipped (--no-entra)" for name in graph]
         return answers, notes
     if prober.session.broken:
         return answers, notes
     for step in entra_steps:
         report = prober.session.run_step(step.text, step_parameters(step, ctx.secrets), prober.timeout)
         if classify(report) is not Outcome.OK:
-            notes.append(prober.redact(f"step {step.index:02d} {step.id} failed, so probe entra did not run: "
-                                       f"{report.reason}"))
+            notes.append(prober.redact(f"step {step.index:02d} {step.id} failed, so probe "
+                                       f"{' and '.join(graph)} did not run: {report.reason}"))
             return answers, notes
-    more, more_notes = prober.ask({"entra": probes["entra"]})
+    more, more_notes = prober.ask(graph)
     answers.update(more)
     return answers, notes + more_notes
 
@@ -97,7 +99,7 @@ def additional_answers(ctx: RemoteContext, timeout: float,
     per_server: dict[str, Answers | None] = {}
     notes: list[str] = []
     redact = ctx.redact
-    probes = {k: v for k, v in ctx.package.probes.items() if k in ("server", "certificate")}
+    probes = {k: v for k, v in ctx.package.probes.items() if k in SERVER_PROBES}
     for host in ctx.package.parameters.crm.additional_servers or []:
         from ..errors import ConnectFailure
 

@@ -124,7 +124,8 @@ class StepUnit:
     """One step, defined in one place: catalogue facts, verdict, back-out, template folder.
 
     - `steps`: its Step for each profile (the index is assigned by the registry from the order).
-    - `included`: "always" (every package, in `UNITS` order), "farm" (after those, when the
+    - `included`: "always" (every package, in `UNITS` order), "app" (after those, in a package of
+      the app trust, `trust = "app"`), "farm" (after those, when the
       parameters name additional servers) or "renewal" (only in a renewal).
     - `renewal_rank`: its place in a renewal's run order (lower first); None: not in a renewal.
     - `renewal_title`/`renewal_changes`/`renewal_needs`: a renewal's facts where they differ.
@@ -136,7 +137,7 @@ class StepUnit:
 
     id: str
     steps: Mapping[str, Step]
-    included: Literal["always", "farm", "renewal"] = "always"
+    included: Literal["always", "app", "farm", "renewal"] = "always"
     renewal_rank: int | None = None
     renewal_title: str | None = None
     renewal_changes: str | None = None
