@@ -11,7 +11,6 @@ Pure logic over bytes already read; the session that sends the scripts is in rem
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from .catalogue import backouts_for
 from .errors import UserError
 from .files import read_regular, sha256_hex
 from .package import Package, PackageStep
+from .run_record import RunEvent, RunStart, StateEvent, StepEnd, read_events
 from .steps import RollbackContext
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -46,8 +46,9 @@ class RollbackPlan:
     nothing: list[tuple[PackageStep, str]] = field(default_factory=list)  # ran, but nothing to undo / can't tell
 
 
-def read_record(path: Path, package: Package, audit_lines: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """The run record's events, once its sha256 is found in the audit log for this package's digest."""
+def read_record(path: Path, package: Package, audit_lines: list[dict[str, Any]]) -> tuple[list[RunEvent], str]:
+    """The run record's events (read through the record's one schema), once its sha256 is found in the
+    audit log for this package's digest."""
     data = read_regular(path, str(path), limit=MAX_RECORD_BYTES, too_large="larger than any run record",
                         follow_symlinks=False)
     digest = sha256_hex(data)
@@ -56,24 +57,19 @@ def read_record(path: Path, package: Package, audit_lines: list[dict[str, Any]])
     if not vouched:
         raise UserError(f"{path}: its sha256 {digest[:16]}… is in no `run` line of the audit log for this package: "
                         "a run record is only believed when the audit log vouches for it")
-    try:
-        events = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise UserError(f"{path}: not a run record (not JSON lines)") from None
-    if not events or not all(isinstance(e, dict) for e in events) or events[0].get("event") != "run-start":
+    events = read_events(data, f"{path}: not a run record")
+    if not events or not isinstance(events[0], RunStart):
         raise UserError(f"{path}: not a run record")
-    if events[0].get("package_digest") != package.digest:
+    if events[0].package_digest != package.digest:
         raise UserError(f"{path}: a run of another package digest")
     return events, digest
 
 
-def plan_rollback(package: Package, events: list[dict[str, Any]], record: str, record_sha256: str) -> RollbackPlan:
+def plan_rollback(package: Package, events: list[RunEvent], record: str, record_sha256: str) -> RollbackPlan:
     """The back-out of every state-changing step that ran OK on the main server, last step first."""
     plan = RollbackPlan(record, record_sha256)
-    ran = {e.get("id") for e in events if e.get("event") == "step-end" and e.get("state") == "ok"
-           and not e.get("host")}
-    states = {(e.get("id"), e.get("when")): e.get("readings") or {} for e in events
-              if e.get("event") == "state" and not e.get("host")}
+    ran = {e.id for e in events if isinstance(e, StepEnd) and e.state == "ok" and not e.host}
+    states = {(e.id, e.when): e.readings for e in events if isinstance(e, StateEvent) and not e.host}
     backouts = {b.step_id: b for b in backouts_for(package.parameters)}  # a renewal's spn is manual
     for step in reversed([s for s in package.steps if s.changes_state and s.id in ran]):
         backout = backouts[step.id]

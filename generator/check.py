@@ -243,7 +243,7 @@ def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | Non
                    StepVerdict(step["index"], step["id"], "session", "sets up the PowerShell session; changes nothing"))
         # A renewal runs the same steps in another order: the plan says each one's index.
         verdicts.append(replace(verdict, index=step["index"]))
-    probes = [p.get("id") for p in plan.get("probes") or [] if isinstance(p, dict)] or list(PROBES)
+    probes = [str(p.get("id")) for p in plan.get("probes") or [] if isinstance(p, dict)] or list(PROBES)
     notes = [f"probe {name} did not answer" for name in probes if answers.get(name) is None]
     expiry = _expiry(plan, readings.certificate, readings.crm, readings.entra, now)
     return CheckReport(verdicts, notes, expiry=expiry, warn_days=warn_days)

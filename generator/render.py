@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -503,7 +504,7 @@ class Rendered:
     files: dict[str, bytes]
 
 
-def plan_json_bytes(plan: dict[str, object]) -> bytes:
+def plan_json_bytes(plan: Mapping[str, object]) -> bytes:
     """plan.json: one top-level key per line, then one entry (a table, a step, a probe) per line.
 
     Readable and diff-friendly for a reviewer, and each value is encoded by the json
@@ -641,7 +642,7 @@ def _renewal_review(params: Parameters, steps: tuple[Step, ...], certificate: di
     if not is_renewal(params):
         return None
     label = {s.id: f"{s.index:02d} {s.id}" for s in steps}
-    return {"replaces": params.certificate.replaces.upper(), "replaced": replaced, "new": certificate,
+    return {"replaces": str(params.certificate.replaces).upper(), "replaced": replaced, "new": certificate,
             "label": label, "farm": "additional-servers" in label}
 
 

@@ -18,6 +18,7 @@ import pytest
 
 import psbridge.steps as registry
 from psbridge.backout import plan_rollback
+from psbridge.run_record import parse_event
 from psbridge import catalogue
 from psbridge.catalogue import backouts_for, steps_for
 from psbridge.check import evaluate
@@ -94,12 +95,14 @@ def test_rollback_plans_the_registered_steps_back_out(dummy: StepUnit, tmp_path:
     package = read_package(write_package(render_package(example()), tmp_path / "out"))
     assert package.rollback_scripts["dummy"].startswith("# back-out of the dummy step")
     crm = state("fresh server")["crm"]
-    events: list[dict[str, Any]] = [
-        {"event": "run-start", "package_digest": package.digest},
-        {"event": "state", "when": "before", "id": "dummy", "readings": {"crm": crm}},
-        {"event": "step-end", "id": "dummy", "state": "ok"},
-        {"event": "state", "when": "after", "id": "dummy", "readings": {"crm": dict(crm, certificate_type="X")}},
-    ]
+    events = [parse_event(e) for e in (
+        {"event": "run-start", "started": "t", "tool_version": "v", "package": "contoso",
+         "package_digest": package.digest},
+        {"event": "state", "when": "before", "index": 9, "id": "dummy", "readings": {"crm": crm}},
+        {"event": "step-end", "total": 9, "title": "Dummy", "index": 9, "id": "dummy", "state": "ok"},
+        {"event": "state", "when": "after", "index": 9, "id": "dummy",
+         "readings": {"crm": dict(crm, certificate_type="X")}},
+    )]
     plan = plan_rollback(package, events, "record.jsonl", "0" * 64)
     assert [(s.step.id, s.file, s.parameters) for s in plan.scripted] == [
         ("dummy", "rollback/09-dummy.ps1", {"Previous": "S2STokenIssuer"})]

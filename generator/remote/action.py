@@ -22,7 +22,7 @@ from ..errors import ConnectFailure, ExitCode, Interrupted, RuntimeFailure, User
 from ..locks import WorkstationLock
 from .advice import RunFacts
 from .context import RemoteContext
-from .events import RunEnd, RunRecord, RunStart, event_time
+from ..run_record import RunEnd, RunRecord, RunStart, event_time
 from .executor import RunResult
 
 #: What the audit log's end line says of a run's exit code.

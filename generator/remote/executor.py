@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from ..errors import ExitCode
 from ..package import PackageStep
-from .events import ErrorRecord, RunEnd, RunQuit, StepEnd, StepStart, event_time
+from ..run_record import ErrorRecord, RunEnd, RunQuit, StepEnd, StepStart, event_time
 from .redact import Redactor
 
 

@@ -149,14 +149,15 @@ def observer(ctx: RemoteContext, session: PSRPSession) -> Callable[[PackageStep,
     it passes to a back-out script from them. A probe that does not answer is recorded as null:
     the run goes on, and the back-out of that step will refuse.
     """
-    from ..catalogue import BACKOUTS
-    from .events import StateEvent
+    from ..catalogue import backouts_for
+    from ..run_record import StateEvent
 
     package: Package = ctx.package
+    backouts = {b.step_id: b for b in backouts_for(package.parameters)}
     prober = Prober(session, ctx.settings.step_timeout, ctx.redact)
 
     def observe(step: PackageStep, when: Literal["before", "after"]) -> None:
-        backout = BACKOUTS.get(step.id)
+        backout = backouts.get(step.id)
         if backout is None or (when == "after" and backout.script is None):
             return
         readings, notes = prober.ask({name: package.probes[name] for name in backout.captures})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import audit
 from ..backout import RollbackPlan, plan_rollback, read_record
-from ..catalogue import BACKOUTS
+from ..catalogue import backouts_for
 from ..errors import ExitCode
 from ..package import PackageStep
 from .action import Audited, Finished, audited_action, finish, started
@@ -40,7 +40,8 @@ def rollback_sends(ctx: RemoteContext, plan: RollbackPlan) -> tuple[list[Package
 
     Returns the steps, each script's parameters by its number, and the package step it undoes.
     """
-    needs = {need for item in plan.scripted for need in BACKOUTS[item.step.id].needs}
+    backouts = {b.step_id: b for b in backouts_for(ctx.package.parameters)}
+    needs = {need for item in plan.scripted for need in backouts[item.step.id].needs}
     sends: list[PackageStep] = []
     parameters: dict[int, dict[str, Any]] = {}
     undoes: dict[int, int] = {}

@@ -10,7 +10,7 @@ from ..thumbprint import Thumbprint
 from .action import Audited, Finished, audited_action, finish, started
 from .advice import RunFacts
 from .context import RemoteContext
-from .events import ApprovalEvent
+from ..run_record import ApprovalEvent
 from .servers import RunOptions, ServerRun
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..errors import ExitCode, RuntimeFailure
 from ..locks import holder_for_server, shell_of
 from .context import Emit
-from .events import ForceUnlock, LockEvent
+from ..run_record import ForceUnlock, LockEvent
 from .executor import Outcome, classify
 from .redact import Redactor
 from .transport import PSRPSession

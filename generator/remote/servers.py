@@ -16,11 +16,13 @@ from typing import Any
 
 from ..catalogue import is_renewal
 from ..check import CheckReport
+from ..readings import CertificateReading
+from ..thumbprint import Thumbprint
 from ..errors import ConnectFailure, ExitCode
 from ..package import PackageStep
 from .advice import ContinueCommand, RunAdvice, resume_advice
 from .context import RemoteContext
-from .events import FarmGate
+from ..run_record import FarmGate
 from .executor import Confirm, Executor, Hooks, Outcome, RunResult, StepPlan, StepResult
 from .inputs import secrets_needed, step_parameters
 from .probing import Prober, farm_not_ready, observer, verify_in_session
@@ -133,7 +135,7 @@ class ServerRun:
     def _verify(self, lines: list[str]) -> tuple[int, str]:
         """`--verify`: the probes in the run's main session after its last step; exit 5 when a step that
         ran does not show in place."""
-        from .events import VerifyEvent
+        from ..run_record import VerifyEvent
 
         if not self.options.verify:
             return ExitCode.OK, "done"
@@ -254,11 +256,11 @@ class ServerRun:
         def guard(step: PackageStep) -> list[str] | None:
             if step.id != "certificate":
                 return None
-            expected = str((package.certificate or {}).get("thumbprint") or "").upper() or None
+            expected = Thumbprint.of((package.certificate or {}).get("thumbprint"))
             if expected is None:  # no approved thumbprint: the main server's .cer is the new certificate
                 found, _ = Prober(session, ctx.settings.step_timeout, ctx.redact).ask(
                     {"certificate": package.probes["certificate"]})
-                expected = str((found.get("certificate") or {}).get("cer_thumbprint") or "").upper() or None
+                expected = CertificateReading.of(found.get("certificate") or {}).cer_thumbprint
             problems = farm_not_ready(ctx, expected)
             emit(FarmGate(servers=list(package.parameters.crm.additional_servers or []), certificate=expected,
                           ready=not problems, problems=problems).data())

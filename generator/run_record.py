@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal, TextIO, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from ..clock import file_stamp, stamp
-from ..errors import RuntimeFailure, UserError
+from .clock import file_stamp, stamp
+from .errors import RuntimeFailure, UserError
 
 #: Keys left out of an event's JSON while they are None: the main server's events carry no host.
 _OMIT_WHEN_NONE = frozenset({"host", "for_step", "sha256"})
