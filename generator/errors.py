@@ -49,3 +49,15 @@ class Interrupted(Exception):
     """The operator interrupted the command (Ctrl-C) between steps; exit code 130. What ran is recorded."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class CommandFinished(Exception):
+    """The command has finished and said why; it ends with `exit_code` and prints nothing more.
+
+    For the outcomes that are not an error to report but a code to return: `check`'s 5 and
+    6, `run`'s 1 and 4 after the run's own summary, `diff`'s 1 (the packages differ).
+    """
+
+    def __init__(self, exit_code: ExitCode) -> None:
+        super().__init__(f"exit {int(exit_code)}")
+        self.exit_code = exit_code

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from psbridge.errors import UserError
-from psbridge.cli import HumanReporter
+from psbridge.cli.output import HumanReporter
 from psbridge.remote.advice import ContinueCommand, RunAdvice
 from psbridge.remote.executor import Executor, Outcome, PipelineReport, RemoteError, StepPlan, Hooks, classify
 from psbridge.remote.gate import select_steps
@@ -203,7 +203,7 @@ def test_executor_skips_then_finishes_is_not_a_clean_success(pkg):
 
 
 def test_cli_offers_exactly_the_auth_methods_the_connection_accepts():
-    from psbridge import cli
+    from psbridge.cli import options as cli
     from psbridge.remote import transport
 
     assert cli._AUTHS == transport.AUTHS

@@ -1,0 +1,78 @@
+"""The `psbridge` command: a thin click layer over the public API.
+
+Each command parses its options (click's types check them), calls one function of the
+package and prints the result (`output`). Commands end by returning or by raising:
+`UserError` (exit 2), `RuntimeFailure` (1), `ConnectFailure` (3), `Interrupted` (130)
+or `CommandFinished` (the command has said everything; its exit code). `main` is the one
+place that turns these into exit codes and prints the one error line, without a
+traceback; every code is an `errors.ExitCode`. Heavy libraries (cryptography, pydantic, jinja2, pypsrp) are imported
+inside the commands that need them, so that `--help` and completion start fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ..errors import CommandFinished, ConnectFailure, ExitCode, Interrupted, RuntimeFailure, UserError
+from . import approvals, audit, cert, check, evidence, packages, rollback, run
+from .options import CONTEXT
+from .output import safe
+from .packages import COMPLETION_SHELLS
+from .prompts import install_prompt
+
+__all__ = ["COMPLETION_SHELLS", "cli", "main"]
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="psbridge", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Configure server-based authentication between Dynamics 365 CE (on-premises) and
+    SharePoint Online: validate parameters, render the article's PowerShell sequence as a
+    reviewable package, and run it on the CRM server.
+
+    \b
+    Examples:
+      psbridge render --example      # the article's values -> output/contoso/
+      psbridge completion bash       # shell completion (see: completion --help)
+    """
+
+
+for _command in (
+    *packages.COMMANDS, cert.cert, *approvals.COMMANDS, *evidence.COMMANDS, audit.audit_group,
+    run.run, check.check, rollback.rollback,
+):
+    cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the command and turn its exception into an exit code without a traceback."""
+    install_prompt()
+    try:
+        # With standalone_mode=False click returns the code of its own exits (--help, --version: 0).
+        code = cli.main(args=argv, prog_name="psbridge", standalone_mode=False)
+        return int(code) if isinstance(code, int) else ExitCode.OK
+    except UserError as exc:
+        for problem in exc.problems:
+            click.echo(f"psbridge: error: {safe(problem)}", err=True)
+        return UserError.exit_code
+    except RuntimeFailure as exc:
+        click.echo(f"psbridge: failed: {safe(exc)}", err=True)
+        return RuntimeFailure.exit_code
+    except ConnectFailure as exc:
+        click.echo(f"psbridge: could not connect: {safe(exc)}", err=True)
+        return ConnectFailure.exit_code
+    except Interrupted as exc:  # between steps: what ran is recorded
+        click.echo(f"psbridge: {safe(exc)}", err=True)
+        return exc.exit_code
+    except CommandFinished as exc:
+        return exc.exit_code
+    except click.ClickException as exc:  # click's own usage errors (exit 2)
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("psbridge: aborted", err=True)
+        return ExitCode.FAILED
+    except KeyboardInterrupt:
+        click.echo("psbridge: interrupted", err=True)
+        return ExitCode.INTERRUPTED

@@ -1,0 +1,215 @@
+"""Approvals: keygen, approve, verify, show."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from .. import audit
+from ..errors import RuntimeFailure, UserError
+from ..secrets import read_secret
+from .auditing import audit_failure, read_package_logged
+from .options import CONTEXT, audit_log_option, package_log
+from .output import human, print_audit_head, safe
+from .prompts import has_terminal
+
+
+@click.command("keygen", context_settings=CONTEXT)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for <name>.key (private, 0600) and <name>.pub.json (public).")
+@click.option("--name", required=True, help='Approver identity, e.g. "Jane Doe <jane@contoso.com>".')
+@click.option("--no-passphrase", "no_passphrase", is_flag=True,
+              help="Write the private key UNENCRYPTED (anyone who can read the file can approve as you).")
+@click.option("--passphrase", "ask_passphrase", is_flag=True,
+              help="Kept for old scripts; does nothing (keys are always encrypted unless --no-passphrase).")
+@click.option("--force", is_flag=True, help="Replace existing key files.")
+def keygen_command(out_dir: Path, name: str, no_passphrase: bool, ask_passphrase: bool, force: bool) -> None:
+    """Create an Ed25519 key pair for an approver.
+
+    The private key is encrypted with a passphrase (OpenSSH key format, bcrypt-pbkdf) from
+    PSBRIDGE_KEY_PASSPHRASE or, on a terminal, a hidden prompt asked twice. Without a
+    terminal and without the variable, keygen refuses unless --no-passphrase is given.
+    Give the .pub.json file to whoever keeps the board's trusted-keys folder; keep the
+    .key file to yourself.
+
+    \b
+    Example:
+      psbridge keygen --out ~/.psbridge --name "Jane Doe <jane@contoso.com>"
+    """
+    from .. import keys
+
+    keys.check_identity(name)  # before asking for a passphrase that would be wasted
+    passphrase: str | None = None
+    if no_passphrase:
+        if ask_passphrase:
+            raise UserError("--no-passphrase and --passphrase: choose one")
+        if keys.PASSPHRASE_ENV in os.environ:
+            raise UserError(f"--no-passphrase: {keys.PASSPHRASE_ENV} is set too; unset it or drop --no-passphrase")
+    elif keys.PASSPHRASE_ENV in os.environ or has_terminal():
+        passphrase = read_secret(keys.PASSPHRASE_ENV, "key passphrase", confirm=True, stdin_flag=None)
+    else:
+        raise UserError(f"key passphrase: not given; set {keys.PASSPHRASE_ENV}, or pass --no-passphrase "
+                        "for an unencrypted key (no terminal to prompt on)")
+    made = keys.generate_keypair(out_dir, name, passphrase, force=force)
+    if not made.encrypted:
+        click.echo(f"psbridge: warning: {made.private_key} is NOT encrypted (--no-passphrase): "
+                   "anyone who can read it can approve as you", err=True)
+    click.echo(f"private key: {made.private_key} ({'encrypted' if made.encrypted else 'NOT encrypted'}, mode 0600)")
+    click.echo(f"public key:  {made.public_key}")
+    click.echo(f"fingerprint: {made.fingerprint}")
+
+
+@click.command("approve", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Your private key from psbridge keygen (its .pub.json must be next to it).")
+@click.option("--expires", default="7d", show_default=True, help="Validity: Nd, Nh or Nm (minutes), at most 90d.")
+@click.option("--comment", default="", help="Why / change ticket; signed with the approval.")
+@audit_log_option
+def approve_command(package_dir: Path, key_path: Path, expires: str, comment: str, audit_log: Path | None) -> None:
+    """Sign the package's digest and add the approval under PACKAGE_DIR/approvals/.
+
+    The package must be exactly what this psbridge renders from its plan.json. An
+    encrypted key's passphrase comes from PSBRIDGE_KEY_PASSPHRASE or a hidden prompt.
+    Approving again with the same key while your approval is still valid adds nothing.
+
+    \b
+    Example:
+      psbridge approve output/contoso --key ~/.psbridge/jane-doe.key \\
+          --expires 3d --comment "CHG-1234"
+    """
+    from .. import approvals
+
+    log = package_log(audit_log, package_dir)
+    package = read_package_logged(package_dir, log, "approve")
+    try:
+        result = approvals.approve_package(package, key_path, approvals.parse_validity(expires), comment)
+    except (UserError, RuntimeFailure) as exc:
+        audit_failure(log, "approve", exc, package, key=str(key_path))
+        raise
+    rec = result.record
+    entry = audit.record(log, "approve", package, "approved" if result.created else "already-approved",
+                         approver=rec["approver"], fingerprint=rec["fingerprint"], file=result.path.name,
+                         expires_at=rec["expires_at"], comment=rec["comment"])
+    if result.created:
+        click.echo(f"approved {safe(rec['package'])} digest {rec['digest']}")
+        click.echo(f"  by {safe(rec['approver'])} (key {rec['fingerprint']}), expires {rec['expires_at']}")
+        click.echo(f"  {result.path}")
+    else:
+        click.echo(f"already approved by {safe(rec['approver'])} until {rec['expires_at']} ({result.path}); "
+                   "nothing added")
+    print_audit_head(log, entry)
+
+
+@click.command("verify", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--trusted-keys", "trusted_keys", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of approvers' *.pub.json files whose approvals count.")
+@click.option("--min-approvals", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Distinct trusted people who must have approved the current digest.")
+@click.option("--forbid-key", "forbid_keys", multiple=True, metavar="PUBKEY",
+              help="A key (.pub.json, key file or sha256 fingerprint) whose person may not approve; repeatable.")
+@audit_log_option
+def verify_command(
+    package_dir: Path, trusted_keys: Path, min_approvals: int, forbid_keys: tuple[str, ...], audit_log: Path | None
+) -> None:
+    """Check that PACKAGE_DIR is exactly what psbridge renders from its plan.json, and approved.
+
+    Exit 0 when every file is what this psbridge renders from plan.json's parameters and
+    at least --min-approvals distinct trusted people signed the current digest,
+    unexpired; otherwise print every reason and exit 1 (exit 2 for bad input such as a
+    missing trusted-keys folder).
+
+    \b
+    Example:
+      psbridge verify output/contoso --trusted-keys board-keys/ --min-approvals 2
+    """
+    from .. import approvals
+
+    log = package_log(audit_log, package_dir)
+    package = read_package_logged(package_dir, log, "verify")
+    policy = approvals.ApprovalPolicy(trusted_keys, min_approvals, forbid_keys)
+    try:
+        result = approvals.verify_package(package, policy)
+    except (UserError, RuntimeFailure) as exc:
+        audit_failure(log, "verify", exc, package)
+        raise
+    entry = audit.record(log, "verify", package, "verified" if result.ok else "refused",
+                         min_approvals=min_approvals, reasons=result.reasons,
+                         approvals=[a.to_json() for a in result.approvals_used])
+    for note in result.notes:
+        click.echo(f"note: {safe(note)}")
+    if not result.ok:
+        for reason in result.reasons:
+            click.echo(f"psbridge: refused: {safe(reason)}", err=True)
+        print_audit_head(log, entry)
+        raise RuntimeFailure(f"{package_dir}: not verified ({len(result.reasons)} reason(s) above)")
+    click.echo(f"verified {safe(result.package)} digest {result.digest}")
+    for used in result.approvals_used:
+        click.echo(f"  approved by {safe(used.approver)} (key {used.fingerprint[:16]}), expires {used.expires_at}")
+    print_audit_head(log, entry)
+
+
+@click.command("show", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--trusted-keys", "trusted_keys", type=click.Path(file_okay=False, path_type=Path),
+              help="Also say whether each approval's key is trusted.")
+def show_command(package_dir: Path, as_json: bool, trusted_keys: Path | None) -> None:
+    """Print a package's name, profile, digest, steps, certificate and approvals with their status.
+
+    \b
+    Example:
+      psbridge show output/contoso --trusted-keys board-keys/
+    """
+    from .. import approvals
+    from ..package import read_package
+
+    summary = approvals.package_summary(read_package(package_dir), trusted_keys)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    for label in ("package", "name", "profile", "digest"):
+        click.echo(f"{label + ':':<13}{safe(summary[label])}")
+    problems = summary["integrity"] + summary["reproducible"]
+    verdict = "files match plan.json and psbridge's render" if not problems else f"{len(problems)} problem(s)"
+    click.echo(f"{'integrity:':<13}{verdict}")
+    for problem in problems:
+        click.echo(f"  ! {safe(problem)}")
+    click.echo("steps:")
+    for step in summary["steps"]:
+        click.echo(f"  {safe(step['index'])!s:>2}  {safe(step['id'] or ''):<16} {safe(step['kind'] or ''):<8} "
+                   f"{safe(step['title'] or '')}")
+    if summary["non_ascii"]:
+        click.echo("values with characters outside ASCII:")
+        for item in summary["non_ascii"]:
+            click.echo(f"  {safe(item['key'])} = {safe(item['value'])}")
+            click.echo(f"    {safe(', '.join(item['code_points']))}")
+    if summary["certificate"]:
+        click.echo("certificate:")
+        for key, value in summary["certificate"].items():
+            if isinstance(value, list) and value:  # e.g. warnings: one line each
+                click.echo(f"  {safe(key) + ':'}")
+                for item in value:
+                    click.echo(f"    - {human(item)}")
+            else:
+                click.echo(f"  {safe(key) + ':':<12} {human(value)}")
+    trust = "" if summary["trusted_keys_checked"] else " (trust not checked; pass --trusted-keys)"
+    click.echo(f"approvals{trust}:" if summary["approvals"] else "approvals:   none")
+    for item in summary["approvals"]:
+        key = (item["fingerprint"] or "")[:16]
+        click.echo(f"  {item['status']:<16} {safe(item['approver'] or '?')} key {key or '?'} "
+                   f"expires {safe(item['expires_at'] or '?')}  {safe(item['file'])}")
+        if item["comment"]:
+            click.echo(f"  {'':<16} comment: {safe(item['comment'])}")
+        for problem in item["problems"]:
+            click.echo(f"  {'':<16} ! {safe(problem)}")
+    for stray in summary["stray_files"]:
+        click.echo(f"  unexpected file {safe(stray)}")
+
+
+#: The commands of this module, as `psbridge` adds them.
+COMMANDS = (keygen_command, approve_command, verify_command, show_command)

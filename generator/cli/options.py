@@ -1,0 +1,184 @@
+"""The options several commands share, each group handed to the command as one object.
+
+`--audit-log`, the WinRM connection options (`run`, `check`, `rollback`) and the
+`--require-approval` gate's options. A shared group reaches the command as one
+parameter (`connection: ConnectionOptions`, `approval: ApprovalOptions`) so that the
+commands do not repeat a dozen parameters. Turning the parsed values into the library's
+objects (`remote.Connection`, `approvals.ApprovalPolicy`) happens here, after click has
+checked each value's type; the library checks what only it can judge.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..approvals import ApprovalPolicy
+    from ..remote.transport import Connection
+
+#: Help is wrapped to the terminal, at most 80 columns; examples (`\b` blocks) are written to fit.
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
+
+F = TypeVar("F", bound=Callable[..., Any])
+Command = Callable[..., None]
+
+
+def audit_log_option(func: F) -> F:
+    """`--audit-log PATH` for every command that acts on a package (see audit.resolve_log)."""
+    return click.option(
+        "--audit-log", "audit_log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Hash-chained audit log (default: PSBRIDGE_AUDIT_LOG, else audit.jsonl beside the packages).",
+    )(func)
+
+
+def package_log(audit_log: Path | None, package_dir: Path) -> Path:
+    """The audit log of a command on PACKAGE_DIR: --audit-log, else the default beside the packages."""
+    from ..audit import resolve_log
+
+    return resolve_log(audit_log, near=Path(os.path.abspath(package_dir)).parent)
+
+
+def gather(cls: type[Any], name: str) -> Callable[[Command], Command]:
+    """A decorator handing the options named like the fields of dataclass `cls` to the command as one `cls`.
+
+    The command is then called with `name=cls(...)` instead of one parameter per option;
+    click still parses and checks every option (put it below `@click.command`).
+    """
+    keys = [f.name for f in fields(cls)]
+
+    def decorate(func: Command) -> Command:
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> None:
+            kwargs[name] = cls(**{key: kwargs.pop(key) for key in keys})
+            func(**kwargs)
+
+        return command
+
+    return decorate
+
+
+def _gathered(cls: type[Any], name: str, options: tuple[Callable[[Command], Command], ...]) -> Callable[[Command], Command]:
+    """A decorator adding `options` to a command and handing their values to it as one `cls` named `name`."""
+
+    def decorate(func: Command) -> Command:
+        command = gather(cls, name)(func)
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+# --------------------------------------------------------------------------- the WinRM connection
+
+#: The auth methods of remote.AUTHS, spelled out here so that `--help` does not import the
+#: PSRP layer; tests/test_run_logic.py keeps the two equal.
+_AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
+_CONNECTION_OPTIONS: tuple[Callable[[Command], Command], ...] = (
+    click.option("--host", help="The Dynamics 365 server (default: the package's [crm] server; another host is refused)."),
+    click.option("--port", type=int, help="WinRM port (default 5986 for https, 5985 for http)."),
+    click.option("--transport", type=click.Choice(["https", "http"]), default="https", show_default=True),
+    click.option("--auth", type=click.Choice(list(_AUTHS)), default="negotiate", show_default=True),
+    click.option("--username", help="WinRM user, e.g. CONTOSO\\crmadmin. Password: PSBRIDGE_WINRM_PASSWORD or a prompt."),
+    click.option("--ca-bundle", type=click.Path(dir_okay=False, path_type=Path), help="PEM file of the CA(s) to trust for HTTPS."),
+    click.option("--no-verify-tls", is_flag=True, help="Do not verify the server's certificate (unsafe; warned)."),
+    click.option("--client-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM client certificate for --auth certificate."),
+    click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM key for --client-cert."),
+    click.option("--configuration-name", default="Microsoft.PowerShell", show_default=True, help="PSSession configuration (JEA endpoint)."),
+    click.option("--connection-timeout", type=int, default=30, show_default=True, help="Seconds to wait for the TCP/TLS connection."),
+    click.option("--operation-timeout", type=int, default=20, show_default=True, help="WSMan OperationTimeout in seconds (long-poll length)."),
+    click.option("--o365-user", help="Office 365 admin for the steps that connect (password: PSBRIDGE_O365_PASSWORD or a prompt)."),
+)
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """The connection options as parsed: the host is only chosen once the package is read."""
+
+    host: str | None
+    port: int | None
+    transport: str
+    auth: str
+    username: str | None
+    ca_bundle: Path | None
+    no_verify_tls: bool
+    client_cert: Path | None
+    client_key: Path | None
+    configuration_name: str
+    connection_timeout: int
+    operation_timeout: int
+    o365_user: str | None
+
+    def to(self, host: str) -> Connection:
+        """The validated connection to `host` (the package's server, or --host when it names none)."""
+        from ..remote.transport import Connection
+
+        conn = Connection(
+            host=host, port=self.port or (5986 if self.transport == "https" else 5985), transport=self.transport,
+            auth=self.auth, username=self.username, ca_bundle=self.ca_bundle, verify_tls=not self.no_verify_tls,
+            configuration_name=self.configuration_name, connection_timeout=self.connection_timeout,
+            operation_timeout=self.operation_timeout, client_cert=self.client_cert, client_key=self.client_key,
+        )
+        conn.validate()
+        return conn
+
+
+#: The WinRM connection options that `run`, `check` and `rollback` share: the command gets `connection`.
+connection_options = _gathered(ConnectionOptions, "connection", _CONNECTION_OPTIONS)
+
+
+# --------------------------------------------------------------------------- the approval gate
+
+_APPROVAL_OPTIONS: tuple[Callable[[Command], Command], ...] = (
+    click.option("--require-approval", is_flag=True,
+                 help="Only a package psbridge renders byte for byte from its plan.json, approved by enough people."),
+    click.option("--trusted-keys", type=click.Path(file_okay=False, path_type=Path),
+                 help="Folder of the approvers' .pub.json files (with --require-approval)."),
+    click.option("--min-approvals", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Distinct trusted people who must have approved."),
+    click.option("--forbid-self-approval", is_flag=True, help="The operator's own approval (--key) does not count."),
+    click.option("--key", "operator_key", type=click.Path(dir_okay=False, path_type=Path),
+                 help="The operator's approval key or .pub.json (with --forbid-self-approval)."),
+    click.option("--forbid-key", "forbid_keys", multiple=True, metavar="PUBKEY",
+                 help="A key (.pub.json, key file or fingerprint) whose person may not approve; repeatable."),
+)
+
+
+@dataclass(frozen=True)
+class ApprovalOptions:
+    """The --require-approval gate's options as parsed."""
+
+    require_approval: bool
+    trusted_keys: Path | None
+    min_approvals: int
+    forbid_self_approval: bool
+    operator_key: Path | None
+    forbid_keys: tuple[str, ...]
+
+    def policy(self) -> ApprovalPolicy | None:
+        """The ApprovalPolicy of the options, or None without --require-approval."""
+        from ..approvals import ApprovalPolicy
+
+        if not self.require_approval:
+            if self.trusted_keys or self.forbid_self_approval or self.forbid_keys:
+                raise UserError("--trusted-keys, --forbid-self-approval and --forbid-key need --require-approval")
+            return None
+        if self.trusted_keys is None:
+            raise UserError("--require-approval: needs --trusted-keys DIR")
+        if self.forbid_self_approval and self.operator_key is None:
+            raise UserError("--forbid-self-approval: needs --key (the operator's key or .pub.json)")
+        forbid = tuple(self.forbid_keys) + ((str(self.operator_key),) if self.forbid_self_approval and self.operator_key else ())
+        return ApprovalPolicy(self.trusted_keys, self.min_approvals, forbid)
+
+
+#: The --require-approval gate's options, shared by `run`, `check` and `rollback`: the command gets `approval`.
+approval_options = _gathered(ApprovalOptions, "approval", _APPROVAL_OPTIONS)

@@ -1,0 +1,100 @@
+"""`psbridge rollback`: undo what one recorded run changed, with the package's back-out scripts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ..errors import CommandFinished, ExitCode, RuntimeFailure, UserError
+from .auditing import refused
+from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option
+from .options import connection_options, gather, package_log
+from .output import print_audit_head, reporter, safe, warn_if_unverified
+from .prompts import confirm_or_refuse
+
+
+@dataclass(frozen=True)
+class RollbackFlags:
+    """`rollback`'s own options (beside the connection, approval and audit-log ones)."""
+
+    run_record: Path
+    step_timeout: float
+    as_json: bool
+    assume_yes: bool
+
+
+@click.command("rollback", context_settings=CONTEXT)
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--run", "run_record", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The run record (PACKAGE_DIR/runs/*.jsonl) whose changes to undo.")
+@connection_options
+@click.option("--step-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0, show_default=True,
+              help="Seconds per script before it is stopped and reported UNKNOWN.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
+@click.option("--yes", "assume_yes", is_flag=True, help="Without --require-approval: do not ask (no terminal).")
+@approval_options
+@audit_log_option
+@gather(RollbackFlags, "flags")
+def rollback(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOptions, audit_log: Path | None,
+             flags: RollbackFlags) -> None:
+    """Undo what one recorded run changed, with the package's reviewed back-out scripts.
+
+    The record is believed only when the audit log holds its sha256 for this package; the
+    values taken from it (key credential ids, the SPN, the previous ServerSettings) are
+    checked like parameters and passed as parameters. Scripts run in reverse step order
+    with the same connection options, locks, records, prompt and approval gate as `run`;
+    steps without a script (02, 09) are listed with their manual procedure.
+
+    \b
+    Example:
+      psbridge rollback output/contoso --run output/contoso/runs/R.jsonl \\
+          --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
+    """
+    from ..remote.action import Audited, NotRecorded
+    from ..remote.advice import RunSettings
+    from ..remote.context import RemoteContext
+    from ..remote.gate import GateRequest
+    from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
+    from ..remote.rollback import prepare_rollback, rollback_package, rollback_sends
+
+    as_json = flags.as_json
+    log = package_log(audit_log, package_dir)
+    policy = approval.policy()
+    try:
+        prepared, plan = prepare_rollback(GateRequest(package_dir, connection.host, policy=policy), flags.run_record, log)
+    except (UserError, RuntimeFailure) as exc:
+        refused(log, "rollback", exc, package_dir, connection.host)
+        raise
+    package = prepared.package
+    for step, why in plan.nothing:
+        click.echo(f"step {step.index:02d} {step.id}: nothing to undo: {safe(why)}", err=as_json)
+    for step, manual in plan.manual:
+        click.echo(f"step {step.index:02d} {step.id}: by hand: {safe(manual)}", err=as_json)
+    for item in plan.scripted:
+        values = ", ".join(f"{k}={v!r}" for k, v in item.parameters.items())
+        click.echo(f"step {item.step.index:02d} {item.step.id}: {item.file} with {safe(values)}", err=as_json)
+    if not plan.scripted:
+        click.echo("rollback: no script to send", err=as_json)
+        return
+    conn = connection.to(prepared.host)
+    if policy is None and not flags.assume_yes:
+        confirm_or_refuse("Send these back-out scripts?",
+                          no_terminal="rollback: no terminal to confirm on; pass --yes, or require the package's approval",
+                          refused="rollback: not confirmed; nothing was sent")
+    ctx = RemoteContext(package, conn, None, settings=RunSettings(step_timeout=flags.step_timeout),
+                        emit=reporter(as_json))
+    sends, parameters, _ = rollback_sends(ctx, plan)
+    secrets = read_step_secrets(secrets_needed(s for s in sends if s.index not in parameters), connection.o365_user)
+    winrm_password = read_winrm_password(conn)
+    warn_if_unverified(conn.verify_tls, conn.transport)
+    ctx = RemoteContext(package, conn, winrm_password, secrets, ctx.settings, ctx.emit)
+    try:
+        done = rollback_package(ctx, plan, Audited(log, "rollback", start="rollback-started"))
+    except NotRecorded as exc:
+        raise exc.original from None
+    if not as_json:
+        print_audit_head(log, done.entry)
+    if done.result.exit_code:
+        raise CommandFinished(ExitCode(done.result.exit_code))
