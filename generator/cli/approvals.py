@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from .. import audit
 from ..errors import RuntimeFailure, UserError
 from ..secrets import read_secret
 from .auditing import audit_failure, read_package_logged
@@ -81,7 +80,7 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
       psbridge approve output/contoso --key ~/.psbridge/jane-doe.key \\
           --expires 3d --comment "CHG-1234"
     """
-    from .. import approvals
+    from .. import approvals, audit
 
     log = package_log(audit_log, package_dir)
     package = read_package_logged(package_dir, log, "approve")
@@ -127,7 +126,7 @@ def verify_command(
     Example:
       psbridge verify output/contoso --trusted-keys board-keys/ --min-approvals 2
     """
-    from .. import approvals
+    from .. import approvals, audit
 
     log = package_log(audit_log, package_dir)
     package = read_package_logged(package_dir, log, "verify")

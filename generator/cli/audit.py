@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from .. import audit as audit_log
 from ..errors import RuntimeFailure, UserError
 from .options import CONTEXT
 
@@ -37,6 +36,8 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
       psbridge audit verify output/audit.jsonl
       psbridge audit verify output/audit.jsonl --head "$HEAD"   # from the ticket
     """
+    from .. import audit as audit_log
+
     if head is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", head):
         raise UserError("--head: a 64-digit hex sha256")
     log = audit_log.resolve_log(path, near=None)
@@ -62,6 +63,8 @@ def audit_repair_command(path: Path) -> None:
     Example:
       psbridge audit repair output/audit.jsonl
     """
+    from .. import audit as audit_log
+
     done = audit_log.repair(path)
     if not done.removed_bytes:
         click.echo(f"{path}: nothing to repair; {done.good_lines} good line(s); head {done.head}")

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import audit
 from ..errors import RuntimeFailure, UserError
 from .output import safe
 
@@ -33,6 +32,8 @@ def audit_failure(log: Path, action: str, exc: Exception, package: object = None
 
 def record_attempt(log: Path, action: str, package: object, outcome: str, **details: Any) -> None:
     """Log a refused attempt; if the log itself fails, say so without hiding the refusal's own error."""
+    from .. import audit
+
     try:
         audit.record(log, action, package, outcome, **details)
     except (UserError, RuntimeFailure) as failure:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import RuntimeFailure, UserError
-from ..files import write_files
 from ..secrets import read_secret
 from .options import CONTEXT, gather
 from .output import safe
@@ -152,6 +151,7 @@ def cert_new(out_dir: Path, name: str | None, legacy_pfx: bool, force: bool, as_
     from .. import certificates as certs
     from .. import newcert
     from ..dn import parse_subject
+    from ..files import write_files
 
     opts.check()
     template = opts.template(opts.like) if opts.like is not None else None

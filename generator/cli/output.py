@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..audit import head_of
 from ..clock import format_time
 from ..text import printable
 
@@ -57,6 +56,8 @@ def warn(text: str) -> None:
 
 def print_audit_head(log: Path, entry: Mapping[str, Any]) -> None:
     """After each audit write, the new head hash: quote it in the change ticket."""
+    from ..audit import head_of
+
     click.echo(f"audit: {log} head {head_of(entry)}")
 
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import shlex
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import audit
 from ..errors import RuntimeFailure, UserError
-from ..files import write_file
 from .auditing import audit_failure
 from .options import CONTEXT, audit_log_option
 from .output import print_audit_head, safe
@@ -36,6 +33,10 @@ def init(path: Path, force: bool) -> None:
     Example:
       psbridge init contoso.toml
     """
+    from importlib.resources import files
+
+    from ..files import write_file
+
     text = files("psbridge.templates").joinpath("parameters.toml").read_text(encoding="utf-8")
     # The header's commands name this file; a name that can't be shown on one comment line isn't.
     shown = shlex.quote(str(path)) if str(path).isprintable() else "<this file>"
@@ -178,6 +179,7 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit
       psbridge render --example
       psbridge render contoso.toml --out packages --force
     """
+    from .. import audit
     from ..package import Package
     from ..parameters import example as example_parameters
     from ..parameters import load_parameters
