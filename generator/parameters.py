@@ -269,6 +269,12 @@ ACS_RETIREMENT = ("Azure ACS will stop working for new tenants as of November 1s
 ACS_RETIRED_ON = "2026-04-02"
 
 
+def _trust_schema(schema: dict[str, Any]) -> None:
+    """The file takes "acs" or "app"; "acs" is kept as the default (None), so its plan.json is unchanged."""
+    schema.pop("anyOf", None)
+    schema.update({"type": "string", "enum": ["acs", "app"], "default": "acs"})
+
+
 class App(_Strict):
     """trust = "app": the Entra app registration that SharePoint Online trusts, and the MSAL assembly.
 
@@ -308,7 +314,7 @@ class Parameters(_Strict):
         description='"app": the article\'s steps plus Microsoft\'s Entra app steps for SharePoint Online ("Configure '
         'Azure app for SharePoint access"); "acs" (the default): the article\'s Azure ACS trust alone, which '
         f"Microsoft retired on {ACS_RETIRED_ON}.",
-        json_schema_extra={"enum": ["acs", "app"]},
+        json_schema_extra=_trust_schema,
     )
     certificate: Certificate
     crm: Crm

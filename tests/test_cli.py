@@ -97,7 +97,9 @@ def test_schema_is_json_schema_of_the_file(psbridge) -> None:
     result = psbridge("schema")
     schema = json.loads(result.stdout)
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"name", "profile", "certificate", "crm", "sharepoint", "graph", "change"}
+    assert set(schema["properties"]) == {"name", "profile", "trust", "certificate", "crm", "sharepoint", "app", "graph",
+                                        "change"}
+    assert schema["properties"]["trust"]["enum"] == ["acs", "app"]
     assert schema["properties"]["profile"]["enum"] == ["msonline", "graph"]
 
 

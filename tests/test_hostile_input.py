@@ -82,6 +82,13 @@ def with_field(field: str, value: Any, base: dict[str, Any] | None = None) -> di
     if field.startswith("graph."):
         data["profile"] = "graph"
         data["graph"] = dict(GRAPH)
+    if field.startswith("app."):  # the app trust: Graph, the organization, the tenant and an [app] table
+        data.update(profile="graph", trust="app")
+        data["crm"]["organization"] = "contoso"
+        data["sharepoint"]["tenant_id"] = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+        data["app"] = {"name": "psbridge-crm", "msal_package": "./microsoft.identity.client.4.11.0.nupkg"}
+        if field == "app.client_id":
+            del data["app"]["name"]
     if field == "sharepoint.sites[2]":
         data["sharepoint"]["sites"].append(value)
         return data
@@ -146,6 +153,10 @@ FIELD_FORMS: dict[str, str] = {
     "change.ticket": "CHG-{}1234",
     "change.summary": "S2S for the {}sales team",
     "change.window": "2026-12-05 20:00{}-22:00 CET",
+    "crm.organization": "conto{}so",
+    "app.client_id": "{}72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "app.name": "psbridge-{}crm",
+    "app.msal_package": "./msal/microsoft.identity.client.4.11.0{}.nupkg",
 }
 
 LINE_BREAKS = {

@@ -149,15 +149,17 @@ def observer(ctx: RemoteContext, session: PSRPSession) -> Callable[[PackageStep,
     it passes to a back-out script from them. A probe that does not answer is recorded as null:
     the run goes on, and the back-out of that step will refuse.
     """
-    from ..catalogue import backouts_for
     from ..run_record import StateEvent
+    from ..steps import unit
 
     package: Package = ctx.package
-    backouts = {b.step_id: b for b in backouts_for(package.parameters)}
     prober = Prober(session, ctx.settings.step_timeout, ctx.redact)
 
     def observe(step: PackageStep, when: Literal["before", "after"]) -> None:
-        backout = backouts.get(step.id)
+        # The unit's first-setup back-out says what to capture, a renewal's too: its spn back-out is
+        # manual, but the text sends the operator to the state recorded after the step.
+        found = unit(step.id)
+        backout = found.backout if found is not None else None
         if backout is None or (when == "after" and backout.script is None):
             return
         readings, notes = prober.ask({name: package.probes[name] for name in backout.captures})
