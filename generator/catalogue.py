@@ -297,11 +297,14 @@ def inputs_for(step: Step, params: Parameters) -> dict[str, SecretKind]:
 
 def step_entry(step: Step, params: Parameters) -> dict[str, Any]:
     """What plan.json says of a step, less its sha256: computed here, checked against the package."""
-    return {
+    entry = {
         "index": step.index, "id": step.id, "title": step.title, "file": step.file,
         "changes_state": step.changes_state, "kind": step.kind, "needs": list(step.needs),
         "inputs": dict(inputs_for(step, params)), "runs_on": step.runs_on,
     }
+    if step.payload and getattr(params, "app_trust", False):  # only an app package carries a payload:
+        entry["payload"] = list(step.payload)                  # an ACS package's entries stay as they were
+    return entry
 
 
 def probe_file(name: str) -> str:

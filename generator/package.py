@@ -35,7 +35,7 @@ from typing import Any
 
 from . import __version__
 from .catalogue import LOCK_SCRIPT, Step, backouts_for, probe_file, probes_for, step_entry, steps_for
-from .errors import UserError
+from .errors import RuntimeFailure, UserError
 from .files import digest_of, listing_of, read_regular
 
 #: Version of plan.json's layout; readers refuse a version they do not know.
@@ -47,6 +47,8 @@ MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_FILES = 500
 #: The step fields plan.json records that psbridge computes from the catalogue.
 CATALOGUE_FIELDS = ("index", "id", "title", "file", "changes_state", "kind", "needs", "inputs", "runs_on")
+#: Step fields plan.json records only when the catalogue gives them (the payload files of an app step).
+OPTIONAL_CATALOGUE_FIELDS = ("payload",)
 
 
 # --------------------------------------------------------------------------- reading the folder
@@ -248,10 +250,10 @@ class Package:
                             f"{len(expected)} ({', '.join(e['id'] for e in expected)})")
         for n, (want, have) in enumerate(zip(expected, recorded, strict=False), start=1):
             label = f"step {want['index']:02d} {want['id']}"
-            for key in CATALOGUE_FIELDS:
-                if have.get(key) != want[key]:
+            for key in (*CATALOGUE_FIELDS, *OPTIONAL_CATALOGUE_FIELDS):
+                if have.get(key) != want.get(key):
                     problems.append(f"{self._where}: steps[{n}] ({label}): {key} is {json.dumps(have.get(key))}; "
-                                    f"psbridge's catalogue says {json.dumps(want[key])}")
+                                    f"psbridge's catalogue says {json.dumps(want.get(key))}")
         probes = self.plan.get("probes")
         want_probes = [(name, probe_file(name)) for name in probes_for(params)]
         have_probes = ([(p.get("id"), p.get("file")) for p in probes if isinstance(p, dict)]
@@ -267,7 +269,21 @@ class Package:
                             f"{', '.join(f for _, f in want_rollback) or 'nothing'} in this order")
         if self.plan.get("name") != params.name or self.plan.get("profile") != params.profile:
             problems.append(f"{self._where}: name and profile must be the parameters' ({params.name}, {params.profile})")
+        problems += self._payload_list_problems(params)
         return problems
+
+    def _payload_list_problems(self, params: Any) -> list[str]:
+        """plan.json's `payload` lists exactly the MSAL files for the app trust, and is absent for the ACS trust."""
+        from .payload import PAYLOAD_FILES
+
+        recorded = self.plan.get("payload")
+        if not params.app_trust:
+            return [] if recorded is None else [f"{self._where}: payload: a package of the ACS trust carries none"]
+        want = sorted(PAYLOAD_FILES.values())
+        have = [e.get("file") for e in recorded if isinstance(e, dict)] if isinstance(recorded, list) else None
+        if have != want:
+            return [f"{self._where}: payload: must list {', '.join(want)} in this order"]
+        return []
 
     @cached_property
     def hash_problems(self) -> list[str]:
@@ -275,7 +291,7 @@ class Package:
         expected: dict[str, str] = {}
         problems: list[str] = []
         entries: list[Any] = []
-        for key in ("steps", "probes", "rollback"):
+        for key in ("steps", "probes", "rollback", "payload"):
             value = self.plan.get(key)
             entries += value if isinstance(value, list) else []
         recorded = [(e.get("file"), e.get("sha256")) for e in entries if isinstance(e, dict)]
@@ -339,6 +355,42 @@ class Package:
     def step(self, index: int) -> PackageStep:
         return next(s for s in self.steps if s.index == index)
 
+    @property
+    def payload_facts(self) -> list[dict[str, Any]] | None:
+        """The payload facts plan.json records (file, sha256, size, signer), or None (the ACS trust)."""
+        facts = self.plan.get("payload")
+        return facts if isinstance(facts, list) else None
+
+    @cached_property
+    def payload(self) -> Any:
+        """An intact app package's MSAL payload (`payload.Payload`) from its own files, judged again.
+
+        The DLL's Authenticode signature is verified offline from the package's bytes, and the facts
+        must be the ones plan.json records: what `run` sends is what was reviewed and approved.
+        None for a package of the ACS trust.
+        """
+        self.require_intact()
+        if not self.parameters.app_trust:
+            return None
+        payload, problems = self._payload
+        if payload is None:
+            raise UserError(*(f"{self.label}: {p}" for p in problems))
+        return payload
+
+    @cached_property
+    def _payload(self) -> tuple[Any, list[str]]:
+        """(the payload built from this package's payload/ files, []) or (None, why not)."""
+        from .payload import payload_from_files
+
+        try:
+            payload = payload_from_files(self.files)
+        except (UserError, RuntimeFailure) as exc:
+            return None, [str(p) for p in getattr(exc, "problems", (str(exc),))]
+        if payload.facts() != self.payload_facts:
+            return None, [f"{self._where}: payload: the facts it records (sha256, size, signer) are not those of "
+                          "the package's payload files"]
+        return payload, []
+
     # -- reproducible render ----------------------------------------------------------
 
     @cached_property
@@ -352,8 +404,13 @@ class Package:
             return problems
         from .render import render_package
 
+        payload = None
+        if params.app_trust:  # re-rendered from the package's own payload files: the .nupkg need not be here
+            payload, problems = self._payload
+            if payload is None:
+                return problems
         try:
-            rendered = render_package(params, self.certificate, self.replaced_certificate).files
+            rendered = render_package(params, self.certificate, self.replaced_certificate, payload).files
         except Exception as exc:  # noqa: BLE001 - recorded facts psbridge cannot render: not its package
             return [f"{self._where}: certificate: psbridge cannot render these recorded facts ({type(exc).__name__})"]
         differ = sorted(set(rendered) ^ set(self.files) | {r for r in rendered if self.files.get(r) != rendered[r]})
@@ -381,10 +438,20 @@ class Package:
 
 
 def _rendered_twin(package: Package) -> Package:
-    """The package psbridge renders from `package`'s parameters and certificate, at the same folder."""
+    """The package psbridge renders from `package`'s parameters and certificate, at the same folder.
+
+    An app package is rendered with its own payload files, when they are Microsoft's and what
+    plan.json records; otherwise there is no twin to send (UserError naming why).
+    """
     from .render import render_package
 
-    return Package(render_package(package.parameters, package.certificate, package.replaced_certificate).files,
+    params = package.parameters
+    payload = None
+    if params.app_trust:
+        payload, problems = package._payload
+        if payload is None:
+            raise UserError(*(f"{package.label}: {p}" for p in problems))
+    return Package(render_package(params, package.certificate, package.replaced_certificate, payload).files,
                    package.path)
 
 

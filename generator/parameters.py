@@ -267,6 +267,20 @@ class Change(_Strict):
 ACS_RETIREMENT = ("Azure ACS will stop working for new tenants as of November 1st, 2024 and it will stop working for "
                   "existing tenants and will be fully retired as of April 2nd, 2026")
 ACS_RETIRED_ON = "2026-04-02"
+ACS_RETIREMENT_PAGE = "https://learn.microsoft.com/sharepoint/dev/sp-add-ins/retirement-announcement-for-azure-acs"
+
+
+def acs_retirement_warning(params: Parameters) -> str | None:
+    """The one line validate and render print for a package of the ACS trust; None for the app trust.
+
+    Why: Microsoft retired Azure ACS for SharePoint Online; an operator who renders the article's
+    trust today must hear, before approving anything, that SharePoint may no longer honour it.
+    """
+    if params.app_trust:
+        return None
+    return (f'trust = "acs": Microsoft retired Azure ACS for SharePoint Online on {ACS_RETIRED_ON} '
+            f'("{ACS_RETIREMENT}", {ACS_RETIREMENT_PAGE}); the trust this package configures may no longer '
+            'be honoured: use trust = "app"')
 
 
 def _trust_schema(schema: dict[str, Any]) -> None:

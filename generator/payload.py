@@ -16,8 +16,9 @@ import hashlib
 import io
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .authenticode import Signer, verify_pe
 from .errors import UserError
@@ -30,6 +31,12 @@ PAYLOAD_FILES: dict[str, str] = {
     "lib/net45/Microsoft.Identity.Client.xml": "payload/Microsoft.Identity.Client.xml",
 }
 DLL_ENTRY = "lib/net45/Microsoft.Identity.Client.dll"
+#: The package's payload files → the PowerShell parameter a step takes each one as (base64 text);
+#: the file's sha256 goes as the same name + "Sha256" (the msal-assembly and additional-servers steps).
+PAYLOAD_PARAMETERS: dict[str, str] = {
+    "payload/Microsoft.Identity.Client.dll": "MsalDll",
+    "payload/Microsoft.Identity.Client.xml": "MsalXml",
+}
 NOT_SIGNED_XML = "not signed: documentation file (IntelliSense XML)"
 
 # Bounds. The real 4.11.0 package is a few MB with well under a hundred entries; these leave room and
@@ -59,6 +66,49 @@ class Payload:
                  "signer": self.signer.facts() if name == dll else NOT_SIGNED_XML}
                 for name, data in sorted(self.files.items())]
 
+    def review_rows(self) -> list[dict[str, object]]:
+        """REVIEW.md's payload table: file, sha256, size and the signer in one line (never the bytes)."""
+        rows = []
+        for fact in self.facts():
+            signer = fact["signer"]
+            if isinstance(signer, dict):
+                signer = (f"{signer['subject']}; issued by {signer['issuer']}; serial {signer['serial']}; "
+                          f"signed {signer['signing_time'] or 'without a timestamp'}; root {signer['root']}")
+            rows.append({**fact, "signer": str(signer)})
+        return rows
+
+
+def check_payload(params: Any, payload: Payload | None) -> None:
+    """An app package carries the MSAL payload; an ACS package carries none (its files stay today's)."""
+    if params.app_trust and payload is None:
+        raise UserError('trust = "app": the package needs the MSAL payload (app.msal_package, read by '
+                        "payload_for); psbridge does not render an app package without it")
+    if not params.app_trust and payload is not None:
+        raise UserError('the MSAL payload belongs to a package of trust = "app"; this one is of the ACS trust')
+
+
+def setup_rows(step: Any, payload: Payload) -> list[dict[str, str]]:
+    """The payload files a step takes (`Step.payload`), as setup.ps1 passes them.
+
+    Each row: the PowerShell parameter (`MsalDll`), the file under the package folder in Windows
+    form and its sha256, which setup.ps1 compares before passing the file's base64 text.
+    """
+    return [{"parameter": PAYLOAD_PARAMETERS[name], "file": name.replace("/", "\\"), "sha256": payload.sha256[name]}
+            for name in step.payload]
+
+
+#: Tests only: DER roots that replace Microsoft's wherever this module verifies the DLL without
+#: explicit `roots` (render's `payload_for`, the package gates' `payload_from_files`), so that a
+#: whole package signed by the tests' own CA can go through render, approve and run in a test.
+#: It is None in psbridge itself: no option, environment variable or file sets it; only a test's
+#: `monkeypatch.setattr(payload, "TEST_ROOTS", ...)` does (tests/support/msal.py).
+TEST_ROOTS: Sequence[bytes] | None = None
+
+
+def _roots(roots: Sequence[bytes] | None) -> Sequence[bytes] | None:
+    """The roots to judge by: the explicit ones, else the tests' hook, else None (Microsoft's)."""
+    return roots if roots is not None else TEST_ROOTS
+
 
 def read_msal_package(path: Path, roots: Sequence[bytes] | None = None) -> Payload:
     """Read and check the .nupkg at `path`; `roots` replaces Microsoft's roots (tests only)."""
@@ -75,8 +125,43 @@ def read_msal_package(path: Path, roots: Sequence[bytes] | None = None) -> Paylo
         entries = _checked_entries(archive, label)
         _check_nuspec(archive, entries, label)
         files = {target: _read_entry(archive, entries, entry, label) for entry, target in PAYLOAD_FILES.items()}
-    signer = verify_pe(files[PAYLOAD_FILES[DLL_ENTRY]], f"{label}: {DLL_ENTRY}", roots)
+    signer = verify_pe(files[PAYLOAD_FILES[DLL_ENTRY]], f"{label}: {DLL_ENTRY}", _roots(roots))
     return Payload(files=files, sha256={n: hashlib.sha256(d).hexdigest() for n, d in files.items()}, signer=signer)
+
+
+def payload_from_files(files: Mapping[str, bytes], where: str = "",
+                       roots: Sequence[bytes] | None = None) -> Payload:
+    """The payload of a rendered package, from its own payload/ files: the DLL's signature verified again.
+
+    Why: approve, verify and run re-render an app package to prove it is psbridge's; the .nupkg it
+    was rendered from need not exist where they run, so the package's bytes are judged again,
+    offline, exactly as render judged them, and give the same facts. `where`, when given, prefixes
+    the file names in messages (the package's folder).
+    """
+    prefix = f"{where}/" if where else ""
+    missing = [name for name in PAYLOAD_FILES.values() if name not in files]
+    if missing:
+        raise UserError(f"{prefix}{missing[0]}: missing (an app package carries the MSAL payload)")
+    chosen = {name: bytes(files[name]) for name in sorted(PAYLOAD_FILES.values())}
+    dll = PAYLOAD_FILES[DLL_ENTRY]
+    signer = verify_pe(chosen[dll], f"{prefix}{dll}", _roots(roots))
+    return Payload(files=chosen, sha256={n: hashlib.sha256(d).hexdigest() for n, d in chosen.items()}, signer=signer)
+
+
+def payload_for(params: Any, base_dir: Path | str) -> Payload | None:
+    """The MSAL payload an app package of `params` carries; None for the ACS trust (no payload).
+
+    `app.msal_package` is taken relative to the parameters file's folder (`base_dir`), like
+    `[certificate] local_cer`; every refusal is one line naming the field.
+    """
+    if not getattr(params, "app_trust", False):
+        return None
+    path = Path(params.app.msal_package).expanduser()
+    path = path if path.is_absolute() else Path(base_dir) / path
+    try:
+        return read_msal_package(path)
+    except UserError as exc:
+        raise UserError(*(f"app.msal_package: {p}" for p in exc.problems)) from None
 
 
 def _checked_entries(archive: zipfile.ZipFile, label: str) -> dict[str, zipfile.ZipInfo]:

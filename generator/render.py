@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jinja2
@@ -44,10 +44,14 @@ from .catalogue import (
     steps_for,
 )
 from .files import digest_of, listing_of, sha256_hex
-from .parameters import Parameters
+from .parameters import ACS_RETIRED_ON, ACS_RETIREMENT, ACS_RETIREMENT_PAGE, Parameters
+from .payload import check_payload, setup_rows
 from .powershell import PowerShellLiteral, quote
 from .steps import unit
 from .text import flatten, non_ascii_values
+
+if TYPE_CHECKING:  # pragma: no cover - types only: payload imports the Authenticode libraries lazily anyway
+    from .payload import Payload
 
 #: Version of plan.json's layout (package.py reads only this version).
 FORMAT_VERSION = 1
@@ -493,7 +497,15 @@ def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Paramete
         "kind_session": s.kind == "session",
         "inputs": ", ".join(inputs_for(s, params)),
         "runs_on": s.runs_on,
+        "payload": [],  # filled by `_with_payload` for a step that takes the package's payload files
     }
+
+
+def _with_payload(view: dict[str, Any], step: Step, payload: Payload | None) -> dict[str, Any]:
+    """A step view with the payload files the step takes, which setup.ps1 reads, checks and passes."""
+    if step.payload and payload is not None:  # an ACS package carries no payload: its steps take none
+        view["payload"] = [{**row, "parameter": Trusted(row["parameter"])} for row in setup_rows(step, payload)]
+    return view
 
 
 @dataclass(frozen=True)
@@ -528,18 +540,21 @@ def plan_json_bytes(plan: Mapping[str, object]) -> bytes:
 
 
 def render_package(params: Parameters, certificate: dict[str, Any] | None = None,
-                   replaced: dict[str, Any] | None = None) -> Rendered:
+                   replaced: dict[str, Any] | None = None, payload: Payload | None = None) -> Rendered:
     """The whole package in memory: step files, probes, setup.ps1, REVIEW.md and plan.json.
 
     `replaced`: a renewal's facts of the certificate it replaces (`certificates.replaced_certificate`),
-    or None.
+    or None. `payload`: an app package's MSAL files (`payload.payload_for`, or `payload_from_files`
+    when a package is re-rendered); its files go into payload/ as they are, plan.json records
+    each file's facts, REVIEW.md shows them. Required for trust = "app", refused otherwise.
     """
     _check_renewal_facts(params, certificate, replaced)
+    check_payload(params, payload)
     ps_env, md_env = _environments()
     steps = steps_for(params)
     rendered = render_steps(params, certificate)
     thresholds = resume_thresholds(steps)
-    views = [_step_view(r, steps, params, thresholds) for r in rendered]
+    views = [_with_payload(_step_view(r, steps, params, thresholds), r.step, payload) for r in rendered]
     probes = render_probes(params)
     # setup.ps1 runs on the main server; a farm's step 09 runs on each additional server.
     main_views = [v for v in views if v["runs_on"] == "main"]
@@ -567,7 +582,8 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         steps_digest=steps_digest,
         script_hashes=Trusted("\n".join(
             f"{sha256_hex(data)}  {rel}" for rel, data in
-            [("setup.ps1", setup), *((r.step.file, r.data) for r in rendered), *probes.items(), (LOCK_SCRIPT, lock)]
+            [("setup.ps1", setup), *((r.step.file, r.data) for r in rendered), *probes.items(), (LOCK_SCRIPT, lock),
+             *(sorted(payload.files.items()) if payload is not None else [])]
         )),
         tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
         parameters_toml=_parameters_toml(params),
@@ -583,8 +599,10 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         backout=[{"step": next(v for v in views if v["id"] == b.step_id), "manual": Trusted(b.manual),
                   "script": _shown(b.script, rollback[b.script]) if b.script else None} for b in backouts],
         irreversible=Trusted(IRREVERSIBLE),
+        acs={"quote": Trusted(ACS_RETIREMENT), "date": ACS_RETIRED_ON, "page": ACS_RETIREMENT_PAGE},
+        payload=payload.review_rows() if payload is not None else [],
     )).encode("utf-8")
-    plan = {
+    plan: dict[str, object] = {
         "format_version": FORMAT_VERSION,
         "tool": "psbridge",
         "tool_version": __version__,
@@ -600,12 +618,14 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                    for name in probes_for(params)],
         "rollback": [{"step": b.step_id, "file": b.script, "sha256": sha256_hex(rollback[b.script])}
                      for b in backouts if b.script],
+        **({"payload": payload.facts()} if payload is not None else {}),
     }
     files_out = {r.step.file: r.data for r in rendered}
     files_out.update(probes)
     files_out["setup.ps1"] = setup
     files_out[LOCK_SCRIPT] = lock
     files_out.update(rollback)
+    files_out.update(payload.files if payload is not None else {})
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = plan_json_bytes(plan)
     return Rendered(name=params.name, files=files_out)

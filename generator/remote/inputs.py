@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from ..package import PackageStep
+from ..package import Package, PackageStep
 from ..secrets import read_secret
 from .transport import Connection
 
@@ -74,3 +74,28 @@ def step_parameters(step: PackageStep, secrets: StepSecrets) -> dict[str, Any]:
             params[name] = TaggedValue("SS", secrets.graph_token)
     return params
 
+
+def payload_parameters(step: PackageStep, package: Package) -> dict[str, str]:
+    """The package files the step takes (`Step.payload`): base64 text and sha256 of each, as plain strings.
+
+    The bytes come from `package.payload`, read once with the package, their Authenticode signature
+    verified again and their facts compared with plan.json's: what is judged is what is sent. Not
+    secrets (Microsoft's published assembly): plain string parameters. {} for every other step,
+    and for every step of a package of the ACS trust (it carries no payload).
+    """
+    import base64
+
+    from ..payload import PAYLOAD_PARAMETERS
+
+    names = getattr(getattr(step, "spec", None), "payload", ())
+    if not names:
+        return {}
+    payload = package.payload
+    if payload is None:  # a package of the ACS trust carries no payload: its steps take none
+        return {}
+    params: dict[str, str] = {}
+    for name in names:
+        parameter = PAYLOAD_PARAMETERS[name]
+        params[parameter] = base64.b64encode(payload.files[name]).decode("ascii")
+        params[f"{parameter}Sha256"] = payload.sha256[name]
+    return params

@@ -21,7 +21,7 @@ from .action import Audited, Finished, audited_action, finish, started
 from .context import RemoteContext
 from .gate import GateRequest, PreparedRun, prepare
 from .executor import Executed, Executor, RunResult, StepPlan, exit_code_of, Outcome
-from .inputs import secrets_needed, step_parameters
+from .inputs import payload_parameters, secrets_needed, step_parameters
 from .serverlock import Refused, take_server_lock
 from .transport import open_session
 
@@ -74,7 +74,7 @@ def rollback_package(ctx: RemoteContext, plan: RollbackPlan, audited: Audited) -
             except Refused as refused:
                 return finish(recorder, RunResult([], refused.exit_code, refused.summary, "locked"),
                               host=ctx.conn.host, of=plan.record)
-            executor = Executor(StepPlan(sends, sends, lambda s: parameters.get(s.index) or step_parameters(s, ctx.secrets),
+            executor = Executor(StepPlan(sends, sends, lambda s: parameters.get(s.index) or {**step_parameters(s, ctx.secrets), **payload_parameters(s, ctx.package)},
                                          _summarize(plan), step_timeout=ctx.settings.step_timeout, emit_end=False,
                                          for_step=undoes), ctx.emit, ctx.redact)
             result = executor.run(session)

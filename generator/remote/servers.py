@@ -24,7 +24,7 @@ from .advice import ContinueCommand, RunAdvice, resume_advice
 from .context import RemoteContext
 from ..run_record import FarmGate
 from .executor import Confirm, Executor, Hooks, Outcome, RunResult, StepPlan, StepResult
-from .inputs import secrets_needed, step_parameters
+from .inputs import payload_parameters, secrets_needed, step_parameters
 from .probing import Prober, farm_not_ready, observer, verify_in_session
 from .serverlock import Refused, force_unlock, take_server_lock
 from .transport import Connection, PSRPSession, open_session
@@ -189,7 +189,7 @@ class ServerRun:
             if refused is not None:
                 return refused
         executor = Executor(
-            StepPlan(ctx.package.steps, target.steps, lambda step: step_parameters(step, ctx.secrets),
+            StepPlan(ctx.package.steps, target.steps, lambda step: {**step_parameters(step, ctx.secrets), **payload_parameters(step, ctx.package)},
                      RunAdvice(ctx.package.steps, target.steps, command, self.options.from_step),
                      step_timeout=ctx.settings.step_timeout, emit_end=False),
             emit, ctx.redact,

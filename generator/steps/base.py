@@ -51,6 +51,11 @@ class Step:
     runs_on: Literal["main", "additional"] = "main"
     #: True: one template for every profile (`steps/<id>/step.ps1.j2`); False: `steps/<id>/<profile>.ps1.j2`.
     one_template: bool = False
+    #: Package files the step takes as parameters in a package that carries them (the app trust:
+    #: `payload/Microsoft.Identity.Client.dll`, ...): each goes as base64 text with its sha256
+    #: (`remote.inputs.payload_parameters`; setup.ps1 reads them from the package folder). In a
+    #: package of the ACS trust (no payload) the step takes none, and plan.json does not list them.
+    payload: tuple[str, ...] = ()
 
     @property
     def changes_state(self) -> bool:
