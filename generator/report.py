@@ -251,6 +251,23 @@ def _table(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _trust(package: Package, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Page one's trust box: the ACS retirement for an ACS package, the app trust's facts for an app package."""
+    from .parameters import ACS_RETIRED_ON, ACS_RETIREMENT, ACS_RETIREMENT_PAGE
+
+    view: dict[str, Any] = {"app": params.get("trust") == "app", "quote": ACS_RETIREMENT, "date": ACS_RETIRED_ON,
+                            "page": ACS_RETIREMENT_PAGE}
+    if not view["app"]:
+        return view
+    app = _table(params, "app")
+    facts = package.payload_facts or []
+    view.update(adopted=_text(app.get("client_id")), created=_text(app.get("name")),
+                payload=[{"file": _text(f.get("file")), "sha256": _text(f.get("sha256")),
+                          "signer": _text(f["signer"].get("subject")) if isinstance(f.get("signer"), dict)
+                          else _text(f.get("signer"))} for f in facts if isinstance(f, dict)])
+    return view
+
+
 def change_ticket(package: Package) -> dict[str, str] | None:
     """plan.json's `[change]` table (ticket, summary, window) when the parameters have one."""
     table = _parameters(package).get("change")
@@ -573,6 +590,7 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
         "package": {"name": package.name, "folder": package.label, "profile": package.profile,
                     "tool_version": package.tool_version, "digest": package.digest},
         "ticket": change_ticket(package),
+        "trust": _trust(package, params),
         "integrity": integrity,
         "reproducible": reproducible,
         "diagram": {
