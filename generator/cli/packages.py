@@ -60,7 +60,11 @@ def validate(params: Path) -> None:
 
     parameters = load_parameters(params)
     _replaced_certificate(parameters, params.parent, _local_certificate(parameters, params.parent))
+    from ..payload import payload_for
+
+    payload_for(parameters, params.parent)  # a bad .nupkg fails here (exit 2), not at render
     _warn_if_article_values(parameters, params)
+    _warn_if_acs(parameters)
     click.echo(f"{params}: valid ({parameters.name}, profile {parameters.profile})")
 
 
@@ -92,6 +96,15 @@ def _warn_if_article_values(parameters: Parameters, path: Path) -> None:
     if held:
         click.echo(f"psbridge: warning: {safe(path)} still holds the article's example values "
                    f"({', '.join(held)}): replace them with yours", err=True)
+
+
+def _warn_if_acs(parameters: Parameters) -> None:
+    """One line on stderr while the parameters choose the ACS trust, which Microsoft retired (quote and date)."""
+    from ..parameters import acs_retirement_warning
+
+    line = acs_retirement_warning(parameters)
+    if line:
+        click.echo(f"psbridge: warning: {line}", err=True)
 
 
 def _local_certificate(parameters: Parameters, base_dir: Path) -> Facts | None:
@@ -183,6 +196,7 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit
     from ..package import Package
     from ..parameters import example as example_parameters
     from ..parameters import load_parameters
+    from ..payload import payload_for
     from ..render import render_package
     from ..writer import write_package
 
@@ -192,13 +206,15 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit
         if example == (params is not None):
             raise UserError("render: give either a parameters file or --example")
         if params is None:
-            parameters, facts, replaced = example_parameters(), None, None
+            parameters, facts, replaced, payload = example_parameters(), None, None, None
         else:
             parameters = load_parameters(params)
             _warn_if_article_values(parameters, params)
             facts = _local_certificate(parameters, params.parent)
             replaced = _replaced_certificate(parameters, params.parent, facts)
-        rendered = render_package(parameters, facts, replaced)
+            payload = payload_for(parameters, params.parent)
+        _warn_if_acs(parameters)
+        rendered = render_package(parameters, facts, replaced, payload)
         target = write_package(rendered, out_dir, force=force)
     except (UserError, RuntimeFailure) as exc:
         if log.is_file():  # refused input leaves no new files behind on a fresh checkout
