@@ -486,3 +486,15 @@ def test_the_readings_are_lenient_like_the_others() -> None:
     org = OrgReading.of({"rows_read": True, "rows": None, "rights": {"can_insert": None, "can_update": True}})
     assert org.rows == () and org.rights is not None
     assert org.rights.can_insert is None and org.rights.can_update is True
+
+
+def test_step_01s_msal_version_is_the_payloads() -> None:
+    from psbridge.payload import PACKAGE_VERSION
+
+    text = _script("prerequisites.ps1")
+    major, minor, build = (int(x) for x in PACKAGE_VERSION.split("."))
+    assert (f"$MsalVersion.Major -ne {major} -or $MsalVersion.Minor -ne {minor} -or $MsalVersion.Build -ne {build}"
+            in text)
+    for check in ("Get-CrmOrganization -Name $OrganizationName", "HAS_PERMS_BY_NAME", "Test-PSBridgeCanWrite $CrmBin",
+                  "'Get-MgApplication', 'New-MgApplication'", "[System.Version]'9.1.36'", "[System.Version]'9.1.0'"):
+        assert check in text, check
