@@ -228,6 +228,9 @@ class Readings:
     crm: CrmReading | None
     entra: EntraReading | None
     now: _dt.datetime
+    #: The app trust's probes (None: not in the package, or no answer).
+    web: WebReading | None = None
+    org: OrgReading | None = None
 
     @classmethod
     def of(cls, plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None],
@@ -236,4 +239,148 @@ class Readings:
         return cls(plan, ServerReading.of(server) if server is not None else None,
                    CertificateReading.of(cert) if cert is not None else None,
                    CrmReading.of(crm) if crm is not None else None,
-                   EntraReading.of(entra) if entra is not None else None, now)
+                   EntraReading.of(entra) if entra is not None else None, now,
+                   web=WebReading.of(web) if (web := answers.get("web")) is not None else None,
+                   org=OrgReading.of(org) if (org := answers.get("org")) is not None else None)
+
+
+# --------------------------------------------------------------------------- the app trust: web, org
+
+#: The MSAL files Microsoft's page has copied into CRMWeb\bin.
+MSAL_FILES: tuple[str, str] = ("Microsoft.Identity.Client.dll", "Microsoft.Identity.Client.xml")
+
+
+def _int(value: Any) -> int | None:
+    """A probe's number: only a JSON integer (not a boolean) is one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _bit(value: Any) -> bool | None:
+    """SQL's 1/0 (HAS_PERMS_BY_NAME, a BIT) as a flag; NULL or anything else is "cannot tell"."""
+    if isinstance(value, bool):
+        return value
+    return {1: True, 0: False}.get(value) if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class BinFile:
+    """One MSAL file in CRMWeb\\bin as the web probe read it."""
+
+    name: str
+    present: bool = False
+    sha256: str | None = None
+    size: int | None = None
+    file_version: str | None = None
+    #: The DLL's assembly version (AssemblyName.GetAssemblyName, which does not load it).
+    assembly_version: str | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> BinFile:
+        digest = _text(raw.get("sha256"))
+        return cls(str(raw.get("name") or ""), raw.get("present") is True,
+                   digest.lower() if digest and re.fullmatch(r"[0-9A-Fa-f]{64}", digest) else None,
+                   _int(raw.get("size")), _text(raw.get("file_version")), _text(raw.get("assembly_version")))
+
+
+@dataclass(frozen=True)
+class WebReading:
+    """The web probe: where CRMWeb is (IIS site and the MSCRM registry value), its bin, the MSAL files there."""
+
+    site_found: bool | None = None
+    site_path: str | None = None
+    registry_path: str | None = None
+    #: Whether the registry's WebSitePath and the IIS site agree (None: the registry has no value).
+    paths_agree: bool | None = None
+    crmweb: str | None = None
+    bin: str | None = None
+    bin_writable: bool | None = None
+    #: Why CRMWeb could not be told (the probe's own words), or None.
+    problem: str | None = None
+    files: tuple[BinFile, ...] = ()
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> WebReading:
+        return cls(_flag(raw.get("site_found")), _text(raw.get("site_path")), _text(raw.get("registry_path")),
+                   _flag(raw.get("paths_agree")), _text(raw.get("crmweb")), _text(raw.get("bin")),
+                   _flag(raw.get("bin_writable")), _text(raw.get("problem")),
+                   tuple(BinFile.of(f) for f in _dicts(raw.get("files"))))
+
+    def file(self, name: str) -> BinFile | None:
+        """The probe's reading of one MSAL file in bin (None: the probe did not report it)."""
+        return next((f for f in self.files if f.name.lower() == name.lower()), None)
+
+
+@dataclass(frozen=True)
+class PartnerRow:
+    """A PartnerApplicationBase row of sql/partner-applications-read.sql.j2 (GUIDs lower-case)."""
+
+    partner_application_id: str | None = None
+    principal_id: str | None = None
+    name: str | None = None
+    tenant_id: str | None = None
+    organization_known: bool | None = None
+    row_kind: str | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> PartnerRow:
+        def low(key: str) -> str | None:
+            value = _text(raw.get(key))
+            return value.strip().lower() if value is not None else None
+        return cls(low("partner_application_id"), low("principal_id"), _text(raw.get("name")), low("tenant_id"),
+                   _bit(raw.get("organization_known")), _text(raw.get("row_kind")))
+
+
+@dataclass(frozen=True)
+class OrgRights:
+    """sql/partner-applications-rights.sql.j2's row: the login's rights on PartnerApplicationBase."""
+
+    login_name: str | None = None
+    table_found: bool | None = None
+    can_select: bool | None = None
+    can_insert: bool | None = None
+    can_update: bool | None = None
+    can_delete: bool | None = None
+    organization_count: int | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> OrgRights:
+        return cls(_text(raw.get("login_name")), _bit(raw.get("table_found")), _bit(raw.get("can_select")),
+                   _bit(raw.get("can_insert")), _bit(raw.get("can_update")), _bit(raw.get("can_delete")),
+                   _int(raw.get("organization_count")))
+
+
+@dataclass(frozen=True)
+class OrgReading:
+    """The org probe: the organization (Get-CrmOrganization), its SQL Server and database, the rights, the rows."""
+
+    organization: str | None = None
+    found: bool | None = None
+    sql_server: str | None = None
+    database: str | None = None
+    version: str | None = None
+    #: The client id the rows were read for (None: a created app's id is not known to the probe).
+    client_id: str | None = None
+    #: A created app: how many applications Entra ID holds with its uniqueName (None: not looked up).
+    app_count: int | None = None
+    #: False: the connection to SQL Server failed (a second hop, most often); None: not tried.
+    sql_reachable: bool | None = None
+    sql_error: str | None = None
+    error: str | None = None
+    rights: OrgRights | None = None
+    #: None when the rows were not read (no organization, no connection, an error).
+    rows: tuple[PartnerRow, ...] | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> OrgReading:
+        rights = raw.get("rights")
+        client = _text(raw.get("client_id"))
+        return cls(_text(raw.get("organization")), _flag(raw.get("found")), _text(raw.get("sql_server")),
+                   _text(raw.get("database")), _text(raw.get("version")), client.lower() if client else None, _int(raw.get("app_count")),
+                   _flag(raw.get("sql_reachable")), _text(raw.get("sql_error")), _text(raw.get("error")),
+                   OrgRights.of(rights) if isinstance(rights, dict) else None,
+                   tuple(PartnerRow.of(r) for r in _dicts(raw.get("rows"))) if raw.get("rows_read") is True else None)
+
+    def row(self, partner_application_id: str) -> PartnerRow | None:
+        """The row with this PartnerApplicationId, or None (absent, or the rows were not read)."""
+        wanted = partner_application_id.lower()
+        return next((r for r in self.rows or () if r.partner_application_id == wanted), None)

@@ -50,6 +50,7 @@ from psbridge.parameters import EXAMPLE, example, parse_parameters
 from psbridge.render import render_package
 
 from support import certfactory as cf
+from support.app_render import app_data, render_app
 from support.pwsh_grammar import (
     FunctionDefinition,
     Invocation,
@@ -453,6 +454,10 @@ def rendered() -> dict[str, str]:
         "graph-gcchigh": lambda: render_package(parse_parameters(_gcc_high("graph"))),
         "msonline-renewal": lambda: render_package(parse_parameters(_renewal("msonline"))),
         "graph-renewal": lambda: render_package(parse_parameters(_renewal("graph"))),
+        # The app trust's server-side scripts (steps, web and org probes, the partner-applications
+        # back-out) until a whole app package renders (support/app_render.py says why).
+        "graph-app-trust": lambda: render_app(app_data(adopt=True)),
+        "graph-app-trust-farm": lambda: render_app(app_data(farm=True)),
     }
     out = {}
     for variant, make in variants.items():
@@ -479,6 +484,17 @@ KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {
         "Set-CrmAdvancedSetting has no reference page (see above); a renewal runs the same step as 08.")
     for variant in ("msonline-renewal", "graph-renewal")
     for path in ("steps/08-crm-settings.ps1", "setup.ps1", "rollback/07-crm-settings.ps1")
+} | {
+    (f"{variant}/{path}", command, SET_CRM): (
+        f"{command} has no reference page: Get-CrmOrganization's only page shows another cmdlet's syntax, its "
+        "description and Microsoft's ConfigureCrmServerSideSync.ps1 document -Name (commands.json: source null)."
+        if command == "Get-CrmOrganization" else "Set-CrmAdvancedSetting has no reference page (see above).")
+    for variant in ("graph-app-trust", "graph-app-trust-farm")
+    for path, command in (("steps/01-prerequisites.ps1", "Get-CrmOrganization"),
+                          ("steps/07-crm-settings.ps1", "Set-CrmAdvancedSetting"),
+                          ("steps/09-partner-applications.ps1", "Get-CrmOrganization"),
+                          ("probes/org.ps1", "Get-CrmOrganization"),
+                          ("rollback/11-partner-applications.ps1", "Get-CrmOrganization"))
 }
 
 

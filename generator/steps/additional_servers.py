@@ -8,9 +8,10 @@ server after the main sequence; in a renewal, before CRM is switched to the new 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from ..readings import CertificateReading, ServerReading
+from ..readings import CertificateReading, ServerReading, WebReading
 from ..verdicts import DUPLICATE_SUBJECT_CAUSE, DUPLICATE_SUBJECT_FIX, StepVerdict, expected_thumbprint
 from .base import Backout, ServerVerdictContext, Step, StepUnit, every_profile
 
@@ -30,7 +31,33 @@ BACKOUT = Backout(
 
 
 def on_server(ctx: ServerVerdictContext) -> StepVerdict:
-    """The step on one additional server: the certificate in its store, with a key the service account reads."""
+    """The step on one additional server: the certificate (and, for the app trust, the MSAL files in CRMWeb\\bin)."""
+    verdict = _certificate_on_server(ctx)
+    if (ctx.plan.get("parameters") or {}).get("trust") != "app":
+        return verdict
+    return _with_web(verdict, ctx)
+
+
+#: Which verdict wins when the certificate and the MSAL files are judged together (first in the list).
+_PRECEDENCE = ("blocked", "cannot tell", "will change", "in place")
+
+
+def _with_web(verdict: StepVerdict, ctx: ServerVerdictContext) -> StepVerdict:
+    """The certificate's verdict joined with the web probe's on the same server (msal-assembly's rules)."""
+    from .msal_assembly import web_state  # a sibling unit: imported when an app package is judged
+
+    raw = (ctx.answers or {}).get("web")
+    web = web_state(WebReading.of(raw) if raw is not None else None, ctx.plan)
+    words = [verdict.verdict, web.verdict]
+    joined = next(w for w in _PRECEDENCE if w in words) if all(w in _PRECEDENCE for w in words) else verdict.verdict
+    detail = f"{verdict.detail}; {ctx.host}: MSAL: {web.detail}"
+    return replace(verdict, verdict=joined, detail=detail,
+                   before="; ".join(x for x in (verdict.before, web.before) if x) or None,
+                   after="; ".join(x for x in (verdict.after, web.after) if x) or None)
+
+
+def _certificate_on_server(ctx: ServerVerdictContext) -> StepVerdict:
+    """The certificate on one additional server: in its store, with a key the service account reads."""
     host = ctx.host
     step = (ctx.index, STEP.id)
     raw_server = (ctx.answers or {}).get("server")

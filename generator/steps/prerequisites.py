@@ -33,10 +33,60 @@ def verdict(r: Readings) -> StepVerdict:
                         (server.cer_file, "the .cer file")):
         if not found:
             problems.append(f"{what} not found")
+    unknown: list[str] = []
+    if (r.plan.get("parameters") or {}).get("trust") == "app":
+        problems += _app_problems(r, unknown)
     if problems:
         return StepVerdict(1, "prerequisites", "blocked", "; ".join(problems))
+    if unknown:
+        return StepVerdict(1, "prerequisites", "cannot tell", "; ".join(unknown))
     return StepVerdict(1, "prerequisites", "ok", f"{server.edition} {server.version}, elevated, "
                        f"execution policy {server.execution_policy}")
+
+
+def _app_problems(r: Readings, unknown: list[str]) -> list[str]:
+    """The app trust's prerequisites from the org and web probes (what step 01's app checks refuse).
+
+    What the probes cannot tell goes to `unknown`: the verdict is then "cannot tell", not "ok".
+    """
+    from .msal_assembly import _same_version  # sibling units: imported when an app package is judged
+    from .partner_applications import blocked_by_database
+
+    problems: list[str] = []
+    org, web = r.org, r.web
+    if org is None:
+        unknown.append("the org probe did not answer")
+    else:
+        blocked = blocked_by_database(org)
+        if blocked is not None:
+            problems.append(blocked[0] + (f" ({blocked[2]})" if blocked[2] else ""))
+        elif org.rights is not None and org.rights.can_delete is not True:
+            problems.append(f"the login {org.rights.login_name or '?'} lacks DELETE on dbo.PartnerApplicationBase "
+                            "(the partner-applications back-out needs it)")
+        elif org.rights is None:
+            unknown.append("the org probe read no rights" + (f": {org.sql_error}" if org.sql_error else ""))
+        version = _version(org.version)
+        if version is not None and version < (9, 1, 0):
+            problems.append(f"CRM {org.version} is older than 9.1 (Microsoft documents the app trust for 9.1 with "
+                            "Service Update 1.36)")
+    if web is None:
+        unknown.append("the web probe did not answer")
+    elif web.paths_agree is False or not web.bin:
+        problems.append("CRMWeb\\bin: " + (web.problem or "not found"))
+    else:
+        if web.bin_writable is not True:
+            problems.append(f"this session's user may not create files in {web.bin} (or it cannot be told)")
+        dll = web.file("Microsoft.Identity.Client.dll")
+        if dll is not None and dll.present and _same_version(dll.assembly_version) is False:
+            problems.append(f"{web.bin} holds Microsoft.Identity.Client {dll.assembly_version}, not the package's "
+                            "version: psbridge does not replace another version")
+    return problems
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    """A dotted version as numbers (9.1.36.12), or None when it is not one."""
+    parts = (text or "").strip().split(".")
+    return tuple(int(p) for p in parts) if len(parts) >= 2 and all(p.isdigit() for p in parts) else None
 
 
 UNIT = StepUnit("prerequisites", every_profile(STEP), renewal_rank=10, verdict=verdict)

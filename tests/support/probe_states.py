@@ -147,3 +147,79 @@ STATES.update(KNOWN_FAILURES)
 
 def state(name: str) -> dict[str, dict[str, Any]]:
     return copy.deepcopy(STATES[name])
+
+
+# The app trust (trust = "app"): the web probe (CRMWeb\bin and its MSAL files) and the org probe
+# (the organization, its database and the PartnerApplicationBase rows), for the parameters of
+# tests/support/app_render.py (tenant APP_TENANT, adopted app APP_CLIENT, organization contoso).
+# The payload's sha256 are those a plan records in `payload` (MSAL_PAYLOAD, for plans built in tests).
+APP_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+APP_CLIENT = "5c3d8e3a-7f1b-4d2a-9a55-0e6b7c1d2f30"
+SHAREPOINT_APP = "38616d01-8e81-42dd-82fb-b68f2cecac3a"
+SHAREPOINT_PRINCIPAL = "00000003-0000-0ff1-ce00-000000000000"
+MSAL_DLL_SHA256 = "d" * 64
+MSAL_XML_SHA256 = "e" * 64
+MSAL_PAYLOAD = [
+    {"file": "payload/Microsoft.Identity.Client.dll", "sha256": MSAL_DLL_SHA256, "size": 1200000,
+     "signer": {"subject": "CN=Microsoft Corporation"}},
+    {"file": "payload/Microsoft.Identity.Client.xml", "sha256": MSAL_XML_SHA256, "size": 900000,
+     "signer": "not signed: documentation file (IntelliSense XML)"},
+]
+CRMWEB = "C:\\Program Files\\Microsoft Dynamics CRM\\CRMWeb"
+
+
+def web_answer(dll: str | None = None, xml: str | None = None, *, version: str = "4.11.0.0",
+               **changes: Any) -> dict[str, Any]:
+    """The web probe's answer: CRMWeb found by IIS and the registry alike, bin writable, the MSAL files
+    with these sha256 (None: not in bin)."""
+    def file(name: str, digest: str | None, dll_file: bool) -> dict[str, Any]:
+        return {"name": name, "present": digest is not None, "sha256": digest, "size": 1 if digest else None,
+                "file_version": version if digest and dll_file else None,
+                "assembly_version": version if digest and dll_file else None}
+    answer = {"probe": "web", "site_found": True, "site_path": CRMWEB, "registry_path": CRMWEB + "\\",
+              "paths_agree": True, "crmweb": CRMWEB, "bin": CRMWEB + "\\bin", "bin_writable": True, "problem": None,
+              "files": [file("Microsoft.Identity.Client.dll", dll, True),
+                        file("Microsoft.Identity.Client.xml", xml, False)]}
+    answer.update(changes)
+    return answer
+
+
+def partner_row(app_id: str, tenant: str | None, **changes: Any) -> dict[str, Any]:
+    """A PartnerApplicationBase row as sql/partner-applications-read.sql.j2 returns it (GUID text upper-case)."""
+    row = {"partner_application_id": app_id, "principal_id": SHAREPOINT_PRINCIPAL.upper(),
+           "name": "Microsoft SharePoint Online", "tenant_id": tenant.upper() if tenant else None,
+           "organization_id": "0a1b2c3d-0000-4000-8000-000000000001", "organization_known": 1,
+           "use_authorization_server": True, "state_code": 0, "status_code": 1, "application_role": 1,
+           "row_kind": "microsoft" if app_id == SHAREPOINT_APP else "customer"}
+    row.update(changes)
+    return row
+
+
+def org_answer(rows: list[dict[str, Any]], *, client_id: str | None = APP_CLIENT, **changes: Any) -> dict[str, Any]:
+    """The org probe's answer: the organization found, SQL Server reached, full rights, one organization row."""
+    answer = {"probe": "org", "organization": "contoso", "found": True, "error": None, "sql_server": "sql01",
+              "database": "contoso_MSCRM", "version": "9.1.36.12", "client_id": client_id, "app_lookup": "adopted",
+              "app_count": None, "sql_reachable": True, "sql_error": None,
+              "rights": {"login_name": "CONTOSO\\crmadmin", "database_name": "contoso_MSCRM", "table_found": 1,
+                         "can_select": 1, "can_insert": 1, "can_update": 1, "can_delete": 1,
+                         "can_read_organizations": 1, "organization_count": 1},
+              "rows_read": True, "rows": rows}
+    answer.update(changes)
+    return answer
+
+
+APP_STATES: dict[str, dict[str, dict[str, Any]]] = {
+    # The server runs the ACS trust with the package's certificate: no PartnerApplicationBase rows
+    # of the app trust, no MSAL in bin (the common start of a migration).
+    "acs-only server": {
+        **copy.deepcopy(STATES["fully configured"]),
+        "web": web_answer(), "org": org_answer([]),
+    },
+    # The migration ran: both rows hold the tenant, both MSAL files are the package's.
+    "migrated and configured": {
+        **copy.deepcopy(STATES["fully configured"]),
+        "web": web_answer(MSAL_DLL_SHA256, MSAL_XML_SHA256),
+        "org": org_answer([partner_row(SHAREPOINT_APP, APP_TENANT), partner_row(APP_CLIENT, APP_TENANT)]),
+    },
+}
+STATES.update(APP_STATES)
