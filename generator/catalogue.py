@@ -187,8 +187,9 @@ PROBES: tuple[str, ...] = ("server", "certificate", "crm", "entra")
 #: server), `org` (the organization database's PartnerApplicationBase rows) and `app` (the Entra app;
 #: it needs the session steps, like `entra`).
 APP_PROBES: tuple[str, ...] = ("web", "org", "app")
-#: The probes that need the connection to Microsoft Graph (the session steps) first.
-GRAPH_PROBES: frozenset[str] = frozenset({"entra", "app"})
+#: The probes that need the connection to Microsoft Graph (the session steps) first (`org` finds a created
+#: app's client id by its uniqueName).
+GRAPH_PROBES: frozenset[str] = frozenset({"entra", "org", "app"})
 #: The probes also sent to each additional server (`web` only in a package of the app trust).
 SERVER_PROBES: tuple[str, ...] = ("server", "certificate", "web")
 

@@ -33,6 +33,9 @@ PAYLOAD_FILES: dict[str, str] = {
 DLL_ENTRY = "lib/net45/Microsoft.Identity.Client.dll"
 #: The package's payload files → the PowerShell parameter a step takes each one as (base64 text);
 #: the file's sha256 goes as the same name + "Sha256" (the msal-assembly and additional-servers steps).
+#: The package files of the payload, as the steps that take them name them.
+MSAL_FILES: tuple[str, ...] = tuple(PAYLOAD_FILES.values())
+
 PAYLOAD_PARAMETERS: dict[str, str] = {
     "payload/Microsoft.Identity.Client.dll": "MsalDll",
     "payload/Microsoft.Identity.Client.xml": "MsalXml",

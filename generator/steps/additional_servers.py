@@ -13,6 +13,7 @@ from typing import Any
 
 from ..readings import CertificateReading, ServerReading, WebReading
 from ..verdicts import DUPLICATE_SUBJECT_CAUSE, DUPLICATE_SUBJECT_FIX, StepVerdict, expected_thumbprint
+from ..payload import MSAL_FILES as PAYLOAD_FILES
 from .base import Backout, ServerVerdictContext, Step, StepUnit, every_profile
 
 STEP = Step(
@@ -20,7 +21,7 @@ STEP = Step(
     inputs={"PfxPassword": "pfx_password"},
     changes="Additional CRM servers (each one): imports the PFX into LocalMachine\\My and grants the service "
     "account read access to its private key, without -updateCrm (step 02 updated the configuration database).",
-    runs_on="additional", one_template=True,
+    runs_on="additional", one_template=True, payload=PAYLOAD_FILES,
 )
 
 BACKOUT = Backout(

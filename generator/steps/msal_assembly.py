@@ -15,6 +15,7 @@ from typing import Any
 
 from ..readings import MSAL_FILES, Readings, WebReading
 from ..verdicts import Verdict, StepVerdict
+from ..payload import MSAL_FILES as PAYLOAD_FILES
 from .base import Backout, Step, StepUnit, every_profile
 
 STEP = Step(
@@ -22,7 +23,7 @@ STEP = Step(
     needs=("prerequisites",),
     changes="CRM web server: writes Microsoft.Identity.Client.dll and .xml into CRMWeb\\bin (a file it replaces is "
     "backed up outside bin first), which restarts the CRM web application.",
-    one_template=True,
+    one_template=True, payload=PAYLOAD_FILES,
 )
 
 BACKOUT = Backout(
