@@ -232,7 +232,7 @@ def backouts_for(params: Parameters) -> list[Backout]:
         if not step.changes_state:
             continue
         found = unit(step.id)
-        backout = found and ((found.renewal_backout if renewal else None) or found.backout)
+        backout = None if found is None else ((found.renewal_backout if renewal else None) or found.backout)
         if backout is None:
             raise LookupError(f"step {step.id} changes state but its unit defines no back-out")
         out.append(backout)

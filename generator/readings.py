@@ -292,6 +292,11 @@ class AppReading:
         return ", ".join(o.describe() for o in self.owners) or "no owners"
 
 
+def _app_reading(raw: Mapping[str, Any] | None) -> AppReading | None:
+    """The app probe's reading, or None (an ACS package, or the probe did not answer)."""
+    return AppReading.of(raw) if raw is not None else None
+
+
 @dataclass(frozen=True)
 class Readings:
     """What a step's verdict reads: the plan, the main server's probe answers (None: no answer), now."""
@@ -313,4 +318,4 @@ class Readings:
                    CertificateReading.of(cert) if cert is not None else None,
                    CrmReading.of(crm) if crm is not None else None,
                    EntraReading.of(entra) if entra is not None else None, now,
-                   app=AppReading.of(answers["app"]) if answers.get("app") is not None else None)
+                   app=_app_reading(answers.get("app")))

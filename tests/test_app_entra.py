@@ -342,3 +342,22 @@ def test_rollback_values_refuse_a_key_id_that_is_not_a_guid() -> None:
     forged = key(CERT, key_id="x'; Remove-Item C:\\ -Recurse; '")
     with pytest.raises(UserError, match="not a GUID"):
         app_certificate.rollback_values(ctx(app_answer(key_credentials=[]), app_answer(key_credentials=[forged])))
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+@pytest.mark.parametrize("adopt", [False, True])
+def test_probe_prints_what_the_reading_reads(adopt: bool) -> None:
+    """The probe's JSON keys are the ones AppReading reads (a renamed key would read as "cannot tell")."""
+    import re
+
+    text = scripts(adopt)["probe:app"]
+    last = text[text.rindex("[pscustomobject]@{"):]
+    printed = set(re.findall(r"^    (\w+)\s+=", last, re.M))
+    assert printed == set(app_answer()) and "# psbridge probe: app " in text
+    assert ("'adopt'" in text) == adopt and ("create-if-missing" not in text)
+    writes = [i.name for i in command_invocations(text) if i.name.lower().startswith(
+        ("new-mg", "update-", "remove-", "set-"))]
+    patch = [i for i in command_invocations(text) if any(e.text.upper() in ("PATCH", "POST") for e in i.elements)]
+    assert writes == [] and patch == [], "a probe changes nothing"
