@@ -361,3 +361,19 @@ def test_probe_prints_what_the_reading_reads(adopt: bool) -> None:
         ("new-mg", "update-", "remove-", "set-"))]
     patch = [i for i in command_invocations(text) if any(e.text.upper() in ("PATCH", "POST") for e in i.elements)]
     assert writes == [] and patch == [], "a probe changes nothing"
+
+
+def test_check_evaluate_dispatches_the_app_verdicts() -> None:
+    """`check`'s evaluate gives each app step its unit's verdict, numbered as the plan numbers it."""
+    from psbridge.check import evaluate
+
+    plan = plan_for(app_data(adopt=True))
+    plan["probes"] = [{"id": name} for name in catalogue.probes_for(parse_parameters(app_data(adopt=True)))]
+    report = evaluate(plan, {"app": app_answer(mode="adopt", consent_granted=False)}, now=NOW)
+    by_id = {v.id: v for v in report.verdicts}
+    assert (by_id["app-registration"].index, by_id["app-registration"].verdict) == (9, "blocked")
+    assert (by_id["app-certificate"].index, by_id["app-certificate"].verdict) == (10, "in place")
+    assert "probe app did not answer" not in report.notes and "probe entra did not answer" in report.notes
+    missing = evaluate(plan, {}, now=NOW)
+    assert {v.id: v.verdict for v in missing.verdicts}["app-registration"] == "cannot tell"
+    assert "probe app did not answer" in missing.notes
