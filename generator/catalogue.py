@@ -114,6 +114,18 @@ CONSTANTS: dict[str, str] = {
 }
 
 
+#: The app trust's constants (`trust = "app"` only: an ACS package's plan.json stays as it was): the
+#: resource appId of Office 365 SharePoint Online and its application role Sites.FullControl.All
+#: (SharePoint/sp-dev-docs docs/embedded/development/auth.md; the same pair as the CE page's
+#: PrincipalId constant). Step app-registration confirms the role id against the SharePoint
+#: service principal's appRoles at run time and stops when it differs.
+APP_CONSTANTS: dict[str, str] = {
+    "sharepoint_app_id": "00000003-0000-0ff1-ce00-000000000000",
+    "sites_full_control_role": "Sites.FullControl.All",
+    "sites_full_control_role_id": "678536fe-1083-478a-9c59-b99265e6b0d3",
+}
+
+
 @dataclass(frozen=True)
 class Cloud:
     """A Microsoft 365 cloud as the SharePoint site's host tells it, with only documented values."""
@@ -171,13 +183,16 @@ def cloud_for(params: Parameters) -> Cloud:
 
 
 def constants_for(params: Parameters) -> dict[str, str]:
-    """The constants a package uses and plan.json records: the article's, with its cloud's values."""
+    """The constants a package uses and plan.json records: the article's, with its cloud's values, and
+    the app trust's (`APP_CONSTANTS`) in a package of the app trust only."""
     cloud = cloud_for(params)
     out = {**CONSTANTS, "metadata_url": cloud.metadata_url, "cloud": cloud.name}
     if params.profile == "graph":
         out["graph_environment"] = cloud.graph_environment
     else:
         out["azure_environment"] = cloud.azure_environment
+    if getattr(params, "app_trust", False):
+        out.update(APP_CONSTANTS)
     return out
 
 #: The read-only probes of `psbridge check`, in the order they run; `entra` needs the

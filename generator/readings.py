@@ -1,4 +1,4 @@
-"""The four probes' answers as typed values: what `check` and the back-outs read from them.
+"""The probes' answers as typed values: what `check` and the back-outs read from them.
 
 A probe prints one JSON object (templates/probes/). These models read it leniently, as the
 dict code before them did: ConvertTo-Json writes a one-element array as the element and an
@@ -218,6 +218,85 @@ class EntraReading:
         return name.lower() in (n.lower() for n in self.service_principal_names)
 
 
+# --- the app trust's Entra app (probe `app`, trust = "app" only) ---------------------------------
+
+
+@dataclass(frozen=True)
+class AppOwner:
+    """An owner of the app registration as the app probe printed it (a user, a service principal...)."""
+
+    display_name: str | None = None
+    user_principal_name: str | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> AppOwner:
+        return cls(_text(raw.get("display_name")), _text(raw.get("user_principal_name")))
+
+    def describe(self) -> str:
+        """`Name (upn)`, or whichever is known."""
+        if self.display_name and self.user_principal_name:
+            return f"{self.display_name} ({self.user_principal_name})"
+        return self.display_name or self.user_principal_name or "(unnamed owner)"
+
+
+@dataclass(frozen=True)
+class AppReading:
+    """The app probe: the app registration of the app trust (found by client id, or by uniqueName for
+    an app psbridge creates), its service principal, SharePoint's role and consent, owners, key credentials.
+
+    A flag that the probe could not read is None ("cannot tell"), never False.
+    """
+
+    #: "adopt" (`[app] client_id`) or "create" (`[app] name`), as the probe was rendered.
+    mode: str | None = None
+    app_found: bool | None = None
+    #: How many applications the client id / uniqueName matched (more than one: refused by the step).
+    app_count: int | None = None
+    app_id: str | None = None
+    object_id: str | None = None
+    display_name: str | None = None
+    sign_in_audience: str | None = None
+    unique_name: str | None = None
+    service_principal_found: bool | None = None
+    #: Whether the SharePoint Online service principal is in the tenant, and the id of its
+    #: application role Sites.FullControl.All as its appRoles say (None: not found).
+    sharepoint_found: bool | None = None
+    sharepoint_role_id: str | None = None
+    #: requiredResourceAccess holds SharePoint's Sites.FullControl.All as an application role.
+    role_required: bool | None = None
+    #: The app's service principal holds an appRoleAssignment of that role (admin consent).
+    consent_granted: bool | None = None
+    owners: tuple[AppOwner, ...] = ()
+    key_credentials: tuple[KeyCredential, ...] = ()
+    malformed_keys: bool = False
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> AppReading:
+        keys = as_list(raw.get("key_credentials"))
+        count = raw.get("app_count")
+        return cls(
+            _text(raw.get("mode")), _flag(raw.get("app_found")),
+            count if isinstance(count, int) and not isinstance(count, bool) else None,
+            _text(raw.get("app_id") or None), _text(raw.get("object_id") or None),
+            _text(raw.get("display_name") or None), _text(raw.get("sign_in_audience") or None),
+            _text(raw.get("unique_name") or None), _flag(raw.get("service_principal_found")),
+            _flag(raw.get("sharepoint_found")), _text(raw.get("sharepoint_role_id") or None),
+            _flag(raw.get("role_required")), _flag(raw.get("consent_granted")),
+            tuple(AppOwner.of(o) for o in _dicts(raw.get("owners"))),
+            tuple(KeyCredential.of(k) for k in keys if isinstance(k, dict)),
+            not all(isinstance(k, dict) for k in keys),
+        )
+
+    def owner_text(self) -> str:
+        """The owners, for a verdict's detail ("no owners" when the app has none)."""
+        return ", ".join(o.describe() for o in self.owners) or "no owners"
+
+
+def _app_reading(raw: Mapping[str, Any] | None) -> AppReading | None:
+    """The app probe's reading, or None (an ACS package, or the probe did not answer)."""
+    return AppReading.of(raw) if raw is not None else None
+
+
 @dataclass(frozen=True)
 class Readings:
     """What a step's verdict reads: the plan, the main server's probe answers (None: no answer), now."""
@@ -231,6 +310,8 @@ class Readings:
     #: The app trust's probes (None: not in the package, or no answer).
     web: WebReading | None = None
     org: OrgReading | None = None
+    #: The app trust's Entra app (probe `app`); None in an ACS package or when the probe did not answer.
+    app: AppReading | None = None
 
     @classmethod
     def of(cls, plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None],
@@ -241,7 +322,8 @@ class Readings:
                    CrmReading.of(crm) if crm is not None else None,
                    EntraReading.of(entra) if entra is not None else None, now,
                    web=WebReading.of(web) if (web := answers.get("web")) is not None else None,
-                   org=OrgReading.of(org) if (org := answers.get("org")) is not None else None)
+                   org=OrgReading.of(org) if (org := answers.get("org")) is not None else None,
+                   app=_app_reading(answers.get("app")))
 
 
 # --------------------------------------------------------------------------- the app trust: web, org

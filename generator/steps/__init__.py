@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from . import (
     additional_servers,
+    app_certificate,
+    app_registration,
     certificate,
     connect,
     crm_settings,
@@ -50,6 +52,8 @@ UNITS: tuple[StepUnit, ...] = (
     spn.UNIT,
     crm_settings.UNIT,
     tenant_id.UNIT,
+    app_registration.UNIT,
+    app_certificate.UNIT,
     partner_applications.UNIT,
     msal_assembly.UNIT,
     additional_servers.UNIT,

@@ -51,6 +51,10 @@ def verdict(r: Readings) -> StepVerdict:
         else:
             unknown.append(label + (f", ends {when(key.end)}" if key.end else ""))
     shown = replaces or ""
+    app = _app_part(r, expected, replaces)
+    if isinstance(app, StepVerdict):
+        return app
+    retire += app
     if unknown:
         return StepVerdict(*step, "blocked", "the Dynamics CRM service principal holds key credentials of "
                            f"certificates this renewal was not told about ({'; '.join(unknown)}): retire-previous "
@@ -62,6 +66,24 @@ def verdict(r: Readings) -> StepVerdict:
         return StepVerdict(*step, "in place", f"no key credential of {shown} and none expired")
     return StepVerdict(*step, "will change", "remove key credential(s) " + ", ".join(retire),
                        before=f"{len(retire)} to retire", after="none")
+
+
+def _app_part(r: Readings, expected: str, replaces: str | None) -> StepVerdict | list[str]:
+    """In a package of the app trust: the app's credentials of the replaced certificate, which the step also
+    removes, or the verdict when the app cannot be judged (it must hold the new certificate's credential)."""
+    if ((r.plan.get("parameters") or {}).get("trust")) != "app":
+        return []
+    step = (0, "retire-previous")
+    if r.app is None or r.app.app_found is None:
+        return StepVerdict(*step, "cannot tell", "the app probe did not run or did not answer")
+    if not r.app.app_found:
+        return StepVerdict(*step, "blocked", "the app is not in this tenant: retire-previous stops before removing "
+                           "anything (see step app-registration)")
+    if not any(k.is_certificate(expected) for k in r.app.key_credentials):
+        return StepVerdict(*step, "blocked", f"the app holds no key credential of the new certificate {expected}: "
+                           "retire-previous stops before removing anything (see step app-certificate)")
+    return [f"app: {k.thumbprint} (key id {k.key_id})" for k in r.app.key_credentials
+            if not k.is_certificate(expected) and replaces and k.thumbprint == replaces]
 
 
 UNIT = StepUnit("retire-previous", every_profile(STEP), included="renewal", renewal_rank=110,
