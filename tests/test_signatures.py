@@ -492,7 +492,7 @@ KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {
     for variant in ("graph-app-trust", "graph-app-trust-farm")
     for path, command in (("steps/01-prerequisites.ps1", "Get-CrmOrganization"),
                           ("steps/07-crm-settings.ps1", "Set-CrmAdvancedSetting"),
-                          ("steps/09-partner-applications.ps1", "Get-CrmOrganization"),
+                          ("steps/11-partner-applications.ps1", "Get-CrmOrganization"),
                           ("probes/org.ps1", "Get-CrmOrganization"),
                           ("rollback/11-partner-applications.ps1", "Get-CrmOrganization"))
 }
