@@ -8,10 +8,26 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 from support.cli import CHECKOUT
+from support.msal import SignedMsal, app_stand_ins, make_signed_msal, trust_test_root, write_nupkg
 
 README = (CHECKOUT / "README.md").read_text(encoding="utf-8")
 WARNING = "still holds the article's example values"
+
+
+@pytest.fixture(scope="module")
+def msal(tmp_path_factory: pytest.TempPathFactory) -> SignedMsal:
+    return make_signed_msal(tmp_path_factory.mktemp("msal"))
+
+
+@pytest.fixture(autouse=True)
+def msal_next_to_the_parameters(msal: SignedMsal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """init writes trust = "app": render reads the MSAL .nupkg the file names, next to it (as an operator
+    downloads it), and trusts the test CA that signed its DLL (for this test only)."""
+    trust_test_root(monkeypatch, msal)
+    app_stand_ins(monkeypatch, tmp_path / ".stand-ins")
+    write_nupkg(tmp_path / "parameters.toml", msal)
 
 
 def quick_start() -> list[list[str]]:
@@ -36,12 +52,13 @@ def test_quick_start_runs_after_the_readmes_first_command(psbridge, tmp_path: Pa
             assert [Path(p).is_file() for p in glob.glob(str(tmp_path / command[1]))] == [True]
 
 
-def test_init_names_its_own_file_in_the_header(psbridge, tmp_path: Path) -> None:
+def test_init_names_its_own_file_in_the_header(psbridge, tmp_path: Path, msal: SignedMsal) -> None:
     assert psbridge("init", "fabrikam.toml").exit_code == 0
     text = (tmp_path / "fabrikam.toml").read_text(encoding="utf-8")
     assert "#   psbridge validate fabrikam.toml\n#   psbridge render fabrikam.toml\n" in text
     assert "parameters.toml" not in text and "{file}" not in text
     (tmp_path / "my configs").mkdir()
+    write_nupkg(tmp_path / "my configs" / "prod.toml", msal)
     assert psbridge("init", "my configs/prod.toml").exit_code == 0
     assert "#   psbridge validate 'my configs/prod.toml'\n" in (tmp_path / "my configs" / "prod.toml").read_text()
     assert psbridge("validate", "my configs/prod.toml").exit_code == 0
