@@ -83,10 +83,20 @@ def test_same_parameters_give_the_same_bytes(psbridge, tmp_path: Path) -> None:
     assert a == b and len(a) == 18
 
 
-def test_init_writes_a_valid_commented_file_and_refuses_to_overwrite(psbridge, tmp_path: Path) -> None:
+def test_init_writes_a_valid_commented_file_and_refuses_to_overwrite(psbridge, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.msal import make_signed_msal, trust_test_root, write_nupkg
+
     assert psbridge("init", "p.toml").exit_code == 0
     text = (tmp_path / "p.toml").read_text()
     assert text.count("\n#") > 5 and "pfx_path = 'C:\\Personalcertfile.pfx'" in text
+    # The app trust's MSAL package is the operator's download: until it is next to the file, validate
+    # says so (exit 2); with it, the file init wrote is valid as written.
+    missing = psbridge("validate", "p.toml")
+    assert missing.exit_code == 2 and "app.msal_package" in missing.stderr
+    msal = make_signed_msal(tmp_path / "msal")
+    trust_test_root(monkeypatch, msal)
+    write_nupkg(tmp_path / "p.toml", msal)
     assert psbridge("validate", "p.toml").exit_code == 0
     again = psbridge("init", "p.toml")
     assert again.exit_code == 2 and "p.toml: exists; use --force to replace it" in again.stderr
