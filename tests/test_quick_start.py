@@ -43,9 +43,11 @@ def test_quick_start_runs_after_the_readmes_first_command(psbridge, tmp_path: Pa
     words = shlex.split(first.group(1))
     assert psbridge(*words[1:]).exit_code == 0  # output/contoso/ exists from here on
     commands = quick_start()
-    assert [c[0] for c in commands] == ["psbridge", "$EDITOR", "psbridge", "psbridge", "less"]
+    assert [c[0] for c in commands] == ["psbridge", "$EDITOR", "cp", "psbridge", "psbridge", "less"]
     for command in commands:
-        if command[0] == "psbridge":
+        if command[0] == "cp":  # the operator's NuGet download: the fixture put the test package there
+            assert (tmp_path / command[2]).is_file()
+        elif command[0] == "psbridge":
             result = psbridge(*command[1:])
             assert result.exit_code == 0, (command, result.stderr)
         elif command[0] == "less":
