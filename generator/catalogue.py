@@ -346,3 +346,31 @@ def session_steps_for(steps: Sequence[Step], step_id: str) -> list[Step]:
 
 def ids(steps: Iterable[StepLike]) -> list[str]:
     return [s.id for s in steps]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every catalogue fact one package's render needs, computed once from its parameters.
+
+    The renderer asks for this once instead of calling back into the catalogue for each piece.
+    """
+
+    steps: tuple[Step, ...]
+    constants: dict[str, str]
+    renewal: bool
+    #: Per step index, the largest `-FromStep` for which it still runs (setup.ps1's `if`s).
+    thresholds: dict[int, int]
+    backouts: tuple[Backout, ...]
+    probes: tuple[str, ...]
+    #: The modules the profile's steps import (the server probe reports which are installed).
+    modules: tuple[str, ...]
+    #: What plan.json says of each step (less its sha256), by index.
+    entries: dict[int, dict[str, Any]]
+
+
+def layout_for(params: Parameters) -> Layout:
+    """The catalogue's facts for a package with these parameters (see `Layout`)."""
+    steps = steps_for(params)
+    return Layout(steps, constants_for(params), is_renewal(params), resume_thresholds(steps),
+                  tuple(backouts_for(params)), probes_for(params), PROFILE_MODULES[params.profile],
+                  {s.index: step_entry(s, params) for s in steps})

@@ -31,17 +31,10 @@ from . import __version__
 from .catalogue import (
     IRREVERSIBLE,
     LOCK_SCRIPT,
-    PROFILE_MODULES,
+    Layout,
     Step,
-    backouts_for,
-    constants_for,
-    inputs_for,
-    is_renewal,
+    layout_for,
     probe_file,
-    probes_for,
-    resume_thresholds,
-    step_entry,
-    steps_for,
 )
 from .files import digest_of, listing_of, sha256_hex
 from .parameters import ACS_RETIRED_ON, ACS_RETIREMENT, ACS_RETIREMENT_PAGE, Parameters
@@ -401,15 +394,17 @@ def _parameters_toml(params: Parameters) -> str:
     return canonical_toml(params.model_dump(mode="json", exclude_none=True))
 
 
-def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) -> list[RenderedStep]:
+def render_steps(params: Parameters, certificate: dict[str, Any] | None = None,
+                 layout: Layout | None = None) -> list[RenderedStep]:
     """Each step of the profile's catalogue, rendered from its own template.
 
     `certificate`: the facts of the checked local certificate copy
     (`certificates.PlanCertificate.facts()`), or None when the parameters name none.
     """
     ps_env, _ = _environments()
-    steps = steps_for(params)
-    shared = {"p": params, "c": constants_for(params), "cert": certificate, "renewal": is_renewal(params),
+    layout = layout or layout_for(params)
+    steps = layout.steps
+    shared = {"p": params, "c": layout.constants, "cert": certificate, "renewal": layout.renewal,
               "n": _numbers(steps)}
     out = []
     for step in steps:
@@ -450,14 +445,14 @@ def _setup_pause(main: list[dict[str, Any]], elsewhere: list[dict[str, Any]]) ->
                        f"then continue with:  .\\setup.ps1 -FromStep {after[0]}"}
 
 
-def render_probes(params: Parameters) -> dict[str, bytes]:
+def render_probes(params: Parameters, layout: Layout | None = None) -> dict[str, bytes]:
     """The read-only probe scripts of `psbridge check`, rendered into the package for review."""
     ps_env, _ = _environments()
+    layout = layout or layout_for(params)
     out = {}
-    for name in probes_for(params):
-        text = ps_env.get_template(f"probes/{name}.ps1.j2").render(
-            p=params, c=constants_for(params), modules=PROFILE_MODULES[params.profile],
-        )
+    for name in layout.probes:
+        text = ps_env.get_template(f"probes/{name}.ps1.j2").render(p=params, c=layout.constants,
+                                                                    modules=layout.modules)
         out[probe_file(name)] = _crlf_bom(text)
     return out
 
@@ -474,9 +469,8 @@ def _changes_state_text(step: Step) -> str:
     return "no"
 
 
-def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Parameters,
-               thresholds: dict[int, int]) -> dict[str, Any]:
-    s, total = rendered.step, len(steps)
+def _step_view(rendered: RenderedStep, layout: Layout) -> dict[str, Any]:
+    s, total, thresholds = rendered.step, len(layout.steps), layout.thresholds
     label = f"{s.index:02d}/{total:02d} {s.id}"
     return {
         "index": s.index,
@@ -495,7 +489,7 @@ def _step_view(rendered: RenderedStep, steps: tuple[Step, ...], params: Paramete
         "where": Trusted(_where(s)),
         "changes_state_text": Trusted(_changes_state_text(s)),
         "kind_session": s.kind == "session",
-        "inputs": ", ".join(inputs_for(s, params)),
+        "inputs": ", ".join(layout.entries[s.index]["inputs"]),
         "runs_on": s.runs_on,
         "payload": [],  # filled by `_with_payload` for a step that takes the package's payload files
     }
@@ -551,11 +545,11 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     _check_renewal_facts(params, certificate, replaced)
     check_payload(params, payload)
     ps_env, md_env = _environments()
-    steps = steps_for(params)
-    rendered = render_steps(params, certificate)
-    thresholds = resume_thresholds(steps)
-    views = [_with_payload(_step_view(r, steps, params, thresholds), r.step, payload) for r in rendered]
-    probes = render_probes(params)
+    layout = layout_for(params)
+    steps = layout.steps
+    rendered = render_steps(params, certificate, layout)
+    views = [_with_payload(_step_view(r, layout), r.step, payload) for r in rendered]
+    probes = render_probes(params, layout)
     # setup.ps1 runs on the main server; a farm's step 09 runs on each additional server.
     main_views = [v for v in views if v["runs_on"] == "main"]
     elsewhere = [v for v in views if v["runs_on"] != "main"]
@@ -565,17 +559,17 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     setup_text = ps_env.get_template("setup.ps1.j2").render(
         p=params, steps=main_views, elsewhere=elsewhere, version=Trusted(__version__), steps_digest=steps_digest,
         last_index=max(v["index"] for v in main_views), pause=_setup_pause(main_views, elsewhere),
-        renewal=is_renewal(params), n=_numbers(steps))
+        renewal=layout.renewal, n=_numbers(steps))
     setup = _crlf_bom(setup_text)
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
-    backouts = backouts_for(params)
+    backouts = layout.backouts
     numbers = _numbers(steps)
     rollback = {b.script: _crlf_bom(ps_env.get_template(b.template(params.profile)).render(
-                    p=params, c=constants_for(params), n=numbers))
+                    p=params, c=layout.constants, n=numbers))
                 for b in backouts if b.script}
     review = wrap_markdown(md_env.get_template("REVIEW.md.j2").render(
         p=params,
-        c=constants_for(params),
+        c=layout.constants,
         steps=views,
         version=__version__,
         setup_sha256=sha256_hex(setup),
@@ -591,7 +585,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                    for key, value, points in non_ascii_values(flatten(params.model_dump(mode="json",
                                                                                      exclude_none=True)))],
         cert=certificate,
-        renewal=_renewal_review(params, steps, certificate, replaced),
+        renewal=_renewal_review(params, layout, certificate, replaced),
         n=numbers,
         main_range=Trusted(_ranges([s.index for s in steps if s.runs_on == "main"])),
         probes=[_shown(f, b) for f, b in probes.items()],
@@ -609,13 +603,13 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "name": params.name,
         "profile": params.profile,
         "parameters": params.model_dump(mode="json", exclude_none=True),
-        "constants": constants_for(params),
+        "constants": layout.constants,
         **({"certificate": certificate} if certificate is not None else {}),
         **({"replaced_certificate": replaced} if replaced is not None else {}),
         "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review), LOCK_SCRIPT: sha256_hex(lock)},
-        "steps": [_plan_step(r, params) for r in rendered],
+        "steps": [_plan_step(r, layout.entries[r.step.index]) for r in rendered],
         "probes": [{"id": name, "file": probe_file(name), "sha256": sha256_hex(probes[probe_file(name)])}
-                   for name in probes_for(params)],
+                   for name in layout.probes],
         "rollback": [{"step": b.step_id, "file": b.script, "sha256": sha256_hex(rollback[b.script])}
                      for b in backouts if b.script],
         **({"payload": payload.facts()} if payload is not None else {}),
@@ -656,12 +650,12 @@ def _ranges(indexes: list[int]) -> str:
     return ", ".join(f"{r[0]:02d}–{r[-1]:02d}" if len(r) > 1 else f"{r[0]:02d}" for r in runs)
 
 
-def _renewal_review(params: Parameters, steps: tuple[Step, ...], certificate: dict[str, Any] | None,
+def _renewal_review(params: Parameters, layout: Layout, certificate: dict[str, Any] | None,
                     replaced: dict[str, Any] | None) -> dict[str, Any] | None:
     """REVIEW.md's renewal section: which certificate is replaced, until when, and the order."""
-    if not is_renewal(params):
+    if not layout.renewal:
         return None
-    label = {s.id: f"{s.index:02d} {s.id}" for s in steps}
+    label = {s.id: f"{s.index:02d} {s.id}" for s in layout.steps}
     return {"replaces": str(params.certificate.replaces).upper(), "replaced": replaced, "new": certificate,
             "label": label, "farm": "additional-servers" in label}
 
@@ -671,8 +665,7 @@ def _shown(rel: str, data: bytes) -> dict[str, Any]:
     return {"file": rel, "heading": Trusted(rel), "sha256": sha256_hex(data), "text": Trusted(data[3:].decode("utf-8").replace("\r\n", "\n"))}
 
 
-def _plan_step(rendered: RenderedStep, params: Parameters) -> dict[str, Any]:
-    """A step's plan.json entry: the catalogue's facts with the file's sha256 after `file`."""
-    entry = step_entry(rendered.step, params)
+def _plan_step(rendered: RenderedStep, entry: dict[str, Any]) -> dict[str, Any]:
+    """A step's plan.json entry: the catalogue's facts (`entry`) with the file's sha256 after `file`."""
     ordered = {k: entry[k] for k in ("index", "id", "title", "file")}
     return {**ordered, "sha256": rendered.sha256, **entry}
