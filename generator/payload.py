@@ -90,14 +90,28 @@ def check_payload(params: Any, payload: Payload | None) -> None:
         raise UserError('the MSAL payload belongs to a package of trust = "app"; this one is of the ACS trust')
 
 
-def setup_rows(step: Any, payload: Payload) -> list[dict[str, str]]:
-    """The payload files a step takes (`Step.payload`), as setup.ps1 passes them.
+@dataclasses.dataclass(frozen=True)
+class PayloadView:
+    """Everything a render writes, shows and records of a package's payload, taken in one call."""
 
-    Each row: the PowerShell parameter (`MsalDll`), the file under the package folder in Windows
-    form and its sha256, which setup.ps1 compares before passing the file's base64 text.
-    """
-    return [{"parameter": PAYLOAD_PARAMETERS[name], "file": name.replace("/", "\\"), "sha256": payload.sha256[name]}
-            for name in step.payload]
+    files: Mapping[str, bytes]
+    #: plan.json's `payload` (empty: an ACS package, which records none).
+    facts: list[dict[str, object]]
+    #: REVIEW.md's payload table.
+    review: list[dict[str, object]]
+    #: Package file -> how setup.ps1 passes it: the PowerShell parameter (`MsalDll`), the file under
+    #: the package folder in Windows form and its sha256, which setup.ps1 compares first.
+    setup: Mapping[str, dict[str, str]]
+
+
+def payload_view(params: Any, payload: Payload | None) -> PayloadView:
+    """The payload as a render uses it, after `check_payload`; empty for an ACS package."""
+    check_payload(params, payload)
+    if payload is None:
+        return PayloadView({}, [], [], {})
+    setup = {name: {"parameter": PAYLOAD_PARAMETERS[name], "file": name.replace("/", "\\"),
+                    "sha256": payload.sha256[name]} for name in payload.files}
+    return PayloadView(dict(payload.files), payload.facts(), payload.review_rows(), setup)
 
 
 #: Tests only: DER roots that replace Microsoft's wherever this module verifies the DLL without

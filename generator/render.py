@@ -38,7 +38,7 @@ from .catalogue import (
 )
 from .files import digest_of, listing_of, sha256_hex
 from .parameters import ACS_RETIRED_ON, ACS_RETIREMENT, ACS_RETIREMENT_PAGE, Parameters
-from .payload import check_payload, setup_rows
+from .payload import PayloadView, payload_view
 from .powershell import PowerShellLiteral, quote
 from .steps import unit
 from .text import flatten, non_ascii_values
@@ -394,15 +394,18 @@ def _parameters_toml(params: Parameters) -> str:
     return canonical_toml(params.model_dump(mode="json", exclude_none=True))
 
 
-def render_steps(params: Parameters, certificate: dict[str, Any] | None = None,
-                 layout: Layout | None = None) -> list[RenderedStep]:
+def render_steps(params: Parameters, certificate: dict[str, Any] | None = None) -> list[RenderedStep]:
     """Each step of the profile's catalogue, rendered from its own template.
 
     `certificate`: the facts of the checked local certificate copy
     (`certificates.PlanCertificate.facts()`), or None when the parameters name none.
     """
+    return _render_steps(params, certificate, layout_for(params))
+
+
+def _render_steps(params: Parameters, certificate: dict[str, Any] | None, layout: Layout) -> list[RenderedStep]:
+    """`render_steps` with the catalogue's facts already taken (`render_package` takes them once)."""
     ps_env, _ = _environments()
-    layout = layout or layout_for(params)
     steps = layout.steps
     shared = {"p": params, "c": layout.constants, "cert": certificate, "renewal": layout.renewal,
               "n": _numbers(steps)}
@@ -445,10 +448,9 @@ def _setup_pause(main: list[dict[str, Any]], elsewhere: list[dict[str, Any]]) ->
                        f"then continue with:  .\\setup.ps1 -FromStep {after[0]}"}
 
 
-def render_probes(params: Parameters, layout: Layout | None = None) -> dict[str, bytes]:
+def _render_probes(params: Parameters, layout: Layout) -> dict[str, bytes]:
     """The read-only probe scripts of `psbridge check`, rendered into the package for review."""
     ps_env, _ = _environments()
-    layout = layout or layout_for(params)
     out = {}
     for name in layout.probes:
         text = ps_env.get_template(f"probes/{name}.ps1.j2").render(p=params, c=layout.constants,
@@ -495,10 +497,11 @@ def _step_view(rendered: RenderedStep, layout: Layout) -> dict[str, Any]:
     }
 
 
-def _with_payload(view: dict[str, Any], step: Step, payload: Payload | None) -> dict[str, Any]:
+def _with_payload(view: dict[str, Any], step: Step, payload: PayloadView) -> dict[str, Any]:
     """A step view with the payload files the step takes, which setup.ps1 reads, checks and passes."""
-    if step.payload and payload is not None:  # an ACS package carries no payload: its steps take none
-        view["payload"] = [{**row, "parameter": Trusted(row["parameter"])} for row in setup_rows(step, payload)]
+    if step.payload and payload.setup:  # an ACS package carries no payload: its steps take none
+        view["payload"] = [{**payload.setup[name], "parameter": Trusted(payload.setup[name]["parameter"])}
+                           for name in step.payload]
     return view
 
 
@@ -543,13 +546,13 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     each file's facts, REVIEW.md shows them. Required for trust = "app", refused otherwise.
     """
     _check_renewal_facts(params, certificate, replaced)
-    check_payload(params, payload)
+    shipped = payload_view(params, payload)
     ps_env, md_env = _environments()
     layout = layout_for(params)
     steps = layout.steps
-    rendered = render_steps(params, certificate, layout)
-    views = [_with_payload(_step_view(r, layout), r.step, payload) for r in rendered]
-    probes = render_probes(params, layout)
+    rendered = _render_steps(params, certificate, layout)
+    views = [_with_payload(_step_view(r, layout), r.step, shipped) for r in rendered]
+    probes = _render_probes(params, layout)
     # setup.ps1 runs on the main server; a farm's step 09 runs on each additional server.
     main_views = [v for v in views if v["runs_on"] == "main"]
     elsewhere = [v for v in views if v["runs_on"] != "main"]
@@ -577,7 +580,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         script_hashes=Trusted("\n".join(
             f"{sha256_hex(data)}  {rel}" for rel, data in
             [("setup.ps1", setup), *((r.step.file, r.data) for r in rendered), *probes.items(), (LOCK_SCRIPT, lock),
-             *(sorted(payload.files.items()) if payload is not None else [])]
+             *sorted(shipped.files.items())]
         )),
         tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
         parameters_toml=_parameters_toml(params),
@@ -594,7 +597,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                   "script": _shown(b.script, rollback[b.script]) if b.script else None} for b in backouts],
         irreversible=Trusted(IRREVERSIBLE),
         acs={"quote": Trusted(ACS_RETIREMENT), "date": ACS_RETIRED_ON, "page": ACS_RETIREMENT_PAGE},
-        payload=payload.review_rows() if payload is not None else [],
+        payload=shipped.review,
     )).encode("utf-8")
     plan: dict[str, object] = {
         "format_version": FORMAT_VERSION,
@@ -612,14 +615,14 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                    for name in layout.probes],
         "rollback": [{"step": b.step_id, "file": b.script, "sha256": sha256_hex(rollback[b.script])}
                      for b in backouts if b.script],
-        **({"payload": payload.facts()} if payload is not None else {}),
+        **({"payload": shipped.facts} if shipped.facts else {}),
     }
     files_out = {r.step.file: r.data for r in rendered}
     files_out.update(probes)
     files_out["setup.ps1"] = setup
     files_out[LOCK_SCRIPT] = lock
     files_out.update(rollback)
-    files_out.update(payload.files if payload is not None else {})
+    files_out.update(shipped.files)
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = plan_json_bytes(plan)
     return Rendered(name=params.name, files=files_out)
