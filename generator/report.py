@@ -36,6 +36,7 @@ from .clock import format_time, utc_now
 from .errors import UserError
 from .files import read_regular, sha256_hex, write_file
 from .package import Package
+from .run_record import parse_event
 from .text import clip, printable
 
 #: The page may load nothing; inline styles (the template's <style> and Pygments' spans) only.
@@ -357,6 +358,11 @@ def _read_run(path: Path, digest: str) -> RunView:
         if not isinstance(event, dict):
             run.problems.append(f"line {number}: not a JSON object")
             continue
+        try:  # the run record's one schema (run_record): what is shown is what validated
+            event = parse_event(event).data()
+        except ValueError as exc:
+            run.problems.append(clip(f"line {number}: not a run event ({exc})", 200))
+            continue
         kind = event.get("event")
         host = _text(event.get("host"))
         if kind == "run-start":
@@ -399,8 +405,6 @@ def _read_run(path: Path, digest: str) -> RunView:
                 code, f"exit {run.exit_code}") if isinstance(code, int) else "ended"
             if run.reason == "not-recorded":
                 run.outcome = "not started (not recorded)"
-        else:
-            run.events.append(f"event {clip(_text(kind), 40)}")
     for event in open_steps.values():  # sent, never ended: the run was cut off during the step
         step = _run_step(event, _text(event.get("host")))
         step.state, step.detail = "no end recorded", "the record ends during this step: check the server"
