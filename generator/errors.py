@@ -20,7 +20,9 @@ class ExitCode(enum.IntEnum):
     UNKNOWN = 4  # the outcome of a step is unknown (timeout, lost connection)
     WOULD_CHANGE = 5  # check: something would change / run --verify: verification failed
     EXPIRING = 6  # check: in place, but something expires within the warning window
+    HANGUP = 129  # SIGHUP (128 + 1): a dropped terminal or SSH session, stopped like Ctrl-C
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+    TERMINATED = 143  # SIGTERM (128 + 15): stopped like Ctrl-C
 
 
 class UserError(Exception):
@@ -46,9 +48,28 @@ class ConnectFailure(Exception):
 
 
 class Interrupted(Exception):
-    """The operator interrupted the command (Ctrl-C) between steps; exit code 130. What ran is recorded."""
+    """The command was interrupted between steps (Ctrl-C: 130; SIGTERM: 143; SIGHUP: 129). What ran is recorded."""
 
-    exit_code = ExitCode.INTERRUPTED
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = stop_code()
+
+
+#: The signal that stops the command like Ctrl-C (SIGTERM, SIGHUP), once the command line's handler saw
+#: one; None: Ctrl-C or nothing. The handler raises KeyboardInterrupt, so every path that stops a step,
+#: records the run's end and releases its locks on Ctrl-C does so on these signals too.
+_STOP_SIGNAL: list[int] = []
+
+
+def stopped_by(signum: int | None) -> None:
+    """Remember that `signum` (SIGTERM, SIGHUP) is stopping the command (the CLI's signal handler calls it);
+    None forgets it (a new command starts)."""
+    _STOP_SIGNAL[:] = [] if signum is None else [signum]
+
+
+def stop_code() -> ExitCode:
+    """The exit code of a stopped command: 128 + the signal that stopped it (130 for Ctrl-C)."""
+    return ExitCode(128 + _STOP_SIGNAL[0]) if _STOP_SIGNAL else ExitCode.INTERRUPTED
 
 
 class CommandFinished(Exception):

@@ -14,7 +14,11 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from ..errors import CommandFinished, ConnectFailure, ExitCode, Interrupted, RuntimeFailure, UserError
+import signal
+import threading
+from types import FrameType
+
+from ..errors import CommandFinished, ConnectFailure, ExitCode, Interrupted, RuntimeFailure, UserError, stop_code, stopped_by
 from . import approvals, audit, cert, check, evidence, packages, rollback, run
 from .options import CONTEXT
 from .output import safe
@@ -45,9 +49,32 @@ for _command in (
     cli.add_command(_command)
 
 
+#: Signals that stop psbridge as Ctrl-C does: a dropped SSH session (SIGHUP), a service manager (SIGTERM).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """Stop like Ctrl-C: the running step is stopped and UNKNOWN, the run's end recorded, its locks released."""
+    stopped_by(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the command and turn its exception into an exit code without a traceback."""
     install_prompt()
+    stopped_by(None)
+    # Signal handlers can only be set in the main thread (an embedding program may call main elsewhere).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS} if main_thread else {}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
+    """`main` without the signal handlers."""
     try:
         # With standalone_mode=False click returns the code of its own exits (--help, --version: 0).
         code = cli.main(args=argv, prog_name="psbridge", standalone_mode=False)
@@ -70,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:  # click's own usage errors (exit 2)
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click turns an interruption at a prompt into Abort
+        if stop_code() != ExitCode.INTERRUPTED:  # SIGTERM or SIGHUP, not the operator's answer
+            click.echo("psbridge: interrupted", err=True)
+            return stop_code()
         click.echo("psbridge: aborted", err=True)
         return ExitCode.FAILED
     except KeyboardInterrupt:
         click.echo("psbridge: interrupted", err=True)
-        return ExitCode.INTERRUPTED
+        return stop_code()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, audit
-from ..errors import ConnectFailure, ExitCode, Interrupted, RuntimeFailure, UserError
+from ..errors import ConnectFailure, ExitCode, Interrupted, RuntimeFailure, UserError, stop_code
 from ..locks import WorkstationLock
 from .advice import RunFacts
 from .context import RemoteContext
@@ -135,7 +135,7 @@ def audited_action(ctx: RemoteContext, audited: Audited, start: RunStart,
             _start(recorder, start, start_details)
             yield recorder
         except KeyboardInterrupt:
-            recorder.end(ExitCode.INTERRUPTED, "interrupted", ["interrupted by the operator between steps"])
+            recorder.end(stop_code(), "interrupted", ["interrupted by the operator between steps"])
             recorder.attempt("interrupted", host=ctx.conn.host, **recorder.facts())
             raise Interrupted("interrupted between steps; the run record says what ran") from None
         except ConnectFailure as exc:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from ..approvals import Verification
+from ..errors import stop_code
 from ..thumbprint import Thumbprint
 from .action import Audited, Finished, audited_action, finish, started
 from .advice import RunFacts
@@ -45,7 +46,7 @@ def run_package(ctx: RemoteContext, options: RunOptions, audited: Audited,
             # Ctrl-C outside a step (a step handles its own; a probe passes it on): the record says
             # how it ended, and where to continue without sending a finished step again.
             summary, pending = server_run.interrupted()
-            recorder.end(130, "interrupted", summary, pending)
+            recorder.end(stop_code(), "interrupted", summary, pending)
             raise
         finally:
             server_run.close()
