@@ -40,7 +40,7 @@ def init(path: Path, force: bool) -> None:
     text = files("psbridge.templates").joinpath("parameters.toml").read_text(encoding="utf-8")
     # The header's commands name this file; a name that can't be shown on one comment line isn't.
     shown = shlex.quote(str(path)) if str(path).isprintable() else "<this file>"
-    text = text.replace("{file}", shown)
+    text = text.replace("{file}", shown).replace('\nname = "contoso"\n', f'\nname = "{package_name_for(path)}"\n', 1)
     if not path.parent.is_dir():
         raise UserError(f"{path.parent}: no such folder")
     write_file(path, text.encode("utf-8"), 0o644, overwrite=force)
@@ -72,18 +72,29 @@ def validate(params: Path) -> None:
 #: case-insensitively. A file that still holds one renders a package for contoso.com. (The
 #: article's certificate paths are left out: they may well be the real ones.)
 ARTICLE_VALUES = {
+    "name": "contoso",
     "certificate.service_account": "contoso\\CRMWebApplicationService",
     "crm.root_domain": "*.contoso.com",
     "sharepoint.sites": "https://contoso.sharepoint.com/sites/salesteam",
 }
 
 
+def package_name_for(path: Path) -> str:
+    """The package name `init` writes: the file's stem as a package name (`fabrikam.toml`: fabrikam), or
+    the article's `contoso` when nothing of the stem is one."""
+    import re
+
+    name = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-")[:63].strip("-")
+    return name if re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name) else "contoso"
+
+
 def article_values(parameters: Parameters) -> list[str]:
     """The fields of `parameters` that still hold the article's example values."""
     held = []
     for field, example in ARTICLE_VALUES.items():
-        table, key = field.split(".")
-        value = getattr(getattr(parameters, table), key)
+        value: object = parameters
+        for part in field.split("."):
+            value = getattr(value, part)
         values = value if isinstance(value, list) else [value]
         if any(str(v).rstrip("/").casefold() == example.casefold() for v in values):
             held.append(field)
