@@ -71,3 +71,11 @@ def test_the_scripts_callback_completes_commands_and_options() -> None:
     result = run_psbridge(env={"_PSBRIDGE_COMPLETE": "bash_complete", "COMP_WORDS": "psbridge render --fo",
                                "COMP_CWORD": "2"})
     assert result.stdout.split() == ["plain,--force"]
+
+
+def test_the_top_level_help_lists_commands_in_the_order_of_the_workflow() -> None:
+    from psbridge.cli import WORKFLOW_ORDER
+
+    help_text = run_psbridge("--help").stdout
+    listed = [line.split()[0] for line in help_text.split("Commands:", 1)[1].splitlines() if line.startswith("  ")]
+    assert listed == list(WORKFLOW_ORDER)

@@ -28,7 +28,20 @@ from .prompts import install_prompt
 __all__ = ["COMPLETION_SHELLS", "cli", "main"]
 
 
-@click.group(context_settings=CONTEXT)
+#: `psbridge --help` lists the commands in the order of the workflow, not alphabetically.
+WORKFLOW_ORDER = ("init", "validate", "render", "report", "keygen", "approve", "verify", "show", "diff", "check",
+                  "run", "rollback", "audit", "cert", "schema", "completion")
+
+
+class _WorkflowGroup(click.Group):
+    """A group whose help lists its commands in the workflow's order (any other command last)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        known = [name for name in WORKFLOW_ORDER if name in self.commands]
+        return known + sorted(set(self.commands) - set(known))
+
+
+@click.group(cls=_WorkflowGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="psbridge", message="%(prog)s %(version)s")
 def cli() -> None:
     """Configure server-based authentication between Dynamics 365 CE (on-premises) and
