@@ -244,3 +244,18 @@ def test_package_files_are_readable_not_executable(psbridge, tmp_path: Path) -> 
     for path in (tmp_path / "output/contoso").rglob("*"):
         if path.is_file():
             assert oct(path.stat().st_mode & 0o777) in {"0o644", "0o600"}, path
+
+
+def test_validate_and_render_speak_json_when_asked(psbridge, tmp_path: Path) -> None:
+    """`--json`: one JSON object on stdout, the warnings on stderr (issue 21)."""
+    write_params(tmp_path, VALID, "c.toml")
+    checked = psbridge("validate", "c.toml", "--json")
+    assert checked.exit_code == 0, checked.stderr
+    assert json.loads(checked.stdout) == {"file": "c.toml", "valid": True, "name": "contoso", "profile": "msonline",
+                                          "trust": "acs"}
+    assert "retired" in checked.stderr  # the ACS warning stays a warning line
+    written = psbridge("render", "c.toml", "--out", "out", "--json")
+    assert written.exit_code == 0, written.stderr
+    document = json.loads(written.stdout)
+    assert document["package"] == str(Path("out") / "contoso") and document["steps"] == 8
+    assert re.fullmatch(r"[0-9a-f]{64}", document["digest"]) and re.fullmatch(r"[0-9a-f]{64}", document["audit_head"])

@@ -49,7 +49,8 @@ def init(path: Path, force: bool) -> None:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("params", type=click.Path(dir_okay=False, path_type=Path))
-def validate(params: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (warnings stay on stderr).")
+def validate(params: Path, as_json: bool) -> None:
     """Check a parameters file; list every problem (exit 2) or say it is valid (exit 0).
 
     \b
@@ -65,6 +66,10 @@ def validate(params: Path) -> None:
     payload_for(parameters, params.parent)  # a bad .nupkg fails here (exit 2), not at render
     _warn_if_article_values(parameters, params)
     _warn_if_acs(parameters)
+    if as_json:
+        click.echo(json.dumps({"file": str(params), "valid": True, "name": parameters.name,
+                               "profile": parameters.profile, "trust": parameters.trust or "acs"}))
+        return
     click.echo(f"{params}: valid ({parameters.name}, profile {parameters.profile})")
 
 
@@ -194,8 +199,10 @@ def completion_command(ctx: click.Context, shell: str) -> None:
     show_default=True, help="Folder in which the package folder <name>/ is written.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing package (its runs/ and approvals/ are kept).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON object.")
 @audit_log_option
-def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit_log: Path | None) -> None:
+def render(params: Path | None, example: bool, out_dir: Path, force: bool, as_json: bool,
+           audit_log: Path | None) -> None:
     """Render the PowerShell sequence into a reviewable package OUT/<name>/.
 
     \b
@@ -232,8 +239,15 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, audit
             audit_failure(log, "render", exc, params=source)
         raise
     steps = sum(1 for f in rendered.files if f.startswith("steps/"))
-    entry = audit.record(log, "render", Package(rendered.files, target), "rendered", params=source, steps=steps,
-                         force=force)
+    package = Package(rendered.files, target)
+    entry = audit.record(log, "render", package, "rendered", params=source, steps=steps, force=force)
+    if as_json:
+        from ..audit import head_of
+
+        click.echo(json.dumps({"package": str(target), "name": package.name, "digest": package.digest,
+                               "steps": steps, "review": str(target / "REVIEW.md"), "audit_log": str(log),
+                               "audit_head": head_of(entry)}))
+        return
     click.echo(f"wrote {target}/ ({steps} steps): review {target / 'REVIEW.md'}")
     print_audit_head(log, entry)
 
