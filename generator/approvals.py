@@ -37,6 +37,7 @@ from .keys import (
     load_private_key,
     load_public_key,
     load_trusted_keys,
+    read_trusted_folder,
     short,
 )
 from .package import Package
@@ -465,6 +466,8 @@ class Verification:
     package: str
     digest: str
     notes: list[str] = field(default_factory=list)
+    #: Every key of the trusted-keys folder that was trusted (file, identity, key), for the auditor.
+    trusted_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -487,7 +490,8 @@ def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | 
     """
     if policy.min_approvals < 1:
         raise UserError("--min-approvals: at least 1")
-    trusted = load_trusted_keys(policy.trusted_keys)
+    folder = read_trusted_folder(policy.trusted_keys)
+    trusted = folder.keys
     forbidden = forbidden_from(policy.forbid, trusted)
     reasons = list(package.problems) or list(package.reproduction_problems)
     statuses, strays = list_approvals(package, now=now or utc_now(), trusted=trusted, forbidden=forbidden)
@@ -495,6 +499,8 @@ def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | 
     rejected = [f"{s.describe()}: {p}" for s in statuses for p in s.problems]
     rejected += [f"unexpected file: {stray} (not an approval)" for stray in strays]
     notes = [f"{s.describe()}: another approval by the same person already counts" for s in repeats]
+    hidden = folder.notice(policy.trusted_keys)
+    notes = ([hidden] if hidden else []) + notes
     if len(used) < policy.min_approvals:
         reasons += rejected
         have = "no" if not used else str(len(used))
@@ -505,7 +511,7 @@ def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | 
         # approvals/ could delete the good ones just as well; what counts is enough valid ones.
         notes += rejected
     return Verification(ok=not reasons, reasons=reasons, approvals_used=used if not reasons else [],
-                        package=package.name, digest=package.digest, notes=notes)
+                        package=package.name, digest=package.digest, notes=notes, trusted_keys=folder.named())
 
 
 class NotApproved(RuntimeFailure):

@@ -300,22 +300,47 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
-    """Every `*.pub.json` in `directory`, by fingerprint: the board's list of who may approve.
+@dataclass(frozen=True)
+class TrustedFolder:
+    """The board's trusted-keys folder as read: the keys by fingerprint, and the hidden files ignored."""
 
-    An empty or unreadable folder is an input error rather than "nobody approved", so a
-    wrong path cannot be mistaken for a policy. One key per person (`PublicKey.person`):
-    a folder holding two keys of one person is refused, naming both files, so that one
-    person can never count twice. The same key in two files under the same identity is
-    one key. Every entry must be a small regular file: a FIFO, device or folder named
-    ``*.pub.json`` is refused, and so is a symbolic link (what the board trusts must be
-    in the folder the board controls, not wherever a link points).
+    keys: dict[str, PublicKey]
+    hidden: list[str]
+
+    def named(self) -> list[str]:
+        """One line per trusted key, so an auditor sees every key that counted and whose it is."""
+        return [f"{key.path.name if key.path else '?'} ({key.identity}, key {short(key.fingerprint)})"
+                for key in sorted(self.keys.values(), key=lambda k: k.path.name if k.path else "")]
+
+    def notice(self, directory: Path) -> str | None:
+        """The one-line notice naming ignored hidden files, or None when there are none."""
+        if not self.hidden:
+            return None
+        return (f"--trusted-keys {directory}: ignored hidden file(s) {', '.join(self.hidden)} "
+                "(a key the board trusts must be visible to `ls`)")
+
+
+def read_trusted_folder(directory: Path) -> TrustedFolder:
+    """Every visible `*.pub.json` in `directory`, by fingerprint: the board's list of who may approve.
+
+    A hidden file (name starting with a dot) is never trusted, only named in `hidden`: a key
+    the board trusts must be one `ls` shows. An empty or unreadable folder is an input error
+    rather than "nobody approved", so a wrong path cannot be mistaken for a policy. One key per
+    person (`PublicKey.person`): a folder holding two keys of one person is refused, naming
+    both files, so that one person can never count twice. The same key in two files under the
+    same identity is one key. Every entry must be a small regular file: a FIFO, device or
+    folder named ``*.pub.json`` is refused, and so is a symbolic link (what the board trusts
+    must be in the folder the board controls, not wherever a link points).
     """
     if not directory.is_dir():
         raise UserError(f"--trusted-keys {directory}: not a folder")
     keys: dict[str, PublicKey] = {}
     people: dict[str, PublicKey] = {}
+    hidden: list[str] = []
     for path in sorted(directory.glob(f"*{PUBLIC_KEY_SUFFIX}")):
+        if path.name.startswith("."):
+            hidden.append(path.name)
+            continue
         key = load_public_key(path, follow_symlinks=False)
         other = keys.get(key.fingerprint)
         if other is not None:
@@ -329,8 +354,14 @@ def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
         keys[key.fingerprint] = key
         people[key.person] = key
     if not keys:
-        raise UserError(f"--trusted-keys {directory}: no *{PUBLIC_KEY_SUFFIX} public keys in it")
-    return keys
+        raise UserError(f"--trusted-keys {directory}: no *{PUBLIC_KEY_SUFFIX} public keys in it"
+                        + (f" (hidden files ignored: {', '.join(hidden)})" if hidden else ""))
+    return TrustedFolder(keys, hidden)
+
+
+def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
+    """The keys of `read_trusted_folder` (hidden files ignored), for callers that only judge trust."""
+    return read_trusted_folder(directory).keys
 
 
 def default_passphrase_reader() -> str:
