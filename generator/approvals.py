@@ -36,6 +36,7 @@ from .keys import (
     key_fingerprint,
     load_private_key,
     load_public_key,
+    no_address_problem,
     load_trusted_keys,
     read_trusted_folder,
     short,
@@ -226,7 +227,7 @@ class ApprovalStatus:
 
 @dataclass(frozen=True)
 class Forbidden:
-    """Who may not approve this time: keys by fingerprint, people by identity_key."""
+    """Who may not approve this time: keys by fingerprint, people by identity_key (their normalised address)."""
 
     fingerprints: frozenset[str] = frozenset()
     persons: frozenset[str] = frozenset()
@@ -247,8 +248,9 @@ def forbidden_from(specs: Iterable[str], trusted: Mapping[str, PublicKey] | None
         fp = key_fingerprint(spec)
         fingerprints.add(fp)
         identity = _identity_of(spec, fp, trusted)
-        if identity:
-            persons.add(identity_key(identity))
+        person = identity_key(identity) if identity else None
+        if person:
+            persons.add(person)
     return Forbidden(frozenset(fingerprints), frozenset(persons))
 
 
@@ -351,6 +353,9 @@ def _judge_trust(
     fp = record["fingerprint"]
     if forbidden.forbids(fp, record["approver"]):
         status.problems.append("forbidden approver: this person may not approve this run (self-approval)")
+    nobody = no_address_problem(record["approver"])
+    if nobody:
+        status.problems.append(f"no address: {nobody}")
     if trusted is None:
         return
     known = trusted.get(fp)
