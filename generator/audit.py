@@ -500,18 +500,29 @@ def verify(log_path: Path | str, expected_head: str | None = None) -> AuditCheck
     return _verify_bytes(data, expected_head)
 
 
-def entries(log_path: Path | str) -> list[dict[str, Any]]:
+def entries(log_path: Path | str, expected_head: str | None = None) -> list[dict[str, Any]]:
     """Every line of an intact log, parsed; a broken chain is a RuntimeFailure naming the line.
 
     For what must be vouched for by the log (a run record for `rollback`): the chain is
-    checked and the entries are parsed from the same bytes.
+    checked and the entries are parsed from the same bytes. With `expected_head` (a head
+    recorded elsewhere, e.g. in the change ticket) only the lines up to and including that
+    head are returned: anyone who can write the log can append correctly chained lines after
+    it, so nothing after it is believed. A head that is not in the log is a RuntimeFailure.
     """
     path = Path(log_path)
     data = _read_shared(path)
     check = _verify_bytes(data, None)
     if not check.ok:
         raise RuntimeFailure(f"{path}: line {check.broken_line}: {check.problem}; the audit log can't vouch for anything")
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
+    lines = [line for line in data.split(b"\n") if line]
+    if expected_head is not None:
+        wanted = expected_head.lower()
+        heads = [sha256_hex(line) for line in lines]
+        if wanted not in heads:
+            raise RuntimeFailure(f"{path}: head {wanted} is not in the log (lines removed from the end, or another "
+                                 "log?); the audit log can't vouch for anything")
+        lines = lines[:heads.index(wanted) + 1]
+    return [json.loads(line) for line in lines]
 
 
 # --------------------------------------------------------------------------- repair
