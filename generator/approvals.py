@@ -36,7 +36,9 @@ from .keys import (
     key_fingerprint,
     load_private_key,
     load_public_key,
+    no_address_problem,
     load_trusted_keys,
+    read_trusted_folder,
     short,
 )
 from .package import Package
@@ -225,7 +227,7 @@ class ApprovalStatus:
 
 @dataclass(frozen=True)
 class Forbidden:
-    """Who may not approve this time: keys by fingerprint, people by identity_key."""
+    """Who may not approve this time: keys by fingerprint, people by identity_key (their normalised address)."""
 
     fingerprints: frozenset[str] = frozenset()
     persons: frozenset[str] = frozenset()
@@ -246,8 +248,9 @@ def forbidden_from(specs: Iterable[str], trusted: Mapping[str, PublicKey] | None
         fp = key_fingerprint(spec)
         fingerprints.add(fp)
         identity = _identity_of(spec, fp, trusted)
-        if identity:
-            persons.add(identity_key(identity))
+        person = identity_key(identity) if identity else None
+        if person:
+            persons.add(person)
     return Forbidden(frozenset(fingerprints), frozenset(persons))
 
 
@@ -350,6 +353,9 @@ def _judge_trust(
     fp = record["fingerprint"]
     if forbidden.forbids(fp, record["approver"]):
         status.problems.append("forbidden approver: this person may not approve this run (self-approval)")
+    nobody = no_address_problem(record["approver"])
+    if nobody:
+        status.problems.append(f"no address: {nobody}")
     if trusted is None:
         return
     known = trusted.get(fp)
@@ -465,6 +471,8 @@ class Verification:
     package: str
     digest: str
     notes: list[str] = field(default_factory=list)
+    #: Every key of the trusted-keys folder that was trusted (file, identity, key), for the auditor.
+    trusted_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -487,7 +495,8 @@ def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | 
     """
     if policy.min_approvals < 1:
         raise UserError("--min-approvals: at least 1")
-    trusted = load_trusted_keys(policy.trusted_keys)
+    folder = read_trusted_folder(policy.trusted_keys)
+    trusted = folder.keys
     forbidden = forbidden_from(policy.forbid, trusted)
     reasons = list(package.problems) or list(package.reproduction_problems)
     statuses, strays = list_approvals(package, now=now or utc_now(), trusted=trusted, forbidden=forbidden)
@@ -495,6 +504,8 @@ def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | 
     rejected = [f"{s.describe()}: {p}" for s in statuses for p in s.problems]
     rejected += [f"unexpected file: {stray} (not an approval)" for stray in strays]
     notes = [f"{s.describe()}: another approval by the same person already counts" for s in repeats]
+    hidden = folder.notice(policy.trusted_keys)
+    notes = ([hidden] if hidden else []) + notes
     if len(used) < policy.min_approvals:
         reasons += rejected
         have = "no" if not used else str(len(used))
@@ -505,7 +516,7 @@ def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | 
         # approvals/ could delete the good ones just as well; what counts is enough valid ones.
         notes += rejected
     return Verification(ok=not reasons, reasons=reasons, approvals_used=used if not reasons else [],
-                        package=package.name, digest=package.digest, notes=notes)
+                        package=package.name, digest=package.digest, notes=notes, trusted_keys=folder.named())
 
 
 class NotApproved(RuntimeFailure):

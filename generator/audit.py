@@ -500,18 +500,29 @@ def verify(log_path: Path | str, expected_head: str | None = None) -> AuditCheck
     return _verify_bytes(data, expected_head)
 
 
-def entries(log_path: Path | str) -> list[dict[str, Any]]:
+def entries(log_path: Path | str, expected_head: str | None = None) -> list[dict[str, Any]]:
     """Every line of an intact log, parsed; a broken chain is a RuntimeFailure naming the line.
 
     For what must be vouched for by the log (a run record for `rollback`): the chain is
-    checked and the entries are parsed from the same bytes.
+    checked and the entries are parsed from the same bytes. With `expected_head` (a head
+    recorded elsewhere, e.g. in the change ticket) only the lines up to and including that
+    head are returned: anyone who can write the log can append correctly chained lines after
+    it, so nothing after it is believed. A head that is not in the log is a RuntimeFailure.
     """
     path = Path(log_path)
     data = _read_shared(path)
     check = _verify_bytes(data, None)
     if not check.ok:
         raise RuntimeFailure(f"{path}: line {check.broken_line}: {check.problem}; the audit log can't vouch for anything")
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
+    lines = [line for line in data.split(b"\n") if line]
+    if expected_head is not None:
+        wanted = expected_head.lower()
+        heads = [sha256_hex(line) for line in lines]
+        if wanted not in heads:
+            raise RuntimeFailure(f"{path}: head {wanted} is not in the log (lines removed from the end, or another "
+                                 "log?); the audit log can't vouch for anything")
+        lines = lines[:heads.index(wanted) + 1]
+    return [json.loads(line) for line in lines]
 
 
 # --------------------------------------------------------------------------- repair
@@ -567,13 +578,43 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _complete_entries(torn: bytes) -> list[str]:
+    """The head hashes of complete audit entries inside `torn` (bytes after the last newline).
+
+    A true torn tail is a line cut short; bytes holding a whole entry (its fields in order, its
+    own sha256 right) are recorded lines whose newlines were removed, and cutting them would
+    delete history that `verify` then calls clean. Every ``{"time":`` is tried, so garbage in
+    front of a glued line does not hide it.
+    """
+    decoder = json.JSONDecoder()
+    text = torn.decode("latin-1")  # one character per byte: offsets stay byte offsets
+    found: list[str] = []
+    start = text.find('{"time":')
+    while start >= 0:
+        try:
+            entry, end = decoder.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            entry, end = None, start + 1
+        if isinstance(entry, dict) and tuple(entry) == FIELDS:
+            body = {k: v for k, v in entry.items() if k != "sha256"}
+            try:
+                if sha256_hex(canonical(body)) == entry["sha256"]:
+                    found.append(sha256_hex(torn[start:end]))
+            except (RecursionError, UnicodeEncodeError, TypeError):
+                pass
+        start = text.find('{"time":', max(end, start + 1))
+    return found
+
+
 def repair(log_path: Path | str, *, actor: str | None = None) -> Repair:
     """Cut a torn last line off the log, keep it aside and record the cut as a chained line.
 
     Under the exclusive lock: the bytes after the last newline (and only those) are
     written to ``PATH.torn-<UTC time>`` (0600), the log is truncated to its last newline
     and an ``audit-repair`` line (outcome ``repaired``; details ``removed_bytes``,
-    ``removed_sha256``, ``kept_in``) is appended. A log without a torn tail whose chain
+    ``removed_sha256``, ``kept_in``) is appended. Bytes after the last newline that hold a
+    complete audit entry (recorded lines whose newlines were removed) are not a torn line:
+    nothing is changed and RuntimeFailure names each entry's line hash. A log without a torn tail whose chain
     verifies is left alone (`removed_bytes` 0). When the complete lines do not verify,
     nothing is changed and RuntimeFailure names the first broken line. A missing log, a
     symbolic link or not a regular file is a UserError.
@@ -597,6 +638,13 @@ def repair(log_path: Path | str, *, actor: str | None = None) -> Repair:
         head = check.head or GENESIS
         if not torn:
             return Repair(0, None, None, check.good_lines, head)
+        whole = _complete_entries(torn)
+        if whole:
+            raise RuntimeFailure(
+                f"{path}: the {len(torn)} bytes after line {check.good_lines} hold {len(whole)} complete audit "
+                f"entr{'y' if len(whole) == 1 else 'ies'} whose newline is missing (line hash(es) {', '.join(whole)}), "
+                "not a torn line; not repaired, nothing changed: restore the newlines, then verify"
+            )
         digest = sha256_hex(torn)
         side = _keep_torn(path, torn)
         try:

@@ -46,17 +46,39 @@ class RollbackPlan:
     nothing: list[tuple[PackageStep, str]] = field(default_factory=list)  # ran, but nothing to undo / can't tell
 
 
-def read_record(path: Path, package: Package, audit_lines: list[dict[str, Any]]) -> tuple[list[RunEvent], str]:
+@dataclass(frozen=True)
+class Vouching:
+    """Which audit lines may vouch for a run record, and what the log must show about the package.
+
+    `lines` are the entries believed (up to the expected head when one was given); `head` is
+    that head, named in refusals; `origin_required` asks the log to hold a render or approve
+    line for the package's digest (a log named on the command line must be the package's own
+    log, not a fresh file holding one forged `run` line); `log` names it in messages.
+    """
+
+    lines: list[dict[str, Any]]
+    log: str
+    head: str | None = None
+    origin_required: bool = False
+
+
+def read_record(path: Path, package: Package, vouching: Vouching) -> tuple[list[RunEvent], str]:
     """The run record's events (read through the record's one schema), once its sha256 is found in the
-    audit log for this package's digest."""
+    audit log for this package's digest (in the lines `vouching` lets us believe)."""
+    lines = vouching.lines
+    if vouching.origin_required and not any(line.get("action") in ("render", "approve")
+                                            and line.get("digest") == package.digest for line in lines):
+        raise UserError(f"{vouching.log}: no render or approve line for this package's digest "
+                        f"{package.digest[:16]}…: not this package's audit log; refusing to believe it")
     data = read_regular(path, str(path), limit=MAX_RECORD_BYTES, too_large="larger than any run record",
                         follow_symlinks=False)
     digest = sha256_hex(data)
     vouched = any(line.get("action") == "run" and line.get("digest") == package.digest
-                  and (line.get("details") or {}).get("record_sha256") == digest for line in audit_lines)
+                  and (line.get("details") or {}).get("record_sha256") == digest for line in lines)
     if not vouched:
-        raise UserError(f"{path}: its sha256 {digest[:16]}… is in no `run` line of the audit log for this package: "
-                        "a run record is only believed when the audit log vouches for it")
+        upto = f" up to head {vouching.head[:16]}…" if vouching.head else ""
+        raise UserError(f"{path}: its sha256 {digest[:16]}… is in no `run` line of the audit log{upto} for this "
+                        "package: a run record is only believed when the audit log vouches for it")
     events = read_events(data, f"{path}: not a run record")
     if not events or not isinstance(events[0], RunStart):
         raise UserError(f"{path}: not a run record")

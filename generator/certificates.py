@@ -453,6 +453,8 @@ def export_cer(path: Path | str, password: str | None, out: Path | str, *, force
 
 def describe(info: CertificateInfo) -> list[str]:
     """The human-readable report of `psbridge cert inspect` (and `cert new`), one line each."""
+    from .text import printable
+
     if info.has_private_key is None:
         private = "not applicable (a certificate file holds no key)"
     elif not info.has_private_key:
@@ -477,13 +479,15 @@ def describe(info: CertificateInfo) -> list[str]:
         ("Certificates in file", str(info.certificate_count)),
     ]
     width = max(len(label) for label, _ in rows) + 1
-    lines = [f"{label + ':':<{width}} {value}" for label, value in rows]
+    # Every value is escaped (`text.printable`): a file name or a certificate's text must not
+    # drive the terminal or reverse what follows it (the subject is escaped by windows_dn too).
+    lines = [f"{label + ':':<{width}} {printable(str(value))}" for label, value in rows]
     lines.append("CredentialValue (the article's $CredentialValue): base64 of the DER, 64 per line")
     # wrapped like PEM (RFC 7468); joined without the line breaks it is the one-line value
     lines.extend(f"  {info.der_base64[i:i + 64]}" for i in range(0, len(info.der_base64), 64))
     if info.findings:
         lines.append("Findings:")
-        lines.extend(f"  {f.level}: {f.message}" for f in info.findings)
+        lines.extend(f"  {f.level}: {printable(f.message)}" for f in info.findings)
     else:
         lines.append("Findings: none")
     return lines

@@ -37,11 +37,13 @@ subject of an S2S certificate (CN, O, OU, L, S, C, E) the form is exact.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from .errors import UserError
+from .text import code_point, printable
 
 # --------------------------------------------------------------------------- names
 
@@ -114,8 +116,12 @@ _QUOTABLE_SPACE = frozenset(" \t\n\v\f\r")
 
 
 def _windows_value(value: str | bytes) -> str:
+    """One attribute value as Windows shows it, with controls, line breaks and bidi/format characters
+    escaped (`text.printable`): a subject read from a certificate is shown on terminals, in JSON,
+    plan.json and REVIEW.md, and must never move the cursor, end a line or reverse the text."""
     if isinstance(value, bytes):
         return "#" + value.hex().upper()
+    value = printable(value)
     needs_quotes = (
         value == ""
         or value[0] in _QUOTABLE_SPACE
@@ -139,6 +145,11 @@ def windows_dn(name: x509.Name) -> str:
     return ", ".join(parts)
 
 
+#: Unicode categories refused in a subject psbridge creates: controls (C0, DEL, C1), format
+#: characters (bidi overrides, zero-width, BOM) and line/paragraph separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def parse_subject(text: str) -> x509.Name:
     """Parse a subject as a Windows user types it (`CN=crm.contoso.com, O=Contoso, C=US`).
 
@@ -152,8 +163,10 @@ def parse_subject(text: str) -> x509.Name:
     """
     if not text or not text.strip():
         raise UserError("--subject: empty; give e.g. \"CN=crm.contoso.com, O=Contoso\"")
-    if any(ord(ch) < 0x20 and ch not in "\t" for ch in text):
-        raise UserError("--subject: contains a control character")
+    for ch in text:  # tab is white space around keys and values; refused inside a value below
+        if ch != "\t" and unicodedata.category(ch) in _INVISIBLE:
+            raise UserError(f"--subject: contains a control character or an invisible one ({code_point(ch)}); "
+                            "they would hide or reorder text where the subject is shown")
     rdns: list[list[tuple[str, str]]] = []
     current: list[tuple[str, str]] = []
     pos, end = 0, len(text)
@@ -242,6 +255,8 @@ def _name_attribute(key: str, value: str) -> x509.NameAttribute:
         raise UserError(f"--subject: unknown key {key!r}; use one of {known} or OID.1.2.3")
     if not value:
         raise UserError(f"--subject: empty value for {key}")
+    if "\t" in value:
+        raise UserError(f"--subject: a tab inside the value of {key}; use spaces")
     if len(value) > 64 and dotted in {"2.5.4.3", "2.5.4.10", "2.5.4.11", "2.5.4.7", "2.5.4.8"}:
         raise UserError(f"--subject: the value of {key} is longer than 64 characters (RFC 5280 upper bound)")
     try:

@@ -102,33 +102,91 @@ def _identity_problem(value: str) -> str | None:
     return None
 
 
+#: What keygen says when a name carries no usable e-mail address (it is the person psbridge counts).
+KEYGEN_HINT = 'psbridge keygen --out DIR --name "Jane Doe <jane@contoso.com>"'
+_ADDRESS_IN_BRACKETS = re.compile(r"^([^<>]*)<([^<>]*)>$")
+
+
+class NoAddress(ValueError):
+    """An identity without an e-mail address psbridge accepts (see `identity_address`)."""
+
+
+def _split_identity(identity: str) -> tuple[str, str]:
+    """(display name, address text) of "Display <address>" or a bare "address"."""
+    text = identity.strip()
+    match = _ADDRESS_IN_BRACKETS.match(text)
+    if match:
+        return match.group(1).strip(), match.group(2).strip()
+    if "<" in text or ">" in text:
+        raise NoAddress("write it as \"Name <address>\" with one pair of angle brackets")
+    if "@" not in text:
+        raise NoAddress("no e-mail address")
+    return "", text
+
+
+def identity_address(identity: str) -> str:
+    """The person an identity names: its e-mail address, normalised so look-alikes cannot hide in it.
+
+    The address is checked by `email-validator` (a well-kept library, not our own parser):
+    the local part must be ASCII (a Cyrillic "а" or a full-width "ａ" is refused, not
+    silently a second person), the domain is taken in its IDNA ASCII form (a look-alike
+    domain shows as ``xn--…``; full-width letters in the domain map to ASCII by IDNA's own
+    rules), a trailing dot is refused, and the result is case-folded. Single-label domains
+    (``jane@corp``) are accepted: an identity is a name for a person, not a mailbox psbridge
+    writes to, and deliverability is never checked (no DNS). Raises NoAddress saying why.
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    _, address = _split_identity(identity)
+    if not address:
+        raise NoAddress("no e-mail address")
+    try:
+        checked = validate_email(address, allow_smtputf8=False, check_deliverability=False,
+                                 globally_deliverable=False)
+    except EmailNotValidError as exc:
+        raise NoAddress(f"e-mail address not accepted ({' '.join(str(exc).split())})") from None
+    return f"{checked.local_part.lower()}@{checked.ascii_domain.lower()}"
+
+
 def check_identity(name: str) -> str:
-    """An approver identity is one printable line; it is shown to auditors and signed."""
+    """An approver identity: one printable line holding an e-mail address (the person it names).
+
+    Returns the identity psbridge writes: the display name as given and the address in its
+    normalised form (`identity_address`), so what auditors read is what is counted.
+    """
     value = (name or "").strip()
     if not value:
-        raise UserError("--name: empty; give the approver, e.g. \"Jane Doe <jane@contoso.com>\"")
+        raise UserError(f"--name: empty; give the approver, e.g. {KEYGEN_HINT.split('--name ')[1]}")
     problem = _identity_problem(value)
     if problem:
         raise UserError(f"--name: {problem}")
-    return value
+    try:
+        address = identity_address(value)
+    except NoAddress as exc:
+        raise UserError(f"--name: {exc}; an approver is their e-mail address, "
+                        f"e.g. {KEYGEN_HINT.split('--name ')[1]}") from None
+    display, _ = _split_identity(value)
+    return f"{display} <{address}>" if display else address
 
 
-_EMAIL_IN_BRACKETS = re.compile(r"<([^<>]*)>")
-
-
-def identity_key(identity: str) -> str:
-    """Who an identity names, for counting people rather than keys.
-
-    The case-folded e-mail address inside ``<...>`` when there is one
-    ("Jane Doe <JANE@contoso.com>" -> "jane@contoso.com"), otherwise the whole identity
-    NFC-normalised, case-folded and with runs of whitespace collapsed to one space. With
-    several ``<...>`` the last non-empty one counts (the usual "Name <address>" form).
+def identity_key(identity: str) -> str | None:
+    """Who an identity names, for counting people rather than keys: its normalised e-mail
+    address (`identity_address`), or None when it has none psbridge accepts (such a key
+    never counts: one person could otherwise appear as several look-alike names).
     """
-    text = unicodedata.normalize("NFC", identity)
-    emails = ["".join(m.split()) for m in _EMAIL_IN_BRACKETS.findall(text)]
-    emails = [e for e in emails if e]
-    chosen = emails[-1] if emails else " ".join(text.split())
-    return unicodedata.normalize("NFC", chosen.casefold())
+    try:
+        return identity_address(unicodedata.normalize("NFC", identity))
+    except NoAddress:
+        return None
+
+
+def no_address_problem(identity: str) -> str | None:
+    """Why an identity names no person psbridge counts, with the command that makes a new key; None when it does."""
+    try:
+        identity_address(identity)
+    except NoAddress as exc:
+        return f"no usable e-mail address in the identity ({exc}); it does not count: make a new key with {KEYGEN_HINT}"
+    return None
 
 
 def identity_slug(identity: str) -> str:
@@ -178,8 +236,8 @@ class PublicKey:
     path: Path | None = None
 
     @property
-    def person(self) -> str:
-        """`identity_key` of the identity: two keys of one person have the same `person`."""
+    def person(self) -> str | None:
+        """`identity_key` of the identity: two keys of one person have the same `person`; None without an address."""
         return identity_key(self.identity)
 
     def to_json(self) -> dict[str, str]:
@@ -300,37 +358,69 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
-    """Every `*.pub.json` in `directory`, by fingerprint: the board's list of who may approve.
+@dataclass(frozen=True)
+class TrustedFolder:
+    """The board's trusted-keys folder as read: the keys by fingerprint, and the hidden files ignored."""
 
-    An empty or unreadable folder is an input error rather than "nobody approved", so a
-    wrong path cannot be mistaken for a policy. One key per person (`PublicKey.person`):
-    a folder holding two keys of one person is refused, naming both files, so that one
-    person can never count twice. The same key in two files under the same identity is
-    one key. Every entry must be a small regular file: a FIFO, device or folder named
-    ``*.pub.json`` is refused, and so is a symbolic link (what the board trusts must be
-    in the folder the board controls, not wherever a link points).
+    keys: dict[str, PublicKey]
+    hidden: list[str]
+
+    def named(self) -> list[str]:
+        """One line per trusted key, so an auditor sees every key that counted and whose it is."""
+        return [f"{key.path.name if key.path else '?'} ({key.identity}, key {short(key.fingerprint)})"
+                for key in sorted(self.keys.values(), key=lambda k: k.path.name if k.path else "")]
+
+    def notice(self, directory: Path) -> str | None:
+        """The one-line notice naming ignored hidden files, or None when there are none."""
+        if not self.hidden:
+            return None
+        return (f"--trusted-keys {directory}: ignored hidden file(s) {', '.join(self.hidden)} "
+                "(a key the board trusts must be visible to `ls`)")
+
+
+def read_trusted_folder(directory: Path) -> TrustedFolder:
+    """Every visible `*.pub.json` in `directory`, by fingerprint: the board's list of who may approve.
+
+    A hidden file (name starting with a dot) is never trusted, only named in `hidden`: a key
+    the board trusts must be one `ls` shows. An empty or unreadable folder is an input error
+    rather than "nobody approved", so a wrong path cannot be mistaken for a policy. One key per
+    person (`PublicKey.person`): a folder holding two keys of one person is refused, naming
+    both files, so that one person can never count twice. The same key in two files under the
+    same identity is one key. Every entry must be a small regular file: a FIFO, device or
+    folder named ``*.pub.json`` is refused, and so is a symbolic link (what the board trusts
+    must be in the folder the board controls, not wherever a link points).
     """
     if not directory.is_dir():
         raise UserError(f"--trusted-keys {directory}: not a folder")
     keys: dict[str, PublicKey] = {}
     people: dict[str, PublicKey] = {}
+    hidden: list[str] = []
     for path in sorted(directory.glob(f"*{PUBLIC_KEY_SUFFIX}")):
+        if path.name.startswith("."):
+            hidden.append(path.name)
+            continue
         key = load_public_key(path, follow_symlinks=False)
         other = keys.get(key.fingerprint)
         if other is not None:
             if other.identity != key.identity:
                 raise UserError(f"{path}: same key as {other.path} but a different identity")
             continue
-        same_person = people.get(key.person)
+        same_person = people.get(key.person) if key.person is not None else None
         if same_person is not None:
             raise UserError(f"{same_person.path} and {path}: two keys of the same person ({key.person}); "
                             "keep one key per person in the trusted-keys folder")
         keys[key.fingerprint] = key
-        people[key.person] = key
+        if key.person is not None:
+            people[key.person] = key
     if not keys:
-        raise UserError(f"--trusted-keys {directory}: no *{PUBLIC_KEY_SUFFIX} public keys in it")
-    return keys
+        raise UserError(f"--trusted-keys {directory}: no *{PUBLIC_KEY_SUFFIX} public keys in it"
+                        + (f" (hidden files ignored: {', '.join(hidden)})" if hidden else ""))
+    return TrustedFolder(keys, hidden)
+
+
+def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
+    """The keys of `read_trusted_folder` (hidden files ignored), for callers that only judge trust."""
+    return read_trusted_folder(directory).keys
 
 
 def default_passphrase_reader() -> str:

@@ -445,3 +445,40 @@ def test_approval_whose_signed_listing_disagrees_with_the_package_is_refused(pkg
     verdict = approvals.verify_package(read_package(pkg), approvals.ApprovalPolicy(keys["trusted"]))
     assert not verdict.ok
     assert any("signed file list differs from the package: steps/06-spn.ps1" in r for r in verdict.reasons)
+
+
+# --------------------------------------------------------------------------- hidden trusted keys (issue 20, item 8)
+
+
+def test_a_hidden_key_in_the_trusted_folder_is_ignored_and_named(psbridge, pkg: Path, keys: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    """`ls` does not show `.mallory.pub.json`; it must not make Mallory's approval count."""
+    board = tmp_path / "board"
+    board.mkdir()
+    for item in keys["trusted"].iterdir():
+        (board / item.name).write_bytes(item.read_bytes())
+    (board / ".mallory.pub.json").write_bytes(keys["mallory"].with_name("mallory.pub.json").read_bytes())
+    assert psbridge("approve", pkg, "--key", keys["mallory"]).exit_code == 0
+    result = psbridge("verify", pkg, "--trusted-keys", board)
+    assert result.exit_code == 1 and "untrusted key" in result.stderr
+    notices = [line for line in result.stdout.splitlines() if ".mallory.pub.json" in line]
+    assert len(notices) == 1 and "ignored" in notices[0] and "hidden" in notices[0]
+    assert psbridge("approve", pkg, "--key", keys["jane"]).exit_code == 0
+    verified = psbridge("verify", pkg, "--trusted-keys", board)
+    assert verified.exit_code == 0, verified.stderr
+    trusted_lines = [line for line in verified.stdout.splitlines() if line.startswith("trusted key:")]
+    assert len(trusted_lines) == 2  # jane and bob, each named; not mallory
+    assert any("jane.pub.json" in line and "Jane Doe" in line for line in trusted_lines)
+    assert any("bob.pub.json" in line and "Bob Roe" in line for line in trusted_lines)
+    assert not any("allory" in line for line in trusted_lines)
+
+
+def test_load_trusted_keys_skips_dotfiles(keys: dict[str, Path], tmp_path: Path) -> None:
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "jane.pub.json").write_bytes((keys["trusted"] / "jane.pub.json").read_bytes())
+    (board / ".mallory.pub.json").write_bytes(keys["mallory"].with_name("mallory.pub.json").read_bytes())
+    folder = keymod.read_trusted_folder(board)
+    assert [k.identity for k in folder.keys.values()] == ["Jane Doe <jane@contoso.com>"]
+    assert folder.hidden == [".mallory.pub.json"]
+    assert list(keymod.load_trusted_keys(board)) == list(folder.keys)

@@ -394,3 +394,41 @@ def test_repair_and_append_from_two_processes_form_one_chain(tmp_path: Path) -> 
     check = audit.verify(path)
     assert check.ok and check.good_lines == 2 + int(out)
     assert [e["action"] for e in entries(path)].count("audit-repair") == 1
+
+
+# --------------------------------------------------------------------------- repair cuts only a true torn tail (issue 20, item 7)
+
+
+@pytest.mark.parametrize("joined", [1, 2, 3])
+def test_repair_refuses_complete_lines_whose_newlines_were_removed(psbridge, log: Path, joined: int) -> None:
+    """Removing the newlines of the last `joined` lines makes them look like one torn tail; they are
+    complete, correctly chained entries, so repair must not delete them (verify would then be clean)."""
+    raw = log.read_bytes().splitlines(keepends=True)
+    keep, glued = raw[:LINES - joined], raw[LINES - joined:]
+    log.write_bytes(b"".join(keep) + b"".join(line.rstrip(b"\n") for line in glued))
+    before = log.read_bytes()
+    result = psbridge("audit", "repair", log)
+    assert result.exit_code == 1, result.stdout
+    line = one_line(result.stderr)
+    assert str(log) in line and "complete" in line and "newline" in line
+    for glued_line in glued:  # every complete entry is named by its head hash
+        assert hashlib.sha256(glued_line.rstrip(b"\n")).hexdigest() in line
+    assert log.read_bytes() == before and not list(log.parent.glob("*.torn-*"))
+
+
+def test_repair_refuses_a_complete_entry_hidden_after_garbage(psbridge, log: Path) -> None:
+    """A garbage byte in front of glued complete lines does not make them a torn tail."""
+    raw = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(raw[:-1]) + b"x" + raw[-1].rstrip(b"\n"))
+    before = log.read_bytes()
+    result = psbridge("audit", "repair", log)
+    assert result.exit_code == 1 and "complete" in one_line(result.stderr)
+    assert log.read_bytes() == before
+
+
+def test_repair_names_the_removed_bytes_by_their_hash(psbridge, log: Path) -> None:
+    stray = b'{"time":"2026-01-01T00:00:00.000000Z","action":"ru'
+    log.write_bytes(log.read_bytes() + stray)
+    result = psbridge("audit", "repair", log)
+    assert result.exit_code == 0, result.stderr
+    assert hashlib.sha256(stray).hexdigest() in result.stdout

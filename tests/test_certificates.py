@@ -667,3 +667,54 @@ def test_local_path_is_relative_to_the_parameters_file(psbridge, tmp_path: Path)
     run = psbridge("validate", params, env={ENV: PASSWORD}, cwd=elsewhere)
     assert run.exit_code == 0, run.stderr
     assert PASSWORD not in run.stdout + run.stderr
+
+
+# --------------------------------------------------------------------------- hostile subjects (issue 20, item 5)
+
+HOSTILE_CN = "crm\x1b[2J\x1b]0;pwned\x07\u202egnp.exe\nInjected: yes\u200b"
+
+
+def _hostile_pfx(tmp_path: Path) -> Path:
+    leaf = cf.cert(cf.name(CN=HOSTILE_CN, O="Contoso\u202e"))
+    return cf.write(tmp_path / "evil.pfx", cf.pfx(leaf, cf.key(), PASSWORD))
+
+
+def _inert(text: str) -> None:
+    for raw in ("\x1b", "\x07", "\u202e", "\u200b"):
+        assert raw not in text, repr(text)
+
+
+def test_cert_inspect_escapes_a_hostile_subject(cli, tmp_path: Path) -> None:
+    path = _hostile_pfx(tmp_path)
+    run = cli("cert", "inspect", path)
+    _inert(run.out + run.err)
+    [subject] = [line for line in run.out.splitlines() if line.startswith("Subject:")]
+    assert "\\x1b[2J" in subject and "\\u202e" in subject and "\\n" in subject  # shown, escaped, one line
+    assert "Injected: yes" in subject
+    as_json = cli("cert", "inspect", path, "--json")
+    _inert(as_json.out)
+    assert "\\u202e" in as_json.json["subject"] and "\\u202e" in as_json.json["subject_rfc4514"]
+
+
+def test_review_md_shows_a_hostile_subject_escaped(tmp_path: Path) -> None:
+    import copy
+
+    from psbridge.parameters import EXAMPLE, parse_parameters
+    from psbridge.render import render_package
+
+    info = certs.inspect_file(_hostile_pfx(tmp_path), PASSWORD)
+    facts = {**certs.certificate_facts(info), "source": "certs/evil.pfx", "warnings": []}
+    rendered = render_package(parse_parameters(copy.deepcopy(EXAMPLE)), facts)
+    review = next(v for k, v in rendered.files.items() if k == "REVIEW.md")
+    review = review.decode("utf-8") if isinstance(review, bytes) else review
+    _inert(review)
+    assert "\\x1b[2J" in review and "\\u202e" in review
+
+
+@pytest.mark.parametrize("subject", ["CN=crm\u202egnp.exe", "CN=a\u200bb", "CN=crm\x1b[31m", "CN=a\x7fb",
+                                     "CN=a\x85b", "CN=a\u2028b", 'CN="a\tb"', "CN=a\ufeff"])
+def test_cert_new_refuses_control_and_format_characters(cli, tmp_path: Path, subject: str) -> None:
+    run = cli("cert", "new", "--subject", subject, "--out", tmp_path, "--name", "x")
+    line = one_error_line(run, "--subject")
+    _inert(line)
+    assert not list(tmp_path.glob("x.*"))

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -280,14 +281,22 @@ def write_public(folder: Path, file: str, identity: str, raw: bytes | None = Non
 @pytest.mark.parametrize("identity, person", [
     ("Jane Doe <JANE@contoso.com>", "jane@contoso.com"),
     ("J. Doe < Jane@Contoso.COM >", "jane@contoso.com"),
-    ("Jane  Doe", "jane doe"),
-    ("  JANE\tDOE ", "jane doe"),
-    ("Jose\u0301 Pe\u0301rez", "jos\u00e9 p\u00e9rez"),  # decomposed accents: same person as precomposed
-    ("Jos\u00e9 P\u00e9rez", "jos\u00e9 p\u00e9rez"),
+    # Issue 20 item 2: an identity is its e-mail address; a name alone names nobody psbridge counts
+    # (these were "jane doe", "josé pérez", "nobody <>" when names counted as people).
+    ("Jane  Doe", None),
+    ("  JANE\tDOE ", None),
+    ("Jose\u0301 Pe\u0301rez", None),
+    ("Jos\u00e9 P\u00e9rez", None),
     ("Stra\u00dfe <STRASSE@x.de>", "strasse@x.de"),
-    ("Nobody <>", "nobody <>"),
+    ("Nobody <>", None),
+    ("jane@contoso.com", "jane@contoso.com"),
+    ("Jane <jane@b\u00fccher.de>", "jane@xn--bcher-kva.de"),  # IDNA domain in its ASCII form
+    ("Jane <jane@\uff43\uff4f\uff4e\uff54\uff4f\uff53\uff4f.com>", "jane@contoso.com"),  # full-width domain: IDNA maps it
+    ("Jane Doe <jane@contoso.com.>", None),  # trailing dot
+    ("Jane Doe <j\u0430ne@contoso.com>", None),  # Cyrillic a in the local part
+    ("Jane Doe <\uff4a\uff41\uff4e\uff45@contoso.com>", None),  # full-width local part
 ])
-def test_identity_key_is_the_case_folded_email_or_the_normalised_name(identity: str, person: str) -> None:
+def test_identity_key_is_the_case_folded_email_or_the_normalised_name(identity: str, person: str | None) -> None:
     assert keys.identity_key(identity) == person
     assert keys.PublicKey(identity, b"\0" * 32, "0" * 64).person == person
 
@@ -445,3 +454,72 @@ def test_approve_with_the_public_key_as_key_says_so_instead_of_chmod_advice(psbr
     assert f"{given.name} is a public key; --key takes the private key file (.key)" in result.stderr
     assert "chmod" not in result.stderr and result.stderr.strip().count("\n") == 0
     assert not approvals_of(pkg)
+
+
+# --------------------------------------------------------------------------- people, not look-alikes (issue 20, item 2)
+
+LOOK_ALIKES = ("Jane Doe <jane@contoso.com>", "Jane Doe", "Jane Doe <j\u0430ne@contoso.com>",
+               "Jane Doe <\uff4a\uff41\uff4e\uff45@contoso.com>", "Jane Doe <jane@contoso.com.>")
+
+
+def _key_as(folder: Path, identity: str) -> Path:
+    """A key pair whose public file names `identity` (as an old or hand-made key would: keygen refuses these)."""
+    made = keys.generate_keypair(folder, "Tmp <tmp@contoso.com>", None)
+    data = json.loads(made.public_key.read_text())
+    data["identity"] = identity
+    made.public_key.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return made.private_key
+
+
+def test_five_look_alike_identities_are_not_five_people(psbridge, tmp_path: Path) -> None:
+    from support.winrm_peer.package import make_package
+    from psbridge import approvals
+    from psbridge.package import read_package
+
+    pkg = make_package(tmp_path / "output")
+    board = tmp_path / "board"
+    board.mkdir()
+    for n, identity in enumerate(LOOK_ALIKES):
+        private = _key_as(tmp_path / f"k{n}", identity)
+        (board / f"k{n}.pub.json").write_bytes(keys.public_key_path_for(private).read_bytes())
+        approvals.approve_package(read_package(pkg), private, timedelta(days=1), passphrase_reader=lambda: "")
+    result = psbridge("verify", pkg, "--trusted-keys", board, "--min-approvals", "2")
+    assert result.exit_code == 1, result.stdout
+    assert "too few approvals: 1 valid" in result.stderr
+    assert result.stderr.count("no address:") == 4 and "psbridge keygen --out" in result.stderr
+    assert psbridge("verify", pkg, "--trusted-keys", board).exit_code == 0  # the one real address counts once
+
+
+@pytest.mark.parametrize("alias", LOOK_ALIKES[1:] + ("Jane Doe <JANE@Contoso.com>",))
+def test_forbid_key_is_not_bypassed_by_a_look_alike_second_key(psbridge, tmp_path: Path, keys: dict[str, Path],
+                                                               alias: str) -> None:
+    from support.winrm_peer.package import make_package
+    from psbridge import approvals
+    from psbridge.package import read_package
+
+    pkg = make_package(tmp_path / "output")
+    board = tmp_path / "board"
+    board.mkdir()
+    from psbridge.keys import public_key_path_for
+
+    private = _key_as(tmp_path / "alias", alias)
+    (board / "jane-laptop.pub.json").write_bytes(public_key_path_for(private).read_bytes())
+    approvals.approve_package(read_package(pkg), private, timedelta(days=1), passphrase_reader=lambda: "")
+    result = psbridge("verify", pkg, "--trusted-keys", board, "--forbid-key", keys["jane"])
+    assert result.exit_code == 1 and "too few approvals: no valid" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["Jane Doe", "Jane Doe <j\u0430ne@contoso.com>", "Jane <jane@contoso.com.>",
+                                  "Jane <\uff4a\uff41\uff4e\uff45@contoso.com>", "Jane <a@b> <c@d>"])
+def test_keygen_refuses_a_name_without_a_usable_address(psbridge, tmp_path: Path, name: str) -> None:
+    result = psbridge("keygen", "--out", "k", "--name", name, "--no-passphrase")
+    assert result.exit_code == 2 and "--name" in result.stderr and "address" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert not (tmp_path / "k").exists()
+
+
+def test_keygen_writes_the_normalised_address(psbridge, tmp_path: Path) -> None:
+    result = psbridge("keygen", "--out", "k", "--name", "Jane Doe <JANE@B\u00fccher.DE>", "--no-passphrase")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((tmp_path / "k" / "jane-doe.pub.json").read_text())
+    assert data["identity"] == "Jane Doe <jane@xn--bcher-kva.de>"

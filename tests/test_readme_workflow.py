@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import glob
+import io
 import json
 import re
 import shlex
+import sys
 
 from psbridge.cli import main
 
@@ -20,6 +22,13 @@ from support.cli import CHECKOUT
 from support.packages import answer_probes
 from support.probe_states import state
 from support.winrm_peer import Engine, Reply
+
+
+class _Terminal(io.StringIO):
+    """Standard input that is a terminal holding the operator's answers."""
+
+    def isatty(self) -> bool:
+        return True
 
 README = (CHECKOUT / "README.md").read_text(encoding="utf-8")
 SERVER = "crm01.contoso.local"
@@ -72,11 +81,15 @@ def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secret
             answer_probes(engine, state("fresh server"))
         if command == "run":
             _server_changes(engine)
+        if command == "rollback":  # rollback asks before sending values read from the record: the operator says y
+            monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
         code = main(argv)
         out, err = capsys.readouterr()
         codes[command] = code
         expected = 5 if command == "check" else 0  # check: the fresh server would change
         assert code == expected, (argv, out, err)
+        if command == "rollback":
+            assert "Send these back-out scripts with these values?" in err
         if command == "init":  # the README's edit: the server this change is for
             params = tmp_path / argv[1]
             text = params.read_text(encoding="utf-8")

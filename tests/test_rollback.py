@@ -42,8 +42,10 @@ def _server_states(engine: Engine) -> None:
     engine.when(probe.format("crm"), Reply(output=[json.dumps(after["crm"])]))
 
 
-def _run(tmp_path: Path, peer: WinRMPeer, engine: Engine, log: Path) -> tuple[Path, Path]:
+def _run(tmp_path: Path, peer: WinRMPeer, engine: Engine, log: Path, keys: dict[str, Path]) -> tuple[Path, Path]:
+    """The package approved (so the log named with --audit-log is the package's own log), then run."""
     pkg = write_check_package(tmp_path)
+    assert main(["approve", str(pkg), "--key", str(keys["jane"]), "--audit-log", str(log)]) == 0
     _server_states(engine)
     assert main(["run", *check_args(pkg, peer)[1:], "--yes", "--audit-log", str(log)]) == 0
     [record] = list((pkg / "runs").glob("*.jsonl"))
@@ -55,9 +57,9 @@ def _rollback_args(pkg: Path, peer: WinRMPeer, record: Path, log: Path) -> list[
 
 
 def test_rollback_sends_exactly_what_the_run_added_in_reverse_order(tmp_path, http_peer, engine, secrets_env,
-                                                                    capsys):
+                                                                    capsys, keys):
     log = tmp_path / "audit.jsonl"
-    pkg, record = _run(tmp_path, http_peer, engine, log)
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
     before = len(engine.pipelines)
     assert main(_rollback_args(pkg, http_peer, record, log)) == 0, capsys.readouterr()
     out = capsys.readouterr().out
@@ -76,9 +78,9 @@ def test_rollback_sends_exactly_what_the_run_added_in_reverse_order(tmp_path, ht
     assert [(l["action"], l["outcome"]) for l in lines[-2:]] == [("rollback", "rollback-started"), ("rollback", "ok")]
 
 
-def test_a_record_the_audit_log_does_not_vouch_for_is_refused(tmp_path, http_peer, engine, secrets_env, capsys):
+def test_a_record_the_audit_log_does_not_vouch_for_is_refused(tmp_path, http_peer, engine, secrets_env, capsys, keys):
     log = tmp_path / "audit.jsonl"
-    pkg, record = _run(tmp_path, http_peer, engine, log)
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
     record.write_bytes(record.read_bytes().replace(ADDED_KEY.encode(), b"99999999-2222-4333-8444-555555555555"))
     before = len(engine.pipelines)
     assert main(_rollback_args(pkg, http_peer, record, log)) == 2
@@ -86,13 +88,13 @@ def test_a_record_the_audit_log_does_not_vouch_for_is_refused(tmp_path, http_pee
     assert len(engine.pipelines) == before
 
 
-def test_a_value_that_is_not_what_it_must_be_is_refused(tmp_path, http_peer, engine, secrets_env, capsys):
+def test_a_value_that_is_not_what_it_must_be_is_refused(tmp_path, http_peer, engine, secrets_env, capsys, keys):
     """Even a vouched-for record: a key id that is not a GUID never becomes a parameter."""
     from psbridge import audit
     from psbridge.files import sha256_hex
 
     log = tmp_path / "audit.jsonl"
-    pkg, record = _run(tmp_path, http_peer, engine, log)
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
     forged = record.read_bytes().replace(ADDED_KEY.encode(), b"'; Remove-Item C:\\\\ -Recurse; '")
     record.write_bytes(forged)
     from psbridge.package import read_package
@@ -101,4 +103,129 @@ def test_a_value_that_is_not_what_it_must_be_is_refused(tmp_path, http_peer, eng
     before = len(engine.pipelines)
     assert main(_rollback_args(pkg, http_peer, record, log)) == 2
     assert "is not a GUID; refusing to use the record" in capsys.readouterr().err
+    assert len(engine.pipelines) == before
+
+
+# --------------------------------------------------------------------------- issue 20, item 1: what rollback believes
+
+FORGED_PRINCIPAL = "99999999-0000-0000-c000-000000000000"
+FORGED_URL = "https://evil.example/metadata/json/1"
+
+
+def _forge_before_settings(data: bytes) -> bytes:
+    """The record with the ServerSettings read before step 07 replaced by values an attacker wants back."""
+    lines = []
+    for raw in data.decode("utf-8").splitlines():
+        event = json.loads(raw)
+        if event.get("event") == "state" and event.get("when") == "before" and "crm" in event.get("readings", {}):
+            event["readings"]["crm"]["server_settings"] = {"S2SDefaultAuthorizationServerPrincipalId": FORGED_PRINCIPAL,
+                                                           "S2SDefaultAuthorizationServerMetadataUrl": FORGED_URL}
+        lines.append(json.dumps(event, ensure_ascii=False) + "\n")
+    return "".join(lines).encode("utf-8")
+
+
+def _swap_record_at_run_end(monkeypatch) -> None:
+    """Whoever can write runs/ replaces the record (os.replace) while the run is still writing it:
+    right after its run-end event, before the audit log's end line is written."""
+    import os
+
+    from psbridge.run_record import RunRecord
+
+    original = RunRecord.write
+
+    def write(self, event):  # noqa: ANN001, ANN202 - the patched method
+        original(self, event)
+        if event.get("event") == "run-end":
+            forged = _forge_before_settings(self.path.read_bytes())
+            swap = self.path.with_name("swap.tmp")
+            swap.write_bytes(forged)
+            os.replace(swap, self.path)
+
+    monkeypatch.setattr(RunRecord, "write", write)
+
+
+def test_a_record_swapped_during_the_run_is_refused(tmp_path, http_peer, engine, secrets_env, capsys, keys, monkeypatch):
+    log = tmp_path / "audit.jsonl"
+    with monkeypatch.context() as patched:
+        _swap_record_at_run_end(patched)
+        pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    assert FORGED_PRINCIPAL.encode() in record.read_bytes()  # the swap happened
+    before = len(engine.pipelines)
+    code = main(_rollback_args(pkg, http_peer, record, log))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "is in no `run` line of the audit log" in err
+    assert len(engine.pipelines) == before  # nothing sent, FORGED_PRINCIPAL never a parameter
+
+
+def test_rollback_asks_even_when_the_package_is_approved(tmp_path, http_peer, engine, secrets_env, capsys,
+                                                         keys):
+    """The values come from evidence, not from approved bytes: an approved package does not skip the question."""
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    capsys.readouterr()
+    before = len(engine.pipelines)
+    args = [a for a in _rollback_args(pkg, http_peer, record, log) if a != "--yes"]
+    code = main([*args, "--require-approval", "--trusted-keys", str(keys["trusted"])])
+    captured = capsys.readouterr()
+    assert code == 2 and "no terminal to confirm on" in captured.err, captured
+    assert "with {'PrincipalId': '', 'MetadataUrl': ''}" in captured.out or "PrincipalId=''" in captured.out
+    assert len(engine.pipelines) == before
+
+
+def _head(log: Path) -> str:
+    from psbridge import audit
+
+    check = audit.verify(log)
+    assert check.ok and check.head
+    return check.head
+
+
+def test_rollback_head_believes_no_line_after_it(tmp_path, http_peer, engine, secrets_env, capsys, keys):
+    """A forged record vouched for by a chained `run` line appended after the ticket's head is refused with --head."""
+    from psbridge import audit
+    from psbridge.files import sha256_hex
+    from psbridge.package import read_package
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    head = _head(log)
+    forged = _forge_before_settings(record.read_bytes())
+    record.write_bytes(forged)
+    audit.record(log, "run", read_package(pkg), "ok", record=str(record), record_sha256=sha256_hex(forged))
+    before = len(engine.pipelines)
+    code = main([*_rollback_args(pkg, http_peer, record, log), "--head", head])
+    err = capsys.readouterr().err
+    assert code == 2 and "is in no `run` line of the audit log" in err and head[:16] in err, err
+    assert len(engine.pipelines) == before
+
+
+def test_rollback_head_not_in_the_log_is_refused(tmp_path, http_peer, engine, secrets_env, capsys, keys):
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    before = len(engine.pipelines)
+    code = main([*_rollback_args(pkg, http_peer, record, log), "--head", "ab" * 32])
+    err = capsys.readouterr().err
+    assert code == 1 and "is not in the log" in err, err
+    assert main([*_rollback_args(pkg, http_peer, record, log), "--head", "xyz"]) == 2
+    assert "--head" in capsys.readouterr().err
+    assert len(engine.pipelines) == before
+
+
+def test_rollback_refuses_an_audit_log_that_never_saw_the_package(tmp_path, http_peer, engine, secrets_env, capsys, keys):
+    """A fresh log holding only a forged `run` line is not the package's log: no render or approve line for its digest."""
+    from psbridge import audit
+    from psbridge.files import sha256_hex
+    from psbridge.package import read_package
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    forged = _forge_before_settings(record.read_bytes())
+    record.write_bytes(forged)
+    other = tmp_path / "other.jsonl"
+    audit.record(other, "run", read_package(pkg), "ok", record=str(record), record_sha256=sha256_hex(forged))
+    before = len(engine.pipelines)
+    code = main(_rollback_args(pkg, http_peer, record, other))
+    err = capsys.readouterr().err
+    assert code == 2 and "no render or approve line" in err and str(other) in err, err
     assert len(engine.pipelines) == before

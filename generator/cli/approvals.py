@@ -120,7 +120,8 @@ def verify_command(
     Exit 0 when every file is what this psbridge renders from plan.json's parameters and
     at least --min-approvals distinct trusted people signed the current digest,
     unexpired; otherwise print every reason and exit 1 (exit 2 for bad input such as a
-    missing trusted-keys folder).
+    missing trusted-keys folder). Every key of the trusted-keys folder is named; hidden
+    files in it (.name.pub.json, which `ls` does not show) are never trusted, only named.
 
     \b
     Example:
@@ -141,6 +142,8 @@ def verify_command(
                          approvals=[a.to_json() for a in result.approvals_used])
     for note in result.notes:
         click.echo(f"note: {safe(note)}")
+    for named in result.trusted_keys:
+        click.echo(f"trusted key: {safe(named)}")
     if not result.ok:
         for reason in result.reasons:
             click.echo(f"psbridge: refused: {safe(reason)}", err=True)

@@ -57,7 +57,9 @@ def audit_repair_command(path: Path) -> None:
 
     The torn bytes are kept in PATH.torn-<UTC time> for the auditors and the cut is
     recorded as a chained audit-repair line. Exit 0 when repaired or when there is nothing
-    to repair; exit 1, changing nothing, when the chain is broken elsewhere.
+    to repair; exit 1, changing nothing, when the chain is broken elsewhere or when the
+    bytes after the last newline hold complete entries (lines whose newlines were removed:
+    they are named by their line hashes, never deleted).
 
     \b
     Example:

@@ -63,7 +63,7 @@ def cert_inspect(file: Path, as_json: bool, password_stdin: bool) -> None:
 
     info = inspect_file(file, _pfx_password(file, password_stdin))
     if as_json:
-        click.echo(json.dumps(info.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(_inert(info.to_dict()), indent=2, ensure_ascii=False))
     else:
         for line in describe(info):
             click.echo(line)
@@ -189,7 +189,7 @@ def cert_new(out_dir: Path, name: str | None, legacy_pfx: bool, force: bool, as_
         document: dict[str, Any] = {"pfx": str(pfx_path), "cer": str(cer_path), "certificate": info.to_dict()}
         if renews is not None:
             document["like"] = renews
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(_inert(document), indent=2, ensure_ascii=False))
     else:
         click.echo(f"Wrote {pfx_path} and {cer_path}")
         if renews is not None:
@@ -216,6 +216,19 @@ def cert_export_cer(pfx: Path, out: Path, force: bool, password_stdin: bool) -> 
     if not force and out.exists():
         raise UserError(f"{out}: exists; pass --force to overwrite")
     info = export_cer(pfx, _pfx_password(pfx, password_stdin), out, force=force)
-    click.echo(f"Wrote {out}: {info.subject or '(empty subject)'}, thumbprint {info.thumbprint}")
+    click.echo(safe(f"Wrote {out}: {info.subject or '(empty subject)'}, thumbprint {info.thumbprint}"))
     for finding in info.findings:
-        click.echo(f"psbridge: {finding.level}: {pfx}: {finding.message}", err=True)
+        click.echo(safe(f"psbridge: {finding.level}: {pfx}: {finding.message}"), err=True)
+
+
+def _inert(value: Any) -> Any:
+    """A JSON document with every string escaped like the text output (`safe`): JSON escapes
+    controls itself, but with ensure_ascii=False a bidi override or zero-width character would
+    reach the terminal raw."""
+    if isinstance(value, str):
+        return safe(value)
+    if isinstance(value, list):
+        return [_inert(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _inert(item) for key, item in value.items()}
+    return value

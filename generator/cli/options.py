@@ -40,6 +40,24 @@ def audit_log_option(func: F) -> F:
     )(func)
 
 
+def _hex_head(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A head hash is 64 hex digits (what `audit verify` prints); anything else is bad input."""
+    import re
+
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise UserError("--head: a 64-digit hex sha256 (the head `psbridge audit verify` printed)")
+    return value.lower() if value is not None else None
+
+
+def audit_head_option(func: F) -> F:
+    """`--head SHA256` for rollback: believe the audit log only up to a head recorded elsewhere."""
+    return click.option(
+        "--head", "head", metavar="SHA256", default=None, callback=_hex_head,
+        help="Audit-log head recorded elsewhere (the change ticket): its chain is verified up to it and "
+             "no line after it is believed.",
+    )(func)
+
+
 def package_log(audit_log: Path | None, package_dir: Path) -> Path:
     """The audit log of a command on PACKAGE_DIR: --audit-log, else the default beside the packages."""
     from ..audit import resolve_log

@@ -9,7 +9,7 @@ import click
 
 from ..errors import CommandFinished, ExitCode, RuntimeFailure, UserError
 from .auditing import refused
-from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option
+from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_head_option, audit_log_option
 from .options import connection_options, gather, package_log
 from .output import print_audit_head, reporter, safe, warn_if_unverified
 from .prompts import confirm_or_refuse
@@ -23,6 +23,7 @@ class RollbackFlags:
     step_timeout: float
     as_json: bool
     assume_yes: bool
+    head: str | None
 
 
 @click.command("rollback", context_settings=CONTEXT)
@@ -33,19 +34,25 @@ class RollbackFlags:
 @click.option("--step-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0, show_default=True,
               help="Seconds per script before it is stopped and reported UNKNOWN.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
-@click.option("--yes", "assume_yes", is_flag=True, help="Without --require-approval: do not ask (no terminal).")
+@click.option("--yes", "assume_yes", is_flag=True,
+              help="Do not ask before sending (no terminal); asked even with --require-approval.")
 @approval_options
 @audit_log_option
+@audit_head_option
 @gather(RollbackFlags, "flags")
 def rollback(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOptions, audit_log: Path | None,
              flags: RollbackFlags) -> None:
     """Undo what one recorded run changed, with the package's reviewed back-out scripts.
 
-    The record is believed only when the audit log holds its sha256 for this package; the
-    values taken from it (key credential ids, the SPN, the previous ServerSettings) are
-    checked like parameters and passed as parameters. Scripts run in reverse step order
-    with the same connection options, locks, records, prompt and approval gate as `run`;
-    steps without a script (02, 09) are listed with their manual procedure.
+    The record is believed only when the audit log holds its sha256 for this package (the
+    log: --audit-log, else PSBRIDGE_AUDIT_LOG, else audit.jsonl beside the packages; a log
+    named with --audit-log must hold a render or approve line for the package; with --head
+    no line after that head is believed). The values taken from it (key credential ids, the
+    SPN, the previous ServerSettings) are checked like parameters, printed, and passed as
+    parameters; they are evidence, not approved bytes, so rollback asks before sending
+    unless --yes, even with --require-approval. Scripts run in reverse step order with the
+    same connection options, locks, records and approval gate as `run`; steps without a
+    script (02, 09) are listed with their manual procedure.
 
     \b
     Example:
@@ -57,13 +64,14 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     from ..remote.context import RemoteContext
     from ..remote.gate import GateRequest
     from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
-    from ..remote.rollback import prepare_rollback, rollback_package, rollback_sends
+    from ..remote.rollback import RecordSource, prepare_rollback, rollback_package, rollback_sends
 
     as_json = flags.as_json
     log = package_log(audit_log, package_dir)
     policy = approval.policy()
     try:
-        prepared, plan = prepare_rollback(GateRequest(package_dir, connection.host, policy=policy), flags.run_record, log)
+        source = RecordSource(flags.run_record, log, flags.head, log_given=audit_log is not None)
+        prepared, plan = prepare_rollback(GateRequest(package_dir, connection.host, policy=policy), source)
     except (UserError, RuntimeFailure) as exc:
         refused(log, "rollback", exc, package_dir, connection.host)
         raise
@@ -79,9 +87,9 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
         click.echo("rollback: no script to send", err=as_json)
         return
     conn = connection.to(prepared.host)
-    if policy is None and not flags.assume_yes:
-        confirm_or_refuse("Send these back-out scripts?",
-                          no_terminal="rollback: no terminal to confirm on; pass --yes, or require the package's approval",
+    if not flags.assume_yes:  # the values are evidence from the record, not approved bytes: always asked
+        confirm_or_refuse("Send these back-out scripts with these values?",
+                          no_terminal="rollback: no terminal to confirm on; pass --yes after reading the values above",
                           refused="rollback: not confirmed; nothing was sent")
     ctx = RemoteContext(package, conn, None, settings=RunSettings(step_timeout=flags.step_timeout),
                         emit=reporter(as_json))

@@ -99,7 +99,7 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
     as_json = flags.as_json
     run_options = RunOptions(prepared.selected, prepared.additional, confirm=ask_step if flags.step_mode else None,
                              from_step=flags.from_step, force_unlock=flags.force_unlock, verify=flags.verify_after,
-                             show_check=lambda report: print_check(report, as_json=as_json))
+                             show_check=lambda report: print_check(report, as_json=as_json), approval=policy)
     try:
         done = run_package(ctx, run_options, Audited(log, "run"), prepared.approval)
     except NotRecorded as exc:

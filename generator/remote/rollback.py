@@ -7,13 +7,13 @@ the first script that does not succeed (nothing after it is sent).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pathlib import Path
 
 from .. import audit
-from ..backout import RollbackPlan, plan_rollback, read_record
+from ..backout import RollbackPlan, Vouching, plan_rollback, read_record
 from ..catalogue import backouts_for
 from ..errors import ExitCode
 from ..package import PackageStep
@@ -26,12 +26,26 @@ from .serverlock import Refused, take_server_lock
 from .transport import open_session
 
 
-def prepare_rollback(request: GateRequest, record: Path, log: Path) -> tuple[PreparedRun, RollbackPlan]:
-    """The gate, then the run record (believed only when the audit log vouches for its sha256), then
-    what to undo: every state-changing step that ran OK, last first, with values checked like parameters."""
+@dataclass(frozen=True)
+class RecordSource:
+    """Where rollback's evidence comes from: the run record, the audit log that must vouch for it,
+    the head recorded elsewhere (lines after it are not believed), and whether the log was named
+    on the command line (then it must hold a render or approve line for the package)."""
+
+    record: Path
+    log: Path
+    head: str | None = None
+    log_given: bool = False
+
+
+def prepare_rollback(request: GateRequest, source: RecordSource) -> tuple[PreparedRun, RollbackPlan]:
+    """The gate, then the run record (believed only when the audit log, up to the expected head,
+    vouches for its sha256), then what to undo: every state-changing step that ran OK, last first,
+    with values checked like parameters."""
     prepared = prepare(request)
-    events, digest = read_record(record, prepared.package, audit.entries(log))
-    return prepared, plan_rollback(prepared.package, events, str(record), digest)
+    vouching = Vouching(audit.entries(source.log, source.head), str(source.log), source.head, source.log_given)
+    events, digest = read_record(source.record, prepared.package, vouching)
+    return prepared, plan_rollback(prepared.package, events, str(source.record), digest)
 
 
 def rollback_sends(ctx: RemoteContext, plan: RollbackPlan) -> tuple[list[PackageStep], dict[int, dict[str, Any]],

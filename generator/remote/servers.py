@@ -10,9 +10,11 @@ the caller (`action`), whatever server it stopped on.
 
 from __future__ import annotations
 
+import shlex
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalogue import is_renewal
 from ..check import CheckReport
@@ -28,6 +30,12 @@ from .inputs import payload_parameters, secrets_needed, step_parameters
 from .probing import Prober, farm_not_ready, observer, verify_in_session
 from .serverlock import Refused, force_unlock, take_server_lock
 from .transport import Connection, PSRPSession, open_session
+
+if TYPE_CHECKING:
+    from ..approvals import ApprovalPolicy
+
+#: Asked right before a step is sent (`executor.Hooks.guard`): None lets it go, lines stop the run.
+Guard = Callable[[PackageStep], list[str] | None]
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ class RunOptions:
     verify: bool = False
     #: Shows `--verify`'s check report to the operator (as `check` prints it) before it is recorded.
     show_check: Callable[[CheckReport], None] | None = None
+    #: `--require-approval`'s policy: the approvals are judged again right before each changing step.
+    approval: ApprovalPolicy | None = None
 
 
 @dataclass
@@ -194,7 +204,8 @@ class ServerRun:
                      step_timeout=ctx.settings.step_timeout, emit_end=False),
             emit, ctx.redact,
             Hooks(confirm=self.options.confirm, observe=observer(ctx.with_emit(emit), session),
-                  guard=self._switch_guard(session, emit) if target.host is None else None))
+                  guard=_chained(self._approval_guard(command),
+                                 self._switch_guard(session, emit) if target.host is None else None)))
         result = executor.run(session)
         summary = list(result.summary)
         if result.exit_code == ExitCode.UNKNOWN and target.host is not None:
@@ -236,6 +247,37 @@ class ServerRun:
         if later:  # a renewal: the main server's steps after the additional servers'
             return ["or, if it did take effect, continue on the main server:", f"  {command.on(None).at(later[0])}"]
         return []
+
+    def _approval_guard(self, command: ContinueCommand) -> Guard | None:
+        """With --require-approval: the approvals judged again right before each state-changing step.
+
+        The gate judged them before connecting, but a run can wait past an approval's expiry (at
+        `--step`'s prompt, on a slow step). The same policy judges the same package object (its
+        bytes are not read again; the approvals and trusted keys are), at the clock's time now;
+        when too few valid approvals remain the step is not sent (exit 1) and the lines say which
+        approval no longer counts and how to go on after a new one.
+        """
+        policy = self.options.approval
+        if policy is None:
+            return None
+        package = self.ctx.package
+
+        def guard(step: PackageStep) -> list[str] | None:
+            from .. import clock
+            from ..approvals import verify_package
+
+            if not step.changes_state:
+                return None
+            result = verify_package(package, policy, now=clock.utc_now())
+            if result.ok:
+                return None
+            return ([f"Not sent: step {step.index:02d} ({step.id}) changes state, and the package's approvals, judged "
+                     "again right before it, no longer suffice:"] + [f"  {reason}" for reason in result.reasons]
+                    + [f"Get a new approval (psbridge approve {shlex.quote(str(package.path))} --key KEY), then "
+                       "continue with:",
+                       f"  {command.at(step.index)}"])
+
+        return guard
 
     def _switch_guard(self, session: PSRPSession,
                       emit: Callable[[dict[str, Any]], None]) -> Callable[[PackageStep], list[str] | None] | None:
@@ -298,6 +340,24 @@ class ServerRun:
         summary.append(f"Not sent: step {step.index:02d} ({step.id}) and what follows.")
         return summary + resume_advice(package.steps, changed, skipped, first,
                                        self.ctx.continue_command(from_server=host)), step.index
+
+
+def _chained(*guards: Guard | None) -> Guard | None:
+    """One guard asking each of `guards` in turn; the first that refuses stops the step."""
+    present = [g for g in guards if g is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+
+    def guard(step: PackageStep) -> list[str] | None:
+        for one in present:
+            refusal = one(step)
+            if refusal:
+                return refusal
+        return None
+
+    return guard
 
 
 def _step_range(steps: list[PackageStep]) -> str:
