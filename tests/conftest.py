@@ -142,3 +142,22 @@ def farm(http_peer: WinRMPeer, ntlm_users: dict[str, str]):
 def https_peer(engine: Engine, ntlm_users: dict[str, str], pki):
     with WinRMPeer(engine, ntlm_users, tls=pki.server_context(), cert_der=pki.cert_der, max_wait=5) as peer:
         yield peer
+
+
+@pytest.fixture(scope="session")
+def signed_msal(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A test MSAL 4.11.0 .nupkg whose DLL a test CA signed (tests/support/msal.py)."""
+    from support.msal import make_signed_msal
+
+    return make_signed_msal(tmp_path_factory.mktemp("msal"))
+
+
+@pytest.fixture
+def msal_package(signed_msal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The test .nupkg beside the test's parameters files (where `init`'s `msal_package` points), its test
+    CA trusted for this test only: an app-trust file that `init` wrote validates and renders."""
+    from support.msal import trust_test_root, write_nupkg
+
+    trust_test_root(monkeypatch, signed_msal)
+    write_nupkg(tmp_path / "parameters.toml", signed_msal)
+    return signed_msal

@@ -113,7 +113,8 @@ def test_the_schema_documents_the_change_table(psbridge) -> None:
     assert "100" in fields["ticket"]["description"] and "500" in fields["summary"]["description"]
 
 
-def test_the_init_file_documents_the_change_table_and_validates_uncommented(psbridge, tmp_path: Path) -> None:
+def test_the_init_file_documents_the_change_table_and_validates_uncommented(psbridge, tmp_path: Path,
+                                                                           msal_package) -> None:
     assert psbridge("init", "p.toml").exit_code == 0
     text = (tmp_path / "p.toml").read_text(encoding="utf-8")
     block = [line for line in text.splitlines() if re.match(r"# (\[change\]|ticket|window|summary) ", line + " ")]
@@ -125,7 +126,7 @@ def test_the_init_file_documents_the_change_table_and_validates_uncommented(psbr
     assert psbridge("validate", "p.toml").exit_code == 0
     result = psbridge("render", "q.toml", "--out", "out")
     assert result.exit_code == 0, result.stderr
-    assert json.loads((tmp_path / "out" / "contoso" / "plan.json").read_text())["parameters"]["change"]["ticket"] \
+    assert json.loads((tmp_path / "out" / "p" / "plan.json").read_text())["parameters"]["change"]["ticket"] \
         == "CHG-1234"
 
 

@@ -436,7 +436,7 @@ def test_server_description_documents_the_rule() -> None:
     assert "IPv4" in description and "DNS" in description
 
 
-def test_init_template_documents_server_and_it_validates_uncommented(psbridge, tmp_path: Path) -> None:
+def test_init_template_documents_server_and_it_validates_uncommented(psbridge, tmp_path: Path, msal_package) -> None:
     assert psbridge("init", "p.toml").exit_code == 0
     text = (tmp_path / "p.toml").read_text(encoding="utf-8")
     assert '# server = "crm01.contoso.local"' in text

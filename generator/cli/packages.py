@@ -65,7 +65,7 @@ def validate(params: Path, as_json: bool) -> None:
 
     payload_for(parameters, params.parent)  # a bad .nupkg fails here (exit 2), not at render
     _warn_if_article_values(parameters, params)
-    _warn_if_acs(parameters)
+    _warn_if_acs(parameters)  # a valid file of the ACS trust: valid, and retired
     if as_json:
         click.echo(json.dumps({"file": str(params), "valid": True, "name": parameters.name,
                                "profile": parameters.profile, "trust": parameters.trust or "acs"}))
@@ -231,7 +231,6 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, as_js
             facts = _local_certificate(parameters, params.parent)
             replaced = _replaced_certificate(parameters, params.parent, facts)
             payload = payload_for(parameters, params.parent)
-        _warn_if_acs(parameters)
         rendered = render_package(parameters, facts, replaced, payload)
         target = write_package(rendered, out_dir, force=force)
     except (UserError, RuntimeFailure) as exc:
@@ -241,6 +240,7 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, as_js
     steps = sum(1 for f in rendered.files if f.startswith("steps/"))
     package = Package(rendered.files, target)
     entry = audit.record(log, "render", package, "rendered", params=source, steps=steps, force=force)
+    _warn_if_acs(parameters)  # once the render is done and recorded: a refused render says one thing, why
     if as_json:
         from ..audit import head_of
 
