@@ -22,10 +22,15 @@ def write_check_package(root: Path, profile: str = "msonline", approved: str | N
     data = copy.deepcopy(EXAMPLE)
     data["profile"] = profile
     data["crm"]["server"] = "127.0.0.1"  # the loopback peer: run and check connect to the approved server
-    facts = {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": approved, "sha256": "0" * 64,
-             "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
-             "not_after": not_after, "self_signed": True, "warnings": []}
-    return write_package(render_package(parse_parameters(data), facts if approved else None), root / "out")
+    facts = check_facts(approved, not_after) if approved else None
+    return write_package(render_package(parse_parameters(data), facts), root / "out")
+
+
+def check_facts(thumbprint: str = CHECK_THUMB, not_after: str = "2036-01-01T00:00:00Z") -> dict:  # type: ignore[type-arg]
+    """The facts of a local copy of the certificate, as plan.json records them (`[certificate] local_pfx`)."""
+    return {"source": "certs/s2s.pfx", "subject": "CN=crm.contoso.com", "thumbprint": thumbprint, "sha256": "0" * 64,
+            "serial": "01", "issuer": "CN=crm.contoso.com", "not_before": "2026-01-01T00:00:00Z",
+            "not_after": not_after, "self_signed": True, "warnings": []}
 
 
 def answer_probes(engine: Engine, answers: dict) -> None:  # type: ignore[type-arg]

@@ -223,3 +223,75 @@ APP_STATES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 STATES.update(APP_STATES)
+
+
+# The app trust end to end (tests/test_app_trust.py): the app probe's answers, and whole states of a
+# server and tenant against a real app package, whose payload sha256 are those of the test MSAL
+# (support/msal.py), read from the package's plan.json. The app is APP_CLIENT, adopted (`[app]
+# client_id`) or created by the package (`[app] name`, found again by its uniqueName).
+SITES_FULL_CONTROL_ROLE_ID = "678536fe-1083-478a-9c59-b99265e6b0d3"
+APP_KEY_ID = "3f2a1b4c-5d6e-4f70-8a91-b2c3d4e5f601"
+OTHER_KEY_ID = "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a"
+
+
+def app_key(thumbprint: str = THUMB, key_id: str = APP_KEY_ID, end: str = "2036-01-01T00:00:00Z") -> dict[str, Any]:
+    """A key credential of the app as the app probe prints it (the package's certificate: THUMB)."""
+    return {"key_id": key_id, "type": "AsymmetricX509Cert", "usage": "Verify", "thumbprint": thumbprint,
+            "matches_certificate": thumbprint == THUMB, "start": "2026-01-01T00:00:00Z", "end": end}
+
+
+def app_answer(adopt: bool, keys: list[dict[str, Any]] | None = None, **changes: Any) -> dict[str, Any]:
+    """The app probe's answer for the app fully in place (single tenant, service principal, consent,
+    the package's certificate as its key credential); `changes` override fields."""
+    answer = {"probe": "app", "mode": "adopt" if adopt else "create", "app_found": True, "app_count": 1,
+              "app_id": APP_CLIENT, "object_id": "0d9c8b7a-6f5e-4d3c-8b2a-1f0e9d8c7b6a",
+              "display_name": "psbridge-contoso-sharepoint", "sign_in_audience": "AzureADMyOrg",
+              "unique_name": None if adopt else "psbridge-contoso-sharepoint", "service_principal_found": True,
+              "sharepoint_found": True, "sharepoint_role_id": SITES_FULL_CONTROL_ROLE_ID, "role_required": True,
+              "consent_granted": True, "owners": [{"display_name": "Admin", "user_principal_name": "admin@contoso.com"}],
+              "key_credentials": [app_key()] if keys is None else keys}
+    answer.update(changes)
+    return answer
+
+
+def no_app(adopt: bool) -> dict[str, Any]:
+    """The app probe's answer when the app is not in the tenant."""
+    return app_answer(adopt, [], app_found=False, app_count=0, app_id=None, object_id=None, display_name=None,
+                      unique_name=None, service_principal_found=False, role_required=False, consent_granted=False,
+                      owners=[])
+
+
+def _org_of(adopt: bool, rows: list[dict[str, Any]], app_exists: bool) -> dict[str, Any]:
+    """The org probe's answer: an adopted app's client id is the parameter's; a created one is found by
+    its uniqueName (none yet: no client id, app_count 0)."""
+    if adopt:
+        return org_answer(rows)
+    if app_exists:
+        return org_answer(rows, app_lookup="1 application(s) with uniqueName psbridge-contoso-sharepoint", app_count=1)
+    return org_answer(rows, client_id=None, app_lookup="0 application(s) with uniqueName psbridge-contoso-sharepoint",
+                      app_count=0)
+
+
+def app_trust_state(name: str, dll: str, xml: str, *, adopt: bool) -> dict[str, dict[str, Any]]:
+    """A named state of the server and tenant for an app package whose payload has these sha256.
+
+    - "migrated and configured": the ACS trust and the app trust in place, bin holds the payload;
+    - "acs-only server": the ACS trust in place with the package's certificate; no app, no rows, no MSAL;
+    - "adopted app without consent": as acs-only, and the adopted app exists without admin consent;
+    - "app holds another certificate": migrated, but the app's key credential is another certificate (OTHER);
+    - "other msal version in bin": as acs-only, and bin holds Microsoft.Identity.Client 4.61.3.
+    """
+    configured = copy.deepcopy(STATES["fully configured"])
+    both_rows = [partner_row(SHAREPOINT_APP, APP_TENANT), partner_row(APP_CLIENT, APP_TENANT)]
+    migrated = {**configured, "web": web_answer(dll, xml), "org": _org_of(adopt, both_rows, True),
+                "app": app_answer(adopt)}
+    acs_only = {**configured, "web": web_answer(), "org": _org_of(adopt, [], False), "app": no_app(adopt)}
+    states = {
+        "migrated and configured": migrated,
+        "acs-only server": acs_only,
+        "adopted app without consent": {**acs_only, "org": _org_of(True, [], True),
+                                        "app": app_answer(True, [], consent_granted=False)},
+        "app holds another certificate": {**migrated, "app": app_answer(adopt, [app_key(OTHER, OTHER_KEY_ID)])},
+        "other msal version in bin": {**acs_only, "web": web_answer("f" * 64, None, version="4.61.3.0")},
+    }
+    return copy.deepcopy(states[name])
