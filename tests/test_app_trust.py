@@ -14,7 +14,6 @@ byte for byte what it was is tests/test_app_package.py's (every variant of the b
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import json
 import re
@@ -33,15 +32,18 @@ from support.msal import NUPKG_NAME, SignedMsal, make_signed_msal, trust_test_ro
 from support.packages import CHECK_THUMB, answer_probes
 from support.probe_states import (
     APP_CLIENT,
+    IN_STORE,
+    SERVER,
     APP_TENANT,
     OTHER,
     SHAREPOINT_APP,
     app_answer,
     app_key,
     app_trust_state,
-    no_app,
     org_answer,
     partner_row,
+    web_answer,
+    _cert,
 )
 from support.pwsh_grammar import code_only, command_invocations, syntax_errors
 from support.winrm_peer import Engine, RecordedPipeline, Reply, SecureValue
@@ -186,6 +188,28 @@ def test_check_judges_the_app_steps_and_sends_nothing_that_changes_state(
     assert GRAPH_TOKEN not in out + err
 
 
+def test_check_on_a_farm_judges_the_msal_files_on_each_additional_server(
+        tmp_path, engine, http_peer, farm, graph_env, trusted, capsys) -> None:
+    pkg = write_app_package(tmp_path, trusted, farm=FARM)
+    answer_probes(engine, state_of(pkg, "migrated and configured", adopt=False))
+    digests = payload_digests(pkg)
+    (_, done), (_, bare) = farm
+    answer_probes(done, {"server": SERVER, "certificate": _cert([IN_STORE]),
+                         "web": web_answer(digests["Microsoft.Identity.Client.dll"],
+                                           digests["Microsoft.Identity.Client.xml"])})
+    answer_probes(bare, {"server": SERVER, "certificate": _cert([IN_STORE]), "web": web_answer()})  # no MSAL
+    assert main(check_args(pkg, http_peer, "--json")) == 5
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    step13 = [(v["host"], v["verdict"]) for v in report["verdicts"] if v["id"] == "additional-servers"]
+    assert step13 == [(FARM[0], "in place"), (FARM[1], "will change")]
+    assert "Microsoft.Identity.Client" in next(v["detail"] for v in report["verdicts"]
+                                               if v["id"] == "additional-servers" and v["host"] == FARM[1])
+    for _, farm_engine in farm:  # read-only there: the server probes only
+        assert [s.split()[3] for s in farm_engine.scripts() if s.startswith("# psbridge probe: ")] == [
+            "server", "certificate", "web"]
+        assert step_pipelines(farm_engine) == []
+
+
 # --------------------------------------------------------------------------- 3. run
 
 
@@ -320,6 +344,32 @@ def test_a_farm_gets_the_payload_with_the_additional_servers_step_on_each_server
         assert step.parameters["PfxPassword"] == SecureValue(PFX_PASSWORD)
         assert set(step.parameters) == PAYLOAD_PARAMETERS | {"PfxPassword"}
         assert f"[13/13] additional-servers on {host} … ok" in out
+
+
+def test_run_verify_judges_the_app_steps_after_the_last_step(tmp_path, engine, http_peer, graph_env, trusted,
+                                                             capsys) -> None:
+    pkg = write_app_package(tmp_path, trusted)
+    answer_probes(engine, state_of(pkg, "migrated and configured", adopt=False))
+    assert main(run_args(pkg, http_peer, "--verify")) == 0, capsys.readouterr()
+    [record] = list((pkg / "runs").glob("*.jsonl"))
+    [verify] = [e for e in events_of(record) if e["event"] == "verify"]
+    verdicts = {v["id"]: v["verdict"] for v in verify["verdicts"]}
+    assert [verdicts[s] for s in APP_STEPS] == ["in place"] * 4 and verify["exit_code"] == 0
+    scripts = engine.scripts()
+    last_step = max(i for i, s in enumerate(scripts) if s.startswith("# psbridge step 12/12: msal-assembly"))
+    assert any(s.startswith("# psbridge probe: app ") for s in scripts[last_step + 1:])
+
+
+def test_a_run_resumed_at_partner_applications_sends_what_it_needs_and_the_payload(
+        tmp_path, engine, http_peer, graph_env, trusted, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("PSBRIDGE_PFX_PASSWORD")  # step 02 is not selected: its secret is not asked for
+    pkg = write_app_package(tmp_path, trusted)
+    answer_probes(engine, state_of(pkg, "acs-only server", adopt=False))
+    assert main(run_args(pkg, http_peer, "--from-step", "11")) == 0, capsys.readouterr()
+    received = step_pipelines(engine)
+    assert [step_id(p) for p in received] == ["prerequisites", "session", "connect", "partner-applications",
+                                              "msal-assembly"]
+    _payload_received(received[-1], pkg)
 
 
 # --------------------------------------------------------------------------- 4. rollback
