@@ -419,6 +419,9 @@ def test_rollback_sends_the_two_app_back_outs_with_the_recorded_values_in_revers
     assert not any(p.script.startswith("# psbridge step ") and step_id(p) in APP_STEPS for p in sent)
     for sid, index in (("app-registration", 9), ("msal-assembly", 12)):
         assert f"step {index:02d} {sid}: by hand:" in out, out
+    # app-registration's procedure is a list: the operator reads it as lines, not as escaped "\n".
+    assert "- the service principal: `Remove-MgServicePrincipal -ServicePrincipalId $Sp.Id`;" in out.splitlines()
+    assert "\\n" not in out
     # The rollback's own record keeps the NULL as JSON null.
     [rollback_record] = set((pkg / "runs").glob("*.jsonl")) - {record}
     assert '"OldTenantId": "' not in rollback_record.read_text(encoding="utf-8")

@@ -79,7 +79,7 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     for step, why in plan.nothing:
         click.echo(f"step {step.index:02d} {step.id}: nothing to undo: {safe(why)}", err=as_json)
     for step, manual in plan.manual:
-        click.echo(f"step {step.index:02d} {step.id}: by hand: {safe(manual)}", err=as_json)
+        click.echo(f"step {step.index:02d} {step.id}: by hand: {safe(manual, keep_newlines=True)}", err=as_json)
     for item in plan.scripted:
         values = ", ".join(f"{k}={v!r}" for k, v in item.parameters.items())
         click.echo(f"step {item.step.index:02d} {item.step.id}: {item.file} with {safe(values)}", err=as_json)
