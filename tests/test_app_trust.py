@@ -208,6 +208,10 @@ def test_check_on_a_farm_judges_the_msal_files_on_each_additional_server(
         assert [s.split()[3] for s in farm_engine.scripts() if s.startswith("# psbridge probe: ")] == [
             "server", "certificate", "web"]
         assert step_pipelines(farm_engine) == []
+    # The human output numbers the steps of the package (13), one line per server for step 13.
+    assert main(check_args(pkg, http_peer)) == 5
+    heads = [line[:7] for line in capsys.readouterr().out.splitlines() if re.match(r"\[\d\d/\d\d\] ", line)]
+    assert heads == [f"[{i:02d}/13]" for i in range(1, 14)] + ["[13/13]"]
 
 
 # --------------------------------------------------------------------------- 3. run

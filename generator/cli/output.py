@@ -159,8 +159,9 @@ def print_check(report: CheckReport, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"event": "check", **report.as_json()}))
         return
+    total = max((v.index for v in report.verdicts), default=0)  # a farm's last step has one verdict per server
     for v in report.verdicts:
-        for line in _verdict_lines(v, len(report.verdicts)):
+        for line in _verdict_lines(v, total):
             click.echo(line.rstrip())
     for line in expiry_lines(report.expiry, report.warn_days, _labelled):
         click.echo(line.rstrip())
