@@ -426,9 +426,13 @@ def test_rollback_sends_the_two_app_back_outs_with_the_recorded_values_in_revers
     # app-registration's procedure is a list: the operator reads it as lines, not as escaped "\n".
     assert "- the service principal: `Remove-MgServicePrincipal -ServicePrincipalId $Sp.Id`;" in out.splitlines()
     assert "\\n" not in out
-    # The rollback's own record keeps the NULL as JSON null.
+    # The NULL came from the run record as JSON null, and went out as no value (not '' or 'NULL').
+    around = {e["when"]: e["readings"]["org"] for e in events_of(record)
+              if e["event"] == "state" and e["id"] == "partner-applications"}
+    assert around["before"]["rows"][0]["tenant_id"] is None
+    assert "OldTenantId=None" in out
     [rollback_record] = set((pkg / "runs").glob("*.jsonl")) - {record}
-    assert '"OldTenantId": "' not in rollback_record.read_text(encoding="utf-8")
+    assert [e.get("for_step") for e in events_of(rollback_record) if e["event"] == "step-end"] == [None, None, 11, 10]
     lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     assert [(line["action"], line["outcome"]) for line in lines[-2:]] == [("rollback", "rollback-started"),
                                                                            ("rollback", "ok")]
