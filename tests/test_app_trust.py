@@ -24,6 +24,7 @@ import pytest
 
 from psbridge.cli import main
 from psbridge.package import read_package
+from psbridge.parameters import ACS_RETIRED_ON
 
 from support.app_trust import APP_NAME, app_parameters, payload_digests, write_app_package, write_parameters
 from support.cli import check_args, run_args
@@ -131,7 +132,7 @@ def test_an_operator_validates_and_renders_an_app_package_from_a_parameters_file
     assert plan["parameters"]["trust"] == "app" and plan["parameters"]["app"] == app_parameters(adopt=adopt)["app"]
     package = read_package(pkg)
     assert package.problems == [] and package.reproduction_problems == []
-    assert "Azure ACS was retired" not in rendered.stderr + validated.stderr  # the ACS warning is for ACS only
+    assert ACS_RETIRED_ON not in rendered.stderr + validated.stderr  # the retirement warning is for ACS only
 
 
 def test_validate_refuses_an_app_package_without_its_nupkg_in_one_line(psbridge, tmp_path, trusted) -> None:
