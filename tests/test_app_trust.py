@@ -104,6 +104,11 @@ def plan_of(pkg: Path) -> dict[str, Any]:
     return json.loads((pkg / "plan.json").read_text(encoding="utf-8"))
 
 
+def approve(pkg: Path, keys: dict[str, Path], log: Path) -> None:
+    """Jane approves the package, so `log` is the package's own audit log (rollback believes only that)."""
+    assert main(["approve", str(pkg), "--key", str(keys["jane"]), "--audit-log", str(log)]) == 0
+
+
 # --------------------------------------------------------------------------- 1. validate and render
 
 
@@ -291,9 +296,10 @@ ALREADY = {
 
 
 def test_a_second_run_on_a_migrated_server_changes_nothing_and_leaves_nothing_to_roll_back(
-        tmp_path, engine, http_peer, graph_env, trusted, capsys) -> None:
+        tmp_path, engine, http_peer, graph_env, trusted, capsys, keys) -> None:
     log = tmp_path / "audit.jsonl"
     pkg = write_app_package(tmp_path, trusted)
+    approve(pkg, keys, log)
     answer_probes(engine, state_of(pkg, "acs-only server", adopt=False))
     assert main([*run_args(pkg, http_peer), "--audit-log", str(log)]) == 0  # the migration
     # The second run: the server is migrated, and every changing step answers as it does when in place.
@@ -397,9 +403,10 @@ def _migration_seen_by_the_probes(engine: Engine, pkg: Path) -> None:
 
 
 def test_rollback_sends_the_two_app_back_outs_with_the_recorded_values_in_reverse_order(
-        tmp_path, engine, http_peer, graph_env, trusted, capsys) -> None:
+        tmp_path, engine, http_peer, graph_env, trusted, capsys, keys) -> None:
     log = tmp_path / "audit.jsonl"
     pkg = write_app_package(tmp_path, trusted, adopt=True)
+    approve(pkg, keys, log)
     _migration_seen_by_the_probes(engine, pkg)
     assert main([*run_args(pkg, http_peer), "--audit-log", str(log)]) == 0
     [record] = list((pkg / "runs").glob("*.jsonl"))
