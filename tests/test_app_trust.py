@@ -37,6 +37,7 @@ from support.probe_states import (
     SERVER,
     APP_TENANT,
     OTHER,
+    OTHER_KEY_ID,
     SHAREPOINT_APP,
     app_answer,
     app_key,
@@ -475,6 +476,20 @@ def test_a_renewal_on_the_app_trust_adds_the_app_key_before_the_switch_and_retir
     line = updates[0].line
     principal = min(i.line for i in command_invocations(text) if i.name == "Update-MgServicePrincipal")
     assert code.count("\n", 0, code.index("if ($Unknown.Count -gt 0)")) + 1 < line < principal
+
+
+def test_check_of_an_app_renewal_before_retirement_says_retire_previous_also_removes_the_apps_old_key(
+        tmp_path, engine, http_peer, graph_env, trusted, capsys) -> None:
+    pkg = write_app_package(tmp_path, trusted, replaces=OTHER)
+    answers = state_of(pkg, "migrated and configured", adopt=False)  # CRM signs with the new one (THUMB)
+    answers["app"] = app_answer(False, [app_key(OTHER, OTHER_KEY_ID), app_key()])  # the old key is still there
+    answer_probes(engine, answers)
+    assert main(check_args(pkg, http_peer, "--json")) == 5
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    retire = next(v for v in report["verdicts"] if v["id"] == "retire-previous")
+    assert retire["verdict"] == "will change" and "app: " + OTHER in retire["detail"]
+    assert retire["index"] == len(report["verdicts"])  # the last step
+    assert [step_id(p) for p in step_pipelines(engine)] == ["session", "connect"]
 
 
 # --------------------------------------------------------------------------- 7. report
