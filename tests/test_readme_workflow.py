@@ -14,13 +14,16 @@ import io
 import json
 import re
 import shlex
+from pathlib import Path
+from typing import Any
 import sys
 
 from psbridge.cli import main
 
 from support.cli import CHECKOUT
 from support.packages import answer_probes
-from support.probe_states import state
+from support.app_trust import payload_digests
+from support.probe_states import TENANT, app_trust_state, state
 from support.winrm_peer import Engine, Reply
 
 
@@ -46,8 +49,16 @@ def workflow() -> list[list[str]]:
     return commands
 
 
-def _server_changes(engine: Engine) -> None:
-    """The peer answers the state probes as a server that the run changes would."""
+def _app_probes(package: Path) -> dict[str, dict[str, Any]]:
+    """The app trust's probes on a server that runs the ACS trust only: no app, no rows, no MSAL in bin."""
+    digests = payload_digests(package)
+    acs_only = app_trust_state("acs-only server", digests["Microsoft.Identity.Client.dll"],
+                               digests["Microsoft.Identity.Client.xml"], adopt=False)
+    return {name: acs_only[name] for name in ("web", "org", "app")}
+
+
+def _server_changes(engine: Engine, package: Path) -> None:
+    """The peer answers each state probe as the server is before, and after, the step that changes it."""
     before, after = state("fresh server"), state("fully configured")
     entra_before = copy.deepcopy(before["entra"])
     entra_before["key_credentials"], entra_before["service_principal_names"] = [], []
@@ -55,20 +66,35 @@ def _server_changes(engine: Engine) -> None:
     entra_after["key_credentials"] = [{"key_id": "11111111-2222-4333-8444-555555555555", "thumbprint": "A" * 40,
                                        "matches_certificate": True, "start": "2026-01-01T00:00:00Z",
                                        "end": "2036-01-01T00:00:00Z"}]
+    digests = payload_digests(package)
+    migrated = app_trust_state("migrated and configured", digests["Microsoft.Identity.Client.dll"],
+                               digests["Microsoft.Identity.Client.xml"], adopt=False)
+    acs_only = _app_probes(package)
+    changes = [  # probe, the step after which it reads `after`, before, after
+        ("entra", "06", entra_before, entra_after),
+        ("crm", "07", before["crm"], after["crm"]),
+        ("app", "10", acs_only["app"], migrated["app"]),
+        ("org", "11", acs_only["org"], migrated["org"]),
+        ("web", "12", acs_only["web"], migrated["web"]),
+    ]
     probe = "# psbridge probe: {} "
     engine.reset_rules()
     engine.when(probe.format("server"), Reply(output=[json.dumps(after["server"])]))
     engine.when(probe.format("certificate"), Reply(output=[json.dumps(after["certificate"])]))
-    engine.when(probe.format("entra"), Reply(output=[json.dumps(entra_before)]), times=1)
-    engine.when(probe.format("entra"), Reply(output=[json.dumps(entra_after)]))
-    engine.when(probe.format("crm"), Reply(output=[json.dumps(before["crm"])]), times=2)
-    engine.when(probe.format("crm"), Reply(output=[json.dumps(after["crm"])]))
+    for name, step, was, now in changes:
+        def changed(p: Any, name: str = name, step: str = step) -> bool:
+            return p.script.startswith(probe.format(name)) and any(
+                q.script.startswith(f"# psbridge step {step}/") for q in engine.pipelines[:-1])
+        engine.when(changed, Reply(output=[json.dumps(now)]))
+        engine.when(probe.format(name), Reply(output=[json.dumps(was)]))
 
 
-def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secrets_env, monkeypatch, capsys):
+def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secrets_env, monkeypatch, capsys,
+                                            msal_package):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PSBRIDGE_AUDIT_LOG")  # the workflow's log is the default one, beside the packages
     monkeypatch.setenv("PSBRIDGE_KEY_PASSPHRASE", "board-Passphrase-1")
+    monkeypatch.setenv("PSBRIDGE_GRAPH_TOKEN", "eyJ0eXAi.graph-token-of-the-operator.sig")  # profile graph
     to_peer = ["--port", str(http_peer.port), "--transport", "http", "--auth", "ntlm"]
     codes = {}
     for argv in workflow():
@@ -78,9 +104,9 @@ def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secret
         if command in ("check", "run", "rollback"):
             argv = [*argv, *to_peer]
         if command == "check":
-            answer_probes(engine, state("fresh server"))
+            answer_probes(engine, {**state("fresh server"), **_app_probes(tmp_path / "changes" / "contoso")})
         if command == "run":
-            _server_changes(engine)
+            _server_changes(engine, tmp_path / "changes" / "contoso")
         if command == "rollback":  # rollback asks before sending values read from the record: the operator says y
             monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
         code = main(argv)
@@ -94,13 +120,16 @@ def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secret
             params = tmp_path / argv[1]
             text = params.read_text(encoding="utf-8")
             text = re.sub(r"(?m)^\[crm\]\n", '[crm]\nserver = "127.0.0.1"\n', text)  # the peer
-            params.write_text(text, encoding="utf-8")
+            text = text.replace('tenant_id = "00000000-0000-0000-0000-000000000000"', f'tenant_id = "{TENANT}"')
+            params.write_text(text, encoding="utf-8")  # your values: the tenant; the MSAL package is beside it
     assert list(codes) == ["init", "render", "report", "keygen", "approve", "verify", "check", "run", "rollback",
                            "audit"]
     assert (tmp_path / "changes" / "contoso-report.html").is_file()
     assert list((tmp_path / "changes" / "contoso" / "checks").glob("*.json"))
     undo = [p for p in engine.pipelines if p.script.startswith("# psbridge back-out of step")]
-    assert len(undo) == 2  # the run added a credential, the SPN and the settings: all undone
+    # The run added the CRM principal's credential and SPN, the settings, the app's credential and the
+    # organization's rows: each scripted back-out is sent (the app itself and bin are manual).
+    assert len(undo) == 4
     log = [json.loads(line) for line in (tmp_path / "changes" / "audit.jsonl").read_text().splitlines()]
     assert [line["action"] for line in log][:2] == ["render", "approve"] and log[-1]["action"] == "rollback"
 
