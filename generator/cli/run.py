@@ -16,6 +16,7 @@ from .output import print_audit_head, print_check, reporter, safe, warn_if_unver
 from .prompts import ask_step, confirm_or_refuse
 
 if TYPE_CHECKING:
+    from ..check import CheckReport
     from ..remote.gate import PreparedRun
 
 
@@ -99,7 +100,7 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
     as_json = flags.as_json
     run_options = RunOptions(prepared.selected, prepared.additional, confirm=ask_step if flags.step_mode else None,
                              from_step=flags.from_step, force_unlock=flags.force_unlock, verify=flags.verify_after,
-                             show_check=lambda report: print_check(report, as_json=as_json), approval=policy)
+                             show_check=lambda report: _show_verification(report, as_json), approval=policy)
     try:
         done = run_package(ctx, run_options, Audited(log, "run"), prepared.approval)
     except NotRecorded as exc:
@@ -159,3 +160,11 @@ def _confirm_unapproved(prepared: PreparedRun, assume_yes: bool, as_json: bool) 
         return
     confirm_or_refuse("Run it?", no_terminal="run: no terminal to confirm on; pass --yes to run this package without "
                       "--require-approval, or require its approval", refused="run: not confirmed; nothing ran")
+
+
+def _show_verification(report: CheckReport, as_json: bool) -> None:
+    """`run --verify`: check's block after the run's last step, under a heading that says what it is."""
+    if not as_json:
+        click.echo("")
+        click.echo("verify: what the server shows after the run (the probes of psbridge check):")
+    print_check(report, as_json=as_json)
