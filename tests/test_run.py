@@ -22,6 +22,8 @@ from psbridge.catalogue import MSONLINE_STEPS, resume_selection
 from psbridge.cli import main
 
 from support.cli import run_args
+from support.packages import answer_probes
+from support.probe_states import state
 from support.lab import O365_PASSWORD, O365_USER, PFX_PASSWORD, SECRETS, USER, WINRM_PASSWORD, assert_no_secrets
 from support.winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
 from support.winrm_peer.package import marker
@@ -463,3 +465,12 @@ def test_a_successful_run_says_what_to_do_next(pkg, http_peer, engine, secrets_e
     assert "  certificate:  " + "AB12" * 10 in out
     assert "       https://contoso.sharepoint.com/sites/salesteam" in out
     assert "and the tenant ID 5f2e1c1a-0000-4000-8000-000000000001; Next." in out
+
+
+def test_the_wizard_hint_takes_the_tenant_that_verify_read(pkg, http_peer, engine, secrets_env, capsys):
+    """Step 08's output lacks the tenant, but `--verify` read it from Entra ID: the hint names it (issue 21)."""
+    answer_probes(engine, state("fully configured"))
+    code, out, err = psbridge(capsys, run_args(pkg, http_peer, "--verify"))
+    assert code == 0, out + err
+    tenant = state("fully configured")["entra"]["tenant_id"]
+    assert f"  tenant ID:    {tenant}" in out and "(not in step 08 output)" not in out

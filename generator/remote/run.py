@@ -64,6 +64,9 @@ def facts_of(server_run: ServerRun) -> RunFacts:
     the run recorded before step certificate (the server's .cer, which step set-certificate imports)."""
     results = [r for r in server_run.results if r.id == "tenant-id"]
     tenant = next((m.group(0) for r in results for line in r.output for m in [_GUID.search(line)] if m), None)
+    if tenant is None and server_run.verification is not None:  # --verify read it after the run
+        tenant = next((m.group(0) for v in server_run.verification.verdicts if v.id == "tenant-id"
+                       for m in [_GUID.search(v.detail)] if m), None)
     thumbprint = Thumbprint.of((server_run.ctx.package.certificate or {}).get("thumbprint"))
     reading = server_run.readings.get(("certificate", "before"), {}).get("certificate")
     if thumbprint is None and isinstance(reading, dict):
