@@ -44,6 +44,7 @@ def test_a_signal_during_a_step_stops_it_records_the_end_and_releases_the_lock(s
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: any(p.script.startswith("# psbridge step 02/08") for p in engine.pipelines))
+        time.sleep(1.0)  # the step is sent and psbridge is waiting for it (as test_run's Ctrl-C test waits)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
