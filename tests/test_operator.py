@@ -53,3 +53,91 @@ def test_check_help_names_save_not_out() -> None:
 
     text = CliRunner().invoke(cli, ["check", "--help"]).output
     assert "--save [FILE.json]" in text and "--out" not in text
+
+
+# --------------------------------------------------------------------------- psbridge runs, rollback --last
+
+from test_rollback import _rollback_args, _run  # noqa: E402 - the run the rollback tests make
+
+
+def _last_args(pkg: Path, peer, log: Path) -> list[str]:  # noqa: ANN001 - the peer fixture
+    return ["rollback", *check_args(pkg, peer)[1:], "--last", "--yes", "--audit-log", str(log)]
+
+
+def _runs(pkg: Path, log: Path, capsys) -> list[dict]:  # noqa: ANN001 - capsys
+    capsys.readouterr()
+    assert main(["runs", str(pkg), "--json", "--audit-log", str(log)]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_runs_lists_the_run_then_rollback_last_backs_it_out_and_only_once(tmp_path, http_peer, engine, secrets_env,
+                                                                         capsys, keys) -> None:
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    capsys.readouterr()
+    assert main(["runs", str(pkg), "--audit-log", str(log)]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert " ok " in line and " run " in line and "not rolled back" in line and record.name in line
+    [listed] = _runs(pkg, log, capsys)
+    assert listed["outcome"] == "ok" and listed["changed"] and listed["vouched"] and not listed["rollback"]
+
+    before = len(engine.pipelines)
+    assert main(_last_args(pkg, http_peer, log)) == 0
+    out = capsys.readouterr().out
+    assert f"rollback: the last run that changed something: {record}" in out
+    assert any(p.script.startswith("# psbridge back-out of step") for p in engine.pipelines[before:])
+
+    run, back = _runs(pkg, log, capsys)
+    assert run["record"] == str(record) and run["rolled_back_by"] == back["record"]
+    assert back["rollback"] and back["outcome"] == "ok" and back["rolled_back_by"] is None
+
+    for argv in (_last_args(pkg, http_peer, log), _rollback_args(pkg, http_peer, record, log)):
+        sent = len(engine.pipelines)
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert f"{record} was already backed out by {back['record']}; nothing sent" in out
+        assert len(engine.pipelines) == sent  # nothing sent
+    assert [l["action"] for l in map(json.loads, log.read_text().splitlines())][-1] == "rollback"
+
+
+def test_a_rollback_record_the_audit_log_does_not_vouch_for_hides_no_run(tmp_path, http_peer, engine, secrets_env,
+                                                                        capsys, keys) -> None:
+    from psbridge.files import sha256_hex
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    start = json.loads(record.read_text().splitlines()[0])
+    forged = {**start, "started": "2999-01-01T00:00:00.000Z", "rollback_of": str(record),
+              "rollback_of_sha256": sha256_hex(record.read_bytes())}
+    end = {"event": "run-end", "exit_code": 0, "ended": "2999-01-01T00:00:01.000Z", "reason": "ok"}
+    (pkg / "runs" / "forged.jsonl").write_text(json.dumps(forged) + "\n" + json.dumps(end) + "\n")
+    run, fake = _runs(pkg, log, capsys)
+    assert run["rolled_back_by"] is None and fake["rollback"] and not fake["vouched"]
+    before = len(engine.pipelines)
+    assert main(_last_args(pkg, http_peer, log)) == 0
+    assert "already backed out" not in capsys.readouterr().out
+    assert any(p.script.startswith("# psbridge back-out of step") for p in engine.pipelines[before:])
+
+
+def test_rollback_last_without_a_vouched_change_sends_nothing(tmp_path, http_peer, engine, secrets_env, capsys,
+                                                             keys) -> None:
+    log = tmp_path / "audit.jsonl"
+    pkg = write_check_package(tmp_path)
+    assert main(["approve", str(pkg), "--key", str(keys["jane"]), "--audit-log", str(log)]) == 0
+    assert main(_last_args(pkg, http_peer, log)) == 2
+    err = capsys.readouterr().err
+    assert "rollback --last: no run of this package that the audit log vouches for changed anything" in err
+    assert engine.pipelines == []
+    assert main(["runs", str(pkg), "--audit-log", str(log)]) == 0
+    assert "no run records" in capsys.readouterr().out
+
+
+def test_rollback_takes_run_or_last_not_both(tmp_path, http_peer, engine, secrets_env, capsys, keys) -> None:
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    before = len(engine.pipelines)
+    for argv in ([*_rollback_args(pkg, http_peer, record, log), "--last"],
+                 ["rollback", *check_args(pkg, http_peer)[1:], "--yes", "--audit-log", str(log)]):
+        assert main(argv) == 2
+        assert "give --run RECORD or --last (one of them)" in capsys.readouterr().err
+    assert len(engine.pipelines) == before
