@@ -141,3 +141,46 @@ def test_rollback_takes_run_or_last_not_both(tmp_path, http_peer, engine, secret
         assert main(argv) == 2
         assert "give --run RECORD or --last (one of them)" in capsys.readouterr().err
     assert len(engine.pipelines) == before
+
+
+# --------------------------------------------------------------------------- audit verify on a folder
+
+
+def _logged_package(tmp_path: Path, keys) -> tuple[Path, Path]:  # noqa: ANN001 - the keys fixture
+    """A package in tmp/packages/ approved into the default log beside it (no PSBRIDGE_AUDIT_LOG)."""
+    pkg = write_check_package(tmp_path / "packages")
+    assert main(["approve", str(pkg), "--key", str(keys["jane"])]) == 0
+    return pkg, pkg.parent / "audit.jsonl"
+
+
+def test_audit_verify_takes_a_package_folder_or_a_packages_folder(tmp_path, keys, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("PSBRIDGE_AUDIT_LOG", raising=False)
+    pkg, log = _logged_package(tmp_path, keys)
+    assert log.is_file()
+    capsys.readouterr()
+    for target in (pkg, pkg.parent, log):
+        assert main(["audit", "verify", str(target)]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"{log}: ") and "good line(s); head " in out, (target, out)
+
+
+def test_audit_verify_of_a_folder_follows_the_environment_and_audit_log(tmp_path, keys, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("PSBRIDGE_AUDIT_LOG", raising=False)
+    pkg, log = _logged_package(tmp_path, keys)
+    shared = tmp_path / "shared" / "audit.jsonl"
+    monkeypatch.setenv("PSBRIDGE_AUDIT_LOG", str(shared))
+    assert main(["approve", str(pkg), "--key", str(keys["jane"])]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(pkg)]) == 0
+    assert capsys.readouterr().out.startswith(f"{shared}: 1 good line(s)")
+    assert main(["audit", "verify", str(pkg), "--audit-log", str(log)]) == 0
+    assert capsys.readouterr().out.startswith(f"{log}: ")
+    assert main(["audit", "verify", str(log), "--audit-log", str(shared)]) == 2
+    assert "give the log as PATH or as --audit-log, not both" in capsys.readouterr().err
+
+
+def test_init_recommends_one_audit_log_for_all_folders(tmp_path) -> None:
+    assert main(["init", str(tmp_path / "p.toml")]) == 0
+    text = (tmp_path / "p.toml").read_text(encoding="utf-8")
+    head = text.split("\nname = ", 1)[0]
+    assert "PSBRIDGE_AUDIT_LOG" in head and "psbridge audit verify PACKAGE_DIR" in head
