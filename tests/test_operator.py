@@ -184,3 +184,74 @@ def test_init_recommends_one_audit_log_for_all_folders(tmp_path) -> None:
     text = (tmp_path / "p.toml").read_text(encoding="utf-8")
     head = text.split("\nname = ", 1)[0]
     assert "PSBRIDGE_AUDIT_LOG" in head and "psbridge audit verify PACKAGE_DIR" in head
+
+
+# --------------------------------------------------------------------------- keygen: the private key apart from the board's
+
+
+def test_keygen_puts_the_private_key_and_the_boards_public_key_apart(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PSBRIDGE_KEY_PASSPHRASE", raising=False)
+    assert main(["keygen", "--key-out", "mine", "--pub-out", "board", "--name", "Jane Doe <jane@contoso.com>",
+                 "--no-passphrase"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "board").iterdir()) == ["jane-doe.pub.json"]
+    assert (tmp_path / "mine" / "jane-doe.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "mine" / "jane-doe.pub.json").read_bytes() == (tmp_path / "board" / "jane-doe.pub.json").read_bytes()
+    assert "public key:  board/jane-doe.pub.json" in out and "private key: mine/jane-doe.key" in out
+    pkg = write_check_package(tmp_path / "changes")
+    assert main(["approve", str(pkg), "--key", "mine/jane-doe.key"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(pkg), "--trusted-keys", "board"]) == 0
+    assert "private key" not in capsys.readouterr().err
+
+
+def test_keygen_defaults_the_private_key_to_home_and_the_public_key_to_here(tmp_path, monkeypatch, capsys) -> None:
+    home, here = tmp_path / "home", tmp_path / "here"
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    monkeypatch.delenv("PSBRIDGE_KEY_PASSPHRASE", raising=False)
+    assert main(["keygen", "--name", "jane@contoso.com", "--no-passphrase"]) == 0
+    keys = home / ".psbridge" / "keys"
+    assert (keys / "jane-contoso-com.key").is_file() and keys.stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in here.iterdir()) == ["jane-contoso-com.pub.json"]
+
+
+def test_keygen_out_still_writes_both_and_refuses_a_mix(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PSBRIDGE_KEY_PASSPHRASE", raising=False)
+    assert main(["keygen", "--out", "both", "--name", "jane@contoso.com", "--no-passphrase"]) == 0
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["jane-contoso-com.key", "jane-contoso-com.pub.json"]
+    assert main(["keygen", "--out", "x", "--key-out", "y", "--name", "jo@contoso.com", "--no-passphrase"]) == 2
+    assert "--out DIR (both files) or --key-out/--pub-out, not both" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_keygen_refuses_an_existing_board_key_before_writing_anything(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PSBRIDGE_KEY_PASSPHRASE", raising=False)
+    (tmp_path / "board").mkdir()
+    (tmp_path / "board" / "jane-contoso-com.pub.json").write_text("{}")
+    assert main(["keygen", "--key-out", "mine", "--pub-out", "board", "--name", "jane@contoso.com",
+                 "--no-passphrase"]) == 2
+    assert "board/jane-contoso-com.pub.json: exists; use --force" in capsys.readouterr().err
+    assert not (tmp_path / "mine").exists()
+
+
+def test_verify_and_require_approval_warn_of_a_private_key_in_the_trusted_folder(
+        tmp_path, monkeypatch, engine, http_peer, secrets_env, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PSBRIDGE_KEY_PASSPHRASE", raising=False)
+    assert main(["keygen", "--out", "board", "--name", "Jane Doe <jane@contoso.com>", "--no-passphrase"]) == 0
+    (tmp_path / "board" / "renamed.txt").write_bytes((tmp_path / "board" / "jane-doe.key").read_bytes())
+    pkg = write_check_package(tmp_path / "changes")
+    assert main(["approve", str(pkg), "--key", "board/jane-doe.key"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(pkg), "--trusted-keys", "board"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "private key" in line]
+    assert warnings == ["psbridge: warning: --trusted-keys board: holds private key file(s) jane-doe.key, "
+                        "renamed.txt: keep private keys out of the board's folder (keygen --key-out DIR --pub-out DIR)"]
+    answer_probes(engine, state("fully configured"))
+    assert main([*check_args(pkg, http_peer), "--require-approval", "--trusted-keys", "board"]) == 0
+    assert sum("holds private key file(s)" in line for line in capsys.readouterr().err.splitlines()) == 1
