@@ -87,6 +87,21 @@ def resolve_log(explicit: Path | str | None, *, near: Path | str | None) -> Path
 
 
 
+def resolve_for(target: Path | str | None, explicit: Path | str | None = None) -> Path:
+    """The audit log `audit verify TARGET` checks: TARGET may be the log itself, a package folder
+    (one holding plan.json) or a packages folder, resolved by the rule of every other command
+    (`resolve_log`): --audit-log, else PSBRIDGE_AUDIT_LOG, else audit.jsonl beside the packages.
+
+    A log file given both as TARGET and as --audit-log is ambiguous: UserError.
+    """
+    if target is None or not Path(target).is_dir():
+        if target is not None and explicit is not None:
+            raise UserError(f"{target}: give the log as PATH or as --audit-log, not both")
+        return resolve_log(explicit if explicit is not None else target, near=None)
+    folder = Path(os.path.abspath(target))
+    return resolve_log(explicit, near=folder.parent if (folder / "plan.json").is_file() else folder)
+
+
 def os_user() -> str:
     """Who ran the command, as the operating system knows them; the actor of every line."""
     try:

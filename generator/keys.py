@@ -418,6 +418,56 @@ def read_trusted_folder(directory: Path) -> TrustedFolder:
     return TrustedFolder(keys, hidden)
 
 
+#: How a private key file begins (OpenSSH, PKCS#8, encrypted PKCS#8): what keygen writes and earlier versions wrote.
+_PRIVATE_KEY_MARKERS = (b"-----BEGIN OPENSSH PRIVATE KEY-----", b"-----BEGIN PRIVATE KEY-----",
+                        b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+
+def private_keys_in(directory: Path) -> list[str]:
+    """The names of private key files in the trusted-keys folder (`*.key`, or a file that begins like one).
+
+    The board's folder is for public keys: a private key in it is readable by whoever can read
+    the folder, and anyone holding it can approve as its owner. Only regular files directly in
+    the folder are looked at (no link followed, only the first bytes read); an unreadable folder
+    says nothing here (reading the keys reports it).
+    """
+    found: list[str] = []
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return found
+    for path in entries:
+        if path.is_symlink() or not path.is_file():
+            continue
+        if path.name.endswith(PRIVATE_KEY_SUFFIX) or _begins_like_a_private_key(path):
+            found.append(path.name)
+    return found
+
+
+def _begins_like_a_private_key(path: Path) -> bool:
+    """Whether the file's first bytes are a private key's PEM header (a .key renamed is still a key)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        head = os.read(fd, 64).lstrip()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return head.startswith(_PRIVATE_KEY_MARKERS)
+
+
+def private_key_notice(directory: Path) -> str | None:
+    """The one-line warning when the trusted-keys folder holds a private key file, else None."""
+    found = private_keys_in(directory)
+    if not found:
+        return None
+    return (f"--trusted-keys {directory}: holds private key file(s) {', '.join(found)}: keep private keys out of "
+            "the board's folder (keygen --key-out DIR --pub-out DIR)")
+
+
 def load_trusted_keys(directory: Path) -> dict[str, PublicKey]:
     """The keys of `read_trusted_folder` (hidden files ignored), for callers that only judge trust."""
     return read_trusted_folder(directory).keys

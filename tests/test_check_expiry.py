@@ -180,7 +180,7 @@ def test_json_carries_the_expiry_facts(tmp_path, engine, http_peer, secrets_env,
     pkg = write_package(tmp_path)
     answer_probes(engine, with_expired_key(state("fully configured")))
     target = tmp_path / "evidence.json"
-    assert main(check_args(pkg, http_peer, "--json", "--out", str(target))) == 6
+    assert main(check_args(pkg, http_peer, "--json", "--save", str(target))) == 6
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["exit_code"] == 6
     expiry = report["expiry"]

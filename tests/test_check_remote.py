@@ -303,7 +303,7 @@ def test_long_before_and_after_go_on_their_own_lines(
     assert all(len(line) <= 100 for line in lines)
 
 
-# --------------------------------------------------------------------------- evidence: check --out
+# --------------------------------------------------------------------------- evidence: check --save
 
 
 def test_check_out_saves_the_evidence_in_the_package_and_audits_it(tmp_path, engine, http_peer, secrets_env,
@@ -311,7 +311,7 @@ def test_check_out_saves_the_evidence_in_the_package_and_audits_it(tmp_path, eng
     pkg = write_package(tmp_path)
     answer_probes(engine, state("half configured"))
     log = tmp_path / "audit.jsonl"
-    assert main([*check_args(pkg, http_peer), "--out", "--audit-log", str(log)]) == 5
+    assert main([*check_args(pkg, http_peer), "--save", "--audit-log", str(log)]) == 5
     out = capsys.readouterr().out
     assert "probe server on 127.0.0.1 … ok" in out and "probe entra on 127.0.0.1 … ok" in out
     [saved] = list((pkg / "checks").glob("*.json"))
@@ -331,7 +331,7 @@ def test_check_out_to_a_file(tmp_path, engine, http_peer, secrets_env, capsys) -
     pkg = write_package(tmp_path)
     answer_probes(engine, state("fully configured"))
     target = tmp_path / "evidence.json"
-    assert main([*check_args(pkg, http_peer), "--json", "--out", str(target)]) == 0
+    assert main([*check_args(pkg, http_peer), "--json", "--save", str(target)]) == 0
     out, err = capsys.readouterr()
     json.loads(out.strip().splitlines()[-1])  # stdout is still JSON only
     assert f"saved: {target}" in err and json.loads(target.read_text())["exit_code"] == 0
@@ -344,7 +344,7 @@ def test_a_secret_the_server_echoes_in_a_reading_is_redacted_everywhere(tmp_path
     answers["crm"]["server_settings"]["S2SDefaultAuthorizationServerMetadataUrl"] = f"https://x/{O365_PASSWORD}"
     answer_probes(engine, answers)
     target = tmp_path / "evidence.json"
-    assert main([*check_args(pkg, http_peer), "--out", str(target)]) == 5
+    assert main([*check_args(pkg, http_peer), "--save", str(target)]) == 5
     out, err = capsys.readouterr()
     for blob in (out, err, target.read_text()):
         assert O365_PASSWORD not in blob and json.dumps(O365_PASSWORD)[1:-1] not in blob

@@ -19,7 +19,7 @@ import threading
 from types import FrameType
 
 from ..errors import CommandFinished, ConnectFailure, ExitCode, Interrupted, RuntimeFailure, UserError, stop_code, stopped_by
-from . import approvals, audit, cert, check, evidence, packages, rollback, run
+from . import approvals, audit, cert, check, evidence, packages, rollback, run, runs
 from .options import CONTEXT
 from .output import safe
 from .packages import COMPLETION_SHELLS
@@ -30,7 +30,7 @@ __all__ = ["COMPLETION_SHELLS", "cli", "main"]
 
 #: `psbridge --help` lists the commands in the order of the workflow, not alphabetically.
 WORKFLOW_ORDER = ("init", "validate", "render", "report", "keygen", "approve", "verify", "show", "diff", "check",
-                  "run", "rollback", "audit", "cert", "schema", "completion")
+                  "run", "rollback", "runs", "audit", "cert", "schema", "completion")
 
 
 class _WorkflowGroup(click.Group):
@@ -57,7 +57,7 @@ def cli() -> None:
 
 for _command in (
     *packages.COMMANDS, cert.cert, *approvals.COMMANDS, *evidence.COMMANDS, audit.audit_group,
-    run.run, check.check, rollback.rollback,
+    run.run, check.check, rollback.rollback, *runs.COMMANDS,
 ):
     cli.add_command(_command)
 

@@ -4,61 +4,132 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import RuntimeFailure, UserError
 from ..secrets import read_secret
 from .auditing import audit_failure, read_package_logged
-from .options import CONTEXT, audit_log_option, package_log
+from .options import CONTEXT, audit_log_option, gather, package_log
 from .output import human, print_audit_head, safe
 from .prompts import has_terminal
 
 
+#: Where keygen puts the private key unless told: a folder of the user's own, never the board's folder.
+DEFAULT_KEY_DIR = Path("~") / ".psbridge" / "keys"
+
+
+def _key_folders(out_dir: Path | None, key_out: Path | None, pub_out: Path | None) -> tuple[Path, Path]:
+    """The private key's folder and the public key's: --key-out and --pub-out, or --out for both."""
+    if out_dir is not None:
+        if key_out is not None or pub_out is not None:
+            raise UserError("--out: give --out DIR (both files) or --key-out/--pub-out, not both")
+        return out_dir, out_dir
+    return key_out or DEFAULT_KEY_DIR.expanduser(), pub_out or Path(".")
+
+
+@dataclass(frozen=True)
+class KeygenFlags:
+    """keygen's passphrase and overwrite options."""
+
+    no_passphrase: bool
+    ask_passphrase: bool
+    force: bool
+
+
 @click.command("keygen", context_settings=CONTEXT)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for <name>.key (private, 0600) and <name>.pub.json (public).")
+@click.option("--key-out", "key_out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for <name>.key (private, 0600) [default: ~/.psbridge/keys].")
+@click.option("--pub-out", "pub_out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for <name>.pub.json, the public key for the board [default: the current folder].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Both files into one folder (as before --key-out and --pub-out).")
 @click.option("--name", required=True, help='Approver identity, e.g. "Jane Doe <jane@contoso.com>".')
 @click.option("--no-passphrase", "no_passphrase", is_flag=True,
               help="Write the private key UNENCRYPTED (anyone who can read the file can approve as you).")
 @click.option("--passphrase", "ask_passphrase", is_flag=True,
               help="Kept for old scripts; does nothing (keys are always encrypted unless --no-passphrase).")
 @click.option("--force", is_flag=True, help="Replace existing key files.")
-def keygen_command(out_dir: Path, name: str, no_passphrase: bool, ask_passphrase: bool, force: bool) -> None:
+@gather(KeygenFlags, "flags")
+def keygen_command(name: str, key_out: Path | None, pub_out: Path | None, out_dir: Path | None,
+                   flags: KeygenFlags) -> None:
     """Create an Ed25519 key pair for an approver.
 
-    The private key is encrypted with a passphrase (OpenSSH key format, bcrypt-pbkdf) from
-    PSBRIDGE_KEY_PASSPHRASE or, on a terminal, a hidden prompt asked twice. Without a
-    terminal and without the variable, keygen refuses unless --no-passphrase is given.
-    Give the .pub.json file to whoever keeps the board's trusted-keys folder; keep the
-    .key file to yourself.
+    The private key goes to --key-out (default ~/.psbridge/keys, with a copy of the public
+    key beside it: approve reads the approver's identity from it); the public key for the
+    board goes to --pub-out (default: the current folder). The private key is encrypted with
+    a passphrase (OpenSSH key format, bcrypt-pbkdf) from PSBRIDGE_KEY_PASSPHRASE or, on a
+    terminal, a hidden prompt asked twice. Without a terminal and without the variable,
+    keygen refuses unless --no-passphrase is given. Give the .pub.json file to whoever keeps
+    the board's trusted-keys folder; keep the .key file to yourself.
 
     \b
     Example:
-      psbridge keygen --out ~/.psbridge --name "Jane Doe <jane@contoso.com>"
+      psbridge keygen --pub-out board --name "Jane Doe <jane@contoso.com>"
     """
     from .. import keys
 
-    keys.check_identity(name)  # before asking for a passphrase that would be wasted
-    passphrase: str | None = None
-    if no_passphrase:
-        if ask_passphrase:
-            raise UserError("--no-passphrase and --passphrase: choose one")
-        if keys.PASSPHRASE_ENV in os.environ:
-            raise UserError(f"--no-passphrase: {keys.PASSPHRASE_ENV} is set too; unset it or drop --no-passphrase")
-    elif keys.PASSPHRASE_ENV in os.environ or has_terminal():
-        passphrase = read_secret(keys.PASSPHRASE_ENV, "key passphrase", confirm=True, stdin_flag=None)
-    else:
-        raise UserError(f"key passphrase: not given; set {keys.PASSPHRASE_ENV}, or pass --no-passphrase "
-                        "for an unencrypted key (no terminal to prompt on)")
-    made = keys.generate_keypair(out_dir, name, passphrase, force=force)
+    key_dir, pub_dir = _key_folders(out_dir, key_out, pub_out)
+    identity = keys.check_identity(name)  # before asking for a passphrase that would be wasted
+    board_copy = None if os.path.abspath(key_dir) == os.path.abspath(pub_dir) else (
+        pub_dir / f"{keys.identity_slug(identity)}{keys.PUBLIC_KEY_SUFFIX}")
+    if board_copy is not None and not flags.force and (board_copy.exists() or board_copy.is_symlink()):
+        raise UserError(f"{board_copy}: exists; use --force to replace it")
+    passphrase = _keygen_passphrase(flags)
+    if not key_dir.exists():
+        _make_folder(key_dir, 0o700, "--key-out")
+    made = keys.generate_keypair(key_dir, name, passphrase, force=flags.force)
+    public = made.public_key
+    if board_copy is not None:
+        _copy_public(made, board_copy, flags.force)
+        public = board_copy
     if not made.encrypted:
         click.echo(f"psbridge: warning: {made.private_key} is NOT encrypted (--no-passphrase): "
                    "anyone who can read it can approve as you", err=True)
     click.echo(f"private key: {made.private_key} ({'encrypted' if made.encrypted else 'NOT encrypted'}, mode 0600)")
-    click.echo(f"public key:  {made.public_key}")
+    click.echo(f"public key:  {public}")
     click.echo(f"fingerprint: {made.fingerprint}")
+
+
+def _keygen_passphrase(flags: KeygenFlags) -> str | None:
+    """The new key's passphrase (None: --no-passphrase); asked only once the destinations are known to be free."""
+    from .. import keys
+
+    if flags.no_passphrase:
+        if flags.ask_passphrase:
+            raise UserError("--no-passphrase and --passphrase: choose one")
+        if keys.PASSPHRASE_ENV in os.environ:
+            raise UserError(f"--no-passphrase: {keys.PASSPHRASE_ENV} is set too; unset it or drop --no-passphrase")
+        return None
+    if keys.PASSPHRASE_ENV in os.environ or has_terminal():
+        return read_secret(keys.PASSPHRASE_ENV, "key passphrase", confirm=True, stdin_flag=None)
+    raise UserError(f"key passphrase: not given; set {keys.PASSPHRASE_ENV}, or pass --no-passphrase "
+                    "for an unencrypted key (no terminal to prompt on)")
+
+
+def _make_folder(folder: Path, mode: int, option: str) -> None:
+    """Create the private key's folder private to the user (a new ~/.psbridge/keys is 0700)."""
+    try:
+        folder.mkdir(mode=mode, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{option} {folder}: cannot create folder: {exc.strerror or exc}") from None
+
+
+def _copy_public(made: Any, target: Path, force: bool) -> None:
+    """The public key for the board in its own folder; a failure leaves no half pair behind."""
+    from ..files import write_file
+
+    try:
+        _make_folder(target.parent, 0o755, "--pub-out")
+        write_file(target, made.public_key.read_bytes(), 0o644, overwrite=force)
+    except BaseException:
+        if not force:
+            made.private_key.unlink(missing_ok=True)
+            made.public_key.unlink(missing_ok=True)
+        raise
 
 
 @click.command("approve", context_settings=CONTEXT)
@@ -129,8 +200,13 @@ def verify_command(
     """
     from .. import approvals, audit
 
+    from ..keys import private_key_notice
+
     log = package_log(audit_log, package_dir)
     package = read_package_logged(package_dir, log, "verify")
+    notice = private_key_notice(trusted_keys)
+    if notice is not None:
+        click.echo(f"psbridge: warning: {safe(notice)}", err=True)
     policy = approvals.ApprovalPolicy(trusted_keys, min_approvals, forbid_keys)
     try:
         result = approvals.verify_package(package, policy)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import RuntimeFailure, UserError
-from .options import CONTEXT
+from .options import CONTEXT, audit_log_option
 
 
 @click.group("audit", context_settings=CONTEXT)
@@ -23,10 +23,15 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify", context_settings=CONTEXT)
-@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--head", metavar="SHA256", help="A head hash printed by an earlier check; detects lines cut off the end.")
-def audit_verify_command(path: Path | None, head: str | None) -> None:
-    """Walk the audit log's hash chain (default $PSBRIDGE_AUDIT_LOG, else output/audit.jsonl).
+@audit_log_option
+def audit_verify_command(path: Path | None, head: str | None, audit_log: Path | None) -> None:
+    """Walk the audit log's hash chain.
+
+    PATH is the log, or a package folder or a packages folder: then the log is the one the
+    other commands use (--audit-log, else $PSBRIDGE_AUDIT_LOG, else audit.jsonl beside the
+    packages). Without PATH: --audit-log, else $PSBRIDGE_AUDIT_LOG, else output/audit.jsonl.
 
     Exit 0 and print the number of good lines and the head hash (record it elsewhere),
     or exit 1 naming the first broken line.
@@ -34,14 +39,15 @@ def audit_verify_command(path: Path | None, head: str | None) -> None:
     \b
     Example:
       psbridge audit verify output/audit.jsonl
+      psbridge audit verify output/contoso      # the log of that package
       psbridge audit verify output/audit.jsonl --head "$HEAD"   # from the ticket
     """
-    from .. import audit as audit_log
+    from .. import audit as audit_chain
 
     if head is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", head):
         raise UserError("--head: a 64-digit hex sha256")
-    log = audit_log.resolve_log(path, near=None)
-    check = audit_log.verify(log, head)
+    log = audit_chain.resolve_for(path, audit_log)
+    check = audit_chain.verify(log, head)
     if not check.ok:
         hint = f"; repair it with: psbridge audit repair {shlex.quote(str(log))}" if check.torn_bytes else ""
         raise RuntimeFailure(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CommandFinished
+from ..errors import CommandFinished, UserError
 from ..expiry import EXPIRY_WARNING_DAYS
 from .auditing import gate
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option, connection_options
@@ -23,7 +23,17 @@ class CheckFlags:
     probe_timeout: float
     as_json: bool
     save_to: str | None
+    legacy_out: str | None
     warn_days: int
+
+    def saving(self) -> str | None:
+        """Where to save the evidence: --save, else the deprecated --out (warned: `--out` means a folder elsewhere)."""
+        if self.legacy_out is None:
+            return self.save_to
+        if self.save_to is not None:
+            raise UserError("--save and --out: give --save only (--out is deprecated for check)")
+        click.echo("psbridge: warning: --out is deprecated for check: use --save", err=True)
+        return self.legacy_out
 
 
 @click.command("check", context_settings=CONTEXT)
@@ -33,8 +43,10 @@ class CheckFlags:
 @click.option("--probe-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
               help="Seconds per probe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as one JSON document.")
-@click.option("--out", "save_to", is_flag=False, flag_value="", default=None, metavar="[FILE.json]",
+@click.option("--save", "save_to", is_flag=False, flag_value="", default=None, metavar="[FILE.json]",
               help="Save what check saw (evidence); without FILE: PACKAGE_DIR/checks/<UTC time>.json.")
+@click.option("--out", "legacy_out", is_flag=False, flag_value="", default=None, metavar="[FILE.json]", hidden=True,
+              help="Deprecated spelling of --save (warned).")
 @click.option("--warn-days", type=click.IntRange(min=0), default=EXPIRY_WARNING_DAYS, show_default=True, metavar="N",
               help="Exit 6 when all is in place but CRM's S2S certificate or its key credential in Entra ID "
                    "ends within N days, or another key credential of the CRM service principal has expired.")
@@ -64,6 +76,7 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
     from ..remote.gate import GateRequest
     from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
 
+    save_to = flags.saving()
     log = package_log(audit_log, package_dir)
     prepared = gate(log, "check", GateRequest(package_dir, connection.host, policy=approval.policy(), for_check=True))
     conn = connection.to(prepared.host)
@@ -76,7 +89,7 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
     warn_if_unverified(conn.verify_tls, conn.transport)
     ctx = RemoteContext(prepared.package, conn, winrm_password, secrets)
     check_options = CheckOptions(entra=not flags.no_entra, timeout=flags.probe_timeout, warn_days=flags.warn_days,
-                                 save_to=flags.save_to, progress=probe_line(flags.as_json))
+                                 save_to=save_to, progress=probe_line(flags.as_json))
     report = probe_package(ctx, check_options)
     print_check(report, as_json=flags.as_json)
     checked = record_check(ctx, report, check_options, log)

@@ -195,7 +195,18 @@ class ApprovalOptions:
         if self.forbid_self_approval and self.operator_key is None:
             raise UserError("--forbid-self-approval: needs --key (the operator's key or .pub.json)")
         forbid = tuple(self.forbid_keys) + ((str(self.operator_key),) if self.forbid_self_approval and self.operator_key else ())
+        _warn_of_private_keys(self.trusted_keys)
         return ApprovalPolicy(self.trusted_keys, self.min_approvals, forbid)
+
+
+def _warn_of_private_keys(trusted_keys: Path) -> None:
+    """One warning line when the board's trusted-keys folder holds a private key (it is for public keys)."""
+    from ..keys import private_key_notice
+    from .output import safe
+
+    notice = private_key_notice(trusted_keys)
+    if notice is not None:
+        click.echo(f"psbridge: warning: {safe(notice)}", err=True)
 
 
 #: The --require-approval gate's options, shared by `run`, `check` and `rollback`: the command gets `approval`.

@@ -19,7 +19,8 @@ from .prompts import confirm_or_refuse
 class RollbackFlags:
     """`rollback`'s own options (beside the connection, approval and audit-log ones)."""
 
-    run_record: Path
+    run_record: Path | None
+    last: bool
     step_timeout: float
     as_json: bool
     assume_yes: bool
@@ -28,8 +29,11 @@ class RollbackFlags:
 
 @click.command("rollback", context_settings=CONTEXT)
 @click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--run", "run_record", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--run", "run_record", type=click.Path(dir_okay=False, path_type=Path),
               help="The run record (PACKAGE_DIR/runs/*.jsonl) whose changes to undo.")
+@click.option("--last", is_flag=True,
+              help="Instead of --run: the package's last run that the audit log vouches for and that changed "
+                   "something (see: psbridge runs).")
 @connection_options
 @click.option("--step-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0, show_default=True,
               help="Seconds per script before it is stopped and reported UNKNOWN.")
@@ -52,11 +56,12 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     parameters; they are evidence, not approved bytes, so rollback asks before sending
     unless --yes, even with --require-approval. Scripts run in reverse step order with the
     same connection options, locks, records and approval gate as `run`; steps without a
-    script (02, 09) are listed with their manual procedure.
+    script (02, 09) are listed with their manual procedure. --last picks the run (named in
+    the output); a run a later rollback already backed out is said so and nothing is sent.
 
     \b
     Example:
-      psbridge rollback output/contoso --run output/contoso/runs/R.jsonl \\
+      psbridge rollback output/contoso --last \\
           --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
     """
     from ..remote.action import Audited, NotRecorded
@@ -64,17 +69,26 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     from ..remote.context import RemoteContext
     from ..remote.gate import GateRequest
     from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
-    from ..remote.rollback import RecordSource, prepare_rollback, rollback_package, rollback_sends
+    from ..remote.rollback import RecordSource, choose_rollback, rollback_package, rollback_sends
 
     as_json = flags.as_json
+    if (flags.run_record is None) == (not flags.last):
+        raise UserError("rollback: give --run RECORD or --last (one of them)")
     log = package_log(audit_log, package_dir)
     policy = approval.policy()
     try:
         source = RecordSource(flags.run_record, log, flags.head, log_given=audit_log is not None)
-        prepared, plan = prepare_rollback(GateRequest(package_dir, connection.host, policy=policy), source)
+        choice = choose_rollback(GateRequest(package_dir, connection.host, policy=policy), source)
     except (UserError, RuntimeFailure) as exc:
         refused(log, "rollback", exc, package_dir, connection.host)
         raise
+    prepared, plan = choice.prepared, choice.plan
+    if flags.last:
+        click.echo(f"rollback: the last run that changed something: {safe(str(choice.record))}", err=as_json)
+    if choice.already is not None and choice.already.backed_out_by is not None:
+        click.echo(f"rollback: {safe(str(choice.record))} was already backed out by "
+                   f"{safe(str(choice.already.backed_out_by))}; nothing sent", err=as_json)
+        return
     package = prepared.package
     for step, why in plan.nothing:
         click.echo(f"step {step.index:02d} {step.id}: nothing to undo: {safe(why)}", err=as_json)

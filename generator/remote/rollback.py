@@ -17,6 +17,7 @@ from ..backout import RollbackPlan, Vouching, plan_rollback, read_record
 from ..catalogue import backouts_for
 from ..errors import ExitCode
 from ..package import PackageStep
+from ..runs import RunEntry, backed_out, history, last_change
 from .action import Audited, Finished, audited_action, finish, started
 from .context import RemoteContext
 from .gate import GateRequest, PreparedRun, prepare
@@ -32,20 +33,42 @@ class RecordSource:
     the head recorded elsewhere (lines after it are not believed), and whether the log was named
     on the command line (then it must hold a render or approve line for the package)."""
 
-    record: Path
+    record: Path | None
     log: Path
     head: str | None = None
     log_given: bool = False
+
+
+@dataclass(frozen=True)
+class RollbackChoice:
+    """What rollback will back out: the record (given, or chosen by --last), the plan, and the
+    later rollback that already backed that run out (then nothing is to be sent)."""
+
+    prepared: PreparedRun
+    plan: RollbackPlan
+    record: Path
+    already: RunEntry | None = None
 
 
 def prepare_rollback(request: GateRequest, source: RecordSource) -> tuple[PreparedRun, RollbackPlan]:
     """The gate, then the run record (believed only when the audit log, up to the expected head,
     vouches for its sha256), then what to undo: every state-changing step that ran OK, last first,
     with values checked like parameters."""
+    choice = choose_rollback(request, source)
+    return choice.prepared, choice.plan
+
+
+def choose_rollback(request: GateRequest, source: RecordSource) -> RollbackChoice:
+    """`prepare_rollback` for the record given or, without one (--last), for the package's last run the
+    audit log vouches for that changed something; with the later rollback that already backed it out."""
     prepared = prepare(request)
-    vouching = Vouching(audit.entries(source.log, source.head), str(source.log), source.head, source.log_given)
-    events, digest = read_record(source.record, prepared.package, vouching)
-    return prepared, plan_rollback(prepared.package, events, str(source.record), digest)
+    lines = audit.entries(source.log, source.head)
+    entries = history(prepared.package, lines)
+    record = source.record if source.record is not None else last_change(entries).path
+    vouching = Vouching(lines, str(source.log), source.head, source.log_given)
+    events, digest = read_record(record, prepared.package, vouching)
+    plan = plan_rollback(prepared.package, events, str(record), digest)
+    return RollbackChoice(prepared, plan, record, backed_out(entries, digest))
 
 
 def rollback_sends(ctx: RemoteContext, plan: RollbackPlan) -> tuple[list[PackageStep], dict[int, dict[str, Any]],
