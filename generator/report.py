@@ -36,7 +36,7 @@ from .clock import format_time, utc_now
 from .errors import UserError
 from .files import sha256_hex, write_file
 from .package import Package
-from .report_runs import step_number, read_evidence, read_run, as_text, verdicts_view
+from .report_runs import as_text, read_evidence, read_run, step_number, verdicts_view
 from .text import clip, printable
 
 #: The page may load nothing; inline styles (the template's <style> and Pygments' spans) only.
@@ -184,6 +184,15 @@ def _trust(package: Package, params: Mapping[str, Any]) -> dict[str, Any]:
                           "signer": as_text(f["signer"].get("subject")) if isinstance(f.get("signer"), dict)
                           else as_text(f.get("signer"))} for f in facts if isinstance(f, dict)])
     return view
+
+
+def look_alikes(params: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Each parameter value with characters outside ASCII, its field and its code points, as REVIEW.md lists
+    them: `contoso\\CRMWebApplіcationService` with a Cyrillic і reads as the usual account by eye."""
+    from .text import flatten, non_ascii_values
+
+    return [{"key": key, "value": value, "points": ", ".join(points)}
+            for key, value, points in non_ascii_values(flatten(params))]
 
 
 def change_ticket(package: Package) -> dict[str, str] | None:
@@ -365,6 +374,7 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
         "package": {"name": package.name, "folder": package.label, "profile": package.profile,
                     "tool_version": package.tool_version, "digest": package.digest},
         "ticket": change_ticket(package),
+        "non_ascii": look_alikes(params),
         "trust": _trust(package, params),
         "integrity": integrity,
         "reproducible": reproducible,

@@ -244,3 +244,39 @@ def test_run_with_a_fifo_as_the_lock_is_one_line(tmp_path, http_peer, engine, se
     before = len(engine.pipelines)
     one_error_line(psbridge(*run_args(pkg, http_peer), env=_secrets()), ".lock")
     assert len(engine.pipelines) == before
+
+
+# --------------------------------------------------------------------------- item 10: look-alikes on the report's first page
+
+LOOK_ALIKE = "contoso\\CRMWebAppl\u0456cationService"  # a Cyrillic і (U+0456) for the Latin i
+
+
+def test_report_names_look_alike_characters_on_its_first_page(psbridge, tmp_path: Path) -> None:
+    """As REVIEW.md does: each parameter value with characters outside ASCII, its field and its code points,
+    on the summary (before "What changes where"), and the page still runs no script and loads nothing."""
+    from psbridge.parameters import parse_parameters
+    from psbridge.render import render_package
+    from psbridge.writer import write_package
+
+    from support.winrm_peer.package import parameters_for
+
+    params = parse_parameters(parameters_for(certificate={"service_account": LOOK_ALIKE}))
+    pkg = write_package(render_package(params, None), tmp_path / "output")
+    assert LOOK_ALIKE in (pkg / "REVIEW.md").read_text(encoding="utf-8")  # the package is what the test means
+    text = _report_text(psbridge, pkg)
+    raw = (pkg.parent / f"{pkg.name}-report.html").read_text(encoding="utf-8")
+    summary = text[: text.index("What changes where")]
+    assert "characters outside ASCII" in summary
+    assert "certificate.service_account" in summary and LOOK_ALIKE in summary
+    assert "U+0456 CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I" in summary
+    # still inert and self-contained
+    assert "<script" not in raw.lower() and "<link" not in raw.lower() and "<img" not in raw.lower()
+    for attr, value in re.findall(r"\b(src|href|srcset|action|formaction|poster|data)\s*=\s*\"([^\"]*)\"", raw):
+        assert value.startswith(("#", "data:")), (attr, value)
+    assert not re.search(r"<[a-z]+[^>]*\son[a-z]+\s*=", raw)
+    csp = re.findall(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', raw)
+    assert csp == ["default-src 'none'; style-src 'unsafe-inline'"]
+
+
+def test_report_of_ascii_values_has_no_look_alike_box(psbridge, pkg: Path) -> None:
+    assert "characters outside ASCII" not in _report_text(psbridge, pkg)
