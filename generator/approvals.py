@@ -563,9 +563,10 @@ def package_summary(package: Package, trusted_keys_dir: Path | None = None, *,
     trusted = load_trusted_keys(trusted_keys_dir) if trusted_keys_dir is not None else None
     statuses, strays = list_approvals(package, now=now or utc_now(), trusted=trusted)
     plan = package.plan
+    listed = plan.get("steps")  # plan.json is outside text: `"steps": null` is a problem `integrity` names
     steps = [
         {key: step.get(key) for key in ("index", "id", "title", "kind", "changes_state", "file")}
-        for step in plan.get("steps", []) if isinstance(step, Mapping)
+        for step in (listed if isinstance(listed, list) else []) if isinstance(step, Mapping)
     ]
     problems = package.problems
     return {

@@ -55,6 +55,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+
 from .clock import stamp
 from .errors import RuntimeFailure, UserError
 from .files import sha256_hex
@@ -537,7 +539,35 @@ def entries(log_path: Path | str, expected_head: str | None = None) -> list[dict
             raise RuntimeFailure(f"{path}: head {wanted} is not in the log (lines removed from the end, or another "
                                  "log?); the audit log can't vouch for anything")
         lines = lines[:heads.index(wanted) + 1]
-    return [json.loads(line) for line in lines]
+    return [_entry(json.loads(line), number, path) for number, line in enumerate(lines, start=1)]
+
+
+def _entry(value: Any, number: int, path: Path) -> dict[str, Any]:
+    """One chained line, its fields of the types the format gives them (`AuditEntry`); a UserError naming the
+    line otherwise. The chain proves who could write the log, not that the writer was psbridge: a line whose
+    `details` is a string chains as well as any, and the readers (rollback's vouching) must not trip on it."""
+    try:
+        return AuditEntry.model_validate(value).model_dump()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "line"
+        raise UserError(f"{path}: line {number}: {where}: {first['msg']}; not an audit line, "
+                        "the audit log can't vouch for anything") from None
+
+
+class AuditEntry(BaseModel):
+    """An audit line's fields (`FIELDS`), typed: text, text or null, and `details` an object."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    time: StrictStr
+    action: StrictStr
+    package: StrictStr | None
+    digest: StrictStr | None
+    actor: StrictStr | None
+    outcome: StrictStr
+    details: dict[str, Any]
+    prev: StrictStr
+    sha256: StrictStr
 
 
 # --------------------------------------------------------------------------- repair

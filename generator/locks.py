@@ -49,9 +49,11 @@ class WorkstationLock:
             raise UserError(f"{runs}: exists and is not a folder; run records live in a folder of that name")
         try:
             runs.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            # O_NONBLOCK: a FIFO planted as the lock never blocks the open; it is refused just below
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
         except OSError as exc:
             raise UserError(f"{self.path}: cannot open the run lock ({exc.strerror or exc})") from None
+        _require_regular(fd, self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,6 +71,18 @@ class WorkstationLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
+
+
+def _require_regular(fd: int, path: Path) -> None:
+    """Refuse (and close) a lock that is not a regular file: a FIFO or device can't be truncated or hold a note."""
+    import stat
+
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise UserError(f"{path}: the run lock is {kind}, not a regular file; remove it and run again")
 
 
 def describe_holder(data: bytes) -> str:

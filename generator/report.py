@@ -24,8 +24,8 @@ import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from importlib.resources import files as package_files
 from pathlib import Path
@@ -34,19 +34,15 @@ from typing import Any
 from . import __version__
 from .clock import format_time, utc_now
 from .errors import UserError
-from .files import read_regular, sha256_hex, write_file
+from .files import sha256_hex, write_file
 from .package import Package
-from .run_record import parse_event
+from .report_runs import as_text, read_evidence, read_run, step_number, verdicts_view
 from .text import clip, printable
 
 #: The page may load nothing; inline styles (the template's <style> and Pygments' spans) only.
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
 TEMPLATE = "report.html.j2"
-#: Evidence files are small (a run record is a few hundred KiB at most); bounds against a hostile folder.
-MAX_EVIDENCE_BYTES = 16 * 1024 * 1024
 MAX_EVIDENCE_FILES = 500
-#: Lines of server text shown per stream and step; the run record has all of them.
-MAX_LINES = 200
 #: The audit lines about the package that the report lists (the newest ones).
 MAX_AUDIT_LINES = 200
 #: Where a step's changes happen, in the order of the summary's diagram.
@@ -83,18 +79,6 @@ def check_target(out: Path, package_dir: Path) -> Path:
 # --------------------------------------------------------------------------- reading evidence
 
 
-def _read_evidence(path: Path, limit: int = MAX_EVIDENCE_BYTES) -> tuple[bytes | None, str | None]:
-    """An evidence file's bytes, or why not (files.read_regular: never follows a link, never blocks on a FIFO).
-
-    A report shows what it could not read instead of stopping, so the error becomes the reason.
-    """
-    try:
-        return read_regular(path, path.name, limit=limit, too_large="more than a report reads",
-                            follow_symlinks=False), None
-    except UserError as exc:
-        return None, "; ".join(exc.problems)
-
-
 def _evidence_files(folder: Path, suffix: str) -> tuple[list[Path], str | None]:
     """The regular-looking entries of an evidence folder with `suffix`, sorted; or why the folder can't be read."""
     try:
@@ -116,32 +100,6 @@ def _evidence_files(folder: Path, suffix: str) -> tuple[list[Path], str | None]:
     return [folder / n for n in names], problem
 
 
-def _text(value: Any) -> str:
-    """Any JSON value as text ("" for None)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _lines(value: Any, limit: int = MAX_LINES) -> tuple[list[str], int]:
-    """A list of strings (or one multi-line string) as lines, at most `limit`, and how many were left out."""
-    items = value if isinstance(value, list) else [value] if value else []
-    lines = [line for item in items for line in _text(item).split("\n")]
-    return lines[:limit], max(0, len(lines) - limit)
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
 # --------------------------------------------------------------------------- the view
 
 
@@ -157,47 +115,6 @@ class StepView:
     recorded_sha256: str  # what plan.json records
     html: str  # highlighted script
     lines: int
-
-
-@dataclass
-class RunStepView:
-    index: Any
-    id: str
-    title: str
-    host: str
-    state: str
-    started: str
-    ended: str
-    seconds: float | None
-    offset_pct: float = 0.0
-    width_pct: float = 0.0
-    detail: str = ""
-    errors: list[str] = field(default_factory=list)  # one text per error record
-    streams: list[tuple[str, list[str], int]] = field(default_factory=list)
-
-
-@dataclass
-class RunView:
-    file: str
-    started: str = ""
-    ended: str = ""
-    host: str = ""
-    connection: str = ""
-    user: str = ""
-    tool_version: str = ""
-    digest: str = ""
-    steps_selected: str = ""
-    from_step: str = ""
-    outcome: str = "no end recorded"
-    exit_code: str = ""
-    reason: str = ""
-    summary: list[str] = field(default_factory=list)
-    approvals: list[dict[str, str]] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)  # lock, force-unlock, quit, notes
-    steps: list[RunStepView] = field(default_factory=list)
-    verify: dict[str, Any] | None = None
-    problems: list[str] = field(default_factory=list)
-    seconds: float | None = None
 
 
 def _highlight(text: str) -> str:
@@ -262,11 +179,20 @@ def _trust(package: Package, params: Mapping[str, Any]) -> dict[str, Any]:
         return view
     app = _table(params, "app")
     facts = package.payload_facts or []
-    view.update(adopted=_text(app.get("client_id")), created=_text(app.get("name")),
-                payload=[{"file": _text(f.get("file")), "sha256": _text(f.get("sha256")),
-                          "signer": _text(f["signer"].get("subject")) if isinstance(f.get("signer"), dict)
-                          else _text(f.get("signer"))} for f in facts if isinstance(f, dict)])
+    view.update(adopted=as_text(app.get("client_id")), created=as_text(app.get("name")),
+                payload=[{"file": as_text(f.get("file")), "sha256": as_text(f.get("sha256")),
+                          "signer": as_text(f["signer"].get("subject")) if isinstance(f.get("signer"), dict)
+                          else as_text(f.get("signer"))} for f in facts if isinstance(f, dict)])
     return view
+
+
+def look_alikes(params: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Each parameter value with characters outside ASCII, its field and its code points, as REVIEW.md lists
+    them: `contoso\\CRMWebApplіcationService` with a Cyrillic і reads as the usual account by eye."""
+    from .text import flatten, non_ascii_values
+
+    return [{"key": key, "value": value, "points": ", ".join(points)}
+            for key, value, points in non_ascii_values(flatten(params))]
 
 
 def change_ticket(package: Package) -> dict[str, str] | None:
@@ -274,7 +200,7 @@ def change_ticket(package: Package) -> dict[str, str] | None:
     table = _parameters(package).get("change")
     if not isinstance(table, dict) or not table:
         return None
-    return {str(k): _text(v) for k, v in table.items()}
+    return {str(k): as_text(v) for k, v in table.items()}
 
 
 def _step_views(package: Package) -> tuple[list[StepView], list[Any]]:
@@ -297,12 +223,12 @@ def _step_views(package: Package) -> tuple[list[StepView], list[Any]]:
         rel = entry.get("file")
         data = package.files.get(rel) if isinstance(rel, str) else None
         text = data.decode("utf-8-sig", errors="replace") if data is not None else "(file missing)"
-        index = entry.get("index")
-        views.append(StepView(index, _text(entry.get("id")), _text(entry.get("title")),
-                              _text(entry.get("kind")), _text(rel),
+        index = step_number(entry.get("index"))
+        views.append(StepView(index, as_text(entry.get("id")), as_text(entry.get("title")),
+                              as_text(entry.get("kind")), as_text(rel),
                               changes.get(index, "") if isinstance(index, int) else "",
                               package.listing.get(rel, "(missing)") if isinstance(rel, str) else "(missing)",
-                              _text(entry.get("sha256")), _highlight(text), text.count("\n") + 1))
+                              as_text(entry.get("sha256")), _highlight(text), text.count("\n") + 1))
     return views, specs
 
 
@@ -338,152 +264,6 @@ def _approvals(package: Package, now: datetime, trusted_keys: Path | None) -> di
             "valid_people": len(people)}
 
 
-def _read_run(path: Path, digest: str) -> RunView:
-    """One run record as a timeline: every event, each step's outcome and duration."""
-    run = RunView(file=f"runs/{path.name}")
-    data, problem = _read_evidence(path)
-    if data is None:
-        run.problems.append(problem or "unreadable")
-        run.outcome = "unreadable"
-        return run
-    open_steps: dict[tuple[Any, str], dict[str, Any]] = {}
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            event = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            run.problems.append(f"line {number}: not a JSON event")
-            continue
-        if not isinstance(event, dict):
-            run.problems.append(f"line {number}: not a JSON object")
-            continue
-        try:  # the run record's one schema (run_record): what is shown is what validated
-            event = parse_event(event).data()
-        except ValueError as exc:
-            run.problems.append(clip(f"line {number}: not a run event ({exc})", 200))
-            continue
-        kind = event.get("event")
-        host = _text(event.get("host"))
-        if kind == "run-start":
-            run.started, run.host, run.user = _text(event.get("started")), host, _text(event.get("user"))
-            run.connection = " ".join(_text(event.get(k)) for k in ("transport", "auth") if event.get(k))
-            if event.get("port"):
-                run.connection = f"port {_text(event.get('port'))} {run.connection}".strip()
-            run.tool_version, run.digest = _text(event.get("tool_version")), _text(event.get("package_digest"))
-            steps = event.get("steps")
-            run.steps_selected = ", ".join(f"{s:02d}" if isinstance(s, int) else _text(s) for s in steps) \
-                if isinstance(steps, list) else ""
-            run.from_step = _text(event.get("from_step"))
-            servers = event.get("servers")
-            if isinstance(servers, list) and len(servers) > 1:
-                run.events.append("servers: " + ", ".join(_text(s) for s in servers))
-        elif kind == "approval":
-            for item in event.get("approvals") or []:
-                if isinstance(item, dict):
-                    run.approvals.append({k: _text(item.get(k)) for k in ("approver", "fingerprint", "expires_at")})
-        elif kind == "lock":
-            run.events.append(f"server run lock: {_text(event.get('state'))}")
-        elif kind == "force-unlock":
-            run.events.append(f"force-unlock: stale shell {_text(event.get('stale_shell'))}, "
-                              f"closed: {_text(event.get('closed'))}")
-        elif kind == "run-quit":
-            run.events.append(f"operator quit before step {_text(event.get('index'))} ({_text(event.get('id'))})")
-        elif kind == "step-start":
-            open_steps[(event.get("index"), host)] = event
-        elif kind == "step-end":
-            open_steps.pop((event.get("index"), host), None)
-            run.steps.append(_run_step(event, host))
-        elif kind == "verify":
-            run.verify = _verdicts(event)
-        elif kind == "run-end":
-            code = event.get("exit_code")
-            run.exit_code, run.reason, run.ended = _text(code), _text(event.get("reason")), _text(event.get("ended"))
-            summary = event.get("summary")
-            run.summary = [_text(s) for s in summary] if isinstance(summary, list) else []
-            run.outcome = {0: "ok", 1: "failed", 3: "could not connect", 4: "unknown", 130: "interrupted"}.get(
-                code, f"exit {run.exit_code}") if isinstance(code, int) else "ended"
-            if run.reason == "not-recorded":
-                run.outcome = "not started (not recorded)"
-    for event in open_steps.values():  # sent, never ended: the run was cut off during the step
-        step = _run_step(event, _text(event.get("host")))
-        step.state, step.detail = "no end recorded", "the record ends during this step: check the server"
-        run.steps.append(step)
-    if run.digest and run.digest != digest:
-        run.problems.append(f"this run was of another digest ({run.digest[:16]}…), not the package as it is now")
-    _place_bars(run)
-    return run
-
-
-def _run_step(event: Mapping[str, Any], host: str) -> RunStepView:
-    seconds = event.get("seconds")
-    step = RunStepView(
-        event.get("index"), _text(event.get("id")), _text(event.get("title")), host,
-        _text(event.get("state") or "started"), _text(event.get("started")), _text(event.get("ended")),
-        float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None,
-        detail=_text(event.get("detail")),
-    )
-    for err in event.get("errors") or []:
-        if not isinstance(err, dict):
-            err = {"message": err}
-        lines = [f"error: {_text(err.get('message'))}"]
-        lines += [f"category: {_text(err.get('category'))}"] if err.get("category") else []
-        lines += [f"script line {_text(err.get('line'))}"] if err.get("line") not in (None, "") else []
-        lines += [_text(err.get("position"))] if err.get("position") else []
-        step.errors.append("\n".join(lines))
-    for name in ("information", "warnings", "output"):
-        lines, left_out = _lines(event.get(name))
-        if lines:
-            step.streams.append((name, lines, left_out))
-    return step
-
-
-def _place_bars(run: RunView) -> None:
-    """Each step's bar on the run's time axis: where it started and how long it took."""
-    starts = [(_time(s.started), s) for s in run.steps]
-    known = [(t, s) for t, s in starts if t is not None]
-    if not known:
-        return
-    started, ended = _time(run.started), _time(run.ended)
-    origin = min([t for t, _ in known] + ([started] if started else []))
-    ends = [t + _seconds(s) for t, s in known]
-    end = max(ends + ([ended] if ended else []))
-    total = max((end - origin).total_seconds(), 0.001)
-    run.seconds = round((end - origin).total_seconds(), 3)
-    for t, s in known:
-        s.offset_pct = round(min(100.0, max(0.0, (t - origin).total_seconds() / total * 100)), 2)
-        width = (s.seconds or 0.0) / total * 100
-        s.width_pct = round(min(100.0 - s.offset_pct, max(0.6, width)), 2)
-
-
-def _seconds(step: RunStepView) -> timedelta:
-    return timedelta(seconds=step.seconds or 0.0)
-
-
-def _verdicts(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A check result (checks/*.json, or a run's verify event) as rows; `problem` when it is none."""
-    verdicts = record.get("verdicts")
-    if record.get("skipped"):
-        return {"rows": [], "notes": [], "exit_code": "", "problem": f"skipped: {_text(record.get('skipped'))}"}
-    if not isinstance(verdicts, list):
-        return {"rows": [], "notes": [], "exit_code": "", "problem": "no verdicts in it"}
-    rows = []
-    for v in verdicts:
-        if not isinstance(v, dict):
-            continue
-        index = v.get("index")
-        rows.append({
-            "step": f"{index:02d} {_text(v.get('id'))}" if isinstance(index, int) else _text(v.get("id")),
-            "verdict": _text(v.get("verdict")), "detail": _text(v.get("detail")),
-            "change": f"{_text(v.get('before'))} -> {_text(v.get('after'))}"
-            if v.get("before") is not None or v.get("after") is not None else "",
-            "cause": _text(v.get("cause")), "fix": _text(v.get("fix")),
-        })
-    notes = record.get("notes")
-    return {"rows": rows, "notes": [_text(n) for n in notes] if isinstance(notes, list) else [],
-            "exit_code": _text(record.get("exit_code")), "problem": ""}
-
-
 def _checks(package_dir: Path | None, digest: str) -> dict[str, Any]:
     """Saved `check` results, PKG/checks/*.json (written by `check` once it saves them)."""
     if package_dir is None:
@@ -491,7 +271,7 @@ def _checks(package_dir: Path | None, digest: str) -> dict[str, Any]:
     paths, problem = _evidence_files(package_dir / "checks", ".json")
     items = []
     for path in paths:
-        data, why = _read_evidence(path)
+        data, why = read_evidence(path)
         item: dict[str, Any] = {"file": f"checks/{path.name}", "when": "", "host": "", "digest_note": ""}
         record: Any = None
         if data is not None:
@@ -500,9 +280,9 @@ def _checks(package_dir: Path | None, digest: str) -> dict[str, Any]:
             except (UnicodeDecodeError, ValueError, RecursionError):
                 why = "not valid JSON"
         if isinstance(record, dict):
-            item.update(_verdicts(record))
-            item["when"] = _text(next((record[k] for k in ("checked_at", "time", "started", "ended") if record.get(k)), ""))
-            item["host"] = _text(record.get("host"))
+            item.update(verdicts_view(record))
+            item["when"] = as_text(next((record[k] for k in ("checked_at", "time", "started", "ended") if record.get(k)), ""))
+            item["host"] = as_text(record.get("host"))
             recorded = record.get("package_digest") or record.get("digest")
             if isinstance(recorded, str) and recorded != digest:
                 item["digest_note"] = f"checked another digest ({recorded[:16]}…)"
@@ -547,7 +327,7 @@ def _audit(log: Path, package: Package) -> dict[str, Any]:
     else:
         view["state"] = "broken"
         view["detail"] = f"line {check.broken_line}: {check.problem} ({check.good_lines} good line(s) before it)"
-    data, _ = _read_evidence(log, 256 * 1024 * 1024)
+    data, _ = read_evidence(log, 256 * 1024 * 1024)
     lines = []
     for number, raw in enumerate((data or b"").split(b"\n")[: check.good_lines], start=1):
         try:
@@ -558,10 +338,10 @@ def _audit(log: Path, package: Package) -> dict[str, Any]:
             continue
         details = entry.get("details")
         lines.append({
-            "number": number, "time": _text(entry.get("time")), "action": _text(entry.get("action")),
-            "outcome": _text(entry.get("outcome")), "actor": _text(entry.get("actor")),
+            "number": number, "time": as_text(entry.get("time")), "action": as_text(entry.get("action")),
+            "outcome": as_text(entry.get("outcome")), "actor": as_text(entry.get("actor")),
             "digest": "this digest" if entry.get("digest") == package.digest
-            else (_text(entry.get("digest"))[:16] + "…" if entry.get("digest") else "none"),
+            else (as_text(entry.get("digest"))[:16] + "…" if entry.get("digest") else "none"),
             "details": clip(json.dumps(details, ensure_ascii=False, sort_keys=True), 240) if details else "",
         })
     view["left_out"] = max(0, len(lines) - MAX_AUDIT_LINES)
@@ -584,7 +364,7 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
     additional = crm.get("additional_servers")
     additional = additional if isinstance(additional, list) else []
     runs_paths, runs_problem = _evidence_files(package.path / "runs", ".jsonl") if package.path else ([], None)
-    runs = [_read_run(p, package.digest) for p in runs_paths]
+    runs = [read_run(p, package.digest) for p in runs_paths]
     cert = package.certificate
     return {
         "csp": CONTENT_SECURITY_POLICY,
@@ -594,22 +374,23 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
         "package": {"name": package.name, "folder": package.label, "profile": package.profile,
                     "tool_version": package.tool_version, "digest": package.digest},
         "ticket": change_ticket(package),
+        "non_ascii": look_alikes(params),
         "trust": _trust(package, params),
         "integrity": integrity,
         "reproducible": reproducible,
         "diagram": {
-            "server": {"title": "CRM server", "names": [_text(crm.get("server")) or "host given to psbridge run --host",
-                                                        *(_text(h) for h in additional)],
+            "server": {"title": "CRM server", "names": [as_text(crm.get("server")) or "host given to psbridge run --host",
+                                                        *(as_text(h) for h in additional)],
                        "changes": places["server"]},
             "entra": {"title": "Entra ID", "names": [
-                "tenant " + (_text(sharepoint.get("tenant_id")) or "of " + (urlhost(sites[0]) if sites else "?"))],
+                "tenant " + (as_text(sharepoint.get("tenant_id")) or "of " + (urlhost(sites[0]) if sites else "?"))],
                       "changes": places["entra"]},
             "database": {"title": "CRM configuration database", "names": [
-                "root domain " + (_text(crm.get("root_domain")) or "?")], "changes": places["database"]},
+                "root domain " + (as_text(crm.get("root_domain")) or "?")], "changes": places["database"]},
             "other": places["other"],
         },
-        "sites": [_text(s) for s in sites],
-        "certificate": {k: _text(v) for k, v in cert.items()} if cert else None,
+        "sites": [as_text(s) for s in sites],
+        "certificate": {k: as_text(v) for k, v in cert.items()} if cert else None,
         "approvals": _approvals(package, moment, trusted_keys),
         "steps": steps,
         "rollback": _rollback(package),
@@ -624,9 +405,9 @@ def urlhost(url: Any) -> str:
     from urllib.parse import urlsplit
 
     try:
-        return urlsplit(_text(url)).hostname or _text(url)
+        return urlsplit(as_text(url)).hostname or as_text(url)
     except ValueError:
-        return _text(url)
+        return as_text(url)
 
 
 # --------------------------------------------------------------------------- rendering
