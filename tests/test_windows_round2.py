@@ -1,0 +1,104 @@
+"""Issue 19, second round of corrections from a real server.
+
+Where psbridge decides, the tests call the verdict logic (psbridge.check.evaluate); where the behaviour
+is PowerShell's, they read the rendered script with the PowerShell grammar (tests/support/pwsh_grammar.py)
+and assert the order in which it does things.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+from typing import Any
+
+import pytest
+
+from psbridge.check import evaluate
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
+
+from support.probe_states import OTHER, THUMB, state
+from support.pwsh_grammar import command_invocations, syntax_errors
+
+NOW = _dt.datetime(2026, 6, 1, tzinfo=_dt.timezone.utc)  # inside the test certificate's 2026..2036 validity
+
+
+def _data(profile: str, replaces: str | None = None) -> dict[str, Any]:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = profile
+    if replaces:
+        data["certificate"]["replaces"] = replaces
+    return data
+
+
+def _files(profile: str, replaces: str | None = None) -> dict[str, bytes]:
+    return render_package(parse_parameters(_data(profile, replaces))).files
+
+
+def _script(profile: str, name: str, replaces: str | None = None) -> str:
+    text = _files(profile, replaces)[name].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    return text
+
+
+def _verdicts(answers: dict[str, Any], replaces: str | None = None, profile: str = "msonline") -> dict[str, Any]:
+    plan = json.loads(_files(profile, replaces)["plan.json"])
+    plan["certificate"] = {"thumbprint": THUMB}
+    return {v.id: v for v in evaluate(plan, answers, now=NOW).verdicts}
+
+
+# --------------------------------------------------------------------------- item 1: CRM's certificate in use
+
+IN_USE = (f"CRM already uses the valid S2STokenIssuer certificate {OTHER}, not this package's {THUMB}: a first "
+          "setup would replace it (server-side synchronization with Exchange Online shares it). Render a renewal "
+          f"with [certificate] replaces = '{OTHER}'.")
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_check_blocks_a_first_setup_over_another_valid_certificate(profile: str) -> None:
+    got = _verdicts(state("crm holds another certificate"), profile=profile)
+    assert got["prerequisites"].verdict == "blocked"
+    assert got["prerequisites"].detail == IN_USE
+
+
+def test_check_does_not_block_a_renewal_of_that_certificate() -> None:
+    got = _verdicts(state("crm holds another certificate"), replaces=OTHER)
+    assert got["prerequisites"].verdict == "ok"
+
+
+def test_check_does_not_block_over_an_expired_certificate() -> None:
+    got = _verdicts(state("crm certificate expired"))
+    assert got["prerequisites"].verdict == "ok"
+
+
+def test_crm_holding_the_packages_own_certificate_is_in_place() -> None:
+    got = _verdicts(state("fully configured"))
+    assert got["prerequisites"].verdict == "ok"
+    assert got["certificate"].verdict == "in place"
+
+
+def _positions(text: str, name: str) -> list[int]:
+    return [i.start_byte for i in command_invocations(text) if i.name.lower() == name.lower()]
+
+
+def _throw_of_problems(text: str) -> int:
+    """Where step 01 throws its list of problems (the last statement that can stop it)."""
+    return text.encode("utf-8").rindex(b"throw ('Prerequisites are not met:'")
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_step_01_of_a_first_setup_reads_crms_certificates_before_it_judges(profile: str) -> None:
+    text = _script(profile, "steps/01-prerequisites.ps1")
+    reads = _positions(text, "Get-CrmCertificate")
+    assert reads and max(reads) < _throw_of_problems(text)
+    body = text.encode("utf-8")
+    refusal = body.index(b"CRM already uses the valid S2STokenIssuer certificate ")
+    assert min(reads) < refusal < _throw_of_problems(text)
+    assert b"Render a renewal with [certificate] replaces = " in body[refusal:_throw_of_problems(text)]
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_step_01_of_a_renewal_has_no_first_setup_refusal(profile: str) -> None:
+    text = _script(profile, "steps/01-prerequisites.ps1", replaces=OTHER)
+    assert "CRM already uses the valid S2STokenIssuer certificate" not in text
