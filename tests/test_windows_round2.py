@@ -102,3 +102,62 @@ def test_step_01_of_a_first_setup_reads_crms_certificates_before_it_judges(profi
 def test_step_01_of_a_renewal_has_no_first_setup_refusal(profile: str) -> None:
     text = _script(profile, "steps/01-prerequisites.ps1", replaces=OTHER)
     assert "CRM already uses the valid S2STokenIssuer certificate" not in text
+
+
+# --------------------------------------------------------------------------- item 3: the Graph SDK's parameters
+
+from support.pwsh_grammar import hashtable_keys, string_values, variable_assignments  # noqa: E402
+
+
+def _listed(text: str, variable: str) -> set[str]:
+    [value] = variable_assignments(text, variable)
+    return set(string_values(value))
+
+
+def _parameters_passed(files: dict[str, bytes], command: str) -> set[str]:
+    """Every named parameter any rendered script passes to `command` (splatted literal keys included)."""
+    out: set[str] = set()
+    for rel, body in files.items():
+        if not rel.endswith(".ps1"):
+            continue
+        text = body.decode("utf-8-sig")
+        for call in command_invocations(text):
+            if call.name.lower() != command.lower():
+                continue
+            out |= {e.text for e in call.elements if e.kind == "parameter"}
+            for splat in (e.text for e in call.elements if e.kind == "splat"):
+                out |= set(hashtable_keys(text, splat) or [])
+    return out
+
+
+@pytest.mark.parametrize("variant", ["delegated", "app-only", "renewal"])
+def test_step_01_tests_every_graph_parameter_the_steps_pass(variant: str) -> None:
+    data = _data("graph", "B" * 40 if variant == "renewal" else None)
+    if variant == "app-only":
+        data["graph"] = {"client_id": "11111111-1111-1111-1111-111111111111",
+                         "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "certificate_thumbprint": "C" * 40}
+    files = render_package(parse_parameters(data)).files
+    text = files["steps/01-prerequisites.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    connect, update = _parameters_passed(files, "Connect-MgGraph"), _parameters_passed(files, "Update-MgServicePrincipal")
+    assert {"NoWelcome", "Environment"} <= connect and "KeyCredentials" in update
+    assert connect <= _listed(text, "ConnectParameters")
+    assert update <= _listed(text, "UpdateParameters")
+    # Order: the modules are imported, then Get-Command reads the cmdlets, before the refusal.
+    imports, reads = _positions(text, "Import-Module"), _positions(text, "Get-Command")
+    assert imports and reads and max(imports) < min(reads) and max(reads) < _throw_of_problems(text)
+
+
+
+def test_step_01_refuses_the_applications_module_2_26_and_2_27() -> None:
+    text = _script("graph", "steps/01-prerequisites.ps1")
+    body = text.encode("utf-8")
+    loaded = [i for i in command_invocations(text) if i.name == "Get-Module"
+              and not any(e.kind == "parameter" and e.text == "ListAvailable" for e in i.elements)
+              and "'Microsoft.Graph.Applications'" in [e.text for e in i.elements]]
+    assert loaded, "the loaded module's version is read"
+    check = body.index(b"-eq 26 -or $Applications.Version.Minor -eq 27")
+    refusal = body.index(b"Update-MgServicePrincipal -KeyCredentials fails in 2.26.x and 2.27.x")
+    assert max(_positions(text, "Import-Module")) < loaded[0].start_byte < check < refusal < _throw_of_problems(text)
+    assert b"#3170, #3305" in body[refusal:_throw_of_problems(text)]
+    assert b"-MinimumVersion 2.28.0" in body[refusal:_throw_of_problems(text)]

@@ -62,6 +62,29 @@ elseif ($GraphAuthentication) {
             $Problems.Add('Import-Module ' + $Module + ' failed: ' + $_.Exception.Message)
         }
     }
+    # The parameters the later steps pass, tested on the imported cmdlets: early 2.x releases lack
+    # some (Connect-MgGraph -NoWelcome first shipped in 2.4.0).
+    $ConnectParameters = @('AccessToken', 'ClientId', 'TenantId', 'CertificateThumbprint', 'Scopes', 'Environment', 'NoWelcome')
+    $UpdateParameters = @('ServicePrincipalId', 'KeyCredentials', 'ServicePrincipalNames')
+    foreach ($Check in @(@{ Command = 'Connect-MgGraph'; Parameters = $ConnectParameters }, @{ Command = 'Update-MgServicePrincipal'; Parameters = $UpdateParameters })) {
+        $Found = Get-Command -Name $Check.Command -ErrorAction SilentlyContinue
+        if ($null -eq $Found) {
+            $Problems.Add($Check.Command + ' is not available after Import-Module (Update-Module Microsoft.Graph).')
+            continue
+        }
+        foreach ($Name in $Check.Parameters) {
+            if (-not $Found.Parameters.ContainsKey($Name)) {
+                $Problems.Add($Check.Command + ' ' + $Found.Version + ' (' + $Found.Source + ') has no -' + $Name + ', which the steps use: install Microsoft.Graph 2.28.0 or later (Install-Module Microsoft.Graph -MinimumVersion 2.28.0 -Scope AllUsers).')
+            }
+        }
+    }
+    # Update-MgServicePrincipal -KeyCredentials is broken in Microsoft.Graph.Applications 2.26.x
+    # ("Cannot convert the literal ... to the expected type 'Edm.Binary'", msgraph-sdk-powershell
+    # #3170) and 2.27.x ("The value for the property "usage" ... is invalid", #3305); fixed in 2.28.
+    $Applications = Get-Module -Name 'Microsoft.Graph.Applications' | Sort-Object -Property Version -Descending | Select-Object -First 1
+    if ($Applications -and $Applications.Version.Major -eq 2 -and ($Applications.Version.Minor -eq 26 -or $Applications.Version.Minor -eq 27)) {
+        $Problems.Add('Microsoft.Graph.Applications ' + $Applications.Version + ' is loaded: Update-MgServicePrincipal -KeyCredentials fails in 2.26.x and 2.27.x (msgraph-sdk-powershell issues #3170, #3305), and step 06 (spn) writes key credentials with it. Install 2.28.0 or later (Install-Module Microsoft.Graph.Applications -MinimumVersion 2.28.0 -Scope AllUsers) and remove 2.26/2.27 (Uninstall-Module Microsoft.Graph.Applications -RequiredVersion ' + $Applications.Version + ').')
+    }
 }
 # Known failure (Microsoft, "Troubleshoot server-based authentication",
 # https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/troubleshooting-server-based-authentication):
