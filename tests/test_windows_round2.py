@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
+import re
 from typing import Any
 
 import pytest
@@ -161,3 +162,38 @@ def test_step_01_refuses_the_applications_module_2_26_and_2_27() -> None:
     assert max(_positions(text, "Import-Module")) < loaded[0].start_byte < check < refusal < _throw_of_problems(text)
     assert b"#3170, #3305" in body[refusal:_throw_of_problems(text)]
     assert b"-MinimumVersion 2.28.0" in body[refusal:_throw_of_problems(text)]
+
+
+# --------------------------------------------------------------------------- item 12: step 02 proves, then judges
+
+from support.pwsh_grammar import parse, walk  # noqa: E402
+
+PROOF = {"get-childitem", "get-psbridgekeyaccess", "get-crmcertificate"}
+
+
+def _exit_code_reads(node: Any) -> bool:
+    return any(n.type == "variable" and n.text.decode().lower() in ("$global:lastexitcode", "$lastexitcode", "$exitcode")
+               for n in walk(node))
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+@pytest.mark.parametrize("replaces", [None, OTHER])
+def test_step_02_runs_its_proof_before_it_judges_the_exit_code(profile: str, replaces: str | None) -> None:
+    [name] = [n for n in _files(profile, replaces) if re.fullmatch(r"steps/\d\d-certificate\.ps1", n)]
+    text = _script(profile, name, replaces)
+    calls = command_invocations(text)
+    [call] = [i for i in calls if i.operator == "&" and i.name_kind == "variable" and i.name == "CertificateScript"]
+    proof = [i.start_byte for i in calls if i.start_byte > call.start_byte and i.name.lower() in PROOF]
+    assert {i.name.lower() for i in calls if i.start_byte in proof} == PROOF
+    root = parse(text).root_node
+    after = [n for n in walk(root) if n.start_byte > call.start_byte]
+    judged = [n for n in after if n.type == "if_statement" and _exit_code_reads(next(c for c in n.children if c.type == "pipeline"))]
+    throws = [n for n in after if n.type == "flow_control_statement" and n.text.decode().startswith("throw")]
+    assert judged and throws
+    assert max(proof) < min(n.start_byte for n in judged + throws)
+    # The exit code is read once, into $ExitCode, before the proof runs anything.
+    reads = [n for n in after if n.type == "variable" and n.text.decode().lower().endswith("lastexitcode")]
+    assert len(reads) == 1 and reads[0].start_byte < min(proof)
+    assert reads[0].parent is not None and [a for a in after if a.type == "assignment_expression"
+                                            and a.start_byte < reads[0].start_byte < a.end_byte
+                                            and a.text.decode().startswith("$ExitCode")]
