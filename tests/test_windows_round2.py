@@ -197,3 +197,81 @@ def test_step_02_runs_its_proof_before_it_judges_the_exit_code(profile: str, rep
     assert reads[0].parent is not None and [a for a in after if a.type == "assignment_expression"
                                             and a.start_byte < reads[0].start_byte < a.end_byte
                                             and a.text.decode().startswith("$ExitCode")]
+
+
+# --------------------------------------------------------------------------- item 2: the tenant before any write
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+WRITES = ("update-mgserviceprincipal", "new-mgserviceprincipal", "new-mgapplication", "update-mgapplication",
+          "new-mgserviceprincipalapproleassignment", "invoke-mggraphrequest", "set-crmadvancedsetting")
+
+
+def _graph_data(variant: str) -> dict[str, Any]:
+    data = _data("graph")
+    if variant in ("delegated", "app-only"):
+        data["sharepoint"]["tenant_id"] = TENANT
+    if variant == "app-only":
+        data["graph"] = {"client_id": "11111111-1111-1111-1111-111111111111", "tenant_id": TENANT,
+                         "certificate_thumbprint": "C" * 40}
+    return data
+
+
+def _connects(text: str) -> list[Any]:
+    return [i for i in command_invocations(text) if i.name.lower() == "connect-mggraph"]
+
+
+def _argument_of(call: Any, parameter: str) -> str | None:
+    elements = list(call.elements)
+    for k, e in enumerate(elements):
+        if e.kind == "parameter" and e.text.lower() == parameter.lower():
+            return elements[k + 1].text if k + 1 < len(elements) and elements[k + 1].kind == "argument" else ""
+    return None
+
+
+@pytest.mark.parametrize("variant", ["delegated", "app-only", "no tenant"])
+def test_connect_scopes_the_sign_in_to_the_process_and_names_the_tenant(variant: str) -> None:
+    text = render_package(parse_parameters(_graph_data(variant))).files["steps/04-connect.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    calls = _connects(text)
+    token = [c for c in calls if _argument_of(c, "AccessToken") is not None]
+    others = [c for c in calls if _argument_of(c, "AccessToken") is None]
+    assert len(token) == 1 and others
+    assert _argument_of(token[0], "TenantId") is None and _argument_of(token[0], "ContextScope") is None
+    for call in others:
+        assert _argument_of(call, "ContextScope") == "Process"
+        assert _argument_of(call, "TenantId") == (None if variant == "no tenant" else f"'{TENANT}'")
+
+
+@pytest.mark.parametrize("variant", ["delegated", "app-only"])
+def test_the_tenant_is_compared_after_every_connect_and_before_the_first_write(variant: str) -> None:
+    text = render_package(parse_parameters(_graph_data(variant))).files["setup.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    calls = command_invocations(text)
+    connects = [c.start_byte for c in calls if c.name.lower() == "connect-mggraph"]
+    context = [c.start_byte for c in calls if c.name.lower() == "get-mgcontext"]
+    writes = [c.start_byte for c in calls if c.name.lower() in WRITES]
+    root = parse(text).root_node
+    compared = [n for n in walk(root) if n.type == "if_statement"
+                and b"$Context.TenantId" in next(c for c in n.children if c.type == "pipeline").text
+                and b"$ExpectedTenantId" in next(c for c in n.children if c.type == "pipeline").text
+                and any(t.type == "flow_control_statement" and t.text.startswith(b"throw") for t in walk(n))]
+    assert connects and context and writes and len(compared) == 1
+    assert max(connects) < min(context) < compared[0].start_byte < compared[0].end_byte < min(writes)
+
+
+@pytest.mark.parametrize("profile", ["graph", "msonline"])
+def test_setup_disconnects_graph_in_a_finally(profile: str) -> None:
+    text = _script(profile, "setup.ps1")
+    root = parse(text).root_node
+    finals = [n for n in walk(root) if n.type == "finally_clause"]
+    inside = [c for c in command_invocations(text) if c.name.lower() == "disconnect-mggraph"
+              and any(f.start_byte <= c.start_byte < f.end_byte for f in finals)]
+    everywhere = [c for c in command_invocations(text) if c.name.lower() == "disconnect-mggraph"]
+    if profile == "msonline":
+        assert everywhere == []
+        return
+    assert len(inside) == 1 and everywhere == inside
+    # the finally belongs to the try that runs the steps: every step's Connect-MgGraph is inside that try
+    [outer] = [f.parent for f in finals if f.start_byte <= inside[0].start_byte < f.end_byte
+               and f.parent is not None and f.parent.type == "try_statement"]
+    assert all(outer.start_byte <= c.start_byte < outer.end_byte for c in _connects(text))

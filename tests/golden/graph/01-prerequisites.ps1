@@ -64,7 +64,7 @@ elseif ($GraphAuthentication) {
     }
     # The parameters the later steps pass, tested on the imported cmdlets: early 2.x releases lack
     # some (Connect-MgGraph -NoWelcome first shipped in 2.4.0).
-    $ConnectParameters = @('AccessToken', 'ClientId', 'TenantId', 'CertificateThumbprint', 'Scopes', 'Environment', 'NoWelcome')
+    $ConnectParameters = @('AccessToken', 'ClientId', 'TenantId', 'CertificateThumbprint', 'Scopes', 'ContextScope', 'Environment', 'NoWelcome')
     $UpdateParameters = @('ServicePrincipalId', 'KeyCredentials', 'ServicePrincipalNames')
     foreach ($Check in @(@{ Command = 'Connect-MgGraph'; Parameters = $ConnectParameters }, @{ Command = 'Update-MgServicePrincipal'; Parameters = $UpdateParameters })) {
         $Found = Get-Command -Name $Check.Command -ErrorAction SilentlyContinue
