@@ -32,8 +32,9 @@ def test_step_02_fails_on_exit_code_and_proves_the_result(profile: str) -> None:
     assert syntax_errors(text) == []
     call = text.index("& $CertificateScript")
     reset = text.index("$global:LASTEXITCODE = 0")
-    check = text.index("if ($global:LASTEXITCODE -ne 0) {")
-    assert reset < call < check
+    # Issue 19 item 12: the exit code is kept right after the call and judged after the proof.
+    check = text.index("$ExitCode = $global:LASTEXITCODE")
+    assert reset < call < check < text.index("if ($Problems.Count -gt 0) {") < text.index("if ($ExitCode -ne 0) {")
     after = text[check:]
     assert "Get-ChildItem -LiteralPath 'Cert:\\LocalMachine\\My' | Where-Object { $_.Thumbprint -eq $Wanted.Thumbprint }" in after
     assert "-not $Installed[0].HasPrivateKey" in after

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..readings import Readings
-from ..verdicts import StepVerdict
+from ..verdicts import StepVerdict, expected_thumbprint, replaced_thumbprint
 from .base import Step, StepUnit, every_profile
 
 STEP = Step(0, "prerequisites", "Check the prerequisites", "check")
@@ -33,6 +33,7 @@ def verdict(r: Readings) -> StepVerdict:
                         (server.cer_file, "the .cer file")):
         if not found:
             problems.append(f"{what} not found")
+    problems += _certificate_in_use(r)
     unknown: list[str] = []
     if (r.plan.get("parameters") or {}).get("trust") == "app":
         problems += _app_problems(r, unknown)
@@ -42,6 +43,27 @@ def verdict(r: Readings) -> StepVerdict:
         return StepVerdict(1, "prerequisites", "cannot tell", "; ".join(unknown))
     return StepVerdict(1, "prerequisites", "ok", f"{server.edition} {server.version}, elevated, "
                        f"execution policy {server.execution_policy}")
+
+
+def _certificate_in_use(r: Readings) -> list[str]:
+    """A first setup refuses to replace a valid S2STokenIssuer certificate CRM already uses (step 01's check).
+
+    Server-side synchronization with Exchange Online signs with the same certificate slot and the same
+    Dynamics CRM principal: replacing its certificate silently breaks it. A renewal
+    (`[certificate] replaces`) replaces it on purpose; CRM holding the package's own certificate is fine.
+    """
+    crm = r.crm
+    if replaced_thumbprint(r.plan) is not None or crm is None or crm.certificate_type != "S2STokenIssuer":
+        return []
+    own = (r.certificate.cer_thumbprint if r.certificate is not None else None) or expected_thumbprint(r.plan, None)
+    if own is None:
+        return []
+    valid = [c.thumbprint for c in crm.certificates if c.not_after is None or c.not_after > r.now]
+    if not valid or own in valid:
+        return []
+    return [f"CRM already uses the valid S2STokenIssuer certificate {t}, not this package's {own}: a first setup "
+            "would replace it (server-side synchronization with Exchange Online shares it). Render a renewal with "
+            f"[certificate] replaces = '{t}'." for t in valid]
 
 
 def _app_problems(r: Readings, unknown: list[str]) -> list[str]:

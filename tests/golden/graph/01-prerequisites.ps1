@@ -62,6 +62,29 @@ elseif ($GraphAuthentication) {
             $Problems.Add('Import-Module ' + $Module + ' failed: ' + $_.Exception.Message)
         }
     }
+    # The parameters the later steps pass, tested on the imported cmdlets: early 2.x releases lack
+    # some (Connect-MgGraph -NoWelcome first shipped in 2.4.0).
+    $ConnectParameters = @('AccessToken', 'ClientId', 'TenantId', 'CertificateThumbprint', 'Scopes', 'ContextScope', 'Environment', 'NoWelcome')
+    $UpdateParameters = @('ServicePrincipalId', 'KeyCredentials', 'ServicePrincipalNames')
+    foreach ($Check in @(@{ Command = 'Connect-MgGraph'; Parameters = $ConnectParameters }, @{ Command = 'Update-MgServicePrincipal'; Parameters = $UpdateParameters })) {
+        $Found = Get-Command -Name $Check.Command -ErrorAction SilentlyContinue
+        if ($null -eq $Found) {
+            $Problems.Add($Check.Command + ' is not available after Import-Module (Update-Module Microsoft.Graph).')
+            continue
+        }
+        foreach ($Name in $Check.Parameters) {
+            if (-not $Found.Parameters.ContainsKey($Name)) {
+                $Problems.Add($Check.Command + ' ' + $Found.Version + ' (' + $Found.Source + ') has no -' + $Name + ', which the steps use: install Microsoft.Graph 2.28.0 or later (Install-Module Microsoft.Graph -MinimumVersion 2.28.0 -Scope AllUsers).')
+            }
+        }
+    }
+    # Update-MgServicePrincipal -KeyCredentials is broken in Microsoft.Graph.Applications 2.26.x
+    # ("Cannot convert the literal ... to the expected type 'Edm.Binary'", msgraph-sdk-powershell
+    # #3170) and 2.27.x ("The value for the property "usage" ... is invalid", #3305); fixed in 2.28.
+    $Applications = Get-Module -Name 'Microsoft.Graph.Applications' | Sort-Object -Property Version -Descending | Select-Object -First 1
+    if ($Applications -and $Applications.Version.Major -eq 2 -and ($Applications.Version.Minor -eq 26 -or $Applications.Version.Minor -eq 27)) {
+        $Problems.Add('Microsoft.Graph.Applications ' + $Applications.Version + ' is loaded: Update-MgServicePrincipal -KeyCredentials fails in 2.26.x and 2.27.x (msgraph-sdk-powershell issues #3170, #3305), and step 06 (spn) writes key credentials with it. Install 2.28.0 or later (Install-Module Microsoft.Graph.Applications -MinimumVersion 2.28.0 -Scope AllUsers) and remove 2.26/2.27 (Uninstall-Module Microsoft.Graph.Applications -RequiredVersion ' + $Applications.Version + ').')
+    }
 }
 # Known failure (Microsoft, "Troubleshoot server-based authentication",
 # https://learn.microsoft.com/dynamics365/customerengagement/on-premises/admin/troubleshooting-server-based-authentication):
@@ -72,6 +95,22 @@ if (Test-Path -LiteralPath $CerPath -PathType Leaf) {
     $SameSubject = @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine\My' | Where-Object { $_.Subject -eq $CerSubject })
     if ($SameSubject.Count -gt 1) {
         $Problems.Add('Cert:\LocalMachine\My holds ' + $SameSubject.Count + ' certificates with the subject ' + $CerSubject + ' (' + (($SameSubject | ForEach-Object { $_.Thumbprint }) -join ', ') + '): CertificateReconfiguration.ps1 would fail with "Private key not found". Remove the ones you do not need with the Certificate Manager MMC snap-in (Microsoft: troubleshooting-server-based-authentication).')
+    }
+}
+# A first setup (not a renewal): CRM may already sign with a valid S2STokenIssuer certificate,
+# for example the one server-side synchronization with Exchange Online uses (it shares this slot
+# and the Dynamics CRM principal 00000007-0000-0000-c000-000000000000). Step 02 would replace
+# it silently: refused here; a renewal replaces it deliberately.
+if ((Test-Path -LiteralPath $CerPath -PathType Leaf) -and (Get-PSSnapin -Registered -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
+    if (-not (Get-PSSnapin -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
+        Add-PSSnapin Microsoft.Crm.PowerShell
+    }
+    $Own = (New-Object System.Security.Cryptography.X509Certificates.X509Certificate2($CerPath)).Thumbprint
+    $Valid = @(Get-CrmCertificate | Where-Object { $_.CertificateType -eq 'S2STokenIssuer' } | ForEach-Object { [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([System.Convert]::FromBase64String($_.Data)) } | Where-Object { $_.NotAfter.ToUniversalTime() -gt [System.DateTime]::UtcNow })
+    if ($Valid.Count -gt 0 -and -not (@($Valid | ForEach-Object { $_.Thumbprint }) -contains $Own)) {
+        foreach ($InUse in $Valid) {
+            $Problems.Add('CRM already uses the valid S2STokenIssuer certificate ' + $InUse.Thumbprint + ', not this package''s ' + $Own + ': a first setup would replace it (server-side synchronization with Exchange Online shares it). Render a renewal with [certificate] replaces = ''' + $InUse.Thumbprint + '''.')
+        }
     }
 }
 # The CRM cmdlets of steps 02 and 07 talk to the Deployment Web Service. Over PowerShell

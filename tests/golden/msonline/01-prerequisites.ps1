@@ -53,6 +53,22 @@ if (Test-Path -LiteralPath $CerPath -PathType Leaf) {
         $Problems.Add('Cert:\LocalMachine\My holds ' + $SameSubject.Count + ' certificates with the subject ' + $CerSubject + ' (' + (($SameSubject | ForEach-Object { $_.Thumbprint }) -join ', ') + '): CertificateReconfiguration.ps1 would fail with "Private key not found". Remove the ones you do not need with the Certificate Manager MMC snap-in (Microsoft: troubleshooting-server-based-authentication).')
     }
 }
+# A first setup (not a renewal): CRM may already sign with a valid S2STokenIssuer certificate,
+# for example the one server-side synchronization with Exchange Online uses (it shares this slot
+# and the Dynamics CRM principal 00000007-0000-0000-c000-000000000000). Step 02 would replace
+# it silently: refused here; a renewal replaces it deliberately.
+if ((Test-Path -LiteralPath $CerPath -PathType Leaf) -and (Get-PSSnapin -Registered -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
+    if (-not (Get-PSSnapin -Name 'Microsoft.Crm.PowerShell' -ErrorAction SilentlyContinue)) {
+        Add-PSSnapin Microsoft.Crm.PowerShell
+    }
+    $Own = (New-Object System.Security.Cryptography.X509Certificates.X509Certificate2($CerPath)).Thumbprint
+    $Valid = @(Get-CrmCertificate | Where-Object { $_.CertificateType -eq 'S2STokenIssuer' } | ForEach-Object { [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([System.Convert]::FromBase64String($_.Data)) } | Where-Object { $_.NotAfter.ToUniversalTime() -gt [System.DateTime]::UtcNow })
+    if ($Valid.Count -gt 0 -and -not (@($Valid | ForEach-Object { $_.Thumbprint }) -contains $Own)) {
+        foreach ($InUse in $Valid) {
+            $Problems.Add('CRM already uses the valid S2STokenIssuer certificate ' + $InUse.Thumbprint + ', not this package''s ' + $Own + ': a first setup would replace it (server-side synchronization with Exchange Online shares it). Render a renewal with [certificate] replaces = ''' + $InUse.Thumbprint + '''.')
+        }
+    }
+}
 # The CRM cmdlets of steps 02 and 07 talk to the Deployment Web Service. Over PowerShell
 # remoting (Negotiate/Kerberos) the session cannot pass the operator's credentials on: a read-only
 # call here finds that second-hop problem before anything changes.

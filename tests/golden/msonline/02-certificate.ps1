@@ -120,10 +120,10 @@ finally {
 }
 # Added by psbridge: proof that CertificateReconfiguration.ps1 did its work. It reports with
 # exit codes and Write-Host, and neither stops this script: an "exit N" inside a script called
-# with & only sets $LASTEXITCODE (global), and Write-Host goes to the Information stream.
-if ($global:LASTEXITCODE -ne 0) {
-    throw ('CertificateReconfiguration.ps1 ended with exit code ' + $global:LASTEXITCODE + '; its messages are above (psbridge run records them as information).')
-}
+# with & only sets $LASTEXITCODE (global), and Write-Host goes to the Information stream. The
+# exit code is kept here and judged only after the proof: $LASTEXITCODE is also the last one of any
+# program the vendor script ran, so a leftover non-zero code does not fail a change that took effect.
+$ExitCode = $global:LASTEXITCODE
 $Problems = New-Object 'System.Collections.Generic.List[string]'
 $Installed = @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine\My' | Where-Object { $_.Thumbprint -eq $Wanted.Thumbprint })
 if ($Installed.Count -eq 0) {
@@ -144,6 +144,9 @@ if ($Records.Count -eq 0) {
     $Problems.Add('the CRM has no ' + $CertificateType + ' certificate record with the data of ' + $Wanted.Thumbprint)
 }
 if ($Problems.Count -gt 0) {
-    throw ('CertificateReconfiguration.ps1 returned, but:' + [Environment]::NewLine + ' - ' + ($Problems -join ([Environment]::NewLine + ' - ')))
+    throw ('CertificateReconfiguration.ps1 returned (exit code ' + $ExitCode + '; its messages are above, psbridge run records them as information), but:' + [Environment]::NewLine + ' - ' + ($Problems -join ([Environment]::NewLine + ' - ')))
+}
+if ($ExitCode -ne 0) {
+    Write-Output ('CertificateReconfiguration.ps1 ended with exit code ' + $ExitCode + ', but every check of its work passed: the change took effect (the code may be left over from a program it ran).')
 }
 Write-Output ('Certificate ' + $Wanted.Thumbprint + ': in LocalMachine\My with its private key, readable by ' + $ServiceAccount + ', and the CRM''s ' + $CertificateType + ' certificate.')

@@ -1,0 +1,277 @@
+"""Issue 19, second round of corrections from a real server.
+
+Where psbridge decides, the tests call the verdict logic (psbridge.check.evaluate); where the behaviour
+is PowerShell's, they read the rendered script with the PowerShell grammar (tests/support/pwsh_grammar.py)
+and assert the order in which it does things.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import re
+from typing import Any
+
+import pytest
+
+from psbridge.check import evaluate
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
+
+from support.probe_states import OTHER, THUMB, state
+from support.pwsh_grammar import command_invocations, syntax_errors
+
+NOW = _dt.datetime(2026, 6, 1, tzinfo=_dt.timezone.utc)  # inside the test certificate's 2026..2036 validity
+
+
+def _data(profile: str, replaces: str | None = None) -> dict[str, Any]:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = profile
+    if replaces:
+        data["certificate"]["replaces"] = replaces
+    return data
+
+
+def _files(profile: str, replaces: str | None = None) -> dict[str, bytes]:
+    return render_package(parse_parameters(_data(profile, replaces))).files
+
+
+def _script(profile: str, name: str, replaces: str | None = None) -> str:
+    text = _files(profile, replaces)[name].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    return text
+
+
+def _verdicts(answers: dict[str, Any], replaces: str | None = None, profile: str = "msonline") -> dict[str, Any]:
+    plan = json.loads(_files(profile, replaces)["plan.json"])
+    plan["certificate"] = {"thumbprint": THUMB}
+    return {v.id: v for v in evaluate(plan, answers, now=NOW).verdicts}
+
+
+# --------------------------------------------------------------------------- item 1: CRM's certificate in use
+
+IN_USE = (f"CRM already uses the valid S2STokenIssuer certificate {OTHER}, not this package's {THUMB}: a first "
+          "setup would replace it (server-side synchronization with Exchange Online shares it). Render a renewal "
+          f"with [certificate] replaces = '{OTHER}'.")
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_check_blocks_a_first_setup_over_another_valid_certificate(profile: str) -> None:
+    got = _verdicts(state("crm holds another certificate"), profile=profile)
+    assert got["prerequisites"].verdict == "blocked"
+    assert got["prerequisites"].detail == IN_USE
+
+
+def test_check_does_not_block_a_renewal_of_that_certificate() -> None:
+    got = _verdicts(state("crm holds another certificate"), replaces=OTHER)
+    assert got["prerequisites"].verdict == "ok"
+
+
+def test_check_does_not_block_over_an_expired_certificate() -> None:
+    got = _verdicts(state("crm certificate expired"))
+    assert got["prerequisites"].verdict == "ok"
+
+
+def test_crm_holding_the_packages_own_certificate_is_in_place() -> None:
+    got = _verdicts(state("fully configured"))
+    assert got["prerequisites"].verdict == "ok"
+    assert got["certificate"].verdict == "in place"
+
+
+def _positions(text: str, name: str) -> list[int]:
+    return [i.start_byte for i in command_invocations(text) if i.name.lower() == name.lower()]
+
+
+def _throw_of_problems(text: str) -> int:
+    """Where step 01 throws its list of problems (the last statement that can stop it)."""
+    return text.encode("utf-8").rindex(b"throw ('Prerequisites are not met:'")
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_step_01_of_a_first_setup_reads_crms_certificates_before_it_judges(profile: str) -> None:
+    text = _script(profile, "steps/01-prerequisites.ps1")
+    reads = _positions(text, "Get-CrmCertificate")
+    assert reads and max(reads) < _throw_of_problems(text)
+    body = text.encode("utf-8")
+    refusal = body.index(b"CRM already uses the valid S2STokenIssuer certificate ")
+    assert min(reads) < refusal < _throw_of_problems(text)
+    assert b"Render a renewal with [certificate] replaces = " in body[refusal:_throw_of_problems(text)]
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_step_01_of_a_renewal_has_no_first_setup_refusal(profile: str) -> None:
+    text = _script(profile, "steps/01-prerequisites.ps1", replaces=OTHER)
+    assert "CRM already uses the valid S2STokenIssuer certificate" not in text
+
+
+# --------------------------------------------------------------------------- item 3: the Graph SDK's parameters
+
+from support.pwsh_grammar import hashtable_keys, string_values, variable_assignments  # noqa: E402
+
+
+def _listed(text: str, variable: str) -> set[str]:
+    [value] = variable_assignments(text, variable)
+    return set(string_values(value))
+
+
+def _parameters_passed(files: dict[str, bytes], command: str) -> set[str]:
+    """Every named parameter any rendered script passes to `command` (splatted literal keys included)."""
+    out: set[str] = set()
+    for rel, body in files.items():
+        if not rel.endswith(".ps1"):
+            continue
+        text = body.decode("utf-8-sig")
+        for call in command_invocations(text):
+            if call.name.lower() != command.lower():
+                continue
+            out |= {e.text for e in call.elements if e.kind == "parameter"}
+            for splat in (e.text for e in call.elements if e.kind == "splat"):
+                out |= set(hashtable_keys(text, splat) or [])
+    return out
+
+
+@pytest.mark.parametrize("variant", ["delegated", "app-only", "renewal"])
+def test_step_01_tests_every_graph_parameter_the_steps_pass(variant: str) -> None:
+    data = _data("graph", "B" * 40 if variant == "renewal" else None)
+    if variant == "app-only":
+        data["graph"] = {"client_id": "11111111-1111-1111-1111-111111111111",
+                         "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "certificate_thumbprint": "C" * 40}
+    files = render_package(parse_parameters(data)).files
+    text = files["steps/01-prerequisites.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    connect, update = _parameters_passed(files, "Connect-MgGraph"), _parameters_passed(files, "Update-MgServicePrincipal")
+    assert {"NoWelcome", "Environment"} <= connect and "KeyCredentials" in update
+    assert connect <= _listed(text, "ConnectParameters")
+    assert update <= _listed(text, "UpdateParameters")
+    # Order: the modules are imported, then Get-Command reads the cmdlets, before the refusal.
+    imports, reads = _positions(text, "Import-Module"), _positions(text, "Get-Command")
+    assert imports and reads and max(imports) < min(reads) and max(reads) < _throw_of_problems(text)
+
+
+
+def test_step_01_refuses_the_applications_module_2_26_and_2_27() -> None:
+    text = _script("graph", "steps/01-prerequisites.ps1")
+    body = text.encode("utf-8")
+    loaded = [i for i in command_invocations(text) if i.name == "Get-Module"
+              and not any(e.kind == "parameter" and e.text == "ListAvailable" for e in i.elements)
+              and "'Microsoft.Graph.Applications'" in [e.text for e in i.elements]]
+    assert loaded, "the loaded module's version is read"
+    check = body.index(b"-eq 26 -or $Applications.Version.Minor -eq 27")
+    refusal = body.index(b"Update-MgServicePrincipal -KeyCredentials fails in 2.26.x and 2.27.x")
+    assert max(_positions(text, "Import-Module")) < loaded[0].start_byte < check < refusal < _throw_of_problems(text)
+    assert b"#3170, #3305" in body[refusal:_throw_of_problems(text)]
+    assert b"-MinimumVersion 2.28.0" in body[refusal:_throw_of_problems(text)]
+
+
+# --------------------------------------------------------------------------- item 12: step 02 proves, then judges
+
+from support.pwsh_grammar import parse, walk  # noqa: E402
+
+PROOF = {"get-childitem", "get-psbridgekeyaccess", "get-crmcertificate"}
+
+
+def _exit_code_reads(node: Any) -> bool:
+    return any(n.type == "variable" and n.text.decode().lower() in ("$global:lastexitcode", "$lastexitcode", "$exitcode")
+               for n in walk(node))
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+@pytest.mark.parametrize("replaces", [None, OTHER])
+def test_step_02_runs_its_proof_before_it_judges_the_exit_code(profile: str, replaces: str | None) -> None:
+    [name] = [n for n in _files(profile, replaces) if re.fullmatch(r"steps/\d\d-certificate\.ps1", n)]
+    text = _script(profile, name, replaces)
+    calls = command_invocations(text)
+    [call] = [i for i in calls if i.operator == "&" and i.name_kind == "variable" and i.name == "CertificateScript"]
+    proof = [i.start_byte for i in calls if i.start_byte > call.start_byte and i.name.lower() in PROOF]
+    assert {i.name.lower() for i in calls if i.start_byte in proof} == PROOF
+    root = parse(text).root_node
+    after = [n for n in walk(root) if n.start_byte > call.start_byte]
+    judged = [n for n in after if n.type == "if_statement" and _exit_code_reads(next(c for c in n.children if c.type == "pipeline"))]
+    throws = [n for n in after if n.type == "flow_control_statement" and n.text.decode().startswith("throw")]
+    assert judged and throws
+    assert max(proof) < min(n.start_byte for n in judged + throws)
+    # The exit code is read once, into $ExitCode, before the proof runs anything.
+    reads = [n for n in after if n.type == "variable" and n.text.decode().lower().endswith("lastexitcode")]
+    assert len(reads) == 1 and reads[0].start_byte < min(proof)
+    assert reads[0].parent is not None and [a for a in after if a.type == "assignment_expression"
+                                            and a.start_byte < reads[0].start_byte < a.end_byte
+                                            and a.text.decode().startswith("$ExitCode")]
+
+
+# --------------------------------------------------------------------------- item 2: the tenant before any write
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+WRITES = ("update-mgserviceprincipal", "new-mgserviceprincipal", "new-mgapplication", "update-mgapplication",
+          "new-mgserviceprincipalapproleassignment", "invoke-mggraphrequest", "set-crmadvancedsetting")
+
+
+def _graph_data(variant: str) -> dict[str, Any]:
+    data = _data("graph")
+    if variant in ("delegated", "app-only"):
+        data["sharepoint"]["tenant_id"] = TENANT
+    if variant == "app-only":
+        data["graph"] = {"client_id": "11111111-1111-1111-1111-111111111111", "tenant_id": TENANT,
+                         "certificate_thumbprint": "C" * 40}
+    return data
+
+
+def _connects(text: str) -> list[Any]:
+    return [i for i in command_invocations(text) if i.name.lower() == "connect-mggraph"]
+
+
+def _argument_of(call: Any, parameter: str) -> str | None:
+    elements = list(call.elements)
+    for k, e in enumerate(elements):
+        if e.kind == "parameter" and e.text.lower() == parameter.lower():
+            return elements[k + 1].text if k + 1 < len(elements) and elements[k + 1].kind == "argument" else ""
+    return None
+
+
+@pytest.mark.parametrize("variant", ["delegated", "app-only", "no tenant"])
+def test_connect_scopes_the_sign_in_to_the_process_and_names_the_tenant(variant: str) -> None:
+    text = render_package(parse_parameters(_graph_data(variant))).files["steps/04-connect.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    calls = _connects(text)
+    token = [c for c in calls if _argument_of(c, "AccessToken") is not None]
+    others = [c for c in calls if _argument_of(c, "AccessToken") is None]
+    assert len(token) == 1 and others
+    assert _argument_of(token[0], "TenantId") is None and _argument_of(token[0], "ContextScope") is None
+    for call in others:
+        assert _argument_of(call, "ContextScope") == "Process"
+        assert _argument_of(call, "TenantId") == (None if variant == "no tenant" else f"'{TENANT}'")
+
+
+@pytest.mark.parametrize("variant", ["delegated", "app-only"])
+def test_the_tenant_is_compared_after_every_connect_and_before_the_first_write(variant: str) -> None:
+    text = render_package(parse_parameters(_graph_data(variant))).files["setup.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    calls = command_invocations(text)
+    connects = [c.start_byte for c in calls if c.name.lower() == "connect-mggraph"]
+    context = [c.start_byte for c in calls if c.name.lower() == "get-mgcontext"]
+    writes = [c.start_byte for c in calls if c.name.lower() in WRITES]
+    root = parse(text).root_node
+    compared = [n for n in walk(root) if n.type == "if_statement"
+                and b"$Context.TenantId" in next(c for c in n.children if c.type == "pipeline").text
+                and b"$ExpectedTenantId" in next(c for c in n.children if c.type == "pipeline").text
+                and any(t.type == "flow_control_statement" and t.text.startswith(b"throw") for t in walk(n))]
+    assert connects and context and writes and len(compared) == 1
+    assert max(connects) < min(context) < compared[0].start_byte < compared[0].end_byte < min(writes)
+
+
+@pytest.mark.parametrize("profile", ["graph", "msonline"])
+def test_setup_disconnects_graph_in_a_finally(profile: str) -> None:
+    text = _script(profile, "setup.ps1")
+    root = parse(text).root_node
+    finals = [n for n in walk(root) if n.type == "finally_clause"]
+    inside = [c for c in command_invocations(text) if c.name.lower() == "disconnect-mggraph"
+              and any(f.start_byte <= c.start_byte < f.end_byte for f in finals)]
+    everywhere = [c for c in command_invocations(text) if c.name.lower() == "disconnect-mggraph"]
+    if profile == "msonline":
+        assert everywhere == []
+        return
+    assert len(inside) == 1 and everywhere == inside
+    # the finally belongs to the try that runs the steps: every step's Connect-MgGraph is inside that try
+    [outer] = [f.parent for f in finals if f.start_byte <= inside[0].start_byte < f.end_byte
+               and f.parent is not None and f.parent.type == "try_statement"]
+    assert all(outer.start_byte <= c.start_byte < outer.end_byte for c in _connects(text))
