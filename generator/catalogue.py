@@ -18,9 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from .steps import PROFILES, Backout, SecretKind, Step, StepKind, unit, units
+from .steps import PROFILE_MODULES, PROFILES, Backout, SecretKind, Step, StepKind, unit, units
 
-__all__ = ["PROFILES", "Backout", "SecretKind", "Step", "StepKind"]
+__all__ = ["PROFILE_MODULES", "PROFILES", "Backout", "SecretKind", "Step", "StepKind"]
 
 #: A package's parameters (`parameters.Parameters`). The catalogue reads the few fields it needs
 #: and imports nothing of psbridge's but the step units, so it is typed loosely here.
@@ -213,12 +213,6 @@ def probes_for(params: Parameters) -> tuple[str, ...]:
     """The probes of a package with these parameters: the article's, and the app trust's."""
     return PROBES + (APP_PROBES if getattr(params, "app_trust", False) else ())
 
-#: Modules each profile's steps import (the server probe reports which are installed).
-PROFILE_MODULES: dict[str, tuple[str, ...]] = {
-    "msonline": ("MSOnline",),
-    "graph": ("Microsoft.Graph.Authentication", "Microsoft.Graph.Applications",
-              "Microsoft.Graph.Identity.DirectoryManagement"),
-}
 
 #: What can never be undone (the article's warnings), for REVIEW.md's back-out plan.
 IRREVERSIBLE = ("After the Enable Server-Based SharePoint Integration wizard, the organization cannot go back to "

@@ -29,6 +29,7 @@ from . import (
     verify,
 )
 from .base import (
+    PROFILE_MODULES,
     PROFILES,
     Backout,
     RollbackContext,
@@ -40,7 +41,7 @@ from .base import (
     every_profile,
 )
 
-__all__ = ["PROFILES", "UNITS", "Backout", "RollbackContext", "SecretKind", "ServerVerdictContext", "Step",
+__all__ = ["PROFILE_MODULES", "PROFILES", "UNITS", "Backout", "RollbackContext", "SecretKind", "ServerVerdictContext", "Step",
            "StepKind", "StepUnit", "every_profile", "unit", "units"]
 
 UNITS: tuple[StepUnit, ...] = (

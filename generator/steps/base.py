@@ -13,10 +13,9 @@ import datetime as _dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-if TYPE_CHECKING:  # pragma: no cover - types only: these modules import the catalogue, which imports the units
-    from ..package import Package
+if TYPE_CHECKING:  # pragma: no cover - types only
     from ..readings import Readings
     from ..verdicts import StepVerdict
 
@@ -70,11 +69,29 @@ class Step:
         return f"steps/{self.id}/{'step' if self.one_template else profile}.ps1.j2"
 
 
+#: Modules each profile's steps import (the server probe reports which are installed).
+PROFILE_MODULES: dict[str, tuple[str, ...]] = {
+    "msonline": ("MSOnline",),
+    "graph": ("Microsoft.Graph.Authentication", "Microsoft.Graph.Applications",
+              "Microsoft.Graph.Identity.DirectoryManagement"),
+}
+
+
+class PackageFacts(Protocol):
+    """What a back-out reads of its package (a `package.Package`): plan.json and its parameters."""
+
+    @property
+    def plan(self) -> Mapping[str, Any]: ...
+
+    @property
+    def parameters(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class RollbackContext:
     """What a scripted back-out's values are computed from: the package and the recorded readings."""
 
-    package: Package
+    package: PackageFacts
     #: The probe readings recorded right before and right after the step (probe name -> raw answer).
     before: Mapping[str, Any]
     after: Mapping[str, Any]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from ..readings import Readings
 from ..verdicts import StepVerdict, expected_thumbprint, replaced_thumbprint
-from .base import Step, StepUnit, every_profile
+from .base import PROFILE_MODULES, Step, StepUnit, every_profile
 
 STEP = Step(0, "prerequisites", "Check the prerequisites", "check")
 
 
 def verdict(r: Readings) -> StepVerdict:
     """Blocked while anything the sequence needs is missing on the server."""
-    from ..catalogue import PROFILE_MODULES  # the catalogue is built from the units: imported when called
-
     server = r.server
     if server is None:
         return StepVerdict(1, "prerequisites", "cannot tell", "the server probe did not answer")
