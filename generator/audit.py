@@ -35,7 +35,7 @@ and a failure never leaves the log jammed:
 
 Nothing that looks like a secret may be put in `details` (checked, see `_refuse_secrets`).
 This module does not import click: the command line's ``--audit-log`` option belongs to
-`generator.cli` (a transitional `audit_log_option` is still served lazily, see `__getattr__`).
+`psbridge.cli`. Where the log lives is generator/audit_place.py (`resolve_log`, `resolve_for`).
 """
 
 from __future__ import annotations
@@ -60,48 +60,14 @@ from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 from .clock import stamp
 from .errors import RuntimeFailure, UserError
 from .files import sha256_hex
+from .audit_place import ENV_AUDIT_LOG, LOG_NAME, resolve_for, resolve_log  # noqa: F401 - re-exported: part of the log's API
 
-#: The environment variable naming one organisation-wide audit log (see `resolve_log`).
-ENV_AUDIT_LOG = "PSBRIDGE_AUDIT_LOG"
-LOG_NAME = "audit.jsonl"
-_FALLBACK_LOG = Path("output") / LOG_NAME
 GENESIS = "0" * 64
 FIELDS = ("time", "action", "package", "digest", "actor", "outcome", "details", "prev", "sha256")
 #: Detail keys that would carry a secret; refused so a careless caller fails loudly in tests.
 _SECRET_WORDS = ("password", "passphrase", "secret", "credential", "private_key", "token")
 _CHUNK = 4096
 _PRIVATE = 0o600
-
-
-def resolve_log(explicit: Path | str | None, *, near: Path | str | None) -> Path:
-    """The audit log to use: `explicit` (the --audit-log option) if given, else
-    $PSBRIDGE_AUDIT_LOG if set and not empty, else ``near/audit.jsonl``, else
-    ``output/audit.jsonl`` (relative to the working folder) when `near` is None.
-    """
-    if explicit is not None:
-        return Path(explicit)
-    configured = os.environ.get(ENV_AUDIT_LOG, "")
-    if configured:
-        return Path(configured)
-    if near is not None:
-        return Path(near) / LOG_NAME
-    return _FALLBACK_LOG
-
-
-
-def resolve_for(target: Path | str | None, explicit: Path | str | None = None) -> Path:
-    """The audit log `audit verify TARGET` checks: TARGET may be the log itself, a package folder
-    (one holding plan.json) or a packages folder, resolved by the rule of every other command
-    (`resolve_log`): --audit-log, else PSBRIDGE_AUDIT_LOG, else audit.jsonl beside the packages.
-
-    A log file given both as TARGET and as --audit-log is ambiguous: UserError.
-    """
-    if target is None or not Path(target).is_dir():
-        if target is not None and explicit is not None:
-            raise UserError(f"{target}: give the log as PATH or as --audit-log, not both")
-        return resolve_log(explicit if explicit is not None else target, near=None)
-    folder = Path(os.path.abspath(target))
-    return resolve_log(explicit, near=folder.parent if (folder / "plan.json").is_file() else folder)
 
 
 def os_user() -> str:
