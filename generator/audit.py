@@ -50,12 +50,11 @@ import stat
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-
-from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from .clock import stamp
 from .errors import RuntimeFailure, UserError
@@ -509,11 +508,13 @@ def entries(log_path: Path | str, expected_head: str | None = None) -> list[dict
 
 
 def _entry(value: Any, number: int, path: Path) -> dict[str, Any]:
-    """One chained line, its fields of the types the format gives them (`AuditEntry`); a UserError naming the
+    """One chained line, its fields of the types the format gives them (`_entry_model`); a UserError naming the
     line otherwise. The chain proves who could write the log, not that the writer was psbridge: a line whose
     `details` is a string chains as well as any, and the readers (rollback's vouching) must not trip on it."""
+    from pydantic import ValidationError
+
     try:
-        return AuditEntry.model_validate(value).model_dump()
+        return _entry_model().model_validate(value).model_dump()
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "line"
@@ -521,19 +522,26 @@ def _entry(value: Any, number: int, path: Path) -> dict[str, Any]:
                         "the audit log can't vouch for anything") from None
 
 
-class AuditEntry(BaseModel):
-    """An audit line's fields (`FIELDS`), typed: text, text or null, and `details` an object."""
+@cache
+def _entry_model() -> Any:
+    """`AuditEntry`, built on first use: only readers need it, and building a model costs every command time."""
+    from pydantic import BaseModel, ConfigDict, StrictStr
 
-    model_config = ConfigDict(extra="ignore", strict=True)
-    time: StrictStr
-    action: StrictStr
-    package: StrictStr | None
-    digest: StrictStr | None
-    actor: StrictStr | None
-    outcome: StrictStr
-    details: dict[str, Any]
-    prev: StrictStr
-    sha256: StrictStr
+    class AuditEntry(BaseModel):
+        """An audit line's fields (`FIELDS`), typed: text, text or null, and `details` an object."""
+
+        model_config = ConfigDict(extra="ignore", strict=True)
+        time: StrictStr
+        action: StrictStr
+        package: StrictStr | None
+        digest: StrictStr | None
+        actor: StrictStr | None
+        outcome: StrictStr
+        details: dict[str, Any]
+        prev: StrictStr
+        sha256: StrictStr
+
+    return AuditEntry
 
 
 # --------------------------------------------------------------------------- repair
