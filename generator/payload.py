@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import re
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # zipfile is imported by the functions that read a .nupkg: an ACS render never pays for it
+    import zipfile
 
 from .authenticode import Signer, verify_pe
 from .errors import UserError
@@ -134,6 +135,9 @@ def read_msal_package(path: Path, roots: Sequence[bytes] | None = None) -> Paylo
         raw = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{label}: cannot read the MSAL package ({exc.strerror or exc})") from None
+    import io
+    import zipfile
+
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError):
@@ -226,6 +230,8 @@ def _read_entry(archive: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], n
     info = entries.get(name)
     if info is None:
         raise UserError(f"{label}: no {name} in the package")
+    import zipfile
+
     bound = min(info.file_size, limit)
     buffer = bytearray()
     try:
