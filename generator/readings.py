@@ -176,12 +176,17 @@ class KeyCredential:
     end: _dt.datetime | None = None
     #: The end date as the probe printed it (shown in messages).
     end_text: str | None = None
+    #: Graph returned it without its key (the probe printed key_sha256 null and no thumbprint): a legacy
+    #: credential whose certificate cannot be told; the steps keep it by its key id and never stop for it.
+    keyless: bool = False
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> KeyCredential:
+        thumbprint = Thumbprint.of(raw.get("thumbprint"))
+        keyless = "key_sha256" in raw and raw.get("key_sha256") is None and thumbprint is None
         return cls(_text(raw.get("key_id")), _text(raw.get("type")), _text(raw.get("usage")),
-                   Thumbprint.of(raw.get("thumbprint")), _flag(raw.get("matches_certificate")),
-                   parse_time(raw.get("end")), _text(raw.get("end") or None))
+                   thumbprint, _flag(raw.get("matches_certificate")),
+                   parse_time(raw.get("end")), _text(raw.get("end") or None), keyless)
 
     def is_certificate(self, expected: str | None) -> bool:
         """Whether this is the package's certificate: the probe's comparison of the key, else the thumbprint.
