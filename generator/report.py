@@ -225,7 +225,20 @@ def _risks(package: Package) -> dict[str, Any]:
     params, layout = found
     numbers = {s.id: f"{s.index:02d}" for s in layout.steps}
     risks = package_risks(params, layout.constants, numbers)
-    return {"items": [{"key": r.key, "title": r.title, "parts": list(r.parts)} for r in risks], "problem": ""}
+    return {"items": [{"key": r.key, "title": r.title, "parts": _html_parts(r.parts)} for r in risks], "problem": ""}
+
+
+def _html_parts(parts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A risk's parts for the page: prose psbridge wrote with `code` in it split into text and code parts
+    (REVIEW.md shows those backticks as code spans; the page as <code>), strong text without backticks."""
+    out: list[tuple[str, str]] = []
+    for kind, text in parts:
+        if kind == "text":
+            pieces = text.replace("\n", " ").split("`")
+            out += [("value" if i % 2 else "text", piece) for i, piece in enumerate(pieces) if piece]
+        else:
+            out.append((kind, text.replace("`", "") if kind == "strong" else text))
+    return out
 
 
 def _backout_words(package: Package) -> dict[str, Any]:
@@ -244,8 +257,8 @@ def _backout_words(package: Package) -> dict[str, Any]:
         what = step.changes.split(": ", 1)[1] if ": " in step.changes else step.changes
         items.append({"step": f"{step.index:02d} {step.id}", "title": step.title, "scripted": b.script is not None,
                       "script": b.script or "",
-                      "words": (f"psbridge rollback sends {b.script}, which removes what this step changed in the "
-                                f"recorded run and nothing else (the step: {what})") if b.script else b.manual})
+                      "words": (f"psbridge rollback sends {b.script}: it removes what this step changed in the "
+                                "recorded run") if b.script else b.manual, "changes": what})
     return {"items": items, "irreversible": IRREVERSIBLE, "problem": ""}
 
 

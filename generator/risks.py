@@ -70,10 +70,10 @@ def package_risks(params: Parameters, constants: Mapping[str, str], numbers: Map
     risks = [_acs(params, numbers)]
     if params.app_trust:
         risks += _app(params, numbers)
-    risks.append(Risk("wizard", "The wizard cannot be undone: no way back to client-based authentication", (
+    risks.append(Risk("wizard", "The wizard cannot be undone (no client-based authentication again)", (
         _t("After server-based SharePoint integration is enabled (the wizard), the organization cannot\nrevert to "
            "client-based authentication: the Microsoft Dynamics CRM List Component can no longer\nbe used."),)))
-    risks.append(Risk("shared-principal", "Entra ID: the Dynamics CRM service principal is shared by the tenant", (
+    risks.append(Risk("shared-principal", "Entra ID: the CRM service principal is shared by the tenant", (
         _t(f"Step {numbers['spn']} adds a credential and an SPN to the Dynamics CRM service principal in Entra ID, "
            "which\nevery Dynamics 365 (on-premises) deployment of the tenant that uses server-based integration\n"
            "shares."),)))
@@ -87,7 +87,7 @@ def package_risks(params: Parameters, constants: Mapping[str, str], numbers: Map
         _t(" access to the\ncertificate's private key and makes the certificate the CRM's S2S token issuer."))))
     risks.append(_cloud(params, constants, numbers))
     host = _tenant_host(params)
-    risks.append(Risk("one-tenant", "All SharePoint Online sites must be in one Office 365 tenant", (
+    risks.append(Risk("one-tenant", "All sites must be in one Office 365 tenant", (
         _t("To connect several organizations of one deployment to more than one SharePoint Online site,\nall the "
            "sites must be in the same Office 365 tenant. This package's sites are all on\n"), _v(host), _t("."))))
     risks.append(Risk("order", "The steps run in order; an error stops the run", (
@@ -99,12 +99,12 @@ def package_risks(params: Parameters, constants: Mapping[str, str], numbers: Map
 def _acs(params: Parameters, numbers: Mapping[str, str]) -> Risk:
     """The ACS retirement: the heaviest risk while the ACS trust is chosen, context for the app trust."""
     if params.app_trust:
-        return Risk("acs", f"Azure ACS was retired on {ACS_RETIRED_ON}: the app trust is added, the ACS settings stay", (
+        return Risk("acs", f"Azure ACS retired on {ACS_RETIRED_ON}: the app trust is added, ACS settings stay", (
             _b("Azure ACS and the app trust."), _t(" Microsoft retired Azure ACS for SharePoint Online on "),
             _v(ACS_RETIRED_ON), _t(f'\n("{ACS_RETIREMENT}", '), _v(ACS_RETIREMENT_PAGE),
             _t(f"). This package keeps the article's ACS settings (step {numbers['crm-settings']})\nand adds "
                "Microsoft's app steps, which SharePoint Online honours instead (see \"The app trust\" above).")))
-    return Risk("acs", f"Azure ACS was retired on {ACS_RETIRED_ON}: SharePoint Online may not honour this trust", (
+    return Risk("acs", f"Azure ACS retired on {ACS_RETIRED_ON}: SharePoint Online may not honour this trust", (
         _b(f"Azure ACS was retired on {_code(ACS_RETIRED_ON)}."),
         _t(f" The article's trust goes through Azure Access Control Services: step {numbers['crm-settings']} points "
            f'CRM at the ACS principal and metadata URL. Microsoft: "{ACS_RETIREMENT}" ("Retirement announcement for '
@@ -125,11 +125,11 @@ def _app(params: Parameters, numbers: Mapping[str, str]) -> list[Risk]:
     for i, site in enumerate(params.sharepoint.sites):
         sites += [_v(site)] + ([_t(", ")] if i < len(params.sharepoint.sites) - 1 else [])
     return [
-        Risk("full-control", "Sites.FullControl.All: full control of every site collection in the tenant", (
+        Risk("full-control", "Sites.FullControl.All: full control of every site of the tenant", (
             _b("Sites.FullControl.All is full control of every site collection in the tenant"), _t(", not only "),
             *sites, _t(". Whoever holds the private key of the S2S certificate ("), _v(params.certificate.pfx_path),
             _t(" on the server) holds that control."))),
-        Risk("outage", "CRMWeb\\bin is written: the CRM web application recycles (a short outage)", (
+        Risk("outage", "CRMWeb\\bin is written: the CRM web application recycles", (
             _t(f"Step {numbers['msal-assembly']} writes Microsoft.Identity.Client.dll and .xml into CRMWeb\\bin: "),
             _b("writing into CRMWeb\\bin recycles the CRM web application"), _t(": a short outage, inside the change "
                                                                                "window."))),
