@@ -78,6 +78,9 @@ def test_validate_notes_that_a_free_text_window_cannot_be_checked(psbridge, tmp_
     assert f"psbridge: note: {FREE_WINDOW_NOTE}" in free.stderr
     iso = psbridge("validate", write_params(tmp_path, with_window(WINDOW)))
     assert iso.exit_code == 0 and "free text" not in iso.stderr, iso.stderr
+    (tmp_path / "out").mkdir()
+    rendered = psbridge("render", write_params(tmp_path, with_window("Saturday 20:00-22:00 CET")), "--out", "out")
+    assert rendered.exit_code == 0 and f"psbridge: note: {FREE_WINDOW_NOTE}" in rendered.stderr, rendered.stderr
 
 
 # --------------------------------------------------------------------------- approve
