@@ -116,11 +116,13 @@ def _warn_if_article_values(parameters: Parameters, path: Path) -> None:
 
 def _warn_if_acs(parameters: Parameters) -> None:
     """One line on stderr while the parameters choose the ACS trust, which Microsoft retired (quote and date)."""
-    from ..parameters import acs_retirement_warning
+    from ..parameters import FREE_WINDOW_NOTE, acs_retirement_warning
 
     line = acs_retirement_warning(parameters)
     if line:
         click.echo(f"psbridge: warning: {line}", err=True)
+    if parameters.change and parameters.change.window and not parameters.change.window_interval:  # issue 21
+        click.echo(f"psbridge: note: {FREE_WINDOW_NOTE}", err=True)
 
 
 def _local_certificate(parameters: Parameters, base_dir: Path) -> Facts | None:

@@ -84,6 +84,7 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
                                             from_server=flags.from_server))
     package = prepared.package
     _warn_if_certificate_ends_first(prepared)
+    _warn_if_approvals_end_first(prepared, package_dir)
     conn = connection.to(prepared.host)
     if policy is None:
         _confirm_unapproved(prepared, flags.assume_yes, flags.as_json)
@@ -139,6 +140,16 @@ def _warn_if_certificate_ends_first(prepared: PreparedRun) -> None:
     subject = facts.get("subject") or "(empty subject)"
     click.echo(safe(f"psbridge: warning: the certificate {subject} {verb} {facts['not_after']}, before the approval "
                     f"({latest.approver} until {latest.expires_at})"), err=True)
+
+
+def _warn_if_approvals_end_first(prepared: PreparedRun, package_dir: Path) -> None:
+    """One warning line per approval relied on that expires before `[change] window` ends (ISO windows only)."""
+    from ..approvals import window_shortfalls
+    from ..clock import utc_now
+
+    used = prepared.approval.approvals_used if prepared.approval is not None else []
+    for short in window_shortfalls(prepared.package, [(a.approver, a.expires_at) for a in used]):
+        click.echo(safe("psbridge: warning: " + short.line(str(package_dir), "<your key>", utc_now())), err=True)
 
 
 def _confirm_unapproved(prepared: PreparedRun, assume_yes: bool, as_json: bool) -> None:
