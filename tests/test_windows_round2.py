@@ -400,3 +400,26 @@ def test_step_01_says_second_hop_only_for_a_unc_path_it_cannot_read(profile: str
         inner = missing.text
         assert variable + b".StartsWith('\\\\')) { $SecondHop }" in inner
         assert hop < missing.start_byte < _throw_of_problems(text)
+
+
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_validate_and_render_warn_of_a_unc_certificate_path_and_do_not_refuse(
+        command: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from psbridge.cli import main
+    from support.app_trust import write_parameters
+
+    data = _data("msonline")
+    data["certificate"].update(pfx_path=UNC_PFX)
+    params = write_parameters(tmp_path / "p.toml", data)
+    args = [command, str(params)] + (["--out", str(tmp_path / "out")] if command == "render" else [])
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "UNC path" in line]
+    assert warnings == [f"psbridge: warning: certificate.pfx_path: {UNC_PFX} is a UNC path: over a remote session "
+                        "(psbridge run, check) the server cannot pass your credentials on to the share (the second "
+                        "hop), so the file looks missing. Copy it to a local folder on the server and set that path, "
+                        "or connect with --auth credssp; setup.ps1 run at the server's console can read it"]
+    data["certificate"].update(pfx_path="C:\\certs\\crm.pfx")
+    write_parameters(tmp_path / "p.toml", data)
+    assert main(["validate", str(params)]) == 0
+    assert "UNC path" not in capsys.readouterr().err
