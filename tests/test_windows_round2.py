@@ -423,3 +423,31 @@ def test_validate_and_render_warn_of_a_unc_certificate_path_and_do_not_refuse(
     write_parameters(tmp_path / "p.toml", data)
     assert main(["validate", str(params)]) == 0
     assert "UNC path" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- item 2 (c): one tenant in the parameters
+
+def test_validate_refuses_a_graph_tenant_other_than_the_sharepoint_tenant(tmp_path: Any,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from psbridge.cli import main
+    from support.app_trust import write_parameters
+
+    data = _graph_data("app-only")
+    data["graph"]["tenant_id"] = "22222222-2222-2222-2222-222222222222"
+    params = write_parameters(tmp_path / "p.toml", data)
+    assert main(["validate", str(params)]) == 2
+    out, err = capsys.readouterr()
+    [line] = [l for l in err.splitlines() if l.strip()]
+    assert line.endswith(f"graph.tenant_id (22222222-2222-2222-2222-222222222222) differs from sharepoint.tenant_id "
+                         f"({TENANT}): both name the tenant of the SharePoint site; give the same tenant ID")
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("variant", ["app-only", "graph tenant only", "upper case"])
+def test_a_graph_tenant_equal_to_the_sharepoint_tenant_or_alone_is_valid(variant: str) -> None:
+    data = _graph_data("app-only")
+    if variant == "graph tenant only":
+        del data["sharepoint"]["tenant_id"]
+    if variant == "upper case":
+        data["graph"]["tenant_id"] = TENANT.upper()
+    assert parse_parameters(data).graph is not None
