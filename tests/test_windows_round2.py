@@ -451,3 +451,36 @@ def test_a_graph_tenant_equal_to_the_sharepoint_tenant_or_alone_is_valid(variant
     if variant == "upper case":
         data["graph"]["tenant_id"] = TENANT.upper()
     assert parse_parameters(data).graph is not None
+
+
+# --------------------------------------------------------------------------- item 2 (b): msonline's tenant before step 06
+
+MSOL_WRITES = ("new-msolserviceprincipalcredential", "set-msolserviceprincipal", "remove-msolserviceprincipalcredential")
+
+
+@pytest.mark.parametrize("replaces", [None, OTHER])
+def test_msonline_compares_the_company_with_the_packages_tenant_before_any_office_365_write(
+        replaces: str | None) -> None:
+    data = _data("msonline", replaces)
+    data["sharepoint"]["tenant_id"] = TENANT
+    text = render_package(parse_parameters(data)).files["setup.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    calls = command_invocations(text)
+    connects = [c.start_byte for c in calls if c.name.lower() == "connect-msolservice"]
+    company = [c.start_byte for c in calls if c.name.lower() == "get-msolcompanyinformation"]
+    writes = [c.start_byte for c in calls if c.name.lower() in MSOL_WRITES]
+    root = parse(text).root_node
+    compared = [n for n in walk(root) if n.type == "if_statement"
+                and b"$Company.ObjectId" in next(c for c in n.children if c.type == "pipeline").text
+                and b"$ExpectedTenantId" in next(c for c in n.children if c.type == "pipeline").text
+                and any(t.type == "flow_control_statement" and t.text.startswith(b"throw") for t in walk(n))]
+    assert connects and company and writes and len(compared) == 1
+    assert max(connects) < min(company) < compared[0].start_byte < compared[0].end_byte < min(writes)
+    assert {e.text.decode() for e in variable_assignments(text, "ExpectedTenantId")} == {f"'{TENANT}'"}
+
+
+def test_msonline_without_a_tenant_shows_the_company_and_compares_nothing() -> None:
+    text = _script("msonline", "steps/04-connect.ps1")
+    assert [c.name for c in command_invocations(text) if c.name.lower().endswith("msolcompanyinformation")] == \
+        ["Get-MsolCompanyInformation"]
+    assert "$ExpectedTenantId" not in text and "Write-Output ('Connected to tenant ' + $Company.ObjectId" in text
