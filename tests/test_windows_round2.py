@@ -484,3 +484,22 @@ def test_msonline_without_a_tenant_shows_the_company_and_compares_nothing() -> N
     assert [c.name for c in command_invocations(text) if c.name.lower().endswith("msolcompanyinformation")] == \
         ["Get-MsolCompanyInformation"]
     assert "$ExpectedTenantId" not in text and "Write-Output ('Connected to tenant ' + $Company.ObjectId" in text
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_review_says_to_unblock_a_copied_setup_ps1_after_its_hash_check(profile: str) -> None:
+    review = " ".join(_files(profile)["REVIEW.md"].decode("utf-8").split())
+    hashes = review.index("check it with `Get-FileHash` before running")
+    unblock = review.index("A setup.ps1 copied from a workstation carries the downloaded mark, and the RemoteSigned "
+                           "execution policy refuses it: once its hash matches, `Unblock-File -LiteralPath .\\setup.ps1`.")
+    assert hashes < unblock
+
+
+def test_readme_says_to_unblock_a_copied_setup_ps1_and_lists_items_4_and_8() -> None:
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8").split())
+    assert "once its hash matches, `Unblock-File -LiteralPath .\\setup.ps1`" in readme
+    confirm = readme.index("## What only a real Windows host can confirm")
+    assert readme.index("* issue 19, the execution policy:", confirm) > confirm
+    assert readme.index("* issue 19, UNC certificate paths:", confirm) > confirm
