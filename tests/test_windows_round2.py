@@ -503,3 +503,20 @@ def test_readme_says_to_unblock_a_copied_setup_ps1_and_lists_items_4_and_8() -> 
     confirm = readme.index("## What only a real Windows host can confirm")
     assert readme.index("* issue 19, the execution policy:", confirm) > confirm
     assert readme.index("* issue 19, UNC certificate paths:", confirm) > confirm
+
+
+def test_psbridge_check_over_the_peer_shows_a_blocked_vendor_script(tmp_path: Any, engine: Any, http_peer: Any,
+                                                                     secrets_env: None,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The real CLI: the server probe's readings (RemoteSigned, a downloaded unsigned file) make check exit 1."""
+    from psbridge.cli import main
+    from support.cli import check_args
+    from support.packages import answer_probes, write_check_package
+
+    pkg = write_check_package(tmp_path)
+    answer_probes(engine, _server_with("RemoteSigned", "NotSigned", False, True))
+    assert main(check_args(pkg, http_peer, "--json")) == 1
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    [verdict] = [v for v in report["verdicts"] if v["id"] == "prerequisites"]
+    assert verdict["verdict"] == "blocked"
+    assert "unblock it on the server with Unblock-File" in verdict["detail"]
