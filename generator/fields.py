@@ -118,6 +118,28 @@ def windows_path(value: str, *, suffixes: tuple[str, ...] = ()) -> str:
     return value
 
 
+#: The server-side certificate paths validate and render look at for a UNC path (item 8 of issue 19).
+SERVER_CERTIFICATE_PATHS = ("pfx_path", "cer_path")
+
+
+def second_hop_warnings(certificate: dict[str, object]) -> list[str]:
+    """One warning per server-side certificate path on a share (`\\\\server\\share\\x.pfx`).
+
+    Why a warning and not a refusal: setup.ps1 run at the server's own console reads the share
+    with the operator's credentials; `psbridge run` reads it over a remote session, where the
+    server cannot pass them on (the second hop) and the file looks missing, which misleads.
+    """
+    out = []
+    for name in SERVER_CERTIFICATE_PATHS:
+        value = certificate.get(name)
+        if isinstance(value, str) and value.startswith("\\\\"):
+            out.append(f"certificate.{name}: {printable(value)} is a UNC path: over a remote session (psbridge run, "
+                       "check) the server cannot pass your credentials on to the share (the second hop), so the file "
+                       "looks missing. Copy it to a local folder on the server and set that path, or connect with "
+                       "--auth credssp; setup.ps1 run at the server's console can read it")
+    return out
+
+
 def _pfx(value: str) -> str:
     return windows_path(value, suffixes=(".pfx",))
 

@@ -449,6 +449,21 @@ class Parameters(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _one_tenant_everywhere(self) -> Parameters:
+        """A Graph tenant given in the parameters is the SharePoint tenant (issue 19 item 2).
+
+        Why: the app-only sign-in (graph.tenant_id) and the tenant step 04 compares and step 08
+        checks (sharepoint.tenant_id) must be one; otherwise the run signs in to one tenant and
+        writes the certificate where SharePoint never looks.
+        """
+        graph = self.graph.tenant_id if self.graph is not None else None
+        sharepoint = self.sharepoint.tenant_id
+        if graph is not None and sharepoint is not None and str(graph).lower() != str(sharepoint).lower():
+            raise ValueError(f"graph.tenant_id ({graph}) differs from sharepoint.tenant_id ({sharepoint}): both name "
+                             "the tenant of the SharePoint site; give the same tenant ID")
+        return self
+
     @property
     def app_trust(self) -> bool:
         """Whether the package adds Microsoft's Entra app steps (trust = "app")."""

@@ -77,13 +77,21 @@ class ServerReading:
     pfx_file: bool = False
     cer_file: bool = False
     execution_policy: str | None = None
+    #: CertificateReconfiguration.ps1's Authenticode status (Get-AuthenticodeSignature), None when not read.
+    script_signature: str | None = None
+    #: Whether its signer is in Trusted Publishers (None: not read).
+    script_trusted: bool | None = None
+    #: Whether it carries the downloaded mark (a Zone.Identifier stream; None: not read).
+    script_downloaded: bool | None = None
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> ServerReading:
         return cls(_text(raw.get("edition")), _text(raw.get("version")), bool(raw.get("elevated")),
                    bool(raw.get("snapin")), {str(k): bool(v) for k, v in _mapping(raw.get("modules")).items()},
                    "tools_dir" in raw, bool(raw.get("tools_dir")), bool(raw.get("tools_script")),
-                   bool(raw.get("pfx_file")), bool(raw.get("cer_file")), _text(raw.get("execution_policy")))
+                   bool(raw.get("pfx_file")), bool(raw.get("cer_file")), _text(raw.get("execution_policy")),
+                   _text(raw.get("script_signature")), _flag(raw.get("script_trusted")),
+                   _flag(raw.get("script_downloaded")))
 
 
 @dataclass(frozen=True)

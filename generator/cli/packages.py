@@ -65,6 +65,7 @@ def validate(params: Path, as_json: bool) -> None:
 
     payload_for(parameters, params.parent)  # a bad .nupkg fails here (exit 2), not at render
     _warn_if_article_values(parameters, params)
+    _warn_if_unc(parameters)
     _warn_if_acs(parameters)  # a valid file of the ACS trust: valid, and retired
     if as_json:
         click.echo(json.dumps({"file": str(params), "valid": True, "name": parameters.name,
@@ -112,6 +113,14 @@ def _warn_if_article_values(parameters: Parameters, path: Path) -> None:
     if held:
         click.echo(f"psbridge: warning: {safe(path)} still holds the article's example values "
                    f"({', '.join(held)}): replace them with yours", err=True)
+
+
+def _warn_if_unc(parameters: Parameters) -> None:
+    """One line on stderr per server-side certificate path on a share (the second hop over remoting)."""
+    from ..fields import second_hop_warnings
+
+    for line in second_hop_warnings(parameters.certificate.model_dump()):
+        click.echo(f"psbridge: warning: {line}", err=True)
 
 
 def _warn_if_acs(parameters: Parameters) -> None:
@@ -230,6 +239,7 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, as_js
         else:
             parameters = load_parameters(params)
             _warn_if_article_values(parameters, params)
+            _warn_if_unc(parameters)
             facts = _local_certificate(parameters, params.parent)
             replaced = _replaced_certificate(parameters, params.parent, facts)
             payload = payload_for(parameters, params.parent)

@@ -20,6 +20,7 @@ from ..files import write_file
 from ..package import Package, PackageStep
 from .context import RemoteContext
 from .gate import session_steps
+from .graph_signout import sign_out_of_graph, warn_on_stderr
 from .probing import Progress, Prober, additional_answers, main_answers, redacted
 from .transport import open_session
 from .inputs import secrets_needed
@@ -64,6 +65,8 @@ def probe_package(ctx: RemoteContext, options: CheckOptions) -> CheckReport:
     try:
         answers, notes = main_answers(ctx, Prober(session, options.timeout, redact, options.progress), entra_steps)
     finally:
+        # The session steps signed in to Entra ID: sign out, on every way out, before the session closes.
+        warn_on_stderr(sign_out_of_graph(session if entra_steps else None, package, redact))
         session.close()
     per_server, more_notes = additional_answers(ctx, options.timeout, options.progress)
     report = evaluate(package.plan, answers, per_server)
