@@ -38,14 +38,20 @@ def graph_env(secrets_env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PSBRIDGE_GRAPH_TOKEN", GRAPH_TOKEN)
 
 
-def renewal(tmp_path: Path, profile: str = "graph", farm: bool = True) -> Path:
-    """A renewal package of the loopback server (and farm), rendered and written as `psbridge render` does."""
+def renewal(tmp_path: Path, profile: str = "graph", farm: bool = True, wait: int | None = 0) -> Path:
+    """A renewal package of the loopback server (and farm), rendered and written as `psbridge render` does.
+
+    `wait` is `[certificate] switch_after_hours`: 0 (the run goes through, as these tests were written
+    for) unless a test is about the wait; None leaves it out (the default, 24 hours).
+    """
     from psbridge.parameters import parse_parameters
     from psbridge.render import render_package
     from psbridge.writer import write_package
 
     data = parameters_for(profile=profile, server="127.0.0.1", crm={"additional_servers": FARM} if farm else {})
     data["certificate"]["replaces"] = OLD
+    if wait is not None:
+        data["certificate"]["switch_after_hours"] = wait
     return write_package(render_package(parse_parameters(data)), tmp_path / "output")
 
 
@@ -636,3 +642,136 @@ def test_ctrl_c_after_a_step_skip_prints_no_command_that_sends_a_finished_change
     out = capsys.readouterr().out
     assert "No command to continue is printed: --from-step 6 would send 07 crm-settings again" in out
     assert not any(line.strip().startswith("psbridge run ") for line in out.splitlines())
+
+
+# --------------------------------------------------------------------------- the wait before the switch (issue 19 item 6)
+
+
+def _audit_lines(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def _proof(tmp_path: Path) -> dict:
+    """The audit log's one proof line: step spn of the renewal ended OK (read back)."""
+    [line] = [l for l in _audit_lines(tmp_path) if l["action"] == "step-end"]
+    return line
+
+
+def _later(monkeypatch: pytest.MonkeyPatch, moment) -> None:  # type: ignore[no-untyped-def]
+    """psbridge's clock reads `moment` (the audit lines keep their real time: the wait counts from it)."""
+    from psbridge import clock
+
+    monkeypatch.setattr(clock, "utc_now", lambda: moment)
+
+
+def _proven_at(line: dict):  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    return datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def _commands(out: str) -> list[str]:
+    return [line.strip() for line in out.splitlines() if line.strip().startswith("psbridge run ")]
+
+
+def test_a_renewal_run_stops_after_adding_the_key_and_says_when_to_continue(tmp_path, http_peer, engine, farm,
+                                                                             graph_env, capsys):
+    """The default (24 hours): steps up to the switch run, the switch is not sent, the run says when and how."""
+    from psbridge.clock import format_time
+
+    pkg = renewal(tmp_path, wait=None)
+    assert read_package(pkg).parameters.certificate.switch_after_hours == 24
+    assert json.loads((pkg / "plan.json").read_text())["parameters"]["certificate"]["switch_after_hours"] == 24
+    farm_ready(engine, farm)
+    assert main(run_args(pkg, http_peer)) == 1
+    out = capsys.readouterr().out
+    assert sent(engine) == ["01 prerequisites", "02 session", "03 connect", "04 set-certificate", "05 spn"]
+    assert all(sent(e) == ["06 additional-servers"] for _, e in farm)  # installed before the wait, as before
+    proof = _proof(tmp_path)
+    assert proof["digest"] == read_package(pkg).digest and proof["outcome"] == "ok"
+    assert proof["details"]["step"]["id"] == "spn" and proof["details"]["read_back"] is True
+    until = format_time(_proven_at(proof) + timedelta(hours=24))
+    refusal = next(line for line in out.splitlines() if line.startswith("Not sent: step 07 (certificate)"))
+    assert f"only after {until} (UTC)" in refusal and "switch_after_hours is 24" in refusal
+    assert _commands(out)[-1].endswith("--from-step 7") and f"Continue after {until} with:" in out
+    end = json.loads(next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()[-1])
+    assert end["reason"] == "not-ready" and end["stopped_at"] == 7 and end["exit_code"] == 1
+
+
+def test_a_second_run_before_the_wait_refuses_and_one_after_it_switches(tmp_path, http_peer, engine, farm,
+                                                                         graph_env, monkeypatch, capsys):
+    pkg = renewal(tmp_path, wait=6)
+    farm_ready(engine, farm)
+    assert main(run_args(pkg, http_peer)) == 1
+    proven = _proven_at(_proof(tmp_path))
+    capsys.readouterr()
+    engine.pipelines.clear()
+    _later(monkeypatch, proven + timedelta(hours=5, minutes=59))
+    assert main(run_args(pkg, http_peer, "--from-step", "7")) == 1
+    out = capsys.readouterr().out
+    assert "07 certificate" not in sent(engine) and "Not sent: step 07 (certificate)" in out
+    assert _commands(out)[-1].endswith("--from-step 7")
+    # --from-step 8 would skip the switch: the steps after it wait too.
+    assert main(run_args(pkg, http_peer, "--from-step", "8")) == 1
+    out = capsys.readouterr().out
+    assert "08 crm-settings" not in sent(engine) and "Not sent: step 08 (crm-settings) comes after the switch" in out
+    engine.pipelines.clear()
+    _later(monkeypatch, proven + timedelta(hours=6, seconds=1))
+    assert main(run_args(pkg, http_peer, "--from-step", "7")) == 0, capsys.readouterr()
+    assert sent(engine) == ["01 prerequisites", "02 session", "03 connect", "04 set-certificate", "07 certificate",
+                            "08 crm-settings", "09 tenant-id", "10 verify", "11 retire-previous"]
+
+
+def test_a_wait_of_0_runs_through_as_before(tmp_path, http_peer, engine, graph_env, capsys):
+    pkg = renewal(tmp_path, farm=False, wait=0)
+    assert main(run_args(pkg, http_peer)) == 0
+    assert "Not sent" not in capsys.readouterr().out
+    assert sent(engine)[4:] == ["05 spn", "06 certificate", "07 crm-settings", "08 tenant-id", "09 verify",
+                                "10 retire-previous"]
+
+
+@pytest.mark.parametrize("forgery", ["time edited", "line inserted", "another package's line", "log removed"])
+def test_a_forged_or_unverified_proof_does_not_count(tmp_path, http_peer, engine, graph_env, monkeypatch, capsys,
+                                                     forgery):
+    """The wait counts only from a proof line the log's hash chain vouches for, of this package's digest."""
+    from psbridge import audit
+
+    pkg = renewal(tmp_path, farm=False, wait=24)
+    assert main(run_args(pkg, http_peer)) == 1
+    capsys.readouterr()
+    log = tmp_path / "audit.jsonl"
+    lines = log.read_text().splitlines()
+    number = next(i for i, l in enumerate(lines) if json.loads(l)["action"] == "step-end")
+    proof = json.loads(lines[number])
+    proven = _proven_at(proof)
+    if forgery == "time edited":  # moved two days back: the line's sha256 no longer matches it
+        proof["time"] = (proven - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lines[number] = json.dumps(proof, separators=(",", ":"))
+        log.write_text("\n".join(lines) + "\n")
+        problem = f"line {number + 1}: content does not match its sha256"
+    elif forgery == "line inserted":  # an older proof, hashed right, slipped in before the real one
+        early = dict(proof, time=(proven - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        early.pop("sha256")
+        early["sha256"] = audit.sha256_hex(audit.canonical(early))
+        lines[number + 1:number + 1] = [json.dumps(early, separators=(",", ":"))]
+        lines = [l for i, l in enumerate(lines) if i != number]  # and the real one taken out
+        log.write_text("\n".join(lines) + "\n")
+        problem = f"line {number + 2}: prev does not match line {number + 1}"  # the next line still names the real one
+    elif forgery == "another package's line":  # a correctly chained proof, but of another digest
+        log.write_text("")  # the same log rebuilt without the real proof, and a proof of another digest added
+        for l in (json.loads(x) for i, x in enumerate(lines) if i != number):
+            audit.append(log, audit.Head(l["action"], l["package"], l["digest"], l["actor"], l["outcome"]),
+                         **l["details"])
+        audit.append(log, audit.Head("step-end", proof["package"], "0" * 64, None, "ok"), **proof["details"])
+        problem = "no line of step 05 (spn) ending OK for this package digest"
+    else:
+        log.unlink()  # the run starts a new log: it holds no proof
+        problem = "no line of step 05 (spn) ending OK for this package digest"
+    _later(monkeypatch, proven + timedelta(hours=25))
+    engine.pipelines.clear()
+    assert main(run_args(pkg, http_peer, "--from-step", "6")) == 1
+    out = capsys.readouterr().out
+    assert "06 certificate" not in sent(engine)
+    refusal = next(line for line in out.splitlines() if line.startswith("Not sent: step 06 (certificate)"))
+    assert "holds no such proof that its hash chain vouches for" in refusal and problem in refusal, refusal
+    assert _commands(out)[-1].endswith("--from-step 5")  # proving the key again starts the wait again
