@@ -775,3 +775,44 @@ def test_a_forged_or_unverified_proof_does_not_count(tmp_path, http_peer, engine
     refusal = next(line for line in out.splitlines() if line.startswith("Not sent: step 06 (certificate)"))
     assert "holds no such proof that its hash chain vouches for" in refusal and problem in refusal, refusal
     assert _commands(out)[-1].endswith("--from-step 5")  # proving the key again starts the wait again
+
+
+def _before_the_switch() -> dict:
+    """The main server after spn, before the switch: CRM signs with OLD, Entra ID holds both credentials."""
+    entra = _entra([], [CRM_APP, SPN])
+    entra["key_credentials"] = [_key(OLD), _key(THUMB, matches_certificate=True)]
+    return {"server": SERVER, "certificate": _cert([IN_STORE]), "crm": _crm([OLD], settings=True), "entra": entra}
+
+
+def test_check_shows_the_waiting_switch_as_will_change_after_its_time(tmp_path, http_peer, engine, graph_env,
+                                                                     monkeypatch, capsys):
+    from psbridge.clock import format_time
+
+    pkg = renewal(tmp_path, farm=False, wait=None)
+    assert main(run_args(pkg, http_peer)) == 1  # stops before the switch
+    proven = _proven_at(_proof(tmp_path))
+    until = format_time(proven + timedelta(hours=24))
+    capsys.readouterr()
+    _later(monkeypatch, proven + timedelta(hours=1))
+    code, verdicts = _check(pkg, http_peer, engine, _before_the_switch(), capsys)
+    switch = verdicts["certificate"]
+    assert code == 5 and switch["verdict"] == "will change" and switch["not_before"] == until
+    assert f"the switch waits until {until}" in switch["detail"]
+    assert "not_before" not in verdicts["spn"]  # no other verdict carries it
+    # As people read it:
+    assert main(check_args(pkg, http_peer)) == 5
+    line = next(l for l in capsys.readouterr().out.splitlines() if " certificate " in l and l.startswith("[06/"))
+    assert f"will change (after {until})" in line
+    # After the wait: `will change` as before.
+    _later(monkeypatch, proven + timedelta(hours=24, seconds=1))
+    code, verdicts = _check(pkg, http_peer, engine, _before_the_switch(), capsys)
+    assert code == 5 and verdicts["certificate"]["verdict"] == "will change"
+    assert "not_before" not in verdicts["certificate"] and "waits" not in verdicts["certificate"]["detail"]
+
+
+def test_check_without_a_proof_says_the_switch_waits_for_one(tmp_path, http_peer, engine, graph_env, capsys):
+    pkg = renewal(tmp_path, farm=False, wait=12)
+    code, verdicts = _check(pkg, http_peer, engine, _before_the_switch(), capsys)
+    switch = verdicts["certificate"]
+    assert code == 5 and switch["verdict"] == "will change" and "not_before" not in switch
+    assert "the switch waits 12 hours after step 05 (spn) proves the new key credential" in switch["detail"]

@@ -18,6 +18,7 @@ from ..clock import file_stamp, stamp
 from ..errors import UserError
 from ..files import write_file
 from ..package import Package, PackageStep
+from ..steps.certificate import switch_wait
 from .context import RemoteContext
 from .gate import session_steps
 from .probing import Progress, Prober, additional_answers, main_answers, redacted
@@ -43,6 +44,8 @@ class CheckOptions:
     #: Save the evidence: "" for PACKAGE/checks/<UTC time>.json, a path for that file, None not at all.
     save_to: str | None = None
     progress: Progress | None = None
+    #: The audit log a renewal's wait before its switch is proven in (`steps.certificate.switch_wait`).
+    audit_log: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def probe_package(ctx: RemoteContext, options: CheckOptions) -> CheckReport:
     finally:
         session.close()
     per_server, more_notes = additional_answers(ctx, options.timeout, options.progress)
-    report = evaluate(package.plan, answers, per_server)
+    report = evaluate(package.plan, answers, per_server, switch_wait=switch_wait(package, options.audit_log))
     report.notes.extend(notes + more_notes)
     report.readings.update({"main": answers, "additional": per_server})
     return replace(redacted(report, redact), warn_days=options.warn_days)
