@@ -816,3 +816,76 @@ def test_check_without_a_proof_says_the_switch_waits_for_one(tmp_path, http_peer
     switch = verdicts["certificate"]
     assert code == 5 and switch["verdict"] == "will change" and "not_before" not in switch
     assert "the switch waits 12 hours after step 05 (spn) proves the new key credential" in switch["detail"]
+
+
+@pytest.mark.parametrize("certificate,message", [
+    ({"switch_after_hours": 24}, "certificate.switch_after_hours: only a renewal waits before its switch: give "
+                                 "replaces too"),
+    ({"replaces": OLD, "switch_after_hours": 169}, "certificate.switch_after_hours: must be from 0 to 168 hours"),
+    ({"replaces": OLD, "switch_after_hours": -1}, "certificate.switch_after_hours: must be from 0 to 168 hours"),
+    ({"replaces": OLD, "switch_after_hours": "24"}, "certificate.switch_after_hours: must be a whole number of hours"),
+    ({"replaces": OLD, "switch_after_hours": 1.5}, "certificate.switch_after_hours: must be a whole number of hours"),
+    ({"replaces": OLD, "switch_after_hours": True}, "certificate.switch_after_hours: must be a whole number of hours"),
+])
+def test_bad_switch_after_hours_is_one_line_exit_2(tmp_path, psbridge, certificate, message):
+    result = psbridge("validate", _write_params(tmp_path, **certificate))
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_wait_is_approved_with_the_package(tmp_path):
+    """plan.json records the wait (the default too), so it is in the digest approvals sign; a first setup's
+    plan.json has no such key."""
+    waits = {}
+    for wait in (None, 0, 48):
+        pkg = read_package(renewal(tmp_path / str(wait), farm=False, wait=wait))
+        waits[wait] = (pkg.plan["parameters"]["certificate"]["switch_after_hours"], pkg.digest)
+    assert [w for w, _ in waits.values()] == [24, 0, 48] and len({d for _, d in waits.values()}) == 3
+    first = read_package(make_package(tmp_path / "first", server="127.0.0.1"))
+    assert "switch_after_hours" not in first.plan["parameters"]["certificate"]
+
+
+@pytest.mark.parametrize("farm", [False, True])
+def test_setup_ps1_stops_after_the_key_is_added_and_says_when_to_continue(tmp_path, farm):
+    package = read_package(renewal(tmp_path, farm=farm, wait=None))
+    setup = package.text("setup.ps1").replace("\r\n", "\n")
+    assert syntax_errors(setup) == []
+    switch = 7 if farm else 6
+    spn_step = setup.index("# psbridge step 05/")
+    marker = setup.index("Set-Content -LiteralPath $PSBridgeKeyProven -Value ([DateTime]::UtcNow.ToString('o') + ' ' + ")
+    wait = setup.index("# ==== Wait: the switch runs 24 hours after step 05 read the new key credential back")
+    switch_step = setup.index(f"# psbridge step {switch:02d}/")
+    assert spn_step < marker < wait < switch_step
+    # The marker is written inside step 05's block (only when it ran and ended), the wait is judged outside
+    # every -FromStep block (a later -FromStep waits too), with the approved hours.
+    assert setup.rindex("if ($FromStep -le ", 0, marker) > setup.rindex("# ==== Step 5 of", 0, marker)
+    block = setup[wait:switch_step]
+    assert "$PSBridgeWaitHours = [int] '24'" in setup and "AddHours($PSBridgeWaitHours)" in block
+    assert "if ($FromStep" not in block  # (a farm's pause comes before the wait, not around it)
+    assert f"Then continue with:  .\\setup.ps1 -FromStep {switch}')" in block
+    assert "and wait:  .\\setup.ps1 -FromStep 5')" in block  # no marker: run step 05 first
+    steps_digest = re.search(r"steps digest ([0-9a-f]{64})", setup).group(1)
+    assert block.count(f"$PSBridgeMarker[1] -eq '{steps_digest}'") == 1  # another package's marker does not count
+    assert block.count("return") == 2
+    if farm:
+        assert setup.index("Write-Host 'Now run steps/06-additional-servers.ps1") < wait
+
+
+def test_setup_ps1_with_a_wait_of_0_has_no_wait(tmp_path):
+    setup = read_package(renewal(tmp_path, farm=False, wait=0)).text("setup.ps1")
+    assert "PSBridgeKeyProven" not in setup and "# ==== Wait" not in setup
+
+
+def test_review_md_says_how_long_the_switch_waits_and_warns_at_0(tmp_path):
+    review = read_package(renewal(tmp_path / "a", farm=False, wait=None)).text("REVIEW.md")
+    section = " ".join(review.split("## Renewal: the certificate it replaces, and the order", 1)[1]
+                       .split("\n## ", 1)[0].split())
+    assert "The wait: `[certificate] switch_after_hours = 24`." in section
+    assert "wait 24 hours after step `05 spn` read the new key credential back" in section
+    assert "`psbridge run PACKAGE --from-step 6`" in section and "`.\\setup.ps1 -FromStep 6`" in section
+    assert section.index("The wait:") < section.index("Step `06 certificate`: switches CRM")
+    assert "Warning: `[certificate] switch_after_hours = 0`" not in section
+    zero = read_package(renewal(tmp_path / "b", farm=False, wait=0)).text("REVIEW.md")
+    section = " ".join(zero.split("## Renewal: the certificate it replaces", 1)[1].split("\n## ", 1)[0].split())
+    assert "**Warning: `[certificate] switch_after_hours = 0`.** The switch follows step `05 spn` within minutes" \
+        in section and "The wait:" not in section
