@@ -859,7 +859,7 @@ def test_setup_ps1_stops_after_the_key_is_added_and_says_when_to_continue(tmp_pa
     # The marker is written inside step 05's block (only when it ran and ended), the wait is judged outside
     # every -FromStep block (a later -FromStep waits too), with the approved hours.
     assert setup.rindex("if ($FromStep -le ", 0, marker) > setup.rindex("# ==== Step 5 of", 0, marker)
-    block = setup[wait:switch_step]
+    block = setup[wait:setup.index(f"# ==== Step {switch} of", wait)]
     assert "$PSBridgeWaitHours = [int] '24'" in setup and "AddHours($PSBridgeWaitHours)" in block
     assert "if ($FromStep" not in block  # (a farm's pause comes before the wait, not around it)
     assert f"Then continue with:  .\\setup.ps1 -FromStep {switch}')" in block
