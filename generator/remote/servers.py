@@ -3,8 +3,10 @@
 A first setup runs the main server's steps, then the additional servers' step on each of them.
 A renewal installs the new certificate on every additional server before the main server
 switches CRM to it, so the main server comes twice, in the same session (and under the same
-lock): before and after them. Right before the switch the switch guard asks each additional
-server itself whether it holds the new certificate. A run has one run-end event, written by
+lock): before and after them. Right before the switch the wait guard refuses it (and every step
+after it) until `[certificate] switch_after_hours` have passed since the audit log's proof that
+step spn read the new key credential back, and the switch guard asks each additional server
+itself whether it holds the new certificate. A run has one run-end event, written by
 the caller (`action`), whatever server it stopped on.
 """
 
@@ -315,13 +317,14 @@ class ServerRun:
         if switch is None or spn is None or not is_renewal(package.parameters) or not hours:
             return None
         log = self.ctx.settings.audit_log
+        passed: list[bool] = []  # once the wait has passed it stays passed: the log is not read again
 
         def guard(step: PackageStep) -> list[str] | None:
-            if step.spec.runs_on != "main" or step.index < switch.index:
+            if passed or step.spec.runs_on != "main" or step.index < switch.index:
                 return None
             wait = switch_wait(package, log)
-            now = clock.utc_now()
-            if wait is None or not wait.waiting(now):
+            if wait is None or not wait.waiting(clock.utc_now()):
+                passed.append(True)
                 return None
             return _wait_refusal(wait, step, spn, command)
 
