@@ -852,7 +852,7 @@ def test_setup_ps1_stops_after_the_key_is_added_and_says_when_to_continue(tmp_pa
     assert syntax_errors(setup) == []
     switch = 7 if farm else 6
     spn_step = setup.index("# psbridge step 05/")
-    marker = setup.index("Set-Content -LiteralPath $PSBridgeKeyProven -Value ([DateTime]::UtcNow.ToString('o') + ' ' + ")
+    marker = setup.index("[System.IO.File]::WriteAllText($PSBridgeKeyProven, [DateTime]::UtcNow.ToString('o') + ' ' + ")
     wait = setup.index("# ==== Wait: the switch runs 24 hours after step 05 read the new key credential back")
     switch_step = setup.index(f"# psbridge step {switch:02d}/")
     assert spn_step < marker < wait < switch_step
