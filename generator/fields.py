@@ -15,7 +15,7 @@ import re
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from .powershell import quote
 from .text import clip, code_point, is_invisible, printable
@@ -372,3 +372,23 @@ def _local_nupkg(value: str) -> str:
 OrganizationName = Annotated[str, AfterValidator(organization_name)]
 AppUniqueName = Annotated[str, AfterValidator(app_unique_name)]
 LocalNupkg = Annotated[str, AfterValidator(_local_nupkg)]
+
+
+#: A renewal's wait between proving the new key credential in Entra ID and switching CRM to it
+#: (`[certificate] switch_after_hours`). Microsoft's "Troubleshooting server-based authentication"
+#: says SharePoint may take up to 24 hours to use a new certificate: 24 is the default, 0 is allowed
+#: (REVIEW.md then warns), and a week bounds it (a longer wait is a mistake, not a plan).
+DEFAULT_SWITCH_AFTER_HOURS = 24
+MAX_SWITCH_AFTER_HOURS = 168
+
+
+def switch_after_hours(value: object) -> int:
+    """Whole hours from 0 to a week; a bool, a float or a string is refused, not converted (TOML has integers)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number of hours from 0 to {MAX_SWITCH_AFTER_HOURS}")
+    if not 0 <= value <= MAX_SWITCH_AFTER_HOURS:
+        raise ValueError(f"must be from 0 to {MAX_SWITCH_AFTER_HOURS} hours (a week), not {value}")
+    return value
+
+
+SwitchAfterHours = Annotated[int, BeforeValidator(switch_after_hours)]

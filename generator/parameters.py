@@ -49,7 +49,9 @@ from .fields import (
     RootDomain,
     ServiceAccount,
     SiteUrl,
+    SwitchAfterHours,
     Thumbprint,
+    DEFAULT_SWITCH_AFTER_HOURS,
     normalize_host,
     plain_text,
     show,
@@ -110,6 +112,32 @@ class Certificate(_Strict):
         description="A renewal: optional local copy of the certificate `replaces` names (relative to this file's "
         "folder); REVIEW.md then says when it expires. Its thumbprint must be `replaces`.",
     )
+
+    switch_after_hours: SwitchAfterHours | None = Field(
+        None,
+        description=f"A renewal: hours between the new key credential's read-back in Entra ID and the switch of "
+        f"CRM to the new certificate (default {DEFAULT_SWITCH_AFTER_HOURS}, 0 to 168; SharePoint may take up to 24 "
+        "hours to use a new certificate). `run` stops before the switch until they have passed.",
+        json_schema_extra={"minimum": 0, "maximum": 168},
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renewal_waits_by_default(cls, data: Any) -> Any:
+        """A renewal without switch_after_hours waits the default: stored explicitly, so plan.json records
+        (and the approvals cover) the wait the package runs with, not a default a later psbridge could change."""
+        if isinstance(data, dict) and data.get("replaces") is not None and data.get("switch_after_hours") is None:
+            return {**data, "switch_after_hours": DEFAULT_SWITCH_AFTER_HOURS}
+        return data
+
+    @field_validator("switch_after_hours")
+    @classmethod
+    def _only_a_renewal_waits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """Refused without `replaces`: a first setup has no switch, and an approved value that does nothing
+        would mislead the reviewer. (When `replaces` itself is invalid, its own error is the one shown.)"""
+        if value is not None and "replaces" in info.data and info.data["replaces"] is None:
+            raise ValueError("only a renewal waits before its switch: give replaces too, or remove switch_after_hours")
+        return value
 
     @model_validator(mode="after")
     def _one_local_copy(self) -> Certificate:
