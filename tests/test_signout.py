@@ -204,3 +204,53 @@ def test_check_sends_the_packages_signout_bytes_last(tmp_path, engine: Engine, h
     assert main(_graph_args("check", pkg, http_peer)) == 0, capsys.readouterr()
     assert BOM + engine.pipelines[-1].script.encode("utf-8") == approved
     assert all("evil.example" not in s for s in engine.scripts())
+
+
+# --------------------------------------------------------------------------- app-certificate's advice (issue 19 item 9)
+
+ADVICE = ("psbridge cert new --days 365", "--like OLD --days 365 for a renewal")
+
+
+def _app_certificate(adopt: bool, renewal: bool) -> str:
+    """Step app-certificate of an app-trust package, as rendered, after a clean parse."""
+    from psbridge.render import render_steps
+    from support.pwsh_grammar import syntax_errors
+    from test_app_entra import app_data
+
+    [text] = [r.text for r in render_steps(parse_parameters(app_data(adopt, renewal))) if r.step.id == "app-certificate"]
+    assert syntax_errors(text) == []
+    return text
+
+
+def _throw_in(node: Any) -> str:
+    """The one throw statement's text under `node` (an if statement or a catch clause)."""
+    from support.pwsh_grammar import walk
+
+    [throw] = [n for n in walk(node) if n.type == "flow_control_statement" and n.children[0].type == "throw"]
+    return throw.text.decode("utf-8")
+
+
+@pytest.mark.parametrize(("adopt", "renewal"), [(False, False), (False, True), (True, False), (True, True)])
+def test_app_certificate_names_cert_new_days_365_where_graph_shortened_or_refused(adopt: bool, renewal: bool) -> None:
+    from support.pwsh_grammar import command_invocations, parse, string_literal_spans, walk
+
+    text = _app_certificate(adopt, renewal)
+    nodes = list(walk(parse(text).root_node))
+
+    def branch(condition: str) -> Any:
+        """The if statement whose condition is `condition`."""
+        [found] = [n for n in nodes if n.type == "if_statement"
+                   and next(c for c in n.children if c.type == "pipeline").text.decode() == condition]
+        return found
+
+    [write] = [c for c in command_invocations(text) if c.name == "Update-MgApplication"]
+    [attempt] = [n for n in nodes if n.type == "try_statement" and n.start_byte <= write.start_byte < n.end_byte]
+    refused = _throw_in(next(n for n in walk(attempt) if n.type == "catch_clause"))
+    shortened_before = _throw_in(branch("$Short.Count -gt 0"))
+    shortened_now = _throw_in(branch("$ShownEnd -lt $NotAfter.AddSeconds(-1)"))
+    literals = [text[a:b] for a, b in string_literal_spans(text)]
+    for message in (refused, shortened_before, shortened_now):
+        for advice in ADVICE:
+            assert advice in message, (advice, message[:120])
+            assert any(advice in literal for literal in literals if literal in message)  # a message, not code
+    assert "$_.Exception.Message" in refused and "$ShownEnd.ToString('o')" in shortened_now
