@@ -635,10 +635,6 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     return Rendered(name=params.name, files=files_out)
 
 
-#: The Graph sign-out's template (no values: the same text in every graph package).
-SIGNOUT_TEMPLATE = "shared/graph/_disconnect.ps1.j2"
-
-
 @cache
 def signout_bytes() -> bytes:
     """A graph package's signout.ps1 (issue 19 item 2): Disconnect-MgGraph, sent last by run, check and rollback.
@@ -646,8 +642,8 @@ def signout_bytes() -> bytes:
     Rendered here, into the package, so that the sign-out is hashed, approved and sent like
     lock.ps1: `graph_signout` sends the verified package's bytes, never this template again.
     """
-    ps_env, _ = _environments()
-    return _crlf_bom(ps_env.get_template(SIGNOUT_TEMPLATE).render())
+    ps_env, _ = _environments()  # the template has no values: the same text in every graph package
+    return _crlf_bom(ps_env.get_template("shared/graph/_disconnect.ps1.j2").render())
 
 
 def disconnect_script() -> str:
