@@ -217,7 +217,8 @@ def _app_certificate(adopt: bool, renewal: bool) -> str:
     from support.pwsh_grammar import syntax_errors
     from test_app_entra import app_data
 
-    [text] = [r.text for r in render_steps(parse_parameters(app_data(adopt, renewal))) if r.step.id == "app-certificate"]
+    rendered = render_steps(parse_parameters(app_data(adopt, renewal)))
+    [text] = [r.text for r in rendered if r.step.id == "app-certificate"]
     assert syntax_errors(text) == []
     return text
 

@@ -128,7 +128,8 @@ def prepare(request: GateRequest) -> PreparedRun:
         from ..approvals import require_approved
 
         approval = require_approved(package, request.policy)
-    package.signout_script  # noqa: B018 - judged here: a graph package without its sign-out is refused before any connection
+    # Judged here: a graph package without its sign-out is refused before any connection.
+    package.signout_script  # noqa: B018
     host = resolve_host(request.host_option, package, require_server=request.policy is not None)
     selected = select_steps(package.steps, request.from_step)
     additional = additional_servers(package, selected, request.from_step, request.from_server)
