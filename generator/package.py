@@ -45,6 +45,8 @@ EVIDENCE_DIRS = frozenset({"runs", "approvals", "checks"})
 #: Far above any real package (a few dozen KiB): a bound, so a hostile folder can't exhaust memory.
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_FILES = 500
+#: A graph package's Graph sign-out (Disconnect-MgGraph), sent last by run, check and rollback.
+SIGNOUT_SCRIPT = "signout.ps1"
 #: The step fields plan.json records that psbridge computes from the catalogue.
 CATALOGUE_FIELDS = ("index", "id", "title", "file", "changes_state", "kind", "needs", "inputs", "runs_on")
 #: Step fields plan.json records only when the catalogue gives them (the payload files of an app step).
@@ -345,6 +347,21 @@ class Package:
         if LOCK_SCRIPT not in self.files:
             raise UserError(f"{self.label}: no {LOCK_SCRIPT}; render the package again with this psbridge")
         return self.text(LOCK_SCRIPT)
+
+    @cached_property
+    def signout_script(self) -> str | None:
+        """The Graph sign-out run, check and rollback send last (only for an intact package); None
+        for a package that never signs in to Graph (profile msonline).
+
+        Its text comes from the package, hashed and approved like lock.ps1: what is sent is what
+        was judged, never the template read again after the gate.
+        """
+        self.require_intact()
+        if self.parameters.profile != "graph":
+            return None
+        if SIGNOUT_SCRIPT not in self.files:
+            raise UserError(f"{self.label}: no {SIGNOUT_SCRIPT}; render the package again with this psbridge")
+        return self.text(SIGNOUT_SCRIPT)
 
     @cached_property
     def rollback_scripts(self) -> dict[str, str]:

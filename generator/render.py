@@ -37,6 +37,7 @@ from .catalogue import (
     probe_file,
 )
 from .files import digest_of, listing_of, sha256_hex
+from .package import SIGNOUT_SCRIPT
 from .parameters import ACS_RETIRED_ON, ACS_RETIREMENT, ACS_RETIREMENT_PAGE, Parameters
 from .risks import package_risks
 from .payload import PayloadView, payload_view
@@ -566,6 +567,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         renewal=layout.renewal, n=_numbers(steps))
     setup = _crlf_bom(setup_text)
     lock = _crlf_bom(ps_env.get_template(f"{LOCK_SCRIPT}.j2").render(p=params))
+    signout = {SIGNOUT_SCRIPT: signout_bytes()} if params.profile == "graph" else {}
     backouts = layout.backouts
     numbers = _numbers(steps)
     rollback = {b.script: _crlf_bom(ps_env.get_template(b.template(params.profile)).render(
@@ -581,7 +583,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         script_hashes=Trusted("\n".join(
             f"{sha256_hex(data)}  {rel}" for rel, data in
             [("setup.ps1", setup), *((r.step.file, r.data) for r in rendered), *probes.items(), (LOCK_SCRIPT, lock),
-             *sorted(shipped.files.items())]
+             *signout.items(), *sorted(shipped.files.items())]
         )),
         tenant_host=(urlsplit(params.sharepoint.sites[0]).hostname or "").lower(),
         parameters_toml=_parameters_toml(params),
@@ -594,6 +596,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         main_range=Trusted(_ranges([s.index for s in steps if s.runs_on == "main"])),
         probes=[_shown(f, b) for f, b in probes.items()],
         lock=_shown(LOCK_SCRIPT, lock),
+        signout=_shown(SIGNOUT_SCRIPT, signout[SIGNOUT_SCRIPT]) if signout else None,
         backout=[{"step": next(v for v in views if v["id"] == b.step_id), "manual": Trusted(b.manual),
                   "script": _shown(b.script, rollback[b.script]) if b.script else None} for b in backouts],
         irreversible=Trusted(IRREVERSIBLE),
@@ -611,7 +614,8 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
         "constants": layout.constants,
         **({"certificate": certificate} if certificate is not None else {}),
         **({"replaced_certificate": replaced} if replaced is not None else {}),
-        "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review), LOCK_SCRIPT: sha256_hex(lock)},
+        "files": {"setup.ps1": sha256_hex(setup), "REVIEW.md": sha256_hex(review), LOCK_SCRIPT: sha256_hex(lock),
+                  **{rel: sha256_hex(data) for rel, data in signout.items()}},
         "steps": [_plan_step(r, layout.entries[r.step.index]) for r in rendered],
         "probes": [{"id": name, "file": probe_file(name), "sha256": sha256_hex(probes[probe_file(name)])}
                    for name in layout.probes],
@@ -623,11 +627,28 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
     files_out.update(probes)
     files_out["setup.ps1"] = setup
     files_out[LOCK_SCRIPT] = lock
+    files_out.update(signout)
     files_out.update(rollback)
     files_out.update(shipped.files)
     files_out["REVIEW.md"] = review
     files_out["plan.json"] = plan_json_bytes(plan)
     return Rendered(name=params.name, files=files_out)
+
+
+@cache
+def signout_bytes() -> bytes:
+    """A graph package's signout.ps1 (issue 19 item 2): Disconnect-MgGraph, sent last by run, check and rollback.
+
+    Rendered here, into the package, so that the sign-out is hashed, approved and sent like
+    lock.ps1: `graph_signout` sends the verified package's bytes, never this template again.
+    """
+    ps_env, _ = _environments()  # the template has no values: the same text in every graph package
+    return _crlf_bom(ps_env.get_template("shared/graph/_disconnect.ps1.j2").render())
+
+
+def disconnect_script() -> str:
+    """signout.ps1's text as every graph package holds it, decoded like `Package.text` (BOM dropped, CRLF kept)."""
+    return signout_bytes().decode("utf-8-sig")
 
 
 def _check_renewal_facts(params: Parameters, certificate: dict[str, Any] | None,

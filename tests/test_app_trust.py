@@ -25,7 +25,7 @@ import pytest
 from psbridge.cli import main
 from psbridge.package import read_package
 from psbridge.parameters import ACS_RETIRED_ON
-from psbridge.remote.graph_signout import disconnect_script
+from psbridge.render import disconnect_script
 
 from support.app_trust import APP_NAME, app_parameters, payload_digests, write_app_package, write_parameters
 from support.cli import check_args, run_args

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from psbridge.cli import main
-from psbridge.remote.graph_signout import disconnect_script
+from psbridge.render import disconnect_script
 
 from support.cli import check_args
 from support.packages import answer_probes, write_check_package

@@ -115,7 +115,8 @@ def prepare(request: GateRequest) -> PreparedRun:
     Without one, `run` still sends only a package that is exactly what psbridge renders from
     its plan.json (a hand edit with updated hashes never runs, approved or not). `check`
     reads a package of another psbridge version or a hand-edited one too, but sends only the
-    probes and session steps psbridge renders itself from the package's parameters.
+    probes and session steps psbridge renders itself from the package's parameters. A graph
+    package's signout.ps1 is judged with the rest and taken from this object at the session's end.
     """
     package = read_package(request.package_dir).require_intact()
     if request.for_check and request.policy is None:
@@ -127,6 +128,8 @@ def prepare(request: GateRequest) -> PreparedRun:
         from ..approvals import require_approved
 
         approval = require_approved(package, request.policy)
+    # Judged here: a graph package without its sign-out is refused before any connection.
+    package.signout_script  # noqa: B018
     host = resolve_host(request.host_option, package, require_server=request.policy is not None)
     selected = select_steps(package.steps, request.from_step)
     additional = additional_servers(package, selected, request.from_step, request.from_server)

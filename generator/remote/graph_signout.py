@@ -2,37 +2,23 @@
 
 Step 04 (graph) signs in with `-ContextScope Process`: the token lives in the server's PowerShell
 process for as long as the session does. Every run (after `--verify`), check and rollback of a
-graph package therefore sends templates/shared/graph/_disconnect.ps1.j2 as its own, last
-pipeline, from a `finally`, so that a failure or a Ctrl-C signs out too. A sign-out that fails is
-a warning: it never turns the session's result into a failure.
+graph package therefore sends the package's own signout.ps1 (rendered from
+templates/shared/graph/_disconnect.ps1.j2, hashed in plan.json, approved and judged by the gate
+like lock.ps1) as its own, last pipeline, from a `finally`, so that a failure or a Ctrl-C signs
+out too. A sign-out that fails is a warning: it never turns the session's result into a failure.
 """
 
 from __future__ import annotations
 
 import sys
-from functools import cache
 
 from ..package import Package
 from .executor import Outcome, classify
 from .redact import Redactor
 from .transport import PSRPSession
 
-#: The disconnect pipeline's template (no values: the same text for every package).
-DISCONNECT_TEMPLATE = ("shared", "graph", "_disconnect.ps1.j2")
 #: How long the sign-out may take: Disconnect-MgGraph only clears the process's context.
 SIGN_OUT_TIMEOUT = 60.0
-
-
-@cache
-def disconnect_script() -> str:
-    """The disconnect pipeline's text, rendered from its template (PowerShell lives in templates)."""
-    from importlib.resources import files
-
-    import jinja2
-
-    source = files("psbridge.templates").joinpath(*DISCONNECT_TEMPLATE).read_text(encoding="utf-8")
-    return jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                              undefined=jinja2.StrictUndefined, autoescape=False).from_string(source).render()
 
 
 def signs_in_to_graph(package: Package) -> bool:
@@ -52,7 +38,10 @@ def sign_out_of_graph(session: PSRPSession | None, package: Package, redact: Red
         return (f"could not sign out of Microsoft Graph on {host}: the connection broke; if this session signed in, "
                 "its token stays in the server's PowerShell process until WinRM closes the shell")
     try:
-        report = session.run_step(disconnect_script(), {}, SIGN_OUT_TIMEOUT, local_scope=True)
+        script = package.signout_script  # the verified package's bytes, judged by the gate; never the template
+        if script is None:
+            return None
+        report = session.run_step(script, {}, SIGN_OUT_TIMEOUT, local_scope=True)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - a clean-up must not change the result
         return f"could not sign out of Microsoft Graph on {host} ({type(exc).__name__})"
     said = next((line for line in report.output if line), "")
