@@ -236,6 +236,8 @@ def backouts_for(params: Parameters) -> list[Backout]:
 
 #: The run lock script (`psbridge run` sends it before the first step; `check` never does).
 LOCK_SCRIPT = "lock.ps1"
+#: A graph package's Graph sign-out (Disconnect-MgGraph), sent last by run, check and rollback.
+SIGNOUT_SCRIPT = "signout.ps1"
 
 
 class StepLike(Protocol):

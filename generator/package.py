@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .catalogue import LOCK_SCRIPT, Step, backouts_for, probe_file, probes_for, step_entry, steps_for
+from .catalogue import LOCK_SCRIPT, SIGNOUT_SCRIPT, Step, backouts_for, probe_file, probes_for, step_entry, steps_for
 from .errors import RuntimeFailure, UserError
 from .files import digest_of, listing_of, read_regular
 
@@ -45,8 +45,6 @@ EVIDENCE_DIRS = frozenset({"runs", "approvals", "checks"})
 #: Far above any real package (a few dozen KiB): a bound, so a hostile folder can't exhaust memory.
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_FILES = 500
-#: A graph package's Graph sign-out (Disconnect-MgGraph), sent last by run, check and rollback.
-SIGNOUT_SCRIPT = "signout.ps1"
 #: The step fields plan.json records that psbridge computes from the catalogue.
 CATALOGUE_FIELDS = ("index", "id", "title", "file", "changes_state", "kind", "needs", "inputs", "runs_on")
 #: Step fields plan.json records only when the catalogue gives them (the payload files of an app step).

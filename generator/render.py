@@ -31,13 +31,13 @@ from . import __version__
 from .catalogue import (
     IRREVERSIBLE,
     LOCK_SCRIPT,
+    SIGNOUT_SCRIPT,
     Layout,
     Step,
     layout_for,
     probe_file,
 )
 from .files import digest_of, listing_of, sha256_hex
-from .package import SIGNOUT_SCRIPT
 from .parameters import ACS_RETIRED_ON, ACS_RETIREMENT, ACS_RETIREMENT_PAGE, Parameters
 from .risks import package_risks
 from .payload import PayloadView, payload_view
@@ -644,11 +644,6 @@ def signout_bytes() -> bytes:
     """
     ps_env, _ = _environments()  # the template has no values: the same text in every graph package
     return _crlf_bom(ps_env.get_template("shared/graph/_disconnect.ps1.j2").render())
-
-
-def disconnect_script() -> str:
-    """signout.ps1's text as every graph package holds it, decoded like `Package.text` (BOM dropped, CRLF kept)."""
-    return signout_bytes().decode("utf-8-sig")
 
 
 def _check_renewal_facts(params: Parameters, certificate: dict[str, Any] | None,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from psbridge.cli import main
-from psbridge.render import disconnect_script
+from psbridge.render import signout_bytes
 
 from support.cli import check_args
 from support.packages import answer_probes, write_check_package
@@ -73,7 +73,7 @@ def test_a_graph_run_signs_out_after_its_last_step_and_verify(tmp_path, engine, 
     assert kinds.count("disconnect") == 1 and kinds[-1] == "disconnect"
     assert kinds.index("step 04") < kinds.index("step 08") < max(i for i, k in enumerate(kinds) if k == "probe entra")
     assert engine.pipelines[-1].shell_id == next(p.shell_id for p in engine.pipelines if p.script.startswith("# psbridge step 04/"))
-    assert engine.pipelines[-1].script == disconnect_script()
+    assert engine.pipelines[-1].script == signout_bytes().decode("utf-8-sig")
     out, err = capsys.readouterr()
     assert "Disconnect-MgGraph" not in out + err and "sign out" not in out + err
 
@@ -204,7 +204,7 @@ def test_a_graph_rollback_signs_out_after_its_back_out_scripts(tmp_path, engine,
 
 
 def test_the_disconnect_script_signs_out_only_when_signed_in_and_never_throws() -> None:
-    text = disconnect_script()
+    text = signout_bytes().decode("utf-8-sig")
     assert text.startswith(DISCONNECT) and syntax_errors(text) == []
     root = parse(text).root_node
     [try_statement] = [n for n in walk(root) if n.type == "try_statement"]
@@ -223,4 +223,4 @@ def test_the_disconnect_script_signs_out_only_when_signed_in_and_never_throws() 
 def test_the_disconnect_script_uses_documented_commands_only() -> None:
     from test_signatures import check_script
 
-    assert check_script(disconnect_script(), "disconnect.ps1") == []
+    assert check_script(signout_bytes().decode("utf-8-sig"), "disconnect.ps1") == []
