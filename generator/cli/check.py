@@ -9,9 +9,9 @@ import click
 
 from ..errors import CommandFinished, UserError
 from ..expiry import EXPIRY_WARNING_DAYS
-from .auditing import gate
+from .auditing import gate, refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option, connection_options
-from .options import gather, package_log
+from .options import connected, gather, package_log
 from .output import print_audit_head, print_check, probe_line, safe, warn_if_unverified
 
 
@@ -67,9 +67,9 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
     step is blocked, 3 could not connect.
 
     \b
-    Example:
-      psbridge check output/contoso --username 'CONTOSO\\crmadmin' \\
-          --o365-user admin@contoso.onmicrosoft.com
+    Examples:
+      psbridge check output/contoso
+      psbridge check output/contoso --username 'CONTOSO\\crmadmin' --save
     """
     from ..remote.checking import CheckOptions, check_steps, probe_package, record_check
     from ..remote.context import RemoteContext
@@ -79,12 +79,15 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
     save_to = flags.saving()
     log = package_log(audit_log, package_dir)
     prepared = gate(log, "check", GateRequest(package_dir, connection.host, policy=approval.policy(), for_check=True))
-    conn = connection.to(prepared.host)
+    policy_given = approval.require_approval
+    conn = connected(connection, prepared,
+                     (lambda exc: refused(log, "check", exc, package_dir, connection.host)) if policy_given else None)
+    o365_user = connection.office_user(prepared.package.parameters.crm)
     for problem in prepared.package.replaced:
         click.echo(f"psbridge: warning: {safe(problem)}; check sends the probes psbridge renders itself",
                    err=True)
     entra = check_steps(prepared.package, entra=not flags.no_entra)
-    secrets = read_step_secrets(secrets_needed(entra or []), connection.o365_user)
+    secrets = read_step_secrets(secrets_needed(entra or []), o365_user)
     winrm_password = read_winrm_password(conn)
     warn_if_unverified(conn.verify_tls, conn.transport)
     ctx = RemoteContext(prepared.package, conn, winrm_password, secrets)

@@ -10,7 +10,7 @@ import click
 from ..errors import CommandFinished, ExitCode, RuntimeFailure, UserError
 from .auditing import refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_head_option, audit_log_option
-from .options import connection_options, gather, package_log
+from .options import connected, connection_options, gather, package_log
 from .output import print_audit_head, reporter, safe, warn_if_unverified
 from .prompts import confirm_or_refuse
 
@@ -61,8 +61,7 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
 
     \b
     Example:
-      psbridge rollback output/contoso --last \\
-          --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
+      psbridge rollback output/contoso --last
     """
     from ..remote.action import Audited, NotRecorded
     from ..remote.advice import RunSettings
@@ -100,7 +99,7 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     if not plan.scripted:
         click.echo("rollback: no script to send", err=as_json)
         return
-    conn = connection.to(prepared.host)
+    conn = connected(connection, prepared, lambda exc: refused(log, "rollback", exc, package_dir, connection.host))
     if not flags.assume_yes:  # the values are evidence from the record, not approved bytes: always asked
         confirm_or_refuse("Send these back-out scripts with these values?",
                           no_terminal="rollback: no terminal to confirm on; pass --yes after reading the values above",
@@ -108,7 +107,8 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     ctx = RemoteContext(package, conn, None, settings=RunSettings(step_timeout=flags.step_timeout),
                         emit=reporter(as_json))
     sends, parameters, _ = rollback_sends(ctx, plan)
-    secrets = read_step_secrets(secrets_needed(s for s in sends if s.index not in parameters), connection.o365_user)
+    o365_user = connection.office_user(package.parameters.crm)
+    secrets = read_step_secrets(secrets_needed(s for s in sends if s.index not in parameters), o365_user)
     winrm_password = read_winrm_password(conn)
     warn_if_unverified(conn.verify_tls, conn.transport)
     ctx = RemoteContext(package, conn, winrm_password, secrets, ctx.settings, ctx.emit)

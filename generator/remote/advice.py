@@ -20,6 +20,10 @@ from ..thumbprint import Thumbprint
 from .executor import Executed, Outcome, StepResult
 
 
+#: The connection options that take no value (remote.transport.Connection.continue_options).
+_CONNECTION_FLAGS = frozenset({"--no-verify-tls"})
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How the operator asked for the run, beyond the connection: what the continue command repeats."""
@@ -35,11 +39,14 @@ class RunSettings:
     forbid: tuple[str, ...] = ()
     audit_log: Path | None = None
     assume_yes: bool = False
+    #: The option values the package and the environment already give (cli.options.implied_options):
+    #: a continue command leaves them out, so that it repeats only what differs.
+    implied: tuple[tuple[str, str], ...] = ()
 
     def options(self) -> tuple[str, ...]:
         """The command-line options that reproduce these settings (never a secret)."""
         opts: list[str] = []
-        if self.o365_user:
+        if self.o365_user and ("--o365-user", self.o365_user) not in self.implied:
             opts += ["--o365-user", self.o365_user]
         if self.step_timeout != 900.0:
             opts += ["--step-timeout", f"{self.step_timeout:g}"]
@@ -47,14 +54,32 @@ class RunSettings:
         opts += ["--json"] if self.as_json else []
         opts += ["--verify"] if self.verify else []
         if self.require_approval:
-            opts += ["--require-approval", "--trusted-keys", str(self.trusted_keys), "--min-approvals",
-                     str(self.min_approvals)]
+            opts += ["--require-approval", "--trusted-keys", str(self.trusted_keys)]
+            opts += ["--min-approvals", str(self.min_approvals)] if self.min_approvals != 1 else []
             for spec in self.forbid:
                 opts += ["--forbid-key", spec]
         if self.audit_log is not None:
             opts += ["--audit-log", str(self.audit_log)]
         opts += ["--yes"] if self.assume_yes else []
         return tuple(opts)
+
+    def trim(self, options: tuple[str, ...]) -> tuple[str, ...]:
+        """`options` (the connection's, as `--name value` pairs and flags) without the pairs `implied` gives.
+
+        Why: a continue command of 260 columns gets retyped wrong; the package and the environment
+        carry the connection, so the command repeats only what differs from them.
+        """
+        out: list[str] = []
+        words = list(options)
+        while words:
+            word = words.pop(0)
+            if word not in _CONNECTION_FLAGS and words:
+                value = words.pop(0)
+                if (word, value) not in self.implied:
+                    out += [word, value]
+            else:
+                out.append(word)
+        return tuple(out)
 
 
 @dataclass(frozen=True)
