@@ -97,7 +97,7 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
         as_json=flags.as_json, verify=flags.verify_after, require_approval=approval.require_approval,
         trusted_keys=approval.trusted_keys, min_approvals=approval.min_approvals,
         forbid=policy.forbid if policy else (), audit_log=log, assume_yes=flags.assume_yes,
-        implied=implied_options(prepared.host, crm),
+        implied=(*implied_options(prepared.host, crm), ("--audit-log", str(package_log(None, package_dir)))),
     )
     secrets = read_step_secrets(secrets_needed(prepared.selected), settings.o365_user)
     winrm_password = read_winrm_password(conn)

@@ -20,8 +20,9 @@ from ..thumbprint import Thumbprint
 from .executor import Executed, Outcome, StepResult
 
 
-#: The connection options that take no value (remote.transport.Connection.continue_options).
-_CONNECTION_FLAGS = frozenset({"--no-verify-tls"})
+#: The options of a continue command that take no value (remote.transport.Connection.continue_options,
+#: RunSettings.options).
+_FLAGS = frozenset({"--no-verify-tls", "--step", "--json", "--verify", "--require-approval", "--yes"})
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,15 @@ class RunSettings:
     forbid: tuple[str, ...] = ()
     audit_log: Path | None = None
     assume_yes: bool = False
-    #: The option values the package and the environment already give (cli.options.implied_options):
+    #: The option values the package and the environment already give (cli.options.implied_options; the
+    #: audit log's default place):
     #: a continue command leaves them out, so that it repeats only what differs.
     implied: tuple[tuple[str, str], ...] = ()
 
     def options(self) -> tuple[str, ...]:
         """The command-line options that reproduce these settings (never a secret)."""
         opts: list[str] = []
-        if self.o365_user and ("--o365-user", self.o365_user) not in self.implied:
+        if self.o365_user:
             opts += ["--o365-user", self.o365_user]
         if self.step_timeout != 900.0:
             opts += ["--step-timeout", f"{self.step_timeout:g}"]
@@ -61,7 +63,7 @@ class RunSettings:
         if self.audit_log is not None:
             opts += ["--audit-log", str(self.audit_log)]
         opts += ["--yes"] if self.assume_yes else []
-        return tuple(opts)
+        return self.trim(tuple(opts))
 
     def trim(self, options: tuple[str, ...]) -> tuple[str, ...]:
         """`options` (the connection's, as `--name value` pairs and flags) without the pairs `implied` gives.
@@ -73,7 +75,7 @@ class RunSettings:
         words = list(options)
         while words:
             word = words.pop(0)
-            if word not in _CONNECTION_FLAGS and words:
+            if word not in _FLAGS and words:
                 value = words.pop(0)
                 if (word, value) not in self.implied:
                     out += [word, value]
