@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CommandFinished, UserError
+from ..errors import CommandFinished, RuntimeFailure, UserError
 from ..expiry import EXPIRY_WARNING_DAYS
 from .auditing import gate, refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option, connection_options
@@ -71,6 +71,7 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
       psbridge check output/contoso
       psbridge check output/contoso --username 'CONTOSO\\crmadmin' --save
     """
+    from ..remote.advice import with_next_command
     from ..remote.checking import CheckOptions, check_steps, probe_package, record_check
     from ..remote.context import RemoteContext
     from ..remote.gate import GateRequest
@@ -78,7 +79,11 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
 
     save_to = flags.saving()
     log = package_log(audit_log, package_dir)
-    prepared = gate(log, "check", GateRequest(package_dir, connection.host, policy=approval.policy(), for_check=True))
+    try:
+        prepared = gate(log, "check", GateRequest(package_dir, connection.host, policy=approval.policy(),
+                                                  for_check=True))
+    except RuntimeFailure as exc:
+        raise with_next_command(exc, str(package_dir)) from None
     policy_given = approval.require_approval
     conn = connected(connection, prepared,
                      (lambda exc: refused(log, "check", exc, package_dir, connection.host)) if policy_given else None)

@@ -64,7 +64,7 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
       psbridge rollback output/contoso --last
     """
     from ..remote.action import Audited, NotRecorded
-    from ..remote.advice import RunSettings
+    from ..remote.advice import RunSettings, with_next_command
     from ..remote.context import RemoteContext
     from ..remote.gate import GateRequest
     from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
@@ -78,9 +78,12 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     try:
         source = RecordSource(flags.run_record, log, flags.head, log_given=audit_log is not None)
         choice = choose_rollback(GateRequest(package_dir, connection.host, policy=policy), source)
-    except (UserError, RuntimeFailure) as exc:
+    except UserError as exc:
         refused(log, "rollback", exc, package_dir, connection.host)
         raise
+    except RuntimeFailure as exc:
+        refused(log, "rollback", exc, package_dir, connection.host)
+        raise with_next_command(exc, str(package_dir)) from None
     prepared, plan = choice.prepared, choice.plan
     if flags.last:
         click.echo(f"rollback: the last run that changed something: {safe(str(choice.record))}", err=as_json)

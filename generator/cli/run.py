@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import CommandFinished, ExitCode
+from ..errors import CommandFinished, ExitCode, RuntimeFailure
 from .auditing import gate, refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option
 from .options import connected, connection_options, gather, implied_options, package_log
@@ -74,7 +74,7 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
       psbridge run output/contoso --from-step 7
     """
     from ..remote.action import Audited, NotRecorded
-    from ..remote.advice import RunSettings, next_steps
+    from ..remote.advice import RunSettings, next_steps, with_next_command
     from ..remote.context import RemoteContext
     from ..remote.gate import GateRequest
     from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
@@ -84,8 +84,11 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
     log = package_log(audit_log, package_dir)
     policy = approval.policy()
     # Before any secret is asked for or any connection made: the package, its approval, the host.
-    prepared = gate(log, "run", GateRequest(package_dir, connection.host, from_step=flags.from_step, policy=policy,
-                                            from_server=flags.from_server))
+    try:
+        prepared = gate(log, "run", GateRequest(package_dir, connection.host, from_step=flags.from_step,
+                                                policy=policy, from_server=flags.from_server))
+    except RuntimeFailure as exc:
+        raise with_next_command(exc, str(package_dir)) from None
     package = prepared.package
     _warn_if_certificate_ends_first(prepared)
     crm = package.parameters.crm
