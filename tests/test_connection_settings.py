@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,9 @@ def test_check_pkg_is_the_whole_command(tmp_path, http_peer, engine, secrets_env
     assert engine.pipelines, "check sent nothing"
 
 
-def test_run_pkg_and_from_step_7_are_whole_commands(tmp_path, http_peer, engine, secrets_env, capsys) -> None:
+def test_run_pkg_and_from_step_7_are_whole_commands(tmp_path, http_peer, engine, secrets_env, monkeypatch,
+                                                     capsys) -> None:
+    monkeypatch.delenv("PSBRIDGE_AUDIT_LOG")  # the default log, beside the packages (in tmp_path)
     pkg = _for_peer(tmp_path, http_peer)
     engine.when(marker(STEP[7]), Reply(errors=[ErrorSpec("settings locked", "PermissionDenied", line=2)]), times=1)
     assert main(["run", str(pkg), "--yes"]) == 1
@@ -227,14 +230,18 @@ def test_without_any_o365_user_the_refusal_names_all_three_places(tmp_path, http
 
 def test_the_continue_command_keeps_what_differs(tmp_path, http_peer, engine, secrets_env, monkeypatch,
                                                   capsys) -> None:
-    """A user given as an option that differs from the package's is repeated; the package's values are not."""
+    """A user given as an option that differs from the package's is repeated; the package's values are not.
+
+    The log named by PSBRIDGE_AUDIT_LOG is repeated too: the next shell may not have the variable.
+    """
     pkg = _package(tmp_path, transport="http", port=http_peer.port, auth="ntlm", username="CONTOSO\\other",
                    o365_user=O365_USER)
     engine.when(marker(STEP[7]), Reply(errors=[ErrorSpec("settings locked", "PermissionDenied", line=2)]), times=1)
     assert main(["run", str(pkg), "--yes", "--username", USER, "--step-timeout", "60"]) == 1
     line = _continue_line(capsys.readouterr().out)
-    assert line == (f"psbridge run {shlex.quote(str(pkg))} --username {shlex.quote(USER)} --step-timeout 60 --yes "
-                    "--from-step 7")
+    log = shlex.quote(os.environ["PSBRIDGE_AUDIT_LOG"])
+    assert line == (f"psbridge run {shlex.quote(str(pkg))} --username {shlex.quote(USER)} --step-timeout 60 "
+                    f"--audit-log {log} --yes --from-step 7")
     assert main(shlex.split(line)[1:]) == 0, capsys.readouterr()  # the printed command, exactly as printed
 
 

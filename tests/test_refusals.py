@@ -5,6 +5,7 @@ monkeypatch (never the user's own); the clock of the approvals is moved, not wai
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from datetime import timedelta
@@ -67,7 +68,8 @@ def test_an_unknown_step_names_psbridge_check_before_the_continue_commands(pkg, 
     check = lines[at + 1]
     # the same connection and approval options as the run, none that only run takes
     assert check == (f"psbridge check {shlex.quote(str(pkg))} --host 127.0.0.1 --port {http_peer.port} "
-                     f"--transport http --auth ntlm --username {shlex.quote(USER)} --o365-user {O365_USER}")
+                     f"--transport http --auth ntlm --username {shlex.quote(USER)} --o365-user {O365_USER} "
+                     f"--audit-log {shlex.quote(os.environ['PSBRIDGE_AUDIT_LOG'])}")
     assert lines[at + 2:at + 4] == ["To run it again:", lines[at + 3]] and lines[at + 3].endswith("--from-step 6")
     runs = [line for line in lines if line.startswith("psbridge run ")]
     assert runs[-1].endswith("--from-step 7")  # the summary still ends with the command to continue

@@ -66,6 +66,10 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
     ends within --warn-days (or another credential has expired), 1 a probe failed or a
     step is blocked, 3 could not connect.
 
+    Transport, port and auth come from the package's [crm] table when it names them (an
+    option may repeat them; another value is refused); the users from --username and
+    --o365-user, else PSBRIDGE_USERNAME and PSBRIDGE_O365_USER, else the package.
+
     \b
     Examples:
       psbridge check output/contoso

@@ -15,11 +15,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..errors import UserError
+from ..remote.settings import O365_USER_ENV, USERNAME_ENV, PackageConnection, approved_value, from_environment
 
 if TYPE_CHECKING:
     from ..approvals import ApprovalPolicy
@@ -103,9 +104,6 @@ def _gathered(cls: type[Any], name: str, options: tuple[Callable[[Command], Comm
 #: PSRP layer; tests/test_run_logic.py keeps the two equal (and test_connection_settings.py the
 #: parameters file's `[crm] auth`).
 _AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
-#: Where the WinRM user and the Office 365 user come from when no option gives them (before the package).
-USERNAME_ENV = "PSBRIDGE_USERNAME"
-O365_USER_ENV = "PSBRIDGE_O365_USER"
 _CONNECTION_OPTIONS: tuple[Callable[[Command], Command], ...] = (
     click.option("--host", help="The Dynamics 365 server (default: the package's [crm] server; another host is refused)."),
     click.option("--port", type=int, help="WinRM port (default: the package's [crm] port, else 5986 for https, "
@@ -128,38 +126,6 @@ _CONNECTION_OPTIONS: tuple[Callable[[Command], Command], ...] = (
     click.option("--o365-user", help=f"Office 365 admin for the steps that connect (default: {O365_USER_ENV}, else "
                                      "the package's [crm] o365_user; password: PSBRIDGE_O365_PASSWORD or a prompt)."),
 )
-
-
-class PackageConnection(Protocol):
-    """The connection settings a package's `[crm]` table carries (parameters.Crm)."""
-
-    server: str | None
-    transport: str | None
-    port: int | None
-    auth: str | None
-    username: str | None
-    o365_user: str | None
-
-
-def _from_environment(name: str) -> str | None:
-    """An environment variable's value; unset and empty are the same (nothing given)."""
-    return os.environ.get(name) or None
-
-
-def _approved(option: str, given: Any, approved: Any, default: Any) -> Any:
-    """A setting approved with the package: the package's value; an option may repeat it, never change it.
-
-    Why: transport, port and auth are part of what the board approved (like `[crm] server`): a
-    different value on the command line is refused, not silently used. A package without the
-    key keeps today's behaviour: the option, else its default.
-    """
-    if approved is None:
-        return default if given is None else given
-    if given is not None and given != approved:
-        raise UserError(f"{option} {given}: the package is approved for [crm] {option.removeprefix('--')} = "
-                        f"{approved}; leave {option} out (or change [crm] {option.removeprefix('--')}, render and "
-                        "approve again)")
-    return approved
 
 
 @dataclass(frozen=True)
@@ -195,9 +161,9 @@ class ConnectionOptions:
         """
         from ..remote.transport import Connection
 
-        transport = _approved("--transport", self.transport, getattr(crm, "transport", None), "https")
-        auth = _approved("--auth", self.auth, getattr(crm, "auth", None), "negotiate")
-        port = _approved("--port", self.port, getattr(crm, "port", None), 5986 if transport == "https" else 5985)
+        transport = approved_value("--transport", self.transport, getattr(crm, "transport", None), "https")
+        auth = approved_value("--auth", self.auth, getattr(crm, "auth", None), "negotiate")
+        port = approved_value("--port", self.port, getattr(crm, "port", None), 5986 if transport == "https" else 5985)
         conn = Connection(
             host=host, port=port, transport=transport, auth=auth, username=self.winrm_user(crm),
             ca_bundle=self.ca_bundle, verify_tls=not self.no_verify_tls,
@@ -209,11 +175,22 @@ class ConnectionOptions:
 
     def winrm_user(self, crm: PackageConnection | None = None) -> str | None:
         """The WinRM user: --username, else PSBRIDGE_USERNAME, else the package's [crm] username."""
-        return self.username or _from_environment(USERNAME_ENV) or getattr(crm, "username", None)
+        return self.username or from_environment(USERNAME_ENV) or getattr(crm, "username", None)
 
     def office_user(self, crm: PackageConnection | None = None) -> str | None:
         """The Office 365 user: --o365-user, else PSBRIDGE_O365_USER, else the package's [crm] o365_user."""
-        return self.o365_user or _from_environment(O365_USER_ENV) or getattr(crm, "o365_user", None)
+        return self.o365_user or from_environment(O365_USER_ENV) or getattr(crm, "o365_user", None)
+
+
+def implied_audit_log(package_dir: Path) -> tuple[tuple[str, str], ...]:
+    """`--audit-log` at its default place beside the packages, which a continue command need not repeat.
+
+    A log named by PSBRIDGE_AUDIT_LOG (or the option) is repeated: the next shell may not have
+    the variable, and the chain must go on in the same log.
+    """
+    from ..audit_place import ENV_AUDIT_LOG
+
+    return () if os.environ.get(ENV_AUDIT_LOG) else (("--audit-log", str(package_log(None, package_dir))),)
 
 
 def connected(connection: ConnectionOptions, prepared: PreparedRun,
@@ -229,24 +206,6 @@ def connected(connection: ConnectionOptions, prepared: PreparedRun,
         if refuse is not None:
             refuse(exc)
         raise
-
-
-def implied_options(host: str, crm: PackageConnection | None) -> tuple[tuple[str, str], ...]:
-    """The option values a command on this package gets without giving them (package, environment, defaults).
-
-    A printed continue command leaves these out (remote.advice.RunSettings.trim): it repeats only
-    what differs, so `psbridge run PKG --from-step 7` is the whole command when the package and
-    the environment carry the connection.
-    """
-    transport = getattr(crm, "transport", None) or "https"
-    implied = [("--host", host) if getattr(crm, "server", None) else None,
-               ("--transport", transport),
-               ("--port", str(getattr(crm, "port", None) or (5986 if transport == "https" else 5985))),
-               ("--auth", getattr(crm, "auth", None) or "negotiate")]
-    user = _from_environment(USERNAME_ENV) or getattr(crm, "username", None)
-    office = _from_environment(O365_USER_ENV) or getattr(crm, "o365_user", None)
-    implied += [("--username", user) if user else None, ("--o365-user", office) if office else None]
-    return tuple(pair for pair in implied if pair is not None)
 
 
 #: The WinRM connection options that `run`, `check` and `rollback` share: the command gets `connection`.

@@ -59,6 +59,10 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     script (02, 09) are listed with their manual procedure. --last picks the run (named in
     the output); a run a later rollback already backed out is said so and nothing is sent.
 
+    Transport, port and auth come from the package's [crm] table when it names them (an
+    option may repeat them; another value is refused); the users from --username and
+    --o365-user, else PSBRIDGE_USERNAME and PSBRIDGE_O365_USER, else the package.
+
     \b
     Example:
       psbridge rollback output/contoso --last

@@ -11,7 +11,7 @@ import click
 from ..errors import CommandFinished, ExitCode, RuntimeFailure
 from .auditing import gate, refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option
-from .options import connected, connection_options, gather, implied_options, package_log
+from .options import connected, connection_options, gather, implied_audit_log, package_log
 from .output import print_audit_head, print_check, reporter, safe, warn_if_unverified
 from .prompts import ask_step, confirm_or_refuse
 
@@ -80,6 +80,7 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
     from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
     from ..remote.run import run_package
     from ..remote.servers import RunOptions
+    from ..remote.settings import implied_options
 
     log = package_log(audit_log, package_dir)
     policy = approval.policy()
@@ -100,7 +101,7 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
         as_json=flags.as_json, verify=flags.verify_after, require_approval=approval.require_approval,
         trusted_keys=approval.trusted_keys, min_approvals=approval.min_approvals,
         forbid=policy.forbid if policy else (), audit_log=log, assume_yes=flags.assume_yes,
-        implied=(*implied_options(prepared.host, crm), ("--audit-log", str(package_log(None, package_dir)))),
+        implied=(*implied_options(prepared.host, crm), *implied_audit_log(package_dir)),
     )
     secrets = read_step_secrets(secrets_needed(prepared.selected), settings.o365_user)
     winrm_password = read_winrm_password(conn)

@@ -42,9 +42,8 @@ class RunSettings:
     forbid: tuple[str, ...] = ()
     audit_log: Path | None = None
     assume_yes: bool = False
-    #: The option values the package and the environment already give (cli.options.implied_options; the
-    #: audit log's default place):
-    #: a continue command leaves them out, so that it repeats only what differs.
+    #: The option values the package and the environment already give (cli.options.implied_options, and
+    #: the audit log's default place): a continue command leaves them out, so it repeats only what differs.
     implied: tuple[tuple[str, str], ...] = ()
 
     def options(self) -> tuple[str, ...]:
