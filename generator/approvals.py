@@ -136,7 +136,7 @@ def approve_package(
     key, public = load_private_key(key_path, passphrase_reader)
     moment = (now or utc_now()).replace(microsecond=0)
     existing = _existing_approval(package, public.fingerprint, moment)
-    if existing is not None:
+    if existing is not None and not _extends_into_window(package, existing[1], moment + validity):
         return ApproveResult(existing[0], False, existing[1])
     record: dict[str, Any] = {
         "format": APPROVAL_FORMAT,
@@ -162,6 +162,17 @@ def approve_package(
     body = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     write_file(path, body.encode("utf-8"), 0o644, overwrite=False)
     return ApproveResult(path, True, record)
+
+
+def _extends_into_window(package: Package, existing: Mapping[str, Any], expires: datetime) -> bool:
+    """Approving again makes a new approval when the one on file ends before the change window does and
+    the new one would last longer: that is the command the window warning prints."""
+    end = window_end(package)
+    try:
+        current = parse_time(existing.get("expires_at"))
+    except ValueError:
+        return False
+    return end is not None and current < end and expires > current
 
 
 def _existing_approval(package: Package, fp: str, now: datetime) -> tuple[Path, dict[str, Any]] | None:
@@ -552,6 +563,66 @@ def _count_approvals(statuses: list[ApprovalStatus]) -> tuple[list[UsedApproval]
             continue
         used[s.person] = UsedApproval(s.file, s.approver or "", s.fingerprint, s.approved_at or "", s.expires_at or "")
     return list(used.values()), repeats
+
+
+# --------------------------------------------------------------------------- the change window
+
+
+@dataclass(frozen=True)
+class WindowShortfall:
+    """An approval that expires before the package's change window ends: a run late in the window
+    would be refused (or a continuation with --from-step would), so approve and run say so."""
+
+    approver: str
+    expires_at: str
+    window_end: datetime
+
+    def line(self, package_dir: str, key: str, now: datetime) -> str:
+        """One warning line: who, until when, the window's end, and the command to approve again."""
+        end = format_time(self.window_end)
+        return (f"the approval by {self.approver} expires {self.expires_at}, before the change window ends "
+                f"{end}; to cover the window approve again: {approve_again(package_dir, key, self.window_end, now)}")
+
+
+def approve_again(package_dir: str, key: str, window_end: datetime, now: datetime) -> str:
+    """`psbridge approve PKG --key KEY --expires Nd`, with the shortest whole validity that reaches past the
+    window's end (at most MAX_VALIDITY: a window further away is approved nearer the time)."""
+    import math
+    import shlex
+
+    needed = window_end - now + CLOCK_SKEW
+    days = max(1, math.ceil(needed / timedelta(days=1)))
+    validity = f"{min(days, MAX_VALIDITY.days)}d"
+    return f"psbridge approve {shlex.quote(package_dir)} --key {shlex.quote(key)} --expires {validity}"
+
+
+def window_end(package: Package) -> datetime | None:
+    """The end of the package's change window when `[change] window` is an ISO 8601 interval, else None."""
+    try:
+        change = package.parameters.change
+    except UserError:
+        return None  # parameters psbridge cannot read: the gates refuse the package, not this warning
+    interval = change.window_interval if change is not None else None
+    return interval.end if interval is not None else None
+
+
+def window_shortfalls(package: Package, approvals: Iterable[tuple[str, str]]) -> list[WindowShortfall]:
+    """Each (approver, expires_at) that ends before the change window does; empty without an ISO window.
+
+    An expiry psbridge did not write (unparseable) is left to the gates, which refuse it.
+    """
+    end = window_end(package)
+    if end is None:
+        return []
+    out = []
+    for approver, expires_at in approvals:
+        try:
+            expires = parse_time(expires_at)
+        except ValueError:
+            continue
+        if expires < end:
+            out.append(WindowShortfall(approver, expires_at, end))
+    return out
 
 
 # --------------------------------------------------------------------------- show

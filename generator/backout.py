@@ -104,11 +104,17 @@ def plan_rollback(package: Package, events: list[RunEvent], record: str, record_
             continue
         if backout.values is None:
             raise UserError(f"no scripted back-out for step {step.id}")
-        found = backout.values(RollbackContext(package, before, after, record))
+        context = RollbackContext(package, before, after, record)
+        found = backout.values(context)
+        # What the script leaves alone (a value that was absent before the step: no script can write
+        # "absent") is printed as a by-hand note, next to the script that restores the rest.
+        notes = backout.notes(context) if backout.notes is not None and found is not None else []
+        plan.manual += [(step, note) for note in notes]
         if found is None:
             plan.nothing.append((step, "its probes did not answer around it: cannot tell what it changed"))
         elif not found[1]:
-            plan.nothing.append((step, "it changed nothing (the state after it is the state before it)"))
+            if not notes:
+                plan.nothing.append((step, "it changed nothing (the state after it is the state before it)"))
         else:
             plan.scripted.append(RollbackStep(step, backout.script, package.rollback_scripts[step.id], found[0]))
     return plan

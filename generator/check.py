@@ -33,6 +33,7 @@ from .expiry import EXPIRY_WARNING_DAYS
 from .readings import CertificateReading, CrmReading, EntraReading, KeyCredential, Readings, as_list, parse_time
 from .steps import ServerVerdictContext, unit
 from .steps.additional_servers import holds_for_switch
+from .steps.certificate import SwitchWait
 from .verdicts import (
     EXCHANGE_ONLINE,
     MSOL_CREDENTIAL,
@@ -42,6 +43,7 @@ from .verdicts import (
     Verdict,
     certificate_not_after,
     expected_thumbprint,
+    number,
     when,
 )
 
@@ -161,9 +163,17 @@ class CheckReport:
         return ExitCode.OK
 
     def as_json(self) -> dict[str, Any]:
-        return {"verdicts": [asdict(v) for v in self.verdicts], "notes": self.notes,
+        return {"verdicts": [_verdict_json(v) for v in self.verdicts], "notes": self.notes,
                 "expiry": self.expiry.as_json(self.warn_days) if self.expiry is not None else None,
                 "exit_code": int(self.exit_code)}
+
+
+def _verdict_json(verdict: StepVerdict) -> dict[str, Any]:
+    """A verdict as JSON; `not_before` only when set, so that every other verdict reads as before."""
+    data = asdict(verdict)
+    if data.get("not_before") is None:
+        data.pop("not_before", None)
+    return data
 
 
 class ProbeError(ValueError):
@@ -221,14 +231,17 @@ def _expiry(plan: Mapping[str, Any], cert: CertificateReading | None, crm: CrmRe
 
 def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | None],
              per_server: Mapping[str, Mapping[str, dict[str, Any] | None] | None] | None = None, *,
-             now: _dt.datetime | None = None, warn_days: int = EXPIRY_WARNING_DAYS) -> CheckReport:
+             now: _dt.datetime | None = None, warn_days: int = EXPIRY_WARNING_DAYS,
+             switch_wait: SwitchWait | None = None) -> CheckReport:
     """Verdicts for every step of the plan from the probes' answers (None: no answer), at `now` (UTC).
 
     Each step's verdict is its unit's (generator/steps/); a step without one sets up the session.
     `per_server`: for a farm, each additional server's server and certificate probe answers
     (None for a server that could not be reached); the step that runs there gets one
     verdict per server. The report's `expiry` says what ends when, at `now`; `warn_days` is
-    its warning window (exit 6).
+    its warning window (exit 6). `switch_wait`: a renewal's wait before its switch, as the audit log
+    proves it (`steps.certificate.switch_wait`; None: the package does not wait): while it runs, the
+    switch's `will change` says after when (`not_before`).
     """
     now = now or clock.utc_now()
     readings = Readings.of(plan, answers, now)
@@ -242,11 +255,33 @@ def evaluate(plan: Mapping[str, Any], answers: Mapping[str, dict[str, Any] | Non
         verdict = (found.verdict(readings) if found is not None and found.verdict is not None else
                    StepVerdict(step["index"], step["id"], "session", "sets up the PowerShell session; changes nothing"))
         # A renewal runs the same steps in another order: the plan says each one's index.
-        verdicts.append(replace(verdict, index=step["index"]))
+        verdicts.append(_waiting(replace(verdict, index=step["index"]), plan, switch_wait, now))
     probes = [str(p.get("id")) for p in plan.get("probes") or [] if isinstance(p, dict)] or list(PROBES)
     notes = [f"probe {name} did not answer" for name in probes if answers.get(name) is None]
     expiry = _expiry(plan, readings.certificate, readings.crm, readings.entra, now)
     return CheckReport(verdicts, notes, expiry=expiry, warn_days=warn_days)
+
+
+def _waiting(verdict: StepVerdict, plan: Mapping[str, Any], wait: SwitchWait | None,
+             now: _dt.datetime) -> StepVerdict:
+    """A renewal's switch that would change CRM but must wait: `will change (after <UTC time>)`.
+
+    With no proof in the audit log the switch waits for one (step spn, then the hours); after the wait
+    the verdict is the step's own. Other verdicts (in place, blocked, ...) are left as they are.
+    """
+    if wait is None or verdict.id != "certificate" or verdict.verdict != "will change" or not wait.waiting(now):
+        return verdict
+    until = wait.until
+    if until is None:
+        why = f": {wait.problem}" if wait.problem else ""
+        return replace(verdict, detail=f"{verdict.detail}; the switch waits {wait.hours} hours after step "
+                       f"{number(plan, 'spn')} (spn) proves the new key credential in Entra ID, and the audit log "
+                       f"{wait.log} holds no proof of it yet{why}")
+    assert wait.proof is not None
+    return replace(verdict, not_before=when(until),
+                   detail=f"{verdict.detail}; the switch waits until {when(until)}: the new key credential was read "
+                   f"back in Entra ID at {when(wait.proof.proven_at)}, and [certificate] switch_after_hours is "
+                   f"{wait.hours}")
 
 
 def _on_server(plan: Mapping[str, Any], step: Mapping[str, Any], host: str,

@@ -15,7 +15,7 @@ import re
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from .powershell import quote
 from .text import clip, code_point, is_invisible, printable
@@ -116,6 +116,28 @@ def windows_path(value: str, *, suffixes: tuple[str, ...] = ()) -> str:
     if suffixes and not value.lower().endswith(suffixes):
         raise ValueError(f"must end with {' or '.join(suffixes)}")
     return value
+
+
+#: The server-side certificate paths validate and render look at for a UNC path (item 8 of issue 19).
+SERVER_CERTIFICATE_PATHS = ("pfx_path", "cer_path")
+
+
+def second_hop_warnings(certificate: dict[str, object]) -> list[str]:
+    """One warning per server-side certificate path on a share (`\\\\server\\share\\x.pfx`).
+
+    Why a warning and not a refusal: setup.ps1 run at the server's own console reads the share
+    with the operator's credentials; `psbridge run` reads it over a remote session, where the
+    server cannot pass them on (the second hop) and the file looks missing, which misleads.
+    """
+    out = []
+    for name in SERVER_CERTIFICATE_PATHS:
+        value = certificate.get(name)
+        if isinstance(value, str) and value.startswith("\\\\"):
+            out.append(f"certificate.{name}: {printable(value)} is a UNC path: over a remote session (psbridge run, "
+                       "check) the server cannot pass your credentials on to the share (the second hop), so the file "
+                       "looks missing. Copy it to a local folder on the server and set that path, or connect with "
+                       "--auth credssp; setup.ps1 run at the server's console can read it")
+    return out
 
 
 def _pfx(value: str) -> str:
@@ -350,6 +372,26 @@ def _local_nupkg(value: str) -> str:
 OrganizationName = Annotated[str, AfterValidator(organization_name)]
 AppUniqueName = Annotated[str, AfterValidator(app_unique_name)]
 LocalNupkg = Annotated[str, AfterValidator(_local_nupkg)]
+
+
+#: A renewal's wait between proving the new key credential in Entra ID and switching CRM to it
+#: (`[certificate] switch_after_hours`). Microsoft's "Troubleshooting server-based authentication"
+#: says SharePoint may take up to 24 hours to use a new certificate: 24 is the default, 0 is allowed
+#: (REVIEW.md then warns), and a week bounds it (a longer wait is a mistake, not a plan).
+DEFAULT_SWITCH_AFTER_HOURS = 24
+MAX_SWITCH_AFTER_HOURS = 168
+
+
+def switch_after_hours(value: object) -> int:
+    """Whole hours from 0 to a week; a bool, a float or a string is refused, not converted (TOML has integers)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number of hours from 0 to {MAX_SWITCH_AFTER_HOURS}")
+    if not 0 <= value <= MAX_SWITCH_AFTER_HOURS:
+        raise ValueError(f"must be from 0 to {MAX_SWITCH_AFTER_HOURS} hours (a week), not {value}")
+    return value
+
+
+SwitchAfterHours = Annotated[int, BeforeValidator(switch_after_hours)]
 
 
 # --------------------------------------------------------------------------- the WinRM connection ([crm])

@@ -17,6 +17,8 @@ so that a 5 MB value or a key holding an ANSI escape still gives one short, iner
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -48,9 +50,11 @@ from .fields import (
     RootDomain,
     ServiceAccount,
     SiteUrl,
+    SwitchAfterHours,
     Thumbprint,
     UserPrincipal,
     WinRMUser,
+    DEFAULT_SWITCH_AFTER_HOURS,
     normalize_host,
     plain_text,
     show,
@@ -114,6 +118,32 @@ class Certificate(_Strict):
         description="A renewal: optional local copy of the certificate `replaces` names (relative to this file's "
         "folder); REVIEW.md then says when it expires. Its thumbprint must be `replaces`.",
     )
+
+    switch_after_hours: SwitchAfterHours | None = Field(
+        None,
+        description=f"A renewal: hours between the new key credential's read-back in Entra ID and the switch of "
+        f"CRM to the new certificate (default {DEFAULT_SWITCH_AFTER_HOURS}, 0 to 168; SharePoint may take up to 24 "
+        "hours to use a new certificate). `run` stops before the switch until they have passed.",
+        json_schema_extra={"minimum": 0, "maximum": 168},
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renewal_waits_by_default(cls, data: Any) -> Any:
+        """A renewal without switch_after_hours waits the default: stored explicitly, so plan.json records
+        (and the approvals cover) the wait the package runs with, not a default a later psbridge could change."""
+        if isinstance(data, dict) and data.get("replaces") is not None and data.get("switch_after_hours") is None:
+            return {**data, "switch_after_hours": DEFAULT_SWITCH_AFTER_HOURS}
+        return data
+
+    @field_validator("switch_after_hours")
+    @classmethod
+    def _only_a_renewal_waits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """Refused without `replaces`: a first setup has no switch, and an approved value that does nothing
+        would mislead the reviewer. (When `replaces` itself is invalid, its own error is the one shown.)"""
+        if value is not None and "replaces" in info.data and info.data["replaces"] is None:
+            raise ValueError("only a renewal waits before its switch: give replaces too, or remove switch_after_hours")
+        return value
 
     @model_validator(mode="after")
     def _one_local_copy(self) -> Certificate:
@@ -290,9 +320,19 @@ class Change(_Strict):
         "characters.",
     )
     window: ChangeLine | None = Field(
-        None, description="The approved change window, free text such as 2026-12-05 20:00-22:00 CET: one line, "
-        f"at most {CHANGE_LINE_MAX} characters.",
+        None, description="The approved change window as an ISO 8601 interval with UTC offsets, "
+        "START/END such as 2026-12-12T20:00+01:00/2026-12-12T22:00+01:00 (approve and run then warn about "
+        "approvals that expire before END), or free text such as 2026-12-05 20:00-22:00 CET, which psbridge "
+        f"shows but cannot check: one line, at most {CHANGE_LINE_MAX} characters.",
     )
+
+    @field_validator("window")
+    @classmethod
+    def _window_interval(cls, value: str | None) -> str | None:
+        """A value that starts like an ISO 8601 interval must be a whole, checkable one; anything else is free text."""
+        if value is not None:
+            parse_window(value)  # raises ValueError naming what is wrong
+        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> Change:
@@ -300,6 +340,68 @@ class Change(_Strict):
         if self.ticket is None and self.summary is None and self.window is None:
             raise ValueError("give ticket, summary or window (or leave the [change] table out)")
         return self
+
+    @property
+    def window_interval(self) -> ChangeWindow | None:
+        """The window as start and end when it is an ISO 8601 interval; None for free text or no window."""
+        return parse_window(self.window) if self.window is not None else None
+
+
+@dataclass(frozen=True)
+class ChangeWindow:
+    """A machine-readable change window: both ends aware (with a UTC offset), end after start."""
+
+    start: datetime
+    end: datetime
+
+    def describe(self) -> str:
+        """`2026-12-12 20:00 to 22:00 (UTC+01:00)`, and the same in UTC: what REVIEW.md and the report show."""
+        same_day = self.start.date() == self.end.date() and self.start.utcoffset() == self.end.utcoffset()
+        end = self.end.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+        local = f"{self.start:%Y-%m-%d %H:%M} to {end}" + (
+            f" ({_offset(self.start)})" if same_day else f" ({_offset(self.start)} / {_offset(self.end)})")
+        utc_start, utc_end = self.start.astimezone(timezone.utc), self.end.astimezone(timezone.utc)
+        return f"{local}, {utc_start:%Y-%m-%d %H:%M} to {utc_end:%Y-%m-%d %H:%M} UTC"
+
+
+def _offset(moment: datetime) -> str:
+    """`UTC+01:00` for a moment's offset."""
+    text = moment.strftime("%z")
+    return f"UTC{text[:3]}:{text[3:5]}" if text else "UTC"
+
+
+#: Free text cannot be compared with approvals: what validate, render and the report say about it.
+FREE_WINDOW_NOTE = ("change.window is free text, so psbridge cannot check that approvals cover it; write it as "
+                    "START/END in ISO 8601 with offsets (2026-12-12T20:00+01:00/2026-12-12T22:00+01:00) to have "
+                    "approve and run warn about approvals that expire first")
+
+
+def parse_window(value: str) -> ChangeWindow | None:
+    """`START/END` (ISO 8601, each with a UTC offset, END after START) -> ChangeWindow; None for free text.
+
+    A value is read as an interval when it has one `/` and the part before it is an ISO 8601
+    date-time (datetime.fromisoformat): then the whole must be right, or ValueError says what is
+    not. Anything else (`Saturday 20:00-22:00 CET`) is free text, shown but not checked.
+    """
+    first, slash, second = value.strip().partition("/")
+    if not slash or "/" in second:
+        return None
+    try:
+        start = datetime.fromisoformat(first.strip())
+    except ValueError:
+        return None
+    try:
+        end = datetime.fromisoformat(second.strip())
+    except ValueError:
+        raise ValueError(f"the end {second.strip()!r} is not an ISO 8601 date and time "
+                         "(write START/END, e.g. 2026-12-12T20:00+01:00/2026-12-12T22:00+01:00)") from None
+    for name, moment, text in (("start", start, first), ("end", end, second)):
+        if moment.tzinfo is None:
+            raise ValueError(f"the {name} {text.strip()!r} has no UTC offset (write e.g. 2026-12-12T20:00+01:00, "
+                             "or Z for UTC)")
+    if end <= start:
+        raise ValueError(f"the end {second.strip()!r} is not after the start {first.strip()!r}")
+    return ChangeWindow(start, end)
 
 
 #: Microsoft, "Retirement announcement for Azure ACS" (learn.microsoft.com/sharepoint/dev/sp-add-ins/
@@ -413,6 +515,21 @@ class Parameters(_Strict):
                             "(.sharepoint.com) only; a .sharepoint.us site is refused")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _one_tenant_everywhere(self) -> Parameters:
+        """A Graph tenant given in the parameters is the SharePoint tenant (issue 19 item 2).
+
+        Why: the app-only sign-in (graph.tenant_id) and the tenant step 04 compares and step 08
+        checks (sharepoint.tenant_id) must be one; otherwise the run signs in to one tenant and
+        writes the certificate where SharePoint never looks.
+        """
+        graph = self.graph.tenant_id if self.graph is not None else None
+        sharepoint = self.sharepoint.tenant_id
+        if graph is not None and sharepoint is not None and str(graph).lower() != str(sharepoint).lower():
+            raise ValueError(f"graph.tenant_id ({graph}) differs from sharepoint.tenant_id ({sharepoint}): both name "
+                             "the tenant of the SharePoint site; give the same tenant ID")
         return self
 
     @property

@@ -77,13 +77,21 @@ class ServerReading:
     pfx_file: bool = False
     cer_file: bool = False
     execution_policy: str | None = None
+    #: CertificateReconfiguration.ps1's Authenticode status (Get-AuthenticodeSignature), None when not read.
+    script_signature: str | None = None
+    #: Whether its signer is in Trusted Publishers (None: not read).
+    script_trusted: bool | None = None
+    #: Whether it carries the downloaded mark (a Zone.Identifier stream; None: not read).
+    script_downloaded: bool | None = None
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> ServerReading:
         return cls(_text(raw.get("edition")), _text(raw.get("version")), bool(raw.get("elevated")),
                    bool(raw.get("snapin")), {str(k): bool(v) for k, v in _mapping(raw.get("modules")).items()},
                    "tools_dir" in raw, bool(raw.get("tools_dir")), bool(raw.get("tools_script")),
-                   bool(raw.get("pfx_file")), bool(raw.get("cer_file")), _text(raw.get("execution_policy")))
+                   bool(raw.get("pfx_file")), bool(raw.get("cer_file")), _text(raw.get("execution_policy")),
+                   _text(raw.get("script_signature")), _flag(raw.get("script_trusted")),
+                   _flag(raw.get("script_downloaded")))
 
 
 @dataclass(frozen=True)
@@ -176,12 +184,17 @@ class KeyCredential:
     end: _dt.datetime | None = None
     #: The end date as the probe printed it (shown in messages).
     end_text: str | None = None
+    #: Graph returned it without its key (the probe printed key_sha256 null and no thumbprint): a legacy
+    #: credential whose certificate cannot be told; the steps keep it by its key id and never stop for it.
+    keyless: bool = False
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> KeyCredential:
+        thumbprint = Thumbprint.of(raw.get("thumbprint"))
+        keyless = "key_sha256" in raw and raw.get("key_sha256") is None and thumbprint is None
         return cls(_text(raw.get("key_id")), _text(raw.get("type")), _text(raw.get("usage")),
-                   Thumbprint.of(raw.get("thumbprint")), _flag(raw.get("matches_certificate")),
-                   parse_time(raw.get("end")), _text(raw.get("end") or None))
+                   thumbprint, _flag(raw.get("matches_certificate")),
+                   parse_time(raw.get("end")), _text(raw.get("end") or None), keyless)
 
     def is_certificate(self, expected: str | None) -> bool:
         """Whether this is the package's certificate: the probe's comparison of the key, else the thumbprint.

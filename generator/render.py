@@ -38,6 +38,7 @@ from .catalogue import (
 )
 from .files import digest_of, listing_of, sha256_hex
 from .parameters import ACS_RETIRED_ON, ACS_RETIREMENT, ACS_RETIREMENT_PAGE, Parameters
+from .risks import package_risks
 from .payload import PayloadView, payload_view
 from .powershell import PowerShellLiteral, quote
 from .steps import unit
@@ -597,6 +598,7 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                   "script": _shown(b.script, rollback[b.script]) if b.script else None} for b in backouts],
         irreversible=Trusted(IRREVERSIBLE),
         acs={"quote": Trusted(ACS_RETIREMENT), "date": ACS_RETIRED_ON, "page": ACS_RETIREMENT_PAGE},
+        risks=package_risks(params, layout.constants, numbers),
         payload=shipped.review,
     )).encode("utf-8")
     plan: dict[str, object] = {

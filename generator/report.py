@@ -203,6 +203,81 @@ def change_ticket(package: Package) -> dict[str, str] | None:
     return {str(k): as_text(v) for k, v in table.items()}
 
 
+def _catalogue_view(package: Package) -> tuple[Any, Any] | None:
+    """The package's parameters and layout (steps, constants), or None when plan.json's parameters can't be read."""
+    from .catalogue import layout_for
+
+    try:
+        params = package.parameters
+        return params, layout_for(params)
+    except (UserError, LookupError, ValueError):
+        return None
+
+
+def _risks(package: Package) -> dict[str, Any]:
+    """The package's risks, heaviest first, from the one list REVIEW.md shows (risks.package_risks)."""
+    from .risks import package_risks
+
+    found = _catalogue_view(package)
+    if found is None:
+        return {"items": [], "problem": "plan.json's parameters cannot be read: the risks cannot be listed "
+                                        "(see Integrity)"}
+    params, layout = found
+    numbers = {s.id: f"{s.index:02d}" for s in layout.steps}
+    risks = package_risks(params, layout.constants, numbers)
+    return {"items": [{"key": r.key, "title": r.title, "parts": _html_parts(r.parts)} for r in risks], "problem": ""}
+
+
+def _html_parts(parts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A risk's parts for the page: prose psbridge wrote with `code` in it split into text and code parts
+    (REVIEW.md shows those backticks as code spans; the page as <code>), strong text without backticks."""
+    out: list[tuple[str, str]] = []
+    for kind, text in parts:
+        if kind == "text":
+            pieces = text.replace("\n", " ").split("`")
+            out += [("value" if i % 2 else "text", piece) for i, piece in enumerate(pieces) if piece]
+        else:
+            out.append((kind, text.replace("`", "") if kind == "strong" else text))
+    return out
+
+
+def _backout_words(package: Package) -> dict[str, Any]:
+    """Each state-changing step's back-out in words, scripted or by hand, as REVIEW.md's back-out plan says it."""
+    from .catalogue import IRREVERSIBLE, backouts_for
+
+    found = _catalogue_view(package)
+    if found is None:
+        return {"items": [], "irreversible": IRREVERSIBLE, "problem": "plan.json's parameters cannot be read: "
+                                                                      "the back-out cannot be listed"}
+    params, layout = found
+    steps = {s.id: s for s in layout.steps}
+    items = []
+    for b in backouts_for(params):
+        step = steps[b.step_id]
+        what = step.changes.split(": ", 1)[1] if ": " in step.changes else step.changes
+        items.append({"step": f"{step.index:02d} {step.id}", "title": step.title, "scripted": b.script is not None,
+                      "script": b.script or "",
+                      "words": (f"psbridge rollback sends {b.script}: it removes what this step changed in the "
+                                "recorded run") if b.script else b.manual, "changes": what})
+    return {"items": items, "irreversible": IRREVERSIBLE, "problem": ""}
+
+
+def _window(package: Package) -> dict[str, Any]:
+    """`[change] window`: its text, and its start and end when it is an ISO 8601 interval (else not checkable)."""
+    from .parameters import parse_window
+
+    table = _parameters(package).get("change")
+    text = table.get("window") if isinstance(table, dict) else None
+    if not isinstance(text, str):
+        return {"text": "", "end": None, "describe": "", "checkable": False}
+    try:
+        interval = parse_window(text)
+    except ValueError:
+        interval = None
+    return {"text": text, "end": interval.end if interval else None,
+            "describe": interval.describe() if interval else "", "checkable": interval is not None}
+
+
 def _step_views(package: Package) -> tuple[list[StepView], list[Any]]:
     """The steps with their texts: the package's own (intact), else what plan.json lists (flagged)."""
     views: list[StepView] = []
@@ -232,8 +307,25 @@ def _step_views(package: Package) -> tuple[list[StepView], list[Any]]:
     return views, specs
 
 
+def _covers(expires_at: str, window: Mapping[str, Any]) -> str:
+    """Whether an approval lasts until the change window ends, in words ("" when there is no window)."""
+    from .clock import parse_time
+
+    if not window["text"]:
+        return ""
+    if not window["checkable"]:
+        return "window is free text: cannot tell"
+    try:
+        expires = parse_time(expires_at)
+    except ValueError:
+        return "cannot tell (expiry unreadable)"
+    end = format_time(window["end"])
+    return f"covers the window (ends {end})" if expires >= window["end"] else f"ends before the window ends ({end})"
+
+
 def _approvals(package: Package, now: datetime, trusted_keys: Path | None) -> dict[str, Any]:
-    """Every approval file judged now: who, when, until when, valid now or why not."""
+    """Every approval file judged now: who, when, until when, valid now or why not, and whether it covers
+    the change window."""
     from .approvals import list_approvals
     from .keys import load_trusted_keys
 
@@ -245,6 +337,7 @@ def _approvals(package: Package, now: datetime, trusted_keys: Path | None) -> di
                 "valid_people": 0}
     items = []
     people: set[str] = set()
+    window = _window(package)
     for s in statuses:
         valid = s.usable and s.trusted is not False
         if valid and s.trusted and s.person:
@@ -259,6 +352,7 @@ def _approvals(package: Package, now: datetime, trusted_keys: Path | None) -> di
             "file": s.file, "approver": s.approver or "(unknown)", "fingerprint": s.fingerprint or "",
             "approved_at": s.approved_at or "", "expires_at": s.expires_at or "", "comment": s.comment or "",
             "valid": valid, "verdict": verdict, "problems": list(s.problems),
+            "window": _covers(s.expires_at or "", window),
         })
     return {"items": items, "strays": strays, "problems": [], "trust_checked": trusted is not None,
             "valid_people": len(people)}
@@ -306,8 +400,9 @@ def _rollback(package: Package) -> list[dict[str, Any]]:
     return out
 
 
-def _audit(log: Path, package: Package) -> dict[str, Any]:
-    """The audit chain's status, and the lines about this package."""
+def _audit(log: Path, package: Package, believed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The audit chain's status, and the lines about this package (also added to `believed`: the lines
+    up to the first broken one, which may vouch for a run record)."""
     from . import audit
 
     view: dict[str, Any] = {"path": str(log), "state": "", "detail": "", "head": "", "good_lines": 0, "lines": [],
@@ -336,6 +431,7 @@ def _audit(log: Path, package: Package) -> dict[str, Any]:
             continue
         if not isinstance(entry, dict) or entry.get("package") != package.name:
             continue
+        believed.append(entry)
         details = entry.get("details")
         lines.append({
             "number": number, "time": as_text(entry.get("time")), "action": as_text(entry.get("action")),
@@ -347,6 +443,38 @@ def _audit(log: Path, package: Package) -> dict[str, Any]:
     view["left_out"] = max(0, len(lines) - MAX_AUDIT_LINES)
     view["lines"] = lines[-MAX_AUDIT_LINES:]
     return view
+
+
+def _runs_status(package: Package, runs: list[Any], believed: list[dict[str, Any]]) -> dict[str, str]:
+    """The package's current status from its run history (runs.history: a rollback backs a run out only when
+    it ended ok and the audit log vouches for its record), and each run marked with the rollback that
+    backed it out. "backed out at …" after a rollback, not "last: ok"."""
+    from .runs import history
+
+    if not runs or package.path is None:
+        return {"text": "not run by psbridge (runs/ is empty)", "state": "none"}
+    views = {run.file: run for run in runs}
+    entries = [e for e in history(package, believed) if e.problem is None]
+    for entry in entries:
+        run = views.get(f"runs/{entry.path.name}")
+        by = views.get(f"runs/{entry.backed_out_by.name}") if entry.backed_out_by else None
+        if run is not None and by is not None:
+            run.backed_out_by, run.backed_out_at = by.file, by.ended or by.started
+    if not entries:
+        return {"text": "no run record of this package could be read", "state": "unknown"}
+    last = entries[-1]
+    view = views.get(f"runs/{last.path.name}")
+    when = (view.ended or view.started) if view is not None else last.started
+    if last.is_rollback:
+        undone = Path(last.rollback_of or "?").name
+        if last.exit_code == 0 and last.vouched:
+            return {"text": f"backed out at {when} (rollback of runs/{undone})", "state": "backed out"}
+        if last.exit_code == 0:
+            return {"text": f"rolled back at {when}, but the audit log does not vouch for the rollback's record",
+                    "state": "unknown"}
+        return {"text": f"rollback of runs/{undone} {last.outcome} at {when}: check the server", "state": "failed"}
+    outcome = view.outcome if view is not None else last.outcome
+    return {"text": f"last run {outcome} at {when}", "state": outcome}
 
 
 def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = None,
@@ -365,6 +493,9 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
     additional = additional if isinstance(additional, list) else []
     runs_paths, runs_problem = _evidence_files(package.path / "runs", ".jsonl") if package.path else ([], None)
     runs = [read_run(p, package.digest) for p in runs_paths]
+    believed: list[dict[str, Any]] = []
+    audit_view = _audit(audit_log, package, believed)
+    status = _runs_status(package, runs, believed)
     cert = package.certificate
     return {
         "csp": CONTENT_SECURITY_POLICY,
@@ -397,7 +528,11 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
         "runs": runs,
         "runs_problem": runs_problem,
         "checks": _checks(package.path, package.digest),
-        "audit": _audit(audit_log, package),
+        "audit": audit_view,
+        "status": status,
+        "risks": _risks(package),
+        "backout": _backout_words(package),
+        "window": {k: v for k, v in _window(package).items() if k != "end"},
     }
 
 

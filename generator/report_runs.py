@@ -107,6 +107,10 @@ class RunStepView:
     detail: str = ""
     errors: list[str] = field(default_factory=list)  # one text per error record
     streams: list[tuple[str, list[str], int]] = field(default_factory=list)
+    #: What the probes read right before and right after the step, as `what: before → after` lines.
+    readings: list[str] = field(default_factory=list)
+    #: A rollback's back-out script: the step of the package it undoes.
+    for_step: str = ""
 
 
 @dataclass
@@ -131,6 +135,16 @@ class RunView:
     verify: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
     seconds: float | None = None
+    #: A rollback's run: the record it backs out ("" for a run).
+    rollback_of: str = ""
+    #: A run a later successful rollback backed out (the audit log vouching for it): that rollback's record and end.
+    backed_out_by: str = ""
+    backed_out_at: str = ""
+
+    @property
+    def kind(self) -> str:
+        """"rollback" or "run": how the report labels the record."""
+        return "rollback" if self.rollback_of else "run"
 
 
 def read_run(path: Path, digest: str) -> RunView:
@@ -142,6 +156,7 @@ def read_run(path: Path, digest: str) -> RunView:
         run.outcome = "unreadable"
         return run
     open_steps: dict[tuple[Any, str], dict[str, Any]] = {}
+    states: dict[tuple[Any, str], dict[str, Any]] = {}
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
@@ -170,6 +185,7 @@ def read_run(path: Path, digest: str) -> RunView:
             run.steps_selected = ", ".join(f"{s:02d}" if isinstance(s, int) else as_text(s) for s in steps) \
                 if isinstance(steps, list) else ""
             run.from_step = as_text(event.get("from_step"))
+            run.rollback_of = as_text(event.get("rollback_of"))
             servers = event.get("servers")
             if isinstance(servers, list) and len(servers) > 1:
                 run.events.append("servers: " + ", ".join(as_text(s) for s in servers))
@@ -184,6 +200,8 @@ def read_run(path: Path, digest: str) -> RunView:
                               f"closed: {as_text(event.get('closed'))}")
         elif kind == "run-quit":
             run.events.append(f"operator quit before step {as_text(event.get('index'))} ({as_text(event.get('id'))})")
+        elif kind == "state":
+            states.setdefault((event.get("index"), host), {})[as_text(event.get("when"))] = event.get("readings")
         elif kind == "step-start":
             open_steps[(event.get("index"), host)] = event
         elif kind == "step-end":
@@ -205,6 +223,10 @@ def read_run(path: Path, digest: str) -> RunView:
         step = _run_step(event, as_text(event.get("host")))
         step.state, step.detail = "no end recorded", "the record ends during this step: check the server"
         run.steps.append(step)
+    for step in run.steps:
+        found = states.get((step.index, step.host))
+        if found:
+            step.readings = state_change(found.get("before"), found.get("after"))
     if run.digest and run.digest != digest:
         run.problems.append(f"this run was of another digest ({run.digest[:16]}…), not the package as it is now")
     _place_bars(run)
@@ -216,6 +238,7 @@ def _run_step(event: Mapping[str, Any], host: str) -> RunStepView:
         step_number(event.get("index")), as_text(event.get("id")), as_text(event.get("title")), host,
         as_text(event.get("state") or "started"), as_text(event.get("started")), as_text(event.get("ended")),
         _duration(event.get("seconds")), detail=as_text(event.get("detail")),
+        for_step=f"{event['for_step']:02d}" if isinstance(event.get("for_step"), int) else "",
     )
     for err in event.get("errors") or []:
         if not isinstance(err, dict):
@@ -230,6 +253,42 @@ def _run_step(event: Mapping[str, Any], host: str) -> RunStepView:
         if lines:
             step.streams.append((name, lines, left_out))
     return step
+
+
+#: Readings shown per step, and the width of one value: the run record has all of them.
+MAX_STATE_LINES = 20
+MAX_STATE_VALUE = 120
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Readings as `a.b: value` pairs (lists and scalars shown as JSON text, clipped)."""
+    if isinstance(value, dict) and value:
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix or "(reading)": clip(as_text(value) if value is not None else "none", MAX_STATE_VALUE)}
+
+
+def state_change(before: Any, after: Any) -> list[str]:
+    """What the probes read around a step as `what: before → after`, the readings that differ first.
+
+    Without an `after` reading (a step whose back-out is by hand reads only before it) each line
+    is `what: before`; readings that did not change are counted, not listed.
+    """
+    old = _flatten(before) if before is not None else {}
+    if after is None:
+        lines = [f"{key}: {value} (before the step)" for key, value in old.items()]
+    else:
+        new = _flatten(after)
+        keys = list(old) + [k for k in new if k not in old]
+        changed = [k for k in keys if old.get(k) != new.get(k)]
+        lines = [f"{k}: {old.get(k, 'none')} → {new.get(k, 'none')}" for k in changed]
+        same = len(keys) - len(changed)
+        lines += [f"{same} other reading(s) unchanged"] if same else []
+        lines = lines or ["no reading changed"]
+    left = len(lines) - MAX_STATE_LINES
+    return lines[:MAX_STATE_LINES] + ([f"… and {left} more in the run record"] if left > 0 else [])
 
 
 def _timing_problems(event: Mapping[str, Any]) -> list[str]:

@@ -61,6 +61,9 @@ class StepVerdict:
     fix: str | None = None
     #: For a step that runs on each additional server: which server this verdict is about.
     host: str | None = None
+    #: A renewal's switch that waits (`[certificate] switch_after_hours`): the UTC time before which `run`
+    #: does not send it; shown as `will change (after <time>)`. Left out of the JSON when None.
+    not_before: str | None = None
 
 
 def when(moment: _dt.datetime) -> str:

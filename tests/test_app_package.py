@@ -157,9 +157,10 @@ def _acs_variants() -> list[tuple[str, dict[str, Any], dict[str, Any] | None, di
         farm = copy.deepcopy(base)
         farm["crm"].update(server="crm01.contoso.local", additional_servers=["crm02", "crm03.contoso.local"])
         renewal = copy.deepcopy(base)
-        renewal["certificate"]["replaces"] = "b" * 40
+        # switch_after_hours = 0: the renewal as 0.2.0 rendered it (the default, 24, adds setup.ps1's wait).
+        renewal["certificate"].update(replaces="b" * 40, switch_after_hours=0)
         renewal_farm = copy.deepcopy(farm)
-        renewal_farm["certificate"]["replaces"] = "B" * 40
+        renewal_farm["certificate"].update(replaces="B" * 40, switch_after_hours=0)
         gcc = copy.deepcopy(base)
         gcc["sharepoint"].update(sites=["https://contoso.sharepoint.us/sites/x"], tenant_id=TENANT)
         change = copy.deepcopy(base)

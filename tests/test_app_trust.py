@@ -25,6 +25,7 @@ import pytest
 from psbridge.cli import main
 from psbridge.package import read_package
 from psbridge.parameters import ACS_RETIRED_ON
+from psbridge.remote.graph_signout import disconnect_script
 
 from support.app_trust import APP_NAME, app_parameters, payload_digests, write_app_package, write_parameters
 from support.cli import check_args, run_args
@@ -179,7 +180,9 @@ def test_check_judges_the_app_steps_and_sends_nothing_that_changes_state(
         assert OTHER in detail and CHECK_THUMB in detail
     # Read-only: the EAP line, the probes and the session steps 03 and 04, nothing else.
     assert [step_id(p) for p in step_pipelines(engine)] == ["session", "connect"]
-    for script in engine.scripts():
+    # Then, last, the Graph sign-out (issue 19 item 2), exactly its text.
+    assert engine.scripts()[-1] == disconnect_script()
+    for script in engine.scripts()[:-1]:
         assert script == EAP or script.startswith(("# psbridge probe: ", "# psbridge step 03/12: session",
                                                    "# psbridge step 04/12: connect")), script[:80]
     probes = [s.split()[3] for s in engine.scripts() if s.startswith("# psbridge probe: ")]

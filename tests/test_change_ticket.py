@@ -135,24 +135,30 @@ def test_the_init_file_documents_the_change_table_and_validates_uncommented(psbr
 
 
 
+#: The brief's items that show the [change] table (issue 21: the change is in the one-screen brief).
+CHANGE_LABELS = ("Ticket", "Window", "Summary")
+
+
 def change_items(review: str) -> dict[str, list[tuple[str, str]]]:
-    """The Change section's list as {label: [(token type, content), ...]} read by a CommonMark parser."""
-    [bullets] = review_section(review, "Change")
+    """The brief's change items as {label: [(token type, content), ...]} read by a CommonMark parser."""
+    [bullets] = review_section(review, "Brief")
     assert bullets.type == "bullet_list"
     items = {}
     for item in bullets.children:
-        [paragraph] = item.children
+        paragraph = item.children[0]
         leaves = [(leaf.type, leaf.content) for leaf in paragraph.children[0].children]
         label = leaves[0][1].strip().rstrip(":")
-        items[label] = [leaf for leaf in leaves[1:] if leaf[0] != "softbreak" and leaf[1].strip()]
+        if label in CHANGE_LABELS:
+            assert len(item.children) == 1, label
+            items[label] = [leaf for leaf in leaves[1:] if leaf[0] != "softbreak" and leaf[1].strip()]
     return items
 
 
 def test_review_shows_the_change_near_the_top() -> None:
     review = render(with_change(CHANGE))["REVIEW.md"].decode("utf-8")
     headings = [line for line in review.splitlines() if line.startswith("## ")]
-    assert headings[0] == "## Change" or headings[:2] == ["## Profile graph: differences from the article", "## Change"]
-    assert review.index("## Change") < review.index("## What will change, and where")
+    assert headings[0] == "## Brief" and "## Change" not in headings  # the change is in the brief, first
+    assert review.index("- Ticket: ") < review.index("## Back-out plan") < review.index("## What will change, and where")
     assert change_items(review) == {"Ticket": [("code_inline", CHANGE["ticket"])],
                                     "Window": [("code_inline", CHANGE["window"])],
                                     "Summary": [("code_inline", CHANGE["summary"])]}
@@ -192,12 +198,16 @@ def test_the_change_table_changes_nothing_but_itself(profile: str) -> None:
     assert set(without) == set(with_)
     assert {rel for rel in without if without[rel] != with_[rel]} == {"REVIEW.md", "plan.json"}
     plain, changed = without["REVIEW.md"].decode("utf-8"), with_["REVIEW.md"].decode("utf-8")
-    assert "## Change\n" not in plain and "[change]" not in plain
-    section = re.search(r"## Change\n\n(- .*\n(  .*\n)*)+\n", changed)
+    assert "- Ticket: " not in plain and "- Summary: " not in plain and "[change]" not in plain
+    # the brief's change items (Ticket, Summary, Window and its check; without [change], one line saying
+    # the window is not given), each with its continuation lines
+    items = re.compile(r"^- (Ticket|Summary|Window|Window check): .*\n(  (?!\d+\. |- ).*\n)*", re.M)
+    assert [m.group(1) for m in items.finditer(plain)] == ["Window"]
+    assert [m.group(1) for m in items.finditer(changed)] == ["Ticket", "Summary", "Window", "Window check"]
     toml = re.search(r"\n\[change\]\n(\w+ = .*\n)+", changed)
-    assert section and toml
-    stripped = changed.replace(section.group(0), "").replace(toml.group(0), "")
-    assert stripped == plain
+    assert toml
+    stripped = items.sub("", changed.replace(toml.group(0), ""))
+    assert stripped == items.sub("", plain)
     old_plan, new_plan = json.loads(without["plan.json"]), json.loads(with_["plan.json"])
     assert "change" not in old_plan["parameters"]
     assert new_plan["parameters"].pop("change") == CHANGE

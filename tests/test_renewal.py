@@ -38,14 +38,20 @@ def graph_env(secrets_env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PSBRIDGE_GRAPH_TOKEN", GRAPH_TOKEN)
 
 
-def renewal(tmp_path: Path, profile: str = "graph", farm: bool = True) -> Path:
-    """A renewal package of the loopback server (and farm), rendered and written as `psbridge render` does."""
+def renewal(tmp_path: Path, profile: str = "graph", farm: bool = True, wait: int | None = 0) -> Path:
+    """A renewal package of the loopback server (and farm), rendered and written as `psbridge render` does.
+
+    `wait` is `[certificate] switch_after_hours`: 0 (the run goes through, as these tests were written
+    for) unless a test is about the wait; None leaves it out (the default, 24 hours).
+    """
     from psbridge.parameters import parse_parameters
     from psbridge.render import render_package
     from psbridge.writer import write_package
 
     data = parameters_for(profile=profile, server="127.0.0.1", crm={"additional_servers": FARM} if farm else {})
     data["certificate"]["replaces"] = OLD
+    if wait is not None:
+        data["certificate"]["switch_after_hours"] = wait
     return write_package(render_package(parse_parameters(data)), tmp_path / "output")
 
 
@@ -636,3 +642,250 @@ def test_ctrl_c_after_a_step_skip_prints_no_command_that_sends_a_finished_change
     out = capsys.readouterr().out
     assert "No command to continue is printed: --from-step 6 would send 07 crm-settings again" in out
     assert not any(line.strip().startswith("psbridge run ") for line in out.splitlines())
+
+
+# --------------------------------------------------------------------------- the wait before the switch (issue 19 item 6)
+
+
+def _audit_lines(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def _proof(tmp_path: Path) -> dict:
+    """The audit log's one proof line: step spn of the renewal ended OK (read back)."""
+    [line] = [l for l in _audit_lines(tmp_path) if l["action"] == "step-end"]
+    return line
+
+
+def _later(monkeypatch: pytest.MonkeyPatch, moment) -> None:  # type: ignore[no-untyped-def]
+    """psbridge's clock reads `moment` (the audit lines keep their real time: the wait counts from it)."""
+    from psbridge import clock
+
+    monkeypatch.setattr(clock, "utc_now", lambda: moment)
+
+
+def _proven_at(line: dict):  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    return datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def _commands(out: str) -> list[str]:
+    return [line.strip() for line in out.splitlines() if line.strip().startswith("psbridge run ")]
+
+
+def test_a_renewal_run_stops_after_adding_the_key_and_says_when_to_continue(tmp_path, http_peer, engine, farm,
+                                                                             graph_env, capsys):
+    """The default (24 hours): steps up to the switch run, the switch is not sent, the run says when and how."""
+    from psbridge.clock import format_time
+
+    pkg = renewal(tmp_path, wait=None)
+    assert read_package(pkg).parameters.certificate.switch_after_hours == 24
+    assert json.loads((pkg / "plan.json").read_text())["parameters"]["certificate"]["switch_after_hours"] == 24
+    farm_ready(engine, farm)
+    assert main(run_args(pkg, http_peer)) == 1
+    out = capsys.readouterr().out
+    assert sent(engine) == ["01 prerequisites", "02 session", "03 connect", "04 set-certificate", "05 spn"]
+    assert all(sent(e) == ["06 additional-servers"] for _, e in farm)  # installed before the wait, as before
+    proof = _proof(tmp_path)
+    assert proof["digest"] == read_package(pkg).digest and proof["outcome"] == "ok"
+    assert proof["details"]["step"]["id"] == "spn" and proof["details"]["read_back"] is True
+    until = format_time(_proven_at(proof) + timedelta(hours=24))
+    refusal = next(line for line in out.splitlines() if line.startswith("Not sent: step 07 (certificate)"))
+    assert f"only after {until} (UTC)" in refusal and "switch_after_hours is 24" in refusal
+    assert _commands(out)[-1].endswith("--from-step 7") and f"Continue after {until} with:" in out
+    end = json.loads(next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()[-1])
+    assert end["reason"] == "not-ready" and end["stopped_at"] == 7 and end["exit_code"] == 1
+
+
+def test_a_second_run_before_the_wait_refuses_and_one_after_it_switches(tmp_path, http_peer, engine, farm,
+                                                                         graph_env, monkeypatch, capsys):
+    pkg = renewal(tmp_path, wait=6)
+    farm_ready(engine, farm)
+    assert main(run_args(pkg, http_peer)) == 1
+    proven = _proven_at(_proof(tmp_path))
+    capsys.readouterr()
+    engine.pipelines.clear()
+    _later(monkeypatch, proven + timedelta(hours=5, minutes=59))
+    assert main(run_args(pkg, http_peer, "--from-step", "7")) == 1
+    out = capsys.readouterr().out
+    assert "07 certificate" not in sent(engine) and "Not sent: step 07 (certificate)" in out
+    assert _commands(out)[-1].endswith("--from-step 7")
+    # --from-step 8 would skip the switch: the steps after it wait too.
+    assert main(run_args(pkg, http_peer, "--from-step", "8")) == 1
+    out = capsys.readouterr().out
+    assert "08 crm-settings" not in sent(engine) and "Not sent: step 08 (crm-settings) comes after the switch" in out
+    engine.pipelines.clear()
+    _later(monkeypatch, proven + timedelta(hours=6, seconds=1))
+    assert main(run_args(pkg, http_peer, "--from-step", "7")) == 0, capsys.readouterr()
+    assert sent(engine) == ["01 prerequisites", "02 session", "03 connect", "04 set-certificate", "07 certificate",
+                            "08 crm-settings", "09 tenant-id", "10 verify", "11 retire-previous"]
+
+
+def test_a_wait_of_0_runs_through_as_before(tmp_path, http_peer, engine, graph_env, capsys):
+    pkg = renewal(tmp_path, farm=False, wait=0)
+    assert main(run_args(pkg, http_peer)) == 0
+    assert "Not sent" not in capsys.readouterr().out
+    assert sent(engine)[4:] == ["05 spn", "06 certificate", "07 crm-settings", "08 tenant-id", "09 verify",
+                                "10 retire-previous"]
+
+
+@pytest.mark.parametrize("forgery", ["time edited", "line inserted", "another package's line", "log removed"])
+def test_a_forged_or_unverified_proof_does_not_count(tmp_path, http_peer, engine, graph_env, monkeypatch, capsys,
+                                                     forgery):
+    """The wait counts only from a proof line the log's hash chain vouches for, of this package's digest."""
+    from psbridge import audit
+
+    pkg = renewal(tmp_path, farm=False, wait=24)
+    assert main(run_args(pkg, http_peer)) == 1
+    capsys.readouterr()
+    log = tmp_path / "audit.jsonl"
+    lines = log.read_text().splitlines()
+    number = next(i for i, l in enumerate(lines) if json.loads(l)["action"] == "step-end")
+    proof = json.loads(lines[number])
+    proven = _proven_at(proof)
+    if forgery == "time edited":  # moved two days back: the line's sha256 no longer matches it
+        proof["time"] = (proven - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lines[number] = json.dumps(proof, separators=(",", ":"))
+        log.write_text("\n".join(lines) + "\n")
+        problem = f"line {number + 1}: content does not match its sha256"
+    elif forgery == "line inserted":  # an older proof, hashed right, slipped in before the real one
+        early = dict(proof, time=(proven - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        early.pop("sha256")
+        early["sha256"] = audit.sha256_hex(audit.canonical(early))
+        lines[number + 1:number + 1] = [json.dumps(early, separators=(",", ":"))]
+        lines = [l for i, l in enumerate(lines) if i != number]  # and the real one taken out
+        log.write_text("\n".join(lines) + "\n")
+        problem = f"line {number + 2}: prev does not match line {number + 1}"  # the next line still names the real one
+    elif forgery == "another package's line":  # a correctly chained proof, but of another digest
+        log.write_text("")  # the same log rebuilt without the real proof, and a proof of another digest added
+        for l in (json.loads(x) for i, x in enumerate(lines) if i != number):
+            audit.append(log, audit.Head(l["action"], l["package"], l["digest"], l["actor"], l["outcome"]),
+                         **l["details"])
+        audit.append(log, audit.Head("step-end", proof["package"], "0" * 64, None, "ok"), **proof["details"])
+        problem = "no line of step 05 (spn) ending OK for this package digest"
+    else:
+        log.unlink()  # the run starts a new log: it holds no proof
+        problem = "no line of step 05 (spn) ending OK for this package digest"
+    _later(monkeypatch, proven + timedelta(hours=25))
+    engine.pipelines.clear()
+    assert main(run_args(pkg, http_peer, "--from-step", "6")) == 1
+    out = capsys.readouterr().out
+    assert "06 certificate" not in sent(engine)
+    refusal = next(line for line in out.splitlines() if line.startswith("Not sent: step 06 (certificate)"))
+    assert "holds no such proof that its hash chain vouches for" in refusal and problem in refusal, refusal
+    assert _commands(out)[-1].endswith("--from-step 5")  # proving the key again starts the wait again
+
+
+def _before_the_switch() -> dict:
+    """The main server after spn, before the switch: CRM signs with OLD, Entra ID holds both credentials."""
+    entra = _entra([], [CRM_APP, SPN])
+    entra["key_credentials"] = [_key(OLD), _key(THUMB, matches_certificate=True)]
+    return {"server": SERVER, "certificate": _cert([IN_STORE]), "crm": _crm([OLD], settings=True), "entra": entra}
+
+
+def test_check_shows_the_waiting_switch_as_will_change_after_its_time(tmp_path, http_peer, engine, graph_env,
+                                                                     monkeypatch, capsys):
+    from psbridge.clock import format_time
+
+    pkg = renewal(tmp_path, farm=False, wait=None)
+    assert main(run_args(pkg, http_peer)) == 1  # stops before the switch
+    proven = _proven_at(_proof(tmp_path))
+    until = format_time(proven + timedelta(hours=24))
+    capsys.readouterr()
+    _later(monkeypatch, proven + timedelta(hours=1))
+    code, verdicts = _check(pkg, http_peer, engine, _before_the_switch(), capsys)
+    switch = verdicts["certificate"]
+    assert code == 5 and switch["verdict"] == "will change" and switch["not_before"] == until
+    assert f"the switch waits until {until}" in switch["detail"]
+    assert "not_before" not in verdicts["spn"]  # no other verdict carries it
+    # As people read it:
+    assert main(check_args(pkg, http_peer)) == 5
+    line = next(l for l in capsys.readouterr().out.splitlines() if " certificate " in l and l.startswith("[06/"))
+    assert f"will change (after {until})" in line
+    # After the wait: `will change` as before.
+    _later(monkeypatch, proven + timedelta(hours=24, seconds=1))
+    code, verdicts = _check(pkg, http_peer, engine, _before_the_switch(), capsys)
+    assert code == 5 and verdicts["certificate"]["verdict"] == "will change"
+    assert "not_before" not in verdicts["certificate"] and "waits" not in verdicts["certificate"]["detail"]
+
+
+def test_check_without_a_proof_says_the_switch_waits_for_one(tmp_path, http_peer, engine, graph_env, capsys):
+    pkg = renewal(tmp_path, farm=False, wait=12)
+    code, verdicts = _check(pkg, http_peer, engine, _before_the_switch(), capsys)
+    switch = verdicts["certificate"]
+    assert code == 5 and switch["verdict"] == "will change" and "not_before" not in switch
+    assert "the switch waits 12 hours after step 05 (spn) proves the new key credential" in switch["detail"]
+
+
+@pytest.mark.parametrize("certificate,message", [
+    ({"switch_after_hours": 24}, "certificate.switch_after_hours: only a renewal waits before its switch: give "
+                                 "replaces too"),
+    ({"replaces": OLD, "switch_after_hours": 169}, "certificate.switch_after_hours: must be from 0 to 168 hours"),
+    ({"replaces": OLD, "switch_after_hours": -1}, "certificate.switch_after_hours: must be from 0 to 168 hours"),
+    ({"replaces": OLD, "switch_after_hours": "24"}, "certificate.switch_after_hours: must be a whole number of hours"),
+    ({"replaces": OLD, "switch_after_hours": 1.5}, "certificate.switch_after_hours: must be a whole number of hours"),
+    ({"replaces": OLD, "switch_after_hours": True}, "certificate.switch_after_hours: must be a whole number of hours"),
+])
+def test_bad_switch_after_hours_is_one_line_exit_2(tmp_path, psbridge, certificate, message):
+    result = psbridge("validate", _write_params(tmp_path, **certificate))
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_wait_is_approved_with_the_package(tmp_path):
+    """plan.json records the wait (the default too), so it is in the digest approvals sign; a first setup's
+    plan.json has no such key."""
+    waits = {}
+    for wait in (None, 0, 48):
+        pkg = read_package(renewal(tmp_path / str(wait), farm=False, wait=wait))
+        waits[wait] = (pkg.plan["parameters"]["certificate"]["switch_after_hours"], pkg.digest)
+    assert [w for w, _ in waits.values()] == [24, 0, 48] and len({d for _, d in waits.values()}) == 3
+    first = read_package(make_package(tmp_path / "first", server="127.0.0.1"))
+    assert "switch_after_hours" not in first.plan["parameters"]["certificate"]
+
+
+@pytest.mark.parametrize("farm", [False, True])
+def test_setup_ps1_stops_after_the_key_is_added_and_says_when_to_continue(tmp_path, farm):
+    package = read_package(renewal(tmp_path, farm=farm, wait=None))
+    setup = package.text("setup.ps1").replace("\r\n", "\n")
+    assert syntax_errors(setup) == []
+    switch = 7 if farm else 6
+    spn_step = setup.index("# psbridge step 05/")
+    marker = setup.index("[System.IO.File]::WriteAllText($PSBridgeKeyProven, [DateTime]::UtcNow.ToString('o') + ' ' + ")
+    wait = setup.index("# ==== Wait: the switch runs 24 hours after step 05 read the new key credential back")
+    switch_step = setup.index(f"# psbridge step {switch:02d}/")
+    assert spn_step < marker < wait < switch_step
+    # The marker is written inside step 05's block (only when it ran and ended), the wait is judged outside
+    # every -FromStep block (a later -FromStep waits too), with the approved hours.
+    assert setup.rindex("if ($FromStep -le ", 0, marker) > setup.rindex("# ==== Step 5 of", 0, marker)
+    block = setup[wait:setup.index(f"# ==== Step {switch} of", wait)]
+    assert "$PSBridgeWaitHours = [int] '24'" in setup and "AddHours($PSBridgeWaitHours)" in block
+    assert "if ($FromStep" not in block  # (a farm's pause comes before the wait, not around it)
+    assert f"Then continue with:  .\\setup.ps1 -FromStep {switch}')" in block
+    assert "and wait:  .\\setup.ps1 -FromStep 5')" in block  # no marker: run step 05 first
+    steps_digest = re.search(r"steps digest ([0-9a-f]{64})", setup).group(1)
+    assert block.count(f"$PSBridgeMarker[1] -eq '{steps_digest}'") == 1  # another package's marker does not count
+    assert block.count("return") == 2
+    if farm:
+        assert setup.index("Write-Host 'Now run steps/06-additional-servers.ps1") < wait
+
+
+def test_setup_ps1_with_a_wait_of_0_has_no_wait(tmp_path):
+    setup = read_package(renewal(tmp_path, farm=False, wait=0)).text("setup.ps1")
+    assert "PSBridgeKeyProven" not in setup and "# ==== Wait" not in setup
+
+
+def test_review_md_says_how_long_the_switch_waits_and_warns_at_0(tmp_path):
+    review = read_package(renewal(tmp_path / "a", farm=False, wait=None)).text("REVIEW.md")
+    section = " ".join(review.split("## Renewal: the certificate it replaces, and the order", 1)[1]
+                       .split("\n## ", 1)[0].split())
+    assert "The wait: `[certificate] switch_after_hours = 24`." in section
+    assert "wait 24 hours after step `05 spn` read the new key credential back" in section
+    assert "`psbridge run PACKAGE --from-step 6`" in section and "`.\\setup.ps1 -FromStep 6`" in section
+    assert section.index("The wait:") < section.index("Step `06 certificate`: switches CRM")
+    assert "Warning: `[certificate] switch_after_hours = 0`" not in section
+    zero = read_package(renewal(tmp_path / "b", farm=False, wait=0)).text("REVIEW.md")
+    section = " ".join(zero.split("## Renewal: the certificate it replaces", 1)[1].split("\n## ", 1)[0].split())
+    assert "**Warning: `[certificate] switch_after_hours = 0`.** The switch follows step `05 spn` within minutes" \
+        in section and "The wait:" not in section

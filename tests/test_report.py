@@ -325,8 +325,195 @@ def test_report_in_a_headless_browser(psbridge, pkg: Path, keys, tmp_path: Path)
         assert record["approver"] in first and record["expires_at"] in first
     assert first.count("valid now") == 2
     assert "no change ticket recorded" in first and "What changes where" in first
+    # issue 21: the risks heaviest first (ACS first), the back-out in words, the package's status
+    flat = re.sub(r"\s+", " ", first)
+    assert "Risks, heaviest first" in flat and "1. Azure ACS retired on 2026-04-02" in flat
+    assert flat.index("Risks, heaviest first") < flat.index("Back-out, step by step") < flat.index("Approvals")
+    assert re.search(r"02 certificate\s+by hand\s+The previous S2S certificate's private key is not in the package",
+                     flat)
+    assert "rollback/06-spn.ps1" in flat and "rollback/07-crm-settings.ps1" in flat
+    assert "the wizard none After the Enable Server-Based SharePoint Integration wizard" in flat
+    assert "now last run failed at 2026-11-27T09:00:14.500Z" in flat
     # the summary is page 1 alone: the scripts start on a later page
     assert "param(" not in first and "$ErrorActionPreference" not in first
     second = subprocess.run([pdftotext, "-f", "2", "-l", "2", str(pdf), "-"], capture_output=True, text=True,
                             timeout=60, check=True).stdout
     assert second.lstrip().startswith("Steps")
+
+
+# --------------------------------------------------------------------------- issue 21: the board's page
+
+
+WINDOW = "2026-12-12T20:00+01:00/2026-12-12T22:00+01:00"
+
+
+def _with_window(pkg: Path, window: str) -> Package:
+    """The package with `[change] window` in its plan.json (the report reads the window from there)."""
+    package = read_package(pkg)
+    plan = json.loads(package.files["plan.json"])
+    plan["parameters"]["change"] = {"ticket": "CHG-21", "window": window}
+    return Package({**package.files, "plan.json": json.dumps(plan).encode("utf-8")}, pkg)
+
+
+def _summary(html: str) -> str:
+    return text_of(html.split('<section class="summary"', 1)[1].split("</section>", 1)[0])
+
+
+def test_page_one_lists_the_risks_heaviest_first_from_reviews_list(pkg: Path, tmp_path: Path) -> None:
+    from psbridge.risks import package_risks
+    from psbridge.catalogue import layout_for
+
+    package = read_package(pkg)
+    params = package.parameters
+    layout = layout_for(params)
+    risks = package_risks(params, layout.constants, {s.id: f"{s.index:02d}" for s in layout.steps})
+    html = report_module.build_report(package, audit_log=tmp_path / "audit.jsonl")
+    summary = _summary(html)
+    titles = [text_of(t).strip() for t in re.findall(r'<ol class="risks" id="risk-list">(.*?)</ol>', html, re.S)[0]
+              .split("</li>") if t.strip()]
+    assert titles == [r.title for r in risks] and titles[0].startswith("Azure ACS retired on 2026-04-02")
+    assert "Risks, heaviest first" in summary
+    # the same risks in the same words as REVIEW.md's section, in full after page one
+    def bare(text: str) -> str:  # the words alone: markup, code spans and line breaks aside
+        return re.sub(r"\s+", "", text_of(text.replace("`", "").replace("**", "")))
+
+    review = bare(package.text("REVIEW.md").split("## Irreversible and risky parts", 1)[1].split("\n## ", 1)[0])
+    full = bare(html.split('<section id="risks">', 1)[1].split("</section>", 1)[0])
+    for risk in risks:
+        words = bare("".join(text for _, text in risk.parts))
+        assert words in full and words in review, risk.key
+    places = [full.index(bare("".join(text for _, text in risk.parts))) for risk in risks]
+    assert places == sorted(places)  # in the order of weight, ACS first
+
+
+def test_page_one_says_the_back_out_in_words_with_step_02_by_hand(pkg: Path, tmp_path: Path) -> None:
+    summary = _summary(report_module.build_report(read_package(pkg), audit_log=tmp_path / "audit.jsonl"))
+    back_out = summary.split("Back-out, step by step", 1)[1].split("Approvals", 1)[0]
+    assert re.search(r"02 certificate by hand The previous S2S certificate's private key is not in the package", back_out)
+    assert "CertificateReconfiguration.ps1 -updateCrm" in back_out
+    assert re.search(r"06 spn scripted psbridge rollback sends rollback/06-spn\.ps1", back_out)
+    assert re.search(r"07 crm-settings scripted psbridge rollback sends rollback/07-crm-settings\.ps1", back_out)
+    assert "the wizard none After the Enable Server-Based SharePoint Integration wizard" in back_out
+    assert "back-out file(s)" not in summary
+
+
+def test_page_one_says_whether_each_approval_covers_the_window(psbridge, pkg: Path, keys, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import datetime, timezone
+
+    from psbridge import approvals, clock
+
+    from support.winrm_peer.package import make_package
+
+    now = datetime(2026, 12, 10, 9, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(clock, "utc_now", lambda: now)
+    monkeypatch.setattr(approvals, "utc_now", lambda: now)
+    windowed = make_package(tmp_path / "windowed", change={"ticket": "CHG-21", "window": WINDOW})
+    approve(psbridge, windowed, keys["jane"], "--expires", "1d")
+    approve(psbridge, windowed, keys["bob"], "--expires", "7d")
+    html = report_module.build_report(read_package(windowed), audit_log=tmp_path / "audit.jsonl", now=now,
+                                      trusted_keys=keys["trusted"])
+    summary = _summary(html)
+    assert "window 2026-12-12T20:00+01:00/2026-12-12T22:00+01:00 2026-12-12 20:00 to 22:00 (UTC+01:00)" in summary
+    rows = {who: row for row in re.findall(r"<tr><td>(.*?)</tr>", html, re.S)
+            for who in ("Jane Doe", "Bob Roe") if who in row}
+    assert "valid now ends first ends before the window ends (2026-12-12T21:00:00Z)" in text_of(rows["Jane Doe"])
+    assert "valid now covers the window covers the window (ends 2026-12-12T21:00:00Z)" in text_of(rows["Bob Roe"])
+    approve(psbridge, pkg, keys["jane"], "--expires", "1d")
+    approve(psbridge, pkg, keys["bob"], "--expires", "7d")
+    free = _summary(report_module.build_report(_with_window(pkg, "Saturday night"), audit_log=tmp_path / "a.jsonl",
+                                               now=now))  # plan.json edited: the approvals judge another digest
+    assert "free text: psbridge cannot check that approvals cover it" in free
+    assert free.count("window is free text: cannot tell") == 2
+
+
+def _server_states(engine) -> None:  # noqa: ANN001 - the peer's engine
+    """As tests/test_rollback.py: before, no credential and no SPN; after steps 06 and 07, what they add."""
+    import copy
+
+    from support.probe_states import state
+
+    before, after = state("fresh server"), state("fully configured")
+    entra_before = copy.deepcopy(before["entra"])
+    entra_before["key_credentials"] = []
+    entra_before["service_principal_names"] = []
+    entra_after = copy.deepcopy(after["entra"])
+    entra_after["key_credentials"] = [{"key_id": "11111111-2222-4333-8444-555555555555", "thumbprint": "A" * 40,
+                                       "matches_certificate": True, "start": "2026-01-01T00:00:00Z",
+                                       "end": "2036-01-01T00:00:00Z"}]
+    entra_after["service_principal_names"] = ["00000007-0000-0000-c000-000000000000/*.contoso.com"]
+    probe = "# psbridge probe: {} "
+    engine.when(probe.format("certificate"), Reply(output=[json.dumps(after["certificate"])]))
+    engine.when(probe.format("entra"), Reply(output=[json.dumps(entra_before)]), times=1)
+    engine.when(probe.format("entra"), Reply(output=[json.dumps(entra_after)]))
+    engine.when(probe.format("crm"), Reply(output=[json.dumps(before["crm"])]), times=2)
+    engine.when(probe.format("crm"), Reply(output=[json.dumps(after["crm"])]))
+
+
+from support.winrm_peer import Reply  # noqa: E402 - used by the helper above only
+
+
+def test_runs_label_rollbacks_show_the_status_and_state_before_after(psbridge, tmp_path: Path, http_peer, engine,
+                                                                     secrets_env, capsys, keys) -> None:
+    from psbridge.cli import main
+
+    from support.cli import check_args
+    from support.packages import write_check_package
+
+    log = tmp_path / "audit.jsonl"
+    pkg = write_check_package(tmp_path)
+    assert main(["approve", str(pkg), "--key", str(keys["jane"]), "--audit-log", str(log)]) == 0
+    _server_states(engine)
+    assert main(["run", *check_args(pkg, http_peer)[1:], "--yes", "--audit-log", str(log)]) == 0
+    [record] = list((pkg / "runs").glob("*.jsonl"))
+    ran = text_of(make_report(psbridge, pkg, "--audit-log", str(log)))
+    assert re.search(r"1 run record\(s\); now last run ok at \S+", ran)
+    assert main(["rollback", *check_args(pkg, http_peer)[1:], "--run", str(record), "--yes", "--audit-log",
+                 str(log)]) == 0
+    capsys.readouterr()
+    html = make_report(psbridge, pkg, "--audit-log", str(log))
+    text = text_of(html)
+    rollback = next(p for p in sorted((pkg / "runs").glob("*.jsonl")) if p != record)
+    assert re.search(rf"now backed out at \S+ \(rollback of runs/{re.escape(record.name)}\)", text), text[:3000]
+    assert "last: ok" not in text and "last run ok" not in text
+    assert f"rollback ok" in text and f"Rollback of {record}" in text
+    assert f"Backed out by runs/{rollback.name} at" in text
+    assert re.search(r"03 undo-crm-settings undoes step 07 ok", text) and re.search(r"04 undo-spn undoes step 06 ok", text)
+    # step 06's readings around it: the SPN it added, before → after
+    assert "state before → after" in text
+    assert re.search(r"entra\.service_principal_names: \[\] → \[\"00000007-0000-0000-c000-000000000000/\*\.contoso\.com\"\]",
+                     text), text
+    assert "event state" not in text
+
+
+def test_page_one_in_a_headless_browser_with_a_change_window(psbridge, keys, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package with a ticket, a summary and an ISO window, two approvals (one ends first): page one holds it all."""
+    from datetime import datetime, timezone
+
+    from psbridge import approvals, clock
+
+    from support.winrm_peer.package import make_package
+
+    chromium, pdftotext = _browser_or_skip()
+    now = datetime(2026, 12, 10, 9, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(clock, "utc_now", lambda: now)
+    monkeypatch.setattr(approvals, "utc_now", lambda: now)
+    monkeypatch.setattr(report_module, "utc_now", lambda: now)
+    pkg = make_package(tmp_path / "out", change={"ticket": "CHG-21", "window": WINDOW,
+                                                 "summary": "S2S between Dynamics 365 and SharePoint Online."})
+    approve(psbridge, pkg, keys["jane"], "--expires", "1d")
+    approve(psbridge, pkg, keys["bob"], "--expires", "7d")
+    assert psbridge("report", pkg, "--trusted-keys", keys["trusted"]).exit_code == 0
+    pdf = tmp_path / "report.pdf"
+    _chromium(chromium, tmp_path, "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
+              (pkg.parent / "contoso-report.html").resolve().as_uri())
+    first = re.sub(r"\s+", " ", subprocess.run([pdftotext, "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True,
+                                               text=True, timeout=60, check=True).stdout)
+    assert "CHG-21" in first and "2026-12-12 20:00 to 22:00 (UTC+01:00)" in first
+    assert first.count("valid now") == 2 and "ends first" in first and "covers the window" in first
+    assert "Risks, heaviest first" in first and "Back-out, step by step" in first and "What changes where" in first
+    assert read_package(pkg).digest in first
+    second = subprocess.run([pdftotext, "-f", "2", "-l", "2", str(pdf), "-"], capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    assert second.lstrip().startswith("Steps")  # page one holds the whole summary

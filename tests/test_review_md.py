@@ -240,3 +240,100 @@ def test_wrapping_never_changes_what_markdown_makes_of_a_line(prefix: str, words
     text = f"# Title\n\n{line}\n\nafter\n"
     wrapped = wrap_markdown(text, width)
     assert shape(wrapped) == shape(text), wrapped
+
+
+# --------------------------------------------------------------------------- issue 21: the brief first
+
+
+#: Every section REVIEW.md of the example has, in order: the brief, the back-out plan in words and the
+#: steps first; the detail, the full PowerShell and the hash table after.
+EXAMPLE_SECTIONS = [
+    "Brief", "Back-out plan", "The steps", "The package", "What will change, and where", "Servers",
+    "Irreversible and risky parts", "Prerequisites", "Parameters", "Steps", "Read-only probes (`psbridge check`)",
+    "Back-out scripts", "The run lock (`psbridge run`)",
+    "Manual step: the Enable Server-Based SharePoint Integration wizard", "Files and hashes",
+]
+BRIEF_MAX_LINES = 40
+
+
+def h2(review: str) -> list[str]:
+    return [n.children[0].content for n in SyntaxTreeNode(MD.parse(review)).children
+            if n.type == "heading" and n.tag == "h2"]
+
+
+def brief_of(review: str) -> list[str]:
+    """The brief's lines: from its heading to the next section's."""
+    return review.split("## Brief\n", 1)[1].split("\n## ", 1)[0].strip("\n").split("\n")
+
+
+BRIEF_CASES = {
+    **CASES,
+    "change-iso": {**params(), "change": {"ticket": "CHG-21", "window": "2026-12-12T20:00+01:00/2026-12-12T22:00+01:00",
+                                          "summary": " ".join(["word"] * 99)}},
+    "renewal-farm-graph": {**params(profile="graph", crm__server="crm01.contoso.local",
+                                    crm__additional_servers=["crm02.contoso.local"]),
+                           "certificate": {**EXAMPLE["certificate"], "replaces": "B" * 40}},
+}
+
+
+@pytest.mark.parametrize("case", list(BRIEF_CASES))
+def test_the_brief_comes_first_and_fits_one_screen(case: str) -> None:
+    review, plan = render(BRIEF_CASES[case])
+    headings = h2(review)
+    assert headings[:3] == ["Brief", "Back-out plan", "The steps"]
+    lines = brief_of(review)
+    assert len(lines) <= BRIEF_MAX_LINES, "\n".join(lines)
+    items = {line[2:].split(":", 1)[0] for line in lines if line.startswith("- ")}
+    assert {"What", "Where", "Window", "Back-out (\"Back-out plan\" below)"} <= items, items
+    assert any(line.startswith("- Risk, heaviest first") for line in lines)
+    # every state-changing step's back-out is named in the brief, scripted or by hand
+    for step in (s for s in plan["steps"] if s["changes_state"]):
+        assert any(f"{step['index']:02d}/" in line and step["id"] in line and ("scripted" in line or "by hand" in line)
+                   for line in lines), step["id"]
+    # the hash table and the full PowerShell come after the steps
+    assert review.index("## The steps") < review.index("```powershell\n# psbridge step 01/")
+    assert review.index("## The steps") < review.index("| sha256 of setup.ps1 |") < review.index("## Files and hashes")
+
+
+def test_every_section_is_still_there_in_order() -> None:
+    review, _ = render(CASES["example"])
+    assert h2(review) == EXAMPLE_SECTIONS
+
+
+def test_the_brief_lists_the_risks_of_the_one_list_heaviest_first() -> None:
+    from psbridge.catalogue import layout_for
+    from psbridge.risks import package_risks
+
+    for data in (CASES["example"], BRIEF_CASES["renewal-farm-graph"]):
+        review, _ = render(data)
+        p = parse_parameters(data)
+        layout = layout_for(p)
+        risks = package_risks(p, layout.constants, {s.id: f"{s.index:02d}" for s in layout.steps})
+        listed = [line.split(". ", 1)[1] for line in brief_of(review) if re.match(r"  \d+\. ", line)]
+        assert listed == [r.title for r in risks]
+        assert listed[0].startswith("Azure ACS retired on")  # the ACS retirement first while trust = "acs"
+        section = review.split("## Irreversible and risky parts\n\n", 1)[1].split("\n## ", 1)[0]
+        assert section.count("\n- ") + section.startswith("- ") == len(risks)
+
+
+def test_the_back_out_plan_says_step_02s_manual_back_out_in_words() -> None:
+    review, _ = render(CASES["example"])
+    plan = " ".join(review.split("## Back-out plan\n", 1)[1].split("\n## ", 1)[0].split())
+    assert "Step `02/08 certificate` (Prepare the certificate): not scripted. The previous S2S certificate's " \
+           "private key is not in the package" in plan
+    assert "Step `06/08 spn`" in plan and "`psbridge rollback` sends `rollback/06-spn.ps1`" in plan
+    assert "The wizard: After the Enable Server-Based SharePoint Integration wizard" in plan
+    assert "```" not in plan  # the scripts are in "Back-out scripts", after the steps
+    scripts = review.split("## Back-out scripts\n", 1)[1].split("\n## ", 1)[0]
+    assert "### Back-out of step `06/08 spn`" in scripts and "```powershell" in scripts
+
+
+@pytest.mark.parametrize(("window", "check"), [
+    ("2026-12-12T20:00+01:00/2026-12-12T22:00+01:00", "- Window check: `2026-12-12 20:00 to 22:00 (UTC+01:00)"),
+    ("Saturday 20:00-22:00 CET", "- Window check: free text, so psbridge cannot check that approvals cover it."),
+])
+def test_the_brief_says_whether_the_window_can_be_checked(window: str, check: str) -> None:
+    review, _ = render({**params(), "change": {"window": window}})
+    assert check in "\n".join(brief_of(review))
+    plain, _ = render(params())
+    assert "- Window: not given, so psbridge cannot check that approvals cover one." in brief_of(plain)

@@ -24,9 +24,11 @@ ADDED_KEY = "11111111-2222-4333-8444-555555555555"
 SPN = "00000007-0000-0000-c000-000000000000/*.contoso.com"
 
 
-def _server_states(engine: Engine) -> None:
-    """Before: no credential, no SPN, ServerSettings unset. After 06 and 07: what the steps add."""
+def _server_states(engine: Engine, settings_before: dict[str, str | None] | None = None) -> None:
+    """Before: no credential, no SPN, ServerSettings unset (or `settings_before`). After 06 and 07: what the steps add."""
     before, after = state("fresh server"), state("fully configured")
+    if settings_before is not None:
+        before["crm"]["server_settings"] = settings_before
     entra_before = copy.deepcopy(before["entra"])
     entra_before["key_credentials"] = []
     entra_before["service_principal_names"] = []
@@ -42,11 +44,12 @@ def _server_states(engine: Engine) -> None:
     engine.when(probe.format("crm"), Reply(output=[json.dumps(after["crm"])]))
 
 
-def _run(tmp_path: Path, peer: WinRMPeer, engine: Engine, log: Path, keys: dict[str, Path]) -> tuple[Path, Path]:
+def _run(tmp_path: Path, peer: WinRMPeer, engine: Engine, log: Path, keys: dict[str, Path],
+         settings_before: dict[str, str | None] | None = None) -> tuple[Path, Path]:
     """The package approved (so the log named with --audit-log is the package's own log), then run."""
     pkg = write_check_package(tmp_path)
     assert main(["approve", str(pkg), "--key", str(keys["jane"]), "--audit-log", str(log)]) == 0
-    _server_states(engine)
+    _server_states(engine, settings_before)
     assert main(["run", *check_args(pkg, peer)[1:], "--yes", "--audit-log", str(log)]) == 0
     [record] = list((pkg / "runs").glob("*.jsonl"))
     return pkg, record
@@ -67,9 +70,11 @@ def test_rollback_sends_exactly_what_the_run_added_in_reverse_order(tmp_path, ht
     sent = engine.pipelines[before:]
     scripts = [p.script for p in sent]
     undo = [p for p in sent if p.script.startswith("# psbridge back-out of step")]
-    assert [p.script.split(" (")[0] for p in undo] == ["# psbridge back-out of step 07", "# psbridge back-out of step 06"]
-    assert undo[0].parameters == {"PrincipalId": "", "MetadataUrl": ""}
-    assert undo[1].parameters == {"KeyIds": [ADDED_KEY], "ServicePrincipalName": SPN}
+    # Step 07's ServerSettings were not set before it (issue 19 item 11): no script writes '' for them; the
+    # procedure is printed instead, one note per value.
+    assert [p.script.split(" (")[0] for p in undo] == ["# psbridge back-out of step 06"]
+    assert undo[0].parameters == {"KeyIds": [ADDED_KEY], "ServicePrincipalName": SPN}
+    assert out.count("step 07 crm-settings: by hand: ServerSettings ") == 2
     connect = next(p for p in sent if p.script.startswith("# psbridge step 04/"))
     assert connect.parameters["Credential"] == CredentialValue(O365_USER, O365_PASSWORD)
     assert scripts.index(connect.script) < scripts.index(undo[0].script)  # the session it needs comes first
@@ -169,7 +174,7 @@ def test_rollback_asks_even_when_the_package_is_approved(tmp_path, http_peer, en
     code = main([*args, "--require-approval", "--trusted-keys", str(keys["trusted"])])
     captured = capsys.readouterr()
     assert code == 2 and "no terminal to confirm on" in captured.err, captured
-    assert "with {'PrincipalId': '', 'MetadataUrl': ''}" in captured.out or "PrincipalId=''" in captured.out
+    assert f"rollback/06-spn.ps1 with KeyIds=['{ADDED_KEY}'], ServicePrincipalName='{SPN}'" in captured.out
     assert len(engine.pipelines) == before
 
 
@@ -229,3 +234,101 @@ def test_rollback_refuses_an_audit_log_that_never_saw_the_package(tmp_path, http
     err = capsys.readouterr().err
     assert code == 2 and "no render or approve line" in err and str(other) in err, err
     assert len(engine.pipelines) == before
+
+
+# --------------------------------------------------------------------------- issue 19, item 11: "not set" is not ''
+
+PRINCIPAL, URL = "S2SDefaultAuthorizationServerPrincipalId", "S2SDefaultAuthorizationServerMetadataUrl"
+OLD_PRINCIPAL = "11111111-0000-4000-8000-000000000001"
+OLD_URL = "https://accounts.accesscontrol.windows.net/metadata/json/2"
+
+
+def _rollback(tmp_path: Path, peer: WinRMPeer, engine: Engine, keys: dict[str, Path], capsys,
+              settings_before: dict[str, str | None]) -> tuple[list, str]:
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, peer, engine, log, keys, settings_before)
+    capsys.readouterr()
+    before = len(engine.pipelines)
+    assert main(_rollback_args(pkg, peer, record, log)) == 0, capsys.readouterr()
+    undo = [p for p in engine.pipelines[before:] if p.script.startswith("# psbridge back-out of step 07")]
+    return undo, capsys.readouterr().out
+
+
+def test_rollback_restores_both_settings_that_were_there_before(tmp_path, http_peer, engine, secrets_env, capsys,
+                                                                keys):
+    undo, out = _rollback(tmp_path, http_peer, engine, keys, capsys, {PRINCIPAL: OLD_PRINCIPAL, URL: OLD_URL})
+    assert [p.parameters for p in undo] == [{"PrincipalId": OLD_PRINCIPAL, "MetadataUrl": OLD_URL}]
+    assert "step 07 crm-settings: by hand" not in out
+
+
+def test_rollback_restores_the_setting_that_was_there_and_leaves_the_absent_one(tmp_path, http_peer, engine,
+                                                                                 secrets_env, capsys, keys):
+    undo, out = _rollback(tmp_path, http_peer, engine, keys, capsys, {PRINCIPAL: OLD_PRINCIPAL, URL: None})
+    assert [p.parameters for p in undo] == [{"PrincipalId": OLD_PRINCIPAL}]  # no MetadataUrl='' is sent
+    [note] = [line for line in out.splitlines() if line.startswith("step 07 crm-settings: by hand:")]
+    assert note.startswith(f"step 07 crm-settings: by hand: ServerSettings {URL} was not set before this step")
+    assert "Set-CrmAdvancedSetting -Entity $setting" in out and f"('{URL}', '<value>')" in out
+
+
+def test_rollback_prints_one_note_per_absent_value_and_no_script(tmp_path, http_peer, engine, secrets_env, capsys,
+                                                                  keys):
+    from psbridge.backout import plan_rollback
+    from psbridge.package import read_package
+    from psbridge.run_record import read_events
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys, {PRINCIPAL: None, URL: None})
+    plan = plan_rollback(read_package(pkg), read_events(record.read_bytes(), "record"), str(record), "0" * 64)
+    notes = [text for step, text in plan.manual if step.id == "crm-settings"]
+    assert [n.split(" was not set")[0] for n in notes] == [f"ServerSettings {PRINCIPAL}", f"ServerSettings {URL}"]
+    assert not any(item.step.id == "crm-settings" for item in plan.scripted)
+    assert not any(step.id == "crm-settings" for step, _ in plan.nothing)  # it did change something
+
+
+def test_rollback_prints_the_procedure_escaped(tmp_path, http_peer, engine, secrets_env, capsys, keys):
+    """The value the note shows comes from the run record: control characters and line breaks in it are escaped."""
+    from psbridge import audit
+    from psbridge.files import sha256_hex
+    from psbridge.package import read_package
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys, {PRINCIPAL: OLD_PRINCIPAL, URL: None})
+    lines = []
+    for raw in record.read_bytes().decode("utf-8").splitlines():
+        event = json.loads(raw)
+        if event.get("event") == "state" and event.get("when") == "after" and "crm" in event.get("readings", {}):
+            event["readings"]["crm"]["server_settings"][URL] = "https://x\x1b[2J\nstep 08 tenant-id: forged"
+        lines.append(json.dumps(event) + "\n")
+    forged = "".join(lines).encode("utf-8")
+    record.write_bytes(forged)
+    audit.record(log, "run", read_package(pkg), "ok", record=str(record), record_sha256=sha256_hex(forged))
+    capsys.readouterr()
+    assert main(_rollback_args(pkg, http_peer, record, log)) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and not any(line.startswith("step 08 tenant-id: forged") for line in out.splitlines())
+    assert "'https://x\\x1b[2J\\nstep 08 tenant-id: forged'" in out
+
+
+def test_crm_settings_back_out_script_writes_only_the_values_it_was_given() -> None:
+    """On the parsed script: each attribute is added only under its own non-empty test, and the write comes after
+    the guard that returns when no attribute was added."""
+    from psbridge.parameters import EXAMPLE, parse_parameters
+    from psbridge.render import render_package
+
+    from support.pwsh_grammar import command_invocations, parse, syntax_errors, walk
+
+    text = render_package(parse_parameters(EXAMPLE)).files["rollback/07-crm-settings.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    nodes = list(walk(parse(text).root_node))
+    adds = [n for n in nodes if n.type == "invokation_expression" and n.text.decode().startswith("$setting.Attributes.Add(")]
+    assert len(adds) == 2
+    for add, variable in zip(adds, ("$PrincipalId", "$MetadataUrl")):
+        guards = [n for n in nodes if n.type == "if_statement" and n.start_byte < add.start_byte < n.end_byte]
+        conditions = [next(c for c in g.children if c.type == "pipeline").text.decode() for g in guards]
+        assert conditions == [variable]
+        branch = next(c for c in guards[0].children if c.type == "statement_block")
+        assert branch.start_byte < add.start_byte < branch.end_byte  # in the "then" block, not the else
+    [write] = [c for c in command_invocations(text) if c.name == "Set-CrmAdvancedSetting"]
+    guard = next(n for n in nodes if n.type == "if_statement"
+                 and next(c for c in n.children if c.type == "pipeline").text.decode() == "$setting.Attributes.Count -eq 0")
+    assert guard.end_byte < write.start_byte and "return" in guard.text.decode()

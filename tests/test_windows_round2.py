@@ -275,3 +275,248 @@ def test_setup_disconnects_graph_in_a_finally(profile: str) -> None:
     [outer] = [f.parent for f in finals if f.start_byte <= inside[0].start_byte < f.end_byte
                and f.parent is not None and f.parent.type == "try_statement"]
     assert all(outer.start_byte <= c.start_byte < outer.end_byte for c in _connects(text))
+
+
+# --------------------------------------------------------------------------- item 4: the execution policy
+
+POLICY_CASES = [  # (policy, signature status, trusted publisher, downloaded) -> blocked?
+    ("Restricted", "NotSigned", False, False, True),
+    ("Undefined", "NotSigned", False, False, True),
+    ("AllSigned", "NotSigned", False, False, True),
+    ("AllSigned", "HashMismatch", False, False, True),
+    ("AllSigned", "Valid", False, False, True),  # an untrusted publisher is asked about: no one answers remotely
+    ("AllSigned", "Valid", True, True, False),
+    ("RemoteSigned", "NotSigned", False, True, True),
+    ("RemoteSigned", "NotSigned", False, False, False),
+    ("RemoteSigned", "Valid", True, True, False),
+    ("Unrestricted", "NotSigned", False, True, True),
+    ("Unrestricted", "NotSigned", False, False, False),
+    ("Bypass", "NotSigned", False, True, False),
+]
+
+
+def _server_with(policy: str, status: str, trusted: bool, downloaded: bool) -> dict[str, Any]:
+    answers = state("fresh server")
+    answers["server"] = dict(answers["server"], execution_policy=policy, script_signature=status,
+                             script_trusted=trusted, script_downloaded=downloaded)
+    return answers
+
+
+@pytest.mark.parametrize("policy,status,trusted,downloaded,blocked", POLICY_CASES)
+def test_check_judges_the_execution_policy_against_certificate_reconfiguration(
+        policy: str, status: str, trusted: bool, downloaded: bool, blocked: bool) -> None:
+    got = _verdicts(_server_with(policy, status, trusted, downloaded))["prerequisites"]
+    assert got.verdict == ("blocked" if blocked else "ok"), got.detail
+    if not blocked:
+        return
+    assert got.detail.startswith("step 02 runs CertificateReconfiguration.ps1 as a file, and PowerShell would refuse "
+                                 f"it: the execution policy is {policy}")
+    if downloaded and policy in ("RemoteSigned", "Unrestricted"):
+        assert got.detail.endswith("marked as downloaded from the internet (its Zone.Identifier stream): check the "
+                                   "file, then unblock it on the server with Unblock-File")
+    else:
+        assert "Set-ExecutionPolicy RemoteSigned -Scope LocalMachine" in got.detail
+
+
+def test_check_without_the_new_readings_does_not_guess() -> None:
+    """A server probe of an older package reports no signature: the policy alone blocks only Restricted."""
+    answers = state("fresh server")
+    answers["server"] = dict(answers["server"], execution_policy="AllSigned")
+    assert _verdicts(answers)["prerequisites"].verdict == "ok"
+
+
+def test_the_server_probe_reads_the_signature_and_the_downloaded_mark() -> None:
+    text = _files("msonline")["probes/server.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    calls = command_invocations(text)
+    [signature] = [c for c in calls if c.name == "Get-AuthenticodeSignature"]
+    [mark] = [c for c in calls if c.name == "Get-Item"]
+    assert _argument_of(signature, "LiteralPath") == "$ScriptPath" == _argument_of(mark, "LiteralPath")
+    assert _argument_of(mark, "Stream") == "'Zone.Identifier'"
+    assert _argument_of(mark, "ErrorAction") == "SilentlyContinue"
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+@pytest.mark.parametrize("replaces", [None, OTHER])
+def test_step_01_reads_the_policy_the_signature_and_the_mark_before_it_judges(profile: str,
+                                                                           replaces: str | None) -> None:
+    text = _script(profile, "steps/01-prerequisites.ps1", replaces)
+    calls = command_invocations(text)
+    body = text.encode("utf-8")
+    [policy] = [c for c in calls if c.name == "Get-ExecutionPolicy"]
+    [signature] = [c for c in calls if c.name == "Get-AuthenticodeSignature"]
+    [mark] = [c for c in calls if c.name == "Get-Item" and _argument_of(c, "Stream") is not None]
+    assert _argument_of(signature, "LiteralPath") == "$CertificateScript" == _argument_of(mark, "LiteralPath")
+    assert _argument_of(mark, "Stream") == "'Zone.Identifier'" and _argument_of(mark, "ErrorAction") == "SilentlyContinue"
+    # The file is located, then read, then judged; every refusal is added before step 01 throws.
+    located = body.index(b"$CertificateScript = [System.IO.Path]::Combine($ToolsDir, 'CertificateReconfiguration.ps1')")
+    refusals = [body.index(b"$ExecutionPolicy -eq 'AllSigned' -and -not $Trusted"),
+                body.index(b"$ExecutionPolicy -eq 'RemoteSigned' -and $Downloaded -and -not $Trusted"),
+                body.index(b"@('AllSigned', 'RemoteSigned', 'Unrestricted') -notcontains $ExecutionPolicy")]
+    plan = json.loads(_files(profile, replaces)["plan.json"])
+    [number] = [s["index"] for s in plan["steps"] if s["id"] == "certificate"]
+    added = body.index(f"$Problems.Add('Step {number:02d} runs ' + $CertificateScript".encode() + b" + ' as a file, and PowerShell would refuse it: '")
+    assert located < policy.start_byte < signature.start_byte < mark.start_byte < min(refusals)
+    assert max(refusals) < added < _throw_of_problems(text)
+    assert b"Unblock-File -LiteralPath ''' + $CertificateScript + '''." in body[min(refusals):added]
+    # The publisher must be trusted, not only the signature valid (AllSigned asks about others).
+    trust = body.index(b"Cert:\\LocalMachine\\TrustedPublisher")
+    assert signature.start_byte < trust < min(refusals)
+
+
+# --------------------------------------------------------------------------- item 8: UNC certificate paths
+
+UNC_PFX, UNC_CER = "\\\\files01\\certs\\crm.pfx", "\\\\files01\\certs\\crm.cer"
+
+
+def test_check_names_the_second_hop_for_a_unc_certificate_path_it_cannot_read() -> None:
+    data = _data("msonline")
+    data["certificate"].update(pfx_path=UNC_PFX, cer_path=UNC_CER)
+    plan = json.loads(render_package(parse_parameters(data)).files["plan.json"])
+    plan["certificate"] = {"thumbprint": THUMB}
+    answers = state("fresh server")
+    answers["server"] = dict(answers["server"], pfx_file=False, cer_file=False)
+    got = {v.id: v for v in evaluate(plan, answers, now=NOW).verdicts}["prerequisites"]
+    assert got.verdict == "blocked"
+    for what in ("the PFX file", "the .cer file"):
+        assert f"{what} not found (a UNC path: over a remote session the server cannot pass your credentials on to " \
+               "the share - the second hop - so a file that exists looks missing. Copy the file to a local folder " \
+               "on the server and set that path in the parameters, or connect with CredSSP: psbridge run --auth " \
+               "credssp.)" in got.detail
+    # a local path that is missing is only missing
+    answers_local = _verdicts(answers)["prerequisites"]
+    assert "the PFX file not found;" in answers_local.detail and "second hop" not in answers_local.detail
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_step_01_says_second_hop_only_for_a_unc_path_it_cannot_read(profile: str) -> None:
+    text = _script(profile, "steps/01-prerequisites.ps1")
+    root = parse(text).root_node
+    body = text.encode("utf-8")
+    hop = body.index(b"$SecondHop = ' (a UNC path: over a remote session")
+    for variable in (b"$PfxPath", b"$CerPath"):
+        [missing] = [n for n in walk(root) if n.type == "if_statement"
+                     and next(c for c in n.children if c.type == "pipeline").text.startswith(b"-not (Test-Path -LiteralPath " + variable)]
+        inner = missing.text
+        assert variable + b".StartsWith('\\\\')) { $SecondHop }" in inner
+        assert hop < missing.start_byte < _throw_of_problems(text)
+
+
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_validate_and_render_warn_of_a_unc_certificate_path_and_do_not_refuse(
+        command: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from psbridge.cli import main
+    from support.app_trust import write_parameters
+
+    data = _data("msonline")
+    data["certificate"].update(pfx_path=UNC_PFX)
+    params = write_parameters(tmp_path / "p.toml", data)
+    args = [command, str(params)] + (["--out", str(tmp_path / "out")] if command == "render" else [])
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "UNC path" in line]
+    assert warnings == [f"psbridge: warning: certificate.pfx_path: {UNC_PFX} is a UNC path: over a remote session "
+                        "(psbridge run, check) the server cannot pass your credentials on to the share (the second "
+                        "hop), so the file looks missing. Copy it to a local folder on the server and set that path, "
+                        "or connect with --auth credssp; setup.ps1 run at the server's console can read it"]
+    data["certificate"].update(pfx_path="C:\\certs\\crm.pfx")
+    write_parameters(tmp_path / "p.toml", data)
+    assert main(["validate", str(params)]) == 0
+    assert "UNC path" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- item 2 (c): one tenant in the parameters
+
+def test_validate_refuses_a_graph_tenant_other_than_the_sharepoint_tenant(tmp_path: Any,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from psbridge.cli import main
+    from support.app_trust import write_parameters
+
+    data = _graph_data("app-only")
+    data["graph"]["tenant_id"] = "22222222-2222-2222-2222-222222222222"
+    params = write_parameters(tmp_path / "p.toml", data)
+    assert main(["validate", str(params)]) == 2
+    out, err = capsys.readouterr()
+    [line] = [l for l in err.splitlines() if l.strip()]
+    assert line.endswith(f"graph.tenant_id (22222222-2222-2222-2222-222222222222) differs from sharepoint.tenant_id "
+                         f"({TENANT}): both name the tenant of the SharePoint site; give the same tenant ID")
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("variant", ["app-only", "graph tenant only", "upper case"])
+def test_a_graph_tenant_equal_to_the_sharepoint_tenant_or_alone_is_valid(variant: str) -> None:
+    data = _graph_data("app-only")
+    if variant == "graph tenant only":
+        del data["sharepoint"]["tenant_id"]
+    if variant == "upper case":
+        data["graph"]["tenant_id"] = TENANT.upper()
+    assert parse_parameters(data).graph is not None
+
+
+# --------------------------------------------------------------------------- item 2 (b): msonline's tenant before step 06
+
+MSOL_WRITES = ("new-msolserviceprincipalcredential", "set-msolserviceprincipal", "remove-msolserviceprincipalcredential")
+
+
+@pytest.mark.parametrize("replaces", [None, OTHER])
+def test_msonline_compares_the_company_with_the_packages_tenant_before_any_office_365_write(
+        replaces: str | None) -> None:
+    data = _data("msonline", replaces)
+    data["sharepoint"]["tenant_id"] = TENANT
+    text = render_package(parse_parameters(data)).files["setup.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    calls = command_invocations(text)
+    connects = [c.start_byte for c in calls if c.name.lower() == "connect-msolservice"]
+    company = [c.start_byte for c in calls if c.name.lower() == "get-msolcompanyinformation"]
+    writes = [c.start_byte for c in calls if c.name.lower() in MSOL_WRITES]
+    root = parse(text).root_node
+    compared = [n for n in walk(root) if n.type == "if_statement"
+                and b"$Company.ObjectId" in next(c for c in n.children if c.type == "pipeline").text
+                and b"$ExpectedTenantId" in next(c for c in n.children if c.type == "pipeline").text
+                and any(t.type == "flow_control_statement" and t.text.startswith(b"throw") for t in walk(n))]
+    assert connects and company and writes and len(compared) == 1
+    assert max(connects) < min(company) < compared[0].start_byte < compared[0].end_byte < min(writes)
+    assert {e.text.decode() for e in variable_assignments(text, "ExpectedTenantId")} == {f"'{TENANT}'"}
+
+
+def test_msonline_without_a_tenant_shows_the_company_and_compares_nothing() -> None:
+    text = _script("msonline", "steps/04-connect.ps1")
+    assert [c.name for c in command_invocations(text) if c.name.lower().endswith("msolcompanyinformation")] == \
+        ["Get-MsolCompanyInformation"]
+    assert "$ExpectedTenantId" not in text and "Write-Output ('Connected to tenant ' + $Company.ObjectId" in text
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_review_says_to_unblock_a_copied_setup_ps1_after_its_hash_check(profile: str) -> None:
+    review = " ".join(_files(profile)["REVIEW.md"].decode("utf-8").split())
+    hashes = review.index("check it with `Get-FileHash` before running")
+    unblock = review.index("A setup.ps1 copied from a workstation carries the downloaded mark, and the RemoteSigned "
+                           "execution policy refuses it: once its hash matches, `Unblock-File -LiteralPath .\\setup.ps1`.")
+    assert hashes < unblock
+
+
+def test_readme_says_to_unblock_a_copied_setup_ps1_and_lists_items_4_and_8() -> None:
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8").split())
+    assert "once its hash matches, `Unblock-File -LiteralPath .\\setup.ps1`" in readme
+    confirm = readme.index("## What only a real Windows host can confirm")
+    assert readme.index("* issue 19, the execution policy:", confirm) > confirm
+    assert readme.index("* issue 19, UNC certificate paths:", confirm) > confirm
+
+
+def test_psbridge_check_over_the_peer_shows_a_blocked_vendor_script(tmp_path: Any, engine: Any, http_peer: Any,
+                                                                     secrets_env: None,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The real CLI: the server probe's readings (RemoteSigned, a downloaded unsigned file) make check exit 1."""
+    from psbridge.cli import main
+    from support.cli import check_args
+    from support.packages import answer_probes, write_check_package
+
+    pkg = write_check_package(tmp_path)
+    answer_probes(engine, _server_with("RemoteSigned", "NotSigned", False, True))
+    assert main(check_args(pkg, http_peer, "--json")) == 1
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    [verdict] = [v for v in report["verdicts"] if v["id"] == "prerequisites"]
+    assert verdict["verdict"] == "blocked"
+    assert "unblock it on the server with Unblock-File" in verdict["detail"]

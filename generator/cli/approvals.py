@@ -151,7 +151,7 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
       psbridge approve output/contoso --key ~/.psbridge/jane-doe.key \\
           --expires 3d --comment "CHG-1234"
     """
-    from .. import approvals, audit
+    from .. import approvals, audit, clock
 
     log = package_log(audit_log, package_dir)
     package = read_package_logged(package_dir, log, "approve")
@@ -171,6 +171,9 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
     else:
         click.echo(f"already approved by {safe(rec['approver'])} until {rec['expires_at']} ({result.path}); "
                    "nothing added")
+    for short in approvals.window_shortfalls(package, [(rec["approver"], rec["expires_at"])]):
+        click.echo(f"psbridge: warning: {safe(short.line(str(package_dir), str(key_path), clock.utc_now()))}",
+                   err=True)
     print_audit_head(log, entry)
 
 

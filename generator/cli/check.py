@@ -101,7 +101,7 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
     warn_if_unverified(conn.verify_tls, conn.transport)
     ctx = RemoteContext(prepared.package, conn, winrm_password, secrets)
     check_options = CheckOptions(entra=not flags.no_entra, timeout=flags.probe_timeout, warn_days=flags.warn_days,
-                                 save_to=save_to, progress=probe_line(flags.as_json))
+                                 save_to=save_to, progress=probe_line(flags.as_json), audit_log=log)
     report = probe_package(ctx, check_options)
     print_check(report, as_json=flags.as_json)
     checked = record_check(ctx, report, check_options, log)

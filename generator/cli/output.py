@@ -127,7 +127,8 @@ def _values(label: str, value: object) -> list[str]:
 
 def _verdict_lines(verdict: StepVerdict, total: int) -> list[str]:
     """One step's verdict, before -> after when it would change, then its causes and fixes."""
-    head = f"[{verdict.index:02d}/{total:02d}] {verdict.id:<16} {verdict.verdict:<12} "
+    shown = f"{verdict.verdict} (after {verdict.not_before})" if verdict.not_before else verdict.verdict
+    head = f"[{verdict.index:02d}/{total:02d}] {verdict.id:<16} {shown:<12} "
     lines = textwrap.wrap(safe(verdict.detail), WIDTH, initial_indent=head, subsequent_indent=INDENT,
                           break_on_hyphens=False) or [head.rstrip()]
     if verdict.before is not None or verdict.after is not None:

@@ -65,6 +65,7 @@ def validate(params: Path, as_json: bool) -> None:
 
     payload_for(parameters, params.parent)  # a bad .nupkg fails here (exit 2), not at render
     _warn_if_article_values(parameters, params)
+    _warn_if_unc(parameters)
     _warn_if_acs(parameters)  # a valid file of the ACS trust: valid, and retired
     if as_json:
         click.echo(json.dumps({"file": str(params), "valid": True, "name": parameters.name,
@@ -114,13 +115,23 @@ def _warn_if_article_values(parameters: Parameters, path: Path) -> None:
                    f"({', '.join(held)}): replace them with yours", err=True)
 
 
+def _warn_if_unc(parameters: Parameters) -> None:
+    """One line on stderr per server-side certificate path on a share (the second hop over remoting)."""
+    from ..fields import second_hop_warnings
+
+    for line in second_hop_warnings(parameters.certificate.model_dump()):
+        click.echo(f"psbridge: warning: {line}", err=True)
+
+
 def _warn_if_acs(parameters: Parameters) -> None:
     """One line on stderr while the parameters choose the ACS trust, which Microsoft retired (quote and date)."""
-    from ..parameters import acs_retirement_warning
+    from ..parameters import FREE_WINDOW_NOTE, acs_retirement_warning
 
     line = acs_retirement_warning(parameters)
     if line:
         click.echo(f"psbridge: warning: {line}", err=True)
+    if parameters.change and parameters.change.window and not parameters.change.window_interval:  # issue 21
+        click.echo(f"psbridge: note: {FREE_WINDOW_NOTE}", err=True)
 
 
 def _local_certificate(parameters: Parameters, base_dir: Path) -> Facts | None:
@@ -228,6 +239,7 @@ def render(params: Path | None, example: bool, out_dir: Path, force: bool, as_js
         else:
             parameters = load_parameters(params)
             _warn_if_article_values(parameters, params)
+            _warn_if_unc(parameters)
             facts = _local_certificate(parameters, params.parent)
             replaced = _replaced_certificate(parameters, params.parent, facts)
             payload = payload_for(parameters, params.parent)

@@ -92,6 +92,7 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
         raise with_next_command(exc, str(package_dir)) from None
     package = prepared.package
     _warn_if_certificate_ends_first(prepared)
+    _warn_if_approvals_end_first(prepared, package_dir)
     crm = package.parameters.crm
     conn = connected(connection, prepared, lambda exc: refused(log, "run", exc, package_dir, connection.host))
     if policy is None:
@@ -149,6 +150,16 @@ def _warn_if_certificate_ends_first(prepared: PreparedRun) -> None:
     subject = facts.get("subject") or "(empty subject)"
     click.echo(safe(f"psbridge: warning: the certificate {subject} {verb} {facts['not_after']}, before the approval "
                     f"({latest.approver} until {latest.expires_at})"), err=True)
+
+
+def _warn_if_approvals_end_first(prepared: PreparedRun, package_dir: Path) -> None:
+    """One warning line per approval relied on that expires before `[change] window` ends (ISO windows only)."""
+    from ..approvals import window_shortfalls
+    from ..clock import utc_now
+
+    used = prepared.approval.approvals_used if prepared.approval is not None else []
+    for short in window_shortfalls(prepared.package, [(a.approver, a.expires_at) for a in used]):
+        click.echo(safe("psbridge: warning: " + short.line(str(package_dir), "<your key>", utc_now())), err=True)
 
 
 def _confirm_unapproved(prepared: PreparedRun, assume_yes: bool, as_json: bool) -> None:

@@ -18,8 +18,10 @@ from ..clock import file_stamp, stamp
 from ..errors import UserError
 from ..files import write_file
 from ..package import Package, PackageStep
+from ..steps.certificate import switch_wait
 from .context import RemoteContext
 from .gate import session_steps
+from .graph_signout import sign_out_of_graph, warn_on_stderr
 from .probing import Progress, Prober, additional_answers, main_answers, redacted
 from .transport import open_session
 from .inputs import secrets_needed
@@ -43,6 +45,8 @@ class CheckOptions:
     #: Save the evidence: "" for PACKAGE/checks/<UTC time>.json, a path for that file, None not at all.
     save_to: str | None = None
     progress: Progress | None = None
+    #: The audit log a renewal's wait before its switch is proven in (`steps.certificate.switch_wait`).
+    audit_log: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,11 @@ def probe_package(ctx: RemoteContext, options: CheckOptions) -> CheckReport:
     try:
         answers, notes = main_answers(ctx, Prober(session, options.timeout, redact, options.progress), entra_steps)
     finally:
+        # The session steps signed in to Entra ID: sign out, on every way out, before the session closes.
+        warn_on_stderr(sign_out_of_graph(session if entra_steps else None, package, redact))
         session.close()
     per_server, more_notes = additional_answers(ctx, options.timeout, options.progress)
-    report = evaluate(package.plan, answers, per_server)
+    report = evaluate(package.plan, answers, per_server, switch_wait=switch_wait(package, options.audit_log))
     report.notes.extend(notes + more_notes)
     report.readings.update({"main": answers, "additional": per_server})
     return replace(redacted(report, redact), warn_days=options.warn_days)

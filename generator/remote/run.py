@@ -11,6 +11,7 @@ from ..thumbprint import Thumbprint
 from .action import Audited, Finished, audited_action, finish, started
 from .advice import RunFacts
 from .context import RemoteContext
+from .graph_signout import sign_out_of_graph, warn_on_stderr
 from ..run_record import ApprovalEvent
 from .servers import RunOptions, ServerRun
 
@@ -34,7 +35,14 @@ def run_package(ctx: RemoteContext, options: RunOptions, audited: Audited,
     details: dict[str, Any] = {"host": ctx.conn.host, "user": ctx.conn.username, "steps": start.steps,
                                "servers": start.servers, "_events": events}
     with audited_action(ctx, audited, start, details) as recorder:
-        server_run.ctx = ctx.with_emit(recorder.emit)
+        sent_to_main: list[int] = []
+
+        def emit(event: dict[str, Any]) -> None:
+            if event.get("event") == "step-start" and not event.get("host"):
+                sent_to_main.append(event.get("index", 0))  # a step (such as connect) went to the main session
+            recorder.emit(event)
+
+        server_run.ctx = ctx.with_emit(emit)
 
         def audit_line(what: str, facts: dict[str, Any]) -> None:
             recorder.line(what, **facts)
@@ -49,6 +57,8 @@ def run_package(ctx: RemoteContext, options: RunOptions, audited: Audited,
             recorder.end(stop_code(), "interrupted", summary, pending)
             raise
         finally:
+            # After the last step and --verify, and on every way out: no Graph token stays behind.
+            warn_on_stderr(sign_out_of_graph(server_run.main if sent_to_main else None, package, ctx.redact))
             server_run.close()
         done = finish(recorder, result, host=ctx.conn.host, steps=start.steps)
         done.facts = facts_of(server_run)

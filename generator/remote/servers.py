@@ -3,8 +3,10 @@
 A first setup runs the main server's steps, then the additional servers' step on each of them.
 A renewal installs the new certificate on every additional server before the main server
 switches CRM to it, so the main server comes twice, in the same session (and under the same
-lock): before and after them. Right before the switch the switch guard asks each additional
-server itself whether it holds the new certificate. A run has one run-end event, written by
+lock): before and after them. Right before the switch the wait guard refuses it (and every step
+after it) until `[certificate] switch_after_hours` have passed since the audit log's proof that
+step spn read the new key credential back, and the switch guard asks each additional server
+itself whether it holds the new certificate. A run has one run-end event, written by
 the caller (`action`), whatever server it stopped on.
 """
 
@@ -17,6 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..catalogue import is_renewal
+from .. import clock
+from ..clock import format_time
+from ..steps.certificate import PROOF_ACTION, SwitchWait, key_proof_details, switch_wait
 from ..check import CheckReport
 from ..readings import CertificateReading
 from ..thumbprint import Thumbprint
@@ -117,6 +122,22 @@ class ServerRun:
         elif event.get("event") == "state" and not event.get("host"):
             self.readings[(event["id"], event["when"])] = event.get("readings") or {}
         self.ctx.emit(event)
+        self._prove_key(event)
+
+    def _prove_key(self, event: dict[str, Any]) -> None:
+        """A renewal's spn step ended OK on the main server: the audit log's proof line (the new key
+        credential is in Entra ID, read back), which the wait before the switch counts from.
+
+        Written after the record took the event; a log that refuses it stops the run like a record that
+        can't be written (the switch would be refused without it anyway).
+        """
+        log = self.ctx.settings.audit_log
+        if (event.get("event") != "step-end" or event.get("id") != "spn" or event.get("state") != "ok"
+                or event.get("host") or log is None or not is_renewal(self.ctx.package.parameters)):
+            return
+        from .. import audit
+
+        audit.record(log, PROOF_ACTION, self.ctx.package, "ok", host=self.ctx.conn.host, **key_proof_details(event))
 
     def run(self) -> RunResult:
         """Each target in turn; the first that does not end well ends the run (Raises ConnectFailure
@@ -205,6 +226,7 @@ class ServerRun:
             emit, ctx.redact,
             Hooks(confirm=self.options.confirm, observe=observer(ctx.with_emit(emit), session),
                   guard=_chained(self._approval_guard(command),
+                                 self._wait_guard(command) if target.host is None else None,
                                  self._switch_guard(session, emit) if target.host is None else None)))
         result = executor.run(session)
         summary = list(result.summary)
@@ -279,6 +301,35 @@ class ServerRun:
 
         return guard
 
+    def _wait_guard(self, command: ContinueCommand) -> Guard | None:
+        """A renewal's wait before its switch: the switch step, and every main-server step after it, is not
+        sent until `[certificate] switch_after_hours` have passed since the new key credential was proven in
+        Entra ID (the audit log's chain-verified proof line, `steps.certificate.switch_wait`); None for a
+        package that does not wait (not a renewal, or 0 hours: it runs through).
+
+        The log is read right before the step, so a run that added the key in this very session finds its
+        own proof line: a renewal run therefore stops after the key is added, and says when to continue.
+        """
+        package = self.ctx.package
+        switch = next((s for s in package.steps if s.id == "certificate"), None)
+        spn = next((s for s in package.steps if s.id == "spn"), None)
+        hours = package.parameters.certificate.switch_after_hours
+        if switch is None or spn is None or not is_renewal(package.parameters) or not hours:
+            return None
+        log = self.ctx.settings.audit_log
+        passed: list[bool] = []  # once the wait has passed it stays passed: the log is not read again
+
+        def guard(step: PackageStep) -> list[str] | None:
+            if passed or step.spec.runs_on != "main" or step.index < switch.index:
+                return None
+            wait = switch_wait(package, log)
+            if wait is None or not wait.waiting(clock.utc_now()):
+                passed.append(True)
+                return None
+            return _wait_refusal(wait, step, spn, command)
+
+        return guard
+
     def _switch_guard(self, session: PSRPSession,
                       emit: Callable[[dict[str, Any]], None]) -> Callable[[PackageStep], list[str] | None] | None:
         """A renewal's guard before its switch (step certificate) on the main server; None for other packages.
@@ -340,6 +391,25 @@ class ServerRun:
         summary.append(f"Not sent: step {step.index:02d} ({step.id}) and what follows.")
         return summary + resume_advice(package.steps, changed, skipped, first,
                                        self.ctx.continue_command(from_server=host)), step.index
+
+
+def _wait_refusal(wait: SwitchWait, step: PackageStep, spn: PackageStep, command: ContinueCommand) -> list[str]:
+    """Why the step waits (one line, with the UTC time), and the exact command that continues."""
+    label = f"step {step.index:02d} ({step.id})" + (" switches CRM to the new certificate" if step.id == "certificate"
+                                                    else " comes after the switch")
+    until = wait.until
+    if until is None or wait.proof is None:
+        why = wait.problem or f"no line of step {spn.index:02d} (spn) ending OK for this package digest"
+        return [f"Not sent: {label}, {wait.hours} hours ([certificate] switch_after_hours) after step "
+                f"{spn.index:02d} (spn) proved the new key credential in Entra ID, and the audit log {wait.log} "
+                f"holds no such proof that its hash chain vouches for ({why}).",
+                f"Run step {spn.index:02d} (it changes nothing when the key credential is in place; it reads it "
+                "back), then wait:", f"  {command.at(spn.index)}"]
+    return [f"Not sent: {label} only after {format_time(until)} (UTC): the new key credential was read back in "
+            f"Entra ID at {format_time(wait.proof.proven_at)} (audit log {wait.log}, line {wait.proof.line}) and "
+            f"[certificate] switch_after_hours is {wait.hours} (SharePoint may take up to 24 hours to use a new "
+            "certificate).",
+            f"Continue after {format_time(until)} with:", f"  {command.at(step.index)}"]
 
 
 def _chained(*guards: Guard | None) -> Guard | None:

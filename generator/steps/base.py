@@ -101,6 +101,8 @@ class RollbackContext:
 
 #: (the rollback script's parameters, whether the step changed anything), or None: the probes did not answer.
 RollbackValues = Callable[[RollbackContext], "tuple[dict[str, Any], bool] | None"]
+#: By-hand notes that go with a scripted back-out: what its script leaves alone, and how to do it by hand.
+RollbackNotes = Callable[[RollbackContext], "list[str]"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class Backout:
     #: True: `steps/<id>/rollback-<profile>.ps1.j2`; False: one `steps/<id>/rollback.ps1.j2`.
     profile_templates: bool = False
     values: RollbackValues | None = field(default=None, compare=False, repr=False)
+    notes: RollbackNotes | None = field(default=None, compare=False, repr=False)
 
     def template(self, profile: str) -> str:
         return f"steps/{self.step_id}/rollback{f'-{profile}' if self.profile_templates else ''}.ps1.j2"

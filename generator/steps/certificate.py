@@ -1,12 +1,20 @@
 """Step certificate: import the PFX, grant the service account its key, make it CRM's S2S certificate.
 
 In a renewal the same step is the switch: it runs after the new key credential is in Entra ID
-and the certificate is on every additional server.
+and the certificate is on every additional server, and only `[certificate] switch_after_hours`
+after the new key credential was proven there (`switch_wait`): Microsoft's "Troubleshooting
+server-based authentication" says SharePoint may take up to 24 hours to use a new certificate.
+The proof is the audit log's `step-end` line of the spn step (`key_proof_details`, written by
+`psbridge run` when that step ends OK; in a renewal the step ends OK only after it read the
+credential back), believed only when the whole log's hash chain verifies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..readings import Readings
@@ -153,3 +161,103 @@ UNIT = StepUnit(
     renewal_needs=("prerequisites", "connect"),
     verdict=verdict, backout=BACKOUT,
 )
+
+
+# --------------------------------------------------------------------------- a renewal's wait before the switch
+
+#: The audit line that proves the new key credential in Entra ID: action `step-end`, outcome `ok`.
+#: An action of its own, so that nothing reading `run` lines (rollback's vouching, `runs`) sees it.
+PROOF_ACTION = "step-end"
+
+
+def key_proof_details(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The details of the proof line, from the spn step's step-end event (state ok) in a renewal.
+
+    `read_back` is True because a renewal's spn step ends OK only after it read the credential back
+    (the script throws otherwise) or found it in place by reading the service principal's keys.
+    """
+    return {"step": {"index": event.get("index"), "id": "spn", "sha256": event.get("sha256"),
+                     "ended": event.get("ended"), "state": "ok"},
+            "read_back": True}
+
+
+@dataclass(frozen=True)
+class KeyProof:
+    """When the new key credential was proven in Entra ID: the proof line's own time, and its line number."""
+
+    proven_at: _dt.datetime
+    line: int
+
+
+@dataclass(frozen=True)
+class SwitchWait:
+    """A renewal's wait before its switch: the approved hours, and the proof the audit log holds (or why none)."""
+
+    hours: int
+    log: str
+    proof: KeyProof | None = None
+    #: Why the log vouches for nothing (missing, broken chain); None when it was read.
+    problem: str | None = None
+
+    @property
+    def until(self) -> _dt.datetime | None:
+        """The earliest time of the switch; None while no proof counts."""
+        return None if self.proof is None else self.proof.proven_at + _dt.timedelta(hours=self.hours)
+
+    def waiting(self, now: _dt.datetime) -> bool:
+        """Whether the switch must not be sent at `now`: no proof, or the hours have not passed."""
+        until = self.until
+        return until is None or now < until
+
+
+def _audit_time(text: object) -> _dt.datetime:
+    """An audit line's `time` (`2026-12-07T05:22:32.123456Z`); ValueError for anything else."""
+    if not isinstance(text, str):
+        raise ValueError("not a time")
+    return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
+
+
+def key_proof(lines: Sequence[Mapping[str, Any]], digest: str) -> KeyProof | None:
+    """The last proof line for this package digest among chain-verified lines, or None.
+
+    The last one: a later spn run that read the credential back again restarts the wait, since
+    psbridge cannot tell whether the credential was removed and added again in between.
+    """
+    found = None
+    for number, line in enumerate(lines, start=1):
+        details = line.get("details") or {}
+        step = details.get("step")
+        if (line.get("action") != PROOF_ACTION or line.get("outcome") != "ok" or line.get("digest") != digest
+                or not isinstance(step, Mapping) or step.get("id") != "spn" or details.get("read_back") is not True):
+            continue
+        try:
+            found = KeyProof(_audit_time(line.get("time")), number)
+        except ValueError:
+            continue
+    return found
+
+
+def switch_wait(package: Any, log: Path | None) -> SwitchWait | None:
+    """The wait of a renewal package (`package.Package`) as the audit log `log` proves it; None when the
+    package does not wait (not a renewal, or switch_after_hours = 0: it runs through as before).
+
+    The whole log's hash chain is verified (`audit.entries`): an edited or inserted line breaks it, and
+    then no line counts. What the chain cannot show is who wrote a correctly chained line: anyone who can
+    write the log can append one, as for every line it holds.
+    """
+    from ..audit import entries
+    from ..errors import RuntimeFailure, UserError
+
+    certificate = package.parameters.certificate
+    hours = certificate.switch_after_hours
+    if not certificate.replaces or not hours:
+        return None
+    if log is None:
+        return SwitchWait(hours, "(none)", problem="no audit log was given to read it from")
+    try:
+        lines = entries(log)
+    except UserError as exc:
+        return SwitchWait(hours, str(log), problem="; ".join(exc.problems))
+    except RuntimeFailure as exc:
+        return SwitchWait(hours, str(log), problem=str(exc))
+    return SwitchWait(hours, str(log), key_proof(lines, package.digest))

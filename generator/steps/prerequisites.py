@@ -27,10 +27,13 @@ def verdict(r: Readings) -> StepVerdict:
     if server.reports_tools_dir and not server.tools_dir:
         problems.append("the CRM install folder is not in the registry (HKLM:\\SOFTWARE\\Microsoft\\MSCRM, "
                         "CRM_Server_InstallDir): set crm.tools_dir")
-    for found, what in ((server.tools_script, "CertificateReconfiguration.ps1"), (server.pfx_file, "the PFX file"),
-                        (server.cer_file, "the .cer file")):
+    certificate = (r.plan.get("parameters") or {}).get("certificate") or {}
+    for found, what, path in ((server.tools_script, "CertificateReconfiguration.ps1", None),
+                              (server.pfx_file, "the PFX file", certificate.get("pfx_path")),
+                              (server.cer_file, "the .cer file", certificate.get("cer_path"))):
         if not found:
-            problems.append(f"{what} not found")
+            problems.append(f"{what} not found" + (SECOND_HOP if str(path or "").startswith("\\\\") else ""))
+    problems += _execution_policy(r)
     problems += _certificate_in_use(r)
     unknown: list[str] = []
     if (r.plan.get("parameters") or {}).get("trust") == "app":
@@ -41,6 +44,51 @@ def verdict(r: Readings) -> StepVerdict:
         return StepVerdict(1, "prerequisites", "cannot tell", "; ".join(unknown))
     return StepVerdict(1, "prerequisites", "ok", f"{server.edition} {server.version}, elevated, "
                        f"execution policy {server.execution_policy}")
+
+
+#: Why a UNC certificate path looks missing over remoting (the same words as step 01's).
+SECOND_HOP = (" (a UNC path: over a remote session the server cannot pass your credentials on to the share - the "
+              "second hop - so a file that exists looks missing. Copy the file to a local folder on the server and "
+              "set that path in the parameters, or connect with CredSSP: psbridge run --auth credssp.)")
+
+
+def _execution_policy(r: Readings) -> list[str]:
+    """Whether the execution policy lets step 02 run CertificateReconfiguration.ps1 as a file (step 01's check).
+
+    Script text sent over PSRP is not a file, so no policy blocks the steps; the vendor script is
+    one. Restricted runs no file; AllSigned needs a valid signature by a trusted publisher;
+    RemoteSigned needs one on a file marked as downloaded (Zone.Identifier), Unrestricted asks
+    about such a file (a remote session cannot answer). A reading the probe did not give decides
+    nothing.
+    """
+    server = r.server
+    assert server is not None
+    policy = server.execution_policy or ""
+    if not server.tools_script or not policy or policy == "Bypass":
+        return []
+    fix_policy = ("set the policy to RemoteSigned (Set-ExecutionPolicy RemoteSigned -Scope LocalMachine; "
+                  "Get-ExecutionPolicy -List shows the scope that sets it, and a Group Policy scope wins)")
+    if policy == "AllSigned":
+        if server.script_trusted is not False:
+            return []
+        why = (f"the execution policy is AllSigned and its signature is {server.script_signature}"
+               + (" but its publisher is not in Trusted Publishers" if server.script_signature == "Valid" else "")
+               + f": sign it with a certificate in Trusted Publishers, or {fix_policy}")
+    elif policy in ("RemoteSigned", "Unrestricted"):
+        if server.script_downloaded is not True or (policy == "RemoteSigned" and server.script_trusted is not False):
+            return []
+        why = (f"the execution policy is {policy} and the file is marked as downloaded from the internet "
+               "(its Zone.Identifier stream): check the file, then unblock it on the server with Unblock-File")
+    else:
+        why = f"the execution policy is {policy}, which runs no script file: {fix_policy}"
+    return [f"step {_index(r, 'certificate')} runs CertificateReconfiguration.ps1 as a file, and PowerShell would "
+            f"refuse it: {why}"]
+
+
+def _index(r: Readings, step_id: str) -> str:
+    """A step's number as the package shows it (02), from the plan."""
+    found = [s.get("index") for s in r.plan.get("steps") or [] if isinstance(s, dict) and s.get("id") == step_id]
+    return f"{found[0]:02d}" if found and isinstance(found[0], int) else step_id
 
 
 def _certificate_in_use(r: Readings) -> list[str]:

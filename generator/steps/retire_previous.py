@@ -48,6 +48,8 @@ def verdict(r: Readings) -> StepVerdict:
         label = (key.thumbprint or "(not a certificate)") + (f" (key id {key.key_id})" if key.key_id else "")
         if key.thumbprint == replaces or (key.end is not None and key.end < r.now):
             retire.append(label)
+        elif key.keyless and r.plan.get("profile") == "graph":
+            continue  # as the step: returned without its key, its certificate cannot be told; kept, no stop
         else:
             unknown.append(label + (f", ends {when(key.end)}" if key.end else ""))
     shown = replaces or ""

@@ -35,11 +35,48 @@ if (-not (Get-PSSnapin -Registered -Name 'Microsoft.Crm.PowerShell' -ErrorAction
 if ($CertificateScript -and -not (Test-Path -LiteralPath $CertificateScript -PathType Leaf)) {
     $Problems.Add('CertificateReconfiguration.ps1 was not found: ' + $CertificateScript)
 }
+# Step 02 runs CertificateReconfiguration.ps1 as a FILE, so the execution policy applies to
+# it (the steps themselves arrive as script text, which no policy blocks; about_Execution_Policies):
+# Restricted runs no script file; AllSigned needs a valid signature by a trusted publisher on
+# every file; RemoteSigned needs one only on a file marked as downloaded from the internet (the
+# Zone.Identifier alternate data stream, which Unblock-File removes). An untrusted publisher
+# is asked about at run time, and a remote session cannot answer: that is refused too.
+$ExecutionPolicy = [string](Get-ExecutionPolicy)
+if ($CertificateScript -and (Test-Path -LiteralPath $CertificateScript -PathType Leaf) -and $ExecutionPolicy -ne 'Bypass') {
+    $Signature = Get-AuthenticodeSignature -LiteralPath $CertificateScript
+    $Trusted = $false
+    if ([string]$Signature.Status -eq 'Valid' -and $null -ne $Signature.SignerCertificate) {
+        foreach ($Store in @('Cert:\LocalMachine\TrustedPublisher', 'Cert:\CurrentUser\TrustedPublisher')) {
+            if (Test-Path -LiteralPath ($Store + '\' + $Signature.SignerCertificate.Thumbprint)) {
+                $Trusted = $true
+            }
+        }
+    }
+    $Downloaded = $null -ne (Get-Item -LiteralPath $CertificateScript -Stream 'Zone.Identifier' -ErrorAction SilentlyContinue)
+    $Blocked = $null
+    if ($ExecutionPolicy -eq 'AllSigned' -and -not $Trusted) {
+        $Blocked = 'the execution policy is AllSigned and the file''s signature is ' + $Signature.Status + $(if ([string]$Signature.Status -eq 'Valid') { ' but its publisher is not in Trusted Publishers' } else { '' }) + '. Sign it with a certificate in Trusted Publishers, or set the policy to RemoteSigned (Set-ExecutionPolicy RemoteSigned -Scope LocalMachine; Get-ExecutionPolicy -List shows the scope that sets it, and a Group Policy scope wins).'
+    }
+    elseif (($ExecutionPolicy -eq 'RemoteSigned' -and $Downloaded -and -not $Trusted) -or ($ExecutionPolicy -eq 'Unrestricted' -and $Downloaded)) {
+        $Blocked = 'the execution policy is ' + $ExecutionPolicy + ' and the file is marked as downloaded from the internet (its Zone.Identifier stream)' + $(if ($ExecutionPolicy -eq 'Unrestricted') { ', so PowerShell asks before it runs' } else { ' and its signature is ' + $Signature.Status }) + '. Check the file, then unblock it: Unblock-File -LiteralPath ''' + $CertificateScript + '''.'
+    }
+    elseif (@('AllSigned', 'RemoteSigned', 'Unrestricted') -notcontains $ExecutionPolicy) {
+        $Blocked = 'the execution policy is ' + $ExecutionPolicy + ', which runs no script file. Set it to RemoteSigned (Set-ExecutionPolicy RemoteSigned -Scope LocalMachine; Get-ExecutionPolicy -List shows the scope that sets it, and a Group Policy scope wins).'
+    }
+    if ($null -ne $Blocked) {
+        $Problems.Add('Step 02 runs ' + $CertificateScript + ' as a file, and PowerShell would refuse it: ' + $Blocked)
+    }
+}
+# A certificate path on a share (\\server\share\...) is read by this session's account on the
+# server. Over remoting (psbridge run, Enter-PSSession) the server cannot pass the operator's
+# credentials on to a third machine (the "second hop"), so the share refuses and the file looks
+# missing although it is there. setup.ps1 run at the server's own console can read it.
+$SecondHop = ' (a UNC path: over a remote session the server cannot pass your credentials on to the share - the second hop - so a file that exists looks missing. Copy the file to a local folder on the server and set that path in the parameters, or connect with CredSSP: psbridge run --auth credssp.)'
 if (-not (Test-Path -LiteralPath $PfxPath -PathType Leaf)) {
-    $Problems.Add('The PFX file was not found: ' + $PfxPath)
+    $Problems.Add('The PFX file was not found: ' + $PfxPath + $(if ($PfxPath.StartsWith('\\')) { $SecondHop } else { '' }))
 }
 if (-not (Test-Path -LiteralPath $CerPath -PathType Leaf)) {
-    $Problems.Add('The public certificate (.cer) was not found: ' + $CerPath + ' (no step of the article creates it; export it from the PFX with: psbridge cert export-cer).')
+    $Problems.Add('The public certificate (.cer) was not found: ' + $CerPath + $(if ($CerPath.StartsWith('\\')) { $SecondHop } else { '' }) + ' (no step of the article creates it; export it from the PFX with: psbridge cert export-cer).')
 }
 
 # Known failure (Microsoft, "Troubleshoot server-based authentication",

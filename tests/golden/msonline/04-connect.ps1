@@ -4,6 +4,8 @@
 # Changes state: no (session only).
 # Deviation from the article: the credential may come in as a parameter (psbridge run passes a
 # PSCredential whose password is a SecureString); Get-Credential prompts only when it is absent.
+# Deviation from the article: the connected tenant (Get-MsolCompanyInformation's ObjectId, the
+# company's unique ID) is compared with the package's before step 06 writes to it.
 param(
     [pscredential] $Credential
 )
@@ -14,3 +16,6 @@ if ($null -eq $Credential) {
 }
 $msolcred = $Credential
 Connect-MsolService -Credential $msolcred
+$Company = Get-MsolCompanyInformation
+# The parameters give no tenant ID (sharepoint.tenant_id): the connected tenant is shown, not compared.
+Write-Output ('Connected to tenant ' + $Company.ObjectId + ' (' + $Company.DisplayName + ').')
