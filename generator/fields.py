@@ -392,3 +392,50 @@ def switch_after_hours(value: object) -> int:
 
 
 SwitchAfterHours = Annotated[int, BeforeValidator(switch_after_hours)]
+
+
+# --------------------------------------------------------------------------- the WinRM connection ([crm])
+
+#: What `psbridge run --transport` accepts; the package's `[crm] transport` takes the same values.
+TRANSPORTS = ("https", "http")
+#: What `psbridge run --auth` accepts (remote.transport.AUTHS; tests keep the three lists equal).
+AUTH_METHODS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
+
+
+def winrm_user(value: str) -> str:
+    """The WinRM user: `DOMAIN\\user`, `user@domain` or a local `user`, as `--username` takes it.
+
+    Only a default (the environment and `--username` override it), but it is written into the
+    package and shown to reviewers: one plain account name, no spaces around it, no second `\\`.
+    """
+    if not value or value != value.strip():
+        raise ValueError("must be an account such as CONTOSO\\crmadmin, without spaces around it")
+    if len(value) > 256 or value.count("\\") > 1 or value.count("@") > 1:
+        raise ValueError("must be one account: DOMAIN\\user, user@domain or user (at most 256 characters)")
+    user = value.split("\\")[-1].split("@")[0]
+    if not user:
+        raise ValueError("the user name is missing (DOMAIN\\user or user@domain)")
+    bad = sorted(_FORBIDDEN_IN_ACCOUNT & set(user))
+    if bad:
+        raise ValueError(f"character {bad[0]!r} is not allowed in a Windows account name")
+    return value
+
+
+def user_principal(value: str) -> str:
+    """The Office 365 administrator's sign-in name (a UPN such as admin@contoso.onmicrosoft.com)."""
+    local, at, domain = value.partition("@")
+    if not at or not local or " " in value or len(value) > 256:
+        raise ValueError("must be a user principal name such as admin@contoso.onmicrosoft.com")
+    dns_name(domain, what="the domain after '@'")
+    return value
+
+
+def tcp_port(value: int) -> int:
+    """A TCP port, 1-65535 (WinRM listens on 5986 for HTTPS, 5985 for HTTP)."""
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
+WinRMUser = Annotated[str, AfterValidator(winrm_user)]
+UserPrincipal = Annotated[str, AfterValidator(user_principal)]

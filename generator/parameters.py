@@ -36,6 +36,7 @@ from pydantic import (
 
 from .errors import UserError
 from .fields import (
+    tcp_port,
     CerPath,
     FolderPath,
     Guid,
@@ -51,6 +52,8 @@ from .fields import (
     SiteUrl,
     SwitchAfterHours,
     Thumbprint,
+    UserPrincipal,
+    WinRMUser,
     DEFAULT_SWITCH_AFTER_HOURS,
     normalize_host,
     plain_text,
@@ -61,6 +64,9 @@ from .text import clip, printable
 # --------------------------------------------------------------------------- the model
 
 STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False, frozen=True)
+
+#: A TCP port as TOML writes it: an integer (not "5986", not true).
+Port = Annotated[int, Field(strict=True), AfterValidator(tcp_port)]
 
 
 class _Strict(BaseModel):
@@ -164,6 +170,32 @@ class Crm(_Strict):
         "at most 253 characters, e.g. crm01.contoso.local or crm01) or an IPv4 address; no IPv6, port or URL. "
         "Compared case-insensitively, ignoring a trailing dot.",
     )
+    transport: Literal["https", "http"] | None = Field(
+        None,
+        description="Optional: how run, check and rollback reach the server's WinRM listener. Approved with the "
+        "package like server: --transport may repeat it, another value is refused. Left out: --transport "
+        "(default https).",
+    )
+    port: Port | None = Field(
+        None,
+        description="Optional: the WinRM port (1-65535). Approved with the package: --port may repeat it, another "
+        "port is refused. Left out: --port (default 5986 for https, 5985 for http).",
+    )
+    auth: Literal["negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate"] | None = Field(
+        None,
+        description="Optional: the WinRM authentication method. Approved with the package: --auth may repeat it, "
+        "another method is refused. Left out: --auth (default negotiate).",
+    )
+    username: WinRMUser | None = Field(
+        None,
+        description="Optional default WinRM user, e.g. CONTOSO\\crmadmin (never its password). PSBRIDGE_USERNAME "
+        "and then --username override it.",
+    )
+    o365_user: UserPrincipal | None = Field(
+        None,
+        description="Optional default Office 365 administrator for the steps that connect, e.g. "
+        "admin@contoso.onmicrosoft.com (never its password). PSBRIDGE_O365_USER and then --o365-user override it.",
+    )
     organization: OrganizationName | None = Field(
         None,
         description='The organization\'s unique name (Get-CrmOrganization -Name); required for trust = "app": its '
@@ -175,6 +207,14 @@ class Crm(_Strict):
         "CertificateReconfiguration.ps1 must run on each of them too, without -updateCrm: `run` does that "
         "in step 09 after the main sequence, one server after the other.",
     )
+
+    @model_validator(mode="after")
+    def _no_clear_text_credentials(self) -> Crm:
+        """What `run` would refuse anyway (remote.transport.Connection.validate), refused before it is approved."""
+        if self.transport == "http" and self.auth in ("basic", "certificate"):
+            raise ValueError(f'auth = "{self.auth}" over transport = "http" would send credentials and scripts in '
+                             'clear text: use transport = "https", or auth = "negotiate", "ntlm" or "kerberos"')
+        return self
 
     @model_validator(mode="after")
     def _distinct_servers(self) -> Crm:
@@ -572,6 +612,8 @@ def _message(error: Any) -> str:
         return f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return f"{where}: required"
+    if kind in ("int_type", "int_parsing"):
+        return f"{where}: must be a whole number such as 5986, without quotes"
     if kind == "literal_error":
         msg = msg.replace("Input should be", "must be")
     # Validators clip what they quote; pydantic's own texts do not quote the input. Clip
@@ -610,11 +652,17 @@ def load_parameters(path: Path) -> Parameters:
     except RecursionError:
         raise UserError(f"{shown}: not valid TOML: arrays or tables nested too deeply") from None
     except ValueError as exc:  # TOMLDecodeError, and int()'s limit on very long integers
-        raise UserError(f"{shown}: not valid TOML: {printable(clip(str(exc), 200))}") from None
+        from .toml_hints import single_quotes_hint
+
+        hint = single_quotes_hint(raw.decode("utf-8"), str(exc))
+        raise UserError(f"{shown}: not valid TOML: {printable(clip(str(exc), 200))}{hint}") from None
     try:
         return parse_parameters(data)
     except UserError as exc:
-        raise UserError(*(f"{shown}: {p}" for p in exc.problems)) from None
+        from .toml_hints import escaped_path_hint
+
+        text = raw.decode("utf-8")
+        raise UserError(*(f"{shown}: {p}{escaped_path_hint(text, p)}" for p in exc.problems)) from None
 
 
 EXAMPLE: dict[str, Any] = {

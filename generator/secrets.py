@@ -49,3 +49,14 @@ def read_secret(
     if not value and not allow_empty:
         raise UserError(f"{what}: empty")
     return value
+
+
+def source_of(env_var: str) -> str:
+    """Where `read_secret(env_var, …)` took (or takes) the secret from, for an error line; never the secret.
+
+    Why: after "authentication failed" the operator's first question is which password was
+    used: a stale exported variable is the usual cause, and only its name helps.
+    """
+    if env_var in os.environ:
+        return env_var
+    return "the prompt"

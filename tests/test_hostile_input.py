@@ -144,6 +144,8 @@ FIELD_FORMS: dict[str, str] = {
     "crm.root_domain": "*.contoso.com{}",
     "crm.tools_dir": "C:\\Program Files\\Microsoft Dynamics CRM\\Tools{}",
     "crm.server": "crm01.contoso.local{}",
+    "crm.username": "CONTOSO\\crm{}admin",
+    "crm.o365_user": "admin{}@contoso.onmicrosoft.com",
     "crm.additional_servers[1]": "crmfe2.contoso.local{}",
     "sharepoint.sites[1]": "https://contoso.sharepoint.com/sites/sales{}team",
     "sharepoint.tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47{}",

@@ -1,9 +1,9 @@
 """The README's whole workflow runs as written: init, render, report, keygen, approve, verify, check,
 run, rollback, audit verify, against the loopback WinRM peer.
 
-Only what the README says to change is changed: the edit after `init` (the server), and the
-server's name, which points at the peer here (127.0.0.1, plus the peer's port and HTTP with
-NTLM message encryption); a shell glob in `--run` is expanded as the shell would.
+Only what the README says to change is changed: the edit after `init` (in [crm] the server and the
+users), and the server, which is the peer here (127.0.0.1, and in [crm] the peer's port and HTTP
+with NTLM message encryption); a shell glob in `--run` is expanded as the shell would.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 import sys
 
+import pytest
+
 from psbridge.cli import main
 
 from support.cli import CHECKOUT
 from support.packages import answer_probes
 from support.app_trust import payload_digests
 from support.probe_states import TENANT, app_trust_state, state
-from support.winrm_peer import Engine, Reply
+from support.winrm_peer import Engine, ErrorSpec, Reply
 
 
 class _Terminal(io.StringIO):
@@ -37,10 +39,14 @@ README = (CHECKOUT / "README.md").read_text(encoding="utf-8")
 SERVER = "crm01.contoso.local"
 
 
+def workflow_block() -> str:
+    """The README's workflow block (its console lines, comments included)."""
+    return README.split("### The whole workflow", 1)[1].split("```console", 1)[1].split("```", 1)[0]
+
+
 def workflow() -> list[list[str]]:
     """The commands of the README's workflow block, each as argv (continuation lines joined)."""
-    block = README.split("### The whole workflow", 1)[1].split("```console", 1)[1].split("```", 1)[0]
-    block = block.replace("\\\n", " ")
+    block = workflow_block().replace("\\\n", " ")
     commands = []
     for line in block.splitlines():
         if line.startswith("$ psbridge "):
@@ -89,20 +95,33 @@ def _server_changes(engine: Engine, package: Path) -> None:
         engine.when(probe.format(name), Reply(output=[json.dumps(was)]))
 
 
-def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secrets_env, monkeypatch, capsys,
-                                            msal_package):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PSBRIDGE_AUDIT_LOG")  # the workflow's log is the default one, beside the packages
-    monkeypatch.setenv("PSBRIDGE_KEY_PASSPHRASE", "board-Passphrase-1")
-    monkeypatch.setenv("PSBRIDGE_GRAPH_TOKEN", "eyJ0eXAi.graph-token-of-the-operator.sig")  # profile graph
-    to_peer = ["--port", str(http_peer.port), "--transport", "http", "--auth", "ntlm"]
+def _the_readme_edit(params: Path, peer_port: int) -> None:
+    """The edit the README asks for after `init`: in [crm] the server and the users, as the README writes them.
+
+    The server is the peer here (127.0.0.1), and the peer's connection (HTTP on its port, NTLM) goes
+    into [crm] too, where it is approved with the package like the server.
+    """
+    edit = workflow_block().split("$ psbridge render", 1)[0]
+    users = re.findall(r"(username = '[^']*'|o365_user = \"[^\"]*\")", edit)
+    assert [u.split(" =")[0] for u in users] == ["username", "o365_user"], edit
+    assert f'server = "{SERVER}"' in edit
+    connection = [f'server = "127.0.0.1"', 'transport = "http"', f"port = {peer_port}", 'auth = "ntlm"', *users]
+    text = params.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^\[crm\]\n", lambda _: "[crm]\n" + "\n".join(connection) + "\n", text)
+    text = text.replace('tenant_id = "00000000-0000-0000-0000-000000000000"', f'tenant_id = "{TENANT}"')
+    params.write_text(text, encoding="utf-8")  # your values: the tenant; the MSAL package is beside it
+
+
+def _run_workflow(tmp_path: Path, peer: Any, engine: Engine, monkeypatch: Any, capsys: Any,
+                  until: str | None = None) -> dict[str, int]:
+    """The README's workflow block, command by command, as written (up to and without `until`)."""
     codes = {}
     for argv in workflow():
         command = argv[0]
+        if command == until:
+            break
         argv = [a.replace(SERVER, "127.0.0.1") for a in argv]
         argv = [m for a in argv for m in (sorted(glob.glob(a)) if "*" in a else [a])]
-        if command in ("check", "run", "rollback"):
-            argv = [*argv, *to_peer]
         if command == "check":
             answer_probes(engine, {**state("fresh server"), **_app_probes(tmp_path / "changes" / "contoso")})
         if command == "run":
@@ -118,12 +137,25 @@ def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secret
             assert "Send these back-out scripts with these values?" in err
             # the settings step 07 set where none was before are left, with the procedure (issue 19 item 11)
             assert out.count("crm-settings: by hand: ServerSettings ") == 2, out
-        if command == "init":  # the README's edit: the server this change is for
-            params = tmp_path / argv[1]
-            text = params.read_text(encoding="utf-8")
-            text = re.sub(r"(?m)^\[crm\]\n", '[crm]\nserver = "127.0.0.1"\n', text)  # the peer
-            text = text.replace('tenant_id = "00000000-0000-0000-0000-000000000000"', f'tenant_id = "{TENANT}"')
-            params.write_text(text, encoding="utf-8")  # your values: the tenant; the MSAL package is beside it
+        if command == "init":
+            _the_readme_edit(tmp_path / argv[1], peer.port)
+    return codes
+
+
+@pytest.fixture
+def operator_env(secrets_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workflow's environment: passwords only (the users come from the package), the default audit log."""
+    monkeypatch.delenv("PSBRIDGE_AUDIT_LOG")  # the workflow's log is the default one, beside the packages
+    monkeypatch.delenv("PSBRIDGE_USERNAME", raising=False)
+    monkeypatch.delenv("PSBRIDGE_O365_USER", raising=False)
+    monkeypatch.setenv("PSBRIDGE_KEY_PASSPHRASE", "board-Passphrase-1")
+    monkeypatch.setenv("PSBRIDGE_GRAPH_TOKEN", "eyJ0eXAi.graph-token-of-the-operator.sig")  # profile graph
+
+
+def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, operator_env, monkeypatch, capsys,
+                                            msal_package):
+    monkeypatch.chdir(tmp_path)
+    codes = _run_workflow(tmp_path, http_peer, engine, monkeypatch, capsys)
     assert list(codes) == ["init", "render", "report", "keygen", "approve", "verify", "check", "run", "rollback",
                            "audit"]
     assert (tmp_path / "changes" / "contoso-report.html").is_file()
@@ -135,6 +167,30 @@ def test_the_readme_workflow_runs_as_written(tmp_path, http_peer, engine, secret
     assert len(undo) == 3 and not any(p.script.startswith("# psbridge back-out of step 07") for p in undo)
     log = [json.loads(line) for line in (tmp_path / "changes" / "audit.jsonl").read_text().splitlines()]
     assert [line["action"] for line in log][:2] == ["render", "approve"] and log[-1]["action"] == "rollback"
+
+
+def test_the_readme_commands_are_short() -> None:
+    """check, run and rollback name no connection option: the package carries it (README: "Where settings come from")."""
+    connection = {"--host", "--port", "--transport", "--auth", "--username", "--o365-user"}
+    for argv in workflow():
+        if argv[0] in ("check", "run", "rollback"):
+            assert not connection & set(argv), argv
+
+
+def test_the_readme_runs_continue_command_is_short(tmp_path, http_peer, engine, operator_env, monkeypatch, capsys,
+                                                   msal_package):
+    """A run of the README's workflow that stops at step 07 prints this continue command, and it works."""
+    monkeypatch.chdir(tmp_path)
+    _run_workflow(tmp_path, http_peer, engine, monkeypatch, capsys, until="run")
+    [run] = [argv for argv in workflow() if argv[0] == "run"]
+    _server_changes(engine, tmp_path / "changes" / "contoso")
+    engine.when("# psbridge step 07/", Reply(errors=[ErrorSpec("settings locked", "PermissionDenied", line=2)]),
+                times=1)
+    assert main(run) == 1
+    out = capsys.readouterr().out
+    [line] = [l.strip() for l in out.splitlines() if l.strip().startswith("psbridge run ")]
+    assert line == "psbridge run changes/contoso --verify --require-approval --trusted-keys board --from-step 7"
+    assert main(shlex.split(line)[1:]) == 0, capsys.readouterr()
 
 
 def test_the_readme_monitoring_check_runs_as_written(tmp_path, http_peer, engine, secrets_env, monkeypatch, capsys):

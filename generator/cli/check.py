@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..errors import CommandFinished, UserError
+from ..errors import CommandFinished, RuntimeFailure, UserError
 from ..expiry import EXPIRY_WARNING_DAYS
-from .auditing import gate
+from .auditing import gate, refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option, connection_options
-from .options import gather, package_log
+from .options import connected, gather, package_log
 from .output import print_audit_head, print_check, probe_line, safe, warn_if_unverified
 
 
@@ -66,11 +66,16 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
     ends within --warn-days (or another credential has expired), 1 a probe failed or a
     step is blocked, 3 could not connect.
 
+    Transport, port and auth come from the package's [crm] table when it names them (an
+    option may repeat them; another value is refused); the users from --username and
+    --o365-user, else PSBRIDGE_USERNAME and PSBRIDGE_O365_USER, else the package.
+
     \b
-    Example:
-      psbridge check output/contoso --username 'CONTOSO\\crmadmin' \\
-          --o365-user admin@contoso.onmicrosoft.com
+    Examples:
+      psbridge check output/contoso
+      psbridge check output/contoso --username 'CONTOSO\\crmadmin' --save
     """
+    from ..remote.advice import with_next_command
     from ..remote.checking import CheckOptions, check_steps, probe_package, record_check
     from ..remote.context import RemoteContext
     from ..remote.gate import GateRequest
@@ -78,13 +83,20 @@ def check(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOp
 
     save_to = flags.saving()
     log = package_log(audit_log, package_dir)
-    prepared = gate(log, "check", GateRequest(package_dir, connection.host, policy=approval.policy(), for_check=True))
-    conn = connection.to(prepared.host)
+    try:
+        prepared = gate(log, "check", GateRequest(package_dir, connection.host, policy=approval.policy(),
+                                                  for_check=True))
+    except RuntimeFailure as exc:
+        raise with_next_command(exc, str(package_dir)) from None
+    policy_given = approval.require_approval
+    conn = connected(connection, prepared,
+                     (lambda exc: refused(log, "check", exc, package_dir, connection.host)) if policy_given else None)
+    o365_user = connection.office_user(prepared.package.parameters.crm)
     for problem in prepared.package.replaced:
         click.echo(f"psbridge: warning: {safe(problem)}; check sends the probes psbridge renders itself",
                    err=True)
     entra = check_steps(prepared.package, entra=not flags.no_entra)
-    secrets = read_step_secrets(secrets_needed(entra or []), connection.o365_user)
+    secrets = read_step_secrets(secrets_needed(entra or []), o365_user)
     winrm_password = read_winrm_password(conn)
     warn_if_unverified(conn.verify_tls, conn.transport)
     ctx = RemoteContext(prepared.package, conn, winrm_password, secrets)

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..errors import UserError
+from ..remote.settings import O365_USER_ENV, USERNAME_ENV, PackageConnection, approved_value, from_environment
 
 if TYPE_CHECKING:
     from ..approvals import ApprovalPolicy
+    from ..remote.gate import PreparedRun
     from ..remote.transport import Connection
 
 #: Help is wrapped to the terminal, at most 80 columns; examples (`\b` blocks) are written to fit.
@@ -99,14 +101,21 @@ def _gathered(cls: type[Any], name: str, options: tuple[Callable[[Command], Comm
 # --------------------------------------------------------------------------- the WinRM connection
 
 #: The auth methods of remote.AUTHS, spelled out here so that `--help` does not import the
-#: PSRP layer; tests/test_run_logic.py keeps the two equal.
+#: PSRP layer; tests/test_run_logic.py keeps the two equal (and test_connection_settings.py the
+#: parameters file's `[crm] auth`).
 _AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
 _CONNECTION_OPTIONS: tuple[Callable[[Command], Command], ...] = (
     click.option("--host", help="The Dynamics 365 server (default: the package's [crm] server; another host is refused)."),
-    click.option("--port", type=int, help="WinRM port (default 5986 for https, 5985 for http)."),
-    click.option("--transport", type=click.Choice(["https", "http"]), default="https", show_default=True),
-    click.option("--auth", type=click.Choice(list(_AUTHS)), default="negotiate", show_default=True),
-    click.option("--username", help="WinRM user, e.g. CONTOSO\\crmadmin. Password: PSBRIDGE_WINRM_PASSWORD or a prompt."),
+    click.option("--port", type=int, help="WinRM port (default: the package's [crm] port, else 5986 for https, "
+                                          "5985 for http; another port than the package's is refused)."),
+    click.option("--transport", type=click.Choice(["https", "http"]), default=None,
+                 help="Default: the package's [crm] transport, else https (another value than the package's is "
+                      "refused)."),
+    click.option("--auth", type=click.Choice(list(_AUTHS)), default=None,
+                 help="Default: the package's [crm] auth, else negotiate (another method than the package's is "
+                      "refused)."),
+    click.option("--username", help=f"WinRM user, e.g. CONTOSO\\crmadmin (default: {USERNAME_ENV}, else the "
+                                     "package's [crm] username). Password: PSBRIDGE_WINRM_PASSWORD or a prompt."),
     click.option("--ca-bundle", type=click.Path(dir_okay=False, path_type=Path), help="PEM file of the CA(s) to trust for HTTPS."),
     click.option("--no-verify-tls", is_flag=True, help="Do not verify the server's certificate (unsafe; warned)."),
     click.option("--client-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM client certificate for --auth certificate."),
@@ -114,18 +123,25 @@ _CONNECTION_OPTIONS: tuple[Callable[[Command], Command], ...] = (
     click.option("--configuration-name", default="Microsoft.PowerShell", show_default=True, help="PSSession configuration (JEA endpoint)."),
     click.option("--connection-timeout", type=int, default=30, show_default=True, help="Seconds to wait for the TCP/TLS connection."),
     click.option("--operation-timeout", type=int, default=20, show_default=True, help="WSMan OperationTimeout in seconds (long-poll length)."),
-    click.option("--o365-user", help="Office 365 admin for the steps that connect (password: PSBRIDGE_O365_PASSWORD or a prompt)."),
+    click.option("--o365-user", help=f"Office 365 admin for the steps that connect (default: {O365_USER_ENV}, else "
+                                     "the package's [crm] o365_user; password: PSBRIDGE_O365_PASSWORD or a prompt)."),
 )
 
 
 @dataclass(frozen=True)
 class ConnectionOptions:
-    """The connection options as parsed: the host is only chosen once the package is read."""
+    """The connection options as parsed: the host and the package's settings are only known once it is read.
+
+    Where each setting comes from (README, "Where settings come from"): an option, else the
+    environment (PSBRIDGE_USERNAME, PSBRIDGE_O365_USER), else the package's `[crm]` table, else
+    the default; transport, port and auth are approved with the package: its value, which an
+    option may only repeat.
+    """
 
     host: str | None
     port: int | None
-    transport: str
-    auth: str
+    transport: str | None
+    auth: str | None
     username: str | None
     ca_bundle: Path | None
     no_verify_tls: bool
@@ -136,18 +152,60 @@ class ConnectionOptions:
     operation_timeout: int
     o365_user: str | None
 
-    def to(self, host: str) -> Connection:
-        """The validated connection to `host` (the package's server, or --host when it names none)."""
+    def to(self, host: str, crm: PackageConnection | None = None) -> Connection:
+        """The validated connection to `host` (the package's server, or --host when it names none).
+
+        `crm` is the package's `[crm]` table: transport, port and auth come from it when it names
+        them (another value given as an option is refused), the WinRM user from it when neither
+        --username nor PSBRIDGE_USERNAME gives one.
+        """
         from ..remote.transport import Connection
 
+        transport = approved_value("--transport", self.transport, getattr(crm, "transport", None), "https")
+        auth = approved_value("--auth", self.auth, getattr(crm, "auth", None), "negotiate")
+        port = approved_value("--port", self.port, getattr(crm, "port", None), 5986 if transport == "https" else 5985)
         conn = Connection(
-            host=host, port=self.port or (5986 if self.transport == "https" else 5985), transport=self.transport,
-            auth=self.auth, username=self.username, ca_bundle=self.ca_bundle, verify_tls=not self.no_verify_tls,
+            host=host, port=port, transport=transport, auth=auth, username=self.winrm_user(crm),
+            ca_bundle=self.ca_bundle, verify_tls=not self.no_verify_tls,
             configuration_name=self.configuration_name, connection_timeout=self.connection_timeout,
             operation_timeout=self.operation_timeout, client_cert=self.client_cert, client_key=self.client_key,
         )
         conn.validate()
         return conn
+
+    def winrm_user(self, crm: PackageConnection | None = None) -> str | None:
+        """The WinRM user: --username, else PSBRIDGE_USERNAME, else the package's [crm] username."""
+        return self.username or from_environment(USERNAME_ENV) or getattr(crm, "username", None)
+
+    def office_user(self, crm: PackageConnection | None = None) -> str | None:
+        """The Office 365 user: --o365-user, else PSBRIDGE_O365_USER, else the package's [crm] o365_user."""
+        return self.o365_user or from_environment(O365_USER_ENV) or getattr(crm, "o365_user", None)
+
+
+def implied_audit_log(package_dir: Path) -> tuple[tuple[str, str], ...]:
+    """`--audit-log` at its default place beside the packages, which a continue command need not repeat.
+
+    A log named by PSBRIDGE_AUDIT_LOG (or the option) is repeated: the next shell may not have
+    the variable, and the chain must go on in the same log.
+    """
+    from ..audit_place import ENV_AUDIT_LOG
+
+    return () if os.environ.get(ENV_AUDIT_LOG) else (("--audit-log", str(package_log(None, package_dir))),)
+
+
+def connected(connection: ConnectionOptions, prepared: PreparedRun,
+              refuse: Callable[[Exception], None] | None = None) -> Connection:
+    """The connection a gated command uses (`ConnectionOptions.to` with the package's `[crm]`).
+
+    A refused option (another transport, port or auth than the package's) is handed to
+    `refuse` first, so that the audit log records the attempt like a refused host.
+    """
+    try:
+        return connection.to(prepared.host, prepared.package.parameters.crm)
+    except UserError as exc:
+        if refuse is not None:
+            refuse(exc)
+        raise
 
 
 #: The WinRM connection options that `run`, `check` and `rollback` share: the command gets `connection`.

@@ -10,7 +10,7 @@ import click
 from ..errors import CommandFinished, ExitCode, RuntimeFailure, UserError
 from .auditing import refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_head_option, audit_log_option
-from .options import connection_options, gather, package_log
+from .options import connected, connection_options, gather, package_log
 from .output import print_audit_head, reporter, safe, warn_if_unverified
 from .prompts import confirm_or_refuse
 
@@ -59,13 +59,16 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     script (02, 09) are listed with their manual procedure. --last picks the run (named in
     the output); a run a later rollback already backed out is said so and nothing is sent.
 
+    Transport, port and auth come from the package's [crm] table when it names them (an
+    option may repeat them; another value is refused); the users from --username and
+    --o365-user, else PSBRIDGE_USERNAME and PSBRIDGE_O365_USER, else the package.
+
     \b
     Example:
-      psbridge rollback output/contoso --last \\
-          --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
+      psbridge rollback output/contoso --last
     """
     from ..remote.action import Audited, NotRecorded
-    from ..remote.advice import RunSettings
+    from ..remote.advice import RunSettings, with_next_command
     from ..remote.context import RemoteContext
     from ..remote.gate import GateRequest
     from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
@@ -79,9 +82,12 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     try:
         source = RecordSource(flags.run_record, log, flags.head, log_given=audit_log is not None)
         choice = choose_rollback(GateRequest(package_dir, connection.host, policy=policy), source)
-    except (UserError, RuntimeFailure) as exc:
+    except UserError as exc:
         refused(log, "rollback", exc, package_dir, connection.host)
         raise
+    except RuntimeFailure as exc:
+        refused(log, "rollback", exc, package_dir, connection.host)
+        raise with_next_command(exc, str(package_dir)) from None
     prepared, plan = choice.prepared, choice.plan
     if flags.last:
         click.echo(f"rollback: the last run that changed something: {safe(str(choice.record))}", err=as_json)
@@ -100,7 +106,7 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     if not plan.scripted:
         click.echo("rollback: no script to send", err=as_json)
         return
-    conn = connection.to(prepared.host)
+    conn = connected(connection, prepared, lambda exc: refused(log, "rollback", exc, package_dir, connection.host))
     if not flags.assume_yes:  # the values are evidence from the record, not approved bytes: always asked
         confirm_or_refuse("Send these back-out scripts with these values?",
                           no_terminal="rollback: no terminal to confirm on; pass --yes after reading the values above",
@@ -108,7 +114,8 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     ctx = RemoteContext(package, conn, None, settings=RunSettings(step_timeout=flags.step_timeout),
                         emit=reporter(as_json))
     sends, parameters, _ = rollback_sends(ctx, plan)
-    secrets = read_step_secrets(secrets_needed(s for s in sends if s.index not in parameters), connection.o365_user)
+    o365_user = connection.office_user(package.parameters.crm)
+    secrets = read_step_secrets(secrets_needed(s for s in sends if s.index not in parameters), o365_user)
     winrm_password = read_winrm_password(conn)
     warn_if_unverified(conn.verify_tls, conn.transport)
     ctx = RemoteContext(package, conn, winrm_password, secrets, ctx.settings, ctx.emit)

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import CommandFinished, ExitCode
-from .auditing import gate
+from ..errors import CommandFinished, ExitCode, RuntimeFailure
+from .auditing import gate, refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option
-from .options import connection_options, gather, package_log
+from .options import connected, connection_options, gather, implied_audit_log, package_log
 from .output import print_audit_head, print_check, reporter, safe, warn_if_unverified
 from .prompts import ask_step, confirm_or_refuse
 
@@ -64,35 +64,45 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
     not connect or authenticate. Records: PACKAGE_DIR/runs/<UTC time>.jsonl and the
     audit log (its run-start line is written before connecting, or nothing runs).
 
+    Transport, port and auth come from the package's [crm] table when it names them (an
+    option may repeat them; another value is refused); the users from --username and
+    --o365-user, else PSBRIDGE_USERNAME and PSBRIDGE_O365_USER, else the package.
+
     \b
-    Example:
-      PSBRIDGE_WINRM_PASSWORD=… psbridge run output/contoso \\
-          --username 'CONTOSO\\crmadmin' --o365-user admin@contoso.onmicrosoft.com
+    Examples:
+      PSBRIDGE_WINRM_PASSWORD=… psbridge run output/contoso
+      psbridge run output/contoso --from-step 7
     """
     from ..remote.action import Audited, NotRecorded
-    from ..remote.advice import RunSettings, next_steps
+    from ..remote.advice import RunSettings, next_steps, with_next_command
     from ..remote.context import RemoteContext
     from ..remote.gate import GateRequest
     from ..remote.inputs import read_step_secrets, read_winrm_password, secrets_needed
     from ..remote.run import run_package
     from ..remote.servers import RunOptions
+    from ..remote.settings import implied_options
 
     log = package_log(audit_log, package_dir)
     policy = approval.policy()
     # Before any secret is asked for or any connection made: the package, its approval, the host.
-    prepared = gate(log, "run", GateRequest(package_dir, connection.host, from_step=flags.from_step, policy=policy,
-                                            from_server=flags.from_server))
+    try:
+        prepared = gate(log, "run", GateRequest(package_dir, connection.host, from_step=flags.from_step,
+                                                policy=policy, from_server=flags.from_server))
+    except RuntimeFailure as exc:
+        raise with_next_command(exc, str(package_dir)) from None
     package = prepared.package
     _warn_if_certificate_ends_first(prepared)
     _warn_if_approvals_end_first(prepared, package_dir)
-    conn = connection.to(prepared.host)
+    crm = package.parameters.crm
+    conn = connected(connection, prepared, lambda exc: refused(log, "run", exc, package_dir, connection.host))
     if policy is None:
         _confirm_unapproved(prepared, flags.assume_yes, flags.as_json)
     settings = RunSettings(
-        o365_user=connection.o365_user, step_timeout=flags.step_timeout, step_mode=flags.step_mode,
+        o365_user=connection.office_user(crm), step_timeout=flags.step_timeout, step_mode=flags.step_mode,
         as_json=flags.as_json, verify=flags.verify_after, require_approval=approval.require_approval,
         trusted_keys=approval.trusted_keys, min_approvals=approval.min_approvals,
         forbid=policy.forbid if policy else (), audit_log=log, assume_yes=flags.assume_yes,
+        implied=(*implied_options(prepared.host, crm), *implied_audit_log(package_dir)),
     )
     secrets = read_step_secrets(secrets_needed(prepared.selected), settings.o365_user)
     winrm_password = read_winrm_password(conn)

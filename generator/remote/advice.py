@@ -14,10 +14,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..catalogue import resume_selection
-from ..errors import ExitCode
+from ..errors import ExitCode, RuntimeFailure
 from ..package import Package, PackageStep
 from ..thumbprint import Thumbprint
 from .executor import Executed, Outcome, StepResult
+
+
+#: The options of a continue command that take no value (remote.transport.Connection.continue_options,
+#: RunSettings.options).
+_FLAGS = frozenset({"--no-verify-tls", "--step", "--json", "--verify", "--require-approval", "--yes"})
+#: The options of a continue command that `psbridge check` does not take (or should not: --json).
+_RUN_ONLY = frozenset({"--step-timeout", "--step", "--json", "--verify", "--yes"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,9 @@ class RunSettings:
     forbid: tuple[str, ...] = ()
     audit_log: Path | None = None
     assume_yes: bool = False
+    #: The option values the package and the environment already give (cli.options.implied_options, and
+    #: the audit log's default place): a continue command leaves them out, so it repeats only what differs.
+    implied: tuple[tuple[str, str], ...] = ()
 
     def options(self) -> tuple[str, ...]:
         """The command-line options that reproduce these settings (never a secret)."""
@@ -47,14 +57,32 @@ class RunSettings:
         opts += ["--json"] if self.as_json else []
         opts += ["--verify"] if self.verify else []
         if self.require_approval:
-            opts += ["--require-approval", "--trusted-keys", str(self.trusted_keys), "--min-approvals",
-                     str(self.min_approvals)]
+            opts += ["--require-approval", "--trusted-keys", str(self.trusted_keys)]
+            opts += ["--min-approvals", str(self.min_approvals)] if self.min_approvals != 1 else []
             for spec in self.forbid:
                 opts += ["--forbid-key", spec]
         if self.audit_log is not None:
             opts += ["--audit-log", str(self.audit_log)]
         opts += ["--yes"] if self.assume_yes else []
-        return tuple(opts)
+        return self.trim(tuple(opts))
+
+    def trim(self, options: tuple[str, ...]) -> tuple[str, ...]:
+        """`options` (the connection's, as `--name value` pairs and flags) without the pairs `implied` gives.
+
+        Why: a continue command of 260 columns gets retyped wrong; the package and the environment
+        carry the connection, so the command repeats only what differs from them.
+        """
+        out: list[str] = []
+        words = list(options)
+        while words:
+            word = words.pop(0)
+            if word not in _FLAGS and words:
+                value = words.pop(0)
+                if (word, value) not in self.implied:
+                    out += [word, value]
+            else:
+                out.append(word)
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -73,6 +101,23 @@ class ContinueCommand:
 
     def on(self, server: str | None) -> ContinueCommand:
         return replace(self, from_server=server)
+
+    def check(self) -> str:
+        """The read-only `psbridge check` with the same connection and approval options.
+
+        Why: after a step whose outcome is UNKNOWN, the operator's next question is what is in
+        place now; check answers it without changing anything. Options only `run` takes are left out.
+        """
+        words = ["psbridge", "check", self.package_dir]
+        options = list(self.options)
+        while options:
+            word = options.pop(0)
+            takes_value = word not in _FLAGS and bool(options)
+            value = options.pop(0) if takes_value else None
+            if word in _RUN_ONLY:
+                continue
+            words += [word] if value is None else [word, value]
+        return " ".join(shlex.quote(w) for w in words)
 
 
 def resume_advice(steps: Sequence[PackageStep], changed: set[int], skipped: Sequence[tuple[int, str]], first: int,
@@ -134,7 +179,8 @@ class RunAdvice:
                                      "Fix the cause of the error above, then continue with:", f"  {again}"]
         if reason == "unknown":
             lines = [f"Stopped: the outcome of {label} is UNKNOWN; no later step was sent.",
-                     "Check on the server whether it took effect. To run it again:", f"  {again}"]
+                     "See whether it took effect (read-only):", f"  {self.command.check()}",
+                     "To run it again:", f"  {again}"]
             nxt = self._next_index(stopped_at.index)
             if nxt is not None:
                 lines += ["or, if it did take effect, continue after it:",
@@ -168,6 +214,31 @@ class RunAdvice:
             return None
         later = [s.index for s in self.steps if s.index > index]
         return later[0] if later else None
+
+
+def approval_advice(package_dir: str, reasons: Sequence[str]) -> str | None:
+    """The next command after `--require-approval` refused a package for want of a valid approval.
+
+    An approval that expired (or none that counts) is fixed by a new one: say the command,
+    not only the reason. None when the reasons are something else (an altered package is not
+    fixed by approving it again).
+    """
+    expired = any(": expired: at " in r for r in reasons)
+    none_yet = len(reasons) == 1 and reasons[0].startswith("too few approvals: no valid")
+    if not (expired or none_yet):
+        return None
+    return f"next: psbridge approve {shlex.quote(package_dir)} --key KEY (a new approval), then this command again"
+
+
+def with_next_command(exc: RuntimeFailure, package_dir: str) -> RuntimeFailure:
+    """The gate's refusal, its one line ending with the next command when there is one (`approval_advice`)."""
+    from ..approvals import NotApproved
+
+    if isinstance(exc, NotApproved):
+        advice = approval_advice(package_dir, exc.reasons)
+        if advice is not None:
+            return RuntimeFailure(f"{exc}; {advice}")
+    return exc
 
 
 @dataclass(frozen=True)

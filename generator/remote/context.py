@@ -42,5 +42,6 @@ class RemoteContext:
 
     def continue_command(self, from_server: str | None = None) -> ContinueCommand:
         """The exact `psbridge run` command that goes on from here (the main server's options, no secrets)."""
-        return ContinueCommand(str(self.package.path), self.conn.continue_options() + self.settings.options(),
+        options = self.settings.trim(self.conn.continue_options()) + self.settings.options()
+        return ContinueCommand(str(self.package.path), options,
                                from_server=from_server)

@@ -9,6 +9,8 @@ its bytes are ever sent.
 
 from __future__ import annotations
 
+import shlex
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +93,9 @@ def resolve_host(option: str | None, package: Package, *, require_server: bool) 
             raise UserError("--host: required (the package names no [crm] server)")
         return option
     if option and normalize_host(option) != normalize_host(server):
-        raise UserError(f"--host {option}: the package is for crm.server = {server}; refusing another host")
+        raise UserError(f"--host {option}: the package is for crm.server = {server}; refusing another host. To run "
+                        f"it on {option}: set [crm] server = \"{option}\" in the parameters file, then "
+                        f"psbridge render FILE.toml and psbridge approve {shlex.quote(str(package.path))} --key KEY")
     return server
 
 

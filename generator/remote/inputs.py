@@ -36,7 +36,8 @@ class StepSecrets:
 def read_step_secrets(needed: set[str], o365_user: str | None) -> StepSecrets:
     """Ask for exactly the secrets the selected steps take (environment variable or hidden prompt)."""
     if "o365_credential" in needed and not o365_user:
-        raise UserError("--o365-user: required, the selected steps connect to Office 365")
+        raise UserError("--o365-user: required, the selected steps connect to Office 365 (or set "
+                        "PSBRIDGE_O365_USER, or [crm] o365_user in the parameters)")
     secrets = StepSecrets()
     if "pfx_password" in needed:
         secrets.pfx_password = read_secret("PSBRIDGE_PFX_PASSWORD", "PFX password", stdin_flag=None)

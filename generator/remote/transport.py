@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -114,8 +115,7 @@ def describe_connect_error(exc: BaseException, conn: Connection, redact: Callabl
     endpoint = f"{conn.transport}://{conn.host}:{conn.port}/wsman"
     text = str(exc)
     if isinstance(exc, AuthenticationError):
-        who = conn.username or "the current Kerberos principal"
-        return f"authentication failed at {endpoint} for {who} with {conn.auth} (wrong user or password, or auth not enabled)"
+        return _authentication_failed(endpoint, conn)
     if isinstance(exc, requests.exceptions.SSLError):
         reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in text or "verify failed" in text else "TLS handshake failed"
         return (f"TLS {reason} for {endpoint}; pass the CA that signed the server's certificate with --ca-bundle "
@@ -126,7 +126,7 @@ def describe_connect_error(exc: BaseException, conn: Connection, redact: Callabl
         return f"{endpoint} did not answer within {conn.read_timeout}s"
     if isinstance(exc, requests.exceptions.ConnectionError):
         if any(s in text for s in ("NameResolution", "Name or service not known", "getaddrinfo", "nodename nor servname")):
-            return f"cannot resolve host name {conn.host!r}"
+            return _not_resolved(conn.host, text)
         if "Connection refused" in text or "ConnectionRefused" in text:
             return f"connection refused by {endpoint} (is WinRM listening on port {conn.port}?)"
         return f"cannot connect to {endpoint}: connection failed"
@@ -139,6 +139,31 @@ def describe_connect_error(exc: BaseException, conn: Connection, redact: Callabl
         missing = exc.name or ("requests-credssp" if conn.auth == "credssp" else "a required library")
         return f"--auth {conn.auth} is not available here: {missing} is not installed"
     return redact(f"cannot open a PowerShell session at {endpoint}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+
+
+def _authentication_failed(endpoint: str, conn: Connection) -> str:
+    """The failed login, naming where the password came from and what to do next (never the password)."""
+    if conn.username is None:
+        return (f"authentication failed at {endpoint} for the current Kerberos principal with {conn.auth} (kinit, "
+                "or give --username and PSBRIDGE_WINRM_PASSWORD)")
+    from ..secrets import source_of
+
+    source = source_of("PSBRIDGE_WINRM_PASSWORD")
+    fix = ("set it to that user's password, or unset it to be asked" if source != "the prompt"
+           else "run again and type that user's password")
+    return (f"authentication failed at {endpoint} for {conn.username} with {conn.auth} (wrong user or password, or "
+            f"auth not enabled); the password came from {source}: {fix}")
+
+
+#: The resolver's own words in a requests/urllib3 error: `[Errno -2] Name or service not known`.
+_RESOLVER_REASON = re.compile(r"\[Errno -?\d+\] ([^'\")\]]{1,80})")
+
+
+def _not_resolved(host: str, text: str) -> str:
+    """A DNS failure: the name that was looked up, what the resolver said, and the command to look again."""
+    found = _RESOLVER_REASON.search(text)
+    reason = found.group(1).strip() if found else "no address found"
+    return f"cannot resolve host name {host!r} (DNS: {reason}); check [crm] server or --host, then: nslookup {host}"
 
 
 def _error_text(record: Any) -> RemoteError:
