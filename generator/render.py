@@ -39,7 +39,7 @@ from .catalogue import (
 )
 from .files import digest_of, listing_of, sha256_hex
 from .parameters import ACS_RETIRED_ON, ACS_RETIREMENT, ACS_RETIREMENT_PAGE, Parameters
-from .risks import package_risks
+from .risks import Risk, package_risks
 from .payload import PayloadView, payload_view
 from .powershell import PowerShellLiteral, quote
 from .steps import unit
@@ -81,6 +81,12 @@ def code_span(value: Any) -> Trusted:
     ticks = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
     return Trusted(f"{ticks}{pad}{text}{pad}{ticks}")
+
+
+def risk_markdown(risk: Risk) -> Trusted:
+    """A risk as REVIEW.md's list item: prose as is (its line breaks are REVIEW.md's own), values as code spans."""
+    shown = {"text": lambda t: t.replace("\n", "\n  "), "strong": lambda t: f"**{t}**", "value": code_span}
+    return Trusted("".join(shown[kind](text) for kind, text in risk.parts))
 
 
 def fence(value: Any, info: str = "") -> Trusted:
@@ -601,7 +607,8 @@ def render_package(params: Parameters, certificate: dict[str, Any] | None = None
                   "script": _shown(b.script, rollback[b.script]) if b.script else None} for b in backouts],
         irreversible=Trusted(IRREVERSIBLE),
         acs={"quote": Trusted(ACS_RETIREMENT), "date": ACS_RETIRED_ON, "page": ACS_RETIREMENT_PAGE},
-        risks=package_risks(params, layout.constants, numbers),
+        risks=[{"brief": Trusted(r.title), "markdown": risk_markdown(r)}
+               for r in package_risks(params, layout.constants, numbers)],
         payload=shipped.review,
     )).encode("utf-8")
     plan: dict[str, object] = {

@@ -4,7 +4,7 @@ Before issue 21 REVIEW.md's "Irreversible and risky parts" was template text and
 had no risk list at all; two copies would drift. Here each risk is data: a short title (the
 brief at the top of REVIEW.md and page one of the report list the titles) and its full text
 as parts, each either prose psbridge wrote or a value from the parameters. REVIEW.md shows a
-value as a code span (`render.code_span`), the report as escaped `<code>`: no value can change
+value as a code span (`render.risk_markdown`), the report as escaped `<code>`: no value can change
 either document's structure.
 
 The order is the weight: what the change cannot take back or what may make it useless comes
@@ -31,22 +31,6 @@ class Risk:
     key: str
     title: str
     parts: tuple[Part, ...]
-
-    def brief(self) -> str:
-        """The title as REVIEW.md's brief lists it: psbridge's own words (no value from the parameters)."""
-        from .render import Trusted
-
-        return Trusted(self.title)
-
-    def markdown(self) -> str:
-        """The full text as REVIEW.md's list item: prose as is, values as code spans, strong as **…**.
-
-        A line break in the prose is where REVIEW.md has always broken that line (wrap_markdown
-        refills only a paragraph with a line too wide), so the section reads as it did."""
-        from .render import Trusted, code_span
-
-        shown = {"text": lambda t: t.replace("\n", "\n  "), "strong": lambda t: f"**{t}**", "value": code_span}
-        return Trusted("".join(shown[kind](text) for kind, text in self.parts))
 
 
 def _t(text: str) -> Part:
