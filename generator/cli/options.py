@@ -121,7 +121,7 @@ _CONNECTION_OPTIONS: tuple[Callable[[Command], Command], ...] = (
     click.option("--client-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM client certificate for --auth certificate."),
     click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM key for --client-cert."),
     click.option("--configuration-name", default="Microsoft.PowerShell", show_default=True, help="PSSession configuration (JEA endpoint)."),
-    click.option("--connection-timeout", type=int, default=30, show_default=True, help="Seconds to wait for the TCP/TLS connection."),
+    click.option("--connection-timeout", type=int, default=30, show_default=True, help="Seconds to wait for the TCP/TLS connection and the server's first answer."),
     click.option("--operation-timeout", type=int, default=20, show_default=True, help="WSMan OperationTimeout in seconds (long-poll length)."),
     click.option("--o365-user", help=f"Office 365 admin for the steps that connect (default: {O365_USER_ENV}, else "
                                      "the package's [crm] o365_user; password: PSBRIDGE_O365_PASSWORD or a prompt)."),

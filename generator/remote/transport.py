@@ -206,6 +206,47 @@ def _information_text(record: Any) -> str:
     return _text(data)
 
 
+class FirstAnswer:
+    """Bounds the wait for the server's first HTTP answer by --connection-timeout, then steps aside.
+
+    pypsrp waits for every answer up to its read timeout (the operation timeout + 10 s, 30 s by
+    default), so a listener that accepts the connection and never answers held the operator for
+    that hidden time whatever --connection-timeout said. Until the first answer arrives, the read
+    timeout is --connection-timeout; from then on it is the normal one, which a long-polling
+    Receive needs.
+    """
+
+    def __init__(self, transport: Any, seconds: int) -> None:
+        self.transport = transport
+        self.seconds = seconds
+        self.answered = False
+        self._normal = transport.read_timeout
+        self._send = transport._send_request
+        transport.read_timeout = min(seconds, self._normal)
+        transport._send_request = self._send_request
+
+    def _send_request(self, request: Any, timeout: Any = None) -> bytes:
+        """pypsrp's own request, after which (answered or refused) the normal read timeout is back."""
+        import requests
+
+        try:
+            answer = self._send(request, timeout=timeout)
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError):
+            raise  # no answer yet
+        except BaseException:
+            self._step_aside()  # an HTTP error (401, 500...) is an answer too
+            raise
+        self._step_aside()
+        return answer
+
+    def _step_aside(self) -> None:
+        """The normal read timeout and pypsrp's own request function, back for the rest of the session."""
+        if not self.answered:
+            self.answered = True
+            self.transport.read_timeout = self._normal
+            self.transport._send_request = self._send
+
+
 class PSRPSession:
     """One WSMan connection and one RunspacePool (one runspace) for a whole run."""
 
@@ -218,6 +259,7 @@ class PSRPSession:
 
     def open(self, *, exchange_keys: bool) -> None:
         """Connect, authenticate, open the pool, set $ErrorActionPreference once. Raises ConnectFailure."""
+        import requests
         from pypsrp.powershell import RunspacePool
         from pypsrp.wsman import WSMan
 
@@ -244,9 +286,17 @@ class PSRPSession:
             reconnection_backoff=0.5,
             **kwargs,
         )
+        first = FirstAnswer(self.wsman.transport, conn.connection_timeout)
         self.pool = RunspacePool(self.wsman, configuration_name=conn.configuration_name, min_runspaces=1,
                                  max_runspaces=1)
-        self.pool.open()
+        try:
+            self.pool.open()
+        except requests.exceptions.Timeout:
+            if first.answered:
+                raise
+            raise ConnectFailure(
+                f"{conn.transport}://{conn.host}:{conn.port}/wsman accepted the connection but did not answer "
+                f"within {conn.connection_timeout}s (--connection-timeout)") from None
         if exchange_keys:
             self.pool.exchange_keys()
         report = self.run_step("$ErrorActionPreference = 'Stop'", {}, float(conn.operation_timeout))
