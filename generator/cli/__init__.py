@@ -11,17 +11,19 @@ inside the commands that need them, so that `--help` and completion start fast.
 
 from __future__ import annotations
 
-import click
-
-from .. import __version__
+import os
 import signal
 import threading
 from types import FrameType
 
+import click
+
+from .. import __version__
+
 from ..errors import CommandFinished, ConnectFailure, ExitCode, Interrupted, RuntimeFailure, UserError, stop_code, stopped_by
 from . import approvals, audit, cert, check, evidence, packages, rollback, run, runs
 from .options import CONTEXT
-from .output import safe
+from .output import safe, stop_status_lines
 from .packages import COMPLETION_SHELLS
 from .prompts import install_prompt
 
@@ -41,8 +43,19 @@ class _WorkflowGroup(click.Group):
         return known + sorted(set(self.commands) - set(known))
 
 
+def _no_color(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """--no-color or NO_COLOR (https://no-color.org: set and not empty): click.echo drops every colour.
+
+    Colour is only ever shown on a terminal (click.echo drops it on a pipe) and never in --json output.
+    """
+    if value or os.environ.get("NO_COLOR"):
+        ctx.color = False
+
+
 @click.group(cls=_WorkflowGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="psbridge", message="%(prog)s %(version)s")
+@click.option("--no-color", is_flag=True, expose_value=False, callback=_no_color,
+              help="No colour on the terminal (as NO_COLOR does). Put it before the command.")
 def cli() -> None:
     """Configure server-based authentication between Dynamics 365 CE (on-premises) and
     SharePoint Online: validate parameters, render the article's PowerShell sequence as a
@@ -82,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     finally:
+        stop_status_lines()  # a command that ended inside a step leaves no status line drawing
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
