@@ -21,8 +21,8 @@ from pathlib import Path
 import click
 import pytest
 
-from psbridge.cli import main, output
-from psbridge.cli.output import HumanReporter, StatusLine, elapsed
+from psbridge.cli import main, screen
+from psbridge.cli.progress import HumanReporter, StatusLine, elapsed
 from psbridge.errors import ExitCode
 
 from support.cli import run_args
@@ -101,13 +101,13 @@ def test_a_short_step_in_a_pipe_is_one_line_as_before():
     report = HumanReporter(screen, StatusLine(screen, live=False, every=60.0))
     report({"event": "step-start", "index": 7, "total": 13, "id": "crm-settings"})
     report({"event": "step-end", "index": 7, "total": 13, "id": "crm-settings", "state": "ok", "seconds": 1.25})
-    assert click.unstyle(screen.text) == "[07/13] crm-settings … ok 1.2s\n"
+    assert screen.text == "[07/13] crm-settings … ok 1.2s\n"
 
 
 def test_a_terminal_run_shows_the_running_step_and_then_its_result(pkg, http_peer, engine, secrets_env, capsys,
                                                                     monkeypatch):
     engine.when(HANG, Reply(hang=True))
-    monkeypatch.setattr(output, "is_terminal", lambda stream=None: True)
+    monkeypatch.setattr(screen, "is_terminal", lambda stream=None: True)
     code = main(run_args(pkg, http_peer, "--step-timeout", "2.5"))
     out, err = capsys.readouterr()
     assert code == ExitCode.UNKNOWN, err

@@ -14,7 +14,8 @@ from ..errors import RuntimeFailure, UserError
 from ..secrets import read_secret
 from .auditing import audit_failure, read_package_logged
 from .options import CONTEXT, audit_log_option, gather, package_log
-from .output import human, print_audit_head, safe
+from .approval_text import print_approved, print_verified
+from .output import human, safe
 from .prompts import has_terminal
 
 
@@ -138,8 +139,10 @@ def _copy_public(made: Any, target: Path, force: bool) -> None:
               help="Your private key from psbridge keygen (its .pub.json must be next to it).")
 @click.option("--expires", default="7d", show_default=True, help="Validity: Nd, Nh or Nm (minutes), at most 90d.")
 @click.option("--comment", default="", help="Why / change ticket; signed with the approval.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was approved as one JSON object (warnings stay on stderr).")
 @audit_log_option
-def approve_command(package_dir: Path, key_path: Path, expires: str, comment: str, audit_log: Path | None) -> None:
+def approve_command(package_dir: Path, key_path: Path, expires: str, comment: str, as_json: bool,
+                    audit_log: Path | None) -> None:
     """Sign the package's digest and add the approval under PACKAGE_DIR/approvals/.
 
     The package must be exactly what this psbridge renders from its plan.json. An
@@ -164,17 +167,9 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
     entry = audit.record(log, "approve", package, "approved" if result.created else "already-approved",
                          approver=rec["approver"], fingerprint=rec["fingerprint"], file=result.path.name,
                          expires_at=rec["expires_at"], comment=rec["comment"])
-    if result.created:
-        click.echo(f"approved {safe(rec['package'])} digest {rec['digest']}")
-        click.echo(f"  by {safe(rec['approver'])} (key {rec['fingerprint']}), expires {rec['expires_at']}")
-        click.echo(f"  {result.path}")
-    else:
-        click.echo(f"already approved by {safe(rec['approver'])} until {rec['expires_at']} ({result.path}); "
-                   "nothing added")
-    for short in approvals.window_shortfalls(package, [(rec["approver"], rec["expires_at"])]):
-        click.echo(f"psbridge: warning: {safe(short.line(str(package_dir), str(key_path), clock.utc_now()))}",
-                   err=True)
-    print_audit_head(log, entry)
+    warnings = [safe(short.line(str(package_dir), str(key_path), clock.utc_now()))
+                for short in approvals.window_shortfalls(package, [(rec["approver"], rec["expires_at"])])]
+    print_approved(result, package_dir, (log, entry), as_json, warnings)
 
 
 @click.command("verify", context_settings=CONTEXT)
@@ -185,10 +180,11 @@ def approve_command(package_dir: Path, key_path: Path, expires: str, comment: st
               help="Distinct trusted people who must have approved the current digest.")
 @click.option("--forbid-key", "forbid_keys", multiple=True, metavar="PUBKEY",
               help="A key (.pub.json, key file or sha256 fingerprint) whose person may not approve; repeatable.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the verdict as one JSON object (warnings and refusals stay on stderr).")
 @audit_log_option
-def verify_command(
-    package_dir: Path, trusted_keys: Path, min_approvals: int, forbid_keys: tuple[str, ...], audit_log: Path | None
-) -> None:
+def verify_command(package_dir: Path, trusted_keys: Path, min_approvals: int, forbid_keys: tuple[str, ...],
+                   as_json: bool, audit_log: Path | None) -> None:
     """Check that PACKAGE_DIR is exactly what psbridge renders from its plan.json, and approved.
 
     Exit 0 when every file is what this psbridge renders from plan.json's parameters and
@@ -219,19 +215,9 @@ def verify_command(
     entry = audit.record(log, "verify", package, "verified" if result.ok else "refused",
                          min_approvals=min_approvals, reasons=result.reasons,
                          approvals=[a.to_json() for a in result.approvals_used])
-    for note in result.notes:
-        click.echo(f"note: {safe(note)}")
-    for named in result.trusted_keys:
-        click.echo(f"trusted key: {safe(named)}")
+    print_verified(result, package_dir, min_approvals, (log, entry), as_json)
     if not result.ok:
-        for reason in result.reasons:
-            click.echo(f"psbridge: refused: {safe(reason)}", err=True)
-        print_audit_head(log, entry)
         raise RuntimeFailure(f"{package_dir}: not verified ({len(result.reasons)} reason(s) above)")
-    click.echo(f"verified {safe(result.package)} digest {result.digest}")
-    for used in result.approvals_used:
-        click.echo(f"  approved by {safe(used.approver)} (key {used.fingerprint[:16]}), expires {used.expires_at}")
-    print_audit_head(log, entry)
 
 
 @click.command("show", context_settings=CONTEXT)

@@ -1,0 +1,92 @@
+"""The screen: how wide lines may be, wrapping with hanging indents, and colour.
+
+Lines wrap at the terminal's width on a terminal and at 100 columns elsewhere (a log, a pipe),
+as the check report always has; a command the operator must copy is never wrapped. Colour
+marks how a step went (ok, failed, unknown) on a terminal only: click.echo drops it on a pipe,
+and NO_COLOR or `psbridge --no-color` turn it off (cli/__init__.py).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import textwrap
+from typing import TextIO
+
+import click
+
+#: Lines stay within this many columns when the output is not a terminal.
+WIDTH = 100
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    """Whether `stream` (stdout by default) is a terminal: the status line and colour need one."""
+    stream = stream if stream is not None else sys.stdout
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed stream
+        return False
+
+
+def width() -> int:
+    """Where long lines wrap: the terminal's width on a terminal, 100 columns otherwise (logs, pipes).
+
+    shutil, not click: click.get_terminal_size is gone from click 8.1.
+    """
+    if not is_terminal():
+        return WIDTH
+    return max(40, shutil.get_terminal_size((WIDTH, 24)).columns)
+
+
+#: Text between backticks is a command to copy: it is never wrapped.
+_COMMAND = re.compile(r"`([^`\n]+)`")
+
+
+def wrap(text: str, first: str = "", indent: str = "    ", columns: int | None = None) -> list[str]:
+    """`text` wrapped to the screen with a hanging indent; a `command` in backticks on a line of its own.
+
+    Each paragraph (line of `text`) wraps on its own; a command is printed whole (without its
+    backticks) on its own indented line, however long, so that it can be copied as it is. The
+    caller escapes outside text first (`safe`).
+    """
+    columns = columns or width()
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        if not paragraph.strip():
+            lines.append("")
+            continue
+        lead = first if not lines else indent
+        for i, part in enumerate(_COMMAND.split(paragraph)):
+            if i % 2:  # a command: whole, on its own line
+                if lead.strip():
+                    lines.append(lead)
+                lines.append(indent + "  " + part)
+            else:
+                # The `;` or `.` that followed a command in the sentence would only spoil a copied line.
+                part = (part.lstrip(";,. ") if i else part).strip()
+                if not part:
+                    continue
+                lines += textwrap.wrap(part, columns, initial_indent=lead, subsequent_indent=indent,
+                                       break_long_words=False, break_on_hyphens=False)
+            lead = indent
+    return [line.rstrip() for line in lines] or [first.rstrip()]
+
+
+def echo_wrapped(text: str, first: str = "", indent: str = "    ", *, err: bool = False) -> None:
+    """Print `text` (already escaped) wrapped as `wrap` does: one long line was 140-370 columns."""
+    for line in wrap(text, first, indent):
+        click.echo(line, err=err)
+
+
+#: The colour of each word that says how a step went (run, rollback, check).
+COLOURS = {"ok": "green", "in place": "green", "FAILED": "red", "failed": "red", "blocked": "red",
+           "UNKNOWN": "yellow", "unknown": "yellow", "cannot tell": "yellow"}
+
+
+def colour(word: str) -> str:
+    """`word` in its colour. click.echo drops the colour when the stream is not a terminal, with
+    NO_COLOR or --no-color (both set the context's `color` to False, see cli/__init__.py)."""
+    name = COLOURS.get(word.strip())
+    return click.style(word, fg=name, bold=True if name == "red" else None) if name else word
