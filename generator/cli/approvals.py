@@ -10,12 +10,12 @@ from typing import Any
 
 import click
 
-from ..errors import RuntimeFailure, UserError
+from ..errors import CommandFinished, ExitCode, RuntimeFailure, UserError
 from ..secrets import read_secret
 from .auditing import audit_failure, read_package_logged
 from .options import CONTEXT, audit_log_option, gather, package_log
 from .approval_text import print_approved, print_verified
-from .output import human, safe
+from .output import echo_wrapped, human, safe
 from .prompts import has_terminal
 
 
@@ -217,7 +217,10 @@ def verify_command(package_dir: Path, trusted_keys: Path, min_approvals: int, fo
                          approvals=[a.to_json() for a in result.approvals_used])
     print_verified(result, package_dir, min_approvals, (log, entry), as_json)
     if not result.ok:
-        raise RuntimeFailure(f"{package_dir}: not verified ({len(result.reasons)} reason(s) above)")
+        # main's `psbridge: failed:` line and exit 1, wrapped as the refusals above it are
+        echo_wrapped(f"{safe(package_dir)}: not verified ({len(result.reasons)} reason(s) above)",
+                     "psbridge: failed: ", err=True)
+        raise CommandFinished(ExitCode.FAILED)
 
 
 @click.command("show", context_settings=CONTEXT)

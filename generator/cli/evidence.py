@@ -8,7 +8,7 @@ import click
 
 from ..errors import ExitCode, CommandFinished
 from .options import CONTEXT, audit_log_option, package_log
-from .output import safe
+from .output import echo_wrapped, safe
 
 
 @click.command("report", context_settings=CONTEXT)
@@ -44,7 +44,7 @@ def report_command(package_dir: Path, out: Path | None, trusted_keys: Path | Non
     if package.problems or package.reproduction_problems:
         click.echo(f"psbridge: warning: {safe(package_dir)} is not intact or not reproducible; the report says why",
                    err=True)
-    click.echo(f"wrote {safe(target)} (package {safe(package.name)} digest {package.digest}; report sha256 {digest})")
+    echo_wrapped(f"wrote {safe(target)} (package {safe(package.name)} digest {package.digest}; report sha256 {digest})")
 
 
 @click.command("diff", context_settings=CONTEXT)

@@ -11,7 +11,7 @@ from ..errors import CommandFinished, ExitCode, RuntimeFailure, UserError
 from .auditing import refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_head_option, audit_log_option
 from .options import connected, connection_options, gather, package_log
-from .output import print_audit_head, reporter, safe, warn_if_unverified
+from .output import echo_wrapped, print_audit_head, reporter, safe, warn_if_unverified
 from .prompts import confirm_or_refuse
 
 
@@ -99,7 +99,7 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     for step, why in plan.nothing:
         click.echo(f"step {step.index:02d} {step.id}: nothing to undo: {safe(why)}", err=as_json)
     for step, manual in plan.manual:
-        click.echo(f"step {step.index:02d} {step.id}: by hand: {safe(manual, keep_newlines=True)}", err=as_json)
+        echo_wrapped(safe(manual, keep_newlines=True), f"step {step.index:02d} {step.id}: by hand: ", err=as_json)
     for item in plan.scripted:
         values = ", ".join(f"{k}={v!r}" for k, v in item.parameters.items())
         click.echo(f"step {item.step.index:02d} {item.step.id}: {item.file} with {safe(values)}", err=as_json)
