@@ -61,16 +61,19 @@ def test_approve_and_verify_wrap(psbridge, pkg: Path, keys: dict[str, Path]) -> 
     assert len([line for line in verified.stdout.splitlines() if line.startswith("  approved by ")]) == 2
 
 
-def test_manual_back_out_wraps_and_keeps_each_command_whole_on_its_own_line() -> None:
+def test_manual_back_out_wraps_and_never_breaks_a_command() -> None:
     commands = tuple(re.findall(r"`([^`]+)`", MANUAL))
     assert len(commands) == 3 and max(map(len, commands)) > 100  # the test would prove nothing otherwise
-    lines = wrap(MANUAL, "step 02 app-registration: by hand: ", columns=100)
+    lines = wrap(MANUAL, "step 09 app-registration: by hand: ", columns=100)
     assert not _too_wide("\n".join(lines), commands)
     for command in commands:
-        assert [line.strip() for line in lines].count(command) == 1, command  # whole, alone on its line
-    assert not any("`" in line for line in lines)
-    prose = " ".join(line.strip() for line in lines if line.strip() not in commands)
-    assert "An adopted app is left as it was found" in prose  # nothing of the text is lost
+        holding = [line for line in lines if command in line]
+        assert len(holding) == 1, command  # whole, on one line
+        # a line that fits keeps the sentence as written; a command too long for one goes alone on its line
+        assert len(holding[0]) <= 100 or holding[0].strip() == command
+    assert any(line.strip() == commands[0] for line in lines)  # the 230-column one: alone
+    prose = " ".join(line.strip() for line in lines)
+    assert "An adopted app is left as it was found" in prose and "(it stays restorable for 30 days" in prose
 
 
 def test_rollback_manual_steps_wrap(tmp_path, http_peer, engine, secrets_env, capsys, keys) -> None:

@@ -101,6 +101,7 @@ class StatusLine:
         """
         thread, self._thread = self._thread, None
         self._stop.set()
+        _TICKING.discard(self)
         if thread is not None:
             with self._lock:  # a redraw under way finishes first
                 pass

@@ -44,20 +44,22 @@ def width() -> int:
 _COMMAND = re.compile(r"`([^`\n]+)`")
 
 
-def wrap(text: str, first: str = "", indent: str = "    ", columns: int | None = None) -> list[str]:
-    """`text` wrapped to the screen with a hanging indent; a `command` in backticks on a line of its own.
+def wrap(text: str, first: str = "", indent: str = "    ", columns: int | None = None,
+         later: str = "") -> list[str]:
+    """`text` wrapped to the screen with a hanging indent; a `command` in backticks is never broken.
 
-    Each paragraph (line of `text`) wraps on its own; a command is printed whole (without its
-    backticks) on its own indented line, however long, so that it can be copied as it is. The
-    caller escapes outside text first (`safe`).
+    Each paragraph (line of `text`; the first after `first`, the others after `later`) that fits
+    is printed as it is. One that does not wraps under `indent`, and each command in it goes
+    whole (without its backticks) on a line of its own, however long, so it can be copied as it
+    is. The caller escapes outside text first (`safe`).
     """
     columns = columns or width()
     lines: list[str] = []
-    for paragraph in text.split("\n"):
-        if not paragraph.strip():
-            lines.append("")
+    for number, paragraph in enumerate(text.split("\n")):
+        lead = later if number else first
+        if len(lead) + len(paragraph) <= columns or not paragraph.strip():
+            lines.append(lead + paragraph if paragraph.strip() else "")
             continue
-        lead = first if not lines else indent
         for i, part in enumerate(_COMMAND.split(paragraph)):
             if i % 2:  # a command: whole, on its own line
                 if lead.strip():
@@ -74,9 +76,9 @@ def wrap(text: str, first: str = "", indent: str = "    ", columns: int | None =
     return [line.rstrip() for line in lines] or [first.rstrip()]
 
 
-def echo_wrapped(text: str, first: str = "", indent: str = "    ", *, err: bool = False) -> None:
+def echo_wrapped(text: str, first: str = "", indent: str = "    ", *, err: bool = False, later: str = "") -> None:
     """Print `text` (already escaped) wrapped as `wrap` does: one long line was 140-370 columns."""
-    for line in wrap(text, first, indent):
+    for line in wrap(text, first, indent, later=later):
         click.echo(line, err=err)
 
 

@@ -291,7 +291,7 @@ class PSRPSession:
                                  max_runspaces=1)
         try:
             self.pool.open()
-        except requests.exceptions.Timeout:
+        except requests.exceptions.ReadTimeout:  # connected (a connect timeout says so itself), then silence
             if first.answered:
                 raise
             raise ConnectFailure(
