@@ -76,6 +76,23 @@ def test_manual_back_out_wraps_and_never_breaks_a_command() -> None:
     assert "An adopted app is left as it was found" in prose and "(it stays restorable for 30 days" in prose
 
 
+def test_a_psbridge_command_at_the_end_of_a_message_is_not_broken() -> None:
+    from psbridge.keys import KEYGEN_HINT
+
+    reason = ("approvals/20261207T055226Z-02a7c3dcc724.json (Jane Doe <jane@contoso.com>, key 02a7c3dcc724f2): "
+              "no usable e-mail address in the identity; it does not count: make a new key with " + KEYGEN_HINT)
+    lines = wrap(reason, "psbridge: refused: ", columns=100)
+    assert "      " + KEYGEN_HINT in lines and not _too_wide("\n".join(lines))
+    bracketed = wrap("the log is broken (run psbridge audit repair /tmp/a/audit.jsonl) and then nothing more "
+                     "until it is repaired, as the audit log says", "x: ", columns=60)
+    assert "      psbridge audit repair /tmp/a/audit.jsonl" in bracketed
+    assert ") and then" in " ".join(bracketed)  # the sentence goes on after it, nothing lost
+    # prose that names a command is wrapped as prose
+    sentence = wrap("Nothing was sent: this psbridge run is refused because the package is not approved by "
+                    "enough people", "x: ", columns=60)
+    assert all(len(line) <= 60 for line in sentence)
+
+
 def test_rollback_manual_steps_wrap(tmp_path, http_peer, engine, secrets_env, capsys, keys) -> None:
     from test_rollback import _rollback_args, _run  # the run whose changes rollback backs out
 

@@ -44,6 +44,30 @@ def width() -> int:
 _COMMAND = re.compile(r"`([^`\n]+)`")
 
 
+def _quote_bare_command(paragraph: str) -> str:
+    """The psbridge command that ends a message (`… make a new key with psbridge keygen --out …`)
+    put in backticks, so that wrap does not break it either.
+
+    A command runs from `psbridge NAME` to the end of the paragraph, or to the bracket the sentence
+    opened before it; without an option, a path or a quoted value it is a sentence, not a command.
+    """
+    from . import WORKFLOW_ORDER  # the command names; imported here, the package imports this module
+
+    found = re.search(rf"(?<![`\w])psbridge (?:{'|'.join(WORKFLOW_ORDER)}) [^`]*$", paragraph)
+    if found is None:
+        return paragraph
+    command, depth = found.group(0), 0
+    for at, char in enumerate(command):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:  # the bracket of the sentence around the command: the command ends before it
+            command = command[:at]
+            break
+    if not re.search(r"(?:^|\s)(?:-|'|\")|/", command):  # no option, path or quoted value: a sentence
+        return paragraph
+    end = found.start() + len(command)
+    return f"{paragraph[:found.start()]}`{command.rstrip()}`{paragraph[end:]}"
+
+
 def wrap(text: str, first: str = "", indent: str = "    ", columns: int | None = None,
          later: str = "") -> list[str]:
     """`text` wrapped to the screen with a hanging indent; a `command` in backticks is never broken.
@@ -60,7 +84,7 @@ def wrap(text: str, first: str = "", indent: str = "    ", columns: int | None =
         if len(lead) + len(paragraph) <= columns or not paragraph.strip():
             lines.append(lead + paragraph if paragraph.strip() else "")
             continue
-        for i, part in enumerate(_COMMAND.split(paragraph)):
+        for i, part in enumerate(_COMMAND.split(_quote_bare_command(paragraph))):
             if i % 2:  # a command: whole, on its own line
                 if lead.strip():
                     lines.append(lead)
