@@ -85,3 +85,21 @@ def test_a_warning_goes_to_stderr_not_into_the_json(psbridge, pkg: Path, keys: d
     assert result.exit_code == 0, result.stderr
     assert _one_object(result.stdout)["verified"] is True
     assert "psbridge: warning: " in result.stderr
+
+
+def test_approve_json_keeps_the_change_window_warning_on_stderr(psbridge, tmp_path: Path, keys: dict[str, Path],
+                                                                 monkeypatch) -> None:
+    from datetime import datetime, timezone
+
+    from psbridge import approvals, clock
+    from support.winrm_peer.package import make_package
+
+    now = datetime(2026, 12, 10, 9, 0, tzinfo=timezone.utc)  # two and a half days before the window ends
+    monkeypatch.setattr(clock, "utc_now", lambda: now)
+    monkeypatch.setattr(approvals, "utc_now", lambda: now)
+    pkg = make_package(tmp_path / "out", change={"window": "2026-12-12T20:00+01:00/2026-12-12T22:00+01:00"})
+    result = psbridge("approve", pkg, "--key", keys["jane"], "--expires", "1d", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert _one_object(result.stdout)["expires_at"] == "2026-12-11T09:00:00Z"
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("psbridge: warning: the approval by Jane Doe") and "before the change window" in warning
