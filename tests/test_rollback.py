@@ -265,7 +265,8 @@ def test_rollback_restores_the_setting_that_was_there_and_leaves_the_absent_one(
                                                                                  secrets_env, capsys, keys):
     undo, out = _rollback(tmp_path, http_peer, engine, keys, capsys, {PRINCIPAL: OLD_PRINCIPAL, URL: None})
     assert [p.parameters for p in undo] == [{"PrincipalId": OLD_PRINCIPAL}]  # no MetadataUrl='' is sent
-    [note] = [line for line in out.splitlines() if line.startswith("step 07 crm-settings: by hand:")]
+    [note] = [line for line in out.replace("\n    ", " ").splitlines()  # the note wraps at 100 columns (issue 21)
+              if line.startswith("step 07 crm-settings: by hand:")]
     assert note.startswith(f"step 07 crm-settings: by hand: ServerSettings {URL} was not set before this step")
     assert "Set-CrmAdvancedSetting -Entity $setting" in out and f"('{URL}', '<value>')" in out
 

@@ -76,6 +76,20 @@ def test_manual_back_out_wraps_and_never_breaks_a_command() -> None:
     assert "An adopted app is left as it was found" in prose and "(it stays restorable for 30 days" in prose
 
 
+def test_code_lines_and_quoted_values_of_a_procedure_are_never_broken() -> None:
+    from psbridge.steps.crm_settings import _absent_note
+
+    value = r"https://x\x1b[2J\nstep 08 tenant-id: forged"
+    note = _absent_note("S2SDefaultAuthorizationServerMetadataUrl", value)
+    code = [line for line in note.split("\n") if line.startswith("  ")]
+    assert code and max(map(len, code)) > 100  # the Attributes.Add line: longer than the screen
+    lines = wrap(note, "step 07 crm-settings: by hand: ", columns=100)
+    for line in code:
+        assert line in lines  # each line of code as it is, at its own indent
+    assert any(repr(value) in line for line in lines)  # the quoted value (as the note quotes it) on one line
+    assert not _too_wide("\n".join(lines), tuple(line.strip() for line in code))
+
+
 def test_a_psbridge_command_at_the_end_of_a_message_is_not_broken() -> None:
     from psbridge.keys import KEYGEN_HINT
 

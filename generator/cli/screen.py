@@ -42,6 +42,10 @@ def width() -> int:
 
 #: Text between backticks is a command to copy: it is never wrapped.
 _COMMAND = re.compile(r"`([^`\n]+)`")
+#: A quoted value ('…' after a space or a bracket, not the apostrophe of "record's"): kept on one line.
+_QUOTED = re.compile(r"(?<![\w'])'[^'\n]*'(?![\w'])")
+#: Stands for a space inside a quoted value while textwrap runs (escaped text never holds a NUL).
+_KEPT_SPACE = "\x00"
 
 
 def _quote_bare_command(paragraph: str) -> str:
@@ -73,15 +77,17 @@ def wrap(text: str, first: str = "", indent: str = "    ", columns: int | None =
     """`text` wrapped to the screen with a hanging indent; a `command` in backticks is never broken.
 
     Each paragraph (line of `text`; the first after `first`, the others after `later`) that fits
-    is printed as it is. One that does not wraps under `indent`, and each command in it goes
-    whole (without its backticks) on a line of its own, however long, so it can be copied as it
-    is. The caller escapes outside text first (`safe`).
+    is printed as it is, and so is an indented line after the first (a line of code to copy). One
+    that does not fit wraps under `indent`: a 'quoted value' stays on one line, and each command
+    goes whole (without its backticks) on a line of its own, however long, so it can be copied as
+    it is. The caller escapes outside text first (`safe`: no NUL, which stands for a kept space).
     """
     columns = columns or width()
     lines: list[str] = []
     for number, paragraph in enumerate(text.split("\n")):
         lead = later if number else first
-        if len(lead) + len(paragraph) <= columns or not paragraph.strip():
+        if len(lead) + len(paragraph) <= columns or not paragraph.strip() or (number and paragraph[:1].isspace()):
+            # fits, or is empty, or is an indented line of code under the text: as it is
             lines.append(lead + paragraph if paragraph.strip() else "")
             continue
         for i, part in enumerate(_COMMAND.split(_quote_bare_command(paragraph))):
@@ -94,8 +100,9 @@ def wrap(text: str, first: str = "", indent: str = "    ", columns: int | None =
                 part = (part.lstrip(";,. ") if i else part).strip()
                 if not part:
                     continue
-                lines += textwrap.wrap(part, columns, initial_indent=lead, subsequent_indent=indent,
-                                       break_long_words=False, break_on_hyphens=False)
+                lines += [line.replace(_KEPT_SPACE, " ") for line in textwrap.wrap(
+                    _QUOTED.sub(lambda m: m.group(0).replace(" ", _KEPT_SPACE), part), columns, initial_indent=lead,
+                    subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)]
             lead = indent
     return [line.rstrip() for line in lines] or [first.rstrip()]
 
