@@ -107,6 +107,8 @@ def test_a_run_writes_a_structured_holder_beats_before_each_step_and_releases_at
     assert take.parameters["ShellId"] == take.shell_id.upper() and take.parameters["StepTimeout"] == 900
     # take, one heartbeat right before each of the 8 steps, the release at the end (before the session closed)
     assert model.calls == ["take", *["heartbeat"] * 8, "release"]
+    # each in a scope of its own: lock.ps1's parameters ($User, $ShellId...) never become the steps' variables
+    assert all(p.local_scope == [True] for p in engine.pipelines if p.script.startswith(LOCK))
     assert model.record is not None and model.record["state"] == "released" and model.open_by is None
     scripts = engine.scripts()
     for index, script in enumerate(scripts):
@@ -300,7 +302,8 @@ class FakeSession:
         self.running = 0
         self.overlapped = False
 
-    def run_step(self, script: str, parameters: dict[str, Any], timeout: float) -> PipelineReport:
+    def run_step(self, script: str, parameters: dict[str, Any], timeout: float, *,
+                 local_scope: bool = False) -> PipelineReport:
         with self.gate:
             self.running += 1
             self.overlapped |= self.running > 1

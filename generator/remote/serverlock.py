@@ -3,11 +3,13 @@ release at the end, and --force-unlock.
 
 The workstation's lock (PKG/runs/.lock) is `locks.WorkstationLock`; this is the other half, one
 run at a time on the server from any workstation, held by the package's reviewed lock.ps1 in
-the run's own session until the run releases it (or the session closes). The holder record is
-JSON (`locks.ServerHolder`); a live run keeps its `heartbeat` fresh: right before each step
-(servers.py) and, from `HeartbeatKeeper`'s thread, every minute the session sends nothing else
-(while `--step` waits at its prompt, while steps run on another server). `--force-unlock` closes
-a holder's session only when that heartbeat is older than the holder's step timeout plus
+the run's own session until the run releases it (or the session closes). Every lock.ps1 pipeline
+runs in a scope of its own, so its parameters and variables never become the steps' variables
+(the open file and the record it keeps in two `$global:PSBridgeRunLock*` variables). The holder
+record is JSON (`locks.ServerHolder`); a live run keeps its `heartbeat` fresh: right before each
+step (servers.py) and, from `HeartbeatKeeper`'s thread, every minute the session sends nothing
+else (while `--step` waits at its prompt, while steps run on another server). `--force-unlock`
+closes a holder's session only when that heartbeat is older than the holder's step timeout plus
 `locks.STALE_MARGIN_SECONDS`, and only after the CLI asked (or `--yes`).
 """
 
@@ -45,7 +47,8 @@ class Refused(Exception):
 
 def take_server_lock(session: PSRPSession, lock_text: str, timeout: float, emit: Emit, redact: Redactor) -> None:
     """Send lock.ps1; return when this run holds the server's lock, else raise Refused."""
-    report = session.run_step(lock_text, server_lock_parameters(session.shell_id, timeout), timeout)
+    report = session.run_step(lock_text, server_lock_parameters(session.shell_id, timeout), timeout,
+                              local_scope=True)
     if report.interrupted:
         raise KeyboardInterrupt  # the operator's Ctrl-C, not another run's lock
     if classify(report) is Outcome.OK:
@@ -92,7 +95,7 @@ def refusal_lines(host: str, reason: str, reading: ServerLockReading | None) -> 
 
 def heartbeat(session: PSRPSession, lock_text: str, timeout: float) -> bool:
     """lock.ps1 -Heartbeat: the held record's `heartbeat` becomes the server's time now. True when written."""
-    report = session.run_step(lock_text, {"Heartbeat": True}, min(timeout, HEARTBEAT_TIMEOUT))
+    report = session.run_step(lock_text, {"Heartbeat": True}, min(timeout, HEARTBEAT_TIMEOUT), local_scope=True)
     return classify(report) is Outcome.OK
 
 
@@ -101,14 +104,14 @@ def release_server_lock(session: PSRPSession, lock_text: str, timeout: float) ->
     file is closed, so no later reader takes this run for a holder. True when done."""
     if session.broken:
         return False
-    report = session.run_step(lock_text, {"Release": True}, min(timeout, HEARTBEAT_TIMEOUT))
+    report = session.run_step(lock_text, {"Release": True}, min(timeout, HEARTBEAT_TIMEOUT), local_scope=True)
     return classify(report) is Outcome.OK
 
 
 def read_server_lock(session: PSRPSession, lock_text: str, timeout: float, redact: Redactor) -> ServerLockReading:
     """lock.ps1 -Inspect, parsed: the server's time now and its record. Raises RuntimeFailure when it could
     not be read, UserError (one line) when the record is not one psbridge writes."""
-    report = session.run_step(lock_text, {"Inspect": True}, timeout)
+    report = session.run_step(lock_text, {"Inspect": True}, timeout, local_scope=True)
     if classify(report) is not Outcome.OK:
         raise RuntimeFailure("--force-unlock: could not read the server's lock file")
     if len(report.output) != 1:
