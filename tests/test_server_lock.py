@@ -412,6 +412,8 @@ def test_lock_ps1_parses(lock_ps1: str) -> None:
 def test_the_folder_gets_a_protected_admin_and_system_only_acl(lock_ps1: str) -> None:
     body = _text(_functions(lock_ps1)["New-PSBridgeLockSecurity"])
     assert "$Security.SetAccessRuleProtection($true, $false)" in body  # protected, nothing inherited
+    assert "$Security.SetOwner((New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList " \
+           "$TrustedOwners[0]))" in body  # owner: Administrators
     assert "[System.Security.AccessControl.FileSystemRights]::FullControl" in body
     assert "[System.Security.AccessControl.AccessControlType]::Allow" in body
     assert "foreach ($Sid in $TrustedOwners)" in body
@@ -430,7 +432,8 @@ def test_owner_and_reparse_checks_precede_the_open(lock_ps1: str) -> None:
                                           "[System.IO.FileAccess]::ReadWrite, [System.IO.FileShare]::Read)")
     folder = _top_level_offset(lock_ps1, "Assert-PSBridgeOwner $LockFolder 'folder'")
     file = _top_level_offset(lock_ps1, "if (Test-Path -LiteralPath $LockPath) { Assert-PSBridgeOwner $LockPath 'file' }")
-    assert folder < file < opening
+    protect = _top_level_offset(lock_ps1, "[System.IO.Directory]::SetAccessControl($LockFolder, (New-PSBridgeLockSecurity))")
+    assert folder < protect < file < opening  # an existing folder (checked first) gets the protected ACL too
 
 
 def test_the_record_is_convertto_json_of_a_hashtable_of_the_parameters(lock_ps1: str) -> None:
