@@ -500,3 +500,26 @@ def test_every_dotnet_type_and_static_member_is_in_the_catalogue(lock_ps1: str) 
     for name, entry in catalogue.items():
         if name != "_about":
             assert entry["source"].startswith("https://learn.microsoft.com/dotnet/api/"), name
+
+
+def test_ctrl_c_during_a_heartbeat_stops_the_run_between_steps(pkg, http_peer, engine, model, secrets_env, capsys,
+                                                               monkeypatch):
+    """A heartbeat interrupted by Ctrl-C is the operator's interruption (exit 130), never swallowed."""
+    real = serverlock.heartbeat
+    beats = []
+
+    def interrupted(session: Any, lock_text: str, timeout: float) -> bool:
+        beats.append(1)
+        if len(beats) == 3:  # right before step 03
+            session.run_step = lambda *a, **k: PipelineReport("Stopped", interrupted=True)  # Ctrl-C in it
+            try:
+                return real(session, lock_text, timeout)
+            finally:
+                del session.run_step  # the session's own method again
+        return real(session, lock_text, timeout)
+
+    monkeypatch.setattr(serverlock, "heartbeat", interrupted)
+    code, out, err = run(capsys, run_args(pkg, http_peer))
+    assert code == 130, out + err
+    assert steps_sent(engine) == [1, 2]
+    assert record_events(pkg)[-1]["reason"] == "interrupted"

@@ -96,6 +96,8 @@ def refusal_lines(host: str, reason: str, reading: ServerLockReading | None) -> 
 def heartbeat(session: PSRPSession, lock_text: str, timeout: float) -> bool:
     """lock.ps1 -Heartbeat: the held record's `heartbeat` becomes the server's time now. True when written."""
     report = session.run_step(lock_text, {"Heartbeat": True}, min(timeout, HEARTBEAT_TIMEOUT), local_scope=True)
+    if report.interrupted:
+        raise KeyboardInterrupt  # the operator's Ctrl-C between steps stops the run, not just the heartbeat
     return classify(report) is Outcome.OK
 
 
