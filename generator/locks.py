@@ -11,17 +11,22 @@ for its whole length:
   workstation refuses too.
 
 `psbridge check` takes neither: it changes nothing. This module holds the workstation
-lock and the pure reading of the server lock's answer; the session that sends lock.ps1 is
-in remote.py.
+lock and the pure reading of the server lock's record (`ServerLockReading`: JSON that lock.ps1
+writes, one format for the run that is refused and for --force-unlock); the session that sends
+lock.ps1 is in remote/serverlock.py.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .clock import stamp
 from .errors import RuntimeFailure, UserError
@@ -109,15 +114,90 @@ def _user() -> str:
         return f"uid:{os.getuid()}"
 
 
-def holder_for_server() -> str:
-    """What the server's lock file says holds it: `user@workstation` (no secret)."""
-    return f"{_user()}@{socket.gethostname()}"
+def server_lock_parameters(shell_id: str, step_timeout: float) -> dict[str, object]:
+    """lock.ps1's parameters: who takes the server's lock, from where, in which session, with which step timeout.
+
+    They reach PowerShell as parameters, and lock.ps1 writes them with ConvertTo-Json: no text of
+    the operator's (such as `$USER`) is ever spliced into the record, so it cannot forge a field.
+    """
+    return {"User": _user(), "Workstation": socket.gethostname(), "ShellId": shell_id,
+            "StepTimeout": max(1, math.ceil(step_timeout))}
 
 
-def shell_of(lock_text: str) -> str | None:
-    """The shell id recorded in the server's lock file (`…; shell=<id>; …`), for --force-unlock."""
-    for part in lock_text.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == "shell" and value.strip():
-            return value.strip()
-    return None
+#: A live run's heartbeat can lag by one pipeline (at most the step timeout) plus this many seconds: the
+#: keeper's interval (60 s), stopping a timed-out pipeline (WinRM's operation timeout) and the round trips.
+STALE_MARGIN_SECONDS = 300
+_GUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+_Text = Annotated[str, Field(max_length=256)]
+
+
+class ServerHolder(BaseModel):
+    """The record lock.ps1 writes in %ProgramData%\\psbridge\\run.lock (JSON; one format for run and --force-unlock)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    format: Literal[1]
+    state: Literal["held", "released"]
+    user: _Text
+    workstation: _Text
+    package: _Text
+    shell: Annotated[str, Field(pattern=_GUID)]
+    since: datetime
+    heartbeat: datetime
+    step_timeout: Annotated[int, Field(ge=1, le=10_000_000)]
+    pid: Annotated[int, Field(ge=0, le=2**32)]
+    process_started: _Text
+
+    @property
+    def stale_after(self) -> timedelta:
+        """How old its heartbeat must be before psbridge calls the holder stale: its step timeout + the margin."""
+        return timedelta(seconds=self.step_timeout + STALE_MARGIN_SECONDS)
+
+
+class ServerLockReading(BaseModel):
+    """What lock.ps1 prints (-Inspect) or names in a refusal: the server's time now and the record, if any."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    now: datetime
+    record: ServerHolder | None
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> ServerLockReading:
+        """Read the server's answer; anything psbridge did not write is refused in one line naming `where`."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "the record"
+            raise UserError(f"{where}: the server's lock record is not one psbridge writes ({field}: "
+                            f"{first.get('msg', 'invalid')}); nothing was closed") from None
+
+    @property
+    def holder(self) -> ServerHolder | None:
+        """The record when it says a run holds the lock (a released record names no holder)."""
+        return self.record if self.record is not None and self.record.state == "held" else None
+
+    def heartbeat_age(self) -> timedelta | None:
+        """How long ago, by the server's clock, the holder last showed it is alive."""
+        holder = self.holder
+        return None if holder is None else self.now - holder.heartbeat
+
+    def stale(self) -> bool:
+        """The holder's heartbeat is older than its stated bound (its step timeout + STALE_MARGIN_SECONDS)."""
+        holder, age = self.holder, self.heartbeat_age()
+        return holder is not None and age is not None and age > holder.stale_after
+
+    def describe(self) -> list[str]:
+        """Who holds it, from which workstation, since when, last heartbeat: one escaped line each."""
+        from .text import printable
+
+        holder, age = self.holder, self.heartbeat_age()
+        if holder is None or age is None:
+            return ["no run holds the server's lock"]
+        seconds = int(age.total_seconds())
+        return [printable(line) for line in (
+            f"held by {holder.user} on workstation {holder.workstation} (package {holder.package})",
+            f"session {holder.shell}, server process {holder.pid}",
+            f"since {holder.since.isoformat()}",
+            f"last heartbeat {holder.heartbeat.isoformat()} ({seconds} s ago by the server's clock; stale after "
+            f"{int(holder.stale_after.total_seconds())} s: its step timeout {holder.step_timeout} s + "
+            f"{STALE_MARGIN_SECONDS} s)")]

@@ -163,8 +163,12 @@ class FarmGate(_Event):
 
 
 class ForceUnlock(_Event):
+    """`run --force-unlock`: the holder record read from the server (as lock.ps1 wrote it), how old its
+    heartbeat was by the server's clock, and whether its session was closed."""
+
     event: Literal["force-unlock"] = "force-unlock"
-    lock: str
+    holder: dict[str, Any] | None = None
+    heartbeat_age_seconds: float | None = None
     stale_shell: str | None = None
     closed: bool = False
     host: str | None = None

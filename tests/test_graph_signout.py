@@ -24,7 +24,7 @@ from support.cli import check_args
 from support.packages import answer_probes, write_check_package
 from support.probe_states import state
 from support.pwsh_grammar import command_invocations, parse, syntax_errors, walk
-from support.winrm_peer import Engine, ErrorSpec, Reply, WinRMPeer
+from support.winrm_peer import Engine, ErrorSpec, RecordedPipeline, Reply, WinRMPeer
 
 GRAPH_TOKEN = "eyJ0eXAi.graph-T0ken$;'x"
 DISCONNECT = "# psbridge disconnect:"
@@ -43,10 +43,17 @@ def _args(command: str, pkg: Path, peer: WinRMPeer, *extra: str) -> list[str]:
     return args
 
 
+def _pipelines(engine: Engine) -> list[RecordedPipeline]:
+    """The pipelines the peer received, without the server lock's heartbeats and its release (sent after the
+    sign-out, before the session closes; tests/test_server_lock.py asserts on those)."""
+    return [p for p in engine.pipelines if not (p.parameters.get("Heartbeat") or p.parameters.get("Release"))]
+
+
 def _kinds(engine: Engine) -> list[str]:
-    """Each pipeline the peer received, by what it was: step NN, probe NAME, lock, disconnect, eap."""
+    """Each of `_pipelines`, by what it was: step NN, probe NAME, lock, disconnect, eap."""
     out = []
-    for script in engine.scripts():
+    for pipeline in _pipelines(engine):
+        script = pipeline.script
         if script.startswith("# psbridge step "):
             out.append("step " + script[len("# psbridge step "):][:2])
         elif script.startswith("# psbridge probe: "):
@@ -73,7 +80,7 @@ def test_a_graph_run_signs_out_after_its_last_step_and_verify(tmp_path, engine, 
     assert kinds.count("disconnect") == 1 and kinds[-1] == "disconnect"
     assert kinds.index("step 04") < kinds.index("step 08") < max(i for i, k in enumerate(kinds) if k == "probe entra")
     assert engine.pipelines[-1].shell_id == next(p.shell_id for p in engine.pipelines if p.script.startswith("# psbridge step 04/"))
-    assert engine.pipelines[-1].script == signout_bytes().decode("utf-8-sig")
+    assert _pipelines(engine)[-1].script == signout_bytes().decode("utf-8-sig")
     out, err = capsys.readouterr()
     assert "Disconnect-MgGraph" not in out + err and "sign out" not in out + err
 
@@ -99,7 +106,7 @@ def test_an_interrupted_graph_run_signs_out_after_the_step_is_stopped(tmp_path, 
         timer.cancel()
     assert code == 4
     kinds = _kinds(engine)
-    stopped = [i for i, p in enumerate(engine.pipelines) if p.stopped]
+    stopped = [i for i, p in enumerate(_pipelines(engine)) if p.stopped]
     assert kinds[-1] == "disconnect" and stopped and stopped[-1] < len(kinds) - 1
 
 
@@ -192,11 +199,11 @@ def test_a_graph_rollback_signs_out_after_its_back_out_scripts(tmp_path, engine,
     _server_states(engine)
     assert main(_args("run", pkg, http_peer, "--yes", "--audit-log", str(log))) == 0
     [record] = list((pkg / "runs").glob("*.jsonl"))
-    before = len(engine.pipelines)
+    before = len(_pipelines(engine))
     assert main(_args("rollback", pkg, http_peer, "--run", str(record), "--yes", "--audit-log", str(log))) == 0, \
         capsys.readouterr()
     sent = _kinds(engine)[before:]
-    undo = [i for i, p in enumerate(engine.pipelines[before:]) if p.script.startswith("# psbridge back-out of step")]
+    undo = [i for i, p in enumerate(_pipelines(engine)[before:]) if p.script.startswith("# psbridge back-out of step")]
     assert undo and sent[-1] == "disconnect" and sent.count("disconnect") == 1 and max(undo) < len(sent) - 1
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from psbridge.errors import UserError
-from psbridge.locks import RunLocked, WorkstationLock, describe_holder, holder_for_server, shell_of
+from psbridge.locks import RunLocked, WorkstationLock, describe_holder, server_lock_parameters
 
 #: A second process that tries the package's lock: prints LOCKED and the message, or TAKEN (and holds it
 #: until its stdin closes when HOLD is passed).
@@ -135,7 +135,7 @@ def test_a_lock_file_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
     assert (tmp_path / "target").read_text() == "keep"
 
 
-# --------------------------------------------------------------------------- describe_holder, shell_of
+# --------------------------------------------------------------------------- describe_holder, the server's parameters
 
 
 def test_describe_holder_names_user_host_pid_and_since() -> None:
@@ -160,21 +160,11 @@ def test_describe_holder_of_a_note_without_fields_says_none() -> None:
     assert describe_holder(b"{}") == "user None, on None, pid None, since None"
 
 
-@pytest.mark.parametrize("text,shell", [
-    # As templates/lock.ps1.j2 writes it: holder=…; package=…; shell=…; since=…; pid=…
-    ("holder=jane@ws01; package=contoso; shell=6F9A-11; since=2026-06-01T10:00:00.0000000Z; pid=12", "6F9A-11"),
-    ("shell=ABC", "ABC"),
-    ("x=1;   shell=  ABC  \r\n", "ABC"),
-    ("holder=jane@ws01; since=2026-06-01", None),
-    ("shell=; holder=x", None),
-    ("shellid=ABC; myshell=DEF", None),
-    ("", None),
-])
-def test_shell_of_reads_the_shell_id_from_the_server_lock_note(text: str, shell: str | None) -> None:
-    assert shell_of(text) == shell
-
-
-def test_holder_for_server_is_user_at_host_only() -> None:
-    holder = holder_for_server()
-    user, _, host = holder.rpartition("@")
-    assert user and host == socket.gethostname()
+def test_server_lock_parameters_are_separate_values_never_one_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lock.ps1 gets who, from where, which session and the step timeout as parameters (issue 20 item 3:
+    a `holder=...; shell=...` text built from $USER let `USER='m; shell=VICTIM; x'` name another shell)."""
+    monkeypatch.setenv("USER", "m; shell=VICTIM; x")
+    monkeypatch.setenv("LOGNAME", "m; shell=VICTIM; x")
+    params = server_lock_parameters("6F9A11B2-0000-4000-8000-000000000001", 899.5)
+    assert params == {"User": "m; shell=VICTIM; x", "Workstation": socket.gethostname(),
+                      "ShellId": "6F9A11B2-0000-4000-8000-000000000001", "StepTimeout": 900}

@@ -242,7 +242,7 @@ def test_a_renewal_run_sends_add_new_then_install_then_switch_then_verify_then_r
     # The main server keeps one session and one lock across the additional servers (the session
     # steps' variables, such as the Graph connection, are what verify and retire-previous use).
     assert len({p.shell_id for p in engine.pipelines}) == 1
-    assert sum(s.startswith("# psbridge lock:") for s in engine.scripts()) == 1
+    assert sum(p.script.startswith("# psbridge lock:") and "ShellId" in p.parameters for p in engine.pipelines) == 1
     assert "Renewal done" in out and f"remove the replaced certificate {OLD}" in out
     assert "Enable Server-Based SharePoint Integration wizard (manual" not in out
 

@@ -250,13 +250,19 @@ def test_two_runs_of_one_package_never_interleave(pkg, http_peer, engine, tmp_pa
 
 def test_the_server_lock_refuses_a_second_run_from_another_workstation(pkg, http_peer, engine, secrets_env,
                                                                        capsys):
-    holder = "holder=bob@ws02; package=contoso; shell=1A2B; since=2026-11-27T08:00:00.0000000Z; pid=4242"
+    record = {"format": 1, "state": "held", "user": "bob", "workstation": "ws02", "package": "contoso",
+              "shell": "1A2B3C4D-0000-4000-8000-000000000001", "since": "2026-11-27T08:00:00.0000000Z",
+              "heartbeat": "2026-11-27T08:05:00.0000000Z", "step_timeout": 900, "pid": 4242,
+              "process_started": "2026-11-27T07:00:00.0000000Z"}
+    seen = json.dumps({"now": "2026-11-27T08:05:30.0000000Z", "record": record})
     engine.when(LOCK, Reply(terminating=ErrorSpec(
-        "Another psbridge run holds the lock on this server (C:\\ProgramData\\psbridge\\run.lock): " + holder)))
+        "Another psbridge run holds the lock on this server (C:\\ProgramData\\psbridge\\run.lock): " + seen)))
     code, out, err = run(capsys, run_args(pkg, http_peer))
     assert code == 1, out + err
     assert steps_sent(engine) == []
-    assert "holder=bob@ws02" in out and "since=2026-11-27T08:00:00" in out and "--force-unlock" in out
+    assert "held by bob on workstation ws02" in out and "since 2026-11-27T08:00:00" in out
+    assert "(30 s ago by the server's clock" in out and "wait for it to end" in out
+    assert "--force-unlock" not in out  # a live holder: never suggested (issue 20 item 3)
     assert record_events(pkg)[-1]["reason"] == "locked"
 
 
@@ -264,13 +270,14 @@ def test_force_unlock_closes_the_stale_session_and_is_audited(pkg, log, http_pee
     from pypsrp.powershell import RunspacePool
     from pypsrp.wsman import WSMan
 
+    from support.winrm_peer.serverlock import ServerLockModel
+
     stale_pool = RunspacePool(WSMan("127.0.0.1", port=http_peer.port, username=USER, password=WINRM_PASSWORD,
                                     ssl=False, auth="ntlm", no_proxy=True))
     stale_pool.open()  # a crashed run's session: never closed
     stale = str(stale_pool.id).upper()
     assert stale in http_peer.shell_ids()
-    engine.when(lambda p: p.script.startswith(LOCK) and p.parameters.get("Inspect"),
-                Reply(output=[f"holder=bob@ws02; package=contoso; shell={stale}; since=2026-11-27T07:00:00Z"]))
+    ServerLockModel(http_peer).install(engine).plant(stale, heartbeat_age=3600)  # its heartbeat: an hour old
     code, out, err = run(capsys, run_args(pkg, http_peer, "--force-unlock"))
     assert code == 0, out + err
     assert stale not in http_peer.shell_ids()

@@ -189,7 +189,8 @@ def test_a_graph_run_sends_the_packages_signout_bytes_last(tmp_path, engine: Eng
     engine.when(DISCONNECT, Reply(output=["signed out"]))
     assert main(_graph_args("run", pkg, http_peer, "--yes")) == 0, capsys.readouterr()
     assert asked == ["PSBRIDGE_WINRM_PASSWORD"]  # the swap happened, mid-command
-    last = engine.pipelines[-1]
+    # the last pipeline but the server lock's heartbeats and release (which follows the sign-out)
+    last = [p for p in engine.pipelines if not (p.parameters.get("Release") or p.parameters.get("Heartbeat"))][-1]
     assert BOM + last.script.encode("utf-8") == approved  # the package's bytes, decoded like lock.ps1
     assert sum(p.script.startswith(DISCONNECT) for p in engine.pipelines) == 1
     assert all("evil.example" not in s for s in engine.scripts())

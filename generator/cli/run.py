@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import CommandFinished, ExitCode, RuntimeFailure
+from ..errors import CommandFinished, ExitCode, RuntimeFailure, UserError
 from .auditing import gate, refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option
 from .options import connected, connection_options, gather, implied_audit_log, package_log
 from .output import print_audit_head, print_check, reporter, safe, warn_if_unverified
-from .prompts import ask_step, confirm_or_refuse
+from .prompts import ask_step, confirm_or_refuse, has_terminal
 
 if TYPE_CHECKING:
     from ..check import CheckReport
@@ -47,7 +48,9 @@ class RunFlags:
 @click.option("--yes", "assume_yes", is_flag=True,
               help="Run a package without --require-approval without asking (needed when there is no terminal).")
 @click.option("--force-unlock", is_flag=True,
-              help="Close the stale session of a crashed run that still holds the server's run lock (audited).")
+              help="Close the session of a crashed run that still holds the server's run lock: only when its "
+                   "heartbeat is stale (older than its step timeout + 5 minutes); shows the holder and asks "
+                   "unless --yes (audited).")
 @approval_options
 @audit_log_option
 @gather(RunFlags, "flags")
@@ -110,7 +113,8 @@ def run(package_dir: Path, connection: ConnectionOptions, approval: ApprovalOpti
     ctx = RemoteContext(package, conn, winrm_password, secrets, settings, reporter(flags.as_json))
     as_json = flags.as_json
     run_options = RunOptions(prepared.selected, prepared.additional, confirm=ask_step if flags.step_mode else None,
-                             from_step=flags.from_step, force_unlock=flags.force_unlock, verify=flags.verify_after,
+                             from_step=flags.from_step, force_unlock=flags.force_unlock,
+                             confirm_unlock=_confirm_unlock(flags.assume_yes), verify=flags.verify_after,
                              show_check=lambda report: _show_verification(report, as_json), approval=policy)
     try:
         done = run_package(ctx, run_options, Audited(log, "run"), prepared.approval)
@@ -181,6 +185,25 @@ def _confirm_unapproved(prepared: PreparedRun, assume_yes: bool, as_json: bool) 
         return
     confirm_or_refuse("Run it?", no_terminal="run: no terminal to confirm on; pass --yes to run this package without "
                       "--require-approval, or require its approval", refused="run: not confirmed; nothing ran")
+
+
+def _confirm_unlock(assume_yes: bool) -> Callable[[list[str]], bool]:
+    """`--force-unlock`'s question: the library found a stale holder; show it (on stderr) and ask [y/N].
+
+    `--yes` answers yes; with no terminal and no `--yes` nothing is closed (exit 2).
+    """
+
+    def ask(lines: list[str]) -> bool:
+        for line in lines:
+            click.echo(safe(line), err=True)
+        if assume_yes:
+            return True
+        if not has_terminal():
+            raise UserError("run --force-unlock: no terminal to confirm on; pass --yes to close the stale holder's "
+                            "session")
+        return click.confirm("Close that run's session on the server?", default=False, err=True)
+
+    return ask
 
 
 def _show_verification(report: CheckReport, as_json: bool) -> None:

@@ -24,7 +24,7 @@ from .gate import GateRequest, PreparedRun, prepare
 from .executor import Executed, Executor, RunResult, StepPlan, exit_code_of, Outcome
 from .inputs import payload_parameters, secrets_needed, step_parameters
 from .graph_signout import sign_out_of_graph, warn_on_stderr
-from .serverlock import Refused, take_server_lock
+from .serverlock import HeartbeatKeeper, Refused, take_server_lock
 from .transport import open_session
 
 
@@ -107,21 +107,26 @@ def rollback_package(ctx: RemoteContext, plan: RollbackPlan, audited: Audited) -
         session = open_session(ctx.conn, ctx.winrm_password, ctx.redact,
                                exchange_keys=bool(secrets_needed(s for s in sends if s.index not in undoes)))
         sending = False
+        keeper = HeartbeatKeeper(ctx.package.lock_script, ctx.settings.step_timeout)
         try:
             try:
                 take_server_lock(session, ctx.package.lock_script, ctx.settings.step_timeout, ctx.emit, ctx.redact)
             except Refused as refused:
                 return finish(recorder, RunResult([], refused.exit_code, refused.summary, "locked"),
                               host=ctx.conn.host, of=plan.record)
+            keeper.hold(session)  # the lock's heartbeat while the back-outs run; released below
             executor = Executor(StepPlan(sends, sends, lambda s: parameters.get(s.index) or {**step_parameters(s, ctx.secrets), **payload_parameters(s, ctx.package)},
                                          _summarize(plan), step_timeout=ctx.settings.step_timeout, emit_end=False,
                                          for_step=undoes), ctx.emit, ctx.redact)
             sending = True
             result = executor.run(session)
         finally:
-            # The session steps may have signed in to Microsoft Graph: sign out on every way out.
-            warn_on_stderr(sign_out_of_graph(session if sending else None, ctx.package, ctx.redact))
-            session.close()
+            try:
+                # The session steps may have signed in to Microsoft Graph: sign out on every way out.
+                warn_on_stderr(sign_out_of_graph(session if sending else None, ctx.package, ctx.redact))
+                keeper.release_all()
+            finally:
+                session.close()
         return finish(recorder, result, host=ctx.conn.host, of=plan.record)
 
 

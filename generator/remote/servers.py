@@ -25,15 +25,16 @@ from ..steps.certificate import PROOF_ACTION, SwitchWait, key_proof_details, swi
 from ..check import CheckReport
 from ..readings import CertificateReading
 from ..thumbprint import Thumbprint
-from ..errors import ConnectFailure, ExitCode
+from ..errors import ConnectFailure, ExitCode, RuntimeFailure
 from ..package import PackageStep
 from .advice import ContinueCommand, RunAdvice, resume_advice
 from .context import RemoteContext
-from ..run_record import FarmGate
+from ..run_record import FarmGate, ForceUnlock
 from .executor import Confirm, Executor, Hooks, Outcome, RunResult, StepPlan, StepResult
 from .inputs import payload_parameters, secrets_needed, step_parameters
 from .probing import Prober, farm_not_ready, observer, verify_in_session
-from .serverlock import Refused, force_unlock, take_server_lock
+from .serverlock import HeartbeatKeeper, Refused, close_stale_holder, read_server_lock, take_server_lock
+from .serverlock import unlock_refusal
 from .transport import Connection, PSRPSession, open_session
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class RunOptions:
     confirm: Confirm | None = None
     from_step: int | None = None
     force_unlock: bool = False
+    #: `--force-unlock`: shown the stale holder's lines, says whether to close its session (the CLI asks,
+    #: or `--yes` answers); None closes nothing.
+    confirm_unlock: Callable[[list[str]], bool] | None = None
     #: `run --verify`: check's probes in the main session after the last step.
     verify: bool = False
     #: Shows `--verify`'s check report to the operator (as `check` prints it) before it is recorded.
@@ -114,6 +118,8 @@ class ServerRun:
         self.readings: dict[tuple[str, str], dict[str, Any]] = {}
         #: Writes an audit line (what, details): --force-unlock is audited when it closes a session.
         self.audit: Callable[[str, dict[str, Any]], None] | None = None
+        #: Keeps the heartbeat of each server lock this run holds; releases them before the sessions close.
+        self.keeper: HeartbeatKeeper | None = None
 
     def note(self, event: dict[str, Any]) -> None:
         """Every event passes here on its way out: step ends are remembered for an interruption."""
@@ -160,8 +166,13 @@ class ServerRun:
         return RunResult(results, code, lines, reason, None)
 
     def close(self) -> None:
-        for session in reversed(self.sessions):
-            session.close()
+        """Release the server locks this run holds (their records say `released`), then close the sessions."""
+        try:
+            if self.keeper is not None:
+                self.keeper.release_all()
+        finally:
+            for session in reversed(self.sessions):
+                session.close()
 
     def _verify(self, lines: list[str]) -> tuple[int, str]:
         """`--verify`: the probes in the run's main session after its last step; exit 5 when a step that
@@ -227,7 +238,8 @@ class ServerRun:
             Hooks(confirm=self.options.confirm, observe=observer(ctx.with_emit(emit), session),
                   guard=_chained(self._approval_guard(command),
                                  self._wait_guard(command) if target.host is None else None,
-                                 self._switch_guard(session, emit) if target.host is None else None)))
+                                 self._switch_guard(session, emit) if target.host is None else None,
+                                 self._heartbeat_guard(session))))
         result = executor.run(session)
         summary = list(result.summary)
         if result.exit_code == ExitCode.UNKNOWN and target.host is not None:
@@ -240,9 +252,7 @@ class ServerRun:
         ctx = self.ctx
         lock_text = ctx.package.lock_script
         if self.options.force_unlock:
-            details = force_unlock(session, lock_text, ctx.settings.step_timeout, emit, ctx.redact)
-            if self.audit is not None:
-                self.audit("force-unlock", details)
+            self._force_unlock(session, lock_text, emit)
         try:
             take_server_lock(session, lock_text, ctx.settings.step_timeout, emit, ctx.redact)
         except Refused as refused:
@@ -251,11 +261,43 @@ class ServerRun:
             # Steps already ran elsewhere in this run: "run this command again" would send them again.
             host = session.conn.host
             return HostOutcome(refused.exit_code, [
-                refused.summary[0], f"Nothing was sent to {host}. When the other run there has ended, continue with:",
-                f"  {command.at(target.steps[0].index)}",
-                f"If it crashed, add --force-unlock to that command to close its stale session on {host} first."],
-                target.steps[0].index, "locked")
+                *refused.summary[:-1], f"Nothing was sent to {host}. When the other run there has ended, continue with:",
+                f"  {command.at(target.steps[0].index)}"]
+                + ([f"Its heartbeat is stale: if it crashed, add --force-unlock to that command to close its session on "
+                    f"{host} first."] if refused.stale else []), target.steps[0].index, "locked")
+        if self.keeper is None:
+            self.keeper = HeartbeatKeeper(lock_text, ctx.settings.step_timeout)
+        self.keeper.hold(session)
         return None
+
+    def _force_unlock(self, session: PSRPSession, lock_text: str, emit: Callable[[dict[str, Any]], None]) -> None:
+        """`--force-unlock`: read the holder; refuse a live one; ask (the CLI's hook), then close its session."""
+        ctx = self.ctx
+        reading = read_server_lock(session, lock_text, ctx.settings.step_timeout, ctx.redact)
+        holder = reading.holder
+        if holder is None or holder.shell.upper() == session.shell_id.upper():
+            # Nothing to close: the lock is free (or its last holder released it); taking it follows.
+            emit(ForceUnlock(holder=holder.model_dump(mode="json") if holder else None).data())
+            return
+        refusal = unlock_refusal(reading)
+        if refusal is not None:
+            raise RuntimeFailure(refusal)
+        ask = self.options.confirm_unlock
+        if ask is None or not ask([f"{session.conn.host}: the server's run lock is stale:", *reading.describe()]):
+            raise RuntimeFailure("--force-unlock: not confirmed; nothing was closed and no step was sent")
+        details = close_stale_holder(session, reading, emit)
+        if self.audit is not None:
+            self.audit("force-unlock", details)
+
+    def _heartbeat_guard(self, session: PSRPSession) -> Guard:
+        """Right before each step (after `--step`'s prompt): the server lock's heartbeat, in the step's session."""
+
+        def guard(step: PackageStep) -> list[str] | None:
+            if self.keeper is not None and session in self.keeper.sessions:
+                self.keeper.beat(session)
+            return None
+
+        return guard
 
     def _after_unknown(self, target: Target, command: ContinueCommand) -> list[str]:
         """On an additional server, after an UNKNOWN step: how to go on if it did take effect."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -256,6 +257,9 @@ class PSRPSession:
         self.pool: Any = None
         self.wsman: Any = None
         self.broken = False
+        #: Held while a pipeline runs: the server lock's heartbeat (serverlock.HeartbeatKeeper) sends only
+        #: when no pipeline does, so the one runspace never has two pipelines at once.
+        self.gate = threading.RLock()
 
     def open(self, *, exchange_keys: bool) -> None:
         """Connect, authenticate, open the pool, set $ErrorActionPreference once. Raises ConnectFailure."""
@@ -305,6 +309,12 @@ class PSRPSession:
 
     def run_step(self, script: str, parameters: Mapping[str, Any], timeout: float, *,
                  local_scope: bool = False) -> PipelineReport:
+        """One pipeline at a time on this session (see `gate`); `_run_step` says what it does."""
+        with self.gate:
+            return self._run_step(script, parameters, timeout, local_scope=local_scope)
+
+    def _run_step(self, script: str, parameters: Mapping[str, Any], timeout: float, *,
+                  local_scope: bool = False) -> PipelineReport:
         """One pipeline: send the script and its parameters, poll to a deadline, stop on expiry.
 
         A step runs dot-sourced (its variables, such as step 05's $Certificate, are what later steps

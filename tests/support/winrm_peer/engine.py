@@ -125,12 +125,14 @@ class Engine:
 
     def __init__(self, default: Reply | None = None) -> None:
         self._lock = threading.Lock()
-        self._rules: list[tuple[Callable[[RecordedPipeline], bool], Reply, int | None]] = []
+        self._rules: list[tuple[Callable[[RecordedPipeline], bool], Reply | Responder, int | None]] = []
         self.default = default or Reply()
         self.pipelines: list[RecordedPipeline] = []
 
-    def when(self, match: str | Callable[[RecordedPipeline], bool], reply: Reply, *, times: int | None = None) -> None:
-        """Answer pipelines whose script contains `match` (or for which it returns True) with `reply`.
+    def when(self, match: str | Callable[[RecordedPipeline], bool], reply: Reply | Responder, *,
+             times: int | None = None) -> None:
+        """Answer pipelines whose script contains `match` (or for which it returns True) with `reply`
+        (or with what the responder `reply` returns for the pipeline: a model such as ServerLockModel).
 
         `times` limits how often the rule fires, so a test can fail a step once and
         let the re-run succeed.
@@ -153,7 +155,7 @@ class Engine:
                         if times <= 0:
                             continue
                         self._rules[i] = (predicate, reply, times - 1)
-                    return reply
+                    return reply if isinstance(reply, Reply) else reply(pipeline)
             return self.default
 
     def scripts(self) -> list[str]:
