@@ -590,6 +590,7 @@ def test_a_second_ctrl_c_while_a_step_is_stopped_keeps_it_unknown(tmp_path, http
     import os
     import signal
     import threading
+    import time
 
     from pypsrp.powershell import PowerShell
 
@@ -599,7 +600,17 @@ def test_a_second_ctrl_c_while_a_step_is_stopped_keeps_it_unknown(tmp_path, http
     monkeypatch.setattr(PowerShell, "stop", interrupted_again)
     pkg = renewal(tmp_path, farm=False)
     engine.when("# psbridge step 05/10: spn", Reply(hang=True))
-    threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT)).start()
+    def interrupt_once_the_step_hangs() -> None:
+        # Ctrl-C once step 05 is sent and psbridge waits for it (a fixed timer raced the earlier steps under load)
+        deadline = time.monotonic() + 60
+        while not any("# psbridge step 05/10: spn" in p.script for p in engine.pipelines):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_the_step_hangs, daemon=True).start()
     assert main(run_args(pkg, http_peer)) == 4
     events = [json.loads(line) for line in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
     spn = [e for e in events if e["event"] == "step-end" and e["id"] == "spn"]
