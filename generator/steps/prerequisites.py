@@ -58,8 +58,9 @@ def _execution_policy(r: Readings) -> list[str]:
     Script text sent over PSRP is not a file, so no policy blocks the steps; the vendor script is
     one. Restricted runs no file; AllSigned needs a valid signature by a trusted publisher;
     RemoteSigned needs one on a file marked as downloaded (Zone.Identifier), Unrestricted asks
-    about such a file (a remote session cannot answer). A reading the probe did not give decides
-    nothing.
+    about such a file (a remote session cannot answer) unless a trusted publisher signed it, as
+    RemoteSigned lets it run (Windows PowerShell 5.1's PSAuthorizationManager). A reading the probe
+    did not give decides nothing.
     """
     server = r.server
     assert server is not None
@@ -75,7 +76,7 @@ def _execution_policy(r: Readings) -> list[str]:
                + (" but its publisher is not in Trusted Publishers" if server.script_signature == "Valid" else "")
                + f": sign it with a certificate in Trusted Publishers, or {fix_policy}")
     elif policy in ("RemoteSigned", "Unrestricted"):
-        if server.script_downloaded is not True or (policy == "RemoteSigned" and server.script_trusted is not False):
+        if server.script_downloaded is not True or server.script_trusted is not False:
             return []
         why = (f"the execution policy is {policy} and the file is marked as downloaded from the internet "
                "(its Zone.Identifier stream): check the file, then unblock it on the server with Unblock-File")

@@ -40,8 +40,9 @@ if ($CertificateScript -and -not (Test-Path -LiteralPath $CertificateScript -Pat
 # it (the steps themselves arrive as script text, which no policy blocks; about_Execution_Policies):
 # Restricted runs no script file; AllSigned needs a valid signature by a trusted publisher on
 # every file; RemoteSigned needs one only on a file marked as downloaded from the internet (the
-# Zone.Identifier alternate data stream, which Unblock-File removes). An untrusted publisher
-# is asked about at run time, and a remote session cannot answer: that is refused too.
+# Zone.Identifier alternate data stream, which Unblock-File removes); Unrestricted asks about such
+# a file unless it is signed by a trusted publisher. An untrusted publisher is asked about at run
+# time, and a remote session cannot answer: that is refused too.
 $ExecutionPolicy = [string](Get-ExecutionPolicy)
 if ($CertificateScript -and (Test-Path -LiteralPath $CertificateScript -PathType Leaf) -and $ExecutionPolicy -ne 'Bypass') {
     $Signature = Get-AuthenticodeSignature -LiteralPath $CertificateScript
@@ -58,7 +59,7 @@ if ($CertificateScript -and (Test-Path -LiteralPath $CertificateScript -PathType
     if ($ExecutionPolicy -eq 'AllSigned' -and -not $Trusted) {
         $Blocked = 'the execution policy is AllSigned and the file''s signature is ' + $Signature.Status + $(if ([string]$Signature.Status -eq 'Valid') { ' but its publisher is not in Trusted Publishers' } else { '' }) + '. Sign it with a certificate in Trusted Publishers, or set the policy to RemoteSigned (Set-ExecutionPolicy RemoteSigned -Scope LocalMachine; Get-ExecutionPolicy -List shows the scope that sets it, and a Group Policy scope wins).'
     }
-    elseif (($ExecutionPolicy -eq 'RemoteSigned' -and $Downloaded -and -not $Trusted) -or ($ExecutionPolicy -eq 'Unrestricted' -and $Downloaded)) {
+    elseif (($ExecutionPolicy -eq 'RemoteSigned' -and $Downloaded -and -not $Trusted) -or ($ExecutionPolicy -eq 'Unrestricted' -and $Downloaded -and -not $Trusted)) {
         $Blocked = 'the execution policy is ' + $ExecutionPolicy + ' and the file is marked as downloaded from the internet (its Zone.Identifier stream)' + $(if ($ExecutionPolicy -eq 'Unrestricted') { ', so PowerShell asks before it runs' } else { ' and its signature is ' + $Signature.Status }) + '. Check the file, then unblock it: Unblock-File -LiteralPath ''' + $CertificateScript + '''.'
     }
     elseif (@('AllSigned', 'RemoteSigned', 'Unrestricted') -notcontains $ExecutionPolicy) {
