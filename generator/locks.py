@@ -22,11 +22,11 @@ import json
 import math
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from .clock import stamp
 from .errors import RuntimeFailure, UserError
@@ -141,8 +141,9 @@ class ServerHolder(BaseModel):
     workstation: _Text
     package: _Text
     shell: Annotated[str, Field(pattern=_GUID)]
-    since: datetime
-    heartbeat: datetime
+    #: lock.ps1 writes UTC with its `Z`; a time without an offset cannot be compared with `now` (refused).
+    since: AwareDatetime
+    heartbeat: AwareDatetime
     step_timeout: Annotated[int, Field(ge=1, le=10_000_000)]
     pid: Annotated[int, Field(ge=0, le=2**32)]
     process_started: _Text
@@ -157,7 +158,7 @@ class ServerLockReading(BaseModel):
     """What lock.ps1 prints (-Inspect) or names in a refusal: the server's time now and the record, if any."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    now: datetime
+    now: AwareDatetime
     record: ServerHolder | None
 
     @classmethod

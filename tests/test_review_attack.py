@@ -1,0 +1,61 @@
+"""An attacker's review of the day's new paths (server lock, settings, proof line, JSON, window).
+
+Each test here failed on main before its fix: what an attacker with write access to the server's
+lock record, the package folder or the environment can do, run against the loopback peer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from psbridge.locks import STALE_MARGIN_SECONDS
+
+from support.cli import run_args
+from test_server_lock import log, model, other_shell, pkg, run, steps_sent  # noqa: F401 - fixtures
+
+STALE = 900 + STALE_MARGIN_SECONDS + 60
+
+
+# --------------------------------------------------------------------------- the server's lock record
+
+
+def test_a_refusal_naming_a_heartbeat_without_an_offset_is_not_a_traceback(pkg, http_peer, engine, model,
+                                                                           other_shell, secrets_env, capsys):
+    """lock.ps1 writes UTC with `Z`; a naive heartbeat made heartbeat_age raise TypeError (a traceback)."""
+    record = model.plant(other_shell, heartbeat_age=STALE)
+    record["heartbeat"] = record["heartbeat"].removesuffix("Z")
+    code, out, err = run(capsys, run_args(pkg, http_peer))
+    assert "Traceback" not in out + err and "TypeError" not in out + err
+    assert code == 1, out + err
+    assert "the server's run lock was not taken" in out and "add --force-unlock" not in out
+    assert other_shell in http_peer.shell_ids() and steps_sent(engine) == []
+
+
+def test_force_unlock_refuses_a_heartbeat_without_an_offset_in_one_line(pkg, http_peer, engine, model, other_shell,
+                                                                         secrets_env, capsys):
+    record = model.plant(other_shell, heartbeat_age=STALE)
+    record["heartbeat"] = record["heartbeat"].removesuffix("Z")
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--force-unlock"))
+    assert "Traceback" not in out + err and "TypeError" not in out + err
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if "lock record" in line]
+    assert len(lines) == 1 and "is not one psbridge writes (record.heartbeat:" in lines[0]
+    assert other_shell in http_peer.shell_ids() and steps_sent(engine) == []
+
+def test_a_reading_whose_now_has_no_offset_is_a_one_line_user_error() -> None:
+    """`now - heartbeat` with a naive `now` raised TypeError in stale() and describe()."""
+    import json
+
+    from psbridge.errors import UserError
+    from psbridge.locks import ServerLockReading
+    from support.winrm_peer.serverlock import iso
+    from test_server_lock import _reading
+
+    good = _reading(STALE)
+    text = json.dumps({"now": iso(good.now).removesuffix("Z"), "record": json.loads(good.record.model_dump_json())})
+    with pytest.raises(UserError) as caught:
+        ServerLockReading.parse(text, "where")
+    [line] = caught.value.problems
+    assert line.startswith("where: the server's lock record is not one psbridge writes (now:")
