@@ -59,3 +59,22 @@ def test_a_reading_whose_now_has_no_offset_is_a_one_line_user_error() -> None:
         ServerLockReading.parse(text, "where")
     [line] = caught.value.problems
     assert line.startswith("where: the server's lock record is not one psbridge writes (now:")
+
+
+# --------------------------------------------------------------------------- the change window
+
+
+@pytest.mark.parametrize("window", ["9999-12-31T20:00-05:00/9999-12-31T22:00-05:00",
+                                    "0001-01-01T00:30+01:00/0001-01-01T02:00+01:00"])
+def test_a_window_out_of_range_in_utc_is_refused_in_one_line_not_rendered_into_a_traceback(psbridge, tmp_path,
+                                                                                           window: str) -> None:
+    """Its end (or start) in UTC falls outside year 1..9999: describe() raised OverflowError at render."""
+    from test_change_window import with_window, write_params
+
+    params = write_params(tmp_path, with_window(window))
+    for command in (["validate", params], ["render", params, "--out", tmp_path / "out"]):
+        result = psbridge(*command)
+        assert result.exit_code == 2, (result.stdout, result.stderr)
+        [line] = result.stderr.splitlines()
+        assert line.startswith("psbridge: error: ") and "change.window: the " in line and "out of range in UTC" in line
+    assert not (tmp_path / "out" / "contoso").exists()
