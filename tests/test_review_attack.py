@@ -78,3 +78,43 @@ def test_a_window_out_of_range_in_utc_is_refused_in_one_line_not_rendered_into_a
         [line] = result.stderr.splitlines()
         assert line.startswith("psbridge: error: ") and "change.window: the " in line and "out of range in UTC" in line
     assert not (tmp_path / "out" / "contoso").exists()
+
+
+# --------------------------------------------------------------------------- --json carrying outside text
+
+#: What JSON leaves raw with ensure_ascii=False: a bidi override, a C1 CSI, a zero-width space.
+RAW = ("\u202e", "\u009b", "\u200b")
+
+
+def test_run_json_carries_the_servers_text_escaped_and_exact(pkg, http_peer, engine, secrets_env, capsys):
+    """A step's output, warning and error from the server reached the terminal raw in `run --json`."""
+    import json
+
+    from support.winrm_peer import ErrorSpec, Reply
+    from support.winrm_peer.package import marker
+    from test_run import STEP
+
+    said = "ok\u202eevil\u009b2J\u200b"
+    engine.when(marker(STEP[8]), Reply(output=[said], warnings=[said], errors=[ErrorSpec(said, "X", line=2)]))
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--json"))
+    assert code == 1, out + err
+    assert not any(ch in out for ch in RAW)
+    [end] = [e for e in map(json.loads, out.splitlines()) if e["event"] == "step-end" and e["index"] == 8]
+    assert end["output"] == [said] and end["warnings"] == [said] and end["errors"][0]["message"] == said
+
+
+def test_verify_json_carries_a_planted_file_name_escaped_and_exact(psbridge, pkg, keys) -> None:
+    """A file an attacker put in approvals/ is named in `reasons`: its bidi override reached stdout raw."""
+    import json
+
+    from support.packages import approvals_of
+
+    assert psbridge("approve", pkg, "--key", keys["mallory"]).exit_code == 0  # not trusted: verify refuses
+    [good] = approvals_of(pkg)
+    planted = good.parent / "evil\u202e\u009bnosj.json"
+    planted.write_text(good.read_text().replace("Mallory", "Eve"), encoding="utf-8")
+    result = psbridge("verify", pkg, "--trusted-keys", keys["trusted"], "--json")
+    assert result.exit_code == 1, result.stderr
+    assert not any(ch in result.stdout + result.stderr for ch in RAW)
+    out = json.loads(result.stdout)
+    assert any(reason.startswith(f"approvals/{planted.name} ") for reason in out["reasons"])
