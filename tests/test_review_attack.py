@@ -118,3 +118,36 @@ def test_verify_json_carries_a_planted_file_name_escaped_and_exact(psbridge, pkg
     assert not any(ch in result.stdout + result.stderr for ch in RAW)
     out = json.loads(result.stdout)
     assert any(reason.startswith(f"approvals/{planted.name} ") for reason in out["reasons"])
+
+
+def test_page_one_gives_no_covers_the_window_badge_to_an_approval_that_is_not_valid(psbridge, tmp_path, keys,
+                                                                                    monkeypatch) -> None:
+    """An approval by an untrusted key (anyone who can write approvals/) and an expired one showed a green
+    "covers the window" badge beside their red "not valid"; only a valid approval can cover the window."""
+    import re
+    from datetime import datetime, timezone
+
+    from psbridge import approvals, clock
+    from psbridge import report as report_module
+    from psbridge.package import read_package
+    from support.winrm_peer.package import make_package
+    from test_report import WINDOW, approve, text_of
+
+    def rows_at(now: datetime) -> dict[str, str]:
+        html = report_module.build_report(read_package(windowed), audit_log=tmp_path / "audit.jsonl", now=now,
+                                          trusted_keys=keys["trusted"])
+        return {who: text_of(row) for row in re.findall(r"<tr><td>(.*?)</tr>", html, re.S)
+                for who in ("Mallory", "Bob Roe") if who in row}
+
+    now = datetime(2026, 12, 10, 9, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(clock, "utc_now", lambda: now)
+    monkeypatch.setattr(approvals, "utc_now", lambda: now)
+    windowed = make_package(tmp_path / "windowed", change={"ticket": "CHG-21", "window": WINDOW})
+    approve(psbridge, windowed, keys["mallory"], "--expires", "7d")  # not a trusted key
+    approve(psbridge, windowed, keys["bob"], "--expires", "7d")
+    rows = rows_at(now)
+    assert "not valid" in rows["Mallory"] and "covers the window" not in rows["Mallory"]
+    assert "not valid: it covers nothing" in rows["Mallory"]
+    assert "valid now covers the window covers the window (ends 2026-12-12T21:00:00Z)" in rows["Bob Roe"]
+    bob = rows_at(datetime(2026, 12, 20, 9, 0, tzinfo=timezone.utc))["Bob Roe"]  # after the window: expired
+    assert "expired" in bob and "covers the window" not in bob and "not valid: it covers nothing" in bob
