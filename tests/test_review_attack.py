@@ -151,3 +151,25 @@ def test_page_one_gives_no_covers_the_window_badge_to_an_approval_that_is_not_va
     assert "valid now covers the window covers the window (ends 2026-12-12T21:00:00Z)" in rows["Bob Roe"]
     bob = rows_at(datetime(2026, 12, 20, 9, 0, tzinfo=timezone.utc))["Bob Roe"]  # after the window: expired
     assert "expired" in bob and "covers the window" not in bob and "not valid: it covers nothing" in bob
+
+
+def test_a_heartbeat_later_than_the_servers_time_now_is_not_a_live_holder(pkg, http_peer, engine, model,
+                                                                          other_shell, secrets_env, capsys):
+    """A heartbeat in the future (lock.ps1 writes it from the clock `now` comes from) was read as alive, "-86400 s
+    ago", and --force-unlock refused it for as long as the forger chose."""
+    model.plant(other_shell, heartbeat_age=-86400)
+    code, out, err = run(capsys, run_args(pkg, http_peer))
+    assert code == 1, out + err
+    assert "s ago" not in out and "wait for it to end" not in out and "add --force-unlock" not in out
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--force-unlock"))
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if "lock record" in line]
+    assert len(lines) == 1 and "is not one psbridge writes" in lines[0]
+    assert "later than the server's time now" in lines[0]
+    assert other_shell in http_peer.shell_ids() and steps_sent(engine) == []
+
+
+def test_a_heartbeat_a_clock_step_ahead_is_still_read() -> None:
+    from test_server_lock import _reading
+
+    assert not _reading(-30).stale() and _reading(-30).holder is not None
