@@ -13,6 +13,7 @@ import pytest
 from psbridge.locks import STALE_MARGIN_SECONDS
 
 from support.cli import run_args
+from test_renewal import graph_env  # noqa: F401 - a fixture
 from test_server_lock import log, model, other_shell, pkg, run, steps_sent  # noqa: F401 - fixtures
 
 STALE = 900 + STALE_MARGIN_SECONDS + 60
@@ -173,3 +174,38 @@ def test_a_heartbeat_a_clock_step_ahead_is_still_read() -> None:
     from test_server_lock import _reading
 
     assert not _reading(-30).stale() and _reading(-30).holder is not None
+
+
+# --------------------------------------------------------------------------- a renewal's proof line
+
+
+def test_a_proof_line_appended_with_an_older_time_does_not_shorten_the_wait(tmp_path, http_peer, engine, graph_env,
+                                                                            monkeypatch, capsys):
+    """A correctly chained proof line added at the log's end, dated two days before the real one: it was the
+    last proof, so the switch went out an hour after the key was added instead of 24 hours after."""
+    import json
+    from datetime import timedelta
+
+    from psbridge import audit
+    from psbridge.cli import main
+    from test_renewal import _later, _proof, _proven_at, renewal, sent
+
+    pkg = renewal(tmp_path, farm=False, wait=24)
+    assert main(run_args(pkg, http_peer)) == 1
+    capsys.readouterr()
+    log = tmp_path / "audit.jsonl"
+    proof = _proof(tmp_path)
+    proven = _proven_at(proof)
+    last = log.read_bytes().splitlines()[-1]
+    forged = {**proof, "time": (proven - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+              "prev": audit.head_of(last)}
+    forged.pop("sha256")
+    forged["sha256"] = audit.sha256_hex(audit.canonical(forged))
+    with log.open("ab") as out:
+        out.write(audit.line_of(forged) + b"\n")
+    assert audit.verify(log).ok  # the chain vouches for it: only its time gives it away
+    _later(monkeypatch, proven + timedelta(hours=1))
+    engine.pipelines.clear()
+    assert main(run_args(pkg, http_peer, "--from-step", "6")) == 1
+    out = capsys.readouterr().out
+    assert "06 certificate" not in sent(engine) and "Not sent: step 06 (certificate)" in out
