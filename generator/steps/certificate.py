@@ -229,13 +229,15 @@ def key_proof(lines: Sequence[Mapping[str, Any]], digest: str) -> KeyProof | Non
     before a line the log already held (beyond PROOF_CLOCK_SKEW) does not count: psbridge appends
     with the time now, so it was added later with an older time, which would shorten the wait.
     """
-    found, latest = None, None
+    found: KeyProof | None = None
+    latest: _dt.datetime | None = None
     for number, line in enumerate(lines, start=1):
         try:
             time = _audit_time(line.get("time"))
         except ValueError:
             continue
-        earlier, latest = latest, time if latest is None else max(latest, time)
+        earlier = latest
+        latest = time if latest is None else max(latest, time)
         details = line.get("details") or {}
         step = details.get("step")
         if (line.get("action") != PROOF_ACTION or line.get("outcome") != "ok" or line.get("digest") != digest
