@@ -22,11 +22,11 @@ import json
 import math
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .clock import stamp
 from .errors import RuntimeFailure, UserError
@@ -127,6 +127,8 @@ def server_lock_parameters(shell_id: str, step_timeout: float) -> dict[str, obje
 #: A live run's heartbeat can lag by one pipeline (at most the step timeout) plus this many seconds: the
 #: keeper's interval (60 s), stopping a timed-out pipeline (WinRM's operation timeout) and the round trips.
 STALE_MARGIN_SECONDS = 300
+#: How far the server's clock may step back (a time sync) between a heartbeat and a reading.
+CLOCK_STEP_SECONDS = 60
 _GUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 _Text = Annotated[str, Field(max_length=256)]
 
@@ -141,8 +143,9 @@ class ServerHolder(BaseModel):
     workstation: _Text
     package: _Text
     shell: Annotated[str, Field(pattern=_GUID)]
-    since: datetime
-    heartbeat: datetime
+    #: lock.ps1 writes UTC with its `Z`; a time without an offset cannot be compared with `now` (refused).
+    since: AwareDatetime
+    heartbeat: AwareDatetime
     step_timeout: Annotated[int, Field(ge=1, le=10_000_000)]
     pid: Annotated[int, Field(ge=0, le=2**32)]
     process_started: _Text
@@ -157,8 +160,18 @@ class ServerLockReading(BaseModel):
     """What lock.ps1 prints (-Inspect) or names in a refusal: the server's time now and the record, if any."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    now: datetime
+    now: AwareDatetime
     record: ServerHolder | None
+
+    @model_validator(mode="after")
+    def _not_from_the_future(self) -> ServerLockReading:
+        """lock.ps1 writes `heartbeat` and `now` from the same server clock: a heartbeat later than `now`
+        (beyond a clock step) was not written by a run; taken as read it kept the holder alive forever."""
+        record = self.record
+        if record is not None and record.heartbeat - self.now > timedelta(seconds=CLOCK_STEP_SECONDS):
+            raise ValueError(f"its heartbeat {record.heartbeat.isoformat()} is later than the server's time now "
+                             f"{self.now.isoformat()}")
+        return self
 
     @classmethod
     def parse(cls, text: str, where: str) -> ServerLockReading:

@@ -399,6 +399,10 @@ def parse_window(value: str) -> ChangeWindow | None:
         if moment.tzinfo is None:
             raise ValueError(f"the {name} {text.strip()!r} has no UTC offset (write e.g. 2026-12-12T20:00+01:00, "
                              "or Z for UTC)")
+        try:
+            moment.astimezone(timezone.utc)  # what REVIEW.md and the report show: year 1 or 9999 can't be in UTC
+        except OverflowError:
+            raise ValueError(f"the {name} {text.strip()!r} is out of range in UTC") from None
     if end <= start:
         raise ValueError(f"the end {second.strip()!r} is not after the start {first.strip()!r}")
     return ChangeWindow(start, end)

@@ -307,14 +307,20 @@ def _step_views(package: Package) -> tuple[list[StepView], list[Any]]:
     return views, specs
 
 
-def _covers(expires_at: str, window: Mapping[str, Any]) -> str:
-    """Whether an approval lasts until the change window ends, in words ("" when there is no window)."""
+def _covers(expires_at: str, window: Mapping[str, Any], valid: bool) -> str:
+    """Whether an approval lasts until the change window ends, in words ("" when there is no window).
+
+    An approval that is not valid now (untrusted key, expired, another digest) covers nothing, however
+    late its expiry: anyone who can write approvals/ could otherwise show a green badge on page one.
+    """
     from .clock import parse_time
 
     if not window["text"]:
         return ""
     if not window["checkable"]:
         return "window is free text: cannot tell"
+    if not valid:
+        return "not valid: it covers nothing"
     try:
         expires = parse_time(expires_at)
     except ValueError:
@@ -352,7 +358,7 @@ def _approvals(package: Package, now: datetime, trusted_keys: Path | None) -> di
             "file": s.file, "approver": s.approver or "(unknown)", "fingerprint": s.fingerprint or "",
             "approved_at": s.approved_at or "", "expires_at": s.expires_at or "", "comment": s.comment or "",
             "valid": valid, "verdict": verdict, "problems": list(s.problems),
-            "window": _covers(s.expires_at or "", window),
+            "window": _covers(s.expires_at or "", window, valid),
         })
     return {"items": items, "strays": strays, "problems": [], "trust_checked": trusted is not None,
             "valid_people": len(people)}

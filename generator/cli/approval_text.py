@@ -85,7 +85,7 @@ def print_verified(result: Verification, package_dir: Path, min_approvals: int, 
             "keys_counted": [a.fingerprint for a in used],
             "valid_until": _valid_until([a.expires_at for a in used], min_approvals) if result.ok else None,
             "reasons": result.reasons, "notes": result.notes, "trusted_keys": result.trusted_keys,
-            **_audit_facts(*audited)}, ensure_ascii=False))
+            **_audit_facts(*audited)}))  # ASCII only: a planted file's name (a bidi override) is escaped, kept exact
         return
     for note in result.notes:
         echo_wrapped(safe(note), "note: ")

@@ -202,7 +202,8 @@ class JsonReporter:
         self.out = out
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        self.out(json.dumps(event, ensure_ascii=False))
+        # ASCII only: the server's text (a bidi override, a C1 control) is escaped, its value kept exact.
+        self.out(json.dumps(event))
 
 
 def reporter(as_json: bool) -> HumanReporter | JsonReporter:

@@ -217,23 +217,35 @@ def _audit_time(text: object) -> _dt.datetime:
     return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
 
 
+#: Lines are appended in time order; workstations sharing a log may disagree by this much (approvals' skew).
+PROOF_CLOCK_SKEW = _dt.timedelta(minutes=5)
+
+
 def key_proof(lines: Sequence[Mapping[str, Any]], digest: str) -> KeyProof | None:
     """The last proof line for this package digest among chain-verified lines, or None.
 
     The last one: a later spn run that read the credential back again restarts the wait, since
-    psbridge cannot tell whether the credential was removed and added again in between.
+    psbridge cannot tell whether the credential was removed and added again in between. One dated
+    before a line the log already held (beyond PROOF_CLOCK_SKEW) does not count: psbridge appends
+    with the time now, so it was added later with an older time, which would shorten the wait.
     """
-    found = None
+    found: KeyProof | None = None
+    latest: _dt.datetime | None = None
     for number, line in enumerate(lines, start=1):
+        try:
+            time = _audit_time(line.get("time"))
+        except ValueError:
+            continue
+        earlier = latest
+        latest = time if latest is None else max(latest, time)
         details = line.get("details") or {}
         step = details.get("step")
         if (line.get("action") != PROOF_ACTION or line.get("outcome") != "ok" or line.get("digest") != digest
                 or not isinstance(step, Mapping) or step.get("id") != "spn" or details.get("read_back") is not True):
             continue
-        try:
-            found = KeyProof(_audit_time(line.get("time")), number)
-        except ValueError:
-            continue
+        if earlier is not None and time < earlier - PROOF_CLOCK_SKEW:
+            continue  # dated before a line the log already held: appended with an older time, not written then
+        found = KeyProof(time, number)
     return found
 
 
