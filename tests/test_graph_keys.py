@@ -355,3 +355,16 @@ def test_the_advice_names_an_option_cert_new_has() -> None:
 
     assert "--days" in [opt for p in cert_new.params for opt in p.opts]
     assert "--like" in [opt for p in cert_new.params for opt in p.opts]
+
+
+def test_step_06_back_out_sends_the_kept_credentials_by_key_id_and_never_stops_for_a_keyless_one() -> None:
+    """The back-out writes the collection back like step 06 does (issue 19 item 7): a credential Graph returns
+    without its key is kept by KeyId, so a tenant whose step 06 ran can also roll it back."""
+    files = _files_of()
+    [name] = [k for k in files if k.startswith("rollback/") and k.endswith("-spn.ps1")]
+    backout = files[name]
+    assert syntax_errors(backout) == []
+    loop = _foreach_over(backout, "$CRM.KeyCredentials")
+    assert _throws(loop) == []
+    [kept] = _added_to(backout, "KeyCredentials")
+    assert set(kept) == KEPT_FIELDS and kept["KeyId"] == "[string]$Key.KeyId"
