@@ -245,6 +245,21 @@ def test_the_continue_command_keeps_what_differs(tmp_path, http_peer, engine, se
     assert main(shlex.split(line)[1:]) == 0, capsys.readouterr()  # the printed command, exactly as printed
 
 
+def test_the_continue_command_repeats_a_user_the_environment_gave(tmp_path, http_peer, engine, secrets_env,
+                                                                   monkeypatch, capsys) -> None:
+    """PSBRIDGE_USERNAME is not the package's: a new shell without it would connect as `[crm] username`, so the
+    continue command names the user the run connected as (as it repeats a log PSBRIDGE_AUDIT_LOG named)."""
+    pkg = _package(tmp_path, transport="http", port=http_peer.port, auth="ntlm", username="CONTOSO\\other",
+                   o365_user=O365_USER)
+    monkeypatch.setenv("PSBRIDGE_USERNAME", USER)
+    engine.when(marker(STEP[7]), Reply(errors=[ErrorSpec("settings locked", "PermissionDenied", line=2)]), times=1)
+    assert main(["run", str(pkg), "--yes"]) == 1
+    line = _continue_line(capsys.readouterr().out)
+    assert f"--username {shlex.quote(USER)}" in line, line
+    monkeypatch.delenv("PSBRIDGE_USERNAME")
+    assert main(shlex.split(line)[1:]) == 0, capsys.readouterr()  # in a shell without the variable
+
+
 # --------------------------------------------------------------------------- the parameters file
 
 

@@ -51,7 +51,7 @@ def approved_value(option: str, given: Any, package_value: Any, default: Any) ->
 
 
 def implied_options(host: str, crm: PackageConnection | None) -> tuple[tuple[str, str], ...]:
-    """The option values a command on this package gets without giving them (package, environment, defaults).
+    """The option values a command on this package gets without giving them (the package and the defaults).
 
     A printed continue command leaves these out (remote.advice.RunSettings.trim): it repeats only
     what differs, so `psbridge run PKG --from-step 7` is the whole command when the package and
@@ -62,7 +62,9 @@ def implied_options(host: str, crm: PackageConnection | None) -> tuple[tuple[str
                ("--transport", transport),
                ("--port", str(getattr(crm, "port", None) or (5986 if transport == "https" else 5985))),
                ("--auth", getattr(crm, "auth", None) or "negotiate")]
-    user = from_environment(USERNAME_ENV) or getattr(crm, "username", None)
-    office = from_environment(O365_USER_ENV) or getattr(crm, "o365_user", None)
+    # Only the package's users are implied: a user PSBRIDGE_USERNAME / PSBRIDGE_O365_USER gave is repeated,
+    # since a new shell without the variable would otherwise connect as the package's user.
+    user = getattr(crm, "username", None)
+    office = getattr(crm, "o365_user", None)
     implied += [("--username", user) if user else None, ("--o365-user", office) if office else None]
     return tuple(pair for pair in implied if pair is not None)
