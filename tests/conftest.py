@@ -69,6 +69,14 @@ def _audit_log_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
+@pytest.fixture(autouse=True)
+def _no_ca_bundle_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (Debian images set them) are not the test's:
+    psbridge warns of them over https, and a test that wants one sets it itself."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+
+
 @pytest.fixture
 def pkg(tmp_path: Path) -> Path:
     """The contoso package (profile msonline), rendered by psbridge into tmp/output/contoso."""

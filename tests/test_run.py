@@ -161,6 +161,21 @@ def test_untrusted_certificate_is_refused_by_default(pkg, https_peer, engine, se
     assert engine.pipelines == []
 
 
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_from_the_environment_does_not_widen_trust(variable, pkg, https_peer, engine, pki, secrets_env,
+                                                               capsys, monkeypatch):
+    """requests (under pypsrp) takes REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE as the trusted CAs when no bundle is
+    given: anyone who sets the variable could make psbridge trust their server. Only --ca-bundle widens trust;
+    the variable is named in a warning and ignored."""
+    monkeypatch.setenv(variable, str(pki.ca_pem))
+    args = ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
+            "--o365-user", O365_USER]
+    code, out, err = psbridge(capsys, args)
+    assert code == 3, out + err
+    assert "TLS certificate verify failed" in err and f"{variable} is ignored" in err and "--ca-bundle" in err
+    assert engine.pipelines == []
+
+
 def test_no_verify_tls_is_loudly_warned(pkg, https_peer, engine, secrets_env, capsys):
     args = ["run", str(pkg), "--yes", "--host", "127.0.0.1", "--port", str(https_peer.port), "--username", USER,
             "--o365-user", O365_USER, "--no-verify-tls"]

@@ -171,6 +171,7 @@ class ConnectionOptions:
             operation_timeout=self.operation_timeout, client_cert=self.client_cert, client_key=self.client_key,
         )
         conn.validate()
+        _warn_of_ca_variables(conn)
         return conn
 
     def winrm_user(self, crm: PackageConnection | None = None) -> str | None:
@@ -255,6 +256,15 @@ class ApprovalOptions:
         forbid = tuple(self.forbid_keys) + ((str(self.operator_key),) if self.forbid_self_approval and self.operator_key else ())
         _warn_of_private_keys(self.trusted_keys)
         return ApprovalPolicy(self.trusted_keys, self.min_approvals, forbid)
+
+
+def _warn_of_ca_variables(conn: Connection) -> None:
+    """One warning per CA bundle variable set (https, no --ca-bundle): psbridge ignores it (transport.trusted_cas)."""
+    from ..remote.transport import ignored_ca_variables
+
+    if conn.transport == "https" and conn.verify_tls and conn.ca_bundle is None:
+        for name in ignored_ca_variables():
+            click.echo(f"psbridge: warning: {name} is ignored: psbridge trusts only the CAs --ca-bundle names", err=True)
 
 
 def _warn_of_private_keys(trusted_keys: Path) -> None:

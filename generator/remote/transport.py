@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -248,6 +249,31 @@ class FirstAnswer:
             self.transport._send_request = self._send
 
 
+#: Variables through which requests (under pypsrp) would take its trusted CAs from the environment.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def trusted_cas(conn: Connection) -> bool | str:
+    """What requests' `verify` gets: --ca-bundle's path, else requests' default bundle by path, or False.
+
+    Why a path and never True: given True, pypsrp lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the
+    trusted CAs, so whoever sets a variable could make psbridge trust their server. Only --ca-bundle
+    widens trust (`ignored_ca_variables` names what was set, for a warning).
+    """
+    if not conn.verify_tls:
+        return False
+    if conn.ca_bundle is not None:
+        return str(conn.ca_bundle)
+    from requests.certs import where  # requests' own default bundle (certifi's), named by its path
+
+    return str(where())
+
+
+def ignored_ca_variables() -> list[str]:
+    """The CA bundle variables set in the environment, which psbridge does not honour (see `trusted_cas`)."""
+    return [name for name in CA_BUNDLE_VARIABLES if os.environ.get(name)]
+
+
 class PSRPSession:
     """One WSMan connection and one RunspacePool (one runspace) for a whole run."""
 
@@ -271,7 +297,7 @@ class PSRPSession:
         kwargs: dict[str, Any] = {}
         if conn.auth == "certificate":
             kwargs = {"certificate_pem": str(conn.client_cert), "certificate_key_pem": str(conn.client_key)}
-        cert_validation: bool | str = str(conn.ca_bundle) if conn.ca_bundle and conn.verify_tls else conn.verify_tls
+        cert_validation = trusted_cas(conn)
         self.wsman = WSMan(
             conn.host,
             port=conn.port,
@@ -280,7 +306,7 @@ class PSRPSession:
             ssl=conn.transport == "https",
             auth=conn.auth,
             # pypsrp hands it to requests' `verify`, which takes a CA bundle's path as well as a bool.
-            cert_validation=cert_validation,  # type: ignore[arg-type]  # see the line above
+            cert_validation=cert_validation,  # type: ignore[arg-type]  # pypsrp's hint says bool; see the line above
             connection_timeout=conn.connection_timeout,
             read_timeout=conn.read_timeout,
             operation_timeout=conn.operation_timeout,
