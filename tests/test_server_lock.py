@@ -431,9 +431,28 @@ def test_owner_and_reparse_checks_precede_the_open(lock_ps1: str) -> None:
     opening = _top_level_offset(lock_ps1, "[System.IO.File]::Open($LockPath, [System.IO.FileMode]::OpenOrCreate, "
                                           "[System.IO.FileAccess]::ReadWrite, [System.IO.FileShare]::Read)")
     folder = _top_level_offset(lock_ps1, "Assert-PSBridgeOwner $LockFolder 'folder'")
-    file = _top_level_offset(lock_ps1, "if (Test-Path -LiteralPath $LockPath) { Assert-PSBridgeOwner $LockPath 'file' }")
+    file = _top_level_offset(lock_ps1, "if (-not $Created) { Assert-PSBridgeOwner $LockPath 'file' }")
     protect = _top_level_offset(lock_ps1, "[System.IO.Directory]::SetAccessControl($LockFolder, (New-PSBridgeLockSecurity))")
     assert folder < protect < file < opening  # an existing folder (checked first) gets the protected ACL too
+
+
+def test_a_lock_file_this_run_creates_is_given_to_administrators_before_the_record_is_written(lock_ps1: str) -> None:
+    """Under "Default owner for objects created by members of the Administrators group: Object creator" the
+    file belongs to the admin who ran first, and the owner check refused every other admin's run. The file this
+    run creates is given to Administrators (File.SetAccessControl with a FileSecurity that sets only the
+    owner); an existing file is still checked, never re-owned."""
+    created = _top_level_offset(lock_ps1, "$Created = -not (Test-Path -LiteralPath $LockPath)")
+    check = _top_level_offset(lock_ps1, "if (-not $Created) { Assert-PSBridgeOwner $LockPath 'file' }")
+    opening = _top_level_offset(lock_ps1, "[System.IO.File]::Open($LockPath, [System.IO.FileMode]::OpenOrCreate")
+    owner = _top_level_offset(lock_ps1, "if ($Created) {")
+    give = _top_level_offset(lock_ps1, "[System.IO.File]::SetAccessControl($LockPath, $FileSecurity)")
+    record = _top_level_offset(lock_ps1, "$Record = @{")
+    assert created < check < opening < owner < give < record
+    block = lock_ps1[owner:record]
+    assert "New-Object -TypeName System.Security.AccessControl.FileSecurity" in block
+    assert "$FileSecurity.SetOwner((New-Object -TypeName System.Security.Principal.SecurityIdentifier " \
+           "-ArgumentList $TrustedOwners[0]))" in block
+    assert "AddAccessRule" not in block  # only the owner section is written: the folder's ACL is inherited
 
 
 def test_the_record_is_convertto_json_of_a_hashtable_of_the_parameters(lock_ps1: str) -> None:
