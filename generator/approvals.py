@@ -42,7 +42,7 @@ from .keys import (
     short,
 )
 from .package import Package
-from .text import flatten, non_ascii_values
+from .text import flatten, no_command, non_ascii_values
 
 APPROVAL_FORMAT = "psbridge-approval-v1"
 #: Domain separation: a signature made for an approval can never be replayed as anything else.
@@ -223,9 +223,9 @@ class ApprovalStatus:
 
     def describe(self) -> str:
         """`approvals/F (Jane Doe <jane@...>, key 0123abcd...)`, the prefix of every reason about it."""
-        who = self.approver or "unknown approver"
+        who = no_command(self.approver or "unknown approver")
         key = f", key {short(self.fingerprint)}" if self.fingerprint else ""
-        return f"{self.file} ({who}{key})"
+        return f"{no_command(self.file)} ({who}{key})"
 
     def to_json(self) -> dict[str, Any]:
         """For `show --json` and run records."""
@@ -513,7 +513,7 @@ def verify_package(package: Package, policy: ApprovalPolicy, *, now: datetime | 
     statuses, strays = list_approvals(package, now=now or utc_now(), trusted=trusted, forbidden=forbidden)
     used, repeats = _count_approvals(statuses)
     rejected = [f"{s.describe()}: {p}" for s in statuses for p in s.problems]
-    rejected += [f"unexpected file: {stray} (not an approval)" for stray in strays]
+    rejected += [f"unexpected file: {no_command(stray)} (not an approval)" for stray in strays]
     notes = [f"{s.describe()}: another approval by the same person already counts" for s in repeats]
     hidden = folder.notice(policy.trusted_keys)
     notes = ([hidden] if hidden else []) + notes

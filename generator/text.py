@@ -114,6 +114,14 @@ def printable(text: str) -> str:
     return _NOT_PLAIN.sub(_escape_run, text)
 
 
+def no_command(text: str) -> str:
+    """Text from outside (a file name others can write, an identity) put into a message: backticks as
+    `\\x60`. Why: the screen prints text between backticks whole on a line of its own, as a command to
+    copy (cli.screen), and a planted name must not pose as one. Control characters are escaped where the
+    message is shown (`printable`), as for every message."""
+    return text.replace("`", "\\x60")
+
+
 def code_point(ch: str) -> str:
     """`U+200B ZERO WIDTH SPACE`: how an error or a review names one character."""
     name = unicodedata.name(ch, "") or _UNNAMED.get(unicodedata.category(ch), "<unnamed>")

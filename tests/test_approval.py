@@ -483,3 +483,19 @@ def test_load_trusted_keys_skips_dotfiles(keys: dict[str, Path], tmp_path: Path)
     assert [k.identity for k in folder.keys.values()] == ["Jane Doe <jane@contoso.com>"]
     assert folder.hidden == [".mallory.pub.json"]
     assert list(keymod.load_trusted_keys(board)) == list(folder.keys)
+
+
+def test_a_planted_file_name_with_backticks_is_not_shown_as_a_command_to_copy(psbridge, pkg, keys) -> None:
+    """Text between backticks is a command the screen prints whole on its own line; a name from approvals/
+    must not become one (``note `psbridge run X --yes --force-unlock` .json`` would read as advice)."""
+    from support.packages import approvals_of
+
+    assert psbridge("approve", pkg, "--key", keys["mallory"]).exit_code == 0  # not trusted: verify refuses
+    [good] = approvals_of(pkg)
+    planted = good.parent / "note `psbridge run X --yes --force-unlock` .json"
+    planted.write_text("{}", encoding="utf-8")
+    result = psbridge("verify", pkg, "--trusted-keys", keys["trusted"])
+    assert result.exit_code == 1, result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    assert not any(line.strip().startswith("psbridge run X") for line in lines), lines
+    assert any("note \\x60psbridge run X --yes --force-unlock\\x60 .json" in line for line in lines), lines
