@@ -22,34 +22,16 @@ from psbridge.readings import AppReading, Readings
 from psbridge.render import _environments, _numbers, render_steps
 from psbridge.steps import RollbackContext, app_certificate, app_registration, retire_previous
 
+from support.app_entra import CLIENT_ID, REPLACED, TENANT, app_data
 from support.pwsh_grammar import code_only, command_invocations, syntax_errors
-from test_signatures import check_script
+from support.signatures import check_script
 
-CLIENT_ID = "11111111-2222-3333-4444-555555555555"
-TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 ROLE_ID = "678536fe-1083-478a-9c59-b99265e6b0d3"
 CERT = "C" * 40
 OTHER = "D" * 40
-REPLACED = "0123456789ABCDEF0123456789ABCDEF01234567"
 NOW = _dt.datetime(2026, 12, 1, tzinfo=_dt.timezone.utc)
 NOT_AFTER = "2028-01-01T00:00:00Z"
 WRITES = {"update-mgapplication", "new-mgserviceprincipal", "new-mgserviceprincipalapproleassignment"}
-
-
-def app_data(adopt: bool = False, renewal: bool = False, farm: bool = False) -> dict[str, Any]:
-    """Parameters of an app-trust package: the example, profile graph, trust app, and [app]."""
-    data = copy.deepcopy(EXAMPLE)
-    data.update(profile="graph", trust="app")
-    data["crm"]["organization"] = "contoso"
-    data["sharepoint"]["tenant_id"] = TENANT
-    data["app"] = {"msal_package": "Microsoft.Identity.Client.4.11.0.nupkg",
-                   **({"client_id": CLIENT_ID} if adopt else {"name": "psbridge-contoso"})}
-    if renewal:
-        data["certificate"]["replaces"] = REPLACED
-    if farm:
-        data["crm"].update(server="crm01.contoso.local", additional_servers=["crmfe2.contoso.local"])
-        data["crm"].pop("tools_dir", None)
-    return data
 
 
 def scripts(adopt: bool = False, renewal: bool = False) -> dict[str, str]:

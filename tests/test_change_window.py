@@ -4,10 +4,8 @@ said to be unchecked."""
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,26 +13,14 @@ from psbridge import approvals, clock
 from psbridge.catalogue import MSONLINE_STEPS
 from psbridge.cli import main
 from psbridge.package import read_package
-from psbridge.parameters import EXAMPLE, FREE_WINDOW_NOTE, parse_parameters, parse_window
-from psbridge.render import canonical_toml
+from psbridge.parameters import FREE_WINDOW_NOTE, parse_parameters, parse_window
 
+from support.change_window import with_window, write_params
 from support.lab import O365_USER, USER
 from support.winrm_peer import Reply
 from support.winrm_peer.package import make_package, marker
 
 WINDOW = "2026-12-12T20:00+01:00/2026-12-12T22:00+01:00"
-
-
-def with_window(window: str) -> dict[str, Any]:
-    data = copy.deepcopy(EXAMPLE)
-    data["change"] = {"ticket": "CHG-9", "window": window}
-    return data
-
-
-def write_params(folder: Path, data: dict[str, Any]) -> Path:
-    path = folder / "p.toml"
-    path.write_text(canonical_toml(data) + "\n", encoding="utf-8")
-    return path
 
 
 # --------------------------------------------------------------------------- the format

@@ -191,7 +191,7 @@ def test_check_without_entra_signs_nothing_out(tmp_path, engine, http_peer, secr
 
 def test_a_graph_rollback_signs_out_after_its_back_out_scripts(tmp_path, engine, http_peer, secrets_env, graph_token,
                                                                capsys, keys) -> None:
-    from test_rollback import _server_states
+    from support.rollback_runs import _server_states
 
     log = tmp_path / "audit.jsonl"
     pkg = write_check_package(tmp_path, "graph")
@@ -228,6 +228,6 @@ def test_the_disconnect_script_signs_out_only_when_signed_in_and_never_throws() 
 
 
 def test_the_disconnect_script_uses_documented_commands_only() -> None:
-    from test_signatures import check_script
+    from support.signatures import check_script
 
     assert check_script(signout_bytes().decode("utf-8-sig"), "disconnect.ps1") == []

@@ -22,7 +22,7 @@ import pytest
 from psbridge.package import read_package
 
 from support.cli import run_args
-from test_rollback import ADDED_KEY, _rollback_args, _run
+from support.rollback_runs import ADDED_KEY, _rollback_args, _run
 
 START = "2026-11-27T09:00:00.000Z"
 

@@ -57,7 +57,7 @@ def test_check_help_names_save_not_out() -> None:
 
 # --------------------------------------------------------------------------- psbridge runs, rollback --last
 
-from test_rollback import _rollback_args, _run  # noqa: E402 - the run the rollback tests make
+from support.rollback_runs import _rollback_args, _run  # noqa: E402 - the run the rollback tests make
 
 
 def _last_args(pkg: Path, peer, log: Path) -> list[str]:  # noqa: ANN001 - the peer fixture

@@ -25,15 +25,12 @@ from psbridge import report as report_module
 from psbridge.catalogue import MSONLINE_STEPS
 from psbridge.package import Package, read_package
 
+from support.report_pages import WINDOW, approve, text_of
+
 HOSTILE = "<img src=x onerror=alert(1)> \x1b[31m \u202e gnp.exe & \"quoted\""
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def approve(psbridge, pkg: Path, key: Path, *args: str) -> None:
-    result = psbridge("approve", pkg, "--key", key, *args)
-    assert result.exit_code == 0, result.stderr
 
 
 def write_run(pkg: Path, name: str = "20261127T090000.000000Z.jsonl", *, cut_off: bool = False) -> Path:
@@ -79,13 +76,6 @@ def make_report(psbridge, pkg: Path, *args: str) -> str:
     result = psbridge("report", pkg, *args)
     assert result.exit_code == 0, result.stderr
     return (pkg.parent / f"{pkg.name}-report.html").read_text(encoding="utf-8") if "-o" not in args else ""
-
-
-def text_of(html: str) -> str:
-    """The visible text, roughly: tags dropped, entities decoded, white space runs as one space."""
-    import html as html_module
-
-    return re.sub(r"\s+", " ", html_module.unescape(re.sub(r"<[^>]+>", " ", html)))
 
 
 # --------------------------------------------------------------------------- content
@@ -342,9 +332,6 @@ def test_report_in_a_headless_browser(psbridge, pkg: Path, keys, tmp_path: Path)
 
 
 # --------------------------------------------------------------------------- issue 21: the board's page
-
-
-WINDOW = "2026-12-12T20:00+01:00/2026-12-12T22:00+01:00"
 
 
 def _with_window(pkg: Path, window: str) -> Package:

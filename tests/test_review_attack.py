@@ -13,8 +13,8 @@ import pytest
 from psbridge.locks import STALE_MARGIN_SECONDS
 
 from support.cli import run_args
-from test_renewal import graph_env  # noqa: F401 - a fixture
-from test_server_lock import log, model, other_shell, pkg, run, steps_sent  # noqa: F401 - fixtures
+from support.renewals import graph_env  # noqa: F401 - a fixture
+from support.server_lock import log, model, other_shell, pkg, run, steps_sent  # noqa: F401 - fixtures
 
 STALE = 900 + STALE_MARGIN_SECONDS + 60
 
@@ -52,7 +52,7 @@ def test_a_reading_whose_now_has_no_offset_is_a_one_line_user_error() -> None:
     from psbridge.errors import UserError
     from psbridge.locks import ServerLockReading
     from support.winrm_peer.serverlock import iso
-    from test_server_lock import _reading
+    from support.server_lock import _reading
 
     good = _reading(STALE)
     text = json.dumps({"now": iso(good.now).removesuffix("Z"), "record": json.loads(good.record.model_dump_json())})
@@ -70,7 +70,7 @@ def test_a_reading_whose_now_has_no_offset_is_a_one_line_user_error() -> None:
 def test_a_window_out_of_range_in_utc_is_refused_in_one_line_not_rendered_into_a_traceback(psbridge, tmp_path,
                                                                                            window: str) -> None:
     """Its end (or start) in UTC falls outside year 1..9999: describe() raised OverflowError at render."""
-    from test_change_window import with_window, write_params
+    from support.change_window import with_window, write_params
 
     params = write_params(tmp_path, with_window(window))
     for command in (["validate", params], ["render", params, "--out", tmp_path / "out"]):
@@ -93,7 +93,7 @@ def test_run_json_carries_the_servers_text_escaped_and_exact(pkg, http_peer, eng
 
     from support.winrm_peer import ErrorSpec, Reply
     from support.winrm_peer.package import marker
-    from test_run import STEP
+    from support.steps import STEP
 
     said = "ok\u202eevil\u009b2J\u200b"
     engine.when(marker(STEP[8]), Reply(output=[said], warnings=[said], errors=[ErrorSpec(said, "X", line=2)]))
@@ -132,7 +132,7 @@ def test_page_one_gives_no_covers_the_window_badge_to_an_approval_that_is_not_va
     from psbridge import report as report_module
     from psbridge.package import read_package
     from support.winrm_peer.package import make_package
-    from test_report import WINDOW, approve, text_of
+    from support.report_pages import WINDOW, approve, text_of
 
     def rows_at(now: datetime) -> dict[str, str]:
         html = report_module.build_report(read_package(windowed), audit_log=tmp_path / "audit.jsonl", now=now,
@@ -171,7 +171,7 @@ def test_a_heartbeat_later_than_the_servers_time_now_is_not_a_live_holder(pkg, h
 
 
 def test_a_heartbeat_a_clock_step_ahead_is_still_read() -> None:
-    from test_server_lock import _reading
+    from support.server_lock import _reading
 
     assert not _reading(-30).stale() and _reading(-30).holder is not None
 
@@ -188,7 +188,7 @@ def test_a_proof_line_appended_with_an_older_time_does_not_shorten_the_wait(tmp_
 
     from psbridge import audit
     from psbridge.cli import main
-    from test_renewal import _later, _proof, _proven_at, renewal, sent
+    from support.renewals import _later, _proof, _proven_at, renewal, sent
 
     pkg = renewal(tmp_path, farm=False, wait=24)
     assert main(run_args(pkg, http_peer)) == 1

@@ -24,12 +24,12 @@ from psbridge.cli import main
 from support.cli import run_args
 from support.packages import answer_probes
 from support.probe_states import state
+from support.steps import STEP
 from support.lab import O365_PASSWORD, O365_USER, PFX_PASSWORD, SECRETS, USER, WINRM_PASSWORD, assert_no_secrets
 from support.winrm_peer import CredentialValue, Engine, ErrorSpec, Reply, SecureValue, WinRMPeer
 from support.winrm_peer.package import marker
 
 EAP = "$ErrorActionPreference = 'Stop'"
-STEP = {s.index: s for s in MSONLINE_STEPS}
 
 
 def psbridge(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:

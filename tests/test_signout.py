@@ -215,8 +215,8 @@ ADVICE = ("psbridge cert new --days 365", "--like OLD --days 365 for a renewal")
 def _app_certificate(adopt: bool, renewal: bool) -> str:
     """Step app-certificate of an app-trust package, as rendered, after a clean parse."""
     from psbridge.render import render_steps
+    from support.app_entra import app_data
     from support.pwsh_grammar import syntax_errors
-    from test_app_entra import app_data
 
     rendered = render_steps(parse_parameters(app_data(adopt, renewal)))
     [text] = [r.text for r in rendered if r.step.id == "app-certificate"]

@@ -108,7 +108,7 @@ def test_a_psbridge_command_at_the_end_of_a_message_is_not_broken() -> None:
 
 
 def test_rollback_manual_steps_wrap(tmp_path, http_peer, engine, secrets_env, capsys, keys) -> None:
-    from test_rollback import _rollback_args, _run  # the run whose changes rollback backs out
+    from support.rollback_runs import _rollback_args, _run  # the run whose changes rollback backs out
 
     log = tmp_path / "audit.jsonl"
     pkg, record = _run(tmp_path, http_peer, engine, log, keys)
