@@ -1,0 +1,152 @@
+"""Issue 19, audited item by item: the gaps the audit found, each with a test that failed on main.
+
+Where the behaviour is PowerShell's, the tests read the rendered script with the PowerShell grammar
+(tests/support/pwsh_grammar.py) and assert what the script does and in which order, not its text.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from tree_sitter import Node
+
+from psbridge.parameters import EXAMPLE, parse_parameters
+from psbridge.render import render_package
+
+from support.app_render import app_data, render_app
+from support.pwsh_grammar import (command_invocations, hashtable_keys, parse, string_values, syntax_errors,
+                                  variable_assignments, walk)
+
+# --------------------------------------------------------------------------- item 3: every Graph parameter the steps pass
+
+#: PowerShell's common parameters: every cmdlet has them (about_CommonParameters), nothing to test.
+COMMON = {"erroraction", "warningaction", "informationaction", "errorvariable", "warningvariable",
+          "informationvariable", "outvariable", "outbuffer", "pipelinevariable", "verbose", "debug"}
+
+#: What the ACS scripts pass that step 01 does not test. The ACS scripts are pinned byte-identical
+#: (tests/data/acs-script-hashes.json); these are read-only calls whose parameters are not among the
+#: ones issue 19 names (-NoWelcome, -ContextScope, -TenantId, -KeyCredentials).
+ACS_NOT_TESTED = {("Get-MgServicePrincipal", "Filter"), ("Get-MgServicePrincipal", "Property"),
+                  ("Get-MgServicePrincipal", "ServicePrincipalId")}
+
+
+def _passed(files: dict[str, bytes]) -> set[tuple[str, str]]:
+    """(cmdlet, parameter) for every Microsoft Graph cmdlet a step passes a named parameter to (splats too)."""
+    out: set[tuple[str, str]] = set()
+    for rel, body in files.items():
+        if not (rel.startswith("steps/") and rel.endswith(".ps1")):
+            continue
+        text = body.decode("utf-8-sig")
+        for call in command_invocations(text):
+            if "-Mg" not in call.name:
+                continue
+            names = {e.text for e in call.elements if e.kind == "parameter"}
+            for splat in (e.text for e in call.elements if e.kind == "splat"):
+                names |= set(hashtable_keys(text, splat) or [])
+            out |= {(call.name, n) for n in names if n.lower() not in COMMON}
+    return out
+
+
+def _value(text: str, node: Node) -> list[str]:
+    """The strings a hashtable entry's value holds: an array literal, or a variable assigned one."""
+    variables = [n for n in walk(node) if n.type == "variable"]
+    if variables:
+        [variable] = variables
+        [assigned] = variable_assignments(text, variable.text.decode()[1:])
+        return string_values(assigned)
+    return string_values(node)
+
+
+def _entries(text: str, table: Node) -> dict[str, list[str]]:
+    out = {}
+    for entry in (n for n in walk(table) if n.type == "hash_entry"):
+        key = next(c for c in entry.named_children if c.type == "key_expression").text.decode()
+        out[key] = _value(text, next(c for c in entry.named_children if c.type == "pipeline"))
+    return out
+
+
+def _tested(text: str) -> tuple[set[tuple[str, str]], list[int]]:
+    """(cmdlet, parameter) pairs step 01 tests with (Get-Command $Check.Command).Parameters.ContainsKey, and
+    where each testing loop starts. A loop's list is a literal array of @{ Command; Parameters } tables, or a
+    variable assigned one."""
+    pairs: set[tuple[str, str]] = set()
+    starts: list[int] = []
+    for loop in (n for n in walk(parse(text).root_node) if n.type == "foreach_statement"):
+        body = loop.text.decode()
+        if "Get-Command -Name $Check.Command" not in body or ".Parameters.ContainsKey($Name)" not in body:
+            continue
+        starts.append(loop.start_byte)
+        collection = next(c for c in loop.named_children if c.type == "pipeline")
+        tables = [n for n in walk(collection) if n.type == "hash_literal_expression"]
+        if not tables:
+            [variable] = [n for n in walk(collection) if n.type == "variable"]
+            [assigned] = variable_assignments(text, variable.text.decode()[1:])
+            tables = [n for n in walk(assigned) if n.type == "hash_literal_expression"]
+        for table in tables:
+            entries = _entries(text, table)
+            [command] = entries["Command"]
+            pairs |= {(command, p) for p in entries["Parameters"]}
+    return pairs, starts
+
+
+def _acs_graph(variant: str) -> dict[str, bytes]:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = "graph"
+    if variant == "renewal":
+        data["certificate"]["replaces"] = "B" * 40
+    if variant == "app-only":
+        data["graph"] = {"client_id": "11111111-1111-1111-1111-111111111111",
+                         "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "certificate_thumbprint": "C" * 40}
+    return render_package(parse_parameters(data)).files
+
+
+def _app_trust(variant: str) -> dict[str, bytes]:
+    data = app_data(adopt=variant == "adopted", farm=variant == "farm renewal")
+    if variant.endswith("renewal"):
+        data["certificate"]["replaces"] = "B" * 40
+    return render_app(data).files
+
+
+VARIANTS = [("acs", v) for v in ("delegated", "app-only", "renewal")] + \
+           [("app", v) for v in ("created", "adopted", "renewal", "farm renewal")]
+
+
+@pytest.mark.parametrize("trust,variant", VARIANTS)
+def test_step_01_tests_every_graph_parameter_any_step_passes(trust: str, variant: str) -> None:
+    """Issue 19 item 3: "Step 01 tests the parameters the steps use". On main the app trust's step 01 only
+    looked for its cmdlets (ExportedCommands): Invoke-MgGraphRequest -SkipHttpErrorCheck/-StatusCodeVariable,
+    Update-MgApplication -KeyCredentials/-RequiredResourceAccess and the rest went untested, so an SDK
+    without one failed in step 09/10, after step 02 had changed CRM."""
+    files = _acs_graph(variant) if trust == "acs" else _app_trust(variant)
+    text = files["steps/01-prerequisites.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    passed = _passed(files)
+    tested, loops = _tested(text)
+    assert ("Connect-MgGraph", "NoWelcome") in passed and loops
+    missing = passed - tested - (ACS_NOT_TESTED if trust == "acs" else set())
+    assert missing == set(), sorted(missing)
+    # The cmdlets are read after the Graph modules are imported (Import-Module $Module, in the loop over
+    # them), and every loop adds its problems before the throw.
+    calls = command_invocations(text)
+    imports = [c.start_byte for c in calls if c.name == "Import-Module" and "$Module" in [e.text for e in c.elements]]
+    throw = text.encode("utf-8").rindex(b"throw ('Prerequisites are not met:'")
+    assert imports and max(imports) < min(loops) and max(loops) < throw
+
+
+def test_the_app_parameter_check_reads_only_loaded_modules_and_names_the_fix() -> None:
+    """Get-Command on a cmdlet of a module that failed to import would import it (or find nothing): the
+    app trust's loop tests a cmdlet only when its module is loaded, and a missing parameter names the
+    release to install."""
+    text = _app_trust("created")["steps/01-prerequisites.ps1"].decode("utf-8-sig")
+    [loop] = [n for n in walk(parse(text).root_node) if n.type == "foreach_statement"
+              and "$AppParameters" in next(c for c in n.named_children if c.type == "pipeline").text.decode()]
+    body = loop.text.decode()
+    loaded = body.index("Get-Module -Name $Check.Module")
+    assert loaded < body.index("Get-Command -Name $Check.Command") < body.index(".Parameters.ContainsKey($Name)")
+    assert "Install-Module Microsoft.Graph -MinimumVersion 2.28.0 -Scope AllUsers" in body
+    [assigned] = variable_assignments(text, "AppParameters")
+    modules = {_entries(text, t)["Module"][0] for t in walk(assigned) if t.type == "hash_literal_expression"}
+    assert modules == {"Microsoft.Graph.Applications", "Microsoft.Graph.Authentication",
+                       "Microsoft.Graph.Identity.DirectoryManagement"}
