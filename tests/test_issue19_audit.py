@@ -150,3 +150,46 @@ def test_the_app_parameter_check_reads_only_loaded_modules_and_names_the_fix() -
     modules = {_entries(text, t)["Module"][0] for t in walk(assigned) if t.type == "hash_literal_expression"}
     assert modules == {"Microsoft.Graph.Applications", "Microsoft.Graph.Authentication",
                        "Microsoft.Graph.Identity.DirectoryManagement"}
+
+
+# --------------------------------------------------------------------------- item 1: what step 01 counts as "in use"
+
+def _first_setup(profile: str) -> str:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = profile
+    text = render_package(parse_parameters(data)).files["steps/01-prerequisites.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    return text
+
+
+def _within(calls: list[Any], node: Node) -> list[Any]:
+    return [c for c in calls if node.start_byte <= c.start_byte < node.end_byte]
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+def test_step_01_counts_only_crms_valid_s2stokenissuer_certificates_other_than_its_own(profile: str) -> None:
+    """Issue 19 item 1: step 01 refuses when CRM holds a *valid* S2STokenIssuer certificate with a thumbprint
+    *other than the package's own*. On main the tests only found the refusal's text after Get-CrmCertificate:
+    dropping the NotAfter filter (an expired certificate refused) or the own-thumbprint exemption (a re-run
+    refused) failed no test but the byte pins."""
+    text = _first_setup(profile)
+    calls = command_invocations(text)
+    # $Own: the thumbprint of the package's own .cer, read from $CerPath.
+    [own] = variable_assignments(text, "Own")
+    assert "X509Certificate2($CerPath)).Thumbprint" in own.text.decode()
+    # $Valid: CRM's S2STokenIssuer records, decoded, then only those whose NotAfter is still ahead.
+    [valid] = variable_assignments(text, "Valid")
+    pipeline = _within(calls, valid)
+    assert [c.name for c in pipeline] == ["Get-CrmCertificate", "Where-Object", "ForEach-Object", "Where-Object"]
+    kind, decode, alive = (c.elements[0].text for c in pipeline[1:])
+    assert kind == "{ $_.CertificateType -eq 'S2STokenIssuer' }"
+    assert "FromBase64String($_.Data)" in decode and "X509Certificate2]::new(" in decode
+    assert alive == "{ $_.NotAfter.ToUniversalTime() -gt [System.DateTime]::UtcNow }"
+    # The refusal is added only inside an if whose condition needs a valid one and no valid one being $Own.
+    root = parse(text).root_node
+    refusal = text.encode("utf-8").index(b"$Problems.Add('CRM already uses the valid S2STokenIssuer certificate ")
+    [guard] = [n for n in walk(root) if n.type == "if_statement" and n.start_byte < refusal < n.end_byte
+               and n.start_byte > valid.start_byte]
+    condition = next(c for c in guard.children if c.type == "pipeline").text.decode()
+    assert condition == "$Valid.Count -gt 0 -and -not (@($Valid | ForEach-Object { $_.Thumbprint }) -contains $Own)"
+    assert own.start_byte < valid.start_byte < guard.start_byte
