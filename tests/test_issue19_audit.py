@@ -16,6 +16,7 @@ from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.render import render_package
 
 from support.app_render import app_data, render_app
+from support.probe_states import THUMB, state
 from support.pwsh_grammar import (command_invocations, hashtable_keys, parse, string_values, syntax_errors,
                                   variable_assignments, walk)
 
@@ -193,3 +194,137 @@ def test_step_01_counts_only_crms_valid_s2stokenissuer_certificates_other_than_i
     condition = next(c for c in guard.children if c.type == "pipeline").text.decode()
     assert condition == "$Valid.Count -gt 0 -and -not (@($Valid | ForEach-Object { $_.Thumbprint }) -contains $Own)"
     assert own.start_byte < valid.start_byte < guard.start_byte
+
+
+# --------------------------------------------------------------------------- items 4 and 12 on a farm's additional servers
+
+FARM = ["crm02", "crm03.contoso.local"]
+OTHER = "B" * 40
+
+
+def _farm_files(profile: str, replaces: str | None) -> dict[str, bytes]:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = profile
+    data["crm"].update(server="crm01.contoso.local", additional_servers=list(FARM))
+    if replaces:
+        data["certificate"].update(replaces=replaces, switch_after_hours=0)
+    return render_package(parse_parameters(data)).files
+
+
+def _additional(profile: str, replaces: str | None) -> tuple[str, int]:
+    files = _farm_files(profile, replaces)
+    [name] = [n for n in files if n.startswith("steps/") and n.endswith("-additional-servers.ps1")]
+    text = files[name].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    return text, int(name[len("steps/"):][:2])
+
+
+def _exit_code_read(node: Node) -> bool:
+    return any(n.type == "variable" and n.text.decode().lower() in ("$global:lastexitcode", "$lastexitcode",
+                                                                     "$exitcode") for n in walk(node))
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+@pytest.mark.parametrize("replaces", [None, OTHER])
+def test_the_additional_servers_step_proves_its_work_before_it_judges_the_exit_code(profile: str,
+                                                                                     replaces: str | None) -> None:
+    """Issue 19 item 12 on every variant: a farm's additional servers run CertificateReconfiguration.ps1 too.
+    On main their step threw on $LASTEXITCODE before Test-PSBridgeInstalled looked at the store, so a leftover
+    exit code of a program the vendor script ran failed a server whose certificate was installed."""
+    text, _ = _additional(profile, replaces)
+    calls = command_invocations(text)
+    [call] = [i for i in calls if i.operator == "&" and i.name_kind == "variable" and i.name == "CertificateScript"]
+    proof = [i.start_byte for i in calls if i.start_byte > call.start_byte and i.name == "Test-PSBridgeInstalled"]
+    root = parse(text).root_node
+    after = [n for n in walk(root) if n.start_byte > call.start_byte]
+    judged = [n for n in after if n.type == "if_statement"
+              and _exit_code_read(next(c for c in n.children if c.type == "pipeline"))]
+    throws = [n for n in after if n.type == "flow_control_statement" and n.text.decode().startswith("throw")]
+    assert proof and judged and throws
+    assert min(proof) < min(n.start_byte for n in judged + throws)
+    # The exit code is read once, into $ExitCode, before the proof runs.
+    reads = [n for n in after if n.type == "variable" and n.text.decode().lower().endswith("lastexitcode")]
+    assert len(reads) == 1 and reads[0].start_byte < min(proof)
+    [kept] = [a for a in after if a.type == "assignment_expression" and a.start_byte <= reads[0].start_byte < a.end_byte]
+    assert kept.text.decode().startswith("$ExitCode")
+    # A failed proof still throws naming the code; a passed one with a non-zero code is said, not fatal.
+    [failed] = [n for n in throws if "CertificateReconfiguration.ps1 returned on " in n.text.decode()]
+    assert "$ExitCode" in failed.text.decode()
+    [said] = [n for n in judged if not any(t.type == "flow_control_statement" and t.text.decode().startswith("throw")
+                                           for t in walk(n))]
+    assert said.start_byte > failed.start_byte
+
+
+@pytest.mark.parametrize("profile", ["msonline", "graph"])
+@pytest.mark.parametrize("replaces", [None, OTHER])
+def test_the_additional_servers_step_judges_the_execution_policy_before_it_changes_that_server(
+        profile: str, replaces: str | None) -> None:
+    """Issue 19 item 4 on a farm: each additional server runs CertificateReconfiguration.ps1 as a file as well.
+    On main nothing there read the execution policy: under AllSigned/Restricted the step failed on that
+    server (after the main sequence had run) with PowerShell's own error instead of the fix."""
+    text, number = _additional(profile, replaces)
+    calls = command_invocations(text)
+    body = text.encode("utf-8")
+    [policy] = [c for c in calls if c.name == "Get-ExecutionPolicy"]
+    [signature] = [c for c in calls if c.name == "Get-AuthenticodeSignature"]
+    [mark] = [c for c in calls if c.name == "Get-Item" and any(e.text == "Stream" for e in c.elements)]
+    [run] = [i for i in calls if i.operator == "&" and i.name == "CertificateScript"]
+    prerequisites = body.index(b"throw ('Prerequisites on ' + $env:COMPUTERNAME")
+    added = body.index(f"$Problems.Add('Step {number:02d} runs ' + $CertificateScript".encode())
+    located = body.index(b"$CertificateScript = if ($ToolsDir)")
+    assert located < policy.start_byte < signature.start_byte < mark.start_byte < added < prerequisites < run.start_byte
+
+
+def _farm_plan() -> dict[str, Any]:
+    import json
+
+    plan = json.loads(_farm_files("msonline", None)["plan.json"])
+    plan["certificate"] = {"thumbprint": THUMB}
+    return plan
+
+
+POLICIES = [  # (policy, signature, trusted, downloaded) -> blocked on that server
+    ("Restricted", "NotSigned", False, False, True),
+    ("AllSigned", "NotSigned", False, False, True),
+    ("RemoteSigned", "NotSigned", False, True, True),
+    ("RemoteSigned", "NotSigned", False, False, False),
+    ("RemoteSigned", "Valid", True, True, False),
+    ("Bypass", "NotSigned", False, True, False),
+]
+
+
+@pytest.mark.parametrize("policy,status,trusted,downloaded,blocked", POLICIES)
+def test_check_judges_the_execution_policy_on_each_additional_server(policy: str, status: str, trusted: bool,
+                                                                     downloaded: bool, blocked: bool) -> None:
+    """The server probe already reads the policy, the signature and the mark on every additional server;
+    on main check's verdict there ignored them ("will change" for a server whose step would fail)."""
+    import datetime as _dt
+
+    from psbridge.check import evaluate
+
+    fresh = {k: v for k, v in state("fresh server").items() if k in ("server", "certificate")}
+    fresh["server"] = dict(fresh["server"], execution_policy=policy, script_signature=status,
+                           script_trusted=trusted, script_downloaded=downloaded)
+    report = evaluate(_farm_plan(), state("fully configured"), {FARM[0]: fresh, FARM[1]: copy.deepcopy(fresh)},
+                      now=_dt.datetime(2026, 6, 1, tzinfo=_dt.timezone.utc))
+    there = [v for v in report.verdicts if v.id == "additional-servers"]
+    assert [v.host for v in there] == FARM
+    for v in there:
+        assert v.verdict == ("blocked" if blocked else "will change"), v.detail
+        if blocked:
+            assert v.detail.startswith(f"{v.host}: step {v.index:02d} runs CertificateReconfiguration.ps1 as a "
+                                       f"file, and PowerShell would refuse it: the execution policy is {policy}")
+
+
+def test_an_additional_server_that_holds_the_certificate_is_in_place_whatever_its_policy() -> None:
+    """Nothing runs there: the policy does not matter."""
+    import datetime as _dt
+
+    from psbridge.check import evaluate
+
+    done = {k: v for k, v in state("fully configured").items() if k in ("server", "certificate")}
+    done["server"] = dict(done["server"], execution_policy="Restricted", script_signature="NotSigned",
+                          script_trusted=False, script_downloaded=False)
+    report = evaluate(_farm_plan(), state("fully configured"), {FARM[0]: done, FARM[1]: done},
+                      now=_dt.datetime(2026, 6, 1, tzinfo=_dt.timezone.utc))
+    assert {v.verdict for v in report.verdicts if v.id == "additional-servers"} == {"in place"}

@@ -82,6 +82,12 @@ def _certificate_on_server(ctx: ServerVerdictContext) -> StepVerdict:
         return StepVerdict(*step, "in place", f"{host}: certificate {expected} in LocalMachine\\My{note}", host=host)
     if missing:
         return StepVerdict(*step, "blocked", f"{host}: {', '.join(missing)} not found", host=host)
+    from .prerequisites import policy_refusal  # a sibling unit: step 01's rule, on this server's reading
+
+    refused = policy_refusal(server)
+    if refused is not None:
+        return StepVerdict(*step, "blocked", f"{host}: step {ctx.index:02d} runs CertificateReconfiguration.ps1 as a "
+                           f"file, and PowerShell would refuse it: {refused}", host=host)
     reason = "the service account cannot read the private key" if in_store else "not in LocalMachine\\My"
     return StepVerdict(*step, "will change", f"{host}: {reason}", host=host, after=expected)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..readings import Readings
+from ..readings import Readings, ServerReading
 from ..verdicts import StepVerdict, expected_thumbprint, replaced_thumbprint
 from .base import PROFILE_MODULES, Step, StepUnit, every_profile
 
@@ -53,37 +53,43 @@ SECOND_HOP = (" (a UNC path: over a remote session the server cannot pass your c
 
 
 def _execution_policy(r: Readings) -> list[str]:
-    """Whether the execution policy lets step 02 run CertificateReconfiguration.ps1 as a file (step 01's check).
-
-    Script text sent over PSRP is not a file, so no policy blocks the steps; the vendor script is
-    one. Restricted runs no file; AllSigned needs a valid signature by a trusted publisher;
-    RemoteSigned needs one on a file marked as downloaded (Zone.Identifier), Unrestricted asks
-    about such a file (a remote session cannot answer) unless a trusted publisher signed it, as
-    RemoteSigned lets it run (Windows PowerShell 5.1's PSAuthorizationManager). A reading the probe
-    did not give decides nothing.
-    """
+    """Whether the execution policy lets step 02 run CertificateReconfiguration.ps1 as a file (step 01's check)."""
     server = r.server
     assert server is not None
+    why = policy_refusal(server)
+    if why is None:
+        return []
+    return [f"step {_index(r, 'certificate')} runs CertificateReconfiguration.ps1 as a file, and PowerShell would "
+            f"refuse it: {why}"]
+
+
+def policy_refusal(server: ServerReading) -> str | None:
+    """Why the execution policy would refuse CertificateReconfiguration.ps1 on this server (None: it would not).
+
+    Script text sent over PSRP is not a file, so no policy blocks the steps; the vendor script is
+    one, on the main server (step 02) and on each additional server. Restricted runs no file;
+    AllSigned needs a valid signature by a trusted publisher; RemoteSigned needs one on a file marked
+    as downloaded (Zone.Identifier), Unrestricted asks about such a file (a remote session cannot
+    answer) unless a trusted publisher signed it, as RemoteSigned lets it run (Windows PowerShell
+    5.1's PSAuthorizationManager). A reading the probe did not give decides nothing.
+    """
     policy = server.execution_policy or ""
     if not server.tools_script or not policy or policy == "Bypass":
-        return []
+        return None
     fix_policy = ("set the policy to RemoteSigned (Set-ExecutionPolicy RemoteSigned -Scope LocalMachine; "
                   "Get-ExecutionPolicy -List shows the scope that sets it, and a Group Policy scope wins)")
     if policy == "AllSigned":
         if server.script_trusted is not False:
-            return []
-        why = (f"the execution policy is AllSigned and its signature is {server.script_signature}"
-               + (" but its publisher is not in Trusted Publishers" if server.script_signature == "Valid" else "")
-               + f": sign it with a certificate in Trusted Publishers, or {fix_policy}")
-    elif policy in ("RemoteSigned", "Unrestricted"):
+            return None
+        return (f"the execution policy is AllSigned and its signature is {server.script_signature}"
+                + (" but its publisher is not in Trusted Publishers" if server.script_signature == "Valid" else "")
+                + f": sign it with a certificate in Trusted Publishers, or {fix_policy}")
+    if policy in ("RemoteSigned", "Unrestricted"):
         if server.script_downloaded is not True or server.script_trusted is not False:
-            return []
-        why = (f"the execution policy is {policy} and the file is marked as downloaded from the internet "
-               "(its Zone.Identifier stream): check the file, then unblock it on the server with Unblock-File")
-    else:
-        why = f"the execution policy is {policy}, which runs no script file: {fix_policy}"
-    return [f"step {_index(r, 'certificate')} runs CertificateReconfiguration.ps1 as a file, and PowerShell would "
-            f"refuse it: {why}"]
+            return None
+        return (f"the execution policy is {policy} and the file is marked as downloaded from the internet "
+                "(its Zone.Identifier stream): check the file, then unblock it on the server with Unblock-File")
+    return f"the execution policy is {policy}, which runs no script file: {fix_policy}"
 
 
 def _index(r: Readings, step_id: str) -> str:
