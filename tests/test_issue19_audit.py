@@ -20,7 +20,7 @@ from support.probe_states import THUMB, state
 from support.pwsh_grammar import (command_invocations, hashtable_keys, parse, string_values, syntax_errors,
                                   variable_assignments, walk)
 
-# --------------------------------------------------------------------------- item 3: every Graph parameter the steps pass
+# ------------------------------------------------------------------ item 3: every Graph parameter the steps pass
 
 #: PowerShell's common parameters: every cmdlet has them (about_CommonParameters), nothing to test.
 COMMON = {"erroraction", "warningaction", "informationaction", "errorvariable", "warningvariable",
@@ -196,7 +196,7 @@ def test_step_01_counts_only_crms_valid_s2stokenissuer_certificates_other_than_i
     assert own.start_byte < valid.start_byte < guard.start_byte
 
 
-# --------------------------------------------------------------------------- items 4 and 12 on a farm's additional servers
+# ----------------------------------------------------------- items 4 and 12 on a farm's additional servers
 
 FARM = ["crm02", "crm03.contoso.local"]
 OTHER = "B" * 40
@@ -245,7 +245,8 @@ def test_the_additional_servers_step_proves_its_work_before_it_judges_the_exit_c
     # The exit code is read once, into $ExitCode, before the proof runs.
     reads = [n for n in after if n.type == "variable" and n.text.decode().lower().endswith("lastexitcode")]
     assert len(reads) == 1 and reads[0].start_byte < min(proof)
-    [kept] = [a for a in after if a.type == "assignment_expression" and a.start_byte <= reads[0].start_byte < a.end_byte]
+    [kept] = [a for a in after if a.type == "assignment_expression"
+              and a.start_byte <= reads[0].start_byte < a.end_byte]
     assert kept.text.decode().startswith("$ExitCode")
     # A failed proof still throws naming the code; a passed one with a non-zero code is said, not fatal.
     [failed] = [n for n in throws if "CertificateReconfiguration.ps1 returned on " in n.text.decode()]
@@ -328,3 +329,56 @@ def test_an_additional_server_that_holds_the_certificate_is_in_place_whatever_it
     report = evaluate(_farm_plan(), state("fully configured"), {FARM[0]: done, FARM[1]: done},
                       now=_dt.datetime(2026, 6, 1, tzinfo=_dt.timezone.utc))
     assert {v.verdict for v in report.verdicts if v.id == "additional-servers"} == {"in place"}
+
+
+# ------------------------------------------------------- item 6: setup.ps1's wait, read as PowerShell runs it
+
+def _renewal_setup(farm: bool) -> str:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = "graph"
+    data["certificate"]["replaces"] = OTHER
+    if farm:
+        data["crm"].update(server="crm01.contoso.local", additional_servers=list(FARM))
+    text = render_package(parse_parameters(data)).files["setup.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    return text
+
+
+def _condition(node: Node) -> str:
+    return next(c for c in node.children if c.type == "pipeline").text.decode()
+
+
+def _returns(node: Node) -> bool:
+    return any(n.type == "flow_control_statement" and n.text.decode().startswith("return") for n in walk(node))
+
+
+@pytest.mark.parametrize("farm", [False, True])
+def test_setup_ps1_refuses_the_switch_until_the_wait_has_passed_and_runs_it_after(farm: bool) -> None:
+    """Issue 19 item 6 in setup.ps1: the switch step's block is reached only when the marker step 05 wrote is
+    this package's and [DateTime]::UtcNow is no longer before proven + switch_after_hours. On main the test
+    found these lines by their text; reversing the comparison (-lt to -gt: the switch at once, a refusal after
+    the wait) failed no test (the ACS pins render renewals with a wait of 0)."""
+    text = _renewal_setup(farm)
+    root = parse(text).root_node
+    switch = 7 if farm else 6
+    ifs = [n for n in walk(root) if n.type == "if_statement"]
+    [hours] = variable_assignments(text, "PSBridgeWaitHours")
+    assert hours.text.decode() == "[int] '24'"
+    [after] = variable_assignments(text, "PSBridgeSwitchAfter")
+    assert after.text.decode() == "$PSBridgeProvenAt.AddHours($PSBridgeWaitHours)"
+    [early] = [n for n in ifs if _condition(n) == "[DateTime]::UtcNow -lt $PSBridgeSwitchAfter"]
+    [unknown] = [n for n in ifs if _condition(n) == "$null -eq $PSBridgeProvenAt"]
+    assert _returns(early) and _returns(unknown) and unknown.end_byte < after.start_byte < early.start_byte
+    # Proven-at comes only from a marker of this package's steps digest, parsed as a round-trip time.
+    [proven] = variable_assignments(text, "PSBridgeProvenAt")[1:]
+    [marker] = [n for n in ifs if n.start_byte < proven.start_byte < n.end_byte
+                and "$PSBridgeMarker[1] -eq '" in _condition(n)]
+    assert "[DateTime]::TryParse($PSBridgeMarker[0]" in _condition(marker) and "RoundtripKind" in _condition(marker)
+    # Order: step 05 writes the marker inside its own block; the wait sits between it and the switch's block,
+    # outside every -FromStep block, so a later -FromStep waits too.
+    blocks = {int(_condition(n).rsplit(" ", 1)[1]): n for n in ifs if _condition(n).startswith("$FromStep -le ")}
+    [write] = [n for n in walk(root) if n.type == "invokation_expression"
+               and n.text.decode().startswith("[System.IO.File]::WriteAllText($PSBridgeKeyProven")]
+    assert blocks[5].start_byte < write.start_byte < blocks[5].end_byte
+    assert blocks[5].end_byte < unknown.start_byte and early.end_byte < blocks[switch].start_byte
+    assert not any(b.start_byte < early.start_byte < b.end_byte for b in blocks.values())
