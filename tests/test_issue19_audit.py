@@ -382,3 +382,45 @@ def test_setup_ps1_refuses_the_switch_until_the_wait_has_passed_and_runs_it_afte
     assert blocks[5].start_byte < write.start_byte < blocks[5].end_byte
     assert blocks[5].end_byte < unknown.start_byte and early.end_byte < blocks[switch].start_byte
     assert not any(b.start_byte < early.start_byte < b.end_byte for b in blocks.values())
+
+
+# ------------------------------------------------------------------ item 2: the tenant comparison itself
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+def _connect(profile: str, variant: str) -> str:
+    data = copy.deepcopy(EXAMPLE)
+    data["profile"] = profile
+    data["sharepoint"]["tenant_id"] = TENANT.upper() if variant == "upper case" else TENANT
+    if variant == "app-only":
+        data["graph"] = {"client_id": "11111111-1111-1111-1111-111111111111", "tenant_id": TENANT,
+                         "certificate_thumbprint": "C" * 40}
+    text = render_package(parse_parameters(data)).files["steps/04-connect.ps1"].decode("utf-8-sig")
+    assert syntax_errors(text) == []
+    return text
+
+
+@pytest.mark.parametrize("profile,variant,read", [
+    ("graph", "delegated", "[string]$Context.TenantId"), ("graph", "app-only", "[string]$Context.TenantId"),
+    ("graph", "upper case", "[string]$Context.TenantId"), ("msonline", "delegated", "[string]$Company.ObjectId")])
+def test_step_04_throws_exactly_when_the_connected_tenant_differs(profile: str, variant: str, read: str) -> None:
+    """Issue 19 item 2: step 04 stops when the connected tenant is not the package's. On main the tests found
+    an if naming both values before the first write; turning its -ne into -eq (stop on the right tenant, go on
+    with the wrong one) failed no test, for graph and for msonline."""
+    text = _connect(profile, variant)
+    [expected] = variable_assignments(text, "ExpectedTenantId")
+    assert string_values(expected) == [TENANT.upper() if variant == "upper case" else TENANT]
+    root = parse(text).root_node
+    [guard] = [n for n in walk(root) if n.type == "if_statement" and "$ExpectedTenantId" in _condition(n)]
+    comparison = next(n for n in walk(next(c for c in guard.children if c.type == "pipeline"))
+                      if n.type == "comparison_expression")
+    left, operator, right = comparison.children
+    # -ne: PowerShell compares strings case-insensitively (a GUID in upper case is the same tenant).
+    assert (left.text.decode(), operator.text.decode(), right.text.decode()) == (read, "-ne", "$ExpectedTenantId")
+    # The throw is the if's own block: there is no else, and nothing else in it.
+    assert [c.type for c in guard.children if c.type in ("elseif_clauses", "elseif_clause", "else_clause")] == []
+    [block] = [c for c in guard.children if c.type == "statement_block"]
+    statements = [n for n in walk(block) if n.type == "flow_control_statement"]
+    assert [s.text.decode().split(" ", 1)[0] for s in statements] == ["throw"]
+    assert "nothing was changed in " in statements[0].text.decode()
