@@ -424,3 +424,33 @@ def test_step_04_throws_exactly_when_the_connected_tenant_differs(profile: str, 
     statements = [n for n in walk(block) if n.type == "flow_control_statement"]
     assert [s.text.decode().split(" ", 1)[0] for s in statements] == ["throw"]
     assert "nothing was changed in " in statements[0].text.decode()
+
+
+# ------------------------------------------------------------------ item 3: the conditions that refuse
+
+def _adds_a_problem(node: Node) -> bool:
+    return "$Problems.Add(" in node.text.decode()
+
+
+@pytest.mark.parametrize("trust,variant", [("acs", "delegated"), ("app", "created")])
+def test_step_01_adds_a_problem_for_a_missing_parameter_and_a_2_26_or_2_27_module(trust: str, variant: str) -> None:
+    """Issue 19 item 3: on main the tests found the parameter lists and the 2.26/2.27 refusal by their text;
+    dropping the -not before ContainsKey (a problem for every parameter that IS there, none for a missing one)
+    or testing Version.Major -eq 3 failed no test."""
+    files = _acs_graph(variant) if trust == "acs" else _app_trust(variant)
+    text = files["steps/01-prerequisites.ps1"].decode("utf-8-sig")
+    root = parse(text).root_node
+    ifs = [n for n in walk(root) if n.type == "if_statement"]
+    _, loops = _tested(text)
+    for start in loops:
+        [loop] = [n for n in walk(root) if n.type == "foreach_statement" and n.start_byte == start]
+        inner = [n for n in ifs if loop.start_byte < n.start_byte < loop.end_byte]
+        missing = [n for n in inner if _condition(n) == "-not $Found.Parameters.ContainsKey($Name)"]
+        absent = [n for n in inner if _condition(n) == "$null -eq $Found"]
+        assert len(missing) == 1 and _adds_a_problem(missing[0]) and "has no -' + $Name" in missing[0].text.decode()
+        assert len(absent) == 1 and _adds_a_problem(absent[0])
+        assert not [n for n in inner if "ContainsKey" in _condition(n) and n not in missing]
+    [refusal] = [n for n in ifs if "$Applications.Version" in _condition(n)]
+    assert _condition(refusal) == ("$Applications -and $Applications.Version.Major -eq 2 -and "
+                                   "($Applications.Version.Minor -eq 26 -or $Applications.Version.Minor -eq 27)")
+    assert _adds_a_problem(refusal) and not [c for c in refusal.children if c.type in ("elseif_clauses", "else_clause")]
