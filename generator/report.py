@@ -408,7 +408,7 @@ def _rollback(package: Package) -> list[dict[str, Any]]:
 
 def _audit(log: Path, package: Package, believed: list[dict[str, Any]]) -> dict[str, Any]:
     """The audit chain's status, and the lines about this package (also added to `believed`: the lines
-    up to the first broken one, which may vouch for a run record)."""
+    up to the first broken one, which may vouch for a run record), with every repair of the log."""
     from . import audit
 
     view: dict[str, Any] = {"path": str(log), "state": "", "detail": "", "head": "", "good_lines": 0, "lines": [],
@@ -435,9 +435,15 @@ def _audit(log: Path, package: Package, believed: list[dict[str, Any]]) -> dict[
             entry = json.loads(raw)
         except (ValueError, RecursionError):
             continue
-        if not isinstance(entry, dict) or entry.get("package") != package.name:
+        if not isinstance(entry, dict):
             continue
-        believed.append(entry)
+        if entry.get("package") != package.name:
+            # A repair names no package: the torn bytes it cut may have been this package's line, so
+            # every repair of the log is shown (what it removed, by size and sha256); it vouches for nothing.
+            if entry.get("action") != "audit-repair":
+                continue
+        else:
+            believed.append(entry)
         details = entry.get("details")
         lines.append({
             "number": number, "time": as_text(entry.get("time")), "action": as_text(entry.get("action")),

@@ -243,6 +243,21 @@ def test_report_says_when_the_audit_chain_is_broken(psbridge, pkg: Path, tmp_pat
     assert "no audit log at this path" in gone
 
 
+def test_report_shows_the_repairs_of_the_log(psbridge, pkg: Path, tmp_path: Path, keys) -> None:
+    """Issue 20 item 7: the report shows repairs. An `audit-repair` line names no package (the torn bytes it
+    cut may have been this package's line), so the report, listing only lines naming the package, hid it."""
+    import hashlib
+
+    log = tmp_path / "audit.jsonl"
+    assert psbridge("approve", pkg, "--key", keys["jane"], "--audit-log", log).exit_code == 0
+    torn = b'{"time":"2026-12-01T00:00:00.000000Z","action":"run","package":"' + pkg.name.encode() + b'","dig'
+    log.write_bytes(log.read_bytes() + torn)
+    assert psbridge("audit", "repair", log).exit_code == 0
+    text = text_of(make_report(psbridge, pkg, "--audit-log", str(log)))
+    assert "audit-repair" in text and "repaired" in text
+    assert hashlib.sha256(torn).hexdigest() in text and f'"removed_bytes": {len(torn)}' in text
+
+
 def test_report_of_a_tampered_package_says_so_and_shows_the_bytes(psbridge, pkg: Path) -> None:
     step = pkg / MSONLINE_STEPS[6].file
     step.write_bytes(step.read_bytes() + b"\r\nWrite-Host 'added'\r\n")
