@@ -457,6 +457,10 @@ def _audit(log: Path, package: Package, believed: list[dict[str, Any]]) -> dict[
     return view
 
 
+#: How the report marks a run record no audit `run` line holds the sha256 of (as rollback refuses one).
+UNVOUCHED = "not vouched for by the audit log"
+
+
 def _runs_status(package: Package, runs: list[Any], believed: list[dict[str, Any]]) -> dict[str, str]:
     """The package's current status from its run history (runs.history: a rollback backs a run out only when
     it ended ok and the audit log vouches for its record), and each run marked with the rollback that
@@ -469,6 +473,8 @@ def _runs_status(package: Package, runs: list[Any], believed: list[dict[str, Any
     entries = [e for e in history(package, believed) if e.problem is None]
     for entry in entries:
         run = views.get(f"runs/{entry.path.name}")
+        if run is not None:
+            run.vouched = entry.vouched
         by = views.get(f"runs/{entry.backed_out_by.name}") if entry.backed_out_by else None
         if run is not None and by is not None:
             run.backed_out_by, run.backed_out_at = by.file, by.ended or by.started
@@ -486,6 +492,9 @@ def _runs_status(package: Package, runs: list[Any], believed: list[dict[str, Any
                     "state": "unknown"}
         return {"text": f"rollback of runs/{undone} {last.outcome} at {when}: check the server", "state": "failed"}
     outcome = view.outcome if view is not None else last.outcome
+    if not last.vouched:  # anyone who can write runs/ can drop a record: believed only when the log vouches
+        return {"text": f"last run {outcome} at {when}, but its record is {UNVOUCHED}: it may be forged",
+                "state": "unknown"}
     return {"text": f"last run {outcome} at {when}", "state": outcome}
 
 
