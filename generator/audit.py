@@ -602,26 +602,31 @@ def _complete_entries(torn: bytes) -> list[str]:
 
     A true torn tail is a line cut short; bytes holding a whole entry (its fields in order, its
     own sha256 right) are recorded lines whose newlines were removed, and cutting them would
-    delete history that `verify` then calls clean. Every ``{"time":`` is tried, so garbage in
-    front of a glued line does not hide it.
+    delete history that `verify` then calls clean. Every ``{`` is tried, so garbage in front of
+    a glued line does not hide it; an entry is its fields and its own sha256 (taken over the
+    canonical JSON), so one re-serialised (white space, key order) is still found.
     """
     decoder = json.JSONDecoder()
     text = torn.decode("latin-1")  # one character per byte: offsets stay byte offsets
     found: list[str] = []
-    start = text.find('{"time":')
+    start = text.find("{")
     while start >= 0:
         try:
             entry, end = decoder.raw_decode(text, start)
         except (ValueError, RecursionError):
             entry, end = None, start + 1
-        if isinstance(entry, dict) and tuple(entry) == FIELDS:
+        if isinstance(entry, dict) and sorted(entry) == sorted(FIELDS):
             body = {k: v for k, v in entry.items() if k != "sha256"}
             try:
                 if sha256_hex(canonical(body)) == entry["sha256"]:
                     found.append(sha256_hex(torn[start:end]))
+                else:
+                    end = start + 1  # not an entry: an entry may still start inside it
             except (RecursionError, UnicodeEncodeError, TypeError):
-                pass
-        start = text.find('{"time":', max(end, start + 1))
+                end = start + 1
+        else:
+            end = start + 1
+        start = text.find("{", end)
     return found
 
 

@@ -150,6 +150,12 @@ def windows_dn(name: x509.Name) -> str:
 _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
+def invisible_character(value: str) -> str | None:
+    """The first character of `value` a subject psbridge creates must not hold (control, format, line or
+    paragraph separator), or None: `cert new --like` copies a subject it did not parse, and checks it here."""
+    return next((ch for ch in value if unicodedata.category(ch) in _INVISIBLE), None)
+
+
 def parse_subject(text: str) -> x509.Name:
     """Parse a subject as a Windows user types it (`CN=crm.contoso.com, O=Contoso, C=US`).
 

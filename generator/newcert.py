@@ -32,8 +32,9 @@ from .certificates import (
     key_description,
     load_file,
 )
-from .dn import windows_dn
+from .dn import invisible_character, windows_dn
 from .errors import UserError
+from .text import code_point, printable
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,18 @@ def _new_key_size_like(path: Path, public_key: Any) -> tuple[int, str | None]:
     return made, f"--like: {path}: its RSA key has {size} bits, a size psbridge does not make; the new key has {made} bits"
 
 
+def _refuse_invisible(path: Path, subject: x509.Name) -> None:
+    """OLD's subject becomes the new certificate's: like a typed --subject, it may hold no control or
+    invisible character (they would hide or reorder text wherever the new certificate is shown)."""
+    for attribute in subject:
+        value = attribute.value
+        found = invisible_character(value) if isinstance(value, str) else None
+        if found is not None:
+            raise UserError(f"--like: {printable(str(path))}: its subject contains a control character or an "
+                            f"invisible one ({code_point(found)}); psbridge does not make a certificate with it, "
+                            "give --subject instead")
+
+
 def like_certificate(
     path: Path | str,
     password: str | None,
@@ -192,6 +205,7 @@ def like_certificate(
     subject_text = windows_dn(cert.subject)
     if not subject_text.strip():
         raise UserError(f"--like: {path}: empty subject; nothing to copy, give --subject instead")
+    _refuse_invisible(path, cert.subject)
     if not cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         raise UserError(f"--like: {path}: the subject {subject_text!r} has no CN; psbridge makes certificates with one, "
                         "give --subject instead")

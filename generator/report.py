@@ -408,7 +408,7 @@ def _rollback(package: Package) -> list[dict[str, Any]]:
 
 def _audit(log: Path, package: Package, believed: list[dict[str, Any]]) -> dict[str, Any]:
     """The audit chain's status, and the lines about this package (also added to `believed`: the lines
-    up to the first broken one, which may vouch for a run record)."""
+    up to the first broken one, which may vouch for a run record), with every repair of the log."""
     from . import audit
 
     view: dict[str, Any] = {"path": str(log), "state": "", "detail": "", "head": "", "good_lines": 0, "lines": [],
@@ -435,9 +435,15 @@ def _audit(log: Path, package: Package, believed: list[dict[str, Any]]) -> dict[
             entry = json.loads(raw)
         except (ValueError, RecursionError):
             continue
-        if not isinstance(entry, dict) or entry.get("package") != package.name:
+        if not isinstance(entry, dict):
             continue
-        believed.append(entry)
+        if entry.get("package") != package.name:
+            # A repair names no package: the torn bytes it cut may have been this package's line, so
+            # every repair of the log is shown (what it removed, by size and sha256); it vouches for nothing.
+            if entry.get("action") != "audit-repair":
+                continue
+        else:
+            believed.append(entry)
         details = entry.get("details")
         lines.append({
             "number": number, "time": as_text(entry.get("time")), "action": as_text(entry.get("action")),
@@ -449,6 +455,10 @@ def _audit(log: Path, package: Package, believed: list[dict[str, Any]]) -> dict[
     view["left_out"] = max(0, len(lines) - MAX_AUDIT_LINES)
     view["lines"] = lines[-MAX_AUDIT_LINES:]
     return view
+
+
+#: How the report marks a run record no audit `run` line holds the sha256 of (as rollback refuses one).
+UNVOUCHED = "not vouched for by the audit log"
 
 
 def _runs_status(package: Package, runs: list[Any], believed: list[dict[str, Any]]) -> dict[str, str]:
@@ -463,6 +473,8 @@ def _runs_status(package: Package, runs: list[Any], believed: list[dict[str, Any
     entries = [e for e in history(package, believed) if e.problem is None]
     for entry in entries:
         run = views.get(f"runs/{entry.path.name}")
+        if run is not None:
+            run.vouched = entry.vouched
         by = views.get(f"runs/{entry.backed_out_by.name}") if entry.backed_out_by else None
         if run is not None and by is not None:
             run.backed_out_by, run.backed_out_at = by.file, by.ended or by.started
@@ -480,6 +492,9 @@ def _runs_status(package: Package, runs: list[Any], believed: list[dict[str, Any
                     "state": "unknown"}
         return {"text": f"rollback of runs/{undone} {last.outcome} at {when}: check the server", "state": "failed"}
     outcome = view.outcome if view is not None else last.outcome
+    if not last.vouched:  # anyone who can write runs/ can drop a record: believed only when the log vouches
+        return {"text": f"last run {outcome} at {when}, but its record is {UNVOUCHED}: it may be forged",
+                "state": "unknown"}
     return {"text": f"last run {outcome} at {when}", "state": outcome}
 
 

@@ -140,6 +140,8 @@ class RunView:
     #: A run a later successful rollback backed out (the audit log vouching for it): that rollback's record and end.
     backed_out_by: str = ""
     backed_out_at: str = ""
+    #: Whether an audit `run` line holds this record's sha256 (None: not judged, the record was not read).
+    vouched: bool | None = None
 
     @property
     def kind(self) -> str:

@@ -106,3 +106,43 @@ def test_a_valid_approval_lets_every_step_through(tmp_path, http_peer, engine, s
     engine.when(slow, None)
     assert main(_run_args(pkg, http_peer, keys)) == 0, capsys.readouterr()
     assert {"02", "06", "07"} <= set(_sent(engine))
+
+
+def test_an_approval_expiring_at_rollbacks_prompt_stops_before_the_first_back_out(
+        tmp_path, http_peer, engine, secrets_env, keys, frozen, monkeypatch, capsys):
+    """A rollback's back-out scripts change state too: `rollback --require-approval` judged the approvals once,
+    then asked (its values come from evidence) and, answered after the approval expired, sent every back-out."""
+    from support.rollback_runs import _rollback_args, _run
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)  # approved by jane for 7 days, then run
+    [approval] = sorted((pkg / "approvals").glob("*.json"))
+
+    def answer_after_eight_days(question: str, **_: str) -> None:
+        frozen.now += timedelta(days=8)  # the operator comes back to the prompt a week later and answers y
+
+    monkeypatch.setattr("psbridge.cli.rollback.confirm_or_refuse", answer_after_eight_days)
+    capsys.readouterr()
+    before = len(engine.pipelines)
+    args = [a for a in _rollback_args(pkg, http_peer, record, log) if a != "--yes"]
+    code = main([*args, "--require-approval", "--trusted-keys", str(keys["trusted"])])
+    out, err = capsys.readouterr()
+    assert code == 1, (out, err)
+    backouts = [p for p in engine.pipelines[before:] if p.script.startswith("# psbridge back-out")]
+    assert backouts == [], [p.script.splitlines()[0] for p in backouts]
+    text = out + err
+    assert f"approvals/{approval.name}" in text and "expired" in text
+    assert "psbridge approve" in text and "psbridge rollback" in text
+
+
+def test_a_valid_approval_lets_rollback_send_its_back_outs(tmp_path, http_peer, engine, secrets_env, keys, frozen,
+                                                            monkeypatch, capsys):
+    from support.rollback_runs import _rollback_args, _run
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    monkeypatch.setattr("psbridge.cli.rollback.confirm_or_refuse", lambda question, **_: None)
+    before = len(engine.pipelines)
+    args = [a for a in _rollback_args(pkg, http_peer, record, log) if a != "--yes"]
+    assert main([*args, "--require-approval", "--trusted-keys", str(keys["trusted"])]) == 0, capsys.readouterr()
+    assert [p for p in engine.pipelines[before:] if p.script.startswith("# psbridge back-out")]

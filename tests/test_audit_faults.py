@@ -426,6 +426,25 @@ def test_repair_refuses_a_complete_entry_hidden_after_garbage(psbridge, log: Pat
     assert log.read_bytes() == before
 
 
+@pytest.mark.parametrize("reshape", ["spaced", "keys reordered", "indented"])
+def test_repair_refuses_complete_entries_reformatted_as_well_as_glued(psbridge, log: Path, reshape: str) -> None:
+    """A complete entry is its fields and its own sha256 (taken over canonical JSON), not the exact bytes
+    `append` wrote: the glued lines re-serialised (a space after the brace, keys in another order, an
+    indent) are still complete entries, and repair cut them as a torn tail, then verify was clean."""
+    raw = log.read_bytes().splitlines()
+    dumps = {"spaced": lambda e: "{ " + json.dumps(e)[1:],
+             "keys reordered": lambda e: json.dumps(e, sort_keys=True, separators=(",", ":")),
+             "indented": lambda e: json.dumps(e, indent=1).replace("\n", " ")}[reshape]
+    glued = [dumps(json.loads(line)).encode() for line in raw[1:]]
+    log.write_bytes(raw[0] + b"\n" + b"".join(glued))
+    before = log.read_bytes()
+    result = psbridge("audit", "repair", log)
+    assert result.exit_code == 1, result.stdout
+    line = one_line(result.stderr)
+    assert "complete" in line and f"hold {len(glued)} complete" in line
+    assert log.read_bytes() == before and not list(log.parent.glob("*.torn-*"))
+
+
 def test_repair_names_the_removed_bytes_by_their_hash(psbridge, log: Path) -> None:
     stray = b'{"time":"2026-01-01T00:00:00.000000Z","action":"ru'
     log.write_bytes(log.read_bytes() + stray)

@@ -228,6 +228,29 @@ def test_like_refuses_a_subject_without_a_cn(cli, tmp_path: Path) -> None:
     assert run.code == 2 and "no CN" in run.err and "--subject" in run.err
 
 
+@pytest.mark.parametrize(("value", "named"), [
+    ("crm\x1b[2J.contoso.com", "U+001B"), ("crm.contoso.com\nstep 08 forged", "U+000A"),
+    ("moc.osotnoc\u202e.crm", "U+202E RIGHT-TO-LEFT OVERRIDE"), ("crm\u200b.contoso.com", "U+200B ZERO WIDTH SPACE"),
+    ("crm\x85.contoso.com", "U+0085"), ("crm\u2028.contoso.com", "U+2028 LINE SEPARATOR"),
+    ("crm\t.contoso.com", "U+0009")])
+@pytest.mark.parametrize("attribute", [NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME])
+def test_like_refuses_a_subject_with_control_or_invisible_characters(cli, tmp_path: Path, value: str, named: str,
+                                                                     attribute: x509.ObjectIdentifier) -> None:
+    """Issue 20 item 5: psbridge refuses Cf and control characters in subjects it creates; `--like` copied a
+    hostile OLD's subject (an ESC sequence, a line break, a bidi override) into the new certificate as it was."""
+    cn = value if attribute == NameOID.COMMON_NAME else "crm.contoso.com"
+    names = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if attribute != NameOID.COMMON_NAME:
+        names.append(x509.NameAttribute(attribute, value))
+    old_path, _ = old_certificate(tmp_path, kind="cer", size=2048, subject=x509.Name(names))
+    run = cli("cert", "new", "--like", old_path, "--out", tmp_path / "new", **both_passwords())
+    assert run.code == 2, run.err
+    [line] = run.err.strip().splitlines()
+    assert line.startswith("psbridge: error: --like: ") and named in line and str(old_path) in line
+    assert value not in line  # the refusal names the character, it does not print it
+    assert not (tmp_path / "new").exists()
+
+
 # --------------------------------------------------------------------------- run: certificate vs approval
 
 

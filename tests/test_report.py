@@ -243,6 +243,62 @@ def test_report_says_when_the_audit_chain_is_broken(psbridge, pkg: Path, tmp_pat
     assert "no audit log at this path" in gone
 
 
+def _forged_ok_run(pkg: Path) -> Path:
+    """A record anyone who can write runs/ can drop: this package's digest, step 01 ok, the run ended ok."""
+    digest = read_package(pkg).digest
+    events = [
+        {"event": "run-start", "started": "2026-11-28T09:00:00.000Z", "tool_version": "0.4.0", "package": "contoso",
+         "package_digest": digest, "host": "crm01.contoso.local", "steps": [1], "record": "x"},
+        {"event": "step-start", "index": 1, "total": 8, "id": "prerequisites", "title": "Check the prerequisites",
+         "started": "2026-11-28T09:00:01.000Z"},
+        {"event": "step-end", "total": 8, "title": "Check the prerequisites", "index": 1, "id": "prerequisites",
+         "started": "2026-11-28T09:00:01.000Z", "ended": "2026-11-28T09:00:02.000Z", "seconds": 1.0, "state": "ok"},
+        {"event": "run-end", "exit_code": 0, "ended": "2026-11-28T09:00:03.000Z", "reason": "ok", "summary": []},
+    ]
+    runs = pkg / "runs"
+    runs.mkdir(exist_ok=True)
+    path = runs / "20261128T090000.000000Z.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    return path
+
+
+def test_report_does_not_take_a_record_the_audit_log_does_not_vouch_for(psbridge, pkg: Path, tmp_path: Path) -> None:
+    """Issue 20 item 1: the report, like rollback, believes a run record only when an audit `run` line holds its
+    sha256. A record dropped into runs/ (after a failed run) made page one say "last run ok", green, as any other."""
+    from psbridge import audit
+    from psbridge.files import sha256_hex
+
+    log = tmp_path / "audit.jsonl"
+    write_run(pkg)  # a failed run ...
+    forged = _forged_ok_run(pkg)  # ... hidden behind a later, forged "ok"
+    html = make_report(psbridge, pkg, "--audit-log", str(log))
+    text = text_of(html)
+    status = re.search(r'<span class="badge (\w+)" id="status">([^<]*)</span>', html)
+    assert status is not None, html[:3000]
+    assert status.group(1) != "good" and "not vouched for by the audit log" in status.group(2), status.group(0)
+    assert text.count("not vouched for by the audit log") >= 3  # page one, and each run of the timeline
+    audit.record(log, "run", read_package(pkg), "ok", record=str(forged), record_sha256=sha256_hex(forged.read_bytes()))
+    vouched = make_report(psbridge, pkg, "--audit-log", str(log))
+    status = re.search(r'<span class="badge (\w+)" id="status">([^<]*)</span>', vouched)
+    assert status is not None and status.group(2) == "last run ok at 2026-11-28T09:00:03.000Z", status
+    assert text_of(vouched).count("not vouched for by the audit log") == 1  # only the failed run's record now
+
+
+def test_report_shows_the_repairs_of_the_log(psbridge, pkg: Path, tmp_path: Path, keys) -> None:
+    """Issue 20 item 7: the report shows repairs. An `audit-repair` line names no package (the torn bytes it
+    cut may have been this package's line), so the report, listing only lines naming the package, hid it."""
+    import hashlib
+
+    log = tmp_path / "audit.jsonl"
+    assert psbridge("approve", pkg, "--key", keys["jane"], "--audit-log", log).exit_code == 0
+    torn = b'{"time":"2026-12-01T00:00:00.000000Z","action":"run","package":"' + pkg.name.encode() + b'","dig'
+    log.write_bytes(log.read_bytes() + torn)
+    assert psbridge("audit", "repair", log).exit_code == 0
+    text = text_of(make_report(psbridge, pkg, "--audit-log", str(log)))
+    assert "audit-repair" in text and "repaired" in text
+    assert hashlib.sha256(torn).hexdigest() in text and f'"removed_bytes": {len(torn)}' in text
+
+
 def test_report_of_a_tampered_package_says_so_and_shows_the_bytes(psbridge, pkg: Path) -> None:
     step = pkg / MSONLINE_STEPS[6].file
     step.write_bytes(step.read_bytes() + b"\r\nWrite-Host 'added'\r\n")

@@ -305,6 +305,44 @@ def test_a_prompt_at_step_gets_heartbeats_while_it_waits(pkg, http_peer, engine,
     assert model.calls.count("heartbeat") >= 2, model.calls
 
 
+def test_every_pipeline_of_a_run_goes_out_with_a_fresh_heartbeat(pkg, http_peer, engine, model, secrets_env, capsys,
+                                                                  monkeypatch):
+    """Issue 20 item 3: the heartbeat goes with every pipeline the run sends, not only before each step.
+
+    The probes around a changing step and `--verify`'s probes are pipelines too; sent back to back they
+    left the keeper no idle moment, so the heartbeat aged by the sum of their durations (each bounded by
+    the step timeout) and a live run could look stale to --force-unlock. Here every probe takes longer
+    than the heartbeat interval: no pipeline may start with a heartbeat older than the interval."""
+    every, slow = 0.2, 0.6
+    monkeypatch.setattr(serverlock, "HEARTBEAT_EVERY", every)
+    received: list[tuple[float, str]] = []
+
+    def clock(pipeline) -> bool:  # noqa: ANN001 - notes when each pipeline arrives; a probe takes `slow` seconds
+        kind = "lock" if pipeline.script.startswith(LOCK) else "probe" if "# psbridge probe: " in pipeline.script \
+            else "other"
+        received.append((time.monotonic(), kind if kind != "lock" else f"lock {pipeline.parameters}"))
+        if kind == "probe":
+            time.sleep(slow)
+        return False
+
+    engine.reset_rules()
+    engine.when(clock, None)  # first, and never answers: only times every pipeline, the lock's too
+    model.install(engine)
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--verify"))
+    assert code in (0, 5), out + err  # the probes are not answered here: verify's verdicts cannot tell (5)
+    taken = next(i for i, (_, kind) in enumerate(received) if kind.startswith("lock") and "ShellId" in kind)
+    released = max(i for i, (_, kind) in enumerate(received) if "Release" in kind)
+    held = received[taken:released]
+    assert sum(1 for _, kind in held if kind == "probe") >= 4, held  # the test would prove nothing without probes
+    last_beat, gaps = held[0][0], []
+    for at, kind in held:
+        if kind.startswith("lock"):
+            last_beat = at
+        else:
+            gaps.append(round(at - last_beat, 3))
+    assert max(gaps) < every + 0.25, gaps
+
+
 # --------------------------------------------------------------------------- lock.ps1 as PowerShell parses it
 
 

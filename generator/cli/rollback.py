@@ -120,7 +120,7 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     warn_if_unverified(conn.verify_tls, conn.transport)
     ctx = RemoteContext(package, conn, winrm_password, secrets, ctx.settings, ctx.emit)
     try:
-        done = rollback_package(ctx, plan, Audited(log, "rollback", start="rollback-started"))
+        done = rollback_package(ctx, plan, Audited(log, "rollback", start="rollback-started"), policy)
     except NotRecorded as exc:
         raise exc.original from None
     if not as_json:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -42,11 +42,24 @@ class Redactor:
         return self._mask(text, long) if long else text
 
     def clean(self, value: T) -> T:
-        """`value` with every string inside it (dicts and lists followed) passed through the redactor."""
+        """`value` with every string inside it (dicts and lists followed) passed through the redactor.
+
+        A dict's keys are server text as much as its values (a probe's JSON object, ServerSettings'
+        names): they are redacted too. Two keys that redact to the same text keep both values, the
+        later one under the marker numbered (`[redacted] 2`), so nothing read is silently dropped.
+        """
         if isinstance(value, str):
             return cast(T, self(value))
         if isinstance(value, dict):
-            return cast(T, {k: self.clean(v) for k, v in value.items()})
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                name = self(key) if isinstance(key, str) else key
+                base, n = name, 1
+                while name in out:
+                    n += 1
+                    name = f"{base} {n}"
+                out[name] = self.clean(item)
+            return cast(T, out)
         if isinstance(value, list):
             return cast(T, [self.clean(v) for v in value])
         return value

@@ -7,12 +7,15 @@ the first script that does not succeed (nothing after it is sent).
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pathlib import Path
 
 from .. import audit
+from ..approvals import ApprovalPolicy
 from ..backout import RollbackPlan, Vouching, plan_rollback, read_record
 from ..catalogue import backouts_for
 from ..errors import ExitCode
@@ -21,7 +24,7 @@ from ..runs import RunEntry, backed_out, history, last_change
 from .action import Audited, Finished, audited_action, finish, started
 from .context import RemoteContext
 from .gate import GateRequest, PreparedRun, prepare
-from .executor import Executed, Executor, RunResult, StepPlan, exit_code_of, Outcome
+from .executor import Executed, Executor, Hooks, RunResult, StepPlan, exit_code_of, Outcome
 from .inputs import payload_parameters, secrets_needed, step_parameters
 from .graph_signout import sign_out_of_graph, warn_on_stderr
 from .serverlock import HeartbeatKeeper, Refused, take_server_lock
@@ -95,8 +98,39 @@ def rollback_sends(ctx: RemoteContext, plan: RollbackPlan) -> tuple[list[Package
     return sends, parameters, undoes
 
 
-def rollback_package(ctx: RemoteContext, plan: RollbackPlan, audited: Audited) -> Finished:
-    """Send the plan's back-out scripts (reverse step order) after the session steps they need."""
+def approval_guard(ctx: RemoteContext, policy: ApprovalPolicy | None,
+                   undoes: Mapping[int, int]) -> Callable[[PackageStep], list[str] | None] | None:
+    """With --require-approval: the approvals judged again right before each back-out script.
+
+    The gate judged them before the values were shown and asked about; the operator may answer
+    after an approval expired. A back-out changes state as a step does, so, as `run` does before
+    each state-changing step, it is not sent (exit 1) when too few valid approvals remain.
+    """
+    if policy is None:
+        return None
+    package = ctx.package
+
+    def guard(step: PackageStep) -> list[str] | None:
+        from .. import clock
+        from ..approvals import verify_package
+
+        if step.index not in undoes:  # a session step (03, 04) changes nothing
+            return None
+        result = verify_package(package, policy, now=clock.utc_now())
+        if result.ok:
+            return None
+        return ([f"Not sent: the back-out of step {undoes[step.index]:02d} changes state, and the package's approvals, "
+                 "judged again right before it, no longer suffice:"] + [f"  {reason}" for reason in result.reasons]
+                + [f"Get a new approval (psbridge approve {shlex.quote(str(package.path))} --key KEY), then run the "
+                   "same psbridge rollback command again: the back-out scripts change nothing that is already undone."])
+
+    return guard
+
+
+def rollback_package(ctx: RemoteContext, plan: RollbackPlan, audited: Audited,
+                     policy: ApprovalPolicy | None = None) -> Finished:
+    """Send the plan's back-out scripts (reverse step order) after the session steps they need; with
+    `policy` (--require-approval), the approvals are judged again right before each script."""
     sends, parameters, undoes = rollback_sends(ctx, plan)
     start = started(ctx, rollback_of=plan.record, rollback_of_sha256=plan.record_sha256,
                     steps=[s.index for s in sends if s.index not in undoes]
@@ -117,7 +151,8 @@ def rollback_package(ctx: RemoteContext, plan: RollbackPlan, audited: Audited) -
             keeper.hold(session)  # the lock's heartbeat while the back-outs run; released below
             executor = Executor(StepPlan(sends, sends, lambda s: parameters.get(s.index) or {**step_parameters(s, ctx.secrets), **payload_parameters(s, ctx.package)},
                                          _summarize(plan), step_timeout=ctx.settings.step_timeout, emit_end=False,
-                                         for_step=undoes), ctx.emit, ctx.redact)
+                                         for_step=undoes), ctx.emit, ctx.redact,
+                                Hooks(guard=approval_guard(ctx, policy, undoes)))
             sending = True
             result = executor.run(session)
         finally:
@@ -135,6 +170,8 @@ def _summarize(plan: RollbackPlan):  # noqa: ANN202 - a Summarize
         if executed.stopped_at is None:
             done = ", ".join(f"step {i.step.index:02d} {i.step.id}" for i in plan.scripted) or "nothing scripted"
             return ExitCode.OK, [f"Backed out: {done}."]
+        if executed.reason == "not-ready":  # a guard (the approvals judged again) stopped it: its lines say why
+            return ExitCode.FAILED, list(executed.refusal)
         last = executed.results[-1] if executed.results else None
         outcome = last.outcome if last is not None else Outcome.FAILED
         return exit_code_of(outcome), [f"Stopped: {executed.stopped_at.id} did not succeed ({outcome.value}); nothing "

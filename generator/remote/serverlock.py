@@ -7,8 +7,10 @@ the run's own session until the run releases it (or the session closes). Every l
 runs in a scope of its own, so its parameters and variables never become the steps' variables
 (the open file and the record it keeps in two `$global:PSBridgeRunLock*` variables). The holder
 record is JSON (`locks.ServerHolder`); a live run keeps its `heartbeat` fresh: right before each
-step (servers.py) and, from `HeartbeatKeeper`'s thread, every minute the session sends nothing
-else (while `--step` waits at its prompt, while steps run on another server). `--force-unlock`
+step (servers.py), before any other pipeline when the last heartbeat is a minute old (the probes
+around a step and `--verify`'s, sent back to back), and, from `HeartbeatKeeper`'s thread, every
+minute the session sends nothing else (while `--step` waits at its prompt, while steps run on
+another server). `--force-unlock`
 closes a holder's session only when that heartbeat is older than the holder's step timeout plus
 `locks.STALE_MARGIN_SECONDS`, and only after the CLI asked (or `--yes`).
 """
@@ -16,6 +18,7 @@ closes a holder's session only when that heartbeat is older than the holder's st
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from ..errors import ExitCode, RuntimeFailure, UserError
@@ -159,12 +162,16 @@ class HeartbeatKeeper:
         self.every = HEARTBEAT_EVERY if every is None else every
         self.sessions: list[PSRPSession] = []
         self.failed = 0
+        #: When each held session's last heartbeat was sent (time.monotonic), by id(session).
+        self._last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def hold(self, session: PSRPSession) -> None:
         """A session whose server lock this run now holds: keep its heartbeat from now on."""
         self.sessions.append(session)
+        self._last[id(session)] = time.monotonic()  # the lock was just taken: its record's heartbeat is now
+        session.before_pipeline = lambda: self.beat_if_due(session)
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="psbridge-lock-heartbeat", daemon=True)
             self._thread.start()
@@ -173,9 +180,20 @@ class HeartbeatKeeper:
         """One heartbeat now (the caller's thread), unless the session is broken."""
         if session.broken:
             return False
+        self._last[id(session)] = time.monotonic()
         written = heartbeat(session, self.lock_text, self.timeout)
         self.failed += 0 if written else 1
         return written
+
+    def beat_if_due(self, session: PSRPSession) -> None:
+        """Before a pipeline (the session's `before_pipeline`): a heartbeat when the last is `every` old.
+
+        Probes sent back to back leave the keeper's thread no idle moment; without this the heartbeat
+        aged by all their durations and a live run could look stale to --force-unlock."""
+        if self._stop.is_set() or session.broken:
+            return
+        if time.monotonic() - self._last.get(id(session), 0.0) >= self.every:
+            self.beat(session)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
@@ -192,6 +210,8 @@ class HeartbeatKeeper:
     def stop(self) -> None:
         """No more heartbeats: wait for one in flight (bounded by HEARTBEAT_TIMEOUT) to end."""
         self._stop.set()
+        for session in self.sessions:
+            session.before_pipeline = None
         if self._thread is not None:
             self._thread.join(timeout=HEARTBEAT_TIMEOUT + 30)
 

@@ -286,6 +286,10 @@ class PSRPSession:
         #: Held while a pipeline runs: the server lock's heartbeat (serverlock.HeartbeatKeeper) sends only
         #: when no pipeline does, so the one runspace never has two pipelines at once.
         self.gate = threading.RLock()
+        #: Called, holding `gate`, before each pipeline: the server lock's heartbeat when one is due
+        #: (serverlock.HeartbeatKeeper sets it while it holds this session's lock), so a heartbeat goes
+        #: with every pipeline the run sends, probes back to back included.
+        self.before_pipeline: Callable[[], None] | None = None
 
     def open(self, *, exchange_keys: bool) -> None:
         """Connect, authenticate, open the pool, set $ErrorActionPreference once. Raises ConnectFailure."""
@@ -335,8 +339,16 @@ class PSRPSession:
 
     def run_step(self, script: str, parameters: Mapping[str, Any], timeout: float, *,
                  local_scope: bool = False) -> PipelineReport:
-        """One pipeline at a time on this session (see `gate`); `_run_step` says what it does."""
+        """One pipeline at a time on this session (see `gate`), after `before_pipeline`; `_run_step` says
+        what it does."""
         with self.gate:
+            hook = self.before_pipeline
+            if hook is not None:
+                self.before_pipeline = None  # the hook's own pipeline (a heartbeat) does not call it again
+                try:
+                    hook()
+                finally:
+                    self.before_pipeline = hook
             return self._run_step(script, parameters, timeout, local_scope=local_scope)
 
     def _run_step(self, script: str, parameters: Mapping[str, Any], timeout: float, *,
