@@ -54,8 +54,10 @@ def test_approve_and_verify_wrap(psbridge, pkg: Path, keys: dict[str, Path]) -> 
     verified = psbridge("verify", pkg, "--trusted-keys", keys["trusted"], "--min-approvals", "2")
     assert (approved.exit_code, again.exit_code, too_few.exit_code, verified.exit_code) == (0, 0, 1, 0)
     assert "nothing added" in again.stdout and "psbridge: refused: too few approvals" in too_few.stderr
+    next_command = f"psbridge approve {pkg} --key KEY"  # verify's refusal ends with it: a command to copy
+    assert too_few.stderr.splitlines()[-1].strip() == next_command
     for text in (approved.stdout, again.stdout, too_few.stdout, too_few.stderr, verified.stdout):
-        assert not _too_wide(text), text
+        assert not _too_wide(text, (next_command,)), text
     # the refusal was 110 columns on one line: now the paragraph continues, indented
     assert re.search(r"psbridge: refused: too few approvals.*\n    \S", too_few.stderr)
     assert len([line for line in verified.stdout.splitlines() if line.startswith("  approved by ")]) == 2
