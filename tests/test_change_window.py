@@ -132,3 +132,15 @@ def test_run_warns_about_an_approval_it_relies_on_that_ends_before_the_window(
     assert warnings == [f"psbridge: warning: the approval by Jane Doe <jane@contoso.com> expires 2026-12-11T15:00:00Z, "
                         f"before the change window ends 2026-12-12T21:00:00Z; to cover the window approve again: "
                         f"psbridge approve {pkg} --key '<your key>' --expires 3d"]
+
+
+def test_the_window_init_writes_is_one_psbridge_can_check(tmp_path: Path) -> None:
+    """The parameters file `init` writes shows the window as an ISO interval (the form approve and run can
+    check against approvals), with a word on free text, not a free-text example alone."""
+    assert main(["init", str(tmp_path / "p.toml")]) == 0
+    text = (tmp_path / "p.toml").read_text(encoding="utf-8")
+    [example] = [line for line in text.splitlines() if line.startswith("# window = ")]
+    window = example.split("=", 1)[1].split("#", 1)[0].strip().strip('"')
+    assert parse_window(window) is not None, example
+    assert "free text" in text.split("# [change]", 1)[0].rsplit("\n\n", 1)[-1]  # said above the table
+
