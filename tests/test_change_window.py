@@ -94,8 +94,10 @@ def test_approve_warns_when_the_approval_ends_before_the_window(psbridge, tmp_pa
     pkg = make_package(tmp_path / "out", change={"window": WINDOW})
     short = psbridge("approve", pkg, "--key", keys["jane"], "--expires", "1d")
     assert short.exit_code == 0, short.stderr
-    [warning] = [line for line in short.stderr.splitlines() if "warning" in line]
-    assert warning == (f"psbridge: warning: the approval by Jane Doe <jane@contoso.com> expires 2026-12-11T09:00:00Z, "
+    # one warning, wrapped (test_width_colour checks the width): its words, and the command whole on its own line
+    [warning] = [" ".join(part.split()) for part in short.stderr.split("psbridge: ")[1:] if part.startswith("warning")]
+    assert short.stderr.splitlines()[-1].strip() == f"psbridge approve {pkg} --key {keys['jane']} --expires 3d"
+    assert "psbridge: " + warning == (f"psbridge: warning: the approval by Jane Doe <jane@contoso.com> expires 2026-12-11T09:00:00Z, "
                        f"before the change window ends 2026-12-12T21:00:00Z; to cover the window approve again: "
                        f"psbridge approve {pkg} --key {keys['jane']} --expires 3d")
     # the command it prints is one that covers the window: a second approval, and no warning after it

@@ -205,7 +205,7 @@ def verify_command(package_dir: Path, trusted_keys: Path, min_approvals: int, fo
     package = read_package_logged(package_dir, log, "verify")
     notice = private_key_notice(trusted_keys)
     if notice is not None:
-        click.echo(f"psbridge: warning: {safe(notice)}", err=True)
+        echo_wrapped(safe(notice), "psbridge: warning: ", err=True)
     policy = approvals.ApprovalPolicy(trusted_keys, min_approvals, forbid_keys)
     try:
         result = approvals.verify_package(package, policy)
