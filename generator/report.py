@@ -266,8 +266,8 @@ def _backout_words(package: Package) -> dict[str, Any]:
 def _in_words(manual: str) -> str:
     """A by-hand back-out for page one: its words, without the commands of its procedure.
 
-    A procedure with code (`app-registration`'s Graph commands) filled half of page one and pushed
-    the approvals off it; its sentences before the first command stay, and the whole procedure
+    A procedure with code (`app-registration`'s Graph commands, nine lines) is not words, and page
+    one has no room for it: its sentences before the first command stay, and the whole procedure
     is in the back-out plan after page one.
     """
     cut = min((i for i in (manual.find("`"), manual.find("\n")) if i >= 0), default=-1)
