@@ -258,8 +258,25 @@ def _backout_words(package: Package) -> dict[str, Any]:
         items.append({"step": f"{step.index:02d} {step.id}", "title": step.title, "scripted": b.script is not None,
                       "script": b.script or "",
                       "words": (f"psbridge rollback sends {b.script}: it removes what this step changed in the "
-                                "recorded run") if b.script else b.manual, "changes": what})
+                                "recorded run") if b.script else _in_words(b.manual), "changes": what,
+                      "procedure": b.manual or ""})
     return {"items": items, "irreversible": IRREVERSIBLE, "problem": ""}
+
+
+def _in_words(manual: str) -> str:
+    """A by-hand back-out for page one: its words, without the commands of its procedure.
+
+    A procedure with code (`app-registration`'s Graph commands, nine lines) is not words, and page
+    one has no room for it: its sentences before the first command stay, and the whole procedure
+    is in the back-out plan after page one.
+    """
+    cut = min((i for i in (manual.find("`"), manual.find("\n")) if i >= 0), default=-1)
+    if cut < 0:
+        return manual
+    head = manual[:cut]
+    end = head.rfind(". ")
+    words = head[:end + 1] if end >= 0 else head.rstrip(" :")
+    return f"{words} The commands: \"Back-out plan\" below."
 
 
 def _window(package: Package) -> dict[str, Any]:

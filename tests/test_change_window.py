@@ -94,8 +94,10 @@ def test_approve_warns_when_the_approval_ends_before_the_window(psbridge, tmp_pa
     pkg = make_package(tmp_path / "out", change={"window": WINDOW})
     short = psbridge("approve", pkg, "--key", keys["jane"], "--expires", "1d")
     assert short.exit_code == 0, short.stderr
-    [warning] = [line for line in short.stderr.splitlines() if "warning" in line]
-    assert warning == (f"psbridge: warning: the approval by Jane Doe <jane@contoso.com> expires 2026-12-11T09:00:00Z, "
+    # one warning, wrapped (test_width_colour checks the width): its words, and the command whole on its own line
+    [warning] = [" ".join(part.split()) for part in short.stderr.split("psbridge: ")[1:] if part.startswith("warning")]
+    assert short.stderr.splitlines()[-1].strip() == f"psbridge approve {pkg} --key {keys['jane']} --expires 3d"
+    assert "psbridge: " + warning == (f"psbridge: warning: the approval by Jane Doe <jane@contoso.com> expires 2026-12-11T09:00:00Z, "
                        f"before the change window ends 2026-12-12T21:00:00Z; to cover the window approve again: "
                        f"psbridge approve {pkg} --key {keys['jane']} --expires 3d")
     # the command it prints is one that covers the window: a second approval, and no warning after it
@@ -132,3 +134,15 @@ def test_run_warns_about_an_approval_it_relies_on_that_ends_before_the_window(
     assert warnings == [f"psbridge: warning: the approval by Jane Doe <jane@contoso.com> expires 2026-12-11T15:00:00Z, "
                         f"before the change window ends 2026-12-12T21:00:00Z; to cover the window approve again: "
                         f"psbridge approve {pkg} --key '<your key>' --expires 3d"]
+
+
+def test_the_window_init_writes_is_one_psbridge_can_check(tmp_path: Path) -> None:
+    """The parameters file `init` writes shows the window as an ISO interval (the form approve and run can
+    check against approvals), with a word on free text, not a free-text example alone."""
+    assert main(["init", str(tmp_path / "p.toml")]) == 0
+    text = (tmp_path / "p.toml").read_text(encoding="utf-8")
+    [example] = [line for line in text.splitlines() if line.startswith("# window = ")]
+    window = example.split("=", 1)[1].split("#", 1)[0].strip().strip('"')
+    assert parse_window(window) is not None, example
+    assert "free text" in text.split("# [change]", 1)[0].rsplit("\n\n", 1)[-1]  # said above the table
+

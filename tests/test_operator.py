@@ -249,9 +249,19 @@ def test_verify_and_require_approval_warn_of_a_private_key_in_the_trusted_folder
     assert main(["approve", str(pkg), "--key", "board/jane-doe.key"]) == 0
     capsys.readouterr()
     assert main(["verify", str(pkg), "--trusted-keys", "board"]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "private key" in line]
+    # verify wraps it at 100 columns (test_width_colour): one warning, these words
+    warnings = ["psbridge: " + " ".join(part.split()) for part in capsys.readouterr().err.split("psbridge: ")[1:]
+                if "private key" in part]
     assert warnings == ["psbridge: warning: --trusted-keys board: holds private key file(s) jane-doe.key, "
                         "renamed.txt: keep private keys out of the board's folder (keygen --key-out DIR --pub-out DIR)"]
     answer_probes(engine, state("fully configured"))
     assert main([*check_args(pkg, http_peer), "--require-approval", "--trusted-keys", "board"]) == 0
     assert sum("holds private key file(s)" in line for line in capsys.readouterr().err.splitlines()) == 1
+
+
+def test_init_names_every_password_variable_a_run_reads(tmp_path: Path) -> None:
+    """With the WinRM user in [crm], the file says where that user's password comes from, as README does."""
+    assert main(["init", str(tmp_path / "p.toml")]) == 0
+    head = (tmp_path / "p.toml").read_text(encoding="utf-8").split("\nname = ", 1)[0]
+    for variable in ("PSBRIDGE_WINRM_PASSWORD", "PSBRIDGE_O365_PASSWORD", "PSBRIDGE_PFX_PASSWORD"):
+        assert variable in head, variable

@@ -57,6 +57,45 @@ def test_an_expired_approval_ends_with_psbridge_approve(tmp_path, http_peer, eng
     assert engine.pipelines == []
 
 
+def test_too_few_approvals_ends_with_another_approvers_psbridge_approve(tmp_path, http_peer, engine, secrets_env,
+                                                                        keys, capsys) -> None:
+    """One valid approval where --min-approvals asks for two: the next command is a second person's approval."""
+    pkg = make_package(tmp_path / "output", server="127.0.0.1")
+    approvals.approve_package(read_package(pkg), keys["jane"], timedelta(hours=1), "", passphrase_reader=lambda: "")
+    for command in ("run", "check"):
+        code = main([command, str(pkg), *_peer(http_peer), "--require-approval", "--trusted-keys",
+                     str(keys["trusted"]), "--min-approvals", "2"])
+        err = capsys.readouterr().err
+        assert code == 1 and "too few approvals: 1 valid" in err
+        assert _last_error_line(err) == (f"psbridge: failed: {pkg}: not approved (1 reason(s) above); nothing ran; "
+                                         f"next: psbridge approve {shlex.quote(str(pkg))} --key KEY (another "
+                                         "trusted person's approval: 1 more), then this command again")
+    assert engine.pipelines == []
+
+
+def test_verify_refused_ends_with_psbridge_approve(tmp_path, keys, capsys) -> None:
+    """`verify` refuses for want of approvals as `--require-approval` does, and names the same next command."""
+    pkg = make_package(tmp_path / "output", server="127.0.0.1")
+    assert main(["verify", str(pkg), "--trusted-keys", str(keys["trusted"])]) == 1
+    err = " ".join(capsys.readouterr().err.split())  # verify wraps its lines at 100 columns
+    assert err.endswith(f"psbridge: failed: {pkg}: not verified (1 reason(s) above); next, a new approval, then "
+                        f"verify again: psbridge approve {shlex.quote(str(pkg))} --key KEY"), err
+    approvals.approve_package(read_package(pkg), keys["jane"], timedelta(hours=1), "", passphrase_reader=lambda: "")
+    assert main(["verify", str(pkg), "--trusted-keys", str(keys["trusted"]), "--min-approvals", "2"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.endswith(f"next, another trusted person's approval: 1 more, then verify again: psbridge approve "
+                        f"{shlex.quote(str(pkg))} --key KEY"), err
+
+
+def test_an_altered_package_is_not_sent_to_approve_again(tmp_path, keys, capsys) -> None:
+    """A package that is not what psbridge renders is not fixed by an approval: no `psbridge approve` advice."""
+    pkg = make_package(tmp_path / "output", server="127.0.0.1")
+    approvals.approve_package(read_package(pkg), keys["jane"], timedelta(hours=1), "", passphrase_reader=lambda: "")
+    (pkg / "setup.ps1").write_text("Write-Output 'altered'\n", encoding="utf-8")
+    assert main(["verify", str(pkg), "--trusted-keys", str(keys["trusted"])]) == 1
+    assert "psbridge approve" not in capsys.readouterr().err
+
+
 def test_an_unknown_step_names_psbridge_check_before_the_continue_commands(pkg, http_peer, engine, secrets_env,
                                                                            capsys) -> None:
     engine.when(marker(STEP[6]), Reply(hang=True))

@@ -562,3 +562,36 @@ def test_page_one_in_a_headless_browser_with_a_change_window(psbridge, keys, tmp
     second = subprocess.run([pdftotext, "-f", "2", "-l", "2", str(pdf), "-"], capture_output=True, text=True,
                             timeout=60, check=True).stdout
     assert second.lstrip().startswith("Steps")  # page one holds the whole summary
+
+
+
+def _app_package(psbridge, tmp_path: Path) -> Path:  # noqa: ANN001 - the CLI fixture
+    """The package `init` leads to (trust = "app"), rendered with the test MSAL package beside its file."""
+    from support.probe_states import TENANT
+
+    params = tmp_path / "parameters.toml"
+    assert psbridge("init", params).exit_code == 0
+    text = params.read_text(encoding="utf-8").replace('tenant_id = "00000000-0000-0000-0000-000000000000"',
+                                                      f'tenant_id = "{TENANT}"', 1)
+    params.write_text(text, encoding="utf-8")
+    rendered = psbridge("render", params, "--out", tmp_path / "out")
+    assert rendered.exit_code == 0, rendered.stderr
+    return tmp_path / "out" / "parameters"
+
+
+def test_page_one_says_a_by_hand_procedure_in_words_and_leaves_its_commands_to_the_plan(
+        psbridge, tmp_path: Path, msal_package) -> None:
+    """Step 09's back-out is a procedure with Graph commands: page one says it in words and where the commands
+    are; the back-out plan after page one holds the whole procedure."""
+    from psbridge.steps.app_registration import MANUAL
+
+    html = report_module.build_report(read_package(_app_package(psbridge, tmp_path)),
+                                      audit_log=tmp_path / "audit.jsonl")
+    back_out = _summary(html).split("Back-out, step by step", 1)[1].split("Approvals", 1)[0]
+    row = re.search(r"09 app-registration by hand (.*?) 10 app-certificate", back_out).group(1)
+    assert row.startswith("Removing the app, its service principal or the consent is a manual procedure")
+    assert row.endswith('The commands: "Back-out plan" below.'), row
+    assert "Remove-Mg" not in row and "`" not in row and "$Sp" not in row
+    after = text_of(html.split("</section>", 1)[1])
+    for command in re.findall(r"`([^`]+)`", MANUAL):
+        assert " ".join(command.split()) in after, command

@@ -337,3 +337,11 @@ def test_the_brief_says_whether_the_window_can_be_checked(window: str, check: st
     assert check in "\n".join(brief_of(review))
     plain, _ = render(params())
     assert "- Window: not given, so psbridge cannot check that approvals cover one." in brief_of(plain)
+
+
+def test_the_back_out_plan_names_rollback_last() -> None:
+    """The board's back-out command is the one README's workflow uses (`--last`), which a second run record
+    (a failed login makes one) does not break; `--run` still names one record."""
+    review, _ = render(CASES["example"])
+    plan = " ".join(review.split("## Back-out plan\n", 1)[1].split("\n## ", 1)[0].split())
+    assert "`psbridge rollback PACKAGE --last`" in plan and "`--run runs/<record>.jsonl`" in plan, plan

@@ -54,8 +54,10 @@ def test_approve_and_verify_wrap(psbridge, pkg: Path, keys: dict[str, Path]) -> 
     verified = psbridge("verify", pkg, "--trusted-keys", keys["trusted"], "--min-approvals", "2")
     assert (approved.exit_code, again.exit_code, too_few.exit_code, verified.exit_code) == (0, 0, 1, 0)
     assert "nothing added" in again.stdout and "psbridge: refused: too few approvals" in too_few.stderr
+    next_command = f"psbridge approve {pkg} --key KEY"  # verify's refusal ends with it: a command to copy
+    assert too_few.stderr.splitlines()[-1].strip() == next_command
     for text in (approved.stdout, again.stdout, too_few.stdout, too_few.stderr, verified.stdout):
-        assert not _too_wide(text), text
+        assert not _too_wide(text, (next_command,)), text
     # the refusal was 110 columns on one line: now the paragraph continues, indented
     assert re.search(r"psbridge: refused: too few approvals.*\n    \S", too_few.stderr)
     assert len([line for line in verified.stdout.splitlines() if line.startswith("  approved by ")]) == 2
@@ -170,3 +172,34 @@ def test_check_verdicts_are_coloured_on_a_terminal_only(tmp_path, engine, http_p
     assert verdicts(re.sub(r"\x1b\[[0-9;]*m", "", coloured.output)) == verdicts(plain.output)
     assert len(verdicts(plain.output)) >= 8
     assert ESC not in _invoke(check_args(pkg, http_peer), env={"NO_COLOR": "1"}).output
+
+
+def test_approve_and_verify_warnings_wrap_with_the_command_alone(psbridge, tmp_path: Path, keys: dict[str, Path],
+                                                                 monkeypatch) -> None:
+    """approve's change-window warning (220 columns) and verify's private-key warning (160) wrap like their
+    other lines; the command the window warning names is whole, on a line of its own."""
+    from datetime import datetime, timezone
+
+    from psbridge import approvals, clock
+
+    from support.report_pages import WINDOW
+    from support.winrm_peer.package import make_package
+
+    now = datetime(2026, 12, 10, 9, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(clock, "utc_now", lambda: now)
+    monkeypatch.setattr(approvals, "utc_now", lambda: now)
+    pkg = make_package(tmp_path / "out", change={"window": WINDOW})
+    short = psbridge("approve", pkg, "--key", keys["jane"], "--expires", "1d")
+    assert short.exit_code == 0, short.stderr
+    command = f"psbridge approve {pkg} --key {keys['jane']} --expires 3d"
+    assert command in [line.strip() for line in short.stderr.splitlines()], short.stderr
+    assert "before the change window ends" in " ".join(short.stderr.split())
+    assert not _too_wide(short.stderr, (command,)), short.stderr
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "jane.pub.json").write_bytes((keys["trusted"] / "jane.pub.json").read_bytes())
+    (board / "jane-doe.key").write_bytes(keys["jane"].read_bytes())
+    verified = psbridge("verify", pkg, "--trusted-keys", board)
+    assert verified.exit_code == 0, verified.stderr
+    assert "holds private key file(s) jane-doe.key" in " ".join(verified.stderr.split())
+    assert not _too_wide(verified.stderr), verified.stderr

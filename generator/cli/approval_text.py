@@ -51,8 +51,8 @@ def print_approved(result: ApproveResult, package_dir: Path, audited: Audited, a
     else:
         echo_wrapped(f"already approved by {safe(rec['approver'])} until {rec['expires_at']} "
                      f"({safe(result.path)}); nothing added", indent="  ")
-    for warning in warnings:
-        click.echo(f"psbridge: warning: {warning}", err=True)
+    for warning in warnings:  # wrapped as the lines above; the command it ends with stays whole
+        echo_wrapped(warning, "psbridge: warning: ", err=True)
     print_audit_head(*audited)
 
 

@@ -205,7 +205,7 @@ def verify_command(package_dir: Path, trusted_keys: Path, min_approvals: int, fo
     package = read_package_logged(package_dir, log, "verify")
     notice = private_key_notice(trusted_keys)
     if notice is not None:
-        click.echo(f"psbridge: warning: {safe(notice)}", err=True)
+        echo_wrapped(safe(notice), "psbridge: warning: ", err=True)
     policy = approvals.ApprovalPolicy(trusted_keys, min_approvals, forbid_keys)
     try:
         result = approvals.verify_package(package, policy)
@@ -218,7 +218,12 @@ def verify_command(package_dir: Path, trusted_keys: Path, min_approvals: int, fo
     print_verified(result, package_dir, min_approvals, (log, entry), as_json)
     if not result.ok:
         # main's `psbridge: failed:` line and exit 1, wrapped as the refusals above it are
-        echo_wrapped(f"{safe(package_dir)}: not verified ({len(result.reasons)} reason(s) above)",
+        from ..remote.advice import approval_next
+
+        found = approval_next(str(package_dir), result.reasons)
+        # the command last, so that it is printed whole on a line of its own
+        advice = f"; next, {found[0]}, then verify again: {safe(found[1])}" if found else ""
+        echo_wrapped(f"{safe(package_dir)}: not verified ({len(result.reasons)} reason(s) above){advice}",
                      "psbridge: failed: ", err=True)
         raise CommandFinished(ExitCode.FAILED)
 

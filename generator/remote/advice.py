@@ -8,6 +8,7 @@ the run read).
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -216,18 +217,34 @@ class RunAdvice:
         return later[0] if later else None
 
 
-def approval_advice(package_dir: str, reasons: Sequence[str]) -> str | None:
-    """The next command after `--require-approval` refused a package for want of a valid approval.
+def approval_next(package_dir: str, reasons: Sequence[str]) -> tuple[str, str] | None:
+    """What fixes a refusal for want of valid approvals, and the command: (`a new approval`, `psbridge approve …`).
 
-    An approval that expired (or none that counts) is fixed by a new one: say the command,
-    not only the reason. None when the reasons are something else (an altered package is not
-    fixed by approving it again).
+    An approval that expired, none that counts, or fewer than `--min-approvals` is fixed by a new
+    one. None when a reason is about the package itself (an altered package is not fixed by
+    approving it again).
     """
-    expired = any(": expired: at " in r for r in reasons)
-    none_yet = len(reasons) == 1 and reasons[0].startswith("too few approvals: no valid")
-    if not (expired or none_yet):
+    if not reasons:
         return None
-    return f"next: psbridge approve {shlex.quote(package_dir)} --key KEY (a new approval), then this command again"
+    expired = any(": expired: at " in r for r in reasons)
+    shortfall = re.fullmatch(r"too few approvals: (no|\d+) valid .*, (\d+) required", reasons[-1])
+    about_approvals = all(r.startswith(("approvals/", "unexpected file: ")) for r in reasons[:-1])
+    if not (expired or (shortfall and about_approvals)):
+        return None
+    which = "a new approval"
+    if shortfall and shortfall.group(1) != "no":
+        which = f"another trusted person's approval: {int(shortfall.group(2)) - int(shortfall.group(1))} more"
+    return which, f"psbridge approve {shlex.quote(package_dir)} --key KEY"
+
+
+def approval_advice(package_dir: str, reasons: Sequence[str]) -> str | None:
+    """The next command after `--require-approval` refused a package for want of a valid approval
+    (`approval_next`), as the end of the refusal's one line: say the command, not only the reason."""
+    found = approval_next(package_dir, reasons)
+    if found is None:
+        return None
+    which, command = found
+    return f"next: {command} ({which}), then this command again"
 
 
 def with_next_command(exc: RuntimeFailure, package_dir: str) -> RuntimeFailure:
