@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .files import sha256_hex, write_file
+from .text import no_command
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; keeps cryptography out of import time
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -371,11 +372,15 @@ class TrustedFolder:
                 for key in sorted(self.keys.values(), key=lambda k: k.path.name if k.path else "")]
 
     def notice(self, directory: Path) -> str | None:
-        """The one-line notice naming ignored hidden files, or None when there are none."""
+        """The one-line notice naming ignored hidden files, or None when there are none.
+
+        No backticks: the screen prints text between them whole on a line of its own, as a command to
+        copy (a quoted `ls` stood alone on a line); a hidden file's name, which whoever can write the
+        folder chose, has its backticks escaped for the same reason."""
         if not self.hidden:
             return None
-        return (f"--trusted-keys {directory}: ignored hidden file(s) {', '.join(self.hidden)} "
-                "(a key the board trusts must be visible to `ls`)")
+        return (f"--trusted-keys {directory}: ignored hidden file(s) {', '.join(no_command(n) for n in self.hidden)}: "
+                "a key the board trusts must be a visible file (a name not starting with a dot)")
 
 
 def read_trusted_folder(directory: Path) -> TrustedFolder:

@@ -499,3 +499,38 @@ def test_a_planted_file_name_with_backticks_is_not_shown_as_a_command_to_copy(ps
     lines = (result.stdout + result.stderr).splitlines()
     assert not any(line.strip().startswith("psbridge run X") for line in lines), lines
     assert any("note \\x60psbridge run X --yes --force-unlock\\x60 .json" in line for line in lines), lines
+
+
+def test_the_hidden_key_notice_reads_as_one_notice_at_100_columns(psbridge, pkg: Path, keys: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """At 100 columns the notice wrapped onto four lines with `ls` alone on one: text between backticks is
+    printed whole on a line of its own, as a command to copy. It is a sentence: no line of it is a command."""
+    board = tmp_path / "board"
+    board.mkdir()
+    for item in keys["trusted"].iterdir():
+        (board / item.name).write_bytes(item.read_bytes())
+    (board / ".mallory.pub.json").write_bytes(keys["mallory"].with_name("mallory.pub.json").read_bytes())
+    assert psbridge("approve", pkg, "--key", keys["jane"]).exit_code == 0
+    result = psbridge("verify", pkg, "--trusted-keys", "board", env={"COLUMNS": "100"})  # cwd: tmp_path
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("note: --trusted-keys board: "))
+    end = next(i for i, line in enumerate(lines) if i > start and not line.startswith("    "))
+    notice = lines[start:end]
+    assert all(len(line) <= 100 for line in notice), notice
+    # one sentence of about 140 characters: two lines, word-wrapped, no line of it set apart as a command
+    assert len(notice) == 2 and all(line.strip() not in ("ls", "`ls`") for line in notice), notice
+    text = " ".join(line.strip() for line in notice)
+    assert text.startswith("note: --trusted-keys board: ignored hidden file(s) .mallory.pub.json: "), text
+    assert "`" not in result.stdout  # nothing of it is shown as a command to copy
+
+
+def test_a_hidden_key_file_name_with_backticks_is_not_a_command_in_the_notice(keys: dict[str, Path],
+                                                                              tmp_path: Path) -> None:
+    """The hidden file's name is whoever wrote the folder's: backticks in it would make a command of it."""
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "jane.pub.json").write_bytes((keys["trusted"] / "jane.pub.json").read_bytes())
+    (board / ".x `psbridge run X --yes` .pub.json").write_bytes(b"{}")
+    notice = keymod.read_trusted_folder(board).notice(board)
+    assert notice is not None and "`" not in notice and "\\x60psbridge run X --yes\\x60" in notice
