@@ -19,18 +19,20 @@ from typing import Any
 import pytest
 from tree_sitter import Node
 
+from psbridge.cli import main
 from psbridge.errors import UserError
 from psbridge.locks import STALE_MARGIN_SECONDS, ServerLockReading
 from psbridge.parameters import EXAMPLE, parse_parameters
 from psbridge.remote import serverlock
-from psbridge.remote.executor import PipelineReport
+from psbridge.remote.executor import PipelineReport, RemoteError
 from psbridge.render import render_package
 
 from support.cli import run_args
 from support.lab import USER, WINRM_PASSWORD
 from support.pwsh_grammar import command_invocations, parse, syntax_errors, walk
 from support.server_lock import _reading, log, model, other_shell, pkg, run, steps_sent  # noqa: F401 - fixtures
-from support.winrm_peer.serverlock import LOCK
+from support.winrm_peer import ErrorSpec, Reply
+from support.winrm_peer.serverlock import LOCK, LOCK_PATH
 
 DATA = json.loads((Path(__file__).parent / "data" / "commands.json").read_text(encoding="utf-8"))
 VICTIM_USER = "m; shell=VICTIM; x"
@@ -524,3 +526,191 @@ def test_ctrl_c_during_a_heartbeat_stops_the_run_between_steps(pkg, http_peer, e
     assert code == 130, out + err
     assert steps_sent(engine) == [1, 2]
     assert record_events(pkg)[-1]["reason"] == "interrupted"
+
+
+# --------------------------------------------------------------------------- a heartbeat that fails (attack review, item 1)
+
+
+HOLDS_NOT = f"psbridge lock: this session does not hold the run lock ({LOCK_PATH})"
+
+
+def continue_line(out: str) -> str:
+    """The command printed after "then continue with:"."""
+    lines = out.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.endswith("continue with:")) + 1].strip()
+
+
+def fail_heartbeats(engine: Any, model: Any, failing: Any, reply: Reply) -> list[int]:
+    """Answer a heartbeat with `reply` when `failing(n)` (n: its number in the run, from 1), else as lock.ps1
+    does. Returns the numbers of the heartbeats that failed."""
+    failed: list[int] = []
+    seen = [0]
+
+    def pick(pipeline: Any) -> bool:
+        if not (pipeline.script.startswith(LOCK) and pipeline.parameters.get("Heartbeat")):
+            return False
+        seen[0] += 1
+        if failing(seen[0]):
+            failed.append(seen[0])
+            return True
+        return False
+
+    engine.reset_rules()
+    engine.when(pick, reply)
+    model.install(engine)
+    return failed
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(terminating=ErrorSpec(HOLDS_NOT)),  # lock.ps1: the record is not this session's any more
+    Reply(errors=[ErrorSpec("Access to the path 'run.lock' is denied.")]),  # its pipeline wrote an error
+    Reply(hang=True),  # no answer within the heartbeat's timeout
+], ids=["not-ours", "error", "timeout"])
+def test_a_failed_heartbeat_right_before_a_changing_step_stops_the_run_before_it(
+        pkg, http_peer, engine, model, secrets_env, capsys, monkeypatch, reply):
+    """Step 02 changes state: its heartbeat failed, so the lock's record may age toward stale while the run
+    goes on, and another operator's --force-unlock may take the lock of this live run. Not sent: exit 1,
+    why, and the command that continues."""
+    monkeypatch.setattr(serverlock, "HEARTBEAT_TIMEOUT", 1.0)
+    failed = fail_heartbeats(engine, model, lambda n: n == 2, reply)  # 1: before step 01, 2: before step 02
+    code, out, err = run(capsys, run_args(pkg, http_peer))
+    assert failed == [2]
+    assert code == 1, out + err
+    assert steps_sent(engine) == [1]
+    assert "Not sent: step 02 (certificate): the run lock's heartbeat on 127.0.0.1 failed right before it:" in out
+    assert "A step that changes state is not sent without a heartbeat." in out
+    assert "--force-unlock" in out and continue_line(out).endswith("--from-step 2")
+    events = record_events(pkg)
+    assert not any(e["event"] == "step-start" and e["index"] == 2 for e in events)  # never sent: not UNKNOWN
+    assert events[-1]["event"] == "run-end" and events[-1]["exit_code"] == 1 and events[-1]["stopped_at"] == 2
+    assert model.calls[-1] == "release"
+
+
+def test_a_failed_heartbeat_before_a_read_only_step_is_a_warning_and_the_next_one_must_succeed(
+        pkg, http_peer, engine, model, secrets_env, capsys):
+    """`--from-step 3` sends 01 (which 03 needs), then 03: neither changes state. A failed heartbeat before 01
+    is a warning (printed once, escaped) and 01 is sent; the heartbeat before 03 is then mandatory: it fails
+    too, so 03 is not sent."""
+    failed = fail_heartbeats(engine, model, lambda n: n in (1, 2),
+                             Reply(terminating=ErrorSpec("disk full \u202eC: on")))
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--from-step", "3"))
+    assert failed == [1, 2]
+    assert code == 1, out + err
+    assert steps_sent(engine) == [1]
+    assert err.count("psbridge: warning: ") == 1 and "\u202e" not in out + err
+    assert "psbridge: warning: the heartbeat of the server's run lock on 127.0.0.1 failed: disk full \\u202eC: " \
+           "on." in " ".join(err.split())
+    assert "Not sent: step 03 (session): the run lock's heartbeat on 127.0.0.1 failed right before it:" in out
+    assert "  disk full \\u202eC: on\n" in out and "After a failed heartbeat, no step is sent without a new one." in out
+    assert continue_line(out).endswith("--from-step 3")
+    refusal = out[out.index("Not sent: "):out.index("continue with:")].splitlines()
+    assert all(len(line) <= 100 for line in err.splitlines() + refusal), err + out  # 100 columns: not a tty
+    event = next(e for e in record_events(pkg) if e["event"] == "lock" and e["state"] == "heartbeat-failed")
+    assert "disk full \u202eC: on" in event["output"][0]  # the record keeps the text as read (JSON escapes it)
+
+
+def test_a_read_only_steps_failed_heartbeat_followed_by_a_good_one_lets_the_run_go_on(
+        pkg, http_peer, engine, model, secrets_env, capsys):
+    failed = fail_heartbeats(engine, model, lambda n: n == 1, Reply(terminating=ErrorSpec(HOLDS_NOT)))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
+    assert failed == [1]
+    assert code == 0, out + err
+    assert steps_sent(engine) == list(range(1, 9))
+    assert err.count("psbridge: warning: the heartbeat") == 1
+
+
+@pytest.mark.parametrize("recovers", [True, False], ids=["recovers", "keeps-failing"])
+def test_the_keepers_failed_heartbeats_are_one_warning_and_make_the_next_step_wait_for_a_good_one(
+        pkg, http_peer, engine, model, secrets_env, capsys, monkeypatch, recovers):
+    """While `--step` waits at its prompt the keeper's heartbeats fail (several times): one warning, printed
+    once; then the heartbeat before step 01 (which changes nothing) is mandatory: sent and written, the run
+    goes on; failed, step 01 is not sent."""
+    monkeypatch.setattr(serverlock, "HEARTBEAT_EVERY", 0.1)
+    failing = [False]
+    failed = fail_heartbeats(engine, model, lambda n: failing[0], Reply(terminating=ErrorSpec("disk full")))
+
+    class SlowTerminal(Terminal):
+        prompts = 0
+
+        def readline(self, *args: Any) -> str:
+            SlowTerminal.prompts += 1
+            if SlowTerminal.prompts == 1:
+                failing[0] = True
+                time.sleep(0.7)  # the operator, thinking, while the keeper's heartbeats fail
+                failing[0] = not recovers
+            return super().readline(*args)
+
+    monkeypatch.setattr(sys, "stdin", SlowTerminal("y\n" * 8))
+    code, out, err = run(capsys, run_args(pkg, http_peer, "--step"))
+    assert len(failed) >= 2 + (0 if recovers else 1), failed  # the keeper's (and, failing, the step's)
+    assert err.count("psbridge: warning: the heartbeat") == 1, err
+    if recovers:
+        assert code == 0, out + err
+        assert steps_sent(engine) == list(range(1, 9))
+    else:
+        assert code == 1, out + err
+        assert steps_sent(engine) == []
+        assert "Not sent: step 01 (prerequisites): the run lock's heartbeat on 127.0.0.1 failed right before " \
+               "it:" in out
+
+
+def test_a_connection_dropped_in_the_heartbeat_before_a_step_keeps_its_outcome(pkg, http_peer, engine, model,
+                                                                              secrets_env, capsys):
+    """Nothing of step 02 was sent: exit 1 and "the connection was lost", never UNKNOWN, as before."""
+    failed = fail_heartbeats(engine, model, lambda n: n == 2, Reply(drop=True))
+    code, out, err = run(capsys, run_args(pkg, http_peer))
+    assert failed == [2]
+    assert code == 1, out + err
+    assert steps_sent(engine) == [1]
+    assert "Stopped: the connection was lost before step 02 (certificate); nothing of it was sent." in out
+    assert not any(e["event"] == "step-end" and e["state"] == "unknown" for e in record_events(pkg))
+    assert "heartbeat" not in out + err
+
+
+def test_the_keeper_counts_each_failure_and_warns_once_per_run_of_failures() -> None:
+    """The keeper's own thread never writes to the screen or the record: it keeps the warning for the run's
+    thread, once per run of failures (a written heartbeat ends it)."""
+    session = FakeSession()
+    answers = iter([False, False, True, False])
+    session.run_step = lambda *a, **k: PipelineReport(  # type: ignore[method-assign]
+        "Completed", errors=[] if next(answers) else [RemoteError("disk full")])
+    keeper = serverlock.HeartbeatKeeper("# psbridge lock:", 900, every=3600)
+    keeper.sessions.append(session)  # type: ignore[arg-type]
+    assert [keeper.beat(session).written for _ in range(2)] == [False, False]  # type: ignore[arg-type]
+    assert keeper.missed(session) and keeper.failed == 2  # type: ignore[arg-type]
+    assert [(s, why) for s, why in keeper.take_warnings()] == [(session, "disk full")]
+    assert keeper.take_warnings() == []
+    assert keeper.beat(session).written and not keeper.missed(session)  # type: ignore[arg-type]
+    assert not keeper.beat(session).written and len(keeper.take_warnings()) == 1  # type: ignore[arg-type]
+
+
+def test_rollback_sends_no_back_out_after_its_heartbeat_failed(tmp_path, http_peer, engine, secrets_env, capsys,
+                                                              keys):
+    """`rollback` holds the same lock: a back-out changes state, so it is not sent when the heartbeat right
+    before it was not written (the session steps it needs were sent, with good heartbeats)."""
+    from support.rollback_runs import _rollback_args, _run
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    before = len(engine.pipelines)
+    armed, failed = [False], []
+
+    def pick(pipeline: Any) -> bool:  # every heartbeat after the connect step (04) fails: not this session's
+        armed[0] = armed[0] or pipeline.script.startswith("# psbridge step 04/")
+        heartbeat = pipeline.script.startswith(LOCK) and bool(pipeline.parameters.get("Heartbeat"))
+        if heartbeat and armed[0]:
+            failed.append(pipeline.seq)
+        return heartbeat and armed[0]
+
+    engine.reset_rules()  # the run's probe answers: rollback sends no probe
+    engine.when(pick, Reply(terminating=ErrorSpec(HOLDS_NOT)))
+    code = main(_rollback_args(pkg, http_peer, record, log))
+    out, err = capsys.readouterr()
+    assert code == 1, out + err
+    sent = [p.script for p in engine.pipelines[before:]]
+    assert any(s.startswith("# psbridge step 04/") for s in sent) and len(failed) == 1
+    assert not any(s.startswith("# psbridge back-out of step") for s in sent)
+    assert "Not sent: undo-spn (script " in out and f"failed right before it:\n  {HOLDS_NOT}\n" in out
+    assert "run the same rollback command again" in out
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (lines[-1]["action"], lines[-1]["outcome"]) == ("rollback", "failed")

@@ -168,6 +168,10 @@ class HumanReporter:
                 self.out(printable(line))
         elif kind == "run-quit":
             self.out(f"quit before step {event['index']:02d} ({event['id']})")
+        elif kind == "lock" and event.get("state") == "heartbeat-failed":
+            for text in event.get("output") or []:  # the server lock's heartbeat failed: a warning, escaped
+                for line in screen.wrap(printable(text), "psbridge: warning: "):
+                    self.out(line, err=True)
 
     def _step_end(self, event: Mapping[str, Any], where: str, lead: str) -> None:
         """The end of the step line (after `lead`, its prefix when the screen no longer shows it);

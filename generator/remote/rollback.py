@@ -28,7 +28,8 @@ from .executor import Executed, Executor, Hooks, RunResult, StepPlan, exit_code_
 from .inputs import payload_parameters, secrets_needed, step_parameters
 from .graph_signout import sign_out_of_graph, warn_on_stderr
 from .serverlock import HeartbeatKeeper, Refused, take_server_lock
-from .transport import open_session
+from .serverlock import before_step, heartbeat_refusal, heartbeat_warning
+from .transport import PSRPSession, open_session
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,11 @@ def rollback_package(ctx: RemoteContext, plan: RollbackPlan, audited: Audited,
             executor = Executor(StepPlan(sends, sends, lambda s: parameters.get(s.index) or {**step_parameters(s, ctx.secrets), **payload_parameters(s, ctx.package)},
                                          _summarize(plan), step_timeout=ctx.settings.step_timeout, emit_end=False,
                                          for_step=undoes), ctx.emit, ctx.redact,
-                                Hooks(guard=approval_guard(ctx, policy, undoes)))
+                                Hooks(guard=heartbeat_guard(ctx, keeper, session, undoes,
+                                                            approval_guard(ctx, policy, undoes))))
             sending = True
             result = executor.run(session)
+            warn_heartbeats(ctx, keeper)
         finally:
             try:
                 # The session steps may have signed in to Microsoft Graph: sign out on every way out.
@@ -178,3 +181,34 @@ def _summarize(plan: RollbackPlan):  # noqa: ANN202 - a Summarize
                                        "after it was sent. Fix the cause, then run the same rollback command again: "
                                        "the back-out scripts change nothing that is already undone."]
     return summarize
+
+
+def heartbeat_guard(ctx: RemoteContext, keeper: HeartbeatKeeper, session: PSRPSession, undoes: Mapping[int, int],
+                    first: Callable[[PackageStep], list[str] | None] | None) -> Callable[[PackageStep], list[str] | None]:
+    """Right before each script (after `first`, the approvals' guard): the server lock's heartbeat, as `run`
+    sends it before each step. A back-out changes state: when its heartbeat is not written it is not sent
+    (exit 1, `serverlock.before_step`); a first failure before a session step is a warning."""
+
+    def guard(step: PackageStep) -> list[str] | None:
+        refusal = first(step) if first is not None else None
+        if refusal:
+            return refusal
+        warn_heartbeats(ctx, keeper)
+        changes = step.index in undoes
+        failed = before_step(keeper, session, changes)
+        if failed is not None:
+            keeper.take_warnings()  # the refusal says it
+            return heartbeat_refusal(f"{step.id} (script {step.index})", session.conn.host, failed, changes,
+                                     ctx.redact) + [
+                "Make sure no other psbridge run is working on that server, then run the same rollback command "
+                "again: the back-out scripts change nothing that is already undone."]
+        warn_heartbeats(ctx, keeper)
+        return None
+
+    return guard
+
+
+def warn_heartbeats(ctx: RemoteContext, keeper: HeartbeatKeeper) -> None:
+    """The lock's heartbeat failures not yet shown (the keeper's thread keeps them): one warning each."""
+    for session, reason in keeper.take_warnings():
+        ctx.emit(heartbeat_warning(session.conn.host, reason, ctx.redact))

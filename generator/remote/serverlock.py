@@ -20,11 +20,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..errors import ExitCode, RuntimeFailure, UserError
 from ..locks import ServerLockReading, server_lock_parameters
 from .context import Emit
 from ..run_record import ForceUnlock, LockEvent
+from ..text import clip
 from .executor import Outcome, classify
 from .redact import Redactor
 from .transport import PSRPSession
@@ -33,6 +35,8 @@ from .transport import PSRPSession
 HEARTBEAT_EVERY = 60.0
 #: A heartbeat is a few file writes: it gets this long (or the step timeout, if shorter).
 HEARTBEAT_TIMEOUT = 30.0
+#: How much of a failed heartbeat's reason a warning or a refusal quotes.
+REASON_LIMIT = 300
 _REFUSAL_MARK = "): "
 
 
@@ -96,12 +100,67 @@ def refusal_lines(host: str, reason: str, reading: ServerLockReading | None) -> 
                     "this command again."]
 
 
-def heartbeat(session: PSRPSession, lock_text: str, timeout: float) -> bool:
-    """lock.ps1 -Heartbeat: the held record's `heartbeat` becomes the server's time now. True when written."""
+@dataclass(frozen=True)
+class Beat:
+    """One heartbeat: written, or why not (the server's text, not yet redacted)."""
+
+    written: bool
+    reason: str = ""
+
+
+def heartbeat(session: PSRPSession, lock_text: str, timeout: float) -> Beat:
+    """lock.ps1 -Heartbeat: the held record's `heartbeat` becomes the server's time now.
+
+    Not written when its pipeline errs (lock.ps1 throws when this session no longer holds the lock),
+    times out or loses the connection: the reason says which."""
     report = session.run_step(lock_text, {"Heartbeat": True}, min(timeout, HEARTBEAT_TIMEOUT), local_scope=True)
     if report.interrupted:
         raise KeyboardInterrupt  # the operator's Ctrl-C between steps stops the run, not just the heartbeat
-    return classify(report) is Outcome.OK
+    if classify(report) is Outcome.OK:
+        return Beat(True)
+    return Beat(False, "no answer within its timeout" if report.timed_out else report.reason)
+
+
+def heartbeat_reason(reason: str, redact: Redactor) -> str:
+    """A failed heartbeat's reason as a warning or a refusal quotes it: redacted first (a clipped or
+    re-spaced secret would no longer be found), then on one line and clipped."""
+    return clip(redact(" ".join(redact(reason).split())), REASON_LIMIT)  # re-spaced text redacted again
+
+
+def before_step(keeper: HeartbeatKeeper, session: PSRPSession, changes_state: bool) -> Beat | None:
+    """The heartbeat right before a step; the failed one that must stop the step, else None.
+
+    Without heartbeats the lock's record ages toward stale while the run goes on, and another
+    operator's --force-unlock may then take the lock of this live run. So the heartbeat is mandatory
+    before a step that changes state, and before any step once an earlier heartbeat of the session
+    failed (the keeper's, a probe's). Before a read-only step a first failure is only a warning
+    (`take_warnings`). A connection lost in it is left to the executor, which sends nothing more
+    (exit 1, as before); Ctrl-C in it raises KeyboardInterrupt (130).
+    """
+    mandatory = changes_state or keeper.missed(session)
+    beat = keeper.beat(session)
+    if beat.written or session.broken or not mandatory:
+        return None
+    return beat
+
+
+def heartbeat_refusal(label: str, host: str, beat: Beat, changes_state: bool, redact: Redactor) -> list[str]:
+    """Why a step (`label`: `step 02 (certificate)`) is not sent after its heartbeat failed, in lines that fit
+    100 columns but for the server's reason; the caller adds how to continue."""
+    rule = ("A step that changes state is not sent without a heartbeat." if changes_state
+            else "After a failed heartbeat, no step is sent without a new one.")
+    return [f"Not sent: {label}: the run lock's heartbeat on {host} failed right before it:",
+            f"  {heartbeat_reason(beat.reason, redact)}",
+            "While heartbeats fail the lock's record ages toward stale: another operator's --force-unlock could",
+            f"take the lock of this live run. {rule}"]
+
+
+def heartbeat_warning(host: str, reason: str, redact: Redactor) -> dict[str, object]:
+    """The lock event of a heartbeat failure that did not stop a step (the screen prints it as a warning)."""
+    text = (f"the heartbeat of the server's run lock on {host} failed: {heartbeat_reason(reason, redact)}. While "
+            "heartbeats fail the lock's record ages toward stale and another operator's --force-unlock could take "
+            "it; the heartbeat before the next step on that server must succeed, or the run stops there.")
+    return LockEvent(state="heartbeat-failed", output=[text]).data()
 
 
 def release_server_lock(session: PSRPSession, lock_text: str, timeout: float) -> bool:
@@ -154,6 +213,11 @@ class HeartbeatKeeper:
     alongside a step: every 60 s it takes a held session's `gate` without waiting; when a pipeline is
     running it skips (that pipeline is bounded by the step timeout, which the stale bound includes).
     `stop` is called before any session closes.
+
+    A failed heartbeat is remembered, never silent: the first of a run of failures on a session is a
+    warning kept for the run's own thread (`take_warnings`: this thread writes neither the screen nor
+    the run record), and until a heartbeat is written again the session has `missed` one, which makes
+    the heartbeat before its next step mandatory (servers.py stops the run when that one fails too).
     """
 
     def __init__(self, lock_text: str, timeout: float, every: float | None = None) -> None:
@@ -166,6 +230,12 @@ class HeartbeatKeeper:
         self._last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Guards what the keeper's thread and the run's thread both change (below and `failed`).
+        self._lock = threading.Lock()
+        #: The reason of the last failed heartbeat of each session not written since, by id(session).
+        self._missed: dict[int, str] = {}
+        #: Warnings not yet shown: (session, reason), the first failure of each run of failures.
+        self._unreported: list[tuple[PSRPSession, str]] = []
 
     def hold(self, session: PSRPSession) -> None:
         """A session whose server lock this run now holds: keep its heartbeat from now on."""
@@ -176,14 +246,38 @@ class HeartbeatKeeper:
             self._thread = threading.Thread(target=self._loop, name="psbridge-lock-heartbeat", daemon=True)
             self._thread.start()
 
-    def beat(self, session: PSRPSession) -> bool:
-        """One heartbeat now (the caller's thread), unless the session is broken."""
+    def beat(self, session: PSRPSession) -> Beat:
+        """One heartbeat now (the caller's thread), unless the session is broken; its result noted."""
         if session.broken:
-            return False
+            return Beat(False, "the connection is lost")
         self._last[id(session)] = time.monotonic()
-        written = heartbeat(session, self.lock_text, self.timeout)
-        self.failed += 0 if written else 1
-        return written
+        result = heartbeat(session, self.lock_text, self.timeout)
+        if not session.broken:  # a lost connection stops the run by itself; it is not the lock's failure
+            self._note(session, result)
+        return result
+
+    def _note(self, session: PSRPSession, result: Beat) -> None:
+        """Count a failure; the first since the last written heartbeat becomes a warning to show."""
+        with self._lock:
+            key = id(session)
+            if result.written:
+                self._missed.pop(key, None)
+                return
+            self.failed += 1
+            if key not in self._missed:
+                self._unreported.append((session, result.reason))
+            self._missed[key] = result.reason
+
+    def missed(self, session: PSRPSession) -> bool:
+        """The session's last heartbeat failed (none written since): the next one before a step must succeed."""
+        with self._lock:
+            return id(session) in self._missed
+
+    def take_warnings(self) -> list[tuple[PSRPSession, str]]:
+        """The failures not yet shown, each once: (session, reason). Called from the run's own thread."""
+        with self._lock:
+            taken, self._unreported = self._unreported, []
+        return taken
 
     def beat_if_due(self, session: PSRPSession) -> None:
         """Before a pipeline (the session's `before_pipeline`): a heartbeat when the last is `every` old.
@@ -202,8 +296,8 @@ class HeartbeatKeeper:
                     continue
                 try:
                     self.beat(session)
-                except Exception:  # noqa: BLE001 - a heartbeat must never crash the run; the next one retries
-                    self.failed += 1
+                except Exception as exc:  # noqa: BLE001 - a heartbeat must never crash the run; the next one retries
+                    self._note(session, Beat(False, f"psbridge could not send it ({type(exc).__name__})"))
                 finally:
                     session.gate.release()
 

@@ -33,8 +33,8 @@ from ..run_record import FarmGate, ForceUnlock
 from .executor import Confirm, Executor, Hooks, Outcome, RunResult, StepPlan, StepResult
 from .inputs import payload_parameters, secrets_needed, step_parameters
 from .probing import Prober, farm_not_ready, observer, verify_in_session
-from .serverlock import HeartbeatKeeper, Refused, close_stale_holder, read_server_lock, take_server_lock
-from .serverlock import unlock_refusal
+from .serverlock import HeartbeatKeeper, Refused, before_step, close_stale_holder, heartbeat_refusal, heartbeat_warning
+from .serverlock import read_server_lock, take_server_lock, unlock_refusal
 from .transport import Connection, PSRPSession, open_session
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ class ServerRun:
         lines = succeeded[0][1] if len(succeeded) == 1 else [
             f"On {host}: {line}" for host, summary in succeeded for line in summary]
         code, reason = self._verify(lines)
+        self._warn_heartbeats()  # a failure while --verify's probes ran
         return RunResult(results, code, lines, reason, None)
 
     def close(self) -> None:
@@ -239,8 +240,9 @@ class ServerRun:
                   guard=_chained(self._approval_guard(command),
                                  self._wait_guard(command) if target.host is None else None,
                                  self._switch_guard(session, emit) if target.host is None else None,
-                                 self._heartbeat_guard(session))))
+                                 self._heartbeat_guard(session, command))))
         result = executor.run(session)
+        self._warn_heartbeats()
         summary = list(result.summary)
         if result.exit_code == ExitCode.UNKNOWN and target.host is not None:
             summary += self._after_unknown(target, command)
@@ -289,15 +291,36 @@ class ServerRun:
         if self.audit is not None:
             self.audit("force-unlock", details)
 
-    def _heartbeat_guard(self, session: PSRPSession) -> Guard:
-        """Right before each step (after `--step`'s prompt): the server lock's heartbeat, in the step's session."""
+    def _heartbeat_guard(self, session: PSRPSession, command: ContinueCommand) -> Guard:
+        """Right before each step (after `--step`'s prompt): the server lock's heartbeat, in the step's session;
+        when it had to be written and was not (`serverlock.before_step`), the step is not sent (exit 1, why,
+        and the command that continues)."""
 
         def guard(step: PackageStep) -> list[str] | None:
-            if self.keeper is not None and session in self.keeper.sessions:
-                self.keeper.beat(session)
-            return None
+            keeper = self.keeper
+            if keeper is None or session not in keeper.sessions:
+                return None
+            self._warn_heartbeats()  # earlier failures, shown once, before this step's outcome
+            failed = before_step(keeper, session, step.changes_state)
+            self._warn_heartbeats(besides=session if failed else None)  # a refusal says it itself
+            if failed is None:
+                return None
+            return heartbeat_refusal(f"step {step.index:02d} ({step.id})", session.conn.host, failed,
+                                     step.changes_state, self.ctx.redact) + [
+                "Make sure no other psbridge run is working on that server, then continue with:",
+                f"  {command.at(step.index)}"]
 
         return guard
+
+    def _warn_heartbeats(self, besides: PSRPSession | None = None) -> None:
+        """The heartbeat failures not yet shown, one warning each (the first of a run of failures on a
+        session), from the run's own thread: a lock event the screen prints as a warning, escaped."""
+        if self.keeper is None:
+            return
+        for session, reason in self.keeper.take_warnings():
+            if session is not besides:
+                event = heartbeat_warning(session.conn.host, reason, self.ctx.redact)
+                self.note(event if session is self.main else {**event, "host": session.conn.host})
 
     def _after_unknown(self, target: Target, command: ContinueCommand) -> list[str]:
         """On an additional server, after an UNKNOWN step: how to go on if it did take effect."""
