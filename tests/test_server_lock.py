@@ -714,3 +714,39 @@ def test_rollback_sends_no_back_out_after_its_heartbeat_failed(tmp_path, http_pe
     assert "run the same rollback command again" in out
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert (lines[-1]["action"], lines[-1]["outcome"]) == ("rollback", "failed")
+
+
+@pytest.mark.parametrize("recovers", [True, False], ids=["recovers", "keeps-failing"])
+def test_a_heartbeat_that_fails_among_the_probes_before_a_changing_step_is_sent_again_before_it(
+        pkg, http_peer, engine, model, secrets_env, capsys, monkeypatch, recovers):
+    """The probes before step 02 are slow: the heartbeat due before the second one fails. The step's own
+    heartbeat was written before the probes, but one failed since: one more must be written right before
+    the step, or the step is not sent."""
+    monkeypatch.setattr(serverlock, "HEARTBEAT_EVERY", 0.2)
+    probes, failed = [0], []
+
+    def pick(pipeline: Any) -> bool:
+        if "# psbridge probe: " in pipeline.script:
+            probes[0] += 1
+            time.sleep(0.5)  # longer than the heartbeat interval: the next pipeline brings a heartbeat
+            return False
+        heartbeat = pipeline.script.startswith(LOCK) and bool(pipeline.parameters.get("Heartbeat"))
+        fails = heartbeat and probes[0] >= 1 and (len(failed) < 1 or not recovers)
+        if fails:
+            failed.append(probes[0])
+        return fails
+
+    engine.reset_rules()
+    engine.when(pick, Reply(terminating=ErrorSpec("disk full")))
+    model.install(engine)
+    code, out, err = run(capsys, run_args(pkg, http_peer))
+    assert probes[0] >= 2 and failed[0] == 1, failed  # a heartbeat failed between the probes before step 02
+    if recovers:
+        assert code == 0, out + err
+        assert steps_sent(engine) == list(range(1, 9))
+        assert err.count("psbridge: warning: the heartbeat") == 1
+    else:
+        assert code == 1, out + err
+        assert steps_sent(engine) == [1]
+        assert "Not sent: step 02 (certificate): the run lock's heartbeat on 127.0.0.1 failed right before it:" in out
+        assert err.count("psbridge: warning: the heartbeat") == 1  # the probe's, once; the refusal says the rest

@@ -136,6 +136,9 @@ class Hooks:
     observe: Callable[[PackageStep, Literal["before", "after"]], None] | None = None
     #: Asked right before a step is sent: None lets it go, lines stop the run there (exit 1).
     guard: Callable[[PackageStep], list[str] | None] | None = None
+    #: Asked last, after `observe`'s probes and just before the step goes: as `guard` (the run's lock
+    #: heartbeat, which one of those probes may have found failing).
+    ready: Callable[[PackageStep], list[str] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,9 @@ class Executor:
                 self.hooks.observe(step, "before")  # what the step is about to change, for the back-out
             if getattr(session, "broken", False):  # that probe lost the connection: the step is not sent
                 return Executed(results, step, "connection-lost")
+            refusal = self.hooks.ready(step) if self.hooks.ready is not None else None
+            if refusal:
+                return Executed(results, step, "not-ready", refusal)
             result = self._send(session, step)
             results.append(result)
             if result.outcome is Outcome.OK and step.changes_state and self.hooks.observe is not None:

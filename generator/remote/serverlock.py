@@ -236,6 +236,8 @@ class HeartbeatKeeper:
         self._missed: dict[int, str] = {}
         #: Warnings not yet shown: (session, reason), the first failure of each run of failures.
         self._unreported: list[tuple[PSRPSession, str]] = []
+        #: How many heartbeats of each session failed so far, by id(session).
+        self._failures: dict[int, int] = {}
 
     def hold(self, session: PSRPSession) -> None:
         """A session whose server lock this run now holds: keep its heartbeat from now on."""
@@ -264,6 +266,7 @@ class HeartbeatKeeper:
                 self._missed.pop(key, None)
                 return
             self.failed += 1
+            self._failures[key] = self._failures.get(key, 0) + 1
             if key not in self._missed:
                 self._unreported.append((session, result.reason))
             self._missed[key] = result.reason
@@ -272,6 +275,12 @@ class HeartbeatKeeper:
         """The session's last heartbeat failed (none written since): the next one before a step must succeed."""
         with self._lock:
             return id(session) in self._missed
+
+    def failures(self, session: PSRPSession) -> int:
+        """How many heartbeats of the session failed so far: a caller that noted it can tell whether one
+        failed since."""
+        with self._lock:
+            return self._failures.get(id(session), 0)
 
     def take_warnings(self) -> list[tuple[PSRPSession, str]]:
         """The failures not yet shown, each once: (session, reason). Called from the run's own thread."""

@@ -120,6 +120,8 @@ class ServerRun:
         self.audit: Callable[[str, dict[str, Any]], None] | None = None
         #: Keeps the heartbeat of each server lock this run holds; releases them before the sessions close.
         self.keeper: HeartbeatKeeper | None = None
+        #: How many heartbeats of each session had failed when the last step's guard sent its own, by id.
+        self._failures_seen: dict[int, int] = {}
 
     def note(self, event: dict[str, Any]) -> None:
         """Every event passes here on its way out: step ends are remembered for an interruption."""
@@ -240,7 +242,8 @@ class ServerRun:
                   guard=_chained(self._approval_guard(command),
                                  self._wait_guard(command) if target.host is None else None,
                                  self._switch_guard(session, emit) if target.host is None else None,
-                                 self._heartbeat_guard(session, command))))
+                                 self._heartbeat_guard(session, command)),
+                  ready=self._heartbeat_ready(session, command)))
         result = executor.run(session)
         self._warn_heartbeats()
         summary = list(result.summary)
@@ -302,6 +305,7 @@ class ServerRun:
                 return None
             self._warn_heartbeats()  # earlier failures, shown once, before this step's outcome
             failed = before_step(keeper, session, step.changes_state)
+            self._failures_seen[id(session)] = keeper.failures(session)
             self._warn_heartbeats(besides=session if failed else None)  # a refusal says it itself
             if failed is None:
                 return None
@@ -311,6 +315,20 @@ class ServerRun:
                 f"  {command.at(step.index)}"]
 
         return guard
+
+    def _heartbeat_ready(self, session: PSRPSession, command: ContinueCommand) -> Guard:
+        """The last check before a step goes, after the probes around a changing step: when a heartbeat
+        failed since the guard's (a probe's, or the keeper's between them), the guard is asked again, so
+        one more heartbeat must be written before the step is sent."""
+        guard = self._heartbeat_guard(session, command)
+
+        def ready(step: PackageStep) -> list[str] | None:
+            keeper = self.keeper
+            if keeper is None or keeper.failures(session) == self._failures_seen.get(id(session), 0):
+                return None
+            return guard(step)
+
+        return ready
 
     def _warn_heartbeats(self, besides: PSRPSession | None = None) -> None:
         """The heartbeat failures not yet shown, one warning each (the first of a run of failures on a
