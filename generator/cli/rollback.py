@@ -91,6 +91,8 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
     prepared, plan = choice.prepared, choice.plan
     if flags.last:
         click.echo(f"rollback: the last run that changed something: {safe(str(choice.record))}", err=as_json)
+        if choice.skipped:
+            echo_wrapped(safe(choice.skipped), "rollback: ", err=as_json)
     if choice.already is not None and choice.already.backed_out_by is not None:
         click.echo(f"rollback: {safe(str(choice.record))} was already backed out by "
                    f"{safe(str(choice.already.backed_out_by))}; nothing sent", err=as_json)
