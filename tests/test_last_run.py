@@ -73,3 +73,118 @@ def test_last_after_rollback_and_a_noop_rerun_says_the_change_is_already_backed_
     assert f"skipped 1 later run that changed nothing ({again.name})" in out
     assert f"{first} was already backed out by " in out and "nothing sent" in out
     assert len(engine.pipelines) == sent
+
+
+# --------------------------------------------------------------------------- what a record says the run changed
+
+from psbridge.run_record import StateEvent, StepEnd  # noqa: E402
+
+from support.packages import write_check_package  # noqa: E402
+from support.probe_states import state  # noqa: E402
+
+CERTIFICATE = {"certificate": state("fully configured")["certificate"], "crm": state("fully configured")["crm"]}
+
+
+def _step(step_id: str, index: int, outcome: str = "ok", host: str | None = None) -> StepEnd:
+    return StepEnd(total=8, title=step_id, index=index, id=step_id, state=outcome, host=host)  # type: ignore[arg-type]
+
+
+def _state(when: str, readings: dict, notes: tuple[str, ...] = (), step_id: str = "certificate",
+           host: str | None = None) -> StateEvent:
+    return StateEvent(when=when, index=2, id=step_id, readings=readings, notes=list(notes), host=host)  # type: ignore[arg-type]
+
+
+def _judge(tmp_path: Path, *events) -> str:  # noqa: ANN002 - run events
+    from psbridge.package import read_package
+    from psbridge.runs import what_changed
+
+    return what_changed(read_package(write_check_package(tmp_path)), list(events))
+
+
+def test_equal_answered_readings_around_each_change_are_a_run_that_changed_nothing(tmp_path) -> None:
+    same = json.loads(json.dumps(CERTIFICATE))
+    assert _judge(tmp_path, _state("before", CERTIFICATE), _step("certificate", 2), _state("after", same)) == "nothing"
+
+
+def test_anything_short_of_equal_answered_readings_counts_as_a_change(tmp_path) -> None:
+    """A false "changed nothing" would hide a live change from rollback --last: each doubt counts as a change."""
+    moved = json.loads(json.dumps(CERTIFICATE))
+    moved["crm"]["thumbprints"] = []
+    redacted = json.loads(json.dumps(CERTIFICATE))
+    redacted["crm"]["server_settings"]["S2SDefaultAuthorizationServerMetadataUrl"] = "https://x/[redacted]"
+    withheld = json.loads(json.dumps(CERTIFICATE))
+    withheld["certificate"]["cer_subject"] = "[line withheld: it contained a secret]"
+    cases = {
+        "differs": (_state("before", CERTIFICATE), _step("certificate", 2), _state("after", moved)),
+        "no after": (_state("before", CERTIFICATE), _step("certificate", 2)),
+        "no before": (_step("certificate", 2), _state("after", CERTIFICATE)),
+        "a probe did not answer": (_state("before", {**CERTIFICATE, "crm": None}), _step("certificate", 2),
+                                   _state("after", {**CERTIFICATE, "crm": None})),
+        "a capture missing": (_state("before", {"crm": CERTIFICATE["crm"]}), _step("certificate", 2),
+                              _state("after", {"crm": CERTIFICATE["crm"]})),
+        "a note": (_state("before", CERTIFICATE, ("a secret was redacted from these readings",)),
+                   _step("certificate", 2), _state("after", CERTIFICATE)),
+        "redacted alike": (_state("before", redacted), _step("certificate", 2), _state("after", redacted)),
+        "withheld alike": (_state("before", withheld), _step("certificate", 2), _state("after", withheld)),
+        "read twice": (_state("before", CERTIFICATE), _state("before", CERTIFICATE), _step("certificate", 2),
+                       _state("after", CERTIFICATE)),
+        "on an additional server": (_state("before", CERTIFICATE, host="crm02"), _step("certificate", 2, host="crm02"),
+                                    _state("after", CERTIFICATE, host="crm02")),
+        "one equal, one without readings": (_state("before", CERTIFICATE), _step("certificate", 2),
+                                            _state("after", CERTIFICATE), _step("spn", 6)),
+    }
+    for name, events in cases.items():
+        assert _judge(tmp_path / name.replace(" ", "-"), *events) == "changed", name
+
+
+def test_a_run_whose_changing_steps_did_not_end_ok_is_no_change_to_undo_and_no_proof_of_none(tmp_path) -> None:
+    """As before: only a step that ended ok is backed out, so only it makes a run "changed"; but a step that failed or
+    ended unknown may have changed something, so such a run is not "changed nothing" either."""
+    equal = (_state("before", CERTIFICATE), _step("certificate", 2), _state("after", CERTIFICATE))
+    assert _judge(tmp_path / "a", *equal, _step("spn", 6, "unknown")) == "unsure"
+    assert _judge(tmp_path / "b", _step("certificate", 2, "failed")) == "unsure"
+    assert _judge(tmp_path / "c", _step("prerequisites", 1)) == "unsure"  # no state-changing step was sent
+    assert _judge(tmp_path / "d", *equal, _step("spn", 6, "skipped")) == "nothing"
+
+
+def test_every_marker_the_redactor_writes_is_one_that_hides_equality() -> None:
+    """The redactor's markers (remote/redact.py) are what runs.REDACTION_MARKS must recognise; the empty last
+    resort cannot be seen in text, which is why the observer also notes every redaction in the readings."""
+    from psbridge.remote.redact import Redactor
+    from psbridge.runs import REDACTION_MARKS
+
+    markers = [m for m in (*Redactor._MARKERS, *Redactor._WITHHELDS) if m]
+    assert all(any(mark in m for mark in REDACTION_MARKS) for m in markers), markers
+
+
+def test_a_reading_that_only_differs_in_a_secret_is_a_change(tmp_path, http_peer, engine, secrets_env,
+                                                            capsys) -> None:
+    """The server's ServerSettings URL holds the Office 365 password before step 07 and the WinRM password
+    after it: the record holds both as `[redacted]`, equal, so the observer notes the redaction and the
+    run counts as changed, while the same run without a secret in its readings changed nothing."""
+    from support.lab import O365_PASSWORD, WINRM_PASSWORD
+    from support.packages import answer_probes
+    from support.winrm_peer import Reply
+
+    def server(url_before: str, url_after: str) -> None:
+        engine.reset_rules()
+        answers = state("fully configured")
+        answer_probes(engine, {k: v for k, v in answers.items() if k != "crm"})
+        for url, times in ((url_before, 3), (url_after, None)):  # 02 before/after and 07 before; then after 07
+            crm = json.loads(json.dumps(answers["crm"]))
+            crm["server_settings"]["S2SDefaultAuthorizationServerMetadataUrl"] = url
+            engine.when("# psbridge probe: crm ", Reply(output=[json.dumps(crm)]), times=times)
+
+    log = tmp_path / "audit.jsonl"
+    pkg = write_check_package(tmp_path)
+    server(f"https://x/{O365_PASSWORD}", f"https://x/{WINRM_PASSWORD}")
+    first = _run_again(pkg, http_peer, log)
+    server("https://x/same", "https://x/same")
+    second = _run_again(pkg, http_peer, log)
+    events = [json.loads(line) for line in first.read_text().splitlines()]
+    settings = [e for e in events if e["event"] == "state" and e["id"] == "crm-settings"]
+    assert [e["readings"]["crm"]["server_settings"]["S2SDefaultAuthorizationServerMetadataUrl"]
+            for e in settings] == ["https://x/[redacted]"] * 2
+    assert all("a secret was redacted from these readings" in e["notes"] for e in settings)
+    listed = {Path(r["record"]).name: (r["changed"], r["no_change"]) for r in _runs(pkg, log, capsys)}
+    assert listed == {first.name: (True, False), second.name: (False, True)}
