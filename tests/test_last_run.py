@@ -52,9 +52,9 @@ def test_last_skips_a_rerun_that_changed_nothing_while_the_change_is_live(tmp_pa
 
     before = len(engine.pipelines)
     assert main(_last_args(pkg, http_peer, log)) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # lines wrap at 100 columns: the words, in order
     assert f"rollback: the last run that changed something: {first}" in out
-    assert f"skipped 1 later run that changed nothing ({again.name})" in " ".join(out.split())
+    assert f"rollback: skipped 1 later run that changed nothing ({again.name})" in out
     undo = [p for p in engine.pipelines[before:] if p.script.startswith("# psbridge back-out of step 06")]
     assert [p.parameters["KeyIds"] for p in undo] == [[ADDED_KEY]]  # run A's key, not "nothing to undo"
 
@@ -188,3 +188,69 @@ def test_a_reading_that_only_differs_in_a_secret_is_a_change(tmp_path, http_peer
     assert all("a secret was redacted from these readings" in e["notes"] for e in settings)
     listed = {Path(r["record"]).name: (r["changed"], r["no_change"]) for r in _runs(pkg, log, capsys)}
     assert listed == {first.name: (True, False), second.name: (False, True)}
+
+
+# --------------------------------------------------------------------------- lines within 100 columns (not a terminal)
+
+import re  # noqa: E402
+
+
+def _too_wide(text: str) -> list[str]:
+    """The lines over 100 columns that are not one unbreakable word (a path), nor the audit head line the
+    operator copies whole (tests/test_width_colour.py's rule)."""
+    return [line for line in text.splitlines() if len(line) > 100 and " " in line.strip()
+            and not re.fullmatch(r"audit: \S+ head [0-9a-f]{64}", line)]
+
+
+def test_run_header_and_rollback_values_wrap_at_100_columns(tmp_path, http_peer, engine, secrets_env, capsys,
+                                                            keys) -> None:
+    from support.lab import USER
+
+    log = tmp_path / "audit.jsonl"
+    pkg, record = _run(tmp_path, http_peer, engine, log, keys)
+    out = capsys.readouterr().out
+    header = f"psbridge run: contoso on 127.0.0.1:{http_peer.port} (http, ntlm as {USER}); record: {record}"
+    assert len(header) > 100 and header in " ".join(out.split())  # it was one line of this length
+    assert not _too_wide(out), _too_wide(out)
+
+    assert main([*_last_args(pkg, http_peer, log)[:-3], "--audit-log", str(log)]) == 2  # no --yes: asked, refused
+    out = capsys.readouterr().out
+    values = f"step 06 spn: rollback/06-spn.ps1 with KeyIds=['{ADDED_KEY}'], ServicePrincipalName="
+    assert values in " ".join(out.split()), out
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("step 06 spn: rollback/06-spn.ps1 with "))
+    block = [lines[at], *(line for line in lines[at + 1:at + 3] if line.startswith("    "))]
+    assert len(block) > 1 and max(map(len, block)) <= 100, block  # it wrapped, its continuation hanging under it
+
+
+def test_runs_rows_fit_100_columns_and_a_refusal_stays_one_line(tmp_path, http_peer, engine, secrets_env, capsys,
+                                                                 keys) -> None:
+    log = tmp_path / "audit.jsonl"
+    pkg, first = _run(tmp_path, http_peer, engine, log, keys)
+    assert main(_last_args(pkg, http_peer, log)) == 0
+    again = _run_again(pkg, http_peer, log)
+    (pkg / "runs" / "20991231T235959.999999Z.jsonl").write_text("not json\n")  # a record that cannot be read
+    start = json.loads(first.read_text().splitlines()[0])
+    (pkg / "runs" / "20991231T235959.999998Z.jsonl").write_text(  # a run no audit line vouches for
+        json.dumps({**start, "started": "2099-12-31T23:59:59.998Z"}) + "\n")
+    capsys.readouterr()
+    assert main(["runs", str(pkg), "--audit-log", str(log)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[1]: line for line in lines if not line.startswith("     ")}
+    assert [line[:5] for line in lines if not line.startswith("     ")] == ["  1  ", "  2  ", "  3  ", "  4  ", "  5  "]
+    # the unreadable record has no start time: it sorts first, its problem on lines of its own under it
+    assert lines[0].split() == ["1", "20991231T235959.999999Z.jsonl", "unreadable"] and lines[1].startswith("     ")
+    assert rows[first.name].split() == ["2", first.name, "ok", "run", "changed", "rolled", "back", "by", "3"]
+    assert rows[first.name].index(" run ") > 0 and "not rolled back" in rows[again.name]
+    [back] = [name for name in rows if name not in (first.name, again.name) and not name.startswith("2099")]
+    assert rows[back].split() == ["3", back, "ok", "rollback", "of", "2"]
+    assert rows[again.name].split() == ["4", again.name, "ok", "run", "changed", "nothing", "not", "rolled", "back"]
+    assert rows["20991231T235959.999998Z.jsonl"].split() == [
+        "5", "20991231T235959.999998Z.jsonl", "no", "run-end", "run", "not", "vouched", "for", "by", "the", "audit", "log"]
+    assert max(len(row) for row in rows.values()) <= 100 and not _too_wide("\n".join(lines)), lines
+
+    # A refusal (exit 2) stays one line, however long: the operator greps logs for it.
+    capsys.readouterr()
+    assert main([*_last_args(pkg, http_peer, log), "--host", "crm-somewhere-else.contoso.com"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("psbridge: "), err
