@@ -254,3 +254,29 @@ def test_runs_rows_fit_100_columns_and_a_refusal_stays_one_line(tmp_path, http_p
     assert main([*_last_args(pkg, http_peer, log), "--host", "crm-somewhere-else.contoso.com"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("psbridge: "), err
+
+
+# --------------------------------------------------------------------------- a farm: step 09 runs on the additional servers
+
+
+def test_a_run_that_only_changed_additional_servers_is_picked_and_its_manual_back_out_listed(tmp_path) -> None:
+    """A `--from-step 9` run changes only the additional servers: it changed something (its capture does not see
+    all it writes there), and its back-out lists step 09's procedure (it used to list nothing at all)."""
+    from psbridge.backout import plan_rollback
+    from psbridge.package import read_package
+    from psbridge.runs import what_changed
+
+    from support.lab import FARM
+    from support.winrm_peer.package import make_package
+
+    package = read_package(make_package(tmp_path / "output", server="127.0.0.1", crm={"additional_servers": FARM}))
+    reading = {"certificate": CERTIFICATE["certificate"]}
+    events = [e for host in FARM for e in (
+        StateEvent(when="before", index=9, id="additional-servers", readings=reading, host=host),
+        _step("additional-servers", 9, host=host),
+        StateEvent(when="after", index=9, id="additional-servers", readings=reading, host=host))]
+    assert what_changed(package, events) == "changed"
+    plan = plan_rollback(package, events, "r.jsonl", "0" * 64)
+    assert [(step.id, text[:40]) for step, text in plan.manual] == [
+        ("additional-servers", "On each additional server, remove the ce")]
+    assert plan.scripted == [] and plan.nothing == []
