@@ -33,7 +33,7 @@ class RollbackFlags:
               help="The run record (PACKAGE_DIR/runs/*.jsonl) whose changes to undo.")
 @click.option("--last", is_flag=True,
               help="Instead of --run: the package's last run that the audit log vouches for and that changed "
-                   "something (see: psbridge runs).")
+                   "something; a run that changed nothing is passed over, and said so (see: psbridge runs).")
 @connection_options
 @click.option("--step-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0, show_default=True,
               help="Seconds per script before it is stopped and reported UNKNOWN.")

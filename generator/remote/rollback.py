@@ -70,8 +70,11 @@ def choose_rollback(request: GateRequest, source: RecordSource) -> RollbackChoic
     prepared = prepare(request)
     lines = audit.entries(source.log, source.head)
     entries = history(prepared.package, lines)
-    picked = last_change(entries) if source.record is None else None
-    record = picked.path if picked is not None else source.record
+    picked: RunEntry | None = None
+    record = source.record
+    if record is None:  # --last
+        picked = last_change(entries)
+        record = picked.path
     vouching = Vouching(lines, str(source.log), source.head, source.log_given)
     events, digest = read_record(record, prepared.package, vouching)
     plan = plan_rollback(prepared.package, events, str(record), digest)
