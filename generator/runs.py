@@ -19,7 +19,7 @@ from typing import Any, Literal
 from .errors import UserError
 from .files import read_regular, sha256_hex
 from .package import Package
-from .run_record import RunEnd, RunEvent, RunStart, StateEvent, StepEnd, read_events
+from .run_record import RunEnd, RunEvent, RunStart, StateEvent, StepEnd, StepStart, read_events
 from .steps import unit
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -104,6 +104,9 @@ def what_changed(package: Package, events: Sequence[RunEvent]) -> Change:
     """
     changing = {s.id for s in package.steps if s.changes_state}
     ended = [e for e in events if isinstance(e, StepEnd) and e.id in changing and e.state != "skipped"]
+    # A step sent but never ended (the process was killed while it ran) may have changed anything.
+    unended = {(e.id, e.host) for e in events if isinstance(e, StepStart) and e.id in changing} - {
+        (e.id, e.host) for e in ended}
     states = Counter((e.id, e.host, e.when) for e in events if isinstance(e, StateEvent))
     readings = {(e.id, e.host, e.when): e for e in events if isinstance(e, StateEvent)}
     for end in (e for e in ended if e.state == "ok"):
@@ -112,7 +115,7 @@ def what_changed(package: Package, events: Sequence[RunEvent]) -> Change:
             return "changed"
         if not _same_state(end.id, readings[(*key, "before")], readings[(*key, "after")]):
             return "changed"
-    return "nothing" if ended and all(e.state == "ok" for e in ended) else "unsure"
+    return "nothing" if ended and not unended and all(e.state == "ok" for e in ended) else "unsure"
 
 
 def _same_state(step_id: str, before: StateEvent, after: StateEvent) -> bool:

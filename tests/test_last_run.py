@@ -77,7 +77,7 @@ def test_last_after_rollback_and_a_noop_rerun_says_the_change_is_already_backed_
 
 # --------------------------------------------------------------------------- what a record says the run changed
 
-from psbridge.run_record import StateEvent, StepEnd  # noqa: E402
+from psbridge.run_record import StateEvent, StepEnd, StepStart  # noqa: E402
 
 from support.packages import write_check_package  # noqa: E402
 from support.probe_states import state  # noqa: E402
@@ -145,6 +145,9 @@ def test_a_run_whose_changing_steps_did_not_end_ok_is_no_change_to_undo_and_no_p
     assert _judge(tmp_path / "b", _step("certificate", 2, "failed")) == "unsure"
     assert _judge(tmp_path / "c", _step("prerequisites", 1)) == "unsure"  # no state-changing step was sent
     assert _judge(tmp_path / "d", *equal, _step("spn", 6, "skipped")) == "nothing"
+    # killed while step 06 ran: it was sent and never ended
+    sent = StepStart(index=6, total=8, id="spn", title="spn", started="2026-12-07T00:00:00.000Z")
+    assert _judge(tmp_path / "e", *equal, sent) == "unsure"
 
 
 def test_every_marker_the_redactor_writes_is_one_that_hides_equality() -> None:
