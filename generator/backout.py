@@ -88,11 +88,15 @@ def read_record(path: Path, package: Package, vouching: Vouching) -> tuple[list[
 
 
 def plan_rollback(package: Package, events: list[RunEvent], record: str, record_sha256: str) -> RollbackPlan:
-    """The back-out of every state-changing step that ran OK on the main server, last step first."""
+    """The back-out of every state-changing step that ran OK on the main server, last step first; and the
+    manual procedure of one that ran OK on an additional server only (step additional-servers), which
+    `rollback --last` may pick for it."""
     plan = RollbackPlan(record, record_sha256)
     ran = {e.id for e in events if isinstance(e, StepEnd) and e.state == "ok" and not e.host}
-    states = {(e.id, e.when): e.readings for e in events if isinstance(e, StateEvent) and not e.host}
     backouts = {b.step_id: b for b in backouts_for(package.parameters)}  # a renewal's spn is manual
+    ran |= {e.id for e in events if isinstance(e, StepEnd) and e.state == "ok" and e.host
+            and e.id in backouts and backouts[e.id].script is None}
+    states = {(e.id, e.when): e.readings for e in events if isinstance(e, StateEvent) and not e.host}
     for step in reversed([s for s in package.steps if s.changes_state and s.id in ran]):
         backout = backouts[step.id]
         if backout.script is None:

@@ -1,25 +1,38 @@
 """The package's run history: every record in PACKAGE/runs/, what it did, and what backed it out.
 
 `psbridge runs` lists it; `psbridge rollback --last` picks from it the last run the audit log
-vouches for and that changed something, and both `rollback` forms refuse a run that a later,
-successful, vouched-for rollback already backed out. Records are read only through the run
+vouches for and that changed something (a re-run that read the same state before and after each of
+its changing steps did not), and both `rollback` forms refuse a run that a later, successful,
+vouched-for rollback already backed out. Records are read only through the run
 record's one schema (run_record.read_events); a record that cannot be read is listed with its
 problem rather than hiding the others.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import UserError
 from .files import read_regular, sha256_hex
 from .package import Package
-from .run_record import RunEnd, RunStart, StepEnd, read_events
+from .run_record import RunEnd, RunEvent, RunStart, StateEvent, StepEnd, StepStart, read_events
+from .steps import unit
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+#: What the run's redactor writes in place of a secret (remote/redact.py): two readings that differed only
+#: in a secret read the same once redacted, so a reading holding one cannot show that nothing changed.
+REDACTION_MARKS = ("[redacted]", "[line withheld", "<hidden>", "<line withheld>", "#####")
+
+#: What a run did to the servers, as far as its record tells: "changed" (a state-changing step ended ok and
+#: its readings do not show that it left the state as it was), "nothing" (every state-changing step sent
+#: ended ok and read the same state before and after it), "unsure" (neither: no state-changing step ended
+#: ok, or none that did changed anything while another failed or ended unknown).
+Change = Literal["changed", "nothing", "unsure"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,8 @@ class RunEntry:
     vouched: bool
     problem: str | None = None
     backed_out_by: Path | None = None
+    #: True: state-changing steps ended ok and each read the same state before and after it.
+    no_change: bool = False
 
     @property
     def is_rollback(self) -> bool:
@@ -73,11 +88,60 @@ def _entry(path: Path, package: Package, lines: Sequence[Mapping[str, Any]]) -> 
         problem = "not a run record" if start is None else "a run of another package digest"
         return RunEntry(path, digest, start.started if start else "", None, "", None, None, False, False, problem)
     end = next((e for e in reversed(events) if isinstance(e, RunEnd)), None)
-    changing = {s.id for s in package.steps if s.changes_state}
-    changed = start.rollback_of is None and any(
-        isinstance(e, StepEnd) and e.state == "ok" and not e.host and e.id in changing for e in events)
+    change = "unsure" if start.rollback_of is not None else what_changed(package, events)
     return RunEntry(path, digest, start.started, end.exit_code if end else None, end.reason if end else "",
-                    start.rollback_of, start.rollback_of_sha256, changed, _vouched(lines, package.digest, digest))
+                    start.rollback_of, start.rollback_of_sha256, change == "changed",
+                    _vouched(lines, package.digest, digest), no_change=change == "nothing")
+
+
+def what_changed(package: Package, events: Sequence[RunEvent]) -> Change:
+    """Whether the run changed something, judged from its record.
+
+    Every state-changing step that ended ok counts as a change unless its readings prove otherwise:
+    a false "changed" only makes `rollback --last` show a run whose back-out has nothing to undo, but a
+    false "changed nothing" would hide a live change from it. A step on an additional server always
+    counts (its capture, the certificate, does not see the MSAL files the app trust's step writes there).
+    """
+    changing = {s.id for s in package.steps if s.changes_state}
+    ended = [e for e in events if isinstance(e, StepEnd) and e.id in changing and e.state != "skipped"]
+    # A step sent but never ended (the process was killed while it ran) may have changed anything.
+    unended = {(e.id, e.host) for e in events if isinstance(e, StepStart) and e.id in changing} - {
+        (e.id, e.host) for e in ended}
+    states = Counter((e.id, e.host, e.when) for e in events if isinstance(e, StateEvent))
+    readings = {(e.id, e.host, e.when): e for e in events if isinstance(e, StateEvent)}
+    for end in (e for e in ended if e.state == "ok"):
+        key = (end.id, end.host)
+        if end.host or any(states[(*key, when)] != 1 for when in ("before", "after")):
+            return "changed"
+        if not _same_state(end.id, readings[(*key, "before")], readings[(*key, "after")]):
+            return "changed"
+    return "nothing" if ended and not unended and all(e.state == "ok" for e in ended) else "unsure"
+
+
+def _same_state(step_id: str, before: StateEvent, after: StateEvent) -> bool:
+    """Whether two readings show the same state: each of the step's captures answered both times (no null,
+    no note), nothing in them was redacted, and they are equal as recorded. Anything less cannot show that
+    nothing changed."""
+    found = unit(step_id)
+    captures = set(found.backout.captures) if found is not None and found.backout is not None else set()
+    if before.notes or after.notes or not captures or not before.readings.keys() == after.readings.keys() == captures:
+        return False
+    if any(not isinstance(r, dict) for r in (*before.readings.values(), *after.readings.values())):
+        return False
+    if _holds_redaction(before.readings) or _holds_redaction(after.readings):
+        return False
+    return before.readings == after.readings
+
+
+def _holds_redaction(value: Any) -> bool:
+    """Whether any text in the reading (keys too) carries a redaction marker."""
+    if isinstance(value, str):
+        return any(mark in value for mark in REDACTION_MARKS)
+    if isinstance(value, dict):
+        return any(_holds_redaction(k) or _holds_redaction(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_redaction(v) for v in value)
+    return False
 
 
 def history(package: Package, lines: Sequence[Mapping[str, Any]]) -> list[RunEntry]:
@@ -107,6 +171,33 @@ def last_change(entries: list[RunEntry]) -> RunEntry:
             return entry
     raise UserError("rollback --last: no run of this package that the audit log vouches for changed anything; "
                     "nothing to roll back (see: psbridge runs PACKAGE_DIR)")
+
+
+def skipped_after(entries: list[RunEntry], picked: RunEntry) -> str | None:
+    """The runs (not rollbacks) after `picked` that --last passed over, in words, so the operator who
+    expected the newest run learns why another was chosen; None when there are none."""
+    later = [e for e in entries[entries.index(picked) + 1:] if not e.is_rollback]
+    groups: dict[str, list[str]] = {}
+    for entry in later:
+        groups.setdefault(_why_skipped(entry), []).append(entry.path.name)
+    if not later:
+        return None
+    parts = [f"that {why} ({', '.join(names)})" for why, names in groups.items()]
+    if len(parts) == 1:
+        return f"skipped {len(later)} later run{'s' if len(later) > 1 else ''} {parts[0]}"
+    counted = [f"{len(names)} {part}" for names, part in zip(groups.values(), parts)]
+    return f"skipped {len(later)} later runs: " + "; ".join(counted)
+
+
+def _why_skipped(entry: RunEntry) -> str:
+    """Why --last passed over a later run (no rollback, not the one picked), to follow "that"."""
+    if entry.problem is not None:
+        return "cannot be read"
+    if not entry.vouched:
+        return "the audit log does not vouch for"
+    if entry.no_change:
+        return "changed nothing"
+    return "recorded no change to undo"
 
 
 def backed_out(entries: list[RunEntry], sha256: str) -> RunEntry | None:

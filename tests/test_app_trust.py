@@ -267,9 +267,10 @@ def test_run_sends_every_step_in_order_with_the_payload_to_msal_assembly_and_sec
         (s["index"], s["sha256"], "ok") for s in plan["steps"]]
     states = [(e["id"], e["when"], sorted(e["readings"])) for e in events
               if e["event"] == "state" and e["id"] in APP_STEPS]
-    assert states == [("app-registration", "before", ["app"]), ("app-certificate", "before", ["app"]),
-                      ("app-certificate", "after", ["app"]), ("partner-applications", "before", ["org"]),
-                      ("partner-applications", "after", ["org"]), ("msal-assembly", "before", ["web"])]
+    assert states == [("app-registration", "before", ["app"]), ("app-registration", "after", ["app"]),
+                      ("app-certificate", "before", ["app"]), ("app-certificate", "after", ["app"]),
+                      ("partner-applications", "before", ["org"]), ("partner-applications", "after", ["org"]),
+                      ("msal-assembly", "before", ["web"]), ("msal-assembly", "after", ["web"])]
     assert events[-1]["event"] == "run-end" and events[-1]["exit_code"] == 0
     # The payload travels to the server; it is not copied into the record or the audit log.
     dll_b64 = base64.b64encode((pkg / DLL).read_bytes())[:64]
@@ -398,7 +399,7 @@ def _migration_seen_by_the_probes(engine: Engine, pkg: Path) -> None:
         engine.when(f"# psbridge probe: {name} ", Reply(output=[json.dumps(answers[name])]))
     without = app_answer(True, [])
     with_key = app_answer(True, [app_key(key_id=ADDED_KEY)])
-    engine.when("# psbridge probe: app ", Reply(output=[json.dumps(without)]), times=2)  # before 09, before 10
+    engine.when("# psbridge probe: app ", Reply(output=[json.dumps(without)]), times=3)  # 09 before/after, 10 before
     engine.when("# psbridge probe: app ", Reply(output=[json.dumps(with_key)]))
     null_tenant = org_answer([partner_row(SHAREPOINT_APP, None)])
     both = org_answer([partner_row(SHAREPOINT_APP, APP_TENANT), partner_row(APP_CLIENT, APP_TENANT)])

@@ -354,15 +354,16 @@ def test_a_secret_the_server_echoes_in_a_reading_is_redacted_everywhere(tmp_path
 # --------------------------------------------------------------------------- the state around each change
 
 
-def test_run_records_the_state_before_each_change_and_after_the_scripted_ones(tmp_path, engine, http_peer,
-                                                                              secrets_env, capsys) -> None:
+def test_run_records_the_state_before_and_after_each_change(tmp_path, engine, http_peer, secrets_env,
+                                                            capsys) -> None:
     pkg = write_package(tmp_path)
     answer_probes(engine, state("half configured"))
     assert main(["run", *check_args(pkg, http_peer)[1:], "--yes"]) == 0
     events = [json.loads(l) for l in next((pkg / "runs").glob("*.jsonl")).read_text().splitlines()]
     states = [(e["id"], e["when"], sorted(e["readings"])) for e in events if e["event"] == "state"]
-    assert states == [("certificate", "before", ["certificate", "crm"]), ("spn", "before", ["entra"]),
-                      ("spn", "after", ["entra"]), ("crm-settings", "before", ["crm"]),
+    assert states == [("certificate", "before", ["certificate", "crm"]),
+                      ("certificate", "after", ["certificate", "crm"]),
+                      ("spn", "before", ["entra"]), ("spn", "after", ["entra"]), ("crm-settings", "before", ["crm"]),
                       ("crm-settings", "after", ["crm"])]
     order = [(e["event"], e.get("id")) for e in events if e["event"] in ("state", "step-start")]
     assert order.index(("state", "spn")) < order.index(("step-start", "spn"))  # read before it is sent

@@ -83,7 +83,7 @@ def test_runs_lists_the_run_then_rollback_last_backs_it_out_and_only_once(tmp_pa
 
     before = len(engine.pipelines)
     assert main(_last_args(pkg, http_peer, log)) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # lines wrap at 100 columns: the words, in order
     assert f"rollback: the last run that changed something: {record}" in out
     assert any(p.script.startswith("# psbridge back-out of step") for p in engine.pipelines[before:])
 
@@ -94,7 +94,7 @@ def test_runs_lists_the_run_then_rollback_last_backs_it_out_and_only_once(tmp_pa
     for argv in (_last_args(pkg, http_peer, log), _rollback_args(pkg, http_peer, record, log)):
         sent = len(engine.pipelines)
         assert main(argv) == 0
-        out = capsys.readouterr().out
+        out = " ".join(capsys.readouterr().out.split())
         assert f"{record} was already backed out by {back['record']}; nothing sent" in out
         assert len(engine.pipelines) == sent  # nothing sent
     assert [l["action"] for l in map(json.loads, log.read_text().splitlines())][-1] == "rollback"

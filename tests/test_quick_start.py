@@ -71,9 +71,27 @@ def test_an_untouched_example_file_validates_with_one_warning_line(psbridge, tmp
     for command in (("validate", "p.toml"), ("render", "p.toml", "--out", "out")):
         result = psbridge(*command)
         assert result.exit_code == 0
-        [line] = [line for line in result.stderr.splitlines() if WARNING in line]
-        assert line == ("psbridge: warning: p.toml still holds the article's example values (certificate.service_account, "
-                        "crm.root_domain, sharepoint.sites): replace them with yours")
+        # The warning wraps at 100 columns: its lines (the first, then those that hang under it), joined.
+        lines = result.stderr.splitlines()
+        [first] = [i for i, line in enumerate(lines) if line.startswith("psbridge: warning: p.toml ")]
+        hanging = [line for line in lines[first + 1:] if line.startswith("    ")]
+        assert hanging == lines[first + 1:first + 1 + len(hanging)]
+        assert " ".join(x.strip() for x in lines[first:first + 1 + len(hanging)]) == (
+            "psbridge: warning: p.toml still holds the article's example values (certificate.service_account, "
+            "crm.root_domain, sharepoint.sites): replace them with yours")
+        assert " ".join(result.stderr.split()).count(WARNING) == 1  # one warning, as before
+
+
+def test_the_example_values_warning_wraps_at_100_columns(psbridge, tmp_path: Path, msal: SignedMsal) -> None:
+    """Issue 21: the warning was one line of 168 columns with a usual path; it wraps, its words unchanged."""
+    write_nupkg(tmp_path / "parameters-of-the-production-farm" / "prod.toml", msal)
+    assert psbridge("init", "parameters-of-the-production-farm/prod.toml").exit_code == 0
+    result = psbridge("validate", "parameters-of-the-production-farm/prod.toml")
+    assert result.exit_code == 0, result.stderr
+    warning = ("psbridge: warning: parameters-of-the-production-farm/prod.toml still holds the article's example "
+               "values (certificate.service_account, crm.root_domain, sharepoint.sites): replace them with yours")
+    assert len(warning) > 160 and warning in " ".join(result.stderr.split())
+    assert max(len(line) for line in result.stderr.splitlines()) <= 100, result.stderr
 
 
 def test_own_values_and_the_builtin_example_give_no_warning(psbridge, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import click
 from ..errors import RuntimeFailure, UserError
 from .auditing import audit_failure
 from .options import CONTEXT, audit_log_option
-from .output import print_audit_head, safe
+from .output import echo_wrapped, print_audit_head, safe
 
 if TYPE_CHECKING:
     from ..parameters import Parameters
@@ -111,8 +111,8 @@ def _warn_if_article_values(parameters: Parameters, path: Path) -> None:
     """One line on stderr when a parameters file still holds the article's placeholder values."""
     held = article_values(parameters)
     if held:
-        click.echo(f"psbridge: warning: {safe(path)} still holds the article's example values "
-                   f"({', '.join(held)}): replace them with yours", err=True)
+        echo_wrapped(f"{safe(path)} still holds the article's example values ({', '.join(held)}): replace them "
+                     "with yours", "psbridge: warning: ", err=True)
 
 
 def _warn_if_unc(parameters: Parameters) -> None:

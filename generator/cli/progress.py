@@ -158,8 +158,10 @@ class HumanReporter:
         elif kind == "run-start":
 
             user = f" as {event['user']}" if event.get("user") else ""
-            self.out(printable(f"psbridge run: {event['package']} on {event['host']}:{event['port']} "
-                               f"({event['transport']}, {event['auth']}{user}); record: {event['record']}"))
+            header = printable(f"psbridge run: {event['package']} on {event['host']}:{event['port']} "
+                               f"({event['transport']}, {event['auth']}{user}); record: {event['record']}")
+            for line in screen.wrap(header):  # 133 columns with a usual record path: wrapped (issue 21)
+                self.out(line)
         elif kind == "run-end":
             if event.get("reason") == "connect-failed":
                 return  # the command line prints that one line on stderr

@@ -33,7 +33,7 @@ class RollbackFlags:
               help="The run record (PACKAGE_DIR/runs/*.jsonl) whose changes to undo.")
 @click.option("--last", is_flag=True,
               help="Instead of --run: the package's last run that the audit log vouches for and that changed "
-                   "something (see: psbridge runs).")
+                   "something; a run that changed nothing is passed over, and said so (see: psbridge runs).")
 @connection_options
 @click.option("--step-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0, show_default=True,
               help="Seconds per script before it is stopped and reported UNKNOWN.")
@@ -90,10 +90,12 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
         raise with_next_command(exc, str(package_dir)) from None
     prepared, plan = choice.prepared, choice.plan
     if flags.last:
-        click.echo(f"rollback: the last run that changed something: {safe(str(choice.record))}", err=as_json)
+        echo_wrapped(f"the last run that changed something: {safe(str(choice.record))}", "rollback: ", err=as_json)
+        if choice.skipped:
+            echo_wrapped(safe(choice.skipped), "rollback: ", err=as_json)
     if choice.already is not None and choice.already.backed_out_by is not None:
-        click.echo(f"rollback: {safe(str(choice.record))} was already backed out by "
-                   f"{safe(str(choice.already.backed_out_by))}; nothing sent", err=as_json)
+        echo_wrapped(f"{safe(str(choice.record))} was already backed out by "
+                     f"{safe(str(choice.already.backed_out_by))}; nothing sent", "rollback: ", err=as_json)
         return
     package = prepared.package
     for step, why in plan.nothing:
@@ -102,7 +104,7 @@ def rollback(package_dir: Path, connection: ConnectionOptions, approval: Approva
         echo_wrapped(safe(manual, keep_newlines=True), f"step {step.index:02d} {step.id}: by hand: ", err=as_json)
     for item in plan.scripted:
         values = ", ".join(f"{k}={v!r}" for k, v in item.parameters.items())
-        click.echo(f"step {item.step.index:02d} {item.step.id}: {item.file} with {safe(values)}", err=as_json)
+        echo_wrapped(f"{item.file} with {safe(values)}", f"step {item.step.index:02d} {item.step.id}: ", err=as_json)
     if not plan.scripted:
         click.echo("rollback: no script to send", err=as_json)
         return

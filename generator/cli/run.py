@@ -13,7 +13,7 @@ from ..errors import CommandFinished, ExitCode, RuntimeFailure, UserError
 from .auditing import gate, refused
 from .options import CONTEXT, ApprovalOptions, ConnectionOptions, approval_options, audit_log_option
 from .options import connected, connection_options, gather, implied_audit_log, package_log
-from .output import print_audit_head, print_check, reporter, safe, warn_if_unverified
+from .output import echo_wrapped, print_audit_head, print_check, reporter, safe, warn_if_unverified
 from .prompts import ask_step, confirm_or_refuse, has_terminal
 
 if TYPE_CHECKING:
@@ -177,9 +177,11 @@ def _confirm_unapproved(prepared: PreparedRun, assume_yes: bool, as_json: bool) 
     changing = ", ".join(f"{s.index:02d} {s.id}" for s in prepared.selected if s.changes_state) or "none"
     servers = ", ".join([prepared.host, *prepared.additional])
     err = as_json  # --json keeps stdout for JSON events
-    click.echo(safe(f"psbridge run: package {package.name}, digest {package.digest}"), err=err)
-    click.echo(safe(f"  on: {servers}"), err=err)
-    click.echo(safe(f"  steps that change state: {changing}"), err=err)
+    # Within 100 columns (issue 21): the digest on a line of its own (it made the first line 108 columns).
+    click.echo(safe(f"psbridge run: package {package.name}"), err=err)
+    click.echo(f"  digest: {package.digest}", err=err)
+    echo_wrapped(safe(servers), "  on: ", "      ", err=err)
+    echo_wrapped(changing, "  steps that change state: ", "      ", err=err)
     click.echo("  approvals: not checked (this run has no --require-approval)", err=err)
     if assume_yes:
         return

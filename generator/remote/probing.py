@@ -147,7 +147,9 @@ def observer(ctx: RemoteContext, session: PSRPSession) -> Callable[[PackageStep,
 
     The readings go into the run record as `state` events; `psbridge rollback` takes the values
     it passes to a back-out script from them. A probe that does not answer is recorded as null:
-    the run goes on, and the back-out of that step will refuse.
+    the run goes on, and the back-out of that step will refuse. Every step with captures is read
+    after it too, the manual back-outs' steps included: equal readings around each step are how a
+    re-run is known to have changed nothing (`runs.what_changed`), so that `rollback --last` skips it.
     """
     from ..run_record import StateEvent
     from ..steps import unit
@@ -160,10 +162,12 @@ def observer(ctx: RemoteContext, session: PSRPSession) -> Callable[[PackageStep,
         # manual, but the text sends the operator to the state recorded after the step.
         found = unit(step.id)
         backout = found.backout if found is not None else None
-        if backout is None or (when == "after" and backout.script is None):
+        if backout is None:
             return
         readings, notes = prober.ask({name: package.probes[name] for name in backout.captures})
-        ctx.emit(StateEvent(when=when, index=step.index, id=step.id, readings=prober.redact.clean(readings),
-                            notes=notes).data())
+        cleaned = prober.redact.clean(readings)
+        if cleaned != readings:  # a difference in a secret is gone from the record: say so, equal is no proof
+            notes.append("a secret was redacted from these readings")
+        ctx.emit(StateEvent(when=when, index=step.index, id=step.id, readings=cleaned, notes=notes).data())
 
     return observe

@@ -20,7 +20,7 @@ from ..backout import RollbackPlan, Vouching, plan_rollback, read_record
 from ..catalogue import backouts_for
 from ..errors import ExitCode
 from ..package import PackageStep
-from ..runs import RunEntry, backed_out, history, last_change
+from ..runs import RunEntry, backed_out, history, last_change, skipped_after
 from .action import Audited, Finished, audited_action, finish, started
 from .context import RemoteContext
 from .gate import GateRequest, PreparedRun, prepare
@@ -53,6 +53,8 @@ class RollbackChoice:
     plan: RollbackPlan
     record: Path
     already: RunEntry | None = None
+    #: --last: the later runs it passed over and why, in words (None: it took the newest run).
+    skipped: str | None = None
 
 
 def prepare_rollback(request: GateRequest, source: RecordSource) -> tuple[PreparedRun, RollbackPlan]:
@@ -69,11 +71,16 @@ def choose_rollback(request: GateRequest, source: RecordSource) -> RollbackChoic
     prepared = prepare(request)
     lines = audit.entries(source.log, source.head)
     entries = history(prepared.package, lines)
-    record = source.record if source.record is not None else last_change(entries).path
+    picked: RunEntry | None = None
+    record = source.record
+    if record is None:  # --last
+        picked = last_change(entries)
+        record = picked.path
     vouching = Vouching(lines, str(source.log), source.head, source.log_given)
     events, digest = read_record(record, prepared.package, vouching)
     plan = plan_rollback(prepared.package, events, str(record), digest)
-    return RollbackChoice(prepared, plan, record, backed_out(entries, digest))
+    skipped = skipped_after(entries, picked) if picked is not None else None
+    return RollbackChoice(prepared, plan, record, backed_out(entries, digest), skipped)
 
 
 def rollback_sends(ctx: RemoteContext, plan: RollbackPlan) -> tuple[list[PackageStep], dict[int, dict[str, Any]],

@@ -37,7 +37,7 @@ def _server_states(engine: Engine, settings_before: dict[str, str | None] | None
     engine.when(probe.format("certificate"), Reply(output=[json.dumps(after["certificate"])]))
     engine.when(probe.format("entra"), Reply(output=[json.dumps(entra_before)]), times=1)
     engine.when(probe.format("entra"), Reply(output=[json.dumps(entra_after)]))
-    engine.when(probe.format("crm"), Reply(output=[json.dumps(before["crm"])]), times=2)  # before 02, before 07
+    engine.when(probe.format("crm"), Reply(output=[json.dumps(before["crm"])]), times=3)  # 02 before/after, 07 before
     engine.when(probe.format("crm"), Reply(output=[json.dumps(after["crm"])]))
 
 
