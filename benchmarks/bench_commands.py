@@ -8,8 +8,9 @@ checkout's working tree (tracked and untracked, not ignored, files), each `pip i
 timed as whole processes (interpreter start, imports, the work, exit). The base commit may still
 have the import name `generator`: only its console script is used.
 
-* render: `psbridge render PARAMS --out DIR --force` of the built-in example (written by the base
-  side's `psbridge init`) and of a farm + renewal variant (additional servers, `replaces`).
+* render: `psbridge render --example --out DIR --force` (the article's ACS example, the same on every
+  version; `init` writes the app trust since 0.3.0, which needs Microsoft's MSAL .nupkg to render) and
+  `psbridge render PARAMS` of a farm + renewal variant (additional servers, `replaces`).
 * check / run: each side renders the loopback package with its own psbridge; one loopback WinRM
   peer of the test suite (NTLM with message encryption over HTTP) answers the probes as a fresh
   server, so `check` reads every probe and exits 5 and `run --yes` sends all 8 steps and exits 0.
@@ -171,11 +172,8 @@ def timed(side: Side, command: Command, values: dict[str, str]) -> float:
     return seconds
 
 
-def prepare_inputs(base: Side, sides: list[Side], work: Path) -> None:
-    """The parameters files (the example by `psbridge init`), and each side's loopback package by its own render."""
-    code, err, _ = psbridge(base, ["init", str(work / "example.toml")], work)
-    if code != 0:
-        raise BenchError(f"{base.name} `psbridge init` exited {code}: {err.strip()}")
+def prepare_inputs(sides: list[Side], work: Path) -> None:
+    """The parameters files, and each side's loopback package by its own render."""
     (work / "farm-renewal.toml").write_text(FARM_RENEWAL_TOML, encoding="utf-8")
     (work / "loopback.toml").write_text(LOOPBACK_TOML, encoding="utf-8")
     for side in sides:
@@ -189,7 +187,7 @@ def commands(work: Path) -> list[Command]:
     peer = ["--host", "127.0.0.1", "--port", "{port}", "--transport", "http", "--auth", "ntlm",
             "--username", USER, "--o365-user", "admin@contoso.onmicrosoft.com"]
     return [
-        Command("render example", ["render", str(work / "example.toml"), "--out", "{out}", "--force"], 0),
+        Command("render example", ["render", "--example", "--out", "{out}", "--force"], 0),
         Command("render farm-renewal", ["render", str(work / "farm-renewal.toml"), "--out", "{out}", "--force"], 0),
         Command("check", ["check", "{pkg}", *peer], 5),
         Command("run --yes", ["run", "{pkg}", "--yes", *peer], 0),
@@ -263,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         sides = [Side("base", work / "base"), Side("current", work / "current")]
         with ThreadPoolExecutor(2) as pool:  # the two pip installs are independent: build them side by side
             list(pool.map(build, sides, [base_src, current_src]))
-        prepare_inputs(sides[0], sides, work)
+        prepare_inputs(sides, work)
         samples = measure(sides, work, args.rounds)
     limit = args.fail_over if args.fail_over is not None else TARGET
     rows, over = table(samples, limit)
