@@ -163,12 +163,12 @@ _ASIDE = re.compile(r"\s*\([^()]*\)")
 
 
 def in_short(text: str) -> str:
-    """A step's change without its parenthetical asides, for the app trust's "what changes where".
+    """A sentence without its parenthetical asides, for the app trust's page one.
 
-    The app trust adds four changes (three of them in Entra ID's column), and with their asides (how
-    a credential is matched, which permissions are merged, where a replaced file is backed up) page
-    one has no room left for the back-out and the approvals. Each step's section after page one
-    ("Changes: …") keeps the whole sentence.
+    The app trust adds four steps to describe and back out, and with their asides (how a credential
+    is matched, which permissions are merged, where a backup folder is) page one has no room left
+    for the back-out and the approvals. The whole sentences stay in the report: each step's section
+    ("Changes: …") and the back-out plan after page one.
     """
     short = text
     while (shorter := _ASIDE.sub("", short)) != short:
@@ -632,6 +632,7 @@ def _environment() -> Any:
         lstrip_blocks=True,
     )
     env.filters["short"] = lambda v, n=16: (str(v)[:n] + "…") if v and len(str(v)) > n else (v or "")
+    env.filters["in_short"] = in_short
     return env
 
 

@@ -512,6 +512,6 @@ def test_report_of_a_run_app_package_names_the_app_trust_on_page_one(
     assert "The app trust" in summary and "Sites.FullControl.All" in summary
     payload = html.split('<section id="payload">', 1)[1].split("</section>", 1)[0]  # after page one (issue 21)
     for fact in trusted.payload.facts():
-        assert fact["file"] in summary and fact["sha256"] in payload
+        assert fact["file"] in payload and fact["sha256"] in payload
     for step in read_package(pkg).steps:
         assert step.sha256 in html

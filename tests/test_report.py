@@ -653,9 +653,12 @@ def test_page_one_of_an_app_trust_package_in_a_headless_browser(psbridge, keys, 
     # printed at its own size: page one fits by its layout, not because a long audit detail after it made
     # Chromium shrink every page (the audit log's lines hold this test's long temporary paths)
     assert _heading_height(pdftotext, pdf, 2, "Steps") > 13.5
-    # the payload's files on page one, their full sha256 after it (a hash may wrap: compared without white space)
+    # page one points to the MSAL payload; its files, signers and full sha256 follow in their own section (a hash
+    # may wrap: compared without white space)
+    assert "The MSAL payload's 2 files, their signers and sha256: MSAL payload, after page one." in first
     everything = re.sub(r"\s+", "", subprocess.run([pdftotext, str(pdf), "-"], capture_output=True, text=True,
                                                     timeout=60, check=True).stdout)
+    payload = everything.split("Thefilesthatstepmsal-assemblywrites", 1)[1]
     for fact in msal_package.payload.facts():
-        assert fact["file"] in first and fact["sha256"] not in first.replace(" ", "")
-        assert fact["sha256"] in everything.split("Thefilesthatstepmsal-assemblywrites", 1)[1], fact["file"]
+        assert fact["sha256"] not in first.replace(" ", "")
+        assert fact["file"] in payload and fact["sha256"] in payload, fact["file"]
