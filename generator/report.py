@@ -553,7 +553,7 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
     status = _runs_status(package, runs, believed)
     cert = package.certificate
     trust = _trust(package, params)
-    if trust["app"]:  # six more changes than ACS: their asides move to the steps' sections
+    if trust["app"]:  # four more steps than ACS: their asides move to the steps' sections
         places = {key: [{**c, "what": in_short(c["what"])} for c in changes] for key, changes in places.items()}
     return {
         "csp": CONTENT_SECURITY_POLICY,
