@@ -159,6 +159,23 @@ def _changes_by_place(steps: Sequence[Any]) -> dict[str, list[dict[str, str]]]:
     return places
 
 
+_ASIDE = re.compile(r"\s*\([^()]*\)")
+
+
+def in_short(text: str) -> str:
+    """A sentence without its parenthetical asides, for the app trust's page one.
+
+    The app trust adds four steps to describe and back out, and with their asides (how a credential
+    is matched, which permissions are merged, where a backup folder is) page one has no room left
+    for the back-out and the approvals. The whole sentences stay in the report: each step's section
+    ("Changes: …") and the back-out plan after page one.
+    """
+    short = text
+    while (shorter := _ASIDE.sub("", short)) != short:
+        short = shorter
+    return short
+
+
 def _parameters(package: Package) -> dict[str, Any]:
     raw = package.plan.get("parameters")
     return raw if isinstance(raw, dict) else {}
@@ -535,6 +552,9 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
     audit_view = _audit(audit_log, package, believed)
     status = _runs_status(package, runs, believed)
     cert = package.certificate
+    trust = _trust(package, params)
+    if trust["app"]:  # four more steps than ACS: their asides move to the steps' sections
+        places = {key: [{**c, "what": in_short(c["what"])} for c in changes] for key, changes in places.items()}
     return {
         "csp": CONTENT_SECURITY_POLICY,
         "css": highlight_css(),
@@ -544,7 +564,7 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
                     "tool_version": package.tool_version, "digest": package.digest},
         "ticket": change_ticket(package),
         "non_ascii": look_alikes(params),
-        "trust": _trust(package, params),
+        "trust": trust,
         "integrity": integrity,
         "reproducible": reproducible,
         "diagram": {
@@ -557,6 +577,7 @@ def collect(package: Package, *, audit_log: Path, trusted_keys: Path | None = No
             "database": {"title": "CRM configuration database", "names": [
                 "root domain " + (as_text(crm.get("root_domain")) or "?")], "changes": places["database"]},
             "other": places["other"],
+            "in_short": trust["app"],
         },
         "sites": [as_text(s) for s in sites],
         "certificate": {k: as_text(v) for k, v in cert.items()} if cert else None,
@@ -611,6 +632,7 @@ def _environment() -> Any:
         lstrip_blocks=True,
     )
     env.filters["short"] = lambda v, n=16: (str(v)[:n] + "…") if v and len(str(v)) > n else (v or "")
+    env.filters["in_short"] = in_short
     return env
 
 

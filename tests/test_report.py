@@ -565,14 +565,15 @@ def test_page_one_in_a_headless_browser_with_a_change_window(psbridge, keys, tmp
 
 
 
-def _app_package(psbridge, tmp_path: Path) -> Path:  # noqa: ANN001 - the CLI fixture
-    """The package `init` leads to (trust = "app"), rendered with the test MSAL package beside its file."""
+def _app_package(psbridge, tmp_path: Path, change: str = "") -> Path:  # noqa: ANN001 - the CLI fixture
+    """The package `init` leads to (trust = "app"), rendered with the test MSAL package beside its file;
+    `change` is a `[change]` table's TOML text to append."""
     from support.probe_states import TENANT
 
     params = tmp_path / "parameters.toml"
     assert psbridge("init", params).exit_code == 0
     text = params.read_text(encoding="utf-8").replace('tenant_id = "00000000-0000-0000-0000-000000000000"',
-                                                      f'tenant_id = "{TENANT}"', 1)
+                                                      f'tenant_id = "{TENANT}"', 1) + change
     params.write_text(text, encoding="utf-8")
     rendered = psbridge("render", params, "--out", tmp_path / "out")
     assert rendered.exit_code == 0, rendered.stderr
@@ -595,3 +596,69 @@ def test_page_one_says_a_by_hand_procedure_in_words_and_leaves_its_commands_to_t
     after = text_of(html.split("</section>", 1)[1])
     for command in re.findall(r"`([^`]+)`", MANUAL):
         assert " ".join(command.split()) in after, command
+
+
+def _heading_height(pdftotext: str, pdf: Path, page: int, word: str) -> float:
+    """The height in points of `word`'s box on `page` (pdftotext -bbox): a 12.5 pt heading's is about 14 pt when
+    printed at its own size, less when Chromium shrank every page because something was wider than the page."""
+    boxes = subprocess.run([pdftotext, "-f", str(page), "-l", str(page), "-bbox", str(pdf), "-"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout
+    found = re.search(rf'<word xMin="[\d.]+" yMin="([\d.]+)" xMax="[\d.]+" yMax="([\d.]+)">{word}</word>', boxes)
+    assert found, f"{word} not on page {page}"
+    return float(found.group(2)) - float(found.group(1))
+
+
+def test_page_one_of_an_app_trust_package_in_a_headless_browser(psbridge, keys, tmp_path: Path, msal_package,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package `init` leads to (trust = "app") with a ticket, an ISO window and two approvals: page one holds
+    what changes where, the risks, the whole back-out, the approvals against the window and the package's status;
+    the MSAL payload's full sha256 values follow on a later page (the report's payload section)."""
+    from datetime import datetime, timezone
+
+    from psbridge import approvals, clock
+
+    chromium, pdftotext = _browser_or_skip()
+    now = datetime(2026, 12, 10, 9, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(clock, "utc_now", lambda: now)
+    monkeypatch.setattr(approvals, "utc_now", lambda: now)
+    monkeypatch.setattr(report_module, "utc_now", lambda: now)
+    pkg = _app_package(psbridge, tmp_path, f'\n[change]\nticket = "CHG-21"\nwindow = "{WINDOW}"\n'
+                                           'summary = "S2S between Dynamics 365 and SharePoint Online."\n')
+    approve(psbridge, pkg, keys["jane"], "--expires", "1d", "--comment", "CAB 2026-12-09, item 4")
+    approve(psbridge, pkg, keys["bob"], "--expires", "7d")
+    assert psbridge("report", pkg, "--trusted-keys", keys["trusted"]).exit_code == 0
+    pdf = tmp_path / "report.pdf"
+    _chromium(chromium, tmp_path, "--no-pdf-header-footer", f"--print-to-pdf={pdf}",
+              (pkg.parent / f"{pkg.name}-report.html").resolve().as_uri())
+    first = re.sub(r"\s+", " ", subprocess.run([pdftotext, "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True,
+                                               text=True, timeout=60, check=True).stdout)
+    package = read_package(pkg)
+    assert package.digest in first and "CHG-21" in first and "2026-12-12 20:00 to 22:00 (UTC+01:00)" in first
+    assert "THE APP TRUST" in first.upper() and "Sites.FullControl.All" in first
+    assert "What changes where" in first and "Risks, heaviest first" in first and "Back-out, step by step" in first
+    # the whole back-out table: every step with a back-out, and the wizard last
+    back_out = first.split("Back-out, step by step", 1)[1].split("Approvals", 1)[0]
+    for step in package.steps:
+        if step.kind == "change":
+            assert f"{step.index:02d} {step.id}" in back_out, step.id
+    assert "the wizard none" in back_out
+    # the approvals against the window, and the evidence with the package's status
+    assert first.count("valid now") == 2 and "ends first" in first and "covers the window" in first
+    assert "Jane Doe" in first and "Bob Roe" in first and "CAB 2026-12-09, item 4" in first
+    assert "distinct trusted people have a valid approval" in first
+    assert "Evidence." in first and "no run recorded" in first and "Audit log:" in first
+    second = subprocess.run([pdftotext, "-f", "2", "-l", "2", str(pdf), "-"], capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    assert second.lstrip().startswith("Steps")  # page one holds the whole summary
+    # printed at its own size: page one fits by its layout, not because a long audit detail after it made
+    # Chromium shrink every page (the audit log's lines hold this test's long temporary paths)
+    assert _heading_height(pdftotext, pdf, 2, "Steps") > 13.5
+    # page one points to the MSAL payload; its files, signers and full sha256 follow in their own section (a hash
+    # may wrap: compared without white space)
+    assert "The MSAL payload's 2 files, their signers and sha256: MSAL payload, after page one." in first
+    everything = re.sub(r"\s+", "", subprocess.run([pdftotext, str(pdf), "-"], capture_output=True, text=True,
+                                                    timeout=60, check=True).stdout)
+    payload = everything.split("Thefilesthatstepmsal-assemblywrites", 1)[1]
+    for fact in msal_package.payload.facts():
+        assert fact["sha256"] not in first.replace(" ", "")
+        assert fact["file"] in payload and fact["sha256"] in payload, fact["file"]
