@@ -112,6 +112,25 @@ class GateRequest:
     for_check: bool = False
 
 
+def approvals_lapsed(package: Package, policy: ApprovalPolicy, what: str, then: str) -> list[str] | None:
+    """The approvals judged again, at the clock's time now, right before `what` (a state-changing
+    step or back-out) is sent: None while enough valid approvals remain, else the refusal's lines
+    (which approval no longer counts, how to get a new one, `then`: how to go on after it).
+
+    Why again: the gate judged them before any prompt; an approval may expire while the operator
+    waits at one (`--step`, rollback's question). `run` and `rollback` share this one judgement.
+    """
+    from .. import clock
+    from ..approvals import verify_package
+
+    result = verify_package(package, policy, now=clock.utc_now())
+    if result.ok:
+        return None
+    return ([f"Not sent: {what} changes state, and the package's approvals, judged again right before it, no "
+             "longer suffice:"] + [f"  {reason}" for reason in result.reasons]
+            + [f"Get a new approval (psbridge approve {shlex.quote(str(package.path))} --key KEY), then {then}"])
+
+
 def prepare(request: GateRequest) -> PreparedRun:
     """Read the package once, check it and (with a policy) its approvals; choose steps and host.
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
-#: One escape of a JSON string: `\uXXXX` (hex in either case) or a one-letter escape.
+#: One escape of a JSON string: `\uHHHH` (hex in either case) or a one-letter escape.
 _JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
 _JSON_LETTERS = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 #: How many layers of JSON string escapes are undone in search of a secret: a secret echoed through
@@ -22,7 +22,7 @@ def json_unescape(text: str) -> tuple[str, Spans]:
     r"""`text` with every JSON string escape undone, and for each character the span it came from.
 
     Why: Windows PowerShell 5.1's ConvertTo-Json writes `<` `>` `&` `'` as `\u003c`... and escapes `"`
-    and `\`; Python writes non-ASCII as `\uXXXX` (an astral character as a surrogate pair); any JSON
+    and `\`; Python writes non-ASCII as `\uHHHH` (an astral character as a surrogate pair); any JSON
     writer may escape any character. A secret in such a form is not its plain text, but it is the
     secret to whoever decodes it. The spans let the redactor mask the escapes themselves.
     """
@@ -36,7 +36,7 @@ def json_unescape(text: str) -> tuple[str, Spans]:
         char = chr(int(hexa, 16)) if hexa else _JSON_LETTERS[letter]
         if (hexa and "\udc00" <= char <= "\udfff" and chars and "\ud800" <= chars[-1] <= "\udbff"
                 and spans[-1] == (found.start() - 6, found.start())):
-            # a surrogate pair, escaped as two \uXXXX: one character
+            # a surrogate pair, escaped as two \uHHHH: one character
             chars[-1] = chr(0x10000 + ((ord(chars[-1]) - 0xD800) << 10) + (ord(char) - 0xDC00))
             spans[-1] = (spans[-1][0], found.end())
         else:
@@ -74,7 +74,7 @@ class Redactor:
     reveal itself): every line that contains it is withheld instead.
 
     A secret is found as plain text and in the forms JSON writes it (`views`): ConvertTo-Json's
-    `\u003c` for `<`, `\"`, `\\`, `\uXXXX` in upper or lower hex, one JSON string inside another;
+    `\u003c` for `<`, `\"`, `\\`, `\uHHHH` in upper or lower hex, one JSON string inside another;
     the escapes that spell it are masked (or their lines withheld) as the plain text would be.
     Other encodings (base64, URL or XML escapes, a secret split across pipelines) are not found.
     """

@@ -7,7 +7,6 @@ the first script that does not succeed (nothing after it is sent).
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,7 +22,7 @@ from ..package import PackageStep
 from ..runs import RunEntry, backed_out, history, last_change, skipped_after
 from .action import Audited, Finished, audited_action, finish, started
 from .context import RemoteContext
-from .gate import GateRequest, PreparedRun, prepare
+from .gate import GateRequest, PreparedRun, approvals_lapsed, prepare
 from .executor import Executed, Executor, Hooks, RunResult, StepPlan, exit_code_of, Outcome
 from .inputs import payload_parameters, secrets_needed, step_parameters
 from .graph_signout import sign_out_of_graph, warn_on_stderr
@@ -119,18 +118,11 @@ def approval_guard(ctx: RemoteContext, policy: ApprovalPolicy | None,
     package = ctx.package
 
     def guard(step: PackageStep) -> list[str] | None:
-        from .. import clock
-        from ..approvals import verify_package
-
         if step.index not in undoes:  # a session step (03, 04) changes nothing
             return None
-        result = verify_package(package, policy, now=clock.utc_now())
-        if result.ok:
-            return None
-        return ([f"Not sent: the back-out of step {undoes[step.index]:02d} changes state, and the package's approvals, "
-                 "judged again right before it, no longer suffice:"] + [f"  {reason}" for reason in result.reasons]
-                + [f"Get a new approval (psbridge approve {shlex.quote(str(package.path))} --key KEY), then run the "
-                   "same psbridge rollback command again: the back-out scripts change nothing that is already undone."])
+        return approvals_lapsed(package, policy, f"the back-out of step {undoes[step.index]:02d}",
+                                "run the same psbridge rollback command again: the back-out scripts change "
+                                "nothing that is already undone.")
 
     return guard
 

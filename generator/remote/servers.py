@@ -12,7 +12,6 @@ the caller (`action`), whatever server it stopped on.
 
 from __future__ import annotations
 
-import shlex
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from .advice import ContinueCommand, RunAdvice, resume_advice
 from .context import RemoteContext
 from ..run_record import FarmGate, ForceUnlock
 from .executor import Confirm, Executor, Hooks, Outcome, RunResult, StepPlan, StepResult
+from .gate import approvals_lapsed
 from .inputs import payload_parameters, secrets_needed, step_parameters
 from .probing import Prober, farm_not_ready, observer, verify_in_session
 from .serverlock import HeartbeatKeeper, Refused, before_step, close_stale_holder, heartbeat_refusal, heartbeat_warning
@@ -368,19 +368,10 @@ class ServerRun:
         package = self.ctx.package
 
         def guard(step: PackageStep) -> list[str] | None:
-            from .. import clock
-            from ..approvals import verify_package
-
             if not step.changes_state:
                 return None
-            result = verify_package(package, policy, now=clock.utc_now())
-            if result.ok:
-                return None
-            return ([f"Not sent: step {step.index:02d} ({step.id}) changes state, and the package's approvals, judged "
-                     "again right before it, no longer suffice:"] + [f"  {reason}" for reason in result.reasons]
-                    + [f"Get a new approval (psbridge approve {shlex.quote(str(package.path))} --key KEY), then "
-                       "continue with:",
-                       f"  {command.at(step.index)}"])
+            refusal = approvals_lapsed(package, policy, f"step {step.index:02d} ({step.id})", "continue with:")
+            return None if refusal is None else refusal + [f"  {command.at(step.index)}"]
 
         return guard
 
